@@ -1,0 +1,61 @@
+# One toolchain, one entry point. The README and .ci/run call these targets as they are.
+#   make demo   - install Custos and run the main job on the embedded default
+#   make test   - install everything the tests need (Debian and Python packages), then run
+#                 lint, format check, types, the import-layer contract and the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= custos-data
+SAMPLE := samples/sample-holding
+# Debian packages the tests use: a real PostgreSQL server for the catalog suite.
+DEBIAN_PACKAGES := postgresql
+
+.PHONY: install demo system-deps test lint typecheck pytest lock bench clean
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/custos --data-dir $(DATA) ingest $(SAMPLE) --depositor "Sample Closing Mechanism"
+	$(BIN)/custos --data-dir $(DATA) list
+	$(BIN)/custos --data-dir $(DATA) show "$$($(BIN)/custos --data-dir $(DATA) list --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["package_id"])')"
+
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install system-deps
+	$(BIN)/pytest -q
+
+test: system-deps install lint typecheck pytest
+
+# Regenerate the lock file from a fresh resolution (commit the result).
+lock:
+	rm -rf /tmp/custos-lock && $(PYTHON) -m venv /tmp/custos-lock
+	/tmp/custos-lock/bin/pip install --quiet -e '.[dev]'
+	/tmp/custos-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+bench: install
+	$(BIN)/python bench/ingest_large.py
+	$(BIN)/python bench/ingest_small.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

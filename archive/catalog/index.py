@@ -1,0 +1,186 @@
+"""Index an OCFL object into the catalog, from what storage holds and nothing else.
+
+The same function serves a new ingest (after the object is moved into place), the recovery of
+an interrupted ingest, and ``custos catalog rebuild``: the catalog is always derived from
+storage, never the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from archive.catalog.tables import Deposit, Depositor, Event, EventLink, File, Package, Version
+from archive.custody import parse_premis, record_events
+from archive.errors import StorageError
+from archive.storage import ocfl
+
+DEPOSIT_JSON = "custos/deposit.json"
+PREMIS_XML = "custos/premis.xml"
+FORMATS_JSON = "custos/formats.json"
+PAYLOAD_PREFIX = "bag/data/"
+BAG_PREFIX = "bag/"
+
+
+def role_of(logical_path: str) -> str:
+    if logical_path.startswith(PAYLOAD_PREFIX):
+        return "payload"
+    if logical_path.startswith(BAG_PREFIX):
+        return "tag"
+    return "metadata"
+
+
+def _read_logical(object_root: Path, inventory: dict[str, Any], logical: str) -> bytes | None:
+    content = ocfl.head_state(inventory).get(logical)
+    if content is None:
+        return None
+    return (object_root / content).read_bytes()
+
+
+def depositor_id(session: Session, name: str, at: Any) -> int:
+    found = session.execute(select(Depositor.id).where(Depositor.name == name)).scalar()
+    if found is not None:
+        return found
+    row = Depositor(name=name, created_at=at)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def index_object(
+    session: Session,
+    object_root: Path,
+    rel_path: str,
+    *,
+    known_sizes: Mapping[str, int] | None = None,
+) -> str:
+    """Write catalog rows for the object at ``object_root``; return the package id.
+
+    Any rows already held for the package are replaced. The caller commits.
+    Raises :class:`StorageError` if the object lacks Custos metadata or is unreadable.
+    """
+    inventory = ocfl.read_inventory(object_root)
+    package_id: str = inventory["id"]
+    raw_deposit = _read_logical(object_root, inventory, DEPOSIT_JSON)
+    if raw_deposit is None:
+        raise StorageError(
+            f"object {package_id} at {object_root} has no {DEPOSIT_JSON}",
+            hint="only objects written by Custos can be indexed",
+        )
+    meta = json.loads(raw_deposit)
+    inv_digest = (object_root / "inventory.json.sha512").read_text().split()[0]
+    premis = _read_logical(object_root, inventory, PREMIS_XML)
+    events = parse_premis(premis) if premis else []
+    formats_raw = _read_logical(object_root, inventory, FORMATS_JSON)
+    formats: dict[str, dict[str, str]] = json.loads(formats_raw) if formats_raw else {}
+
+    remove_package(session, package_id)
+    v1 = inventory["versions"]["v1"]
+    created = ocfl.parse_created(v1["created"])
+    dep_id = depositor_id(session, meta["depositor"], created)
+    session.execute(
+        insert(Deposit),
+        [
+            {
+                "id": meta["deposit_id"],
+                "depositor_id": dep_id,
+                "source_name": meta["source_name"],
+                "received_at": ocfl.parse_created(meta["received_at"]),
+                "stored_at": created,
+                "bagit_version": meta["bagit_version"],
+                "fingerprint": meta["fingerprint"],
+                "payload_files": meta["payload_files"],
+                "payload_bytes": meta["payload_bytes"],
+            }
+        ],
+    )
+    head = ocfl.version_number(inventory["head"])
+    session.execute(
+        insert(Package),
+        [
+            {
+                "id": package_id,
+                "deposit_id": meta["deposit_id"],
+                "depositor_id": dep_id,
+                "title": meta.get("title", ""),
+                "created_at": created,
+                "head": head,
+                "object_path": rel_path,
+            }
+        ],
+    )
+    version_rows = []
+    for name, ver in inventory["versions"].items():
+        number = ocfl.version_number(name)
+        version_inv = inv_digest
+        if number != head:
+            sidecar = object_root / name / "inventory.json.sha512"
+            version_inv = sidecar.read_text().split()[0]
+        version_rows.append(
+            {
+                "package_id": package_id,
+                "number": number,
+                "created_at": ocfl.parse_created(ver["created"]),
+                "message": ver.get("message", ""),
+                "agent": ver.get("user", {}).get("name", ""),
+                "inventory_sha512": version_inv,
+            }
+        )
+    session.execute(insert(Version), version_rows)
+
+    sha256_of: dict[str, str] = {}
+    for digest, paths in inventory.get("fixity", {}).get("sha256", {}).items():
+        for p in paths:
+            sha256_of[p] = digest
+    file_rows = []
+    for digest, paths in inventory["manifest"].items():
+        for content_path in paths:
+            version_name, _, rest = content_path.partition("/")
+            logical = rest.partition("/")[2]  # strip "content/"
+            if content_path not in sha256_of:
+                raise StorageError(f"object {package_id}: no sha256 fixity for {content_path}")
+            size = (known_sizes or {}).get(content_path)
+            if size is None:
+                size = os.stat(object_root / content_path).st_size
+            fmt = formats.get(logical, {})
+            file_rows.append(
+                {
+                    "package_id": package_id,
+                    "version": ocfl.version_number(version_name),
+                    "logical_path": logical,
+                    "content_path": content_path,
+                    "role": role_of(logical),
+                    "size": size,
+                    "sha512": digest,
+                    "sha256": sha256_of[content_path],
+                    "puid": fmt.get("puid"),
+                    "mime_type": fmt.get("mime_type"),
+                    "format_name": fmt.get("format_name"),
+                }
+            )
+    for i in range(0, len(file_rows), 5000):
+        session.execute(insert(File), file_rows[i : i + 5000])
+    record_events(session, events, package_id=package_id)
+    return package_id
+
+
+def remove_package(session: Session, package_id: str) -> None:
+    """Drop every catalog row of a package (before re-indexing it from storage)."""
+    existing = session.get(Package, package_id)
+    if existing is None:
+        return
+    deposit_id = existing.deposit_id
+    event_ids = select(Event.id).where(Event.package_id == package_id)
+    session.execute(delete(EventLink).where(EventLink.event_id.in_(event_ids)))
+    session.execute(delete(Event).where(Event.package_id == package_id))
+    session.execute(delete(File).where(File.package_id == package_id))
+    session.execute(delete(Version).where(Version.package_id == package_id))
+    session.execute(delete(Package).where(Package.id == package_id))
+    session.execute(delete(Deposit).where(Deposit.id == deposit_id))
+    session.flush()

@@ -1,0 +1,152 @@
+"""Named read queries over the catalog, returning domain values (never ORM rows)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from archive.catalog.tables import Deposit, Depositor, Event, EventLink, File, Package
+from archive.errors import NotFound
+from archive.model import EventRecord, FileRow, Link, PackageDetail, PackageSummary, VersionRow
+
+
+def _summaries(session: Session, where: object | None = None) -> list[PackageSummary]:
+    counts = (
+        select(
+            File.package_id,
+            func.count(File.id).label("n"),
+            func.coalesce(func.sum(File.size), 0).label("bytes"),
+        )
+        .where(File.role == "payload")
+        .group_by(File.package_id)
+        .subquery()
+    )
+    stmt = (
+        select(Package, Depositor.name, counts.c.n, counts.c.bytes)
+        .join(Depositor, Depositor.id == Package.depositor_id)
+        .outerjoin(counts, counts.c.package_id == Package.id)
+        .order_by(Package.created_at, Package.id)
+    )
+    if where is not None:
+        stmt = stmt.where(where)  # type: ignore[arg-type]
+    return [
+        PackageSummary(
+            id=p.id,
+            depositor=name,
+            title=p.title,
+            created_at=p.created_at,
+            head=p.head,
+            files=n or 0,
+            bytes=int(b or 0),
+            object_path=p.object_path,
+        )
+        for p, name, n, b in session.execute(stmt).tuples()
+    ]
+
+
+def list_packages(session: Session, *, depositor: str | None = None) -> list[PackageSummary]:
+    return _summaries(session, Depositor.name == depositor if depositor else None)
+
+
+def resolve_package_id(session: Session, ref: str) -> str:
+    """Accept a full package id or a unique prefix of its UUID; raise :class:`NotFound`."""
+    if session.get(Package, ref) is not None:
+        return ref
+    like = ref.removeprefix("urn:uuid:")
+    matches = list(
+        session.execute(
+            select(Package.id).where(
+                or_(Package.id.like(f"urn:uuid:{like}%"), Package.id.like(f"{ref}%"))
+            )
+        ).scalars()
+    )
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise NotFound(
+            f"no package {ref!r} in the catalog", hint="`custos list` shows the packages held"
+        )
+    raise NotFound(f"{ref!r} matches {len(matches)} packages", hint="give more of the id")
+
+
+def package_events(session: Session, package_id: str) -> list[EventRecord]:
+    rows = session.execute(
+        select(Event)
+        .where(Event.package_id == package_id)
+        .options(selectinload(Event.links))
+        .order_by(Event.occurred_at, Event.id)
+    ).scalars()
+    return [_event(e) for e in rows]
+
+
+def _event(e: Event) -> EventRecord:
+    return EventRecord(
+        uuid=e.uuid,
+        type=e.type,
+        occurred_at=e.occurred_at,
+        agent=e.agent,
+        outcome=e.outcome,  # type: ignore[arg-type]
+        detail=e.detail,
+        links=tuple(Link(lk.object_type, lk.object_id, lk.role) for lk in e.links),  # type: ignore[arg-type]
+    )
+
+
+def events_about(session: Session, object_type: str, object_id: str) -> list[EventRecord]:
+    rows = session.execute(
+        select(Event)
+        .join(EventLink, EventLink.event_id == Event.id)
+        .where(EventLink.object_type == object_type, EventLink.object_id == object_id)
+        .options(selectinload(Event.links))
+        .order_by(Event.occurred_at, Event.id)
+    ).scalars()
+    return [_event(e) for e in rows]
+
+
+def package_detail(session: Session, ref: str) -> PackageDetail:
+    package_id = resolve_package_id(session, ref)
+    pkg = session.execute(
+        select(Package).where(Package.id == package_id).options(selectinload(Package.versions))
+    ).scalar_one()
+    deposit = session.get(Deposit, pkg.deposit_id)
+    assert deposit is not None
+    (summary,) = _summaries(session, Package.id == package_id)
+    files = session.execute(
+        select(File).where(File.package_id == package_id).order_by(File.version, File.logical_path)
+    ).scalars()
+    return PackageDetail(
+        summary=summary,
+        deposit_id=deposit.id,
+        source_name=deposit.source_name,
+        bagit_version=deposit.bagit_version,
+        fingerprint=deposit.fingerprint,
+        versions=tuple(
+            VersionRow(v.number, v.created_at, v.message, v.agent, v.inventory_sha512)
+            for v in pkg.versions
+        ),
+        files=tuple(
+            FileRow(
+                f.logical_path,
+                f.content_path,
+                f.version,
+                f.role,
+                f.size,
+                f.sha512,
+                f.sha256,
+                f.puid,
+                f.mime_type,
+                f.format_name,
+            )
+            for f in files
+        ),
+        events=tuple(package_events(session, package_id)),
+    )
+
+
+def deposit_by_fingerprint(session: Session, fingerprint: str) -> tuple[str, str] | None:
+    """(deposit id, package id) already holding a bag with this fingerprint, if any."""
+    row = session.execute(
+        select(Deposit.id, Package.id)
+        .join(Package, Package.deposit_id == Deposit.id)
+        .where(Deposit.fingerprint == fingerprint)
+    ).first()
+    return (row[0], row[1]) if row else None

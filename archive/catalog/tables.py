@@ -1,0 +1,163 @@
+"""Catalog tables (SQLAlchemy 2.0 typed ORM).
+
+The schema is made only by Alembic migrations (``alembic/versions``); these classes describe it
+for queries. Rows stay inside the catalog package and the services: domain values
+(:mod:`archive.model`) are what crosses module boundaries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Depositor(Base):
+    __tablename__ = "depositors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Deposit(Base):
+    """One handover: one bag received from a depositor and stored as one package."""
+
+    __tablename__ = "deposits"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    depositor_id: Mapped[int] = mapped_column(ForeignKey("depositors.id"))
+    source_name: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    bagit_version: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(160), unique=True)
+    payload_files: Mapped[int] = mapped_column(Integer)
+    payload_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class Package(Base):
+    """An AIP: one OCFL object in the storage root."""
+
+    __tablename__ = "packages"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # the OCFL object id
+    deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), unique=True)
+    depositor_id: Mapped[int] = mapped_column(ForeignKey("depositors.id"))
+    title: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    head: Mapped[int] = mapped_column(Integer)
+    object_path: Mapped[str] = mapped_column(Text)  # relative to the storage root
+
+    versions: Mapped[list[Version]] = relationship(
+        back_populates="package", order_by="Version.number"
+    )
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("package_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message: Mapped[str] = mapped_column(Text, default="")
+    agent: Mapped[str] = mapped_column(Text, default="")
+    inventory_sha512: Mapped[str] = mapped_column(String(128))
+
+    package: Mapped[Package] = relationship(back_populates="versions")
+
+
+class File(Base):
+    """One content file of a package, from the version that added it."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        UniqueConstraint("package_id", "content_path"),
+        Index("ix_files_package_logical", "package_id", "logical_path"),
+        Index("ix_files_sha512", "sha512"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    logical_path: Mapped[str] = mapped_column(Text)
+    content_path: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))  # payload | tag | metadata
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha512: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    puid: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    mime_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    format_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class StorageLocation(Base):
+    __tablename__ = "storage_locations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))  # local | s3
+    uri: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Replica(Base):
+    __tablename__ = "replicas"
+    __table_args__ = (UniqueConstraint("package_id", "location_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
+    location_id: Mapped[int] = mapped_column(ForeignKey("storage_locations.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))  # stored | verified | damaged
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Event(Base):
+    """A PREMIS event. ``detail`` never holds protected content or identities."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_package", "package_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    agent: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(32))  # success | failure | warning
+    detail: Mapped[str] = mapped_column(Text, default="")
+    package_id: Mapped[str | None] = mapped_column(ForeignKey("packages.id"), nullable=True)
+
+    links: Mapped[list[EventLink]] = relationship(back_populates="event")
+
+
+class EventLink(Base):
+    """An object an event is about (PREMIS linkingObjectIdentifier)."""
+
+    __tablename__ = "event_links"
+    __table_args__ = (Index("ix_event_links_object", "object_type", "object_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    object_type: Mapped[str] = mapped_column(String(32))  # package | deposit | file | source
+    object_id: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(32), default="")
+
+    event: Mapped[Event] = relationship(back_populates="links")

@@ -1,0 +1,368 @@
+"""The ``custos`` command line: the root app, shared options, output and the error handler.
+
+Commands are thin: parse, call one service function, render. Sub-apps of the function
+packages (ingest, ...) are registered through the ``custos.commands`` entry points in
+``pyproject.toml``, so this core module never imports upward.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from archive.config import Settings, load_settings
+from archive.errors import CustosError, InputRejected
+from archive.services import Services, open_services
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="custos",
+    help="Custos: a long-term preservation archive for evidence. BagIt in, OCFL out, "
+    "every step recorded.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The catalog database schema.", no_args_is_help=True)
+catalog_app = typer.Typer(help="The catalog as a whole.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+@dataclass
+class State:
+    data_dir: Path | None = None
+    config: Path | None = None
+    _services: Services | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        return load_settings(data_dir=self.data_dir, config_file=self.config)
+
+    def services(self) -> Services:
+        if self._services is None:
+            self._services = open_services(self.settings())
+            for line in self._services.recovered:
+                err.print(f"[yellow]recovery:[/] {line}")
+        return self._services
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Data folder holding the catalog and the storage root "
+            "[env: CUSTOS_DATA_DIR; default ./custos-data].",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="TOML settings file [env: CUSTOS_CONFIG]."),
+    ] = None,
+) -> None:
+    ctx.obj = State(data_dir, config)
+    ctx.call_on_close(lambda: ctx.obj._services.close() if ctx.obj._services else None)
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, State)
+    return obj
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def fail(exc: CustosError, as_json: bool) -> typer.Exit:
+    """Report an error on stderr (and as JSON on stdout when asked); return the exit."""
+    err.print(f"[red]error:[/] {exc.diagnostics()}", markup=True)
+    if as_json:
+        body: dict[str, Any] = {
+            "status": "error",
+            "error": exc.__class__.__name__,
+            "message": exc.message,
+            "hint": exc.hint,
+        }
+        if isinstance(exc, InputRejected):
+            body["status"] = "refused"
+            body["findings"] = [f.as_dict() for f in exc.findings]
+        emit_json(body)
+    return typer.Exit(exc.exit_code)
+
+
+def run(as_json: bool, fn: Callable[[], T]) -> T:
+    """Call a service; turn a :class:`CustosError` into its message and exit status."""
+    try:
+        return fn()
+    except CustosError as exc:
+        raise fail(exc, as_json) from None
+
+
+@contextmanager
+def byte_progress(
+    label: str, total: int | None, enabled: bool
+) -> Iterator[Callable[[int], None] | None]:
+    """A Rich progress bar on stderr when it is a terminal; otherwise nothing."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@contextmanager
+def count_progress(
+    label: str, total: int | None, enabled: bool
+) -> Iterator[Callable[[int], None] | None]:
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# --- core commands -------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Create or upgrade the catalog schema (Alembic migrations)."""
+    from archive.catalog.session import make_engine, upgrade
+
+    def go() -> tuple[str | None, str | None]:
+        settings = state(ctx).settings()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.catalog_url)
+        try:
+            return upgrade(engine)
+        finally:
+            engine.dispose()
+
+    before, after = run(as_json, go)
+    if as_json:
+        emit_json({"status": "ok", "from": before, "to": after})
+    else:
+        out.print(f"catalog schema at revision {after} (was {before or 'empty'})")
+
+
+@catalog_app.command("rebuild")
+def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Recreate the catalog from the storage root alone."""
+    from archive.catalog.rebuild import rebuild
+
+    services = run(as_json, state(ctx).services)
+    total = sum(1 for _ in services.store.iter_objects())
+    with count_progress("indexing objects", total, not as_json) as tick:
+        report = run(as_json, lambda: rebuild(services, progress=tick))
+    if as_json:
+        emit_json(
+            {
+                "status": "ok" if not report.failed else "incomplete",
+                "indexed": report.indexed,
+                "failed": [{"object_path": p, "reason": r} for p, r in report.failed],
+            }
+        )
+    else:
+        out.print(f"indexed {len(report.indexed)} package(s) from {services.store.root}")
+        for path, reason in report.failed:
+            err.print(f"[red]not indexed:[/] {path}: {reason}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    depositor: Annotated[str | None, typer.Option(help="Only this depositor's packages.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the packages held."""
+    from archive.catalog.queries import list_packages
+
+    services = run(as_json, state(ctx).services)
+    with services.sessions() as session:
+        rows = list_packages(session, depositor=depositor)
+    if as_json:
+        emit_json({"status": "ok", "packages": [_summary_dict(r) for r in rows]})
+        return
+    if not rows:
+        out.print("no packages held yet; deposit one with `custos ingest PATH --depositor NAME`")
+        return
+    table = Table("package", "depositor", "title", "stored", "files", "size", "version")
+    for r in rows:
+        table.add_row(
+            r.id,
+            r.depositor,
+            r.title,
+            r.created_at.strftime("%Y-%m-%d %H:%M"),
+            str(r.files),
+            human_bytes(r.bytes),
+            f"v{r.head}",
+        )
+    out.print(table)
+
+
+def _summary_dict(r: Any) -> dict[str, Any]:
+    return {
+        "package_id": r.id,
+        "depositor": r.depositor,
+        "title": r.title,
+        "created_at": r.created_at,
+        "head": r.head,
+        "payload_files": r.files,
+        "payload_bytes": r.bytes,
+        "object_path": r.object_path,
+    }
+
+
+@app.command("show")
+def show_cmd(
+    ctx: typer.Context,
+    package: Annotated[str, typer.Argument(help="Package id, or a unique prefix of its UUID.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one package: its deposit, versions, files and events."""
+    from archive.catalog.queries import package_detail
+
+    services = run(as_json, state(ctx).services)
+    with services.sessions() as session:
+        d = run(as_json, lambda: package_detail(session, package))
+    if as_json:
+        emit_json(
+            {
+                "status": "ok",
+                **_summary_dict(d.summary),
+                "deposit_id": d.deposit_id,
+                "source_name": d.source_name,
+                "bagit_version": d.bagit_version,
+                "fingerprint": d.fingerprint,
+                "storage_path": str(services.store.object_root(d.summary.object_path)),
+                "versions": [
+                    v.__dict__ if hasattr(v, "__dict__") else _asdict(v) for v in d.versions
+                ],
+                "files": [_asdict(f) for f in d.files],
+                "events": [_event_dict(e) for e in d.events],
+            }
+        )
+        return
+    s = d.summary
+    out.print(f"[bold]{s.id}[/]  {s.title}")
+    out.print(
+        f"depositor {s.depositor} · deposit {d.deposit_id} · from {d.source_name} · BagIt {d.bagit_version}"
+    )
+    out.print(
+        f"stored {s.created_at:%Y-%m-%d %H:%M:%S %Z} at {services.store.object_root(s.object_path)}"
+    )
+    out.print(
+        f"{s.files} payload files, {human_bytes(s.bytes)} · fingerprint {d.fingerprint[:23]}…"
+    )
+    vt = Table("version", "created", "message", "inventory sha512", title="versions")
+    for v in d.versions:
+        vt.add_row(
+            f"v{v.number}",
+            f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+            v.message,
+            v.inventory_sha512[:16] + "…",
+        )
+    out.print(vt)
+    ft = Table("path", "size", "sha512", "format", title="payload files")
+    for f in d.files:
+        if f.role != "payload":
+            continue
+        fmt = f"{f.puid} {f.mime_type or ''}".strip() if f.puid else "not identified"
+        ft.add_row(
+            f.logical_path.removeprefix("bag/"), human_bytes(f.size), f.sha512[:16] + "…", fmt
+        )
+    out.print(ft)
+    et = Table("when", "event", "outcome", "detail", title="events")
+    for e in d.events:
+        et.add_row(f"{e.occurred_at:%Y-%m-%d %H:%M:%S}", e.type, e.outcome, e.detail)
+    out.print(et)
+
+
+def _asdict(value: Any) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in value.__slots__}
+
+
+def _event_dict(e: Any) -> dict[str, Any]:
+    return {
+        "uuid": e.uuid,
+        "type": e.type,
+        "occurred_at": e.occurred_at,
+        "agent": e.agent,
+        "outcome": e.outcome,
+        "detail": e.detail,
+        "links": [_asdict(lk) for lk in e.links],
+    }
+
+
+def _register_plugins() -> None:
+    for ep in entry_points(group="custos.commands"):
+        ep.load()(app)
+
+
+def main() -> None:
+    _register_plugins()
+    app()

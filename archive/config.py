@@ -1,0 +1,139 @@
+"""Settings: one typed object, loaded once at the composition root and passed down.
+
+Sources, later ones winning: built-in defaults (the embedded default: SQLite catalog and a
+local storage root inside the data folder, no server), a TOML file, ``CUSTOS_*`` environment
+variables, then command-line flags. Nested keys use ``__`` in environment names, e.g.
+``CUSTOS_LIMITS__MAX_FILES=1000``. This module is the only one that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from archive.errors import ConfigError
+
+ENV_PREFIX = "CUSTOS_"
+DEFAULT_DATA_DIR = Path("custos-data")
+CONFIG_FILE_NAME = "custos.toml"
+
+
+class Limits(BaseModel):
+    """Refusal thresholds for deposits (compression bombs, floods, oversize tag files)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_total_bytes: int = Field(default=4 * 1024**4, gt=0)  # 4 TiB unpacked
+    max_files: int = Field(default=2_000_000, gt=0)
+    max_compression_ratio: float = Field(default=200.0, gt=1)
+    #: The ratio limit applies once this many bytes have come out of an archive.
+    ratio_floor_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    max_tag_file_bytes: int = Field(default=1024 * 1024, gt=0)  # bagit.txt, bag-info.txt, ...
+    max_manifest_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_path_bytes: int = Field(default=1024, gt=0)
+    max_depth: int = Field(default=64, gt=0)
+
+
+class Settings(BaseModel):
+    """Everything Custos needs to know about where it runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = ""
+    storage_root: Path | None = None
+    staging_dir: Path | None = None
+    limits: Limits = Limits()
+    policy_dir: Path | None = None
+    identify_formats: bool = True
+    fsync: bool = True
+    workers: int = Field(default=2, ge=1, le=64)
+    #: For crash tests only: the process kills itself (SIGKILL) on reaching this ingest step.
+    fault_point: str = ""
+
+    @property
+    def catalog_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'catalog.sqlite3').resolve()}"
+
+    @property
+    def storage_path(self) -> Path:
+        return (self.storage_root or self.data_dir / "storage").resolve()
+
+    @property
+    def staging_path(self) -> Path:
+        """Staging must share a filesystem with the storage root (objects are renamed in)."""
+        return (self.staging_dir or self.data_dir / "staging").resolve()
+
+
+def _set_nested(target: dict[str, Any], dotted: list[str], value: Any) -> None:
+    for key in dotted[:-1]:
+        nxt = target.setdefault(key, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"setting {'.'.join(dotted)} conflicts with a plain value {key}")
+        target = nxt
+    target[dotted[-1]] = value
+
+
+def load_settings(
+    *,
+    data_dir: Path | None = None,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, TOML, environment and explicit overrides.
+
+    Raises :class:`ConfigError` naming the offending key and source.
+    """
+    env = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+
+    env_data_dir = env.get(f"{ENV_PREFIX}DATA_DIR")
+    chosen_dir = data_dir or (Path(env_data_dir) if env_data_dir else DEFAULT_DATA_DIR)
+
+    env_config = env.get(f"{ENV_PREFIX}CONFIG")
+    path = config_file or (Path(env_config) if env_config else None)
+    if path is None and (chosen_dir / CONFIG_FILE_NAME).is_file():
+        path = chosen_dir / CONFIG_FILE_NAME
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                values.update(tomllib.load(fh))
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"configuration file {path} does not exist",
+                hint="pass an existing file with --config, or drop the option",
+            ) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name in {
+            f"{ENV_PREFIX}CONFIG",
+            f"{ENV_PREFIX}DATA_DIR",
+        }:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        _set_nested(values, keys, raw)
+
+    values["data_dir"] = chosen_dir
+    for key, val in (overrides or {}).items():
+        if val is not None:
+            values[key] = val
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid settings ({problems})",
+            hint=f"check {path or 'the defaults'} and the {ENV_PREFIX}* environment variables",
+        ) from exc

@@ -1,0 +1,154 @@
+"""Digests, and the one-pass copy that computes them.
+
+Every payload byte is read once: :func:`copy_with_digests` copies a stream into a new file
+while computing sha512, sha256 and any other algorithm the caller asks for (a bag's own
+manifest algorithms, for instance). On large buffers hashlib releases the GIL, so the digests
+run on separate threads in parallel with the write; small files stay on one thread, where
+hand-offs would cost more than they save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK = 4 * 1024 * 1024
+#: Below this size a file is hashed on the calling thread only.
+PARALLEL_THRESHOLD = 2 * CHUNK
+
+#: Algorithms a BagIt manifest may use that we can compute (RFC 8493 §2.4 and older bags).
+KNOWN_ALGORITHMS = frozenset({"md5", "sha1", "sha224", "sha256", "sha384", "sha512"})
+
+_HEX = re.compile(r"^[0-9a-f]+$")
+_LENGTHS = {"md5": 32, "sha1": 40, "sha224": 56, "sha256": 64, "sha384": 96, "sha512": 128}
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """An algorithm and a lowercase hex value, written ``sha512:<hex>``."""
+
+    algorithm: str
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in _LENGTHS:
+            raise ValueError(f"unknown digest algorithm {self.algorithm!r}")
+        if len(self.value) != _LENGTHS[self.algorithm] or not _HEX.match(self.value):
+            raise ValueError(f"not a {self.algorithm} hex digest: {self.value!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        algorithm, _, value = text.partition(":")
+        return cls(algorithm, value.lower())
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.value}"
+
+
+class _Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    size: int
+    digests: dict[str, str]  # algorithm -> lowercase hex
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="custos-digest")
+    return _pool
+
+
+def _new_hashers(algorithms: Iterable[str]) -> dict[str, _Hasher]:
+    hashers: dict[str, _Hasher] = {}
+    for alg in algorithms:
+        if alg not in KNOWN_ALGORITHMS:
+            raise ValueError(f"unknown digest algorithm {alg!r}")
+        hashers[alg] = hashlib.new(alg)
+    return hashers
+
+
+def _pump(
+    src: BinaryIO,
+    dst: BinaryIO | None,
+    hashers: dict[str, _Hasher],
+    size_hint: int,
+) -> int:
+    """Read ``src`` to its end once, feeding every hasher and ``dst``; return the byte count."""
+    total = 0
+    if size_hint < PARALLEL_THRESHOLD:
+        while True:
+            chunk = src.read(CHUNK)
+            if not chunk:
+                return total
+            total += len(chunk)
+            for h in hashers.values():
+                h.update(chunk)
+            if dst is not None:
+                dst.write(chunk)
+    pool = _executor()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    ordered = list(hashers.values())
+    first, rest = ordered[0], ordered[1:]
+    while True:
+        n = src.readinto(view)  # type: ignore[attr-defined]
+        if not n:
+            return total
+        total += n
+        piece = view[:n]
+        futures: list[Future[None]] = [pool.submit(h.update, piece) for h in rest]
+        if dst is not None:
+            futures.append(pool.submit(dst.write, piece))  # type: ignore[arg-type]
+        first.update(piece)
+        for fut in futures:
+            fut.result()
+
+
+def copy_with_digests(
+    src: BinaryIO,
+    dst_path: Path,
+    algorithms: Iterable[str] = ("sha512", "sha256"),
+    *,
+    size_hint: int = 0,
+    fsync: bool = False,
+) -> CopyResult:
+    """Copy ``src`` into a new file at ``dst_path`` and digest every byte on the way.
+
+    Raises ``FileExistsError`` if ``dst_path`` exists (a copy never overwrites), and
+    ``ValueError`` for an unknown algorithm.
+    """
+    hashers = _new_hashers(algorithms)
+    with open(dst_path, "xb") as dst:
+        size = _pump(src, dst, hashers, size_hint)
+        if fsync:
+            dst.flush()
+            os.fsync(dst.fileno())
+    return CopyResult(size, {a: h.hexdigest() for a, h in hashers.items()})
+
+
+def digest_file(path: Path, algorithms: Iterable[str] = ("sha512", "sha256")) -> CopyResult:
+    """Digest one file, read once (used by checks that must not trust sizes or metadata)."""
+    hashers = _new_hashers(algorithms)
+    with open(path, "rb") as src:
+        size = _pump(src, None, hashers, os.fstat(src.fileno()).st_size)
+    return CopyResult(size, {a: h.hexdigest() for a, h in hashers.items()})
+
+
+def digest_bytes(data: bytes, algorithm: str = "sha512") -> str:
+    h = hashlib.new(algorithm)
+    h.update(data)
+    return h.hexdigest()

@@ -1,0 +1,84 @@
+"""One exception tree for Custos.
+
+Every error raised across a module boundary is a :class:`CustosError`. Its
+:meth:`~CustosError.diagnostics` text says what happened and what to do, in words an
+operator can act on. Third-party errors are translated where they enter (``raise ... from``).
+The CLI maps each family to an exit status (see :data:`EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from archive.findings import Finding
+
+
+class CustosError(Exception):
+    """Root of every error Custos raises on purpose."""
+
+    exit_code = 1
+    hint = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        if hint:
+            self.hint = hint
+
+    def diagnostics(self) -> str:
+        """What happened and what to do, for an operator."""
+        text = self.message
+        if self.hint:
+            text += f"\n  what to do: {self.hint}"
+        return text
+
+
+class ConfigError(CustosError):
+    """Settings are missing, malformed or contradictory."""
+
+    exit_code = 78  # EX_CONFIG
+
+
+class InputRejected(CustosError):
+    """A deposit was refused. Carries every finding that led to the refusal."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, findings: Sequence[Finding] = (), *, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.findings = tuple(findings)
+
+    def diagnostics(self) -> str:
+        lines = [self.message]
+        for f in self.findings:
+            if f.severity == "error":
+                lines.append(f"  - {f.render()}")
+        if self.hint:
+            lines.append(f"  what to do: {self.hint}")
+        return "\n".join(lines)
+
+
+class StorageError(CustosError):
+    """The storage root could not be read or written as required."""
+
+    exit_code = 74  # EX_IOERR
+
+
+class CatalogError(CustosError):
+    """The catalog could not be read or written, or disagrees with storage."""
+
+    exit_code = 70
+
+
+class NotFound(CustosError):
+    """A package, version or file named by the caller does not exist."""
+
+    exit_code = 4
+
+
+class PolicyError(CustosError):
+    """A policy file is missing, malformed, or forbids the requested action."""
+
+    exit_code = 78

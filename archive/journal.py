@@ -1,0 +1,163 @@
+"""Crash-safe commit of new objects: a journal per deposit in staging, and start-up recovery.
+
+The order is fixed: build the object in ``staging/<deposit>/object``; write the journal as
+``ready``; rename the object into the storage root; index it in the catalog and commit; remove
+the staging folder. A process killed at any point leaves either nothing visible (the staging
+folder is rolled back at the next start) or a complete object that recovery indexes, so no
+partial package is ever visible. Each live ingest holds an exclusive lock on its staging folder,
+so recovery never touches work that another process is still doing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from archive.catalog.index import index_object
+from archive.catalog.tables import Package
+from archive.custody import new_event, record_events
+from archive.errors import StorageError
+from archive.model import Link
+from archive.storage.local import LocalStore
+from archive.storage.ocfl import object_rel_path
+
+JOURNAL = "journal.json"
+LOCK = ".lock"
+RECEIVING = "receiving"
+READY = "ready"
+
+
+@dataclass
+class Journal:
+    """The journal of one deposit in progress, holding its staging lock while open."""
+
+    folder: Path
+    data: dict[str, Any]
+    _lock_fd: int
+
+    @classmethod
+    def begin(cls, store: LocalStore, deposit_id: str, **fields: Any) -> Journal:
+        folder = store.new_staging_dir(deposit_id)
+        fd = os.open(folder / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        journal = cls(folder, {"deposit_id": deposit_id, "state": RECEIVING, **fields}, fd)
+        journal.write()
+        return journal
+
+    @property
+    def object_dir(self) -> Path:
+        return self.folder / "object"
+
+    def write(self) -> None:
+        tmp = self.folder / (JOURNAL + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(self.folder / JOURNAL)
+
+    def mark_ready(self, object_id: str) -> None:
+        self.data.update(state=READY, object_id=object_id)
+        self.write()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._lock_fd)
+
+
+def _try_lock(folder: Path) -> int | None:
+    try:
+        fd = os.open(folder / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def recover(
+    store: LocalStore, session_scope: Callable[[], contextlib.AbstractContextManager[Session]]
+) -> list[str]:
+    """Roll back or complete every interrupted ingest; return one line per action taken."""
+    actions: list[str] = []
+    if not store.staging.is_dir():
+        return actions
+    for folder in sorted(p for p in store.staging.iterdir() if p.is_dir()):
+        fd = _try_lock(folder)
+        if fd is None:
+            continue  # a live process owns it
+        try:
+            actions.append(_recover_one(store, session_scope, folder))
+        finally:
+            os.close(fd)
+    return actions
+
+
+def _recover_one(
+    store: LocalStore,
+    session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
+    folder: Path,
+) -> str:
+    try:
+        data = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    deposit_id = str(data.get("deposit_id", folder.name))
+    if data.get("state") != READY:
+        store.discard(folder)
+        with session_scope() as session:
+            record_events(
+                session,
+                [
+                    new_event(
+                        "recovery",
+                        "success",
+                        "an interrupted ingest was rolled back before anything was stored",
+                        links=[
+                            Link("deposit", deposit_id),
+                            Link("source", str(data.get("source", ""))),
+                        ],
+                    )
+                ],
+            )
+        return f"rolled back interrupted deposit {deposit_id} (nothing had been stored)"
+    object_id = str(data["object_id"])
+    staged = folder / "object"
+    if not store.has_object(object_id):
+        if not staged.is_dir():
+            raise StorageError(
+                f"journal of deposit {deposit_id} is ready but its object is neither in staging "
+                f"nor in the storage root",
+                hint=f"inspect {folder} by hand; nothing has been removed",
+            )
+        rel = store.install(staged, object_id)
+    else:
+        rel = object_rel_path(object_id)
+    with session_scope() as session:
+        if session.get(Package, object_id) is None:
+            index_object(session, store.object_root(rel), rel)
+            record_events(
+                session,
+                [
+                    new_event(
+                        "recovery",
+                        "success",
+                        "an interrupted ingest was completed from its staged object",
+                        links=[Link("package", object_id), Link("deposit", deposit_id)],
+                    )
+                ],
+                package_id=object_id,
+            )
+    store.discard(folder)
+    return f"completed interrupted deposit {deposit_id} as package {object_id}"

@@ -1,0 +1,105 @@
+"""Domain values that cross module boundaries: frozen, typed, valid by construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Outcome = Literal["success", "failure", "warning"]
+OUTCOMES = ("success", "failure", "warning")
+
+#: PREMIS event types used by Custos (id.loc.gov/vocabulary/preservation/eventType labels).
+EVENT_TYPES = frozenset(
+    {
+        "ingestion",
+        "validation",
+        "message digest calculation",
+        "format identification",
+        "fixity check",
+        "replication",
+        "migration",
+        "tier change",
+        "access",
+        "export",
+        "timestamp",
+        "recovery",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """An object an event concerns (PREMIS linkingObjectIdentifier)."""
+
+    object_type: Literal["package", "deposit", "file", "source", "depositor"]
+    object_id: str
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A PREMIS event, as written to the catalog and to ``custos/premis.xml``."""
+
+    uuid: str
+    type: str
+    occurred_at: datetime
+    agent: str
+    outcome: Outcome
+    detail: str = ""
+    links: tuple[Link, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.type!r}")
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown event outcome {self.outcome!r}")
+        if self.occurred_at.tzinfo is None:
+            raise ValueError("event time must carry a time zone")
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    logical_path: str
+    content_path: str
+    version: int
+    role: str
+    size: int
+    sha512: str
+    sha256: str
+    puid: str | None = None
+    mime_type: str | None = None
+    format_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    number: int
+    created_at: datetime
+    message: str
+    agent: str
+    inventory_sha512: str
+
+
+@dataclass(frozen=True, slots=True)
+class PackageSummary:
+    id: str
+    depositor: str
+    title: str
+    created_at: datetime
+    head: int
+    files: int
+    bytes: int
+    object_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class PackageDetail:
+    summary: PackageSummary
+    deposit_id: str
+    source_name: str
+    bagit_version: str
+    fingerprint: str
+    versions: tuple[VersionRow, ...]
+    files: tuple[FileRow, ...]
+    events: tuple[EventRecord, ...]

@@ -1,0 +1,76 @@
+"""The composition root: settings in, ready-to-use services out.
+
+Nothing here runs at import time. :func:`open_services` creates the data folder, the catalog
+schema (through Alembic) and the storage root on first use, then rolls back or completes any
+ingest a previous process left unfinished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from archive import journal
+from archive.catalog.session import (
+    current_revision,
+    head_revision,
+    make_engine,
+    session_factory,
+    upgrade,
+)
+from archive.config import Settings
+from archive.errors import CatalogError, StorageError
+from archive.storage.local import LocalStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: LocalStore
+    recovered: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def session_scope(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on any error."""
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise CatalogError(f"catalog write failed: {exc}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_services(settings: Settings, *, recover: bool = True) -> Services:
+    """Build the services; create what is missing; recover interrupted ingests.
+
+    Raises :class:`ConfigError`, :class:`CatalogError` or :class:`StorageError`.
+    """
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the data folder {settings.data_dir}: {exc}") from exc
+    engine = make_engine(settings.catalog_url)
+    if current_revision(engine) != head_revision(engine):
+        upgrade(engine)
+    store = LocalStore(settings.storage_path, settings.staging_path, fsync=settings.fsync)
+    store.ensure()
+    services = Services(settings, engine, session_factory(engine), store)
+    if recover:
+        services.recovered = journal.recover(store, services.session_scope)
+    return services

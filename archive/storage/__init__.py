@@ -1,0 +1,1 @@
+"""Archival storage: the OCFL object format and the backends that hold storage roots."""

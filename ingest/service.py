@@ -1,0 +1,332 @@
+"""Ingest: what the CLI, the API and jobs call to receive a bag and store it.
+
+Order of work (each step named for the crash tests, see :func:`_step`):
+receive (copy + digests) -> validate -> metadata -> inventory -> ready (journal) ->
+installed (object renamed into the storage root) -> committed (catalog) -> cleaned.
+A refusal at any point removes the staging folder and records one event, nothing more.
+Format identification runs after the commit and adds version 2 to the object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from archive import journal as journal_mod
+from archive.catalog.index import index_object
+from archive.catalog.queries import deposit_by_fingerprint
+from archive.catalog.tables import Deposit, Package
+from archive.custody import new_event, premis_xml, record_events
+from archive.digest import digest_bytes
+from archive.errors import ConfigError, InputRejected
+from archive.findings import Finding, errors_in, warnings_in
+from archive.model import EventRecord, Link
+from archive.services import Services
+from archive.storage.ocfl import StagedVersion
+from ingest.bag import check_bag
+from ingest.unpack import receive
+from policies.load import PolicyFileError, load_ingest_policy
+from policies.schema import IngestPolicy
+
+Progress = Callable[[int], None]
+AGENT = "Custos ingest"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: Literal["stored", "already-held"]
+    package_id: str
+    deposit_id: str
+    object_path: str
+    payload_files: int
+    payload_bytes: int
+    bagit_version: str
+    warnings: tuple[Finding, ...] = ()
+    recovered: tuple[str, ...] = ()
+    identification: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "package_id": self.package_id,
+            "deposit_id": self.deposit_id,
+            "object_path": self.object_path,
+            "payload_files": self.payload_files,
+            "payload_bytes": self.payload_bytes,
+            "bagit_version": self.bagit_version,
+            "warnings": [w.as_dict() for w in self.warnings],
+            "recovered": list(self.recovered),
+            "identification": self.identification,
+        }
+
+
+def _step(services: Services, name: str) -> None:
+    """A named point of the ingest; crash tests make the process die here."""
+    if services.settings.fault_point == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def load_policy(services: Services) -> IngestPolicy:
+    try:
+        return load_ingest_policy(services.settings.policy_dir)
+    except PolicyFileError as exc:
+        raise ConfigError(str(exc), hint="fix the policy file or the policy_dir setting") from exc
+
+
+def check_depositor(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > 255 or not cleaned.isprintable():
+        raise InputRejected(
+            f"depositor name {name!r} is not usable",
+            [Finding("DEPOSITOR-NAME", "error", "1 to 255 printable characters", "--depositor")],
+            hint="pass --depositor with the organisation's name",
+        )
+    return cleaned
+
+
+def fingerprint(payload: dict[str, str]) -> str:
+    """sha512 over the sorted '<sha512>  <path>' lines of the payload: the same holdings
+    deposited twice have the same fingerprint, whatever their bag-info says."""
+    lines = "".join(f"{digest}  {path}\n" for path, digest in sorted(payload.items()))
+    return "sha512:" + digest_bytes(lines.encode("utf-8", "surrogateescape"), "sha512")
+
+
+def _title(info: dict[str, str | list[str]], fallback: str) -> str:
+    for key in ("Title", "External-Identifier", "Internal-Sender-Identifier"):
+        value = info.get(key)
+        if value:
+            return value[0] if isinstance(value, list) else value
+    return fallback
+
+
+def ingest(
+    services: Services,
+    source: Path,
+    *,
+    depositor: str,
+    progress: Progress | None = None,
+) -> IngestResult:
+    """Validate the bag at ``source`` and store it as a new package.
+
+    Returns ``already-held`` (storing nothing) when the same payload is already held.
+    Raises :class:`InputRejected` listing every finding when the bag is refused; the
+    refusal is recorded as one event and leaves nothing in staging or storage.
+    """
+    depositor = check_depositor(depositor)
+    policy = load_policy(services)
+    settings = services.settings
+    source = source.absolute()
+    if not source.exists():
+        raise InputRejected(
+            f"{source} does not exist",
+            [Finding("SOURCE-MISSING", "error", "no such file or folder", str(source))],
+            hint="check the path of the bag",
+        )
+    deposit_id = str(uuid.uuid4())
+    package_id = f"urn:uuid:{uuid.uuid4()}"
+    received_at = datetime.now().astimezone()
+    jr = journal_mod.Journal.begin(
+        services.store, deposit_id, source=source.name, depositor=depositor
+    )
+    try:
+        version = StagedVersion(package_id, jr.object_dir, 1, fsync=settings.fsync)
+        (jr.object_dir / "v1" / "content").mkdir(parents=True)
+        bag_dir = jr.object_dir / "v1" / "content" / "bag"
+        received = receive(
+            source,
+            bag_dir=bag_dir,
+            scratch=jr.folder,
+            limits=settings.limits,
+            workers=settings.workers,
+            progress=progress,
+        )
+        _step(services, "received")
+        report = check_bag(bag_dir, received.files, limits=settings.limits, policy=policy)
+        findings = [*received.findings, *report.findings]
+        if errors_in(findings):
+            raise InputRejected(
+                f"deposit refused: {source.name} is not a bag the archive can accept",
+                findings,
+                hint="fix every problem listed at the source and deposit the bag again",
+            )
+        _step(services, "validated")
+
+        payload = {p: r.digests["sha512"] for p, r in report.payload.items()}
+        fp = fingerprint(payload)
+        with services.session_scope() as session:
+            held = deposit_by_fingerprint(session, fp)
+        if held is not None:
+            return _already_held(services, jr, held, source, depositor, report.version)
+
+        for rel, res in received.files.items():
+            version.register(f"bag/{rel}", f"v1/content/bag/{rel}", res)
+        payload_bytes = sum(r.size for r in report.payload.values())
+        links = [Link("package", package_id), Link("deposit", deposit_id)]
+        warnings = warnings_in(findings)
+        events: list[EventRecord] = [
+            new_event(
+                "validation",
+                "warning" if warnings else "success",
+                f"BagIt {report.version} bag valid (RFC 8493, {policy.label}); "
+                f"{len(payload)} payload files, every manifest and algorithm checked"
+                + (f"; {len(warnings)} warning(s)" if warnings else ""),
+                links=links,
+                agent=AGENT,
+            ),
+            *(
+                new_event("validation", "warning", w.render(), links=links, agent=AGENT)
+                for w in warnings
+            ),
+            new_event(
+                "message digest calculation",
+                "success",
+                f"sha512 and sha256 of {len(received.files)} files computed while copying",
+                links=links,
+                agent=AGENT,
+            ),
+            new_event(
+                "ingestion",
+                "success",
+                f"deposit {deposit_id} from {source.name} stored as OCFL object, version 1",
+                links=[*links, Link("depositor", depositor)],
+                agent=AGENT,
+            ),
+        ]
+        meta = {
+            "deposit_id": deposit_id,
+            "depositor": depositor,
+            "source_name": source.name,
+            "received_at": received_at.isoformat(),
+            "bagit_version": report.version,
+            "tag_file_encoding": report.encoding,
+            "fingerprint": fp,
+            "payload_files": len(payload),
+            "payload_bytes": payload_bytes,
+            "title": _title(report.info, source.name),
+            "ingest_policy": policy.label,
+        }
+        version.add_bytes("custos/deposit.json", _json(meta))
+        version.add_bytes("custos/bag-info.json", _json(report.info))
+        version.add_bytes("custos/premis.xml", premis_xml(events))
+        _step(services, "metadata")
+        inventory = version.build_inventory(
+            created=received_at,
+            message=f"Deposit {deposit_id} from {depositor}",
+            user_name=AGENT,
+            user_address="urn:custos:ingest",
+        )
+        version.write_inventory(inventory)
+        if settings.fsync:
+            os.sync()  # one flush of every staged file instead of an fsync per file
+        _step(services, "inventory")
+        jr.mark_ready(package_id)
+        _step(services, "ready")
+        rel = services.store.install(jr.object_dir, package_id)
+        _step(services, "installed")
+        sizes = {e.content_path: e.size for e in version.entries}
+        with services.session_scope() as session:
+            index_object(session, services.store.object_root(rel), rel, known_sizes=sizes)
+            _step(services, "indexed")
+        _step(services, "committed")
+        services.store.discard(jr.folder)
+        _step(services, "cleaned")
+        return IngestResult(
+            "stored",
+            package_id,
+            deposit_id,
+            rel,
+            len(payload),
+            payload_bytes,
+            report.version,
+            tuple(warnings),
+            tuple(services.recovered),
+        )
+    except InputRejected as exc:
+        services.store.discard(jr.folder)
+        _record_refusal(services, deposit_id, source, depositor, exc.findings)
+        raise
+    except BaseException:
+        # Once the journal says ready, the object is complete (in staging or in the storage
+        # root): keep the journal so that the next start completes the ingest.
+        if jr.data.get("state") != journal_mod.READY:
+            services.store.discard(jr.folder)
+        raise
+    finally:
+        jr.close()
+
+
+def _already_held(
+    services: Services,
+    jr: journal_mod.Journal,
+    held: tuple[str, str],
+    source: Path,
+    depositor: str,
+    bagit_version: str,
+) -> IngestResult:
+    services.store.discard(jr.folder)
+    deposit_id, package_id = held
+    with services.session_scope() as session:
+        record_events(
+            session,
+            [
+                new_event(
+                    "ingestion",
+                    "warning",
+                    f"{source.name} holds the same payload as deposit {deposit_id}; "
+                    "nothing was stored twice",
+                    links=[
+                        Link("package", package_id),
+                        Link("source", source.name),
+                        Link("depositor", depositor),
+                    ],
+                    agent=AGENT,
+                )
+            ],
+        )
+        pkg = session.get(Package, package_id)
+        dep = session.get(Deposit, deposit_id)
+        assert pkg is not None and dep is not None
+        return IngestResult(
+            "already-held",
+            package_id,
+            deposit_id,
+            pkg.object_path,
+            dep.payload_files,
+            dep.payload_bytes,
+            bagit_version,
+        )
+
+
+def _record_refusal(
+    services: Services, deposit_id: str, source: Path, depositor: str, findings: tuple[Finding, ...]
+) -> None:
+    codes = sorted({f.code for f in errors_in(findings)})
+    with services.session_scope() as session:
+        record_events(
+            session,
+            [
+                new_event(
+                    "ingestion",
+                    "failure",
+                    f"deposit refused ({', '.join(codes)}); {len(errors_in(findings))} "
+                    "problem(s); nothing was stored",
+                    links=[
+                        Link("deposit", deposit_id),
+                        Link("source", source.name),
+                        Link("depositor", depositor),
+                    ],
+                    agent=AGENT,
+                )
+            ],
+        )
+
+
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()

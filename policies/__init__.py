@@ -1,0 +1,1 @@
+"""Policies: versioned TOML data and the pure functions that read and evaluate them."""

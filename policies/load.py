@@ -1,0 +1,40 @@
+"""Load policy files: the shipped defaults beside this module, or a folder named in settings."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from policies.schema import IngestPolicy
+
+POLICY_DIR = Path(__file__).resolve().parent
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class PolicyFileError(ValueError):
+    """A policy file is missing or does not match its schema (translated by callers)."""
+
+
+def _load(model: type[P], path: Path) -> P:
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise PolicyFileError(f"policy file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyFileError(f"policy file {path} is not valid TOML: {exc}") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise PolicyFileError(f"policy file {path} is invalid: {problems}") from exc
+
+
+def load_ingest_policy(folder: Path | None = None) -> IngestPolicy:
+    return _load(IngestPolicy, (folder or POLICY_DIR) / "ingest.toml")
