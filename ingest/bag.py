@@ -81,49 +81,63 @@ def _decode_manifest_path(path: str, version: tuple[int, int]) -> str:
     return path
 
 
-def check_declaration(bag_dir: Path) -> tuple[list[Finding], tuple[int, int] | None]:
+def check_declaration(bag_dir: Path) -> tuple[list[Finding], tuple[int, int] | None, str]:
     """Strict reading of bagit.txt (RFC 8493 §2.1.1)."""
     clause = "RFC 8493 §2.1.1"
     path = bag_dir / "bagit.txt"
     if not path.is_file():
-        return [
-            Finding("BAG-NO-DECLARATION", "error", "bagit.txt is missing", "bagit.txt", clause)
-        ], None
+        return (
+            [Finding("BAG-NO-DECLARATION", "error", "bagit.txt is missing", "bagit.txt", clause)],
+            None,
+            "",
+        )
     raw = path.read_bytes()
     if raw.startswith(b"\xef\xbb\xbf"):
-        return [
-            Finding(
-                "BAG-DECLARATION-BOM",
-                "error",
-                "bagit.txt starts with a byte-order mark, which is not allowed",
-                "bagit.txt",
-                clause,
-            )
-        ], None
+        return (
+            [
+                Finding(
+                    "BAG-DECLARATION-BOM",
+                    "error",
+                    "bagit.txt starts with a byte-order mark, which is not allowed",
+                    "bagit.txt",
+                    clause,
+                )
+            ],
+            None,
+            "",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return [
-            Finding(
-                "BAG-DECLARATION-SYNTAX", "error", "bagit.txt is not UTF-8", "bagit.txt", clause
-            )
-        ], None
+        return (
+            [
+                Finding(
+                    "BAG-DECLARATION-SYNTAX", "error", "bagit.txt is not UTF-8", "bagit.txt", clause
+                )
+            ],
+            None,
+            "",
+        )
     lines = [ln for ln in text.splitlines() if ln.strip()]
     version = _VERSION_LINE.match(lines[0]) if lines else None
     encoding = _ENCODING_LINE.match(lines[1]) if len(lines) > 1 else None
     if len(lines) != 2 or not version or not encoding:
         shown = " | ".join(lines[:3]) or "(empty)"
-        return [
-            Finding(
-                "BAG-DECLARATION-SYNTAX",
-                "error",
-                "bagit.txt must be exactly 'BagIt-Version: M.N' then "
-                f"'Tag-File-Character-Encoding: ENCODING'; found {shown!r}",
-                "bagit.txt",
-                clause,
-            )
-        ], None
-    return [], (int(version.group(1)), int(version.group(2)))
+        return (
+            [
+                Finding(
+                    "BAG-DECLARATION-SYNTAX",
+                    "error",
+                    "bagit.txt must be exactly 'BagIt-Version: M.N' then "
+                    f"'Tag-File-Character-Encoding: ENCODING'; found {shown!r}",
+                    "bagit.txt",
+                    clause,
+                )
+            ],
+            None,
+            "",
+        )
+    return [], (int(version.group(1)), int(version.group(2))), encoding.group(1)
 
 
 def _read_manifest(
@@ -248,75 +262,62 @@ def check_bag(
     if errors_in(findings):
         return report
 
-    declared, version = check_declaration(bag_dir)
+    declared, version, encoding = check_declaration(bag_dir)
     findings.extend(declared)
     if version is None:
         return report
+    report.version = f"{version[0]}.{version[1]}"
+    report.encoding = encoding
 
-    if (bag_dir / "fetch.txt").exists() and policy.refuse_fetch:
+    if (bag_dir / "fetch.txt").exists():
+        findings.extend(_check_fetch(bag_dir, encoding, limits, policy))
+
+    manifests: dict[str, tuple[str, dict[str, str]]] = {}
+    for rel in sorted(files):
+        m = _MANIFEST_NAME.match(rel)
+        if not m:
+            continue
+        alg = m.group(2).lower()
+        if alg not in KNOWN_ALGORITHMS:
+            findings.append(
+                Finding(
+                    "BAG-UNKNOWN-ALGORITHM",
+                    "error",
+                    f"manifest uses algorithm {alg!r}, which the archive cannot check",
+                    rel,
+                    "RFC 8493 §2.4",
+                )
+            )
+            continue
+        entries = _read_manifest(bag_dir, rel, alg, encoding, version, limits, findings)
+        manifests[rel] = (alg, entries)
+
+    payload_manifests = {k: v for k, v in manifests.items() if not k.startswith("tag")}
+    if not payload_manifests:
         findings.append(
             Finding(
-                "POLICY-FETCH",
+                "BAG-NO-MANIFEST",
                 "error",
-                "the bag has fetch.txt (a holey bag); holdings must arrive complete, with every "
-                "file present",
-                "fetch.txt",
-                "ingest policy refuse_fetch",
+                "no payload manifest (manifest-<algorithm>.txt)",
+                "",
+                "RFC 8493 §2.1.3",
             )
         )
+    for name, (_alg, entries) in payload_manifests.items():
+        findings.extend(check_collisions(entries, source=name))
 
     with _bagit_warnings() as captured:
         try:
             bag = bagit.Bag(str(bag_dir))
-        except (bagit.BagError, OSError, UnicodeError, LookupError) as exc:
-            findings.append(Finding("BAG-INVALID", "error", _bagit_text(exc), "", "RFC 8493"))
-            return report
-        report.version = bag._version
-        report.encoding = bag.encoding
-        report.info = dict(bag.info)
-
-        manifests: dict[str, tuple[str, dict[str, str]]] = {}
-        for rel in sorted(files):
-            m = _MANIFEST_NAME.match(rel)
-            if not m:
-                continue
-            alg = m.group(2).lower()
-            if alg not in KNOWN_ALGORITHMS:
-                findings.append(
-                    Finding(
-                        "BAG-UNKNOWN-ALGORITHM",
-                        "error",
-                        f"manifest uses algorithm {alg!r}, which the archive cannot check",
-                        rel,
-                        "RFC 8493 §2.4",
-                    )
-                )
-                continue
-            entries = _read_manifest(bag_dir, rel, alg, bag.encoding, version, limits, findings)
-            manifests[rel] = (alg, entries)
-
-        payload_manifests = {k: v for k, v in manifests.items() if not k.startswith("tag")}
-        if not payload_manifests:
-            findings.append(
-                Finding(
-                    "BAG-NO-MANIFEST",
-                    "error",
-                    "no payload manifest (manifest-<algorithm>.txt)",
-                    "",
-                    "RFC 8493 §2.1.3",
-                )
-            )
-        for name, (_alg, entries) in payload_manifests.items():
-            findings.extend(check_collisions(entries, source=name))
-
-        try:
+            report.info = dict(bag.info)
             bag._validate_structure()
             bag._validate_bagittxt()
             bag._validate_contents(completeness_only=True)
         except bagit.BagValidationError as exc:
             findings.extend(_completeness_findings(exc))
-        except (bagit.BagError, OSError, ValueError) as exc:
-            findings.append(Finding("BAG-INVALID", "error", _bagit_text(exc), "", "RFC 8493"))
+        except (bagit.BagError, OSError, UnicodeError, LookupError, ValueError) as exc:
+            if not errors_in(findings):  # our own reading already named the problem
+                findings.append(Finding("BAG-INVALID", "error", _bagit_text(exc), "", "RFC 8493"))
 
     payload_on_disk = sorted(p for p in files if p.startswith("data/"))
     findings.extend(check_collisions(payload_on_disk, source="the payload"))
@@ -385,16 +386,73 @@ def check_bag(
                     )
                 )
 
-    known = {f.message for f in findings}
     for message in captured.messages:
-        if (
-            message not in known
-            and "exists in manifest" not in message
-            and "is not in the manifest" not in message
-        ):
+        if not any(pattern in message for pattern in _BAGIT_ALREADY_COVERED):
             findings.append(Finding("BAG-WARNING", "warning", message, "", "bagit-python"))
     report.payload = {p: files[p] for p in payload_on_disk}
     return report
+
+
+#: bagit-python log messages about problems this module reports in its own words.
+_BAGIT_ALREADY_COVERED = (
+    "exists in manifest",
+    "is not in the manifest",
+    "multiple times",
+    "byte-order mark",
+    "Invalid",
+)
+
+
+def _check_fetch(
+    bag_dir: Path, encoding: str, limits: Limits, policy: IngestPolicy
+) -> list[Finding]:
+    """fetch.txt (RFC 8493 §2.2.3): refused by policy, and every target path checked too."""
+    out: list[Finding] = []
+    if policy.refuse_fetch:
+        out.append(
+            Finding(
+                "POLICY-FETCH",
+                "error",
+                "the bag has fetch.txt (a holey bag); holdings must arrive complete, with every "
+                "file present",
+                "fetch.txt",
+                "ingest policy refuse_fetch",
+            )
+        )
+    try:
+        text = (bag_dir / "fetch.txt").read_bytes().decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        return [*out, Finding("BAG-FETCH-SYNTAX", "error", str(exc), "fetch.txt")]
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"fetch.txt line {number}"
+        parts = line.strip().split(None, 2)
+        if len(parts) != 3 or not (parts[1] == "-" or parts[1].isdigit()):
+            out.append(
+                Finding(
+                    "BAG-FETCH-SYNTAX",
+                    "error",
+                    "expected '<url> <length or -> <path>'",
+                    where,
+                    "RFC 8493 §2.2.3",
+                )
+            )
+            continue
+        target = parts[2]
+        problems = check_relative_path(target, limits, where=where)
+        if not problems and not target.startswith("data/"):
+            problems = [
+                Finding(
+                    "PATH-ESCAPES",
+                    "error",
+                    f"fetch target {display(target)!r} is not under data/",
+                    where,
+                    "RFC 8493 §2.2.3",
+                )
+            ]
+        out.extend(problems)
+    return out
 
 
 def _algorithms_for(manifests: dict[str, tuple[str, dict[str, str]]]) -> tuple[str, ...]:

@@ -1,0 +1,75 @@
+"""Shared fixtures: settings in a temporary data folder, SQLite and a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archive.config import Settings, load_settings
+from archive.services import Services, open_services
+from tests.servers import PostgresServer, start_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFORMANCE = ROOT / "tests" / "data" / "bagit-conformance"
+SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
+SAMPLE = ROOT / "samples" / "sample-holding"
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = start_postgres(Path("/tmp") / "custos-tests")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty catalog database: SQLite in the data folder, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = server.create_database()
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)
+
+
+MakeSettings = Callable[..., Settings]
+MakeServices = Callable[..., Services]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> MakeSettings:
+    def make(catalog: str = "", **overrides: Any) -> Settings:
+        values: dict[str, Any] = {"fsync": False, **overrides}
+        if catalog:
+            values["database_url"] = catalog
+        return load_settings(data_dir=tmp_path / "data", environ={}, overrides=values)
+
+    return make
+
+
+@pytest.fixture
+def make_services(make_settings: MakeSettings) -> Iterator[MakeServices]:
+    opened: list[Services] = []
+
+    def make(catalog: str = "", **overrides: Any) -> Services:
+        services = open_services(make_settings(catalog, **overrides))
+        opened.append(services)
+        return services
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def services(make_services: MakeServices) -> Services:
+    return make_services()

@@ -1,0 +1,103 @@
+"""Builders for test bags and archives, and checks that a refusal left nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from archive.catalog.tables import Deposit, Event, File, Package
+from archive.services import Services
+
+
+def make_bag(
+    folder: Path,
+    payload: dict[str, bytes],
+    *,
+    algorithms: tuple[str, ...] = ("sha512",),
+    info: dict[str, str] | None = None,
+    version: str = "1.0",
+    extra_tag_files: dict[str, bytes] | None = None,
+    manifest_extra_lines: dict[str, str] | None = None,
+    omit_from_manifest: tuple[str, ...] = (),
+) -> Path:
+    """Write a BagIt bag by hand (so tests can also write broken ones)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bagit.txt").write_bytes(
+        f"BagIt-Version: {version}\nTag-File-Character-Encoding: UTF-8\n".encode()
+    )
+    for rel, data in payload.items():
+        p = folder / "data" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    total = sum(len(d) for d in payload.values())
+    info_lines = {"Payload-Oxum": f"{total}.{len(payload)}", **(info or {})}
+    (folder / "bag-info.txt").write_text(
+        "".join(f"{k}: {v}\n" for k, v in info_lines.items()), encoding="utf-8"
+    )
+    for name, data in (extra_tag_files or {}).items():
+        (folder / name).write_bytes(data)
+    for alg in algorithms:
+        lines = [
+            f"{hashlib.new(alg, data).hexdigest()}  data/{rel}\n"
+            for rel, data in sorted(payload.items())
+            if rel not in omit_from_manifest
+        ]
+        lines += [f"{v}\n" for v in (manifest_extra_lines or {}).values()]
+        (folder / f"manifest-{alg}.txt").write_text("".join(lines), encoding="utf-8")
+    for alg in algorithms:
+        tag_lines = []
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and not p.name.startswith("tagmanifest-"):
+                tag_lines.append(f"{hashlib.new(alg, p.read_bytes()).hexdigest()}  {p.name}\n")
+        (folder / f"tagmanifest-{alg}.txt").write_text("".join(tag_lines), encoding="utf-8")
+    return folder
+
+
+def zip_folder(folder: Path, target: Path, *, prefix: str | None = None) -> Path:
+    top = folder.name if prefix is None else prefix
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(folder).as_posix()
+                zf.write(p, f"{top}/{rel}" if top else rel)
+    return target
+
+
+def tar_folder(folder: Path, target: Path, *, mode: str = "w:gz") -> Path:
+    with tarfile.open(target, mode) as tf:
+        tf.add(folder, arcname=folder.name)
+    return target
+
+
+def add_tar_member(tf: tarfile.TarFile, name: str, data: bytes = b"", **attrs: object) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for k, v in attrs.items():
+        setattr(info, k, v)
+    tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
+
+
+def catalog_counts(services: Services) -> dict[str, int]:
+    with services.sessions() as s:
+        return {
+            "packages": s.scalar(select(func.count()).select_from(Package)) or 0,
+            "deposits": s.scalar(select(func.count()).select_from(Deposit)) or 0,
+            "files": s.scalar(select(func.count()).select_from(File)) or 0,
+            "events": s.scalar(select(func.count()).select_from(Event)) or 0,
+        }
+
+
+def assert_nothing_stored(services: Services) -> None:
+    """A refused deposit leaves no package, no object, no staging debris: one event only."""
+    counts = catalog_counts(services)
+    assert counts["packages"] == 0 and counts["deposits"] == 0 and counts["files"] == 0, counts
+    assert list(services.store.iter_objects()) == []
+    assert list(services.store.staging.iterdir()) == []
+    with services.sessions() as s:
+        events = s.execute(select(Event.type, Event.outcome)).all()
+    assert [tuple(e) for e in events][-1] == ("ingestion", "failure")
