@@ -237,6 +237,8 @@ def ingest_once(
     before the timed call.
     """
     with custos_services(out, catalog, admin_url, **overrides) as services:
+        dialect = services.engine.dialect.name
+        assert dialect == {"sqlite": "sqlite", "postgres": "postgresql"}[catalog], dialect
         cache.drop()
         secs, result = timed(lambda: ingest(services, bag, depositor="Custos benchmark"))
     if result.status != "stored":
@@ -279,7 +281,6 @@ class Row:
     baseline: str
     custos: str
     ratio: float | None
-    cache: str
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -299,7 +300,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_catalogs(
-    args: argparse.Namespace, case: str, cache: PageCache, measure: Callable[[str, str | None], Row]
+    args: argparse.Namespace, case: str, measure: Callable[[str, str | None], Row]
 ) -> list[Row]:
     """``measure(catalog, admin_url)`` for each catalog; a failure becomes an error row."""
     rows = []
@@ -311,11 +312,11 @@ def run_catalogs(
         except Exception:
             traceback.print_exc()
             log(f"  [{catalog}] FAILED (traceback above)")
-            rows.append(Row(case, catalog, "error", "error", None, cache.label))
+            rows.append(Row(case, catalog, "error", "error", None))
     return rows
 
 
-def print_table(rows: Sequence[Row], target: float) -> None:
+def print_table(rows: Sequence[Row], target: float, cache: PageCache) -> None:
     header = ("case", "catalog", "baseline", "custos", "ratio", "target", "cache")
     cells = [
         (
@@ -325,7 +326,7 @@ def print_table(rows: Sequence[Row], target: float) -> None:
             r.custos,
             "-" if r.ratio is None else f"{r.ratio:.2f}x",
             f">= {target:.1f}x",
-            r.cache,
+            cache.label,
         )
         for r in rows
     ]

@@ -40,6 +40,7 @@ from common import (
     median,
     print_table,
     run_catalogs,
+    timed,
 )
 
 MIB = 1024 * 1024
@@ -84,14 +85,8 @@ def payload_files(bag: Path) -> list[Path]:
 def sha512sum_secs(paths: list[Path], cache: PageCache) -> float:
     cache.drop()
     cmd = ["sha512sum", *map(str, paths)]
-    secs, _ = _timed_run(cmd)
+    secs, _ = timed(lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL))
     return secs
-
-
-def _timed_run(cmd: list[str]) -> tuple[float, None]:
-    from common import timed
-
-    return timed(lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL))
 
 
 def mbps(nbytes: int, secs: float) -> float:
@@ -119,15 +114,12 @@ def main() -> None:
         log(f"  [{catalog}] custos:    {fmt_secs(samples.custos)}")
         base = mbps(nbytes, median(samples.baseline))
         ours = mbps(nbytes, median(samples.custos))
-        return Row(
-            case, catalog, f"{base:.0f} MB/s (sha512sum)", f"{ours:.0f} MB/s", ours / base, ""
-        )
+        return Row(case, catalog, f"{base:.0f} MB/s (sha512sum)", f"{ours:.0f} MB/s", ours / base)
 
-    rows = run_catalogs(args, case, cache, measure)
-    rows = [Row(r.case, r.catalog, r.baseline, r.custos, r.ratio, cache.label) for r in rows]
+    rows = run_catalogs(args, case, measure)
     log(f"\ningest of {case} ({nbytes / 1e6:.0f} MB payload), median of {args.repeat} runs")
     log(cpu_summary())
-    print_table(rows, TARGET)
+    print_table(rows, TARGET, cache)
 
 
 if __name__ == "__main__":

@@ -123,12 +123,6 @@ def ingest(
     policy = load_policy(services)
     settings = services.settings
     source = source.absolute()
-    if not source.exists():
-        raise InputRejected(
-            f"{source} does not exist",
-            [Finding("SOURCE-MISSING", "error", "no such file or folder", str(source))],
-            hint="check the path of the bag",
-        )
     deposit_id = str(uuid.uuid4())
     package_id = f"urn:uuid:{uuid.uuid4()}"
     received_at = datetime.now().astimezone()
@@ -136,6 +130,12 @@ def ingest(
         services.store, deposit_id, source=source.name, depositor=depositor
     )
     try:
+        if not source.exists():
+            raise InputRejected(
+                f"{source} does not exist",
+                [Finding("SOURCE-MISSING", "error", "no such file or folder", str(source))],
+                hint="check the path of the bag",
+            )
         version = StagedVersion(package_id, jr.object_dir, 1, fsync=settings.fsync)
         (jr.object_dir / "v1" / "content").mkdir(parents=True)
         bag_dir = jr.object_dir / "v1" / "content" / "bag"

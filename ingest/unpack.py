@@ -423,7 +423,8 @@ def _unpack_zip(
                     name = raw.decode("utf-8", "surrogateescape")
             name = _member_name(name)
             shown = display(name)
-            mode = info.external_attr >> 16
+            # Unix file-type bits, when the archiver recorded them (0 on other systems)
+            mode = stat.S_IFMT(info.external_attr >> 16) if info.create_system == 3 else 0
             if not name:
                 continue
             problems = check_relative_path(name, limits)

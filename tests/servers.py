@@ -46,8 +46,19 @@ class PostgresServer:
 
     def stop(self) -> None:
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "db"),
-             "-m", "immediate", "-w", "stop"],
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.folder / "db"),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
             check=False,
             capture_output=True,
         )
@@ -74,16 +85,37 @@ def start_postgres(base: Path) -> PostgresServer:
     port = free_port()
     run = ["runuser", "-u", "postgres", "--"]
     subprocess.run(
-        [*run, str(PG_BIN / "initdb"), "-D", str(folder / "db"), "-A", "trust", "-U", "custos",
-         "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"],
+        [
+            *run,
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(folder / "db"),
+            "-A",
+            "trust",
+            "-U",
+            "custos",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
         check=True,
         capture_output=True,
     )
     subprocess.run(
-        [*run, str(PG_BIN / "pg_ctl"), "-D", str(folder / "db"), "-l", str(folder / "log"), "-w",
-         "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
-         "-c full_page_writes=off -c synchronous_commit=off",
-         "start"],
+        [
+            *run,
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(folder / "db"),
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
+            "-c full_page_writes=off -c synchronous_commit=off",
+            "start",
+        ],
         check=True,
         capture_output=True,
     )

@@ -72,7 +72,11 @@ def test_shared_corpus_matches_copy() -> None:
     """The copy in tests/data is the shared corpus, byte for byte (when shared/ is present)."""
     shared = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "bagit-conformance"
     if not shared.is_dir():
-        pytest.skip(f"{shared} is absent (a clone without ../shared); the copy in tests/data is used")
-    ours = {p.relative_to(CONFORMANCE): p.read_bytes() for p in CONFORMANCE.rglob("*") if p.is_file()}
+        pytest.skip(
+            f"{shared} is absent (a clone without ../shared); the copy in tests/data is used"
+        )
+    ours = {
+        p.relative_to(CONFORMANCE): p.read_bytes() for p in CONFORMANCE.rglob("*") if p.is_file()
+    }
     theirs = {p.relative_to(shared): p.read_bytes() for p in shared.rglob("*") if p.is_file()}
     assert ours == theirs
