@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -29,6 +30,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from archive.config import Settings, load_settings
 from archive.errors import CustosError, InputRejected
@@ -68,7 +70,7 @@ class State:
         if self._services is None:
             self._services = open_services(self.settings())
             for line in self._services.recovered:
-                err.print(f"[yellow]recovery:[/] {line}")
+                err.print(f"[yellow]recovery:[/] {escape(line)}")
         return self._services
 
 
@@ -112,7 +114,7 @@ def _json_default(value: Any) -> Any:
 
 def fail(exc: CustosError, as_json: bool) -> typer.Exit:
     """Report an error on stderr (and as JSON on stdout when asked); return the exit."""
-    err.print(f"[red]error:[/] {exc.diagnostics()}", markup=True)
+    err.print(f"[red]error:[/] {escape(exc.diagnostics())}")
     if as_json:
         body: dict[str, Any] = {
             "status": "error",
@@ -227,7 +229,7 @@ def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     else:
         out.print(f"indexed {len(report.indexed)} package(s) from {services.store.root}")
         for path, reason in report.failed:
-            err.print(f"[red]not indexed:[/] {path}: {reason}")
+            err.print(f"[red]not indexed:[/] {escape(path)}: {escape(reason)}")
     if report.failed:
         raise typer.Exit(1)
 
@@ -248,18 +250,26 @@ def list_cmd(
         emit_json({"status": "ok", "packages": [_summary_dict(r) for r in rows]})
         return
     if not rows:
-        out.print("no packages held yet; deposit one with `custos ingest PATH --depositor NAME`")
+        out.print(
+            "no packages held yet; deposit one with `custos ingest PATH --depositor NAME`",
+            markup=False,
+        )
         return
     table = Table("package", "depositor", "title", "stored", "files", "size", "version")
     for r in rows:
         table.add_row(
-            r.id,
-            r.depositor,
-            r.title,
-            r.created_at.strftime("%Y-%m-%d %H:%M"),
-            str(r.files),
-            human_bytes(r.bytes),
-            f"v{r.head}",
+            *(
+                Text(str(v))
+                for v in (
+                    r.id,
+                    r.depositor,
+                    r.title,
+                    f"{r.created_at:%Y-%m-%d %H:%M}",
+                    r.files,
+                    human_bytes(r.bytes),
+                    f"v{r.head}",
+                )
+            )
         )
     out.print(table)
 
@@ -308,23 +318,28 @@ def show_cmd(
         )
         return
     s = d.summary
-    out.print(f"[bold]{s.id}[/]  {s.title}")
-    out.print(
-        f"depositor {s.depositor} · deposit {d.deposit_id} · from {d.source_name} · BagIt {d.bagit_version}"
-    )
-    out.print(
-        f"stored {s.created_at:%Y-%m-%d %H:%M:%S %Z} at {services.store.object_root(s.object_path)}"
-    )
-    out.print(
-        f"{s.files} payload files, {human_bytes(s.bytes)} · fingerprint {d.fingerprint[:23]}…"
-    )
+    where = services.store.object_root(s.object_path)
+    lines = [
+        f"{s.id}  {s.title}",
+        f"depositor {s.depositor} · deposit {d.deposit_id} · from {d.source_name} · "
+        f"BagIt {d.bagit_version}",
+        f"stored {s.created_at:%Y-%m-%d %H:%M:%S %Z} at {where}",
+        f"{s.files} payload files, {human_bytes(s.bytes)} · fingerprint {d.fingerprint}",
+    ]
+    for line in lines:
+        out.print(Text(line))
     vt = Table("version", "created", "message", "inventory sha512", title="versions")
     for v in d.versions:
         vt.add_row(
-            f"v{v.number}",
-            f"{v.created_at:%Y-%m-%d %H:%M:%S}",
-            v.message,
-            v.inventory_sha512[:16] + "…",
+            *map(
+                Text,
+                (
+                    f"v{v.number}",
+                    f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+                    v.message,
+                    v.inventory_sha512[:16] + "…",
+                ),
+            )
         )
     out.print(vt)
     ft = Table("path", "size", "sha512", "format", title="payload files")
@@ -333,12 +348,20 @@ def show_cmd(
             continue
         fmt = f"{f.puid} {f.mime_type or ''}".strip() if f.puid else "not identified"
         ft.add_row(
-            f.logical_path.removeprefix("bag/"), human_bytes(f.size), f.sha512[:16] + "…", fmt
+            *map(
+                Text,
+                (
+                    f.logical_path.removeprefix("bag/"),
+                    human_bytes(f.size),
+                    f.sha512[:16] + "…",
+                    fmt,
+                ),
+            )
         )
     out.print(ft)
     et = Table("when", "event", "outcome", "detail", title="events")
     for e in d.events:
-        et.add_row(f"{e.occurred_at:%Y-%m-%d %H:%M:%S}", e.type, e.outcome, e.detail)
+        et.add_row(*map(Text, (f"{e.occurred_at:%Y-%m-%d %H:%M:%S}", e.type, e.outcome, e.detail)))
     out.print(et)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from archive.cli import JsonOpt, byte_progress, emit_json, err, human_bytes, out, run, state
 from ingest import service
@@ -36,7 +37,7 @@ def ingest_cmd(
         out.print(result.package_id)
         return
     for w in result.warnings:
-        err.print(f"[yellow]warning:[/] {w.render()}")
+        err.print(f"[yellow]warning:[/] {escape(w.render())}")
     err.print(
         f"stored {result.payload_files} files ({human_bytes(result.payload_bytes)}) "
         f"from BagIt {result.bagit_version} bag as:"

@@ -7,11 +7,13 @@ for queries. Rows stay inside the catalog package and the services: domain value
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -20,6 +22,28 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every database (SQLite drops zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("refusing to store a datetime without a time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
 class Base(DeclarativeBase):
@@ -31,7 +55,7 @@ class Depositor(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Deposit(Base):
@@ -42,8 +66,8 @@ class Deposit(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     depositor_id: Mapped[int] = mapped_column(ForeignKey("depositors.id"))
     source_name: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime())
     bagit_version: Mapped[str] = mapped_column(String(16))
     fingerprint: Mapped[str] = mapped_column(String(160), unique=True)
     payload_files: Mapped[int] = mapped_column(Integer)
@@ -59,7 +83,7 @@ class Package(Base):
     deposit_id: Mapped[str] = mapped_column(ForeignKey("deposits.id"), unique=True)
     depositor_id: Mapped[int] = mapped_column(ForeignKey("depositors.id"))
     title: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     head: Mapped[int] = mapped_column(Integer)
     object_path: Mapped[str] = mapped_column(Text)  # relative to the storage root
 
@@ -75,7 +99,7 @@ class Version(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
     number: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     message: Mapped[str] = mapped_column(Text, default="")
     agent: Mapped[str] = mapped_column(Text, default="")
     inventory_sha512: Mapped[str] = mapped_column(String(128))
@@ -114,7 +138,7 @@ class StorageLocation(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     kind: Mapped[str] = mapped_column(String(32))  # local | s3
     uri: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Replica(Base):
@@ -126,8 +150,8 @@ class Replica(Base):
     location_id: Mapped[int] = mapped_column(ForeignKey("storage_locations.id"))
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(32))  # stored | verified | damaged
-    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Event(Base):
@@ -139,7 +163,7 @@ class Event(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(64), unique=True)
     type: Mapped[str] = mapped_column(String(64))
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     agent: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(32))  # success | failure | warning
     detail: Mapped[str] = mapped_column(Text, default="")

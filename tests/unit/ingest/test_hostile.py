@@ -3,7 +3,6 @@ and leaves no package, no object and no staging debris; the refusal is one recor
 
 from __future__ import annotations
 
-
 import os
 import stat
 import tarfile
@@ -108,7 +107,9 @@ def test_every_algorithm_is_checked(tmp_path: Path, services: Services) -> None:
     manifest.write_text(manifest.read_text().replace(manifest.read_text()[:8], "00000000", 1))
     exc = refused(services, bag)
     assert_finding(exc, "BAG-CHECKSUM-MISMATCH", "data/a.txt")
-    on_payload = [f for f in exc.findings if f.code == "BAG-CHECKSUM-MISMATCH" and f.path == "data/a.txt"]
+    on_payload = [
+        f for f in exc.findings if f.code == "BAG-CHECKSUM-MISMATCH" and f.path == "data/a.txt"
+    ]
     assert on_payload and all("md5" in f.message for f in on_payload)
 
 
