@@ -27,7 +27,7 @@ from archive.custody import new_event, record_events
 from archive.errors import StorageError
 from archive.model import Link
 from archive.storage.local import LocalStore
-from archive.storage.ocfl import object_rel_path
+from archive.storage.ocfl import complete_pending_version, object_rel_path
 
 JOURNAL = "journal.json"
 LOCK = ".lock"
@@ -44,11 +44,12 @@ class Journal:
     _lock_fd: int
 
     @classmethod
-    def begin(cls, store: LocalStore, deposit_id: str, **fields: Any) -> Journal:
-        folder = store.new_staging_dir(deposit_id)
+    def begin(cls, store: LocalStore, name: str, **fields: Any) -> Journal:
+        """Create ``staging/<name>`` with its journal, and lock it for this process."""
+        folder = store.new_staging_dir(name)
         fd = os.open(folder / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        journal = cls(folder, {"deposit_id": deposit_id, "state": RECEIVING, **fields}, fd)
+        journal = cls(folder, {"kind": "deposit", "state": RECEIVING, **fields}, fd)
         journal.write()
         return journal
 
@@ -113,26 +114,24 @@ def _recover_one(
         data = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    deposit_id = str(data.get("deposit_id", folder.name))
     if data.get("state") != READY:
         store.discard(folder)
+        if data.get("kind") == "version":
+            what = f"an interrupted write of version {data.get('number')} was rolled back"
+            links = [Link("package", str(data.get("object_id", "")))]
+        else:
+            what = "an interrupted ingest was rolled back before anything was stored"
+            links = [
+                Link("deposit", str(data.get("deposit_id", folder.name))),
+                Link("source", str(data.get("source", ""))),
+            ]
         with session_scope() as session:
-            record_events(
-                session,
-                [
-                    new_event(
-                        "recovery",
-                        "success",
-                        "an interrupted ingest was rolled back before anything was stored",
-                        links=[
-                            Link("deposit", deposit_id),
-                            Link("source", str(data.get("source", ""))),
-                        ],
-                    )
-                ],
-            )
-        return f"rolled back interrupted deposit {deposit_id} (nothing had been stored)"
+            record_events(session, [new_event("recovery", "success", what, links=links)])
+        return what
+    deposit_id = str(data.get("deposit_id", folder.name))
     object_id = str(data["object_id"])
+    if data.get("kind") == "version":
+        return _recover_version(store, session_scope, folder, data)
     staged = folder / "object"
     if not store.has_object(object_id):
         if not staged.is_dir():
@@ -161,3 +160,42 @@ def _recover_one(
             )
     store.discard(folder)
     return f"completed interrupted deposit {deposit_id} as package {object_id}"
+
+
+def _recover_version(
+    store: LocalStore,
+    session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
+    folder: Path,
+    data: dict[str, Any],
+) -> str:
+    """Finish a version that was fully written in staging before the process stopped."""
+    object_id, rel, number = str(data["object_id"]), str(data["object_path"]), int(data["number"])
+    object_root = store.object_root(rel)
+    staged = folder / "object" / f"v{number}"
+    if not (object_root / f"v{number}").exists():
+        if not staged.is_dir():
+            raise StorageError(
+                f"journal of version {number} of {object_id} is ready but the version is "
+                "neither in staging nor in the object",
+                hint=f"inspect {folder} by hand; nothing has been removed",
+            )
+        staged.rename(object_root / f"v{number}")
+    complete_pending_version(object_root)
+    with session_scope() as session:
+        package = session.get(Package, object_id)
+        if package is None or package.head < number:
+            index_object(session, object_root, rel)
+            record_events(
+                session,
+                [
+                    new_event(
+                        "recovery",
+                        "success",
+                        f"an interrupted write of version {number} was completed",
+                        links=[Link("package", object_id)],
+                    )
+                ],
+                package_id=object_id,
+            )
+    store.discard(folder)
+    return f"completed version {number} of package {object_id}"

@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Iterable
 
 from archive.config import Limits
-from archive.findings import Finding
+from archive.findings import Finding, Severity
 from policies.schema import IngestPolicy
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -161,7 +161,7 @@ def is_junk(path: str, policy: IngestPolicy) -> bool:
 
 
 def check_junk(paths: Iterable[str], policy: IngestPolicy) -> list[Finding]:
-    severity = "error" if policy.junk_action == "refuse" else "warning"
+    severity: Severity = "error" if policy.junk_action == "refuse" else "warning"
     return [
         Finding(
             "PAYLOAD-SYSTEM-FILE",

@@ -1,14 +1,17 @@
-"""``custos ingest``: thin over :func:`ingest.service.ingest`."""
+"""``custos ingest`` and ``custos identify``: thin over :mod:`ingest.service`."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from archive.cli import JsonOpt, byte_progress, emit_json, err, human_bytes, out, run, state
+from archive.errors import CustosError
+from archive.services import Services
 from ingest import service
 from ingest.unpack import source_size
 
@@ -17,33 +20,98 @@ def ingest_cmd(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="A bag: folder, .zip, .tar or .tar.gz.")],
     depositor: Annotated[str, typer.Option(help="The organisation handing the bag over.")],
+    identify: Annotated[
+        bool,
+        typer.Option(
+            "--identify/--no-identify",
+            help="Identify formats (PRONOM) right after the package is stored; "
+            "with --no-identify run `custos identify` later.",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate a bag and store it as a new package (refused bags exit with status 2)."""
+    """Validate a bag and store it as a new package.
+
+    Exit status: 0 stored (or already held: the same payload is never stored twice),
+    2 refused (every problem is listed on stderr), other non-zero values for errors.
+    """
     services = run(as_json, state(ctx).services)
     with byte_progress(f"receiving {path.name}", source_size(path), not as_json) as tick:
         result = run(
             as_json,
             lambda: service.ingest(services, path, depositor=depositor, progress=tick),
         )
+    report = result.as_dict()
+    if not as_json:
+        _say_stored(result)
+    if result.status == "stored" and identify and services.settings.identify_formats:
+        report["identification"] = _identify_after_commit(services, result.package_id, as_json)
     if as_json:
-        emit_json(result.as_dict())
-        return
+        emit_json(report)
+
+
+def _say_stored(result: service.IngestResult) -> None:
     if result.status == "already-held":
         err.print(
             f"[yellow]already held:[/] the same payload was deposited as {result.deposit_id}; "
             "nothing was stored twice"
         )
-        out.print(result.package_id)
+    else:
+        for w in result.warnings:
+            err.print(f"[yellow]warning:[/] {escape(w.render())}")
+        err.print(
+            f"stored {result.payload_files} files ({human_bytes(result.payload_bytes)}) "
+            f"from BagIt {result.bagit_version} bag as:"
+        )
+    out.print(result.package_id, markup=False)
+
+
+def _identify_after_commit(services: Services, package_id: str, quiet: bool) -> dict[str, Any]:
+    """The package is already stored: a failure here is reported, never a refusal."""
+    if not quiet:
+        err.print("identifying formats (PRONOM, FIDO)…")
+    try:
+        done = service.identify_package(services, package_id)
+    except CustosError as exc:
+        err.print(
+            f"[yellow]format identification did not run:[/] {escape(exc.diagnostics())}\n"
+            f"  the package is stored; run `custos identify {package_id}` later"
+        )
+        return {"status": "failed", "message": exc.message}
+    if not quiet:
+        err.print(
+            f"formats: {done.identified} identified, {done.unidentified} unidentified "
+            f"(recorded in version v{done.version})"
+        )
+    return {"status": "ok", **done.as_dict()}
+
+
+def identify_cmd(
+    ctx: typer.Context,
+    package: Annotated[
+        str | None, typer.Argument(help="Package id or unique UUID prefix; omit for all pending.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Identify the formats (PRONOM PUIDs) of payload files not yet identified."""
+    services = run(as_json, state(ctx).services)
+    targets = [package] if package else service.pending_identification(services)
+    results = [run(as_json, partial(service.identify_package, services, p)) for p in targets]
+    if as_json:
+        emit_json({"status": "ok", "packages": [r.as_dict() for r in results]})
         return
-    for w in result.warnings:
-        err.print(f"[yellow]warning:[/] {escape(w.render())}")
-    err.print(
-        f"stored {result.payload_files} files ({human_bytes(result.payload_bytes)}) "
-        f"from BagIt {result.bagit_version} bag as:"
-    )
-    out.print(result.package_id)
+    if not results:
+        out.print("nothing to identify: every payload file has a format")
+    for r in results:
+        kinds = ", ".join(f"{puid} ×{n}" for puid, n in sorted(r.formats.items()))
+        where = f" (recorded in version v{r.version})" if r.version else ""
+        out.print(
+            f"{r.package_id}: {r.identified} identified, {r.unidentified} unidentified"
+            f"{where}{': ' + kinds if kinds else ''}",
+            markup=False,
+        )
 
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest_cmd)
+    app.command("identify")(identify_cmd)

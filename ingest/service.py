@@ -19,18 +19,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from sqlalchemy import insert, select, update
+
 from archive import journal as journal_mod
-from archive.catalog.index import index_object
-from archive.catalog.queries import deposit_by_fingerprint
-from archive.catalog.tables import Deposit, Package
-from archive.custody import new_event, premis_xml, record_events
+from archive.catalog.index import FORMATS_JSON, PREMIS_XML, index_object, role_of
+from archive.catalog.queries import deposit_by_fingerprint, resolve_package_id
+from archive.catalog.tables import Deposit, File, Package, Version
+from archive.custody import new_event, parse_premis, premis_xml, record_events
 from archive.digest import digest_bytes
 from archive.errors import ConfigError, InputRejected
 from archive.findings import Finding, errors_in, warnings_in
 from archive.model import EventRecord, Link
 from archive.services import Services
-from archive.storage.ocfl import StagedVersion
+from archive.storage.ocfl import StagedVersion, head_state, read_inventory
+from archive.versions import append_version, finish
 from ingest.bag import check_bag
+from ingest.identify import identify, tool_version
 from ingest.unpack import receive
 from policies.load import PolicyFileError, load_ingest_policy
 from policies.schema import IngestPolicy
@@ -127,7 +131,7 @@ def ingest(
     package_id = f"urn:uuid:{uuid.uuid4()}"
     received_at = datetime.now().astimezone()
     jr = journal_mod.Journal.begin(
-        services.store, deposit_id, source=source.name, depositor=depositor
+        services.store, deposit_id, deposit_id=deposit_id, source=source.name, depositor=depositor
     )
     try:
         if not source.exists():
@@ -330,3 +334,148 @@ def _record_refusal(
 
 def _json(value: Any) -> bytes:
     return (json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
+
+
+UNIDENTIFIED = "unidentified: no PRONOM signature or extension matched"
+
+
+@dataclass(frozen=True)
+class IdentifyResult:
+    package_id: str
+    identified: int
+    unidentified: int
+    version: int | None  # the OCFL version that records the results, None if nothing to do
+    formats: dict[str, int] = field(default_factory=dict)  # PUID -> file count
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "package_id": self.package_id,
+            "identified": self.identified,
+            "unidentified": self.unidentified,
+            "version": self.version,
+            "formats": self.formats,
+        }
+
+
+def identify_package(services: Services, package_ref: str) -> IdentifyResult:
+    """Identify the formats of a package's payload files not yet identified.
+
+    Results go to the catalog (PUID, MIME type and format name per file, one event per file)
+    and into storage as a new OCFL version holding ``custos/formats.json`` and the updated
+    ``custos/premis.xml``, so that a rebuilt catalog has them too.
+    Raises :class:`NotFound` for an unknown package and :class:`IdentificationError` when
+    the identifier cannot run (the package stays as it was).
+    """
+    with services.sessions() as session:
+        package_id = resolve_package_id(session, package_ref)
+        pkg = session.get(Package, package_id)
+        assert pkg is not None
+        rel = pkg.object_path
+        pending = list(
+            session.execute(
+                select(File.id, File.logical_path, File.content_path).where(
+                    File.package_id == package_id,
+                    File.role == "payload",
+                    File.format_name.is_(None),
+                )
+            ).tuples()
+        )
+    if not pending:
+        return IdentifyResult(package_id, 0, 0, None)
+    object_root = services.store.object_root(rel)
+    found = identify([object_root / content for _, _, content in pending])
+    tool = tool_version()
+    inventory = read_inventory(object_root)
+    state = head_state(inventory)
+    formats: dict[str, dict[str, str | None]] = {}
+    if FORMATS_JSON in state:
+        formats = json.loads((object_root / state[FORMATS_JSON]).read_bytes())
+    old_events = parse_premis((object_root / state[PREMIS_XML]).read_bytes())
+    updates: list[dict[str, Any]] = []
+    events: list[EventRecord] = []
+    counts: dict[str, int] = {}
+    for file_id, logical, content in pending:
+        ident = found[object_root / content]
+        name = ident.format_name or UNIDENTIFIED
+        formats[logical] = {
+            "puid": ident.puid,
+            "mime_type": ident.mime_type,
+            "format_name": name,
+            "basis": ident.basis,
+            "tool": tool,
+        }
+        updates.append(
+            {"id": file_id, "puid": ident.puid, "mime_type": ident.mime_type, "format_name": name}
+        )
+        counts[ident.puid or "unidentified"] = counts.get(ident.puid or "unidentified", 0) + 1
+        detail = (
+            f"{ident.puid} {ident.mime_type or ''} ({ident.basis} match, {tool})"
+            if ident.puid
+            else f"no PRONOM match ({tool})"
+        )
+        events.append(
+            new_event(
+                "format identification",
+                "success" if ident.puid else "warning",
+                detail.replace("  ", " "),
+                links=[Link("package", package_id), Link("file", logical)],
+                agent=tool,
+            )
+        )
+    created = datetime.now().astimezone()
+    new = append_version(
+        services.store,
+        rel,
+        {
+            FORMATS_JSON: _json(formats),
+            PREMIS_XML: premis_xml([*old_events, *events]),
+        },
+        message=f"Format identification of {len(pending)} files ({tool})",
+        agent=AGENT,
+        created=created,
+    )
+    with services.session_scope() as session:
+        session.execute(update(File), updates)
+        session.execute(
+            insert(File),
+            [
+                {
+                    "package_id": package_id,
+                    "version": new.number,
+                    "logical_path": e.logical_path,
+                    "content_path": e.content_path,
+                    "role": role_of(e.logical_path),
+                    "size": e.size,
+                    "sha512": e.sha512,
+                    "sha256": e.sha256,
+                }
+                for e in new.entries
+            ],
+        )
+        session.add(
+            Version(
+                package_id=package_id,
+                number=new.number,
+                created_at=created,
+                message=f"Format identification of {len(pending)} files ({tool})",
+                agent=AGENT,
+                inventory_sha512=new.inventory_sha512,
+            )
+        )
+        session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
+        record_events(session, events, package_id=package_id)
+    finish(services.store, new)
+    unidentified = counts.get("unidentified", 0)
+    return IdentifyResult(package_id, len(pending) - unidentified, unidentified, new.number, counts)
+
+
+def pending_identification(services: Services) -> list[str]:
+    """Packages with payload files whose format is not yet identified."""
+    with services.sessions() as session:
+        return list(
+            session.execute(
+                select(File.package_id)
+                .where(File.role == "payload", File.format_name.is_(None))
+                .distinct()
+            ).scalars()
+        )

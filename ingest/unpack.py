@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from archive.config import Limits
 from archive.digest import KNOWN_ALGORITHMS, PARALLEL_THRESHOLD, CopyResult, copy_with_digests
@@ -125,7 +125,7 @@ class _Budget:
 class _Capped:
     """A reader that charges every byte to the budget (for streams whose size may lie)."""
 
-    def __init__(self, raw: BinaryIO, budget: _Budget, where: str, declared: int) -> None:
+    def __init__(self, raw: IO[bytes], budget: _Budget, where: str, declared: int) -> None:
         self.raw = raw
         self.budget = budget
         self.where = where
@@ -467,8 +467,8 @@ def _unpack_zip(
         )
         for name, info in members:
             try:
-                with zf.open(info) as raw:
-                    src = _Capped(raw, budget, display(name), info.file_size)
+                with zf.open(info) as stream:
+                    src = _Capped(stream, budget, display(name), info.file_size)
                     _write_member(root, name, src, algorithms, info.file_size, files)  # type: ignore[arg-type]
             except (
                 zipfile.BadZipFile,

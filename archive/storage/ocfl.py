@@ -319,3 +319,48 @@ def head_state(inventory: dict[str, Any]) -> dict[str, str]:
         for p in paths:
             out[p] = content
     return out
+
+
+def promote_head(object_root: Path, number: int) -> None:
+    """Make version ``number``'s inventory the object's root inventory (§3.5.1).
+
+    The sidecar goes last: a crash between the two renames leaves a root inventory whose
+    sidecar disagrees, which :func:`complete_pending_version` repairs from the version copy.
+    """
+    folder = object_root / _version_dir(number)
+    for name in ("inventory.json", "inventory.json.sha512"):
+        tmp = object_root / f"{name}.tmp"
+        tmp.write_bytes((folder / name).read_bytes())
+        tmp.replace(object_root / name)
+
+
+def complete_pending_version(object_root: Path) -> int | None:
+    """Finish a version installed in the object but not yet promoted; return its number.
+
+    A version folder beyond the root inventory's head, holding a complete inventory whose
+    head is that version, is promoted; anything else is left alone.
+    """
+    try:
+        head = version_number(json.loads((object_root / "inventory.json").read_bytes())["head"])
+    except (OSError, ValueError, KeyError):
+        head = 0
+    numbers = sorted(
+        int(p.name[1:])
+        for p in object_root.iterdir()
+        if p.is_dir() and p.name.startswith("v") and p.name[1:].isdigit()
+    )
+    if not numbers:
+        return None
+    newest = numbers[-1]
+    sidecar_ok = True
+    try:
+        read_inventory(object_root)
+    except StorageError:
+        sidecar_ok = False
+    if newest <= head and sidecar_ok:
+        return None
+    inv = read_inventory(object_root, _version_dir(newest))
+    if inv.get("head") != _version_dir(newest):
+        raise StorageError(f"{object_root}/v{newest} holds an inventory for {inv.get('head')}")
+    promote_head(object_root, newest)
+    return newest
