@@ -381,11 +381,18 @@ def _event_dict(e: Any) -> dict[str, Any]:
     }
 
 
-def _register_plugins() -> None:
-    for ep in entry_points(group="custos.commands"):
-        ep.load()(app)
+_registered = False
+
+
+def get_app() -> typer.Typer:
+    """The full command line: the core commands plus every registered sub-app (once)."""
+    global _registered
+    if not _registered:
+        for ep in sorted(entry_points(group="custos.commands"), key=lambda e: e.name):
+            ep.load()(app)
+        _registered = True
+    return app
 
 
 def main() -> None:
-    _register_plugins()
-    app()
+    get_app()()

@@ -378,7 +378,7 @@ def identify_package(services: Services, package_ref: str) -> IdentifyResult:
                     File.role == "payload",
                     File.format_name.is_(None),
                 )
-            ).tuples()
+            )
         )
     if not pending:
         return IdentifyResult(package_id, 0, 0, None)
@@ -422,7 +422,7 @@ def identify_package(services: Services, package_ref: str) -> IdentifyResult:
                 agent=tool,
             )
         )
-    created = datetime.now().astimezone()
+    created = datetime.now().astimezone().replace(microsecond=0)  # as the inventory records it
     new = append_version(
         services.store,
         rel,
@@ -434,6 +434,7 @@ def identify_package(services: Services, package_ref: str) -> IdentifyResult:
         agent=AGENT,
         created=created,
     )
+    _step(services, "version-installed")
     with services.session_scope() as session:
         session.execute(update(File), updates)
         session.execute(
@@ -464,6 +465,7 @@ def identify_package(services: Services, package_ref: str) -> IdentifyResult:
         )
         session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
         record_events(session, events, package_id=package_id)
+    _step(services, "version-committed")
     finish(services.store, new)
     unidentified = counts.get("unidentified", 0)
     return IdentifyResult(package_id, len(pending) - unidentified, unidentified, new.number, counts)

@@ -40,7 +40,7 @@ def _summaries(session: Session, where: object | None = None) -> list[PackageSum
             bytes=int(b or 0),
             object_path=p.object_path,
         )
-        for p, name, n, b in session.execute(stmt).tuples()
+        for p, name, n, b in session.execute(stmt)
     ]
 
 
