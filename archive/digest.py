@@ -51,6 +51,13 @@ class Digest:
         return f"{self.algorithm}:{self.value}"
 
 
+class Source(Protocol):
+    """What a copy reads from: a file, an archive member, or a wrapper around one."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
 class _Hasher(Protocol):
     def update(self, data: bytes | memoryview, /) -> None: ...
     def hexdigest(self) -> str: ...
@@ -82,7 +89,7 @@ def _new_hashers(algorithms: Iterable[str]) -> dict[str, _Hasher]:
 
 
 def _pump(
-    src: BinaryIO,
+    src: Source,
     dst: BinaryIO | None,
     hashers: dict[str, _Hasher],
     size_hint: int,
@@ -105,7 +112,7 @@ def _pump(
     ordered = list(hashers.values())
     first, rest = ordered[0], ordered[1:]
     while True:
-        n = src.readinto(view)  # type: ignore[attr-defined]
+        n = src.readinto(view)
         if not n:
             return total
         total += n
@@ -119,7 +126,7 @@ def _pump(
 
 
 def copy_with_digests(
-    src: BinaryIO,
+    src: Source,
     dst_path: Path,
     algorithms: Iterable[str] = ("sha512", "sha256"),
     *,

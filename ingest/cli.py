@@ -44,7 +44,8 @@ def ingest_cmd(
     report = result.as_dict()
     if not as_json:
         _say_stored(result)
-    if result.status == "stored" and identify and services.settings.identify_formats:
+    # An already-held package may still await identification (an earlier run was stopped).
+    if identify and services.settings.identify_formats:
         report["identification"] = _identify_after_commit(services, result.package_id, as_json)
     if as_json:
         emit_json(report)
@@ -78,7 +79,7 @@ def _identify_after_commit(services: Services, package_id: str, quiet: bool) -> 
             f"  the package is stored; run `custos identify {package_id}` later"
         )
         return {"status": "failed", "message": exc.message}
-    if not quiet:
+    if not quiet and done.version is not None:
         err.print(
             f"formats: {done.identified} identified, {done.unidentified} unidentified "
             f"(recorded in version v{done.version})"

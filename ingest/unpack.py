@@ -11,6 +11,7 @@ Python's ``zipfile``/``tarfile`` do not enforce any of this on their own, hence 
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tarfile
@@ -20,10 +21,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO
 
 from archive.config import Limits
-from archive.digest import KNOWN_ALGORITHMS, PARALLEL_THRESHOLD, CopyResult, copy_with_digests
+from archive.digest import (
+    KNOWN_ALGORITHMS,
+    PARALLEL_THRESHOLD,
+    CopyResult,
+    Source,
+    copy_with_digests,
+)
 from archive.errors import InputRejected
 from archive.findings import Finding, errors_in
 from ingest.checks import check_relative_path, display
@@ -287,7 +294,7 @@ def _scan_folder(root: Path, limits: Limits) -> tuple[list[tuple[str, int]], lis
     return files, findings
 
 
-def _open_regular(path: Path, rel: str) -> BinaryIO:
+def _open_regular(path: Path, rel: str) -> io.BufferedReader:
     """Open without following links, and check it is still the regular file we scanned."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     st = os.fstat(fd)
@@ -297,7 +304,7 @@ def _open_regular(path: Path, rel: str) -> BinaryIO:
             "deposit refused: a file changed while it was being read",
             [Finding("SOURCE-CHANGED", "error", "no longer a plain regular file", display(rel))],
         )
-    return os.fdopen(fd, "rb")
+    return io.open(fd, "rb")  # noqa: UP020 - os.fdopen is typed as returning Any
 
 
 def _receive_folder(
@@ -368,7 +375,7 @@ def _target(root: Path, rel: str) -> Path:
 def _write_member(
     root: Path,
     rel: str,
-    src: BinaryIO,
+    src: Source,
     algorithms: tuple[str, ...],
     size: int,
     files: dict[str, CopyResult],
@@ -469,7 +476,7 @@ def _unpack_zip(
             try:
                 with zf.open(info) as stream:
                     src = _Capped(stream, budget, display(name), info.file_size)
-                    _write_member(root, name, src, algorithms, info.file_size, files)  # type: ignore[arg-type]
+                    _write_member(root, name, src, algorithms, info.file_size, files)
             except (
                 zipfile.BadZipFile,
                 zipfile.LargeZipFile,
@@ -539,8 +546,8 @@ def _unpack_tar(
                         continue  # keep reading headers to report every problem
                     raw = tf.extractfile(member)
                     assert raw is not None
-                    src = _Capped(raw, budget, shown, member.size)  # type: ignore[arg-type]
-                    _write_member(root, name, src, BASE_ALGORITHMS, member.size, files)  # type: ignore[arg-type]
+                    src = _Capped(raw, budget, shown, member.size)
+                    _write_member(root, name, src, BASE_ALGORITHMS, member.size, files)
                     if progress:
                         progress(member.size)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from archive.digest import CopyResult, copy_with_digests, digest_bytes
+from archive.digest import CopyResult, Source, copy_with_digests, digest_bytes
 from archive.errors import StorageError
 
 OCFL_VERSION = "1.1"
@@ -148,7 +148,7 @@ class StagedVersion:
     def add_stream(
         self,
         logical_path: str,
-        src: BinaryIO,
+        src: Source,
         *,
         size_hint: int = 0,
         extra_algorithms: tuple[str, ...] = (),
