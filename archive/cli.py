@@ -82,12 +82,15 @@ def root(
         typer.Option(
             "--data-dir",
             help="Data folder holding the catalog and the storage root "
-            "[env: CUSTOS_DATA_DIR; default ./custos-data].",
+            "(env CUSTOS_DATA_DIR; default ./custos-data).",
         ),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="TOML settings file [env: CUSTOS_CONFIG]."),
+        typer.Option(
+            "--config",
+            help="TOML settings file (env CUSTOS_CONFIG; default DATA_DIR/custos.toml if present).",
+        ),
     ] = None,
 ) -> None:
     ctx.obj = State(data_dir, config)
