@@ -31,7 +31,7 @@ from archive.errors import ConfigError, InputRejected
 from archive.findings import Finding, errors_in, warnings_in
 from archive.model import EventRecord, Link
 from archive.services import Services
-from archive.storage.ocfl import StagedVersion, head_state, read_inventory
+from archive.storage.ocfl import StagedVersion, head_state, object_rel_path, read_inventory
 from archive.versions import append_version, finish
 from ingest.bag import check_bag
 from ingest.identify import identify, tool_version
@@ -164,10 +164,6 @@ def ingest(
 
         payload = {p: r.digests["sha512"] for p, r in report.payload.items()}
         fp = fingerprint(payload)
-        with services.session_scope() as session:
-            held = deposit_by_fingerprint(session, fp)
-        if held is not None:
-            return _already_held(services, jr, held, source, depositor, report.version)
 
         for rel, res in received.files.items():
             version.register(f"bag/{rel}", f"v1/content/bag/{rel}", res)
@@ -230,28 +226,26 @@ def ingest(
         if settings.fsync:
             os.sync()  # one flush of every staged file instead of an fsync per file
         _step(services, "inventory")
-        jr.mark_ready(package_id)
-        _step(services, "ready")
-        rel = services.store.install(jr.object_dir, package_id)
-        _step(services, "installed")
-        sizes = {e.content_path: e.size for e in version.entries}
-        with services.session_scope() as session:
-            index_object(session, services.store.object_root(rel), rel, known_sizes=sizes)
-            _step(services, "indexed")
-        _step(services, "committed")
+        with services.store.commit_lock():
+            with services.session_scope() as session:
+                held = deposit_by_fingerprint(session, fp)
+            if held is not None:
+                return _already_held(services, jr, held, source, depositor, report.version)
+            _commit(services, jr, package_id, version)
         services.store.discard(jr.folder)
         _step(services, "cleaned")
         return IngestResult(
             "stored",
             package_id,
             deposit_id,
-            rel,
+            object_rel_path(package_id),
             len(payload),
             payload_bytes,
             report.version,
             tuple(warnings),
             tuple(services.recovered),
         )
+
     except InputRejected as exc:
         services.store.discard(jr.folder)
         _record_refusal(services, deposit_id, source, depositor, exc.findings)
@@ -264,6 +258,21 @@ def ingest(
         raise
     finally:
         jr.close()
+
+
+def _commit(
+    services: Services, jr: journal_mod.Journal, package_id: str, version: StagedVersion
+) -> None:
+    """Journal ready -> object into place -> catalog rows committed (under the commit lock)."""
+    jr.mark_ready(package_id)
+    _step(services, "ready")
+    rel = services.store.install(jr.object_dir, package_id)
+    _step(services, "installed")
+    sizes = {e.content_path: e.size for e in version.entries}
+    with services.session_scope() as session:
+        index_object(session, services.store.object_root(rel), rel, known_sizes=sizes)
+        _step(services, "indexed")
+    _step(services, "committed")
 
 
 def _already_held(
