@@ -18,7 +18,7 @@ from archive.errors import InputRejected
 from archive.services import Services
 from ingest.service import ingest
 from tests.conftest import CONFORMANCE
-from tests.helpers import assert_nothing_stored, catalog_counts
+from tests.helpers import assert_nothing_stored, catalog_counts, staging_debris
 
 INDEX = json.loads((CONFORMANCE / "index.json").read_text())["cases"]
 
@@ -48,7 +48,7 @@ def test_conformance_case(case: str, services: Services) -> None:
     result = ingest(services, bag, depositor="Conformance Suite")
     assert result.status == "stored", case
     assert catalog_counts(services)["packages"] == 1
-    assert list(services.store.staging.iterdir()) == []
+    assert staging_debris(services.store.staging) == []
     with services.sessions() as s:
         outcomes = [
             (t, o, d) for t, o, d in s.execute(select(Event.type, Event.outcome, Event.detail))

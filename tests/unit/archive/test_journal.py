@@ -7,7 +7,7 @@ import json
 from archive import journal
 from archive.services import Services, open_services
 from tests.conftest import SAMPLE, MakeServices
-from tests.helpers import catalog_counts
+from tests.helpers import catalog_counts, staging_debris
 
 
 def test_unfinished_staging_is_rolled_back(make_services: MakeServices) -> None:
@@ -19,7 +19,7 @@ def test_unfinished_staging_is_rolled_back(make_services: MakeServices) -> None:
     jr.close()
     actions = journal.recover(services.store, services.session_scope)
     assert len(actions) == 1 and "rolled back" in actions[0]
-    assert list(services.store.staging.iterdir()) == []
+    assert staging_debris(services.store.staging) == []
     assert list(services.store.iter_objects()) == []
 
 
@@ -27,7 +27,7 @@ def test_garbage_in_staging_is_rolled_back(services: Services) -> None:
     (services.store.staging / "junk").mkdir()
     (services.store.staging / "junk" / "journal.json").write_text("{not json")
     journal.recover(services.store, services.session_scope)
-    assert list(services.store.staging.iterdir()) == []
+    assert staging_debris(services.store.staging) == []
 
 
 def test_ready_object_is_completed_on_next_start(make_services: MakeServices) -> None:
@@ -57,6 +57,6 @@ def test_ready_object_is_completed_on_next_start(make_services: MakeServices) ->
     try:
         assert any("completed" in a for a in again.recovered)
         assert catalog_counts(again)["packages"] == 1
-        assert list(again.store.staging.iterdir()) == []
+        assert staging_debris(again.store.staging) == []
     finally:
         again.close()

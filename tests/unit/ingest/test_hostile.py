@@ -18,7 +18,14 @@ from archive.errors import InputRejected
 from archive.services import Services
 from ingest.service import ingest
 from tests.conftest import MakeServices
-from tests.helpers import add_tar_member, assert_nothing_stored, make_bag, tar_folder, zip_folder
+from tests.helpers import (
+    add_tar_member,
+    assert_nothing_stored,
+    make_bag,
+    staging_debris,
+    tar_folder,
+    zip_folder,
+)
 
 PAYLOAD = {"a.txt": b"alpha\n", "sub/b.txt": b"bravo\n"}
 
@@ -387,4 +394,4 @@ def test_accepted_packings(packing: str, tmp_path: Path, services: Services) -> 
     obj = services.store.object_root(result.object_path)
     assert (obj / "v1/content/bag/data/sub/b.txt").read_bytes() == b"bravo\n"
     assert (obj / "v1/content/bag/bagit.txt").is_file()
-    assert list(services.store.staging.iterdir()) == []
+    assert staging_debris(services.store.staging) == []
