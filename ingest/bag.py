@@ -34,6 +34,68 @@ _MANIFEST_LINE = re.compile(r"^(\S+)[ \t]+(.+)$")
 _MANIFEST_NAME = re.compile(r"^(tag)?manifest-([A-Za-z0-9_-]+)\.txt$")
 
 
+class _StagedBag(bagit.Bag):  # type: ignore[misc]
+    """A bag in our staging area.
+
+    Receipt refused every link, so a lexical check of paths is exact there; bagit's own check
+    resolves each path with realpath(), which cost 7 of 30 seconds on 50,000 files. Manifests
+    are read once, strictly, by this module rather than a second time by bagit.
+    Completeness and Payload-Oxum are checked by :func:`check_bag` from the sizes and digests
+    taken during the copy instead of walking the tree twice more.
+    """
+
+    def _load_manifests(self) -> None:
+        # Manifests are read by _read_manifest, strictly (bagit skips malformed lines).
+        self.entries: dict[str, dict[str, str]] = {}
+
+    def _path_is_dangerous(self, path: str) -> bool:
+        return bool(path.startswith(("/", "~")) or ".." in path.split("/") or _DRIVE.match(path))
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _check_oxum(info: dict[str, str | list[str]], files: dict[str, CopyResult]) -> list[Finding]:
+    """Payload-Oxum (RFC 8493 §2.2.2): octet count and stream count of the payload."""
+    oxum = info.get("Payload-Oxum")
+    if oxum is None:
+        return []
+    if isinstance(oxum, list):
+        return [
+            Finding(
+                "BAG-OXUM-MISMATCH",
+                "error",
+                "bag-info.txt declares Payload-Oxum more than once",
+                "bag-info.txt",
+                "RFC 8493 §2.2.2",
+            )
+        ]
+    octets, _, streams = oxum.strip().partition(".")
+    if not octets.isdigit() or not streams.isdigit():
+        return [
+            Finding(
+                "BAG-OXUM-MISMATCH",
+                "error",
+                f"malformed Payload-Oxum {oxum!r} (expected OCTETS.STREAMS)",
+                "bag-info.txt",
+                "RFC 8493 §2.2.2",
+            )
+        ]
+    payload = [r.size for p, r in files.items() if p.startswith("data/")]
+    if (int(octets), int(streams)) != (sum(payload), len(payload)):
+        return [
+            Finding(
+                "BAG-OXUM-MISMATCH",
+                "error",
+                f"Payload-Oxum says {octets} bytes in {streams} files; the payload holds "
+                f"{sum(payload)} bytes in {len(payload)} files",
+                "bag-info.txt",
+                "RFC 8493 §2.2.2",
+            )
+        ]
+    return []
+
+
 @dataclass
 class BagReport:
     """The verdict on one bag: every finding, and what was read from it."""
@@ -308,11 +370,11 @@ def check_bag(
 
     with _bagit_warnings() as captured:
         try:
-            bag = bagit.Bag(str(bag_dir))
+            bag = _StagedBag(str(bag_dir))
             report.info = dict(bag.info)
             bag._validate_structure()
             bag._validate_bagittxt()
-            bag._validate_contents(completeness_only=True)
+            findings.extend(_check_oxum(report.info, files))
         except bagit.BagValidationError as exc:
             findings.extend(_completeness_findings(exc))
         except (bagit.BagError, OSError, UnicodeError, LookupError, ValueError) as exc:

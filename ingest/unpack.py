@@ -12,14 +12,17 @@ Python's ``zipfile``/``tarfile`` do not enforce any of this on their own, hence 
 from __future__ import annotations
 
 import io
+import multiprocessing as mp
 import os
 import stat
 import tarfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -29,6 +32,8 @@ from archive.digest import (
     PARALLEL_THRESHOLD,
     CopyResult,
     Source,
+    SourceChanged,
+    copy_small,
     copy_with_digests,
 )
 from archive.errors import InputRejected
@@ -322,15 +327,12 @@ def _receive_folder(
             (bag_dir / parent).mkdir(parents=True, exist_ok=True)
             made.add(parent)
 
-    def copy_one(item: tuple[str, int]) -> tuple[str, CopyResult]:
+    def copy_large(item: tuple[str, int]) -> tuple[str, CopyResult]:
         rel, size = item
         with _open_regular(source / rel, rel) as src:
             result = copy_with_digests(src, bag_dir / rel, algorithms, size_hint=size)
         if result.size != size:
-            raise _reject(
-                "deposit refused: a file changed while it was being read",
-                [Finding("SOURCE-CHANGED", "error", "size changed during copy", display(rel))],
-            )
+            raise _changed(rel)
         if progress:
             progress(size)
         return rel, result
@@ -338,13 +340,80 @@ def _receive_folder(
     out: dict[str, CopyResult] = {}
     small = [f for f in files if f[1] < PARALLEL_THRESHOLD]
     large = [f for f in files if f[1] >= PARALLEL_THRESHOLD]
-    if workers > 1 and len(small) > 64:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            out.update(pool.map(copy_one, small, chunksize=64))
-    else:
-        out.update(map(copy_one, small))
-    out.update(map(copy_one, large))
+    out.update(_copy_small_files(source, bag_dir, small, algorithms, workers, progress))
+    out.update(map(copy_large, large))
     return Received(bag_dir, out, [], "folder")
+
+
+def _changed(rel: str) -> InputRejected:
+    return _reject(
+        "deposit refused: a file changed while it was being read",
+        [
+            Finding(
+                "SOURCE-CHANGED",
+                "error",
+                "the file was replaced, linked or resized during the deposit",
+                display(rel),
+            )
+        ],
+    )
+
+
+#: Small files go to worker processes in batches of this many (one round trip per batch).
+SMALL_BATCH = 256
+#: Below this many small files, worker processes cost more than they save.
+PROCESS_THRESHOLD = 2000
+
+
+def _copy_batch(
+    source: str, target: str, batch: list[tuple[str, int]], algorithms: tuple[str, ...]
+) -> list[tuple[str, CopyResult | None]]:
+    """Worker-process side: copy a batch of small files; ``None`` marks a changed source."""
+    out: list[tuple[str, CopyResult | None]] = []
+    for rel, size in batch:
+        try:
+            out.append((rel, copy_small(f"{source}/{rel}", f"{target}/{rel}", algorithms, size)))
+        except (SourceChanged, OSError):
+            out.append((rel, None))
+    return out
+
+
+def _copy_small_files(
+    source: Path,
+    bag_dir: Path,
+    files: list[tuple[str, int]],
+    algorithms: tuple[str, ...],
+    workers: int,
+    progress: Progress | None,
+) -> dict[str, CopyResult]:
+    """Copy many small files; in ``workers`` processes when there are enough of them.
+
+    Threads do not help here: per-file work is short and holds the GIL between system calls
+    (measured: two threads were slower than one; two processes twice as fast as one).
+    """
+    batches = [files[i : i + SMALL_BATCH] for i in range(0, len(files), SMALL_BATCH)]
+    args = (str(source), str(bag_dir))
+    out: dict[str, CopyResult] = {}
+
+    def take(results: list[tuple[str, CopyResult | None]]) -> None:
+        for rel, res in results:
+            if res is None:
+                raise _changed(rel)
+            out[rel] = res
+        if progress:
+            progress(sum(r.size for _, r in results if r is not None))
+
+    if workers > 1 and len(files) >= PROCESS_THRESHOLD:
+        # fork is fast and safe here (the workers touch only os and hashlib); with other
+        # threads alive, forkserver avoids inheriting their locks.
+        method = "fork" if threading.active_count() == 1 else "forkserver"
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+            for results in pool.map(partial(_copy_batch, *args, algorithms=algorithms), batches):
+                take(results)
+    else:
+        for batch in batches:
+            take(_copy_batch(*args, batch, algorithms))
+    return out
 
 
 def _manifest_algorithms(top_level_names: Iterable[str]) -> tuple[str, ...]:
