@@ -141,39 +141,21 @@ def run(as_json: bool, fn: Callable[[], T]) -> T:
 
 
 @contextmanager
-def byte_progress(
-    label: str, total: int | None, enabled: bool
+def progress_bar(
+    label: str, total: int | None, enabled: bool, *, unit: str = "bytes"
 ) -> Iterator[Callable[[int], None] | None]:
-    """A Rich progress bar on stderr when it is a terminal; otherwise nothing."""
+    """A Rich progress bar on stderr when it is a terminal (in ``unit``: bytes or items);
+    otherwise nothing. Yields the function that advances it."""
     if not enabled or not err.is_terminal:
         yield None
         return
+    columns = (
+        (DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        if unit == "bytes"
+        else (MofNCompleteColumn(), TimeRemainingColumn())
+    )
     with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
-@contextmanager
-def count_progress(
-    label: str, total: int | None, enabled: bool
-) -> Iterator[Callable[[int], None] | None]:
-    if not enabled or not err.is_terminal:
-        yield None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=err,
-        transient=True,
+        TextColumn("{task.description}"), BarColumn(), *columns, console=err, transient=True
     ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
@@ -219,7 +201,7 @@ def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
     services = run(as_json, state(ctx).services)
     total = sum(1 for _ in services.store.iter_objects())
-    with count_progress("indexing objects", total, not as_json) as tick:
+    with progress_bar("indexing objects", total, not as_json, unit="items") as tick:
         report = run(as_json, lambda: rebuild(services, progress=tick))
     if as_json:
         emit_json(

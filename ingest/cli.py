@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from archive.cli import JsonOpt, byte_progress, emit_json, err, human_bytes, out, run, state
+from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
 from archive.errors import CustosError
 from archive.services import Services
 from ingest import service
@@ -36,7 +36,7 @@ def ingest_cmd(
     2 refused (every problem is listed on stderr), other non-zero values for errors.
     """
     services = run(as_json, state(ctx).services)
-    with byte_progress(f"receiving {path.name}", source_size(path), not as_json) as tick:
+    with progress_bar(f"receiving {path.name}", source_size(path), not as_json) as tick:
         result = run(
             as_json,
             lambda: service.ingest(services, path, depositor=depositor, progress=tick),

@@ -15,14 +15,13 @@ import hashlib
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from archive.digest import CopyResult, Source, copy_with_digests, digest_bytes
+from archive.digest import CopyResult, digest_bytes
 from archive.errors import StorageError
 
 OCFL_VERSION = "1.1"
@@ -118,18 +117,13 @@ def _version_dir(number: int) -> str:
 
 @dataclass
 class StagedVersion:
-    """A version of an object being written in staging, file by file, before it is installed.
-
-    Safe to call :meth:`add_stream` from several threads at once.
-    """
+    """A version of an object being written in staging, file by file, before it is installed."""
 
     object_id: str
     object_dir: Path
     number: int = 1
     entries: list[ContentEntry] = field(default_factory=list)
     fsync: bool = True
-    _dirs: set[Path] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def version_dir(self) -> Path:
@@ -138,40 +132,12 @@ class StagedVersion:
     def _target(self, logical_path: str) -> tuple[str, Path]:
         content_path = f"{_version_dir(self.number)}/content/{logical_path}"
         target = self.object_dir / content_path
-        parent = target.parent
-        if parent not in self._dirs:
-            parent.mkdir(parents=True, exist_ok=True)
-            with self._lock:
-                self._dirs.add(parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
         return content_path, target
 
-    def add_stream(
-        self,
-        logical_path: str,
-        src: Source,
-        *,
-        size_hint: int = 0,
-        extra_algorithms: tuple[str, ...] = (),
-    ) -> CopyResult:
-        """Copy one file into the version while digesting it (sha512, sha256 and extras)."""
-        content_path, target = self._target(logical_path)
-        algorithms = dict.fromkeys((DIGEST_ALGORITHM, *FIXITY_ALGORITHMS, *extra_algorithms))
-        result = copy_with_digests(
-            src, target, tuple(algorithms), size_hint=size_hint, fsync=self.fsync
-        )
-        self.entries.append(
-            ContentEntry(
-                logical_path,
-                content_path,
-                result.size,
-                result.digests["sha512"],
-                result.digests["sha256"],
-            )
-        )
-        return result
-
     def register(self, logical_path: str, content_path: str, result: CopyResult) -> None:
-        """Record a file already copied into this version by other means (an unpacked bag)."""
+        """Record a file copied into this version's content folder (by the ingest's receipt,
+        which digests it on the way)."""
         self.entries.append(
             ContentEntry(
                 logical_path,
