@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,20 @@ class Journal:
             os.close(self._lock_fd)
 
 
+#: A staging folder without a journal this young may be one another process is creating
+#: (between its mkdir and its lock); older ones are debris of a crash.
+CREATION_GRACE_SECONDS = 60.0
+
+
+def _being_created(folder: Path) -> bool:
+    if (folder / JOURNAL).exists():
+        return False
+    try:
+        return time.time() - folder.stat().st_mtime < CREATION_GRACE_SECONDS
+    except OSError:
+        return True  # vanished meanwhile: someone else is handling it
+
+
 def _try_lock(folder: Path) -> int | None:
     try:
         fd = os.open(folder / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
@@ -95,6 +110,8 @@ def recover(
     if not store.staging.is_dir():
         return actions
     for folder in sorted(p for p in store.staging.iterdir() if p.is_dir()):
+        if _being_created(folder):
+            continue
         fd = _try_lock(folder)
         if fd is None:
             continue  # a live process owns it

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 from archive import journal
 from archive.services import Services, open_services
@@ -60,3 +62,14 @@ def test_ready_object_is_completed_on_next_start(make_services: MakeServices) ->
         assert staging_debris(again.store.staging) == []
     finally:
         again.close()
+
+
+def test_folder_being_created_is_left_alone_then_cleared_when_old(services: Services) -> None:
+    fresh = services.store.staging / "fresh"
+    fresh.mkdir()  # another process between its mkdir and its lock: no journal yet
+    journal.recover(services.store, services.session_scope)
+    assert fresh.exists()
+    old = time.time() - journal.CREATION_GRACE_SECONDS - 5
+    os.utime(fresh, (old, old))
+    journal.recover(services.store, services.session_scope)
+    assert not fresh.exists()
