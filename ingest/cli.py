@@ -69,10 +69,9 @@ def _say_stored(result: service.IngestResult) -> None:
 
 def _identify_after_commit(services: Services, package_id: str, quiet: bool) -> dict[str, Any]:
     """The package is already stored: a failure here is reported, never a refusal."""
-    if not quiet:
-        err.print("identifying formats (PRONOM, FIDO)…")
     try:
-        done = service.identify_package(services, package_id)
+        with progress_bar("identifying formats", None, not quiet, unit="items") as tick:
+            done = service.identify_package(services, package_id, progress=tick)
     except CustosError as exc:
         err.print(
             f"[yellow]format identification did not run:[/] {escape(exc.diagnostics())}\n"
@@ -97,7 +96,12 @@ def identify_cmd(
     """Identify the formats (PRONOM PUIDs) of payload files not yet identified."""
     services = run(as_json, state(ctx).services)
     targets = [package] if package else service.pending_identification(services)
-    results = [run(as_json, partial(service.identify_package, services, p)) for p in targets]
+    results = []
+    for target in targets:
+        with progress_bar(f"identifying {target}", None, not as_json, unit="items") as tick:
+            results.append(
+                run(as_json, partial(service.identify_package, services, target, progress=tick))
+            )
     if as_json:
         emit_json({"status": "ok", "packages": [r.as_dict() for r in results]})
         return

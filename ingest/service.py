@@ -366,7 +366,9 @@ class IdentifyResult:
         }
 
 
-def identify_package(services: Services, package_ref: str) -> IdentifyResult:
+def identify_package(
+    services: Services, package_ref: str, *, progress: Progress | None = None
+) -> IdentifyResult:
     """Identify the formats of a package's payload files not yet identified.
 
     Results go to the catalog (PUID, MIME type and format name per file, one event per file)
@@ -392,7 +394,11 @@ def identify_package(services: Services, package_ref: str) -> IdentifyResult:
     if not pending:
         return IdentifyResult(package_id, 0, 0, None)
     object_root = services.store.object_root(rel)
-    found = identify([object_root / content for _, _, content in pending])
+    found = identify(
+        [object_root / content for _, _, content in pending],
+        workers=services.settings.workers,
+        progress=progress,
+    )
     tool = tool_version()
     inventory = read_inventory(object_root)
     state = head_state(inventory)
