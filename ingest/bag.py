@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +55,7 @@ class _StagedBag(bagit.Bag):  # type: ignore[misc]
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def _check_oxum(info: dict[str, str | list[str]], files: dict[str, CopyResult]) -> list[Finding]:
+def _check_oxum(info: dict[str, str | list[str]], files: dict[str, int]) -> list[Finding]:
     """Payload-Oxum (RFC 8493 §2.2.2): octet count and stream count of the payload."""
     oxum = info.get("Payload-Oxum")
     if oxum is None:
@@ -81,7 +81,7 @@ def _check_oxum(info: dict[str, str | list[str]], files: dict[str, CopyResult]) 
                 "RFC 8493 §2.2.2",
             )
         ]
-    payload = [r.size for p, r in files.items() if p.startswith("data/")]
+    payload = [size for p, size in files.items() if p.startswith("data/")]
     if (int(octets), int(streams)) != (sum(payload), len(payload)):
         return [
             Finding(
@@ -296,26 +296,32 @@ def _read_manifest(
 
 def check_bag(
     bag_dir: Path,
-    files: dict[str, CopyResult],
+    files: dict[str, int],
+    digests: Callable[[], dict[str, CopyResult]],
     *,
     limits: Limits,
     policy: IngestPolicy,
 ) -> BagReport:
-    """Validate the bag copied at ``bag_dir``; ``files`` holds the digests of every file."""
+    """Validate the bag copied at ``bag_dir``.
+
+    ``files`` maps every bag-relative path to its size; ``digests`` returns the digests taken
+    while copying (it may wait for the copy to finish: everything that needs only names and
+    sizes is checked before it is called).
+    """
     report = BagReport()
     findings = report.findings
 
-    for rel, res in files.items():
+    for rel, size in files.items():
         if rel.startswith("data/"):
             continue
         is_manifest = bool(_MANIFEST_NAME.match(rel))
         limit = limits.max_manifest_bytes if is_manifest else limits.max_tag_file_bytes
-        if res.size > limit:
+        if size > limit:
             findings.append(
                 Finding(
                     "TAG-FILE-TOO-LARGE",
                     "error",
-                    f"tag file is {res.size} bytes (limit {limit})",
+                    f"tag file is {size} bytes (limit {limit})",
                     display(rel),
                     "archive limit "
                     + ("max_manifest_bytes" if is_manifest else "max_tag_file_bytes"),
@@ -400,6 +406,7 @@ def check_bag(
                     )
                 )
 
+    copied = digests()  # everything above needed only names and sizes
     extra_digests: dict[str, CopyResult] = {}
     for name, (alg, entries) in manifests.items():
         for path, expected in entries.items():
@@ -430,7 +437,7 @@ def check_bag(
                         display(actual_name),
                     )
                 )
-            computed = files[actual_name].digests.get(alg)
+            computed = copied[actual_name].digests.get(alg)
             if computed is None:
                 if actual_name not in extra_digests:
                     extra_digests[actual_name] = digest_file(
@@ -451,7 +458,7 @@ def check_bag(
     for message in captured.messages:
         if not any(pattern in message for pattern in _BAGIT_ALREADY_COVERED):
             findings.append(Finding("BAG-WARNING", "warning", message, "", "bagit-python"))
-    report.payload = {p: files[p] for p in payload_on_disk}
+    report.payload = {p: copied[p] for p in payload_on_disk}
     return report
 
 

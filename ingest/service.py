@@ -151,21 +151,31 @@ def ingest(
             workers=settings.workers,
             progress=progress,
         )
+        try:
+            report = check_bag(
+                bag_dir,
+                received.sizes,
+                received.digests,
+                limits=settings.limits,
+                policy=policy,
+            )
+        finally:
+            received.close()
         _step(services, "received")
-        report = check_bag(bag_dir, received.files, limits=settings.limits, policy=policy)
-        findings = [*received.findings, *report.findings]
+        findings = report.findings
         if errors_in(findings):
             raise InputRejected(
                 f"deposit refused: {source.name} is not a bag the archive can accept",
                 findings,
                 hint="fix every problem listed at the source and deposit the bag again",
             )
+        files = received.digests()
         _step(services, "validated")
 
         payload = {p: r.digests["sha512"] for p, r in report.payload.items()}
         fp = fingerprint(payload)
 
-        for rel, res in received.files.items():
+        for rel, res in files.items():
             version.register(f"bag/{rel}", f"v1/content/bag/{rel}", res)
         payload_bytes = sum(r.size for r in report.payload.values())
         links = [Link("package", package_id), Link("deposit", deposit_id)]
@@ -187,7 +197,7 @@ def ingest(
             new_event(
                 "message digest calculation",
                 "success",
-                f"sha512 and sha256 of {len(received.files)} files computed while copying",
+                f"sha512 and sha256 of {len(files)} files computed while copying",
                 links=links,
                 agent=AGENT,
             ),

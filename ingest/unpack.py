@@ -20,11 +20,10 @@ import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from functools import partial
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from archive.config import Limits
 from archive.digest import (
@@ -46,12 +45,37 @@ BASE_ALGORITHMS = ("sha512", "sha256")
 
 @dataclass
 class Received:
-    """A bag copied into staging: where it is, and the digests of every file in it."""
+    """A bag copied into staging: where it is, every file's size, and their digests.
+
+    For a folder with many small files the payload is still being copied by worker
+    processes when this is returned, so that validation of the tag files can run meanwhile;
+    :meth:`digests` waits for the copy, :meth:`close` stops it.
+    """
 
     bag_dir: Path
-    files: dict[str, CopyResult]  # bag-relative path -> size and digests
-    findings: list[Finding] = field(default_factory=list)
+    sizes: dict[str, int]  # bag-relative path -> size, for every file
+    _ready: dict[str, CopyResult]
+    _pending: _BackgroundCopy | None = None
     kind: str = "folder"
+
+    def digests(self) -> dict[str, CopyResult]:
+        """Size and digests of every file, once the copy has finished.
+
+        Raises :class:`InputRejected` if a source file changed during the copy."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._ready.update(pending.wait())
+        return self._ready
+
+    def close(self) -> None:
+        """Stop a copy still running (after a refusal) and wait for its workers."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+
+def _received(bag_dir: Path, files: dict[str, CopyResult], kind: str) -> Received:
+    return Received(bag_dir, {rel: r.size for rel, r in files.items()}, files, kind=kind)
 
 
 def source_kind(source: Path) -> str:
@@ -192,13 +216,13 @@ def receive(
     unpacked = scratch / "unpacked"
     unpacked.mkdir()
     if kind == "zip":
-        files, findings = _unpack_zip(source, unpacked, limits, progress)
+        files = _unpack_zip(source, unpacked, limits, progress)
     else:
-        files, findings = _unpack_tar(source, unpacked, limits, progress)
+        files = _unpack_tar(source, unpacked, limits, progress)
     prefix = _bag_root(unpacked, files)
     (unpacked / prefix if prefix else unpacked).rename(bag_dir)
     cut = len(prefix) + 1 if prefix else 0
-    return Received(bag_dir, {rel[cut:]: res for rel, res in files.items()}, findings, kind)
+    return _received(bag_dir, {rel[cut:]: res for rel, res in files.items()}, kind)
 
 
 def _bag_root(unpacked: Path, files: dict[str, CopyResult]) -> str:
@@ -337,12 +361,22 @@ def _receive_folder(
             progress(size)
         return rel, result
 
-    out: dict[str, CopyResult] = {}
-    small = [f for f in files if f[1] < PARALLEL_THRESHOLD]
-    large = [f for f in files if f[1] >= PARALLEL_THRESHOLD]
-    out.update(_copy_small_files(source, bag_dir, small, algorithms, workers, progress))
-    out.update(map(copy_large, large))
-    return Received(bag_dir, out, [], "folder")
+    # Tag files first (they are few), so that validation can read them while the payload
+    # is still being copied.
+    tags = [f for f in files if not f[0].startswith("data/")]
+    payload = [f for f in files if f[0].startswith("data/")]
+    ready: dict[str, CopyResult] = {}
+    for group in (tags, payload):
+        small = [f for f in group if f[1] < PARALLEL_THRESHOLD]
+        ready.update(map(copy_large, (f for f in group if f[1] >= PARALLEL_THRESHOLD)))
+        if group is payload and workers > 1 and len(small) >= PROCESS_THRESHOLD:
+            pending = _BackgroundCopy(source, bag_dir, small, algorithms, workers, progress)
+            return Received(bag_dir, dict(files), ready, pending, kind="folder")
+        for batch in _batches(small):
+            ready.update(_checked(_copy_batch(str(source), str(bag_dir), batch, algorithms)))
+            if progress:
+                progress(sum(size for _, size in batch))
+    return Received(bag_dir, dict(files), ready, kind="folder")
 
 
 def _changed(rel: str) -> InputRejected:
@@ -378,42 +412,65 @@ def _copy_batch(
     return out
 
 
-def _copy_small_files(
-    source: Path,
-    bag_dir: Path,
-    files: list[tuple[str, int]],
-    algorithms: tuple[str, ...],
-    workers: int,
-    progress: Progress | None,
-) -> dict[str, CopyResult]:
-    """Copy many small files; in ``workers`` processes when there are enough of them.
+def _batches(files: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
+    return [files[i : i + SMALL_BATCH] for i in range(0, len(files), SMALL_BATCH)]
+
+
+def _checked(results: list[tuple[str, CopyResult | None]]) -> dict[str, CopyResult]:
+    out: dict[str, CopyResult] = {}
+    for rel, res in results:
+        if res is None:
+            raise _changed(rel)
+        out[rel] = res
+    return out
+
+
+def _advance(progress: Progress, n: int) -> Callable[[Future[Any]], None]:
+    def done(fut: Future[Any]) -> None:
+        if not fut.cancelled():
+            progress(n)
+
+    return done
+
+
+class _BackgroundCopy:
+    """Many small files copied by worker processes, batch by batch.
 
     Threads do not help here: per-file work is short and holds the GIL between system calls
     (measured: two threads were slower than one; two processes twice as fast as one).
     """
-    batches = [files[i : i + SMALL_BATCH] for i in range(0, len(files), SMALL_BATCH)]
-    args = (str(source), str(bag_dir))
-    out: dict[str, CopyResult] = {}
 
-    def take(results: list[tuple[str, CopyResult | None]]) -> None:
-        for rel, res in results:
-            if res is None:
-                raise _changed(rel)
-            out[rel] = res
-        if progress:
-            progress(sum(r.size for _, r in results if r is not None))
-
-    if workers > 1 and len(files) >= PROCESS_THRESHOLD:
+    def __init__(
+        self,
+        source: Path,
+        bag_dir: Path,
+        files: list[tuple[str, int]],
+        algorithms: tuple[str, ...],
+        workers: int,
+        progress: Progress | None,
+    ) -> None:
         # fork is fast and safe here (the workers touch only os and hashlib); with other
         # threads alive, forkserver avoids inheriting their locks.
         method = "fork" if threading.active_count() == 1 else "forkserver"
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
-            for results in pool.map(partial(_copy_batch, *args, algorithms=algorithms), batches):
-                take(results)
-    else:
-        for batch in batches:
-            take(_copy_batch(*args, batch, algorithms))
-    return out
+        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
+        self.futures: list[Future[list[tuple[str, CopyResult | None]]]] = []
+        for batch in _batches(files):
+            fut = self.pool.submit(_copy_batch, str(source), str(bag_dir), batch, algorithms)
+            if progress:
+                fut.add_done_callback(_advance(progress, sum(s for _, s in batch)))
+            self.futures.append(fut)
+
+    def wait(self) -> dict[str, CopyResult]:
+        try:
+            out: dict[str, CopyResult] = {}
+            for fut in self.futures:
+                out.update(_checked(fut.result()))
+            return out
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def cancel(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _manifest_algorithms(top_level_names: Iterable[str]) -> tuple[str, ...]:
@@ -475,7 +532,8 @@ def _member_name(name: str) -> str:
 
 def _unpack_zip(
     source: Path, root: Path, limits: Limits, progress: Progress | None
-) -> tuple[dict[str, CopyResult], list[Finding]]:
+) -> dict[str, CopyResult]:
+    """Unpack every member of a zip file, or refuse it with every problem found."""
     findings: list[Finding] = []
     files: dict[str, CopyResult] = {}
     try:
@@ -559,12 +617,13 @@ def _unpack_zip(
                 ) from exc
             if progress:
                 progress(info.file_size)
-    return files, []
+    return files
 
 
 def _unpack_tar(
     source: Path, root: Path, limits: Limits, progress: Progress | None
-) -> tuple[dict[str, CopyResult], list[Finding]]:
+) -> dict[str, CopyResult]:
+    """Unpack a tar stream (plain or compressed) in one pass, or refuse it."""
     findings: list[Finding] = []
     files: dict[str, CopyResult] = {}
     budget = _Budget(limits, os.stat(source).st_size)
@@ -628,7 +687,7 @@ def _unpack_tar(
         raise _reject(
             f"deposit refused: {source.name} holds members the archive cannot accept", findings
         )
-    return files, []
+    return files
 
 
 def source_size(source: Path) -> int | None:

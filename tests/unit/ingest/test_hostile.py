@@ -395,3 +395,28 @@ def test_accepted_packings(packing: str, tmp_path: Path, services: Services) -> 
     assert (obj / "v1/content/bag/data/sub/b.txt").read_bytes() == b"bravo\n"
     assert (obj / "v1/content/bag/bagit.txt").is_file()
     assert staging_debris(services.store.staging) == []
+
+
+# --- many small files: the payload is copied by worker processes while validation runs ------
+
+MANY = {f"d{i % 13}/f{i}.txt": f"{i}\n".encode() for i in range(2600)}
+
+
+def test_many_files_stored(tmp_path: Path, services: Services) -> None:
+    bag = make_bag(tmp_path / "bag", MANY)
+    result = ingest(services, bag, depositor="Many Files")
+    assert result.payload_files == len(MANY)
+    obj = services.store.object_root(result.object_path)
+    assert (obj / "v1/content/bag/data/d11/f2000.txt").read_bytes() == b"2000\n"
+
+
+def test_many_files_one_wrong(tmp_path: Path, services: Services) -> None:
+    bag = make_bag(tmp_path / "bag", MANY)
+    (bag / "data/d5/f1500.txt").write_bytes(b"9999\n")
+    assert_finding(refused(services, bag), "BAG-CHECKSUM-MISMATCH", "data/d5/f1500.txt")
+
+
+def test_many_files_refused_early_stops_the_copy(tmp_path: Path, services: Services) -> None:
+    bag = make_bag(tmp_path / "bag", MANY)
+    (bag / "bagit.txt").write_bytes(b"BagIt-Version : 1.0\nTag-File-Character-Encoding: UTF-8\n")
+    assert_finding(refused(services, bag), "BAG-DECLARATION-SYNTAX", "bagit.txt")
