@@ -241,7 +241,7 @@ def ingest(
                 held = deposit_by_fingerprint(session, fp)
             if held is not None:
                 return _already_held(services, jr, held, source, depositor, report.version)
-            _commit(services, jr, package_id, version)
+            _commit(services, jr, package_id, version, inventory)
         services.store.discard(jr.folder)
         _step(services, "cleaned")
         return IngestResult(
@@ -271,7 +271,11 @@ def ingest(
 
 
 def _commit(
-    services: Services, jr: journal_mod.Journal, package_id: str, version: StagedVersion
+    services: Services,
+    jr: journal_mod.Journal,
+    package_id: str,
+    version: StagedVersion,
+    inventory: dict[str, Any],
 ) -> None:
     """Journal ready -> object into place -> catalog rows committed (under the commit lock)."""
     jr.mark_ready(package_id)
@@ -280,7 +284,13 @@ def _commit(
     _step(services, "installed")
     sizes = {e.content_path: e.size for e in version.entries}
     with services.session_scope() as session:
-        index_object(session, services.store.object_root(rel), rel, known_sizes=sizes)
+        index_object(
+            session,
+            services.store.object_root(rel),
+            rel,
+            known_sizes=sizes,
+            known_inventory=inventory,
+        )
         _step(services, "indexed")
     _step(services, "committed")
 

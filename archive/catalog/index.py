@@ -46,8 +46,8 @@ def role_of(logical_path: str) -> str:
     return "metadata"
 
 
-def _read_logical(object_root: Path, inventory: dict[str, Any], logical: str) -> bytes | None:
-    content = ocfl.head_state(inventory).get(logical)
+def _read_logical(object_root: Path, state: dict[str, str], logical: str) -> bytes | None:
+    content = state.get(logical)
     if content is None:
         return None
     return (object_root / content).read_bytes()
@@ -69,15 +69,19 @@ def index_object(
     rel_path: str,
     *,
     known_sizes: Mapping[str, int] | None = None,
+    known_inventory: dict[str, Any] | None = None,
 ) -> str:
     """Write catalog rows for the object at ``object_root``; return the package id.
 
-    Any rows already held for the package are replaced. The caller commits.
+    ``known_sizes`` and ``known_inventory`` spare re-reading what the caller has just written
+    (a new ingest); everything else comes from storage. Any rows already held for the package
+    are replaced. The caller commits.
     Raises :class:`StorageError` if the object lacks Custos metadata or is unreadable.
     """
-    inventory = ocfl.read_inventory(object_root)
+    inventory = known_inventory or ocfl.read_inventory(object_root)
+    state = ocfl.head_state(inventory)
     package_id: str = inventory["id"]
-    raw_deposit = _read_logical(object_root, inventory, DEPOSIT_JSON)
+    raw_deposit = _read_logical(object_root, state, DEPOSIT_JSON)
     if raw_deposit is None:
         raise StorageError(
             f"object {package_id} at {object_root} has no {DEPOSIT_JSON}",
@@ -85,9 +89,9 @@ def index_object(
         )
     meta = json.loads(raw_deposit)
     inv_digest = (object_root / "inventory.json.sha512").read_text().split()[0]
-    premis = _read_logical(object_root, inventory, PREMIS_XML)
+    premis = _read_logical(object_root, state, PREMIS_XML)
     events = parse_premis(premis) if premis else []
-    formats_raw = _read_logical(object_root, inventory, FORMATS_JSON)
+    formats_raw = _read_logical(object_root, state, FORMATS_JSON)
     formats: dict[str, dict[str, str]] = json.loads(formats_raw) if formats_raw else {}
 
     remove_package(session, package_id)
