@@ -174,6 +174,10 @@ def ingest(
 
         payload = {p: r.digests["sha512"] for p, r in report.payload.items()}
         fp = fingerprint(payload)
+        with services.session_scope() as session:  # early, to spare the work on a duplicate
+            held = deposit_by_fingerprint(session, fp)
+        if held is not None:
+            return _already_held(services, jr, held, source, depositor, report.version)
 
         for rel, res in files.items():
             version.register(f"bag/{rel}", f"v1/content/bag/{rel}", res)
@@ -237,7 +241,7 @@ def ingest(
             os.sync()  # one flush of every staged file instead of an fsync per file
         _step(services, "inventory")
         with services.store.commit_lock():
-            with services.session_scope() as session:
+            with services.session_scope() as session:  # again: another process may have won
                 held = deposit_by_fingerprint(session, fp)
             if held is not None:
                 return _already_held(services, jr, held, source, depositor, report.version)

@@ -224,6 +224,14 @@ def test_zip_symlink_member(tmp_path: Path, services: Services) -> None:
     assert_finding(refused(services, z), "SOURCE-SYMLINK", "bag/data/link")
 
 
+def test_zip_non_utf8_member(tmp_path: Path, services: Services) -> None:
+    z = _zip(tmp_path / "x.zip", [*_bag_members(tmp_path), ("bag/data/cafX.txt", b"x")])
+    data = z.read_bytes()
+    assert data.count(b"cafX.txt") == 2  # local header and central directory
+    z.write_bytes(data.replace(b"cafX.txt", b"caf\xe9.txt"))  # Latin-1, not UTF-8, no flag
+    assert_finding(refused(services, z), "NAME-NOT-UTF8", "caf")
+
+
 def test_zip_duplicate_member(tmp_path: Path, services: Services) -> None:
     members = _bag_members(tmp_path)
     z = _zip(tmp_path / "x.zip", [*members, ("bag/data/a.txt", b"other\n")])
