@@ -35,7 +35,7 @@ from archive.services import Services
 from archive.storage.ocfl import StagedVersion, head_state, object_rel_path, read_inventory
 from archive.versions import append_version, finish
 from ingest.bag import check_bag
-from ingest.identify import identify, tool_version
+from ingest.identify import Identification, identify, tool_version
 from ingest.unpack import receive
 from policies.load import PolicyFileError, load_ingest_policy
 from policies.schema import IngestPolicy
@@ -402,6 +402,20 @@ class IdentifyResult:
         }
 
 
+def _pending_files(services: Services, package_id: str) -> list[tuple[int, str, str]]:
+    with services.sessions() as session:
+        return [
+            (file_id, logical, content)
+            for file_id, logical, content in session.execute(
+                select(File.id, File.logical_path, File.content_path).where(
+                    File.package_id == package_id,
+                    File.role == "payload",
+                    File.format_name.is_(None),
+                )
+            )
+        ]
+
+
 def identify_package(
     services: Services, package_ref: str, *, progress: Progress | None = None
 ) -> IdentifyResult:
@@ -417,27 +431,37 @@ def identify_package(
         package_id = resolve_package_id(session, package_ref)
         pkg = session.get(Package, package_id)
         assert pkg is not None
+        object_root = services.store.object_root(pkg.object_path)
         rel = pkg.object_path
-        pending = list(
-            session.execute(
-                select(File.id, File.logical_path, File.content_path).where(
-                    File.package_id == package_id,
-                    File.role == "payload",
-                    File.format_name.is_(None),
-                )
-            )
-        )
+    pending = _pending_files(services, package_id)
     if not pending:
         return IdentifyResult(package_id, 0, 0, None)
-    object_root = services.store.object_root(rel)
-    found = identify(
+    found = identify(  # the long part, outside the lock
         [object_root / content for _, _, content in pending],
         workers=services.settings.workers,
         progress=progress,
     )
     tool = tool_version()
-    inventory = read_inventory(object_root)
-    state = head_state(inventory)
+    with services.store.commit_lock():
+        # Another process may have identified some of these, or added a version, meanwhile.
+        still = {file_id for file_id, _, _ in _pending_files(services, package_id)}
+        pending = [p for p in pending if p[0] in still]
+        if not pending:
+            return IdentifyResult(package_id, 0, 0, None)
+        return _record_identification(services, package_id, rel, pending, found, tool)
+
+
+def _record_identification(
+    services: Services,
+    package_id: str,
+    rel: str,
+    pending: list[tuple[int, str, str]],
+    found: dict[Path, Identification],
+    tool: str,
+) -> IdentifyResult:
+    """Write the results as the object's next version, then into the catalog."""
+    object_root = services.store.object_root(rel)
+    state = head_state(read_inventory(object_root))
     formats: dict[str, dict[str, str | None]] = {}
     if FORMATS_JSON in state:
         formats = json.loads((object_root / state[FORMATS_JSON]).read_bytes())
@@ -474,6 +498,7 @@ def identify_package(
             )
         )
     created = datetime.now().astimezone().replace(microsecond=0)  # as the inventory records it
+    message = f"Format identification of {len(pending)} files ({tool})"
     new = append_version(
         services.store,
         rel,
@@ -481,7 +506,7 @@ def identify_package(
             FORMATS_JSON: _json(formats),
             PREMIS_XML: premis_xml([*old_events, *events]),
         },
-        message=f"Format identification of {len(pending)} files ({tool})",
+        message=message,
         agent=AGENT,
         created=created,
     )
@@ -509,7 +534,7 @@ def identify_package(
                 package_id=package_id,
                 number=new.number,
                 created_at=created,
-                message=f"Format identification of {len(pending)} files ({tool})",
+                message=message,
                 agent=AGENT,
                 inventory_sha512=new.inventory_sha512,
             )

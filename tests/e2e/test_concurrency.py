@@ -26,3 +26,23 @@ def test_same_bag_twice_at_once(tmp_path: Path) -> None:
     assert list(visible_packages(data)) == [bodies[0]["package_id"]]
     assert_consistent(data)
     assert staging_debris(data / "staging") == []
+
+
+def test_identify_twice_at_once(tmp_path: Path) -> None:
+    from tests.conftest import SAMPLE
+
+    data = tmp_path / "data"
+    out, _ = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "R", "--json", "--no-identify"
+    ).communicate(timeout=120)
+    package_id = json.loads(out)["package_id"]
+    procs = [custos(data, "identify", package_id, "--json") for _ in range(2)]
+    versions = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err.decode()
+        versions.append(json.loads(out)["packages"][0]["version"])
+    assert sorted(versions, key=str) == [2, None]  # one wrote version 2, the other had nothing left
+    assert visible_packages(data)[package_id][1] == 2
+    assert_consistent(data)
+    assert staging_debris(data / "staging") == []
