@@ -82,6 +82,7 @@ def unpack_zip(
         ) from exc
     with zf:
         members: list[tuple[str, zipfile.ZipInfo]] = []
+        folders: list[str] = []
         seen: set[str] = set()
         budget = Budget(limits, os.stat(source).st_size)
         for info in zf.infolist():
@@ -116,6 +117,7 @@ def unpack_zip(
                 )
                 continue
             if info.is_dir():
+                folders.append(name)
                 continue
             if name in seen:
                 findings.append(
@@ -136,6 +138,8 @@ def unpack_zip(
         algorithms = manifest_algorithms(
             [n.rsplit("/", 1)[-1] for n, _ in members if n.count("/") <= 1]
         )
+        for name in folders:  # folders of their own, empty ones included
+            _target(root, name).mkdir(parents=True, exist_ok=True)
         for name, info in members:
             try:
                 with zf.open(info) as stream:
@@ -195,7 +199,8 @@ def unpack_tar(
                         )
                     )
                 elif member.isdir():
-                    continue
+                    if not errors_in(findings):  # folders of their own, empty ones included
+                        _target(root, name).mkdir(parents=True, exist_ok=True)
                 elif not member.isreg():
                     findings.append(
                         Finding("SOURCE-SPECIAL-FILE", "error", "unsupported member type", shown)

@@ -12,6 +12,7 @@ read a second time unless a manifest uses an algorithm the copy did not compute.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -222,9 +223,12 @@ def _read_manifest(
         return {}
     if text.startswith("\ufeff"):
         text = text[1:]
-        findings.append(
-            Finding("BAG-MANIFEST-BOM", "warning", "starts with a byte-order mark", name, clause)
-        )
+        if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):  # normal in UTF-16
+            findings.append(
+                Finding(
+                    "BAG-MANIFEST-BOM", "warning", "starts with a byte-order mark", name, clause
+                )
+            )
     entries: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         where = f"{name} line {number}"
@@ -381,11 +385,14 @@ def check_bag(
             bag._validate_structure()
             bag._validate_bagittxt()
             findings.extend(_check_oxum(report.info, files))
-        except bagit.BagValidationError as exc:
-            findings.extend(_completeness_findings(exc))
         except (bagit.BagError, OSError, UnicodeError, LookupError, ValueError) as exc:
-            if not errors_in(findings):  # our own reading already named the problem
-                findings.append(Finding("BAG-INVALID", "error", _bagit_text(exc), "", "RFC 8493"))
+            # A structure failure (no data/ folder) is news; an opening failure usually
+            # repeats what our own reading of the declaration and manifests already said.
+            structural = isinstance(exc, bagit.BagValidationError) and "manifest" not in str(exc)
+            if structural or not errors_in(findings):
+                findings.append(
+                    Finding("BAG-INVALID", "error", _bagit_text(exc, bag_dir), "", "RFC 8493")
+                )
 
     payload_on_disk = sorted(p for p in files if p.startswith("data/"))
     findings.extend(check_collisions(payload_on_disk, source="the payload"))
@@ -528,45 +535,7 @@ def _algorithms_for(manifests: dict[str, tuple[str, dict[str, str]]]) -> tuple[s
     return tuple(dict.fromkeys(alg for alg, _ in manifests.values()))
 
 
-def _bagit_text(exc: BaseException) -> str:
+def _bagit_text(exc: BaseException, bag_dir: Path) -> str:
+    """bagit's message, with our staging path taken out (it means nothing to a depositor)."""
     text = str(exc).strip() or exc.__class__.__name__
-    return text
-
-
-def _completeness_findings(exc: bagit.BagValidationError) -> list[Finding]:
-    out: list[Finding] = []
-    for detail in exc.details or []:
-        if isinstance(detail, bagit.FileMissing):
-            out.append(
-                Finding(
-                    "BAG-FILE-MISSING",
-                    "error",
-                    "listed in a manifest but not present in the bag",
-                    display(str(detail.path)),
-                    "RFC 8493 §3: every file listed in a manifest must be present",
-                )
-            )
-        elif isinstance(detail, bagit.UnexpectedFile):
-            out.append(
-                Finding(
-                    "BAG-FILE-UNLISTED",
-                    "error",
-                    "payload file is not listed in the manifests",
-                    display(str(detail.path)),
-                    "RFC 8493 §3: every payload manifest lists every payload file",
-                )
-            )
-        else:
-            out.append(Finding("BAG-INVALID", "error", str(detail), "", "RFC 8493"))
-    if not exc.details:
-        code = "BAG-OXUM-MISMATCH" if "Oxum" in exc.message else "BAG-INVALID"
-        out.append(
-            Finding(
-                code,
-                "error",
-                exc.message,
-                "bag-info.txt" if code != "BAG-INVALID" else "",
-                "RFC 8493 §2.2.2",
-            )
-        )
-    return out
+    return text.replace(f"{bag_dir}{os.sep}", "").replace(str(bag_dir), "the bag")

@@ -36,9 +36,13 @@ from ingest.receipt import (
 # --- folders -------------------------------------------------------------------------------
 
 
-def _scan_folder(root: Path, limits: Limits) -> tuple[list[tuple[str, int]], list[Finding]]:
-    """Every regular file under ``root`` with its size, and findings for anything else."""
+def _scan_folder(
+    root: Path, limits: Limits
+) -> tuple[list[tuple[str, int]], list[str], list[Finding]]:
+    """Every regular file under ``root`` with its size, every folder, and findings for
+    anything else."""
     files: list[tuple[str, int]] = []
+    folders: list[str] = []
     findings: list[Finding] = []
     budget = Budget(limits, None)
 
@@ -62,6 +66,7 @@ def _scan_folder(root: Path, limits: Limits) -> tuple[list[tuple[str, int]], lis
                     )
                 )
             elif stat.S_ISDIR(st.st_mode):
+                folders.append(path)
                 walk(Path(entry.path), path)
             elif stat.S_ISREG(st.st_mode):
                 if st.st_nlink > 1:
@@ -89,7 +94,7 @@ def _scan_folder(root: Path, limits: Limits) -> tuple[list[tuple[str, int]], lis
                 )
 
     walk(root, "")
-    return files, findings
+    return files, folders, findings
 
 
 def _open_regular(path: Path, rel: str) -> io.BufferedReader:
@@ -108,17 +113,13 @@ def _open_regular(path: Path, rel: str) -> io.BufferedReader:
 def receive_folder(
     source: Path, bag_dir: Path, limits: Limits, workers: int, progress: Progress | None
 ) -> Received:
-    files, findings = _scan_folder(source, limits)
+    files, folders, findings = _scan_folder(source, limits)
     if errors_in(findings):
         raise reject(f"deposit refused: {source} holds files the archive cannot accept", findings)
     algorithms = manifest_algorithms(name for name, _ in files if "/" not in name)
     bag_dir.mkdir()
-    made: set[str] = set()
-    for rel, _size in files:
-        parent = rel.rpartition("/")[0]
-        if parent and parent not in made:
-            (bag_dir / parent).mkdir(parents=True, exist_ok=True)
-            made.add(parent)
+    for folder in folders:  # parents first (the scan lists them in walk order); empty ones too
+        (bag_dir / folder).mkdir()
 
     def copy_large(item: tuple[str, int]) -> tuple[str, CopyResult]:
         rel, size = item

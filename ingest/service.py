@@ -32,7 +32,13 @@ from archive.errors import ConfigError, InputRejected
 from archive.findings import Finding, errors_in, warnings_in
 from archive.model import EventRecord, Link
 from archive.services import Services
-from archive.storage.ocfl import StagedVersion, head_state, object_rel_path, read_inventory
+from archive.storage.ocfl import (
+    StagedVersion,
+    head_state,
+    object_rel_path,
+    prune_empty_dirs,
+    read_inventory,
+)
 from archive.versions import append_version, finish
 from ingest.bag import check_bag
 from ingest.identify import Identification, identify, tool_version
@@ -171,6 +177,7 @@ def ingest(
                 hint="fix every problem listed at the source and deposit the bag again",
             )
         files = received.digests()
+        empty_folders = prune_empty_dirs(bag_dir)  # OCFL stores none; recorded below
         # Start flushing the payload to disk now, while the metadata and the inventory are
         # built; the flush before the journal says "ready" then has little left to do.
         flusher = _background_flush() if settings.fsync else None
@@ -229,6 +236,7 @@ def ingest(
             "payload_bytes": payload_bytes,
             "title": _title(report.info, source.name),
             "ingest_policy": policy.label,
+            "empty_folders": empty_folders,
         }
         version.add_bytes("custos/deposit.json", _json(meta))
         version.add_bytes("custos/bag-info.json", _json(report.info))

@@ -50,6 +50,18 @@ class ContentEntry:
     sha256: str
 
 
+def prune_empty_dirs(root: Path) -> list[str]:
+    """Remove empty folders below ``root`` (an OCFL content directory must hold none, E024);
+    return their paths relative to ``root``, so that the caller can record them."""
+    removed: list[str] = []
+    for dirpath, _dirnames, _filenames in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        path = Path(dirpath)
+        if path != root and not any(path.iterdir()):
+            path.rmdir()
+            removed.append(path.relative_to(root).as_posix())
+    return sorted(removed)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -3,6 +3,7 @@ and leaves no package, no object and no staging debris; the refusal is one recor
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tarfile
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ocfl import StorageRoot
 
 from archive.errors import InputRejected
 from archive.services import Services
@@ -428,3 +430,54 @@ def test_many_files_refused_early_stops_the_copy(tmp_path: Path, services: Servi
     bag = make_bag(tmp_path / "bag", MANY)
     (bag / "bagit.txt").write_bytes(b"BagIt-Version : 1.0\nTag-File-Character-Encoding: UTF-8\n")
     assert_finding(refused(services, bag), "BAG-DECLARATION-SYNTAX", "bagit.txt")
+
+
+# --- unusual but valid bags --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("packing", ["folder", "zip", "tar"])
+def test_empty_payload_and_empty_folders(packing: str, tmp_path: Path, services: Services) -> None:
+    """RFC 8493 allows an empty payload; OCFL stores no empty folder, so they are recorded."""
+    bag = make_bag(tmp_path / "bag", {})
+    (bag / "data" / "empty" / "deeper").mkdir(parents=True)
+    source = {
+        "folder": lambda: bag,
+        "zip": lambda: _zip_with_folders(bag, tmp_path / "bag.zip"),
+        "tar": lambda: tar_folder(bag, tmp_path / "bag.tar", mode="w"),
+    }[packing]()
+    result = ingest(services, source, depositor="Empty")
+    assert result.status == "stored" and result.payload_files == 0
+    obj = services.store.object_root(result.object_path)
+    deposit = json.loads((obj / "v1/content/custos/deposit.json").read_text())
+    assert deposit["empty_folders"] == ["data", "data/empty", "data/empty/deeper"]
+    sr = StorageRoot(root=str(services.store.root))
+    sr.validate(validate_objects=True, check_digests=True)
+    assert sr.good_objects == 1
+
+
+def _zip_with_folders(folder: Path, target: Path) -> Path:
+    with zipfile.ZipFile(target, "w") as zf:
+        for p in sorted(folder.rglob("*")):
+            zf.write(p, f"{folder.name}/{p.relative_to(folder).as_posix()}")
+    return target
+
+
+def test_utf16_tag_files(tmp_path: Path, services: Services) -> None:
+    bag = make_bag(tmp_path / "bag", PAYLOAD)
+    (bag / "bagit.txt").write_text("BagIt-Version: 0.97\nTag-File-Character-Encoding: UTF-16\n")
+    for name in ("manifest-sha512.txt", "bag-info.txt"):
+        p = bag / name
+        p.write_bytes(p.read_text(encoding="utf-8").encode("utf-16"))  # with its BOM
+    (bag / "tagmanifest-sha512.txt").unlink()
+    result = ingest(services, bag, depositor="UTF-16")
+    assert result.status == "stored" and result.warnings == ()
+
+
+def test_missing_data_folder_is_named_without_staging_paths(
+    tmp_path: Path, services: Services
+) -> None:
+    bag = make_bag(tmp_path / "bag", {})
+    assert not (bag / "data").exists()
+    exc = refused(services, bag)
+    assert_finding(exc, "BAG-INVALID", "data")
+    assert "staging" not in exc.diagnostics()
