@@ -168,3 +168,27 @@ def test_bad_depositor_name(tmp_path: Path, name: str) -> None:
     code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", name, "--json")
     assert code == 2
     assert body["findings"][0]["code"] == "DEPOSITOR-NAME"
+
+
+def test_catalog_rebuild_command(tmp_path: Path) -> None:
+    code, stored, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "A", "--json")
+    assert code == 0
+    (tmp_path / "catalog.sqlite3").unlink()
+    for extra in ("-wal", "-shm"):
+        (tmp_path / f"catalog.sqlite3{extra}").unlink(missing_ok=True)
+    code, listing, _ = custos(tmp_path, "list", "--json")
+    assert listing["packages"] == []
+    code, report, _ = custos(tmp_path, "catalog", "rebuild", "--json")
+    assert code == 0 and report["indexed"] == [stored["package_id"]] and report["failed"] == []
+    code, shown, _ = custos(tmp_path, "show", stored["package_id"], "--json")
+    assert code == 0 and [v["number"] for v in shown["versions"]] == [1, 2]
+    assert any(f["puid"] == "fmt/11" for f in shown["files"])
+
+
+def test_identify_command_with_nothing_pending(tmp_path: Path) -> None:
+    code, _, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "A", "--no-identify")
+    assert code == 0
+    code, first, _ = custos(tmp_path, "identify", "--json")
+    assert code == 0 and first["packages"][0]["identified"] == 5
+    code, again, _ = custos(tmp_path, "identify", "--json")
+    assert code == 0 and again["packages"] == []
