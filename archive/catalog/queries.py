@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from archive.catalog.tables import Deposit, Depositor, Event, EventLink, File, Package
+from archive.catalog.tables import Deposit, Depositor, Event, File, Package
 from archive.errors import NotFound
 from archive.model import EventRecord, FileRow, Link, PackageDetail, PackageSummary, VersionRow
 
@@ -89,17 +89,6 @@ def _event(e: Event) -> EventRecord:
         detail=e.detail,
         links=tuple(Link(lk.object_type, lk.object_id, lk.role) for lk in e.links),  # type: ignore[arg-type]
     )
-
-
-def events_about(session: Session, object_type: str, object_id: str) -> list[EventRecord]:
-    rows = session.execute(
-        select(Event)
-        .join(EventLink, EventLink.event_id == Event.id)
-        .where(EventLink.object_type == object_type, EventLink.object_id == object_id)
-        .options(selectinload(Event.links))
-        .order_by(Event.occurred_at, Event.id)
-    ).scalars()
-    return [_event(e) for e in rows]
 
 
 def package_detail(session: Session, ref: str) -> PackageDetail:
