@@ -82,3 +82,9 @@ class PolicyError(CustosError):
     """A policy file is missing, malformed, or forbids the requested action."""
 
     exit_code = 78
+
+
+class ProofError(CustosError):
+    """A timestamp or evidence record could not be obtained, or does not verify."""
+
+    exit_code = 3

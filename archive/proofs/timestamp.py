@@ -1,0 +1,170 @@
+"""RFC 3161 timestamps over a precomputed digest (a manifest's, or a Merkle root).
+
+Requests are built with asn1crypto, because rfc3161-client's request builder hashes raw data
+and a Merkle root is already a digest. Responses are checked on receipt (status, nonce,
+imprint) and verified with rfc3161-client (signature, chain to the trust anchors at the
+token's genTime, critical timeStamping EKU, policy). The token's bytes are kept exactly as
+received: re-encoding would change what the signature covers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asn1crypto.tsp  # noqa: F401 - registers TSTInfo with asn1crypto.cms
+from asn1crypto import algos, cms, core, tsp
+from cryptography import x509
+from rfc3161_client import VerificationError, VerifierBuilder, decode_timestamp_response
+
+from archive.errors import ProofError
+
+#: Digest lengths (bytes) of the algorithms a timestamp may cover.
+ALGORITHMS = {"sha256": 32, "sha384": 48, "sha512": 64}
+QUERY_TYPE = "application/timestamp-query"
+REPLY_TYPE = "application/timestamp-reply"
+
+
+class _TimeStampResp(core.Sequence):  # type: ignore[misc]
+    """TimeStampResp (RFC 3161 §2.4.2) with its token optional, as the RFC has it: a refusal
+    carries none (asn1crypto's own class requires it, so a refusal would not even parse)."""
+
+    _fields = [  # noqa: RUF012 - asn1crypto's declaration style
+        ("status", tsp.PKIStatusInfo),
+        ("time_stamp_token", cms.ContentInfo, {"optional": True}),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class TimestampToken:
+    """A granted RFC 3161 token, with what it says, its bytes exactly as received."""
+
+    response: bytes  # DER TimeStampResp
+    token: bytes  # DER TimeStampToken (CMS ContentInfo), a slice of ``response``
+    algorithm: str
+    imprint: bytes
+    gen_time: datetime
+    serial_number: int
+    policy: str
+
+
+def build_request(digest: bytes, algorithm: str, *, nonce: int, policy: str | None = None) -> bytes:
+    """A DER TimeStampReq (RFC 3161 §2.4.1) for ``digest``, asking for the TSA certificate."""
+    if ALGORITHMS.get(algorithm) != len(digest):
+        raise ProofError(
+            f"cannot timestamp a {len(digest)}-byte value as {algorithm}",
+            hint=f"use one of {', '.join(ALGORITHMS)} with a digest of its length",
+        )
+    fields: dict[str, object] = {
+        "version": "v1",
+        "message_imprint": tsp.MessageImprint(
+            {
+                "hash_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}),
+                "hashed_message": digest,
+            }
+        ),
+        "nonce": nonce,
+        "cert_req": True,
+    }
+    if policy:
+        fields["req_policy"] = policy
+    request: bytes = tsp.TimeStampReq(fields).dump()
+    return request
+
+
+def request_token(
+    url: str,
+    digest: bytes,
+    algorithm: str = "sha512",
+    *,
+    policy: str | None = None,
+    timeout: float = 30.0,
+) -> TimestampToken:
+    """Ask the TSA at ``url`` for a token over ``digest`` and check the answer.
+
+    Raises :class:`ProofError` if the TSA cannot be reached, refuses, or answers a token that
+    does not match the request (status, nonce, imprint, policy).
+    """
+    nonce = secrets.randbits(63)
+    body = build_request(digest, algorithm, nonce=nonce, policy=policy)
+    req = urllib.request.Request(  # noqa: S310 - the URL is the operator's configured TSA
+        url, data=body, headers={"Content-Type": QUERY_TYPE}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            content_type = resp.headers.get_content_type()
+            answer = resp.read()
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise ProofError(
+            f"the timestamp authority at {url} did not answer: {exc}",
+            hint="check the TSA URL and that it is reachable; sealing will retry",
+        ) from exc
+    if content_type != REPLY_TYPE:
+        raise ProofError(f"{url} answered {content_type!r}, not {REPLY_TYPE}")
+    return check_response(answer, digest, algorithm, nonce=nonce, policy=policy)
+
+
+def check_response(
+    answer: bytes, digest: bytes, algorithm: str, *, nonce: int | None, policy: str | None
+) -> TimestampToken:
+    """Parse a TimeStampResp and check it answers this request (RFC 3161 §2.4.2)."""
+    try:
+        parsed = _TimeStampResp.load(answer)
+        status = parsed["status"]["status"].native
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ProofError(f"not an RFC 3161 TimeStampResp: {exc}") from exc
+    if status not in ("granted", "granted_with_mods"):
+        text = parsed["status"]["status_string"].native or []
+        raise ProofError(f"the timestamp authority refused: {status} {' '.join(text)}".strip())
+    token_value = parsed["time_stamp_token"]
+    token_der = token_value.dump()  # the original bytes: asn1crypto keeps them unless forced
+    info = token_value["content"]["encap_content_info"]["content"].parsed
+    imprint = info["message_imprint"]
+    if imprint["hash_algorithm"]["algorithm"].native != algorithm:
+        raise ProofError("the token covers another digest algorithm than the one requested")
+    if imprint["hashed_message"].native != digest:
+        raise ProofError("the token's message imprint is not the digest that was sent")
+    if nonce is not None and info["nonce"].native != nonce:
+        raise ProofError("the token's nonce is not the request's (a replayed or wrong answer)")
+    if policy and info["policy"].dotted != policy:
+        raise ProofError(f"the token's policy {info['policy'].dotted} is not {policy}")
+    return TimestampToken(
+        response=answer,
+        token=token_der,
+        algorithm=algorithm,
+        imprint=digest,
+        gen_time=info["gen_time"].native,
+        serial_number=int(info["serial_number"].native),
+        policy=info["policy"].dotted,
+    )
+
+
+def verify_token(
+    token: TimestampToken,
+    digest: bytes,
+    *,
+    roots: Sequence[bytes],
+    policy: str | None = None,
+) -> None:
+    """Verify a token over ``digest`` against PEM trust anchors (RFC 3161 §2.4.2, RFC 5816).
+
+    Checks the signature, the chain to a root at the token's genTime, the critical
+    timeStamping EKU of the TSA certificate, the imprint and, if given, the policy.
+    Raises :class:`ProofError` naming what failed.
+    """
+    builder = VerifierBuilder()
+    for pem in roots:
+        builder = builder.add_root_certificate(x509.load_pem_x509_certificate(pem))
+    if policy:
+        builder = builder.policy_id(x509.ObjectIdentifier(policy))
+    try:
+        response = decode_timestamp_response(token.response)
+        builder.build().verify(response, digest)
+    except VerificationError as exc:
+        raise ProofError(f"the timestamp does not verify: {exc}") from exc
+    except ValueError as exc:
+        raise ProofError(f"the timestamp cannot be read: {exc}") from exc
