@@ -50,6 +50,7 @@ class TimestampToken:
     gen_time: datetime
     serial_number: int
     policy: str
+    nonce: int | None = None
 
 
 def build_request(digest: bytes, algorithm: str, *, nonce: int, policy: str | None = None) -> bytes:
@@ -120,27 +121,41 @@ def check_response(
     if status not in ("granted", "granted_with_mods"):
         text = parsed["status"]["status_string"].native or []
         raise ProofError(f"the timestamp authority refused: {status} {' '.join(text)}".strip())
-    token_value = parsed["time_stamp_token"]
-    token_der = token_value.dump()  # the original bytes: asn1crypto keeps them unless forced
-    info = token_value["content"]["encap_content_info"]["content"].parsed
-    imprint = info["message_imprint"]
-    if imprint["hash_algorithm"]["algorithm"].native != algorithm:
+    token = token_from_der(parsed["time_stamp_token"].dump(), response=answer)
+    if token.algorithm != algorithm:
         raise ProofError("the token covers another digest algorithm than the one requested")
-    if imprint["hashed_message"].native != digest:
+    if token.imprint != digest:
         raise ProofError("the token's message imprint is not the digest that was sent")
-    if nonce is not None and info["nonce"].native != nonce:
+    if nonce is not None and token.nonce != nonce:
         raise ProofError("the token's nonce is not the request's (a replayed or wrong answer)")
-    if policy and info["policy"].dotted != policy:
-        raise ProofError(f"the token's policy {info['policy'].dotted} is not {policy}")
-    return TimestampToken(
-        response=answer,
-        token=token_der,
-        algorithm=algorithm,
-        imprint=digest,
-        gen_time=info["gen_time"].native,
-        serial_number=int(info["serial_number"].native),
-        policy=info["policy"].dotted,
-    )
+    if policy and token.policy != policy:
+        raise ProofError(f"the token's policy {token.policy} is not {policy}")
+    return token
+
+
+def token_from_der(token_der: bytes, *, response: bytes | None = None) -> TimestampToken:
+    """Read a stored TimeStampToken (CMS ContentInfo). ``response`` is the TimeStampResp it
+    came in, if kept; otherwise a granted one is built around the unchanged token bytes."""
+    try:
+        content = cms.ContentInfo.load(token_der)
+        info = content["content"]["encap_content_info"]["content"].parsed
+        imprint = info["message_imprint"]
+        token = TimestampToken(
+            response=response
+            or tsp.TimeStampResp(
+                {"status": {"status": "granted"}, "time_stamp_token": content}
+            ).dump(),
+            token=token_der,
+            algorithm=imprint["hash_algorithm"]["algorithm"].native,
+            imprint=imprint["hashed_message"].native,
+            gen_time=info["gen_time"].native,
+            serial_number=int(info["serial_number"].native),
+            policy=info["policy"].dotted,
+            nonce=info["nonce"].native,
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ProofError(f"not an RFC 3161 timestamp token: {exc}") from exc
+    return token
 
 
 def verify_token(

@@ -1,0 +1,136 @@
+"""RFC 4998 Evidence Records (DER): one per timestamped document, holding its reduced hash
+tree and the batch's RFC 3161 token.
+
+No Python library implements RFC 4998, so the ASN.1 module is declared here with asn1crypto
+(IMPLICIT tags, as the RFC's module says). The token is embedded exactly as the TSA sent it.
+This first part covers records with one chain of one archive timestamp; renewals (§5.2) append
+to it later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from asn1crypto import algos, cms, core
+
+from archive.errors import ProofError
+from archive.proofs import merkle
+from archive.proofs.timestamp import TimestampToken, token_from_der, verify_token
+
+
+class PartialHashtree(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = core.OctetString
+
+
+class ReducedHashtree(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = PartialHashtree
+
+
+class ArchiveTimeStamp(core.Sequence):  # type: ignore[misc]
+    _fields = [  # noqa: RUF012 - asn1crypto's declaration style
+        ("digest_algorithm", algos.DigestAlgorithm, {"implicit": 0, "optional": True}),
+        ("attributes", cms.CMSAttributes, {"implicit": 1, "optional": True}),
+        ("reduced_hashtree", ReducedHashtree, {"implicit": 2, "optional": True}),
+        ("time_stamp", cms.ContentInfo),
+    ]
+
+
+class ArchiveTimeStampChain(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = ArchiveTimeStamp
+
+
+class ArchiveTimeStampSequence(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = ArchiveTimeStampChain
+
+
+class DigestAlgorithms(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = algos.DigestAlgorithm
+
+
+class CryptoInfos(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = cms.CMSAttribute
+
+
+class EncryptionInfo(core.Sequence):  # type: ignore[misc]
+    _fields = [  # noqa: RUF012
+        ("encryption_info_type", core.ObjectIdentifier),
+        ("encryption_info_value", core.Any),
+    ]
+
+
+class EvidenceRecordASN1(core.Sequence):  # type: ignore[misc]
+    _fields = [  # noqa: RUF012
+        ("version", core.Integer),
+        ("digest_algorithms", DigestAlgorithms),
+        ("crypto_infos", CryptoInfos, {"implicit": 0, "optional": True}),
+        ("encryption_info", EncryptionInfo, {"implicit": 1, "optional": True}),
+        ("archive_time_stamp_sequence", ArchiveTimeStampSequence),
+    ]
+
+
+def build_record(algorithm: str, path: Sequence[Sequence[bytes]], token: TimestampToken) -> bytes:
+    """The DER EvidenceRecord of one document of a batch sealed by ``token``."""
+    ats: dict[str, object] = {
+        "digest_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}),
+        "time_stamp": cms.ContentInfo.load(token.token),
+    }
+    if path:
+        ats["reduced_hashtree"] = ReducedHashtree([PartialHashtree(list(p)) for p in path])
+    record = EvidenceRecordASN1(
+        {
+            "version": 1,
+            "digest_algorithms": DigestAlgorithms(
+                [algos.DigestAlgorithm({"algorithm": algorithm})]
+            ),
+            "archive_time_stamp_sequence": ArchiveTimeStampSequence(
+                [ArchiveTimeStampChain([ArchiveTimeStamp(ats)])]
+            ),
+        }
+    )
+    der: bytes = record.dump()
+    return der
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCheck:
+    """What verifying one record established, step by step, for people to read."""
+
+    steps: tuple[str, ...]
+
+
+def verify_record(der: bytes, document_digest: bytes, *, roots: Sequence[bytes]) -> RecordCheck:
+    """Verify an evidence record for a document whose hash is ``document_digest``.
+
+    Raises :class:`ProofError` naming the first step that fails.
+    """
+    try:
+        record = EvidenceRecordASN1.load(der)
+        chains = record["archive_time_stamp_sequence"]
+        ats = chains[0][0]
+        algorithm = ats["digest_algorithm"]["algorithm"].native
+        path = [[v.native for v in partial] for partial in (ats["reduced_hashtree"] or [])]
+        token_der = ats["time_stamp"].dump()
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ProofError(f"not an RFC 4998 evidence record: {exc}") from exc
+    if len(chains) != 1 or len(chains[0]) != 1:
+        raise ProofError("renewed evidence records are not verified yet (one chain of one only)")
+    steps = [f"1. the record is an RFC 4998 evidence record using {algorithm}"]
+    try:
+        root = merkle.root_of(algorithm, document_digest, path)
+    except ValueError as exc:
+        raise ProofError(f"step 2 failed: {exc}") from exc
+    steps.append(
+        "2. the document's hash leads through the record's hash tree to "
+        f"{root.hex()[:16]}… ({len(path)} list(s))"
+    )
+    token = token_from_der(token_der)
+    if token.algorithm != algorithm or token.imprint != root:
+        raise ProofError("step 3 failed: the timestamp does not cover the hash tree's root")
+    steps.append(f"3. the timestamp covers exactly that value (serial {token.serial_number})")
+    verify_token(token, root, roots=roots)
+    steps.append(
+        f"4. the timestamp's signature and certificate chain verify; it was made at "
+        f"{token.gen_time.isoformat()}"
+    )
+    return RecordCheck(tuple(steps))
