@@ -8,8 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= custos-data
 SAMPLE := samples/sample-holding
-# Debian packages the tests use: a real PostgreSQL server for the catalog suite.
-DEBIAN_PACKAGES := postgresql
+# Debian packages the tests use: a real PostgreSQL server for the catalog suite; openssl (the
+# local timestamp authority, and independent verification); BouncyCastle and a JDK to check
+# RFC 4998 evidence records with an implementation that is not ours.
+DEBIAN_PACKAGES := postgresql openssl libbcpkix-java openjdk-17-jdk-headless
 
 .PHONY: install demo system-deps test lint typecheck pytest lock bench clean
 

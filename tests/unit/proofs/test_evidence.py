@@ -96,3 +96,40 @@ def test_record_from_another_authority_does_not_verify(tsa: LocalTSAServer, tmp_
 def test_garbage_is_not_a_record() -> None:
     with pytest.raises(ProofError, match="not an RFC 4998"):
         verify_record(b"\x30\x03\x02\x01\x01", b"x" * 64, roots=[])
+
+
+BC_JARS = [Path("/usr/share/java") / j for j in ("bcprov.jar", "bcpkix.jar", "bcutil.jar")]
+
+
+@pytest.fixture(scope="module")
+def bouncycastle(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The command that runs tests/ers/ErsCheck.java (compiled once) against BouncyCastle."""
+    missing = [str(j) for j in BC_JARS if not j.exists()]
+    assert not missing, f"{missing} absent: `make test` installs Debian's libbcpkix-java"
+    out = tmp_path_factory.mktemp("ers-check")
+    classpath = ":".join(str(j) for j in BC_JARS)
+    source = Path(__file__).resolve().parents[2] / "ers" / "ErsCheck.java"
+    subprocess.run(["javac", "-cp", classpath, "-d", str(out), str(source)], check=True)
+    return ["java", "-cp", f"{classpath}:{out}", "ErsCheck"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_bouncycastle_validates_our_records(
+    tsa: LocalTSAServer, tmp_path: Path, bouncycastle: list[str], n: int
+) -> None:
+    documents = docs(n)
+    leaves = [hashlib.sha512(d).digest() for d in documents]
+    batch = merkle.build("sha512", leaves)
+    token = request_token(tsa.url, batch.root, "sha512")
+    for i, (doc, leaf) in enumerate(zip(documents, leaves, strict=True)):
+        (tmp_path / f"{i}.ers").write_bytes(build_record("sha512", batch.paths[leaf], token))
+        (tmp_path / f"{i}.txt").write_bytes(doc)
+        ok = subprocess.run(
+            [*bouncycastle, f"{i}.ers", f"{i}.txt"], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert ok.returncode == 0 and "ERS OK" in ok.stdout, ok.stdout + ok.stderr
+    (tmp_path / "0.txt").write_bytes(documents[0] + b"altered")
+    bad = subprocess.run(
+        [*bouncycastle, "0.ers", "0.txt"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "ERS FAILED" in bad.stdout
