@@ -259,6 +259,27 @@ def list_cmd(
     out.print(table)
 
 
+@app.command("seal")
+def seal_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Timestamp every manifest awaiting its seal (RFC 3161 token, RFC 4998 evidence records)."""
+    from archive.proofs.seal import seal_now
+
+    services = run(as_json, state(ctx).services)
+    result = run(as_json, lambda: seal_now(services)).as_dict()
+    if as_json:
+        emit_json({"status": "ok", **result})
+        return
+    if not result["sealed"]:
+        out.print("nothing awaits a seal", markup=False)
+        return
+    out.print(f"sealed {len(result['sealed'])} manifest(s)", markup=False)
+    for t in result["tokens"]:
+        line = f"  token from {t['tsa']} at {t['gen_time']} (serial {t['serial']})"
+        out.print(line, markup=False)
+    for failure in result["failures"]:
+        err.print(f"[yellow]not answered:[/] {escape(failure)}")
+
+
 def _summary_dict(r: Any) -> dict[str, Any]:
     return {
         "package_id": r.id,

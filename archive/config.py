@@ -39,6 +39,19 @@ class Limits(BaseModel):
     max_depth: int = Field(default=64, gt=0)
 
 
+class TSASettings(BaseModel):
+    """Timestamp authorities. The embedded default runs a local one (OpenSSL) in the data
+    folder; production lists external ones (each batch then gets a token from each)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    local: bool = True
+    urls: tuple[str, ...] = ()
+    roots: tuple[Path, ...] = ()  # PEM trust anchors of the external TSAs
+    policy: str = ""  # the policy OID tokens must carry ("" accepts the TSA's default)
+    timeout: float = Field(default=30.0, gt=0)
+
+
 class Settings(BaseModel):
     """Everything Custos needs to know about where it runs."""
 
@@ -49,6 +62,7 @@ class Settings(BaseModel):
     storage_root: Path | None = None
     staging_dir: Path | None = None
     limits: Limits = Limits()
+    tsa: TSASettings = TSASettings()
     policy_dir: Path | None = None
     identify_formats: bool = True
     fsync: bool = True
@@ -62,6 +76,10 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'catalog.sqlite3').resolve()}"
+
+    @property
+    def tsa_path(self) -> Path:
+        return (self.data_dir / "tsa").resolve()
 
     @property
     def storage_path(self) -> Path:

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
 from archive.errors import CustosError
+from archive.proofs.seal import seal_now
 from archive.services import Services
 from ingest import service
 from ingest.unpack import source_size
@@ -26,6 +27,14 @@ def ingest_cmd(
             "--identify/--no-identify",
             help="Identify formats (PRONOM) right after the package is stored; "
             "with --no-identify run `custos identify` later.",
+        ),
+    ] = True,
+    seal: Annotated[
+        bool,
+        typer.Option(
+            "--seal/--no-seal",
+            help="Timestamp the new manifests before exiting when a TSA answers; "
+            "otherwise they wait for `custos seal`.",
         ),
     ] = True,
     as_json: JsonOpt = False,
@@ -47,6 +56,8 @@ def ingest_cmd(
     # An already-held package may still await identification (an earlier run was stopped).
     if identify and services.settings.identify_formats:
         report["identification"] = _identify_after_commit(services, result.package_id, as_json)
+    if seal:
+        report["seal"] = _seal_after_commit(services, as_json)
     if as_json:
         emit_json(report)
 
@@ -84,6 +95,22 @@ def _identify_after_commit(services: Services, package_id: str, quiet: bool) -> 
             f"(recorded in version v{done.version})"
         )
     return {"status": "ok", **done.as_dict()}
+
+
+def _seal_after_commit(services: Services, quiet: bool) -> dict[str, Any]:
+    """The package is stored: a TSA that does not answer leaves its manifests awaiting seal."""
+    try:
+        result = seal_now(services).as_dict()
+    except CustosError as exc:
+        err.print(
+            f"[yellow]not sealed yet:[/] {escape(exc.diagnostics())}\n"
+            "  the package is stored; its manifests await `custos seal`"
+        )
+        return {"status": "pending", "message": exc.message}
+    if not quiet and result["sealed"]:
+        tokens = ", ".join(f"{t['tsa']} at {t['gen_time']}" for t in result["tokens"])
+        err.print(f"sealed {len(result['sealed'])} manifest(s): {tokens}")
+    return {"status": "sealed", **result}
 
 
 def identify_cmd(

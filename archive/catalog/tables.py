@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -185,3 +186,32 @@ class EventLink(Base):
     role: Mapped[str] = mapped_column(String(32), default="")
 
     event: Mapped[Event] = relationship(back_populates="links")
+
+
+class SealBatch(Base):
+    """One RFC 3161 token over the root of a batch of manifests (one per batch per TSA)."""
+
+    __tablename__ = "seal_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    algorithm: Mapped[str] = mapped_column(String(16))
+    root: Mapped[str] = mapped_column(String(128))  # hex
+    tsa: Mapped[str] = mapped_column(Text)  # "local" or the TSA's URL
+    token: Mapped[bytes] = mapped_column(LargeBinary)  # DER TimeStampToken, as received
+    gen_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    serial_number: Mapped[str] = mapped_column(String(64))
+
+
+class Seal(Base):
+    """A manifest's evidence record: a bag manifest or a version's OCFL inventory."""
+
+    __tablename__ = "seals"
+    __table_args__ = (UniqueConstraint("package_id", "subject_path", "batch_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
+    subject_path: Mapped[str] = mapped_column(Text)  # e.g. v1/inventory.json, relative to object
+    subject_sha512: Mapped[str] = mapped_column(String(128))
+    batch_id: Mapped[int] = mapped_column(ForeignKey("seal_batches.id"))
+    record_path: Mapped[str] = mapped_column(Text)  # relative to the object root

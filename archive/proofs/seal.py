@@ -1,0 +1,243 @@
+"""Sealing: every manifest timestamped, in batches, with an RFC 4998 evidence record each.
+
+Manifests are each deposit's bag manifests and tag manifests, and each version's OCFL
+inventory. Those waiting for a seal are gathered, their sha512 digests made the leaves of one
+hash tree, its root timestamped once by each configured authority, and each manifest given an
+evidence record. Records live in the object itself, outside its versions (OCFL 1.1 §4.1:
+``extensions/custos-evidence-records/``), named ``<manifest path>.<token serial>.ers`` so that a
+record is never overwritten (``<serial>`` is prefixed by ``local`` or a tag of the TSA's URL);
+the trust anchors travel beside them, in ``trust/``. The catalog indexes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archive.catalog.tables import File, Package, Seal, SealBatch, Version
+from archive.config import Settings
+from archive.custody import new_event, record_events
+from archive.errors import ProofError
+from archive.model import Link
+from archive.proofs import merkle
+from archive.proofs.evidence import build_record
+from archive.proofs.local_tsa import DEFAULT_POLICY_OID, LocalTSAServer
+from archive.proofs.timestamp import TimestampToken, request_token
+from archive.services import Services
+
+EXTENSION = "extensions/custos-evidence-records"
+ALGORITHM = "sha512"
+_MANIFEST = re.compile(r"^v1/content/bag/(tag)?manifest-[A-Za-z0-9_-]+\.txt$")
+
+
+@dataclass(frozen=True, slots=True)
+class Authority:
+    """A timestamp authority: where to ask, and what to trust its tokens by."""
+
+    name: str
+    url: str
+    roots: tuple[bytes, ...]
+    policy: str = ""
+
+
+@contextmanager
+def authorities(settings: Settings) -> Iterator[list[Authority]]:
+    """The configured authorities; the local one runs (on 127.0.0.1) for the duration."""
+    external = [
+        Authority(url, url, tuple(p.read_bytes() for p in settings.tsa.roots), settings.tsa.policy)
+        for url in settings.tsa.urls
+    ]
+    if not settings.tsa.local:
+        yield external
+        return
+    policy = settings.tsa.policy or DEFAULT_POLICY_OID
+    with LocalTSAServer(settings.tsa_path, policy=policy) as server:
+        local = Authority("local", server.url, (server.tsa.root_certificate.read_bytes(),), policy)
+        yield [local, *external]
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """A manifest awaiting its seal."""
+
+    package_id: str
+    object_path: str
+    subject_path: str  # relative to the object root
+    sha512: str
+
+
+@dataclass
+class SealReport:
+    sealed: list[Subject] = field(default_factory=list)
+    tokens: list[tuple[str, datetime, int]] = field(default_factory=list)  # tsa, time, serial
+    failures: list[str] = field(default_factory=list)  # authorities that did not answer
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sealed": [
+                {"package_id": s.package_id, "manifest": s.subject_path, "sha512": s.sha512}
+                for s in self.sealed
+            ],
+            "tokens": [
+                {"tsa": tsa, "gen_time": when.isoformat(), "serial": serial}
+                for tsa, when, serial in self.tokens
+            ],
+            "failures": self.failures,
+        }
+
+
+def seal_now(services: Services) -> SealReport:
+    """Seal what is pending with the configured authorities (the local one started for it).
+
+    Raises :class:`ProofError` when none answers."""
+    with authorities(services.settings) as tsas:
+        return seal_pending(services, tsas)
+
+
+def pending(session: Session) -> list[Subject]:
+    """Every bag manifest and version inventory without a seal, oldest first."""
+    sealed = {(p, s) for p, s in session.execute(select(Seal.package_id, Seal.subject_path))}
+    out: list[Subject] = []
+    rows = session.execute(
+        select(Version.package_id, Package.object_path, Version.number, Version.inventory_sha512)
+        .join(Package, Package.id == Version.package_id)
+        .order_by(Version.created_at, Version.package_id, Version.number)
+    )
+    for package_id, path, number, digest in rows:
+        subject = f"v{number}/inventory.json"
+        if (package_id, subject) not in sealed:
+            out.append(Subject(package_id, path, subject, digest))
+    files = session.execute(
+        select(File.package_id, Package.object_path, File.content_path, File.sha512)
+        .join(Package, Package.id == File.package_id)
+        .where(File.role == "tag", File.version == 1)
+        .order_by(File.package_id, File.content_path)
+    )
+    for package_id, path, content_path, digest in files:
+        if _MANIFEST.match(content_path) and (package_id, content_path) not in sealed:
+            out.append(Subject(package_id, path, content_path, digest))
+    return out
+
+
+def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealReport:
+    """Seal everything pending now. Raises :class:`ProofError` when no authority answers
+    (nothing is changed then; the manifests stay pending)."""
+    report = SealReport()
+    with services.store.commit_lock():
+        with services.sessions() as session:
+            subjects = pending(session)
+        if not subjects:
+            return report
+        leaves = sorted({bytes.fromhex(s.sha512) for s in subjects})
+        batch = merkle.build(ALGORITHM, leaves)
+        tokens: list[tuple[Authority, TimestampToken]] = []
+        for authority in authorities:
+            try:
+                token = request_token(
+                    authority.url, batch.root, ALGORITHM, policy=authority.policy or None,
+                    timeout=services.settings.tsa.timeout,
+                )  # fmt: skip
+                tokens.append((authority, token))
+            except ProofError as exc:
+                report.failures.append(f"{authority.name}: {exc.message}")
+        if not tokens:
+            raise ProofError(
+                f"no timestamp authority answered; {len(subjects)} manifest(s) stay awaiting "
+                "their seal",
+                hint="; ".join(report.failures) or "configure tsa.local or tsa.urls",
+            )
+        records = _write_records(services, subjects, batch, tokens)
+        with services.session_scope() as session:
+            for authority, token in tokens:
+                row = SealBatch(
+                    created_at=datetime.now().astimezone(),
+                    algorithm=ALGORITHM,
+                    root=batch.root.hex(),
+                    tsa=authority.name,
+                    token=token.token,
+                    gen_time=token.gen_time,
+                    serial_number=str(token.serial_number),
+                )
+                session.add(row)
+                session.flush()
+                session.add_all(
+                    Seal(
+                        package_id=s.package_id,
+                        subject_path=s.subject_path,
+                        subject_sha512=s.sha512,
+                        batch_id=row.id,
+                        record_path=records[(s, token.serial_number)],
+                    )
+                    for s in subjects
+                )
+                report.tokens.append((authority.name, token.gen_time, token.serial_number))
+            by_package: dict[str, list[Subject]] = {}
+            for s in subjects:
+                by_package.setdefault(s.package_id, []).append(s)
+            for package_id, items in by_package.items():
+                names = ", ".join(sorted(s.subject_path for s in items))
+                when = ", ".join(
+                    f"{a.name} at {t.gen_time.isoformat()} (serial {t.serial_number})"
+                    for a, t in tokens
+                )
+                record_events(
+                    session,
+                    [
+                        new_event(
+                            "timestamp",
+                            "success",
+                            f"sealed {names}: RFC 3161 token(s) from {when}; RFC 4998 "
+                            f"evidence records in {EXTENSION}",
+                            links=[Link("package", package_id)],
+                        )
+                    ],
+                    package_id=package_id,
+                )
+        report.sealed = subjects
+    return report
+
+
+def _write_records(
+    services: Services,
+    subjects: list[Subject],
+    batch: merkle.Batch,
+    tokens: list[tuple[Authority, TimestampToken]],
+) -> dict[tuple[Subject, int], str]:
+    """Write each record (and the trust anchors) into its object; return their paths."""
+    written: dict[tuple[Subject, int], str] = {}
+    for s in subjects:
+        root = services.store.object_root(s.object_path)
+        leaf = bytes.fromhex(s.sha512)
+        for authority, token in tokens:
+            tag = authority.name if authority.name == "local" else _url_tag(authority.url)
+            rel = f"{EXTENSION}/{s.subject_path}.{tag}-{token.serial_number}.ers"
+            _write_new(root / rel, build_record(ALGORITHM, batch.paths[leaf], token))
+            for pem in authority.roots:
+                anchor = root / EXTENSION / "trust" / f"{hashlib.sha256(pem).hexdigest()}.pem"
+                if not anchor.exists():
+                    _write_new(anchor, pem)
+            written[(s, token.serial_number)] = rel
+    if services.settings.fsync:
+        os.sync()
+    return written
+
+
+def _url_tag(url: str) -> str:
+    return "tsa-" + hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
