@@ -8,6 +8,7 @@ variables, then command-line flags. Nested keys use ``__`` in environment names,
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -100,6 +101,16 @@ def _set_nested(target: dict[str, Any], dotted: list[str], value: Any) -> None:
     target[dotted[-1]] = value
 
 
+def _env_value(name: str, raw: str) -> Any:
+    """Lists and tables come as JSON (``CUSTOS_TSA__URLS='["https://tsa.example/"]'``)."""
+    if raw.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name} looks like JSON but is not valid JSON: {exc}") from exc
+    return raw
+
+
 def load_settings(
     *,
     data_dir: Path | None = None,
@@ -140,7 +151,7 @@ def load_settings(
         }:
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
-        _set_nested(values, keys, raw)
+        _set_nested(values, keys, _env_value(name, raw))
 
     values["data_dir"] = chosen_dir
     for key, val in (overrides or {}).items():

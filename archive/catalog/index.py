@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,14 @@ from archive.catalog.tables import (
     EventLink,
     File,
     Package,
+    Seal,
+    SealBatch,
     Version,
 )
 from archive.custody import parse_premis, record_events
 from archive.errors import StorageError
+from archive.proofs.evidence import evidence_token
+from archive.proofs.timestamp import token_from_der
 from archive.storage import ocfl
 
 DEPOSIT_JSON = "custos/deposit.json"
@@ -182,7 +187,63 @@ def index_object(
     for i in range(0, len(file_rows), 10000):
         session.execute(insert(FILES), file_rows[i : i + 10000])
     record_events(session, events, package_id=package_id)
+    _index_seals(session, object_root, package_id, inventory)
     return package_id
+
+
+EVIDENCE_DIR = "extensions/custos-evidence-records"
+_RECORD_NAME = re.compile(
+    r"^(?P<subject>.+)\.(?P<tag>local|tsa-[0-9a-f]{12})-(?P<serial>[0-9]+)\.ers$"
+)
+
+
+def _index_seals(
+    session: Session, object_root: Path, package_id: str, inventory: dict[str, Any]
+) -> None:
+    """Seal rows for the evidence records the object carries (OCFL 1.1 §4.1 extension)."""
+    folder = object_root / EVIDENCE_DIR
+    if not folder.is_dir():
+        return
+    digest_of = {p: d for d, paths in inventory["manifest"].items() for p in paths}
+    for name in inventory["versions"]:
+        sidecar = object_root / name / "inventory.json.sha512"
+        digest_of[f"{name}/inventory.json"] = sidecar.read_text().split()[0]
+    for path in sorted(folder.rglob("*.ers")):
+        rel = path.relative_to(folder).as_posix()
+        m = _RECORD_NAME.match(rel)
+        if not m or m["subject"] not in digest_of:
+            raise StorageError(f"object {package_id}: unexpected evidence record {rel}")
+        token = token_from_der(evidence_token(path.read_bytes()))
+        batch_id = session.execute(
+            select(SealBatch.id).where(
+                SealBatch.root == token.imprint.hex(),
+                SealBatch.serial_number == str(token.serial_number),
+                SealBatch.tsa == m["tag"],
+            )
+        ).scalar()
+        if batch_id is None:
+            row = SealBatch(
+                created_at=token.gen_time,
+                algorithm=token.algorithm,
+                root=token.imprint.hex(),
+                tsa=m["tag"],
+                token=token.token,
+                gen_time=token.gen_time,
+                serial_number=str(token.serial_number),
+            )
+            session.add(row)
+            session.flush()
+            batch_id = row.id
+        session.add(
+            Seal(
+                package_id=package_id,
+                subject_path=m["subject"],
+                subject_sha512=digest_of[m["subject"]],
+                batch_id=batch_id,
+                record_path=f"{EVIDENCE_DIR}/{rel}",
+            )
+        )
+    session.flush()
 
 
 def remove_package(session: Session, package_id: str) -> None:
@@ -195,6 +256,7 @@ def remove_package(session: Session, package_id: str) -> None:
     session.execute(delete(EventLink).where(EventLink.event_id.in_(event_ids)))
     session.execute(delete(Event).where(Event.package_id == package_id))
     session.execute(delete(File).where(File.package_id == package_id))
+    session.execute(delete(Seal).where(Seal.package_id == package_id))
     session.execute(delete(Version).where(Version.package_id == package_id))
     session.execute(delete(Package).where(Package.id == package_id))
     session.execute(delete(Deposit).where(Deposit.id == deposit_id))

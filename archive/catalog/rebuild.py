@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, select
 
 from archive.catalog.index import index_object
-from archive.catalog.tables import Deposit, Event, EventLink, File, Package, Version
+from archive.catalog.tables import (
+    Deposit,
+    Event,
+    EventLink,
+    File,
+    Package,
+    Seal,
+    SealBatch,
+    Version,
+)
 from archive.errors import CustosError
 from archive.services import Services
 
@@ -32,6 +41,8 @@ def rebuild(services: Services, *, progress: Callable[[int], None] | None = None
         session.execute(delete(EventLink).where(EventLink.event_id.in_(pkg_events)))
         session.execute(delete(Event).where(Event.package_id.is_not(None)))
         session.execute(delete(File))
+        session.execute(delete(Seal))
+        session.execute(delete(SealBatch))
         session.execute(delete(Version))
         session.execute(delete(Package))
         session.execute(delete(Deposit))

@@ -92,6 +92,19 @@ def build_record(algorithm: str, path: Sequence[Sequence[bytes]], token: Timesta
     return der
 
 
+def evidence_token(der: bytes) -> bytes:
+    """The first (original) timestamp token of a record, as stored.
+
+    Raises :class:`ProofError` if ``der`` is not an evidence record."""
+    try:
+        token: bytes = EvidenceRecordASN1.load(der)["archive_time_stamp_sequence"][0][0][
+            "time_stamp"
+        ].dump()
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ProofError(f"not an RFC 4998 evidence record: {exc}") from exc
+    return token
+
+
 @dataclass(frozen=True, slots=True)
 class RecordCheck:
     """What verifying one record established, step by step, for people to read."""

@@ -160,10 +160,10 @@ def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealRe
         with services.session_scope() as session:
             for authority, token in tokens:
                 row = SealBatch(
-                    created_at=datetime.now().astimezone(),
+                    created_at=token.gen_time,
                     algorithm=ALGORITHM,
                     root=batch.root.hex(),
-                    tsa=authority.name,
+                    tsa=authority_tag(authority),
                     token=token.token,
                     gen_time=token.gen_time,
                     serial_number=str(token.serial_number),
@@ -219,8 +219,8 @@ def _write_records(
         root = services.store.object_root(s.object_path)
         leaf = bytes.fromhex(s.sha512)
         for authority, token in tokens:
-            tag = authority.name if authority.name == "local" else _url_tag(authority.url)
-            rel = f"{EXTENSION}/{s.subject_path}.{tag}-{token.serial_number}.ers"
+            name = f"{s.subject_path}.{authority_tag(authority)}-{token.serial_number}.ers"
+            rel = f"{EXTENSION}/{name}"
             _write_new(root / rel, build_record(ALGORITHM, batch.paths[leaf], token))
             for pem in authority.roots:
                 anchor = root / EXTENSION / "trust" / f"{hashlib.sha256(pem).hexdigest()}.pem"
@@ -232,8 +232,11 @@ def _write_records(
     return written
 
 
-def _url_tag(url: str) -> str:
-    return "tsa-" + hashlib.sha256(url.encode()).hexdigest()[:12]
+def authority_tag(authority: Authority) -> str:
+    """``local``, or ``tsa-`` and a digest of the URL: in record names and the catalog."""
+    if authority.name == "local":
+        return "local"
+    return "tsa-" + hashlib.sha256(authority.url.encode()).hexdigest()[:12]
 
 
 def _write_new(path: Path, data: bytes) -> None:

@@ -1,0 +1,115 @@
+"""Sealing through the command line: ingest seals its manifests when a TSA answers; when none
+does, the package is stored anyway and its manifests wait for `custos seal`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from sqlalchemy import create_engine, select
+
+from archive.catalog.tables import Seal, SealBatch
+from archive.proofs.evidence import verify_record
+from archive.proofs.seal import EXTENSION
+from tests.conftest import SAMPLE
+from tests.functional.test_cli import custos
+
+
+def seals(data: Path) -> list[tuple[str, str, str]]:
+    engine = create_engine(f"sqlite:///{data / 'catalog.sqlite3'}")
+    try:
+        with engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    select(Seal.subject_path, Seal.subject_sha512, Seal.record_path)
+                )
+            ]
+    finally:
+        engine.dispose()
+
+
+def test_ingest_seals_every_manifest(tmp_path: Path) -> None:
+    code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--json")
+    assert code == 0 and body["seal"]["status"] == "sealed"
+    sealed = seals(tmp_path)
+    subjects = sorted(s for s, _, _ in sealed)
+    assert subjects == [
+        "v1/content/bag/manifest-sha256.txt",
+        "v1/content/bag/manifest-sha512.txt",
+        "v1/content/bag/tagmanifest-sha256.txt",
+        "v1/content/bag/tagmanifest-sha512.txt",
+        "v1/inventory.json",
+        "v2/inventory.json",
+    ]
+    object_root = tmp_path / "storage" / body["object_path"]
+    anchors = list((object_root / EXTENSION / "trust").glob("*.pem"))
+    assert len(anchors) == 1  # the trust anchor travels with the proof
+    for subject, digest, record_path in sealed:
+        stored = (object_root / subject).read_bytes()
+        assert hashlib.sha512(stored).hexdigest() == digest
+        check = verify_record(
+            (object_root / record_path).read_bytes(),
+            hashlib.sha512(stored).digest(),
+            roots=[anchors[0].read_bytes()],
+        )
+        assert len(check.steps) == 4
+    code, again, _ = custos(tmp_path, "seal", "--json")
+    assert code == 0 and again["sealed"] == []
+
+
+def test_no_authority_answers_then_later_one_does(tmp_path: Path) -> None:
+    offline = {"CUSTOS_TSA__LOCAL": "false", "CUSTOS_TSA__URLS": '["http://127.0.0.1:9/"]'}
+    code, body, err = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--json", env=offline
+    )
+    assert code == 0 and body["status"] == "stored"
+    assert body["seal"]["status"] == "pending"
+    assert "await" in err
+    assert seals(tmp_path) == []
+    code, failed, err = custos(tmp_path, "seal", "--json", env=offline)
+    assert code == 3 and "no timestamp authority answered" in failed["message"]
+    code, done, _ = custos(tmp_path, "seal", "--json")
+    assert code == 0 and len(done["sealed"]) == 6 and done["tokens"][0]["tsa"] == "local"
+    engine = create_engine(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    with engine.connect() as conn:
+        assert conn.execute(select(SealBatch.tsa)).scalars().all() == ["local"]
+    engine.dispose()
+
+
+def test_rebuild_recovers_the_seals(tmp_path: Path) -> None:
+    code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--json")
+    assert code == 0 and body["seal"]["status"] == "sealed"
+    before = sorted(seals(tmp_path))
+    engine = create_engine(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    with engine.connect() as conn:
+        batches_before = conn.execute(
+            select(
+                SealBatch.root,
+                SealBatch.tsa,
+                SealBatch.token,
+                SealBatch.gen_time,
+                SealBatch.serial_number,
+            )
+        ).all()
+    engine.dispose()
+    for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    code, report, _ = custos(tmp_path, "catalog", "rebuild", "--json")
+    assert code == 0 and report["failed"] == []
+    assert sorted(seals(tmp_path)) == before
+    engine = create_engine(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    with engine.connect() as conn:
+        batches_after = conn.execute(
+            select(
+                SealBatch.root,
+                SealBatch.tsa,
+                SealBatch.token,
+                SealBatch.gen_time,
+                SealBatch.serial_number,
+            )
+        ).all()
+    engine.dispose()
+    assert batches_after == batches_before
+    code, again, _ = custos(tmp_path, "seal", "--json")
+    assert code == 0 and again["sealed"] == []  # nothing re-sealed after a rebuild
