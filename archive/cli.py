@@ -280,6 +280,34 @@ def seal_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         err.print(f"[yellow]not answered:[/] {escape(failure)}")
 
 
+@app.command("verify")
+def verify_cmd(
+    ctx: typer.Context,
+    package: Annotated[str, typer.Argument(help="Package id, or a unique prefix of its UUID.")],
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Files to prove (e.g. data/report.pdf); default: every seal."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove, step by step, that stored files are what was received, and when.
+
+    Exit status 0 only if every step holds; 3 if any fails."""
+    from archive.proofs.verify import verify_package
+
+    services = run(as_json, state(ctx).services)
+    report = run(as_json, lambda: verify_package(services, package, list(paths or [])))
+    if as_json:
+        emit_json({"status": "ok" if report.ok else "failed", **report.as_dict()})
+    else:
+        for n, step in enumerate(report.steps, start=1):
+            mark = "[green]passed[/]" if step.ok else "[red]FAILED[/]"
+            out.print(f"{n}. {mark} {escape(step.text)}")
+        out.print("verified" if report.ok else "NOT verified", markup=False)
+    if not report.ok:
+        raise typer.Exit(3)
+
+
 def _summary_dict(r: Any) -> dict[str, Any]:
     return {
         "package_id": r.id,
