@@ -15,18 +15,27 @@ from tests.conftest import SAMPLE
 from tests.functional.test_cli import custos
 
 
-def seals(data: Path) -> list[tuple[str, str, str]]:
+def query(data: Path, *columns: object) -> list[tuple[object, ...]]:
+    """Rows of the catalog in ``data``, read directly (no services, no recovery)."""
     engine = create_engine(f"sqlite:///{data / 'catalog.sqlite3'}")
     try:
         with engine.connect() as conn:
-            return [
-                tuple(r)
-                for r in conn.execute(
-                    select(Seal.subject_path, Seal.subject_sha512, Seal.record_path)
-                )
-            ]
+            return [tuple(r) for r in conn.execute(select(*columns))]
     finally:
         engine.dispose()
+
+
+def seals(data: Path) -> list[tuple[str, str, str]]:
+    return query(data, Seal.subject_path, Seal.subject_sha512, Seal.record_path)
+
+
+BATCH_COLUMNS = (
+    SealBatch.root,
+    SealBatch.tsa,
+    SealBatch.token,
+    SealBatch.gen_time,
+    SealBatch.serial_number,
+)
 
 
 def test_ingest_seals_every_manifest(tmp_path: Path) -> None:
@@ -71,45 +80,20 @@ def test_no_authority_answers_then_later_one_does(tmp_path: Path) -> None:
     assert code == 3 and "no timestamp authority answered" in failed["message"]
     code, done, _ = custos(tmp_path, "seal", "--json")
     assert code == 0 and len(done["sealed"]) == 6 and done["tokens"][0]["tsa"] == "local"
-    engine = create_engine(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
-    with engine.connect() as conn:
-        assert conn.execute(select(SealBatch.tsa)).scalars().all() == ["local"]
-    engine.dispose()
+    assert query(tmp_path, SealBatch.tsa) == [("local",)]
 
 
 def test_rebuild_recovers_the_seals(tmp_path: Path) -> None:
     code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--json")
     assert code == 0 and body["seal"]["status"] == "sealed"
     before = sorted(seals(tmp_path))
-    engine = create_engine(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
-    with engine.connect() as conn:
-        batches_before = conn.execute(
-            select(
-                SealBatch.root,
-                SealBatch.tsa,
-                SealBatch.token,
-                SealBatch.gen_time,
-                SealBatch.serial_number,
-            )
-        ).all()
-    engine.dispose()
+    batches_before = query(tmp_path, *BATCH_COLUMNS)
     for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
         (tmp_path / name).unlink(missing_ok=True)
     code, report, _ = custos(tmp_path, "catalog", "rebuild", "--json")
     assert code == 0 and report["failed"] == []
     assert sorted(seals(tmp_path)) == before
-    engine = create_engine(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
-    with engine.connect() as conn:
-        batches_after = conn.execute(
-            select(
-                SealBatch.root,
-                SealBatch.tsa,
-                SealBatch.token,
-                SealBatch.gen_time,
-                SealBatch.serial_number,
-            )
-        ).all()
-    engine.dispose()
+    batches_after = query(tmp_path, *BATCH_COLUMNS)
     assert batches_after == batches_before
     code, again, _ = custos(tmp_path, "seal", "--json")
     assert code == 0 and again["sealed"] == []  # nothing re-sealed after a rebuild
