@@ -58,6 +58,7 @@ lock:
 bench: install
 	$(BIN)/python bench/ingest_large.py
 	$(BIN)/python bench/ingest_small.py
+	$(BIN)/python bench/seal.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -69,27 +69,46 @@ class EvidenceRecordASN1(core.Sequence):  # type: ignore[misc]
     ]
 
 
+class RecordWriter:
+    """Evidence records for every document of one batch, encoded directly in DER.
+
+    Built through asn1crypto's classes a record costs ~0.4 ms (the token is parsed and
+    re-serialised each time); a batch of 10,000 shares everything but its hash tree, so the
+    shared parts are encoded once and each record only adds its own tree. The tests check the
+    bytes are identical to asn1crypto's encoding of the same record.
+    """
+
+    def __init__(self, algorithm: str, token: TimestampToken) -> None:
+        alg = algos.DigestAlgorithm({"algorithm": algorithm})
+        self._alg_implicit = _tlv(0xA0, alg.contents)  # [0] IMPLICIT AlgorithmIdentifier
+        self._token = token.token  # exactly as the TSA sent it
+        self._head = b"\x02\x01\x01" + _tlv(0x30, alg.dump())  # version 1, digestAlgorithms
+
+    def record(self, path: Sequence[Sequence[bytes]]) -> bytes:
+        """The DER EvidenceRecord for a document whose reduced hash tree is ``path``."""
+        tree = b""
+        if path:
+            lists = b"".join(
+                _tlv(0x30, b"".join(_tlv(0x04, v) for v in partial)) for partial in path
+            )
+            tree = _tlv(0xA2, lists)  # [2] IMPLICIT SEQUENCE OF PartialHashtree
+        ats = _tlv(0x30, self._alg_implicit + tree + self._token)
+        sequence = _tlv(0x30, _tlv(0x30, ats))  # one chain of one archive timestamp
+        return _tlv(0x30, self._head + sequence)
+
+
 def build_record(algorithm: str, path: Sequence[Sequence[bytes]], token: TimestampToken) -> bytes:
     """The DER EvidenceRecord of one document of a batch sealed by ``token``."""
-    ats: dict[str, object] = {
-        "digest_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}),
-        "time_stamp": cms.ContentInfo.load(token.token),
-    }
-    if path:
-        ats["reduced_hashtree"] = ReducedHashtree([PartialHashtree(list(p)) for p in path])
-    record = EvidenceRecordASN1(
-        {
-            "version": 1,
-            "digest_algorithms": DigestAlgorithms(
-                [algos.DigestAlgorithm({"algorithm": algorithm})]
-            ),
-            "archive_time_stamp_sequence": ArchiveTimeStampSequence(
-                [ArchiveTimeStampChain([ArchiveTimeStamp(ats)])]
-            ),
-        }
-    )
-    der: bytes = record.dump()
-    return der
+    return RecordWriter(algorithm, token).record(path)
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    """A DER tag-length-value (X.690 §8.1), definite length."""
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + body
 
 
 def evidence_token(der: bytes) -> bytes:

@@ -30,7 +30,7 @@ from archive.custody import new_event, record_events
 from archive.errors import ProofError
 from archive.model import Link
 from archive.proofs import merkle
-from archive.proofs.evidence import build_record
+from archive.proofs.evidence import RecordWriter
 from archive.proofs.local_tsa import DEFAULT_POLICY_OID, LocalTSAServer
 from archive.proofs.timestamp import TimestampToken, request_token
 from archive.services import Services
@@ -215,13 +215,14 @@ def _write_records(
 ) -> dict[tuple[Subject, int], str]:
     """Write each record (and the trust anchors) into its object; return their paths."""
     written: dict[tuple[Subject, int], str] = {}
+    writers = {token.serial_number: RecordWriter(ALGORITHM, token) for _, token in tokens}
     for s in subjects:
         root = services.store.object_root(s.object_path)
         leaf = bytes.fromhex(s.sha512)
         for authority, token in tokens:
             name = f"{s.subject_path}.{authority_tag(authority)}-{token.serial_number}.ers"
             rel = f"{EXTENSION}/{name}"
-            _write_new(root / rel, build_record(ALGORITHM, batch.paths[leaf], token))
+            _write_new(root / rel, writers[token.serial_number].record(batch.paths[leaf]))
             for pem in authority.roots:
                 anchor = root / EXTENSION / "trust" / f"{hashlib.sha256(pem).hexdigest()}.pem"
                 if not anchor.exists():

@@ -11,7 +11,7 @@ import pytest
 
 from archive.errors import ProofError
 from archive.proofs import merkle
-from archive.proofs.evidence import EvidenceRecordASN1, build_record, verify_record
+from archive.proofs.evidence import EvidenceRecordASN1, RecordWriter, build_record, verify_record
 from archive.proofs.local_tsa import LocalTSAServer
 from archive.proofs.timestamp import request_token
 
@@ -133,3 +133,56 @@ def test_bouncycastle_validates_our_records(
         [*bouncycastle, "0.ers", "0.txt"], cwd=tmp_path, capture_output=True, text=True
     )
     assert bad.returncode == 1 and "ERS FAILED" in bad.stdout
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 200])
+def test_direct_der_equals_asn1crypto_encoding(tsa: LocalTSAServer, n: int) -> None:
+    """RecordWriter's hand-made DER is byte for byte what asn1crypto encodes."""
+    from asn1crypto import algos, cms
+
+    from archive.proofs.evidence import (
+        ArchiveTimeStamp,
+        ArchiveTimeStampChain,
+        ArchiveTimeStampSequence,
+        DigestAlgorithms,
+        PartialHashtree,
+        RecordWriter,
+        ReducedHashtree,
+    )
+
+    leaves = [hashlib.sha512(d).digest() for d in docs(n)]
+    batch = merkle.build("sha512", leaves)
+    token = request_token(tsa.url, batch.root, "sha512")
+    writer = RecordWriter("sha512", token)
+    for leaf in leaves:
+        path = batch.paths[leaf]
+        ats: dict[str, object] = {
+            "digest_algorithm": algos.DigestAlgorithm({"algorithm": "sha512"}),
+            "time_stamp": cms.ContentInfo.load(token.token),
+        }
+        if path:
+            ats["reduced_hashtree"] = ReducedHashtree([PartialHashtree(list(p)) for p in path])
+        expected = EvidenceRecordASN1(
+            {
+                "version": 1,
+                "digest_algorithms": DigestAlgorithms(
+                    [algos.DigestAlgorithm({"algorithm": "sha512"})]
+                ),
+                "archive_time_stamp_sequence": ArchiveTimeStampSequence(
+                    [ArchiveTimeStampChain([ArchiveTimeStamp(ats)])]
+                ),
+            }
+        ).dump()
+        assert writer.record(path) == expected
+
+
+def test_a_thousand_records_verify(tsa: LocalTSAServer) -> None:
+    leaves = [hashlib.sha512(f"manifest {i}".encode()).digest() for i in range(1000)]
+    batch = merkle.build("sha512", leaves)
+    token = request_token(tsa.url, batch.root, "sha512")
+    writer = RecordWriter("sha512", token)
+    roots = [tsa.tsa.root_certificate.read_bytes()]
+    for leaf in leaves:
+        verify_record(writer.record(batch.paths[leaf]), leaf, roots=roots)
+    with pytest.raises(ProofError):
+        verify_record(writer.record(batch.paths[leaves[0]]), leaves[1], roots=roots)
