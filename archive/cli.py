@@ -48,8 +48,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The catalog database schema.", no_args_is_help=True)
 catalog_app = typer.Typer(help="The catalog as a whole.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained custody log.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(audit_app, name="audit")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -209,10 +211,16 @@ def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 "status": "ok" if not report.failed else "incomplete",
                 "indexed": report.indexed,
                 "failed": [{"object_path": p, "reason": r} for p, r in report.failed],
+                "earlier_custody_logs": report.earlier_logs,
             }
         )
     else:
         out.print(f"indexed {len(report.indexed)} package(s) from {services.store.root}")
+        for chain in report.earlier_logs:
+            err.print(
+                f"[yellow]note:[/] the custody log restarts here; the sealed checkpoints of the "
+                f"earlier log {chain} stay in storage"
+            )
         for path, reason in report.failed:
             err.print(f"[red]not indexed:[/] {escape(path)}: {escape(reason)}")
     if report.failed:
@@ -304,6 +312,33 @@ def verify_cmd(
             mark = "[green]passed[/]" if step.ok else "[red]FAILED[/]"
             out.print(f"{n}. {mark} {escape(step.text)}")
         out.print("verified" if report.ok else "NOT verified", markup=False)
+    if not report.ok:
+        raise typer.Exit(3)
+
+
+@audit_app.command("verify")
+def audit_verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Check every entry of the custody log, its head, and its sealed checkpoints in storage.
+
+    Exit status 0 only if nothing was deleted, inserted, moved, altered or rewritten; 3 if
+    anything was."""
+    from archive.audit import verify_log
+
+    services = run(as_json, state(ctx).services)
+    with progress_bar("checking the custody log", None, not as_json, unit="items") as advance:
+        report = run(as_json, lambda: verify_log(services, progress=advance))
+    if as_json:
+        emit_json({"status": "ok" if report.ok else "failed", **report.as_dict()})
+    else:
+        out.print(f"{report.entries} entries in {len(report.chains)} chain(s) checked")
+        if report.last_sealed:
+            seq, when = report.last_sealed
+            out.print(f"last sealed checkpoint: entry {seq}, timestamped {when}", markup=False)
+        for note in report.notes:
+            out.print(f"note: {note}", markup=False)
+        for problem in report.problems:
+            out.print(f"[red]FAILED[/] {escape(problem.text)}")
+        out.print("custody log verified" if report.ok else "custody log NOT verified")
     if not report.ok:
         raise typer.Exit(3)
 

@@ -1,4 +1,11 @@
-"""Custody events: PREMIS events in the catalog and as PREMIS 3 XML inside each object.
+"""Custody events: a hash-chained log in the catalog, and PREMIS 3 XML inside each object.
+
+Every event is appended to the custody log: entry ``n`` of a chain carries the hash of entry
+``n-1`` and its own hash, SHA-512 over a canonical JSON form of every field and link
+(:func:`entry_bytes`). Appenders take the log head (the one ``custody_head`` row) in turn, inside
+the caller's transaction, so entries are numbered without gaps across processes. Heads are
+written to storage as checkpoints and sealed like manifests (``archive.proofs.seal``);
+``archive.audit`` checks the whole chain against them.
 
 Events are written in batches (one INSERT per table per batch). Details never hold protected
 content or identities: codes, counts, digests and paths only.
@@ -6,16 +13,24 @@ content or identities: codes, counts, digests and paths only.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from archive.catalog.tables import Event, EventLink
+from archive.catalog.tables import CustodyHead, Event, EventLink
+from archive.errors import CatalogError
 from archive.model import EventRecord, Link, Outcome
+
+#: Identifies the canonical form hashed into each entry; a new form gets a new name.
+LOG_FORMAT = "custos-custody-log/1"
+#: ``prev`` of the first entry of a chain.
+GENESIS = "0" * 128
 
 PREMIS_NS = "http://www.loc.gov/premis/v3"
 AGENT = "Custos"
@@ -45,16 +60,102 @@ def new_event(
     )
 
 
+def timestamp_text(when: datetime) -> str:
+    """The one textual form of an event time in the log: UTC, microseconds, ``Z``."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def entry_bytes(
+    *,
+    chain: str,
+    seq: int,
+    prev: str,
+    uuid: str,
+    type_: str,
+    occurred_at: datetime,
+    agent: str,
+    outcome: str,
+    detail: str,
+    package_id: str | None,
+    links: Iterable[tuple[str, str, str]],
+) -> bytes:
+    """The canonical form of one log entry: JSON, sorted keys, no spaces, UTF-8.
+
+    Written out here (rather than left to a serialiser's defaults) because anyone re-checking
+    the log years from now must produce the same bytes from the same fields."""
+    doc = {
+        "format": LOG_FORMAT,
+        "chain": chain,
+        "seq": seq,
+        "prev": prev,
+        "uuid": uuid,
+        "type": type_,
+        "at": timestamp_text(occurred_at),
+        "agent": agent,
+        "outcome": outcome,
+        "detail": detail,
+        "package": package_id,
+        "links": sorted([t, i, r] for t, i, r in links),
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash(**fields: object) -> str:
+    """SHA-512 (hex) of :func:`entry_bytes` over ``fields``."""
+    return hashlib.sha512(entry_bytes(**fields)).hexdigest()  # type: ignore[arg-type]
+
+
+def lock_head(session: Session) -> tuple[str, int, str]:
+    """Take the log head for this transaction; return (chain, last seq, last hash).
+
+    A no-op UPDATE first: on PostgreSQL it locks the row until commit, on SQLite it takes the
+    database's write lock, so concurrent appenders queue here. Raises :class:`CatalogError`
+    when the head row is gone (the catalog was altered by hand)."""
+    row = session.execute(
+        update(CustodyHead)
+        .where(CustodyHead.id == 1)
+        .values(seq=CustodyHead.seq)
+        .returning(CustodyHead.chain, CustodyHead.seq, CustodyHead.hash)
+    ).first()
+    if row is None:
+        raise CatalogError(
+            "the custody log has no head row: the catalog was altered outside Custos",
+            hint="run `custos audit verify` and restore the catalog from a backup or rebuild it",
+        )
+    return str(row[0]), int(row[1]), str(row[2])
+
+
 def record_events(
     session: Session, events: Sequence[EventRecord], *, package_id: str | None = None
 ) -> None:
-    """Append events to the catalog in one batch per table. The caller commits."""
+    """Append events to the custody log in one batch per table. The caller commits.
+
+    Raises :class:`CatalogError` if the log head is missing."""
     if not events:
         return
-    returned = session.execute(
-        insert(Event).returning(Event.uuid, Event.id, sort_by_parameter_order=True),
-        [
+    chain, seq, prev = lock_head(session)
+    rows = []
+    for e in events:
+        seq += 1
+        digest = entry_hash(
+            chain=chain,
+            seq=seq,
+            prev=prev,
+            uuid=e.uuid,
+            type_=e.type,
+            occurred_at=e.occurred_at,
+            agent=e.agent,
+            outcome=e.outcome,
+            detail=e.detail,
+            package_id=package_id,
+            links=[(k.object_type, k.object_id, k.role) for k in e.links],
+        )
+        rows.append(
             {
+                "chain": chain,
+                "seq": seq,
+                "prev_hash": prev,
+                "hash": digest,
                 "uuid": e.uuid,
                 "type": e.type,
                 "occurred_at": e.occurred_at,
@@ -63,9 +164,12 @@ def record_events(
                 "detail": e.detail,
                 "package_id": package_id,
             }
-            for e in events
-        ],
+        )
+        prev = digest
+    returned = session.execute(
+        insert(Event).returning(Event.uuid, Event.id, sort_by_parameter_order=True), rows
     )
+    session.execute(update(CustodyHead).where(CustodyHead.id == 1).values(seq=seq, hash=prev))
     ids = {u: i for u, i in returned}
     link_rows = [
         {

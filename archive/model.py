@@ -32,7 +32,7 @@ EVENT_TYPES = frozenset(
 class Link:
     """An object an event concerns (PREMIS linkingObjectIdentifier)."""
 
-    object_type: Literal["package", "deposit", "file", "source", "depositor"]
+    object_type: Literal["package", "deposit", "file", "source", "depositor", "custody-log"]
     object_id: str
     role: str = ""
 

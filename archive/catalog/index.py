@@ -19,16 +19,17 @@ from sqlalchemy.orm import Session
 
 from archive.catalog.tables import (
     Base,
+    Checkpoint,
     Deposit,
     Depositor,
     Event,
-    EventLink,
     File,
     Package,
     Seal,
     SealBatch,
     Version,
 )
+from archive.checkpoints import records_of
 from archive.custody import parse_premis, record_events
 from archive.errors import StorageError
 from archive.proofs.evidence import evidence_token
@@ -186,7 +187,15 @@ def index_object(
     # Core executemany on the table: the ORM bulk path costs 4x more per row.
     for i in range(0, len(file_rows), 10000):
         session.execute(insert(FILES), file_rows[i : i + 10000])
-    record_events(session, events, package_id=package_id)
+    # The custody log is append-only: events already in it stay as they are; only those the
+    # catalog lacks (a new ingest, a rebuild into an empty catalog) are appended.
+    if events:
+        held = set(
+            session.execute(select(Event.uuid).where(Event.uuid.in_([e.uuid for e in events])))
+            .scalars()
+            .all()
+        )
+        record_events(session, [e for e in events if e.uuid not in held], package_id=package_id)
     _index_seals(session, object_root, package_id, inventory)
     return package_id
 
@@ -213,48 +222,71 @@ def _index_seals(
         m = _RECORD_NAME.match(rel)
         if not m or m["subject"] not in digest_of:
             raise StorageError(f"object {package_id}: unexpected evidence record {rel}")
-        token = token_from_der(evidence_token(path.read_bytes()))
-        batch_id = session.execute(
-            select(SealBatch.id).where(
-                SealBatch.root == token.imprint.hex(),
-                SealBatch.serial_number == str(token.serial_number),
-                SealBatch.tsa == m["tag"],
-            )
-        ).scalar()
-        if batch_id is None:
-            row = SealBatch(
-                created_at=token.gen_time,
-                algorithm=token.algorithm,
-                root=token.imprint.hex(),
-                tsa=m["tag"],
-                token=token.token,
-                gen_time=token.gen_time,
-                serial_number=str(token.serial_number),
-            )
-            session.add(row)
-            session.flush()
-            batch_id = row.id
         session.add(
             Seal(
                 package_id=package_id,
                 subject_path=m["subject"],
                 subject_sha512=digest_of[m["subject"]],
-                batch_id=batch_id,
+                batch_id=_batch_of(session, path, m["tag"]),
                 record_path=f"{EVIDENCE_DIR}/{rel}",
             )
         )
     session.flush()
 
 
+def _batch_of(session: Session, record: Path, tag: str) -> int:
+    """The seal batch of the token inside an evidence record, added if the catalog lacks it."""
+    token = token_from_der(evidence_token(record.read_bytes()))
+    batch_id = session.execute(
+        select(SealBatch.id).where(
+            SealBatch.root == token.imprint.hex(),
+            SealBatch.serial_number == str(token.serial_number),
+            SealBatch.tsa == tag,
+        )
+    ).scalar()
+    if batch_id is None:
+        row = SealBatch(
+            created_at=token.gen_time,
+            algorithm=token.algorithm,
+            root=token.imprint.hex(),
+            tsa=tag,
+            token=token.token,
+            gen_time=token.gen_time,
+            serial_number=str(token.serial_number),
+        )
+        session.add(row)
+        session.flush()
+        batch_id = row.id
+    return batch_id
+
+
+def index_checkpoint_seals(session: Session, storage_root: Path) -> None:
+    """Seal rows for the evidence records beside the checkpoints the catalog knows."""
+    for cp_path, digest in session.execute(select(Checkpoint.path, Checkpoint.sha512)).all():
+        for record in records_of(storage_root, cp_path):
+            m = _RECORD_NAME.match(record.name)
+            if m is None:
+                raise StorageError(f"unexpected evidence record {record} beside {cp_path}")
+            session.add(
+                Seal(
+                    package_id=None,
+                    subject_path=cp_path,
+                    subject_sha512=digest,
+                    batch_id=_batch_of(session, record, m["tag"]),
+                    record_path=f"{cp_path.rpartition('/')[0]}/{record.name}",
+                )
+            )
+    session.flush()
+
+
 def remove_package(session: Session, package_id: str) -> None:
-    """Drop every catalog row of a package (before re-indexing it from storage)."""
+    """Drop the catalog rows of a package derived from storage (before re-indexing it).
+
+    Its events stay: they are entries of the append-only custody log."""
     existing = session.get(Package, package_id)
     if existing is None:
         return
     deposit_id = existing.deposit_id
-    event_ids = select(Event.id).where(Event.package_id == package_id)
-    session.execute(delete(EventLink).where(EventLink.event_id.in_(event_ids)))
-    session.execute(delete(Event).where(Event.package_id == package_id))
     session.execute(delete(File).where(File.package_id == package_id))
     session.execute(delete(Seal).where(Seal.package_id == package_id))
     session.execute(delete(Version).where(Version.package_id == package_id))

@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
-from archive.catalog.index import index_object
+from archive.catalog.index import index_checkpoint_seals, index_object
 from archive.catalog.tables import (
     Deposit,
-    Event,
-    EventLink,
     File,
     Package,
     Seal,
     SealBatch,
     Version,
 )
+from archive.checkpoints import record_restart
 from archive.errors import CustosError
 from archive.services import Services
 
@@ -26,20 +25,19 @@ from archive.services import Services
 class RebuildReport:
     indexed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (object path, reason)
+    earlier_logs: list[str] = field(default_factory=list)  # chains the rebuilt log cannot hold
 
 
 def rebuild(services: Services, *, progress: Callable[[int], None] | None = None) -> RebuildReport:
     """Drop every row derived from storage, then index every object in the storage root.
 
-    Events not tied to a package (refused deposits) are kept: storage never held them.
+    The custody log is kept whole (it is append-only): events found in objects' PREMIS files
+    that the log lacks are appended; an empty catalog gets them all, in a new chain.
     Each object is indexed in its own transaction, so one damaged object does not stop the
     others; it is listed in the report instead.
     """
     report = RebuildReport()
     with services.session_scope() as session:
-        pkg_events = select(Event.id).where(Event.package_id.is_not(None))
-        session.execute(delete(EventLink).where(EventLink.event_id.in_(pkg_events)))
-        session.execute(delete(Event).where(Event.package_id.is_not(None)))
         session.execute(delete(File))
         session.execute(delete(Seal))
         session.execute(delete(SealBatch))
@@ -56,4 +54,7 @@ def rebuild(services: Services, *, progress: Callable[[int], None] | None = None
             report.failed.append((rel, f"{exc.__class__.__name__}: {exc}"))
         if progress:
             progress(1)
+    with services.session_scope() as session:
+        index_checkpoint_seals(session, services.store.root)
+        report.earlier_logs = record_restart(session, services.store.root)
     return report

@@ -156,19 +156,32 @@ class Replica(Base):
 
 
 class Event(Base):
-    """A PREMIS event. ``detail`` never holds protected content or identities."""
+    """A PREMIS event: one entry of the hash-chained custody log (see ``archive.custody``).
+
+    ``detail`` never holds protected content or identities. Rows are only ever appended: each
+    carries its place in its chain (``chain``, ``seq``), the hash of the entry before it and its
+    own hash over every column and link, so an altered, removed or moved row shows.
+    """
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_package", "package_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_events_package", "package_id", "occurred_at"),
+        UniqueConstraint("chain", "seq", name="uq_events_chain_seq"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(128))
+    hash: Mapped[str] = mapped_column(String(128))
     uuid: Mapped[str] = mapped_column(String(64), unique=True)
     type: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     agent: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(32))  # success | failure | warning
     detail: Mapped[str] = mapped_column(Text, default="")
-    package_id: Mapped[str | None] = mapped_column(ForeignKey("packages.id"), nullable=True)
+    # Not a foreign key: the log outlives the package rows, which are re-derived from storage.
+    package_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     links: Mapped[list[EventLink]] = relationship(back_populates="event")
 
@@ -210,8 +223,36 @@ class Seal(Base):
     __table_args__ = (UniqueConstraint("package_id", "subject_path", "batch_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
+    # NULL for a custody-log checkpoint, whose path is relative to the storage root.
+    package_id: Mapped[str | None] = mapped_column(ForeignKey("packages.id"), nullable=True)
     subject_path: Mapped[str] = mapped_column(Text)  # e.g. v1/inventory.json, relative to object
     subject_sha512: Mapped[str] = mapped_column(String(128))
     batch_id: Mapped[int] = mapped_column(ForeignKey("seal_batches.id"))
     record_path: Mapped[str] = mapped_column(Text)  # relative to the object root
+
+
+class CustodyHead(Base):
+    """The one row holding the custody log's newest entry; appenders lock it in turn."""
+
+    __tablename__ = "custody_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    chain: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Checkpoint(Base):
+    """A custody-log head written to storage as a small document, to be sealed like a manifest."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("chain", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chain: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    path: Mapped[str] = mapped_column(Text)  # relative to the storage root
+    sha512: Mapped[str] = mapped_column(String(128))

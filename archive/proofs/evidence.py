@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from asn1crypto import algos, cms, core
 
@@ -129,6 +130,7 @@ class RecordCheck:
     """What verifying one record established, step by step, for people to read."""
 
     steps: tuple[str, ...]
+    gen_time: datetime  # when the document's existence was first attested
 
 
 def verify_record(der: bytes, document_digest: bytes, *, roots: Sequence[bytes]) -> RecordCheck:
@@ -165,4 +167,4 @@ def verify_record(der: bytes, document_digest: bytes, *, roots: Sequence[bytes])
         f"4. the timestamp's signature and certificate chain verify; it was made at "
         f"{token.gen_time.isoformat()}"
     )
-    return RecordCheck(tuple(steps))
+    return RecordCheck(tuple(steps), token.gen_time)

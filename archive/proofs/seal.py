@@ -1,9 +1,10 @@
 """Sealing: every manifest timestamped, in batches, with an RFC 4998 evidence record each.
 
-Manifests are each deposit's bag manifests and tag manifests, and each version's OCFL
-inventory. Those waiting for a seal are gathered, their sha512 digests made the leaves of one
-hash tree, its root timestamped once by each configured authority, and each manifest given an
-evidence record. Records live in the object itself, outside its versions (OCFL 1.1 §4.1:
+Manifests are each deposit's bag manifests and tag manifests, each version's OCFL inventory,
+and each custody-log checkpoint (``archive.checkpoints``, written just before). Those waiting
+for a seal are gathered, their sha512 digests made the leaves of one hash tree, its root
+timestamped once by each configured authority, and each manifest given an evidence record.
+Records live in the object itself, outside its versions (OCFL 1.1 §4.1:
 ``extensions/custos-evidence-records/``), named ``<manifest path>.<token serial>.ers`` so that a
 record is never overwritten (``<serial>`` is prefixed by ``local`` or a tag of the TSA's URL);
 the trust anchors travel beside them, in ``trust/``. The catalog indexes them.
@@ -24,7 +25,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archive.catalog.tables import File, Package, Seal, SealBatch, Version
+from archive.catalog.tables import Checkpoint, File, Package, Seal, SealBatch, Version
+from archive.checkpoints import LOG_DIR, write_checkpoint
 from archive.config import Settings
 from archive.custody import new_event, record_events
 from archive.errors import ProofError
@@ -68,11 +70,11 @@ def authorities(settings: Settings) -> Iterator[list[Authority]]:
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """A manifest awaiting its seal."""
+    """A manifest awaiting its seal: a package's, or (``package_id`` None) a log checkpoint."""
 
-    package_id: str
-    object_path: str
-    subject_path: str  # relative to the object root
+    package_id: str | None
+    object_path: str  # "" for a checkpoint
+    subject_path: str  # relative to the object root (to the storage root for a checkpoint)
     sha512: str
 
 
@@ -85,7 +87,11 @@ class SealReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "sealed": [
-                {"package_id": s.package_id, "manifest": s.subject_path, "sha512": s.sha512}
+                {
+                    "package_id": s.package_id,
+                    "manifest": s.subject_path,
+                    "sha512": s.sha512,
+                }
                 for s in self.sealed
             ],
             "tokens": [
@@ -105,7 +111,7 @@ def seal_now(services: Services) -> SealReport:
 
 
 def pending(session: Session) -> list[Subject]:
-    """Every bag manifest and version inventory without a seal, oldest first."""
+    """Every bag manifest, version inventory and log checkpoint without a seal, oldest first."""
     sealed = {(p, s) for p, s in session.execute(select(Seal.package_id, Seal.subject_path))}
     out: list[Subject] = []
     rows = session.execute(
@@ -126,6 +132,11 @@ def pending(session: Session) -> list[Subject]:
     for package_id, path, content_path, digest in files:
         if _MANIFEST.match(content_path) and (package_id, content_path) not in sealed:
             out.append(Subject(package_id, path, content_path, digest))
+    for cp_path, digest in session.execute(
+        select(Checkpoint.path, Checkpoint.sha512).order_by(Checkpoint.id)
+    ):
+        if (None, cp_path) not in sealed:
+            out.append(Subject(None, "", cp_path, digest))
     return out
 
 
@@ -134,6 +145,8 @@ def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealRe
     (nothing is changed then; the manifests stay pending)."""
     report = SealReport()
     with services.store.commit_lock():
+        with services.session_scope() as session:
+            write_checkpoint(session, services.store.root, fsync=services.settings.fsync)
         with services.sessions() as session:
             subjects = pending(session)
         if not subjects:
@@ -181,11 +194,12 @@ def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealRe
                     for s in subjects
                 )
                 report.tokens.append((authority.name, token.gen_time, token.serial_number))
-            by_package: dict[str, list[Subject]] = {}
+            by_package: dict[str | None, list[Subject]] = {}
             for s in subjects:
                 by_package.setdefault(s.package_id, []).append(s)
             for package_id, items in by_package.items():
                 names = ", ".join(sorted(s.subject_path for s in items))
+                links = [Link("package", package_id)] if package_id else []
                 when = ", ".join(
                     f"{a.name} at {t.gen_time.isoformat()} (serial {t.serial_number})"
                     for a, t in tokens
@@ -197,8 +211,8 @@ def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealRe
                             "timestamp",
                             "success",
                             f"sealed {names}: RFC 3161 token(s) from {when}; RFC 4998 "
-                            f"evidence records in {EXTENSION}",
-                            links=[Link("package", package_id)],
+                            f"evidence records in {EXTENSION if package_id else LOG_DIR}",
+                            links=links,
                         )
                     ],
                     package_id=package_id,
@@ -217,14 +231,19 @@ def _write_records(
     written: dict[tuple[Subject, int], str] = {}
     writers = {token.serial_number: RecordWriter(ALGORITHM, token) for _, token in tokens}
     for s in subjects:
-        root = services.store.object_root(s.object_path)
+        # A package's records go into its object; a checkpoint's beside it in the storage root.
+        if s.package_id is None:
+            root, folder, prefix = services.store.root, LOG_DIR, ""
+        else:
+            root, folder = services.store.object_root(s.object_path), EXTENSION
+            prefix = f"{EXTENSION}/"
         leaf = bytes.fromhex(s.sha512)
         for authority, token in tokens:
             name = f"{s.subject_path}.{authority_tag(authority)}-{token.serial_number}.ers"
-            rel = f"{EXTENSION}/{name}"
+            rel = f"{prefix}{name}"
             _write_new(root / rel, writers[token.serial_number].record(batch.paths[leaf]))
             for pem in authority.roots:
-                anchor = root / EXTENSION / "trust" / f"{hashlib.sha256(pem).hexdigest()}.pem"
+                anchor = root / folder / "trust" / f"{hashlib.sha256(pem).hexdigest()}.pem"
                 if not anchor.exists():
                     _write_new(anchor, pem)
             written[(s, token.serial_number)] = rel

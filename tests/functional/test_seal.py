@@ -4,29 +4,52 @@ does, the package is stored anyway and its manifests wait for `custos seal`."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, select
 
 from archive.catalog.tables import Seal, SealBatch
+from archive.checkpoints import LOG_DIR
 from archive.proofs.evidence import verify_record
 from archive.proofs.seal import EXTENSION
 from tests.conftest import SAMPLE
 from tests.functional.test_cli import custos
 
 
-def query(data: Path, *columns: object) -> list[tuple[object, ...]]:
+def query(data: Path, *columns: Any, where: Any = None) -> list[tuple[Any, ...]]:
     """Rows of the catalog in ``data``, read directly (no services, no recovery)."""
     engine = create_engine(f"sqlite:///{data / 'catalog.sqlite3'}")
+    statement = select(*columns)
+    if where is not None:
+        statement = statement.where(where)
     try:
         with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(select(*columns))]
+            return [tuple(r) for r in conn.execute(statement)]
     finally:
         engine.dispose()
 
 
 def seals(data: Path) -> list[tuple[str, str, str]]:
-    return query(data, Seal.subject_path, Seal.subject_sha512, Seal.record_path)
+    """The seals of package manifests (not of custody-log checkpoints)."""
+    return query(
+        data,
+        Seal.subject_path,
+        Seal.subject_sha512,
+        Seal.record_path,
+        where=Seal.package_id.is_not(None),
+    )
+
+
+def checkpoint_seals(data: Path) -> list[tuple[str, str, str]]:
+    return query(
+        data,
+        Seal.subject_path,
+        Seal.subject_sha512,
+        Seal.record_path,
+        where=Seal.package_id.is_(None),
+    )
 
 
 BATCH_COLUMNS = (
@@ -63,8 +86,19 @@ def test_ingest_seals_every_manifest(tmp_path: Path) -> None:
             roots=[anchors[0].read_bytes()],
         )
         assert len(check.steps) == 4
+    # The custody log's head was sealed in the same batch, its record beside it in storage.
+    [(checkpoint, digest, record_path)] = checkpoint_seals(tmp_path)
+    storage = tmp_path / "storage"
+    assert checkpoint.startswith(f"{LOG_DIR}/") and record_path.startswith(f"{LOG_DIR}/")
+    stored = (storage / checkpoint).read_bytes()
+    assert json.loads(stored)["seq"] >= 1
+    verify_record(
+        (storage / record_path).read_bytes(),
+        hashlib.sha512(stored).digest(),
+        roots=[anchors[0].read_bytes()],
+    )
     code, again, _ = custos(tmp_path, "seal", "--json")
-    assert code == 0 and again["sealed"] == []
+    assert code == 0 and again["sealed"] == []  # its own seal events alone ask for no more
 
 
 def test_no_authority_answers_then_later_one_does(tmp_path: Path) -> None:
@@ -79,7 +113,8 @@ def test_no_authority_answers_then_later_one_does(tmp_path: Path) -> None:
     code, failed, err = custos(tmp_path, "seal", "--json", env=offline)
     assert code == 3 and "no timestamp authority answered" in failed["message"]
     code, done, _ = custos(tmp_path, "seal", "--json")
-    assert code == 0 and len(done["sealed"]) == 6 and done["tokens"][0]["tsa"] == "local"
+    assert code == 0 and len(done["sealed"]) == 7 and done["tokens"][0]["tsa"] == "local"
+    assert [s["manifest"].startswith(LOG_DIR) for s in done["sealed"]].count(True) == 1
     assert query(tmp_path, SealBatch.tsa) == [("local",)]
 
 
@@ -96,4 +131,5 @@ def test_rebuild_recovers_the_seals(tmp_path: Path) -> None:
     batches_after = query(tmp_path, *BATCH_COLUMNS)
     assert batches_after == batches_before
     code, again, _ = custos(tmp_path, "seal", "--json")
-    assert code == 0 and again["sealed"] == []  # nothing re-sealed after a rebuild
+    # No manifest is sealed twice; only the head of the rebuilt catalog's new custody log.
+    assert code == 0 and [s["package_id"] for s in again["sealed"]] == [None]
