@@ -268,12 +268,39 @@ def list_cmd(
 
 
 @app.command("seal")
-def seal_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Timestamp every manifest awaiting its seal (RFC 3161 token, RFC 4998 evidence records)."""
-    from archive.proofs.seal import seal_now
+def seal_cmd(
+    ctx: typer.Context,
+    retry_for: Annotated[
+        float,
+        typer.Option(
+            "--retry-for",
+            metavar="SECONDS",
+            help="When no authority answers, try again with back-off (tsa.retry_base doubling "
+            "up to tsa.retry_max) for up to this long.",
+            min=0,
+        ),
+    ] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Timestamp every manifest awaiting its seal (RFC 3161 token, RFC 4998 evidence records).
+
+    Also seals the custody log's head. Exit status 3 when no authority answered (the attempt
+    is recorded; the manifests stay pending)."""
+    from archive.proofs.seal import Backlog, seal_now, seal_with_retry
+
+    def waiting(state: Backlog) -> None:
+        if not as_json and state.next_attempt:
+            err.print(
+                f"[yellow]no authority answered[/] ({state.failures} attempt(s)); next try at "
+                f"{state.next_attempt.isoformat()}"
+            )
 
     services = run(as_json, state(ctx).services)
-    result = run(as_json, lambda: seal_now(services)).as_dict()
+    if retry_for > 0:
+        report = run(as_json, lambda: seal_with_retry(services, within=retry_for, on_wait=waiting))
+    else:
+        report = run(as_json, lambda: seal_now(services))
+    result = report.as_dict()
     if as_json:
         emit_json({"status": "ok", **result})
         return
@@ -286,6 +313,56 @@ def seal_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         out.print(line, markup=False)
     for failure in result["failures"]:
         err.print(f"[yellow]not answered:[/] {escape(failure)}")
+
+
+@app.command("status")
+def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Holdings, the seal backlog (and its age), and the custody log's last sealed checkpoint."""
+    from archive.status import status
+
+    services = run(as_json, state(ctx).services)
+    st = run(as_json, lambda: status(services))
+    if as_json:
+        emit_json({"status": "ok", **st.as_dict()})
+        return
+    out.print(
+        f"holdings: {st.packages} package(s), {st.payload_files} file(s), "
+        f"{human_bytes(st.payload_bytes)}",
+        markup=False,
+    )
+    b = st.seal
+    if b.pending == 0:
+        out.print("seal backlog: none", markup=False)
+    else:
+        age = (st.at - b.oldest).total_seconds() if b.oldest else 0.0
+        out.print(
+            f"seal backlog: {b.pending} manifest(s) awaiting their seal, the oldest for "
+            f"{_duration(age)}",
+            markup=False,
+        )
+        if b.failures:
+            out.print(
+                f"  {b.failures} failed attempt(s) since the last seal; last: "
+                f"{b.last_failure_detail}",
+                markup=False,
+            )
+        when = b.next_attempt.isoformat() if b.next_attempt else "now"
+        out.print(f"  next attempt due: {when}", markup=False)
+    sealed = (
+        f"last sealed checkpoint at entry {st.last_sealed_checkpoint} (written "
+        f"{st.last_checkpoint_at.isoformat()})"
+        if st.last_sealed_checkpoint and st.last_checkpoint_at
+        else "no checkpoint sealed yet"
+    )
+    out.print(f"custody log: {st.log_entries} entries; {sealed}", markup=False)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{int(seconds)} seconds"
 
 
 @app.command("verify")

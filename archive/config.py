@@ -51,6 +51,10 @@ class TSASettings(BaseModel):
     roots: tuple[Path, ...] = ()  # PEM trust anchors of the external TSAs
     policy: str = ""  # the policy OID tokens must carry ("" accepts the TSA's default)
     timeout: float = Field(default=30.0, gt=0)
+    #: After a failed seal, wait this long before the next try, doubling per failure...
+    retry_base: float = Field(default=30.0, gt=0)
+    #: ...up to this (seconds).
+    retry_max: float = Field(default=3600.0, gt=0)
 
 
 class Settings(BaseModel):

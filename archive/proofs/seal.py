@@ -15,20 +15,21 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archive.catalog.tables import Checkpoint, File, Package, Seal, SealBatch, Version
+from archive.catalog.tables import Checkpoint, Event, File, Package, Seal, SealBatch, Version
 from archive.checkpoints import LOG_DIR, write_checkpoint
 from archive.config import Settings
-from archive.custody import new_event, record_events
+from archive.custody import new_event, now, record_events
 from archive.errors import ProofError
 from archive.model import Link
 from archive.proofs import merkle
@@ -76,6 +77,37 @@ class Subject:
     object_path: str  # "" for a checkpoint
     subject_path: str  # relative to the object root (to the storage root for a checkpoint)
     sha512: str
+    since: datetime  # when the manifest was written
+
+
+class NoAuthorityAnswered(ProofError):
+    """Sealing could not happen now: no timestamp authority answered. Nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What awaits a seal, since when, and when sealing will next be tried."""
+
+    pending: int
+    oldest: datetime | None
+    failures: int  # failed attempts since the last seal that succeeded
+    last_failure: datetime | None
+    last_failure_detail: str
+    next_attempt: datetime | None  # None: due now (or nothing pending)
+
+    def as_dict(self, at: datetime | None = None) -> dict[str, Any]:
+        at = at or now()
+        return {
+            "pending": self.pending,
+            "oldest": self.oldest.isoformat() if self.oldest else None,
+            "oldest_age_seconds": (
+                round((at - self.oldest).total_seconds(), 1) if self.oldest else None
+            ),
+            "failed_attempts": self.failures,
+            "last_failure": self.last_failure.isoformat() if self.last_failure else None,
+            "last_failure_detail": self.last_failure_detail,
+            "next_attempt": self.next_attempt.isoformat() if self.next_attempt else None,
+        }
 
 
 @dataclass
@@ -115,29 +147,106 @@ def pending(session: Session) -> list[Subject]:
     sealed = {(p, s) for p, s in session.execute(select(Seal.package_id, Seal.subject_path))}
     out: list[Subject] = []
     rows = session.execute(
-        select(Version.package_id, Package.object_path, Version.number, Version.inventory_sha512)
+        select(
+            Version.package_id,
+            Package.object_path,
+            Version.number,
+            Version.inventory_sha512,
+            Version.created_at,
+        )
         .join(Package, Package.id == Version.package_id)
         .order_by(Version.created_at, Version.package_id, Version.number)
     )
-    for package_id, path, number, digest in rows:
+    for package_id, path, number, digest, created in rows:
         subject = f"v{number}/inventory.json"
         if (package_id, subject) not in sealed:
-            out.append(Subject(package_id, path, subject, digest))
+            out.append(Subject(package_id, path, subject, digest, created))
     files = session.execute(
-        select(File.package_id, Package.object_path, File.content_path, File.sha512)
+        select(
+            File.package_id, Package.object_path, File.content_path, File.sha512, Package.created_at
+        )
         .join(Package, Package.id == File.package_id)
         .where(File.role == "tag", File.version == 1)
         .order_by(File.package_id, File.content_path)
     )
-    for package_id, path, content_path, digest in files:
+    for package_id, path, content_path, digest, created in files:
         if _MANIFEST.match(content_path) and (package_id, content_path) not in sealed:
-            out.append(Subject(package_id, path, content_path, digest))
-    for cp_path, digest in session.execute(
-        select(Checkpoint.path, Checkpoint.sha512).order_by(Checkpoint.id)
+            out.append(Subject(package_id, path, content_path, digest, created))
+    for cp_path, digest, created in session.execute(
+        select(Checkpoint.path, Checkpoint.sha512, Checkpoint.created_at).order_by(Checkpoint.id)
     ):
         if (None, cp_path) not in sealed:
-            out.append(Subject(None, "", cp_path, digest))
+            out.append(Subject(None, "", cp_path, digest, created))
     return out
+
+
+def backlog(session: Session, settings: Settings) -> Backlog:
+    """The seal backlog: what is pending, the oldest, the failures since the last success and
+    when the next try is due (exponential back-off: ``retry_base`` doubled per failure, at
+    most ``retry_max``)."""
+    waiting = pending(session)
+    failures, last_failure, detail = 0, None, ""
+    attempts = session.execute(
+        select(Event.outcome, Event.occurred_at, Event.detail)
+        .where(Event.type == "timestamp")
+        .order_by(Event.id.desc())
+        .limit(1000)
+    )
+    for outcome, occurred, text in attempts:
+        if outcome != "failure":
+            break
+        failures += 1
+        if last_failure is None:
+            last_failure, detail = occurred, text
+    next_attempt = None
+    if waiting and failures and last_failure is not None:
+        delay = min(settings.tsa.retry_max, settings.tsa.retry_base * 2 ** (failures - 1))
+        next_attempt = last_failure + timedelta(seconds=delay)
+    return Backlog(
+        pending=len(waiting),
+        oldest=min((s.since for s in waiting), default=None),
+        failures=failures,
+        last_failure=last_failure,
+        last_failure_detail=detail,
+        next_attempt=next_attempt,
+    )
+
+
+def seal_if_due(services: Services, *, at: datetime | None = None) -> SealReport | None:
+    """Seal what is pending unless the back-off says to wait (for scheduled jobs).
+
+    Returns ``None`` when nothing was due; raises :class:`NoAuthorityAnswered` when a due
+    attempt failed (it is recorded, and the next one is put off further)."""
+    with services.sessions() as session:
+        state = backlog(session, services.settings)
+    if state.pending == 0 or (state.next_attempt and (at or now()) < state.next_attempt):
+        return None
+    return seal_now(services)
+
+
+def seal_with_retry(
+    services: Services,
+    *,
+    within: float,
+    sleep: Callable[[float], None] = time.sleep,
+    on_wait: Callable[[Backlog], None] | None = None,
+) -> SealReport:
+    """Try now, then again with back-off until sealed or ``within`` seconds have passed.
+
+    Raises :class:`NoAuthorityAnswered` if the last attempt in that time failed."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return seal_now(services)
+        except NoAuthorityAnswered:
+            with services.sessions() as session:
+                state = backlog(session, services.settings)
+            wait = (state.next_attempt - now()).total_seconds() if state.next_attempt else 0.0
+            if time.monotonic() + wait > deadline:
+                raise
+            if on_wait:
+                on_wait(state)
+            sleep(max(0.0, wait))
 
 
 def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealReport:
@@ -164,11 +273,23 @@ def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealRe
             except ProofError as exc:
                 report.failures.append(f"{authority.name}: {exc.message}")
         if not tokens:
-            raise ProofError(
+            failure = NoAuthorityAnswered(
                 f"no timestamp authority answered; {len(subjects)} manifest(s) stay awaiting "
                 "their seal",
                 hint="; ".join(report.failures) or "configure tsa.local or tsa.urls",
             )
+            with services.session_scope() as session:
+                record_events(
+                    session,
+                    [
+                        new_event(
+                            "timestamp",
+                            "failure",
+                            f"{failure.message}: {failure.hint}",
+                        )
+                    ],
+                )
+            raise failure
         records = _write_records(services, subjects, batch, tokens)
         with services.session_scope() as session:
             for authority, token in tokens:

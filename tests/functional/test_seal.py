@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, select
 
-from archive.catalog.tables import Seal, SealBatch
+from archive.catalog.tables import Event, Seal, SealBatch
 from archive.checkpoints import LOG_DIR
 from archive.proofs.evidence import verify_record
+from archive.proofs.local_tsa import LocalTSAServer, ensure_pki
 from archive.proofs.seal import EXTENSION
 from tests.conftest import SAMPLE
 from tests.functional.test_cli import custos
+from tests.servers import free_port
 
 
 def query(data: Path, *columns: Any, where: Any = None) -> list[tuple[Any, ...]]:
@@ -133,3 +137,63 @@ def test_rebuild_recovers_the_seals(tmp_path: Path) -> None:
     code, again, _ = custos(tmp_path, "seal", "--json")
     # No manifest is sealed twice; only the head of the rebuilt catalog's new custody log.
     assert code == 0 and [s["package_id"] for s in again["sealed"]] == [None]
+
+
+def test_sealing_retries_with_back_off_until_the_authority_returns(tmp_path: Path) -> None:
+    """TSA down during ingest: stored, pending, the failure recorded and the backlog shown with
+    its back-off; `custos seal --retry-for` keeps trying and seals once the TSA is back."""
+    tsa_dir = tmp_path / "tsa"
+    ensure_pki(tsa_dir)
+    port = free_port()
+    env = {
+        "CUSTOS_TSA__LOCAL": "false",
+        "CUSTOS_TSA__URLS": f'["http://127.0.0.1:{port}/"]',
+        "CUSTOS_TSA__ROOTS": json.dumps([str(tsa_dir / "root.pem")]),
+        "CUSTOS_TSA__TIMEOUT": "2",
+        "CUSTOS_TSA__RETRY_BASE": "0.4",
+        "CUSTOS_TSA__RETRY_MAX": "1",
+    }
+    data = tmp_path / "data"
+    code, body, _ = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json", env=env)
+    assert code == 0 and body["status"] == "stored" and body["seal"]["status"] == "pending"
+
+    code, st, _ = custos(data, "status", "--json", env=env)
+    backlog = st["seal_backlog"]
+    assert code == 0 and backlog["pending"] == 7  # six manifests and the log's checkpoint
+    assert backlog["failed_attempts"] == 1 and backlog["oldest_age_seconds"] >= 0
+    assert "no timestamp authority answered" in backlog["last_failure_detail"]
+    last = datetime.fromisoformat(backlog["last_failure"])
+    assert datetime.fromisoformat(backlog["next_attempt"]) - last == timedelta(seconds=0.4)
+
+    server = LocalTSAServer(tsa_dir, port=port)
+    timer = threading.Timer(3.0, server.start)
+    timer.start()
+    try:
+        code, done, err = custos(data, "seal", "--retry-for", "30", "--json", env=env)
+    finally:
+        timer.join()
+        server.stop()
+    assert code == 0, err
+    assert len(done["sealed"]) == 7 and done["tokens"][0]["tsa"].startswith("http://127.0.0.1")
+    failures = query(
+        data, Event.detail, where=(Event.type == "timestamp") & (Event.outcome == "failure")
+    )
+    assert len(failures) >= 2  # the ingest's attempt and at least one retry, each recorded
+
+    code, st, _ = custos(data, "status", "--json", env=env)
+    assert st["seal_backlog"]["pending"] == 0 and st["seal_backlog"]["failed_attempts"] == 0
+    assert st["custody_log"]["last_sealed_checkpoint"] is not None
+
+
+def test_retrying_gives_up_when_its_time_is_spent(tmp_path: Path) -> None:
+    offline = {
+        "CUSTOS_TSA__LOCAL": "false",
+        "CUSTOS_TSA__URLS": '["http://127.0.0.1:9/"]',
+        "CUSTOS_TSA__RETRY_BASE": "0.2",
+    }
+    code, _, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "S", env=offline)
+    assert code == 0
+    code, body, _ = custos(tmp_path, "seal", "--retry-for", "0.5", "--json", env=offline)
+    assert code == 3 and "no timestamp authority answered" in body["message"]
+    code, st, _ = custos(tmp_path, "status", "--json", env=offline)
+    assert st["seal_backlog"]["pending"] == 7 and st["seal_backlog"]["failed_attempts"] >= 2

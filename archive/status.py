@@ -1,0 +1,82 @@
+"""`custos status`: what the archive holds and what awaits work, read from the catalog alone.
+
+Reports holdings, the seal backlog (with its age and the back-off before the next attempt) and
+the custody log's head and last sealed checkpoint. It reads; it never starts work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from archive.catalog.tables import Checkpoint, CustodyHead, Deposit, Package, Seal
+from archive.custody import now
+from archive.proofs.seal import Backlog, backlog
+from archive.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    packages: int
+    payload_files: int
+    payload_bytes: int
+    seal: Backlog
+    log_entries: int
+    log_chain: str
+    last_sealed_checkpoint: int | None
+    last_checkpoint_at: datetime | None
+    at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "holdings": {
+                "packages": self.packages,
+                "payload_files": self.payload_files,
+                "payload_bytes": self.payload_bytes,
+            },
+            "seal_backlog": self.seal.as_dict(self.at),
+            "custody_log": {
+                "chain": self.log_chain,
+                "entries": self.log_entries,
+                "last_sealed_checkpoint": self.last_sealed_checkpoint,
+                "last_checkpoint_at": (
+                    self.last_checkpoint_at.isoformat() if self.last_checkpoint_at else None
+                ),
+            },
+        }
+
+
+def status(services: Services) -> Status:
+    """The archive's state now. Raises :class:`CatalogError` if the catalog cannot be read."""
+    with services.sessions() as session:
+        packages, files, size = session.execute(
+            select(
+                func.count(Package.id),
+                func.coalesce(func.sum(Deposit.payload_files), 0),
+                func.coalesce(func.sum(Deposit.payload_bytes), 0),
+            ).join(Deposit, Deposit.id == Package.deposit_id)
+        ).one()
+        head = session.get(CustodyHead, 1)
+        chain = head.chain if head else ""
+        last = session.execute(
+            select(Checkpoint.seq, Checkpoint.created_at)
+            .join(Seal, Seal.subject_path == Checkpoint.path)
+            .where(Checkpoint.chain == chain, Seal.package_id.is_(None))
+            .order_by(Checkpoint.seq.desc())
+            .limit(1)
+        ).first()
+        return Status(
+            packages=int(packages),
+            payload_files=int(files),
+            payload_bytes=int(size),
+            seal=backlog(session, services.settings),
+            log_entries=head.seq if head else 0,
+            log_chain=chain,
+            last_sealed_checkpoint=int(last[0]) if last else None,
+            last_checkpoint_at=last[1] if last else None,
+            at=now(),
+        )
