@@ -33,7 +33,8 @@ from archive.catalog.tables import CustodyHead, Event, EventLink
 from archive.checkpoints import CHAIN_LINK, CheckpointDoc, read_checkpoints, records_of
 from archive.custody import GENESIS, entry_hash, timestamp_text
 from archive.errors import ProofError
-from archive.proofs.evidence import verify_record
+from archive.proofs.evidence import parse_record, verify_record
+from archive.proofs.renew import current_only, digest_all
 from archive.proofs.verify import trust_anchors
 from archive.services import Services
 
@@ -272,17 +273,27 @@ def verify_log(services: Services, *, progress: Callable[[int], None] | None = N
 def _check_records(
     doc: CheckpointDoc, root: Path, anchors: list[bytes], report: AuditReport
 ) -> str | None:
-    """Verify a checkpoint's evidence records; return the earliest seal time, if any verify."""
+    """Verify a checkpoint's current evidence records (a renewed record supersedes the one it
+    extends); return the earliest time one attests, if any verifies."""
     times: list[str] = []
-    digest = bytes.fromhex(doc.sha512)
+    digests = digest_all((root / doc.path).read_bytes())
+    loaded = []
     for record in records_of(root, doc.path):
         try:
-            check = verify_record(record.read_bytes(), digest, roots=anchors)
+            der = record.read_bytes()
+            loaded.append((record.name, der, parse_record(der)))
+        except ProofError as exc:
+            report.problem(
+                "checkpoint-seal", f"evidence record {record.name} of {doc.path}: {exc.message}"
+            )
+    for i in current_only([(name, view) for name, _, view in loaded]):
+        name, der, _ = loaded[i]
+        try:
+            check = verify_record(der, digests, roots=anchors)
         except ProofError as exc:
             report.problem(
                 "checkpoint-seal",
-                f"evidence record {record.name} of checkpoint {doc.path} does not verify: "
-                f"{exc.message}",
+                f"evidence record {name} of checkpoint {doc.path} does not verify: {exc.message}",
             )
             continue
         times.append(check.gen_time.isoformat())

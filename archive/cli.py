@@ -267,7 +267,14 @@ def list_cmd(
     out.print(table)
 
 
-@app.command("seal")
+seal_app = typer.Typer(
+    help="Timestamp what awaits a seal; `custos seal renew` renews evidence records.",
+    invoke_without_command=True,
+)
+app.add_typer(seal_app, name="seal")
+
+
+@seal_app.callback()
 def seal_cmd(
     ctx: typer.Context,
     retry_for: Annotated[
@@ -286,6 +293,8 @@ def seal_cmd(
 
     Also seals the custody log's head. Exit status 3 when no authority answered (the attempt
     is recorded; the manifests stay pending)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from archive.proofs.seal import Backlog, seal_now, seal_with_retry
 
     def waiting(state: Backlog) -> None:
@@ -313,6 +322,33 @@ def seal_cmd(
         out.print(line, markup=False)
     for failure in result["failures"]:
         err.print(f"[yellow]not answered:[/] {escape(failure)}")
+
+
+@seal_app.command("renew")
+def seal_renew_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Renew evidence records (RFC 4998 §5.2) before their TSA certificates expire, and rehash
+    those resting on an algorithm the proof policy retires (settings `proofs.*`).
+
+    Exit status 3 if renewals were due and no authority answered, or if any record has
+    lapsed (its TSA certificate expired before it was renewed)."""
+    from archive.proofs.renew import renew
+
+    services = run(as_json, state(ctx).services)
+    report = run(as_json, lambda: renew(services))
+    if as_json:
+        emit_json({"status": "ok" if not report.lapsed else "lapsed", **report.as_dict()})
+    else:
+        kinds: dict[str, int] = {}
+        for r in report.renewed:
+            kinds[r.kind] = kinds.get(r.kind, 0) + 1
+        done = ", ".join(f"{n} {k} renewal(s)" for k, n in sorted(kinds.items())) or "none due"
+        out.print(f"{report.checked} current evidence record(s) checked; {done}", markup=False)
+        for tsa, when, serial in report.tokens:
+            out.print(f"  token from {tsa} at {when.isoformat()} (serial {serial})", markup=False)
+        for record, why in report.lapsed:
+            err.print(f"[red]lapsed:[/] {escape(record)}: {escape(why)}")
+    if report.lapsed:
+        raise typer.Exit(3)
 
 
 @app.command("status")

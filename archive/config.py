@@ -13,9 +13,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from archive.errors import ConfigError
 
@@ -57,6 +57,24 @@ class TSASettings(BaseModel):
     retry_max: float = Field(default=3600.0, gt=0)
 
 
+class ProofSettings(BaseModel):
+    """The archive's proof policy: the digest algorithm of new seals and renewals, those
+    retired (records resting on them get a hash-tree renewal), and how long before a TSA
+    certificate expires its timestamps are renewed. Every renewal event names what applied."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithm: Literal["sha256", "sha384", "sha512"] = "sha512"
+    retired_algorithms: tuple[Literal["sha256", "sha384", "sha512"], ...] = ()
+    renew_before_days: int = Field(default=180, ge=1)
+
+    @model_validator(mode="after")
+    def _not_retired(self) -> ProofSettings:
+        if self.algorithm in self.retired_algorithms:
+            raise ValueError(f"proofs.algorithm {self.algorithm} is listed as retired")
+        return self
+
+
 class Settings(BaseModel):
     """Everything Custos needs to know about where it runs."""
 
@@ -68,6 +86,7 @@ class Settings(BaseModel):
     staging_dir: Path | None = None
     limits: Limits = Limits()
     tsa: TSASettings = TSASettings()
+    proofs: ProofSettings = ProofSettings()
     policy_dir: Path | None = None
     identify_formats: bool = True
     fsync: bool = True

@@ -32,7 +32,7 @@ from archive.catalog.tables import (
 from archive.checkpoints import records_of
 from archive.custody import parse_premis, record_events
 from archive.errors import StorageError
-from archive.proofs.evidence import evidence_token
+from archive.proofs.evidence import parse_record
 from archive.proofs.timestamp import token_from_der
 from archive.storage import ocfl
 
@@ -235,8 +235,9 @@ def _index_seals(
 
 
 def _batch_of(session: Session, record: Path, tag: str) -> int:
-    """The seal batch of the token inside an evidence record, added if the catalog lacks it."""
-    token = token_from_der(evidence_token(record.read_bytes()))
+    """The seal batch of a record's newest token (the one its name carries), added if the
+    catalog lacks it."""
+    token = token_from_der(parse_record(record.read_bytes()).last.token)
     batch_id = session.execute(
         select(SealBatch.id).where(
             SealBatch.root == token.imprint.hex(),

@@ -3,21 +3,28 @@ tree and the batch's RFC 3161 token.
 
 No Python library implements RFC 4998, so the ASN.1 module is declared here with asn1crypto
 (IMPLICIT tags, as the RFC's module says). The token is embedded exactly as the TSA sent it.
-This first part covers records with one chain of one archive timestamp; renewals (§5.2) append
-to it later.
+Renewals (§5.2) append to a record: a timestamp renewal adds an archive timestamp to the last
+chain, a hash-tree renewal a new chain under a new digest algorithm; the verifier checks every
+chain (not only the last, as BouncyCastle does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from asn1crypto import algos, cms, core
 
 from archive.errors import ProofError
 from archive.proofs import merkle
-from archive.proofs.timestamp import TimestampToken, token_from_der, verify_token
+from archive.proofs.timestamp import (
+    TimestampToken,
+    signer_certificate,
+    token_from_der,
+    verify_token,
+)
 
 
 class PartialHashtree(core.SequenceOf):  # type: ignore[misc]
@@ -112,59 +119,233 @@ def _tlv(tag: int, body: bytes) -> bytes:
     return bytes([tag, 0x80 | len(raw)]) + raw + body
 
 
-def evidence_token(der: bytes) -> bytes:
-    """The first (original) timestamp token of a record, as stored.
-
-    Raises :class:`ProofError` if ``der`` is not an evidence record."""
-    try:
-        token: bytes = EvidenceRecordASN1.load(der)["archive_time_stamp_sequence"][0][0][
-            "time_stamp"
-        ].dump()
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise ProofError(f"not an RFC 4998 evidence record: {exc}") from exc
-    return token
-
-
 @dataclass(frozen=True, slots=True)
 class RecordCheck:
     """What verifying one record established, step by step, for people to read."""
 
     steps: tuple[str, ...]
     gen_time: datetime  # when the document's existence was first attested
+    renewals: int = 0  # archive timestamps after the first
 
 
-def verify_record(der: bytes, document_digest: bytes, *, roots: Sequence[bytes]) -> RecordCheck:
-    """Verify an evidence record for a document whose hash is ``document_digest``.
+@dataclass(frozen=True, slots=True)
+class AtsView:
+    """One ArchiveTimeStamp of a record, as stored."""
 
-    Raises :class:`ProofError` naming the first step that fails.
-    """
+    algorithm: str
+    path: tuple[tuple[bytes, ...], ...]
+    token: bytes  # the timeStamp (CMS ContentInfo), exactly as stored
+
+
+@dataclass(frozen=True, slots=True)
+class RecordView:
+    """An evidence record taken apart: its chains of archive timestamps, oldest first."""
+
+    algorithms: tuple[str, ...]
+    chains: tuple[tuple[AtsView, ...], ...]
+    chain_ders: tuple[bytes, ...]  # each ArchiveTimeStampChain's DER, as stored
+
+    def sequence_der(self, chains: int | None = None) -> bytes:
+        """DER of the ArchiveTimeStampSequence of the first ``chains`` chains (all: None)."""
+        return _tlv(
+            0x30, b"".join(self.chain_ders[: len(self.chain_ders) if chains is None else chains])
+        )
+
+    @property
+    def last(self) -> AtsView:
+        return self.chains[-1][-1]
+
+
+def parse_record(der: bytes) -> RecordView:
+    """Read an evidence record. Raises :class:`ProofError` if it is not one."""
     try:
         record = EvidenceRecordASN1.load(der)
-        chains = record["archive_time_stamp_sequence"]
-        ats = chains[0][0]
-        algorithm = ats["digest_algorithm"]["algorithm"].native
-        path = [[v.native for v in partial] for partial in (ats["reduced_hashtree"] or [])]
-        token_der = ats["time_stamp"].dump()
+        if record["version"].native != 1:
+            raise ValueError(f"version {record['version'].native}, not 1")
+        algorithms = tuple(a["algorithm"].native for a in record["digest_algorithms"])
+        chains = []
+        ders = []
+        for chain in record["archive_time_stamp_sequence"]:
+            views = []
+            for ats in chain:
+                if not ats["digest_algorithm"]:
+                    raise ValueError("an archive timestamp without its digestAlgorithm")
+                views.append(
+                    AtsView(
+                        algorithm=ats["digest_algorithm"]["algorithm"].native,
+                        path=tuple(
+                            tuple(v.native for v in partial)
+                            for partial in (ats["reduced_hashtree"] or [])
+                        ),
+                        token=ats["time_stamp"].dump(),
+                    )
+                )
+            if not views:
+                raise ValueError("an empty archive timestamp chain")
+            chains.append(tuple(views))
+            ders.append(chain.dump())
+        if not chains:
+            raise ValueError("no archive timestamp")
+        if record.dump() != der:
+            raise ValueError("bytes follow the record")
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise ProofError(f"not an RFC 4998 evidence record: {exc}") from exc
-    if len(chains) != 1 or len(chains[0]) != 1:
-        raise ProofError("renewed evidence records are not verified yet (one chain of one only)")
-    steps = [f"1. the record is an RFC 4998 evidence record using {algorithm}"]
-    try:
-        root = merkle.root_of(algorithm, document_digest, path)
-    except ValueError as exc:
-        raise ProofError(f"step 2 failed: {exc}") from exc
-    steps.append(
-        "2. the document's hash leads through the record's hash tree to "
-        f"{root.hex()[:16]}… ({len(path)} list(s))"
+    return RecordView(algorithms, tuple(chains), tuple(ders))
+
+
+def ats_der(algorithm: str, path: Sequence[Sequence[bytes]], token: bytes) -> bytes:
+    """DER of an ArchiveTimeStamp: [0] digestAlgorithm, [2] reducedHashtree, the token."""
+    alg = algos.DigestAlgorithm({"algorithm": algorithm})
+    tree = b""
+    if path:
+        lists = b"".join(_tlv(0x30, b"".join(_tlv(0x04, v) for v in partial)) for partial in path)
+        tree = _tlv(0xA2, lists)
+    return _tlv(0x30, _tlv(0xA0, alg.contents) + tree + token)
+
+
+def _assemble(der: bytes, algorithms: Sequence[str], chain_ders: Sequence[bytes]) -> bytes:
+    record = EvidenceRecordASN1.load(der)
+    body = record["version"].dump()
+    body += _tlv(0x30, b"".join(algos.DigestAlgorithm({"algorithm": a}).dump() for a in algorithms))
+    for name in ("crypto_infos", "encryption_info"):
+        if record[name]:
+            body += record[name].dump()
+    return _tlv(0x30, body + _tlv(0x30, b"".join(chain_ders)))
+
+
+def renewal_leaf(view: RecordView) -> bytes:
+    """What a timestamp renewal covers (RFC 4998 §5.2): the hash of the last timeStamp."""
+    return hashlib.new(view.last.algorithm, view.last.token).digest()
+
+
+def renew_timestamp(der: bytes, path: Sequence[Sequence[bytes]], token: bytes) -> bytes:
+    """The record with a timestamp renewal appended to its last chain (RFC 4998 §5.2)."""
+    view = parse_record(der)
+    last_chain = EvidenceRecordASN1.load(der)["archive_time_stamp_sequence"][-1]
+    inner = b"".join(ats.dump() for ats in last_chain)
+    chain = _tlv(0x30, inner + ats_der(view.last.algorithm, path, token))
+    return _assemble(der, view.algorithms, [*view.chain_ders[:-1], chain])
+
+
+def rehash_leaf(view: RecordView, algorithm: str, document_digest: bytes) -> bytes:
+    """What a hash-tree renewal with ``algorithm`` covers for a document (RFC 4998 §5.2):
+    H(H(document) ‖ H(the ArchiveTimeStampSequence so far, DER))."""
+    sequence = hashlib.new(algorithm, view.sequence_der()).digest()
+    return hashlib.new(algorithm, document_digest + sequence).digest()
+
+
+def renew_hash_tree(
+    der: bytes, algorithm: str, path: Sequence[Sequence[bytes]], token: bytes
+) -> bytes:
+    """The record with a new chain under ``algorithm`` (RFC 4998 §5.2 hash-tree renewal)."""
+    view = parse_record(der)
+    algorithms = list(view.algorithms)
+    if algorithm not in algorithms:
+        algorithms.append(algorithm)
+    chain = _tlv(0x30, ats_der(algorithm, path, token))
+    return _assemble(der, algorithms, [*view.chain_ders, chain])
+
+
+def verify_record(
+    der: bytes,
+    document_digest: bytes | Mapping[str, bytes],
+    *,
+    roots: Sequence[bytes],
+    at: datetime | None = None,
+) -> RecordCheck:
+    """Verify an evidence record for a document, every chain and every renewal (RFC 4998 §5.3).
+
+    ``document_digest`` is the document's hash under the first chain's algorithm, or a
+    mapping from algorithm to hash when the record was renewed with other algorithms. Each
+    archive timestamp's TSA certificate must still have been valid when the next one was made
+    (``at``, default now, for the last): a record not renewed in time fails.
+    Raises :class:`ProofError` naming the first step that fails.
+    """
+    view = parse_record(der)
+    digests = (
+        {view.chains[0][0].algorithm: document_digest}
+        if isinstance(document_digest, bytes)
+        else dict(document_digest)
     )
-    token = token_from_der(token_der)
-    if token.algorithm != algorithm or token.imprint != root:
-        raise ProofError("step 3 failed: the timestamp does not cover the hash tree's root")
-    steps.append(f"3. the timestamp covers exactly that value (serial {token.serial_number})")
-    verify_token(token, root, roots=roots)
+    steps = [
+        f"1. the record is an RFC 4998 evidence record ({len(view.chains)} chain(s), "
+        f"{sum(len(c) for c in view.chains)} archive timestamp(s), "
+        f"{', '.join(view.algorithms)})"
+    ]
+    used = {chain[0].algorithm for chain in view.chains}
+    if used != set(view.algorithms) or len(view.algorithms) != len(used):
+        raise ProofError(
+            f"the record lists the digest algorithms {', '.join(view.algorithms)}, but its "
+            f"chains use {', '.join(sorted(used))} (RFC 4998 §4.1 wants them to agree)"
+        )
+    tokens: list[TimestampToken] = []
+    for i, chain in enumerate(view.chains):
+        algorithm = chain[0].algorithm
+        if any(ats.algorithm != algorithm for ats in chain):
+            raise ProofError(f"chain {i + 1} mixes digest algorithms (RFC 4998 §5.2 forbids it)")
+        if algorithm not in digests:
+            raise ProofError(
+                f"chain {i + 1} uses {algorithm}: checking it needs the document's {algorithm} "
+                "digest"
+            )
+        leaf = digests[algorithm]
+        if i > 0:
+            sequence = hashlib.new(algorithm, view.sequence_der(i)).digest()
+            leaf = hashlib.new(algorithm, leaf + sequence).digest()
+        for j, ats in enumerate(chain):
+            where = f"archive timestamp {j + 1} of chain {i + 1}"
+            if j > 0:
+                leaf = hashlib.new(algorithm, chain[j - 1].token).digest()
+            try:
+                root = merkle.root_of(algorithm, leaf, ats.path)
+            except ValueError as exc:
+                raise ProofError(f"{where}: {exc}") from exc
+            token = token_from_der(ats.token)
+            if token.algorithm != algorithm or token.imprint != root:
+                raise ProofError(
+                    f"{where}: the timestamp does not cover "
+                    + ("the hash tree's root" if j == 0 else "the timestamp before it")
+                )
+            try:
+                verify_token(token, root, roots=roots)
+            except ProofError as exc:
+                raise ProofError(f"{where}: {exc.message}") from exc
+            covered = (
+                "the document's hash, through the record's hash tree"
+                if i == 0 and j == 0
+                else "the document and every earlier chain, rehashed with " + algorithm
+                if j == 0
+                else "the timestamp before it (a renewal)"
+            )
+            steps.append(
+                f"{len(steps) + 1}. {where} covers {covered}; its signature and certificate "
+                f"chain verify; made at {token.gen_time.isoformat()} (serial "
+                f"{token.serial_number})"
+            )
+            tokens.append(token)
+    moment = at or datetime.now(UTC)
+    for k, token in enumerate(tokens):
+        following = tokens[k + 1].gen_time if k + 1 < len(tokens) else moment
+        if following < token.gen_time:
+            raise ProofError(
+                f"timestamp {token.serial_number} is followed by one made earlier "
+                f"({following.isoformat()}): the record's order is wrong"
+            )
+        not_after = signer_certificate(token).not_valid_after_utc
+        if not_after < following:
+            what = (
+                f"before it was renewed at {following.isoformat()}"
+                if k + 1 < len(tokens)
+                else f"and the record was not renewed before then (checked at {moment.isoformat()})"
+            )
+            raise ProofError(
+                f"the certificate of the TSA that made timestamp {token.serial_number} "
+                f"expired on {not_after.isoformat()} {what}",
+                hint="renew evidence records before their TSA certificates expire "
+                "(`custos seal renew`)",
+            )
     steps.append(
-        f"4. the timestamp's signature and certificate chain verify; it was made at "
-        f"{token.gen_time.isoformat()}"
+        f"{len(steps) + 1}. each TSA certificate was still valid when the next timestamp was "
+        f"made, the last one at {moment.isoformat()}"
     )
-    return RecordCheck(tuple(steps), token.gen_time)
+    return RecordCheck(tuple(steps), tokens[0].gen_time, len(tokens) - 1)

@@ -39,7 +39,6 @@ from archive.proofs.timestamp import TimestampToken, request_token
 from archive.services import Services
 
 EXTENSION = "extensions/custos-evidence-records"
-ALGORITHM = "sha512"
 _MANIFEST = re.compile(r"^v1/content/bag/(tag)?manifest-[A-Za-z0-9_-]+\.txt$")
 
 
@@ -260,13 +259,15 @@ def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealRe
             subjects = pending(session)
         if not subjects:
             return report
-        leaves = sorted({bytes.fromhex(s.sha512) for s in subjects})
-        batch = merkle.build(ALGORITHM, leaves)
+        algorithm = services.settings.proofs.algorithm
+        digest_of = {s: subject_digest(services, s, algorithm) for s in subjects}
+        leaves = sorted(set(digest_of.values()))
+        batch = merkle.build(algorithm, leaves)
         tokens: list[tuple[Authority, TimestampToken]] = []
         for authority in authorities:
             try:
                 token = request_token(
-                    authority.url, batch.root, ALGORITHM, policy=authority.policy or None,
+                    authority.url, batch.root, algorithm, policy=authority.policy or None,
                     timeout=services.settings.tsa.timeout,
                 )  # fmt: skip
                 tokens.append((authority, token))
@@ -290,12 +291,12 @@ def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealRe
                     ],
                 )
             raise failure
-        records = _write_records(services, subjects, batch, tokens)
+        records = _write_records(services, subjects, batch, tokens, digest_of, algorithm)
         with services.session_scope() as session:
             for authority, token in tokens:
                 row = SealBatch(
                     created_at=token.gen_time,
-                    algorithm=ALGORITHM,
+                    algorithm=algorithm,
                     root=batch.root.hex(),
                     tsa=authority_tag(authority),
                     token=token.token,
@@ -347,30 +348,66 @@ def _write_records(
     subjects: list[Subject],
     batch: merkle.Batch,
     tokens: list[tuple[Authority, TimestampToken]],
+    digest_of: dict[Subject, bytes],
+    algorithm: str,
 ) -> dict[tuple[Subject, int], str]:
     """Write each record (and the trust anchors) into its object; return their paths."""
     written: dict[tuple[Subject, int], str] = {}
-    writers = {token.serial_number: RecordWriter(ALGORITHM, token) for _, token in tokens}
+    writers = {token.serial_number: RecordWriter(algorithm, token) for _, token in tokens}
     for s in subjects:
         # A package's records go into its object; a checkpoint's beside it in the storage root.
-        if s.package_id is None:
-            root, folder, prefix = services.store.root, LOG_DIR, ""
-        else:
-            root, folder = services.store.object_root(s.object_path), EXTENSION
-            prefix = f"{EXTENSION}/"
-        leaf = bytes.fromhex(s.sha512)
+        leaf = digest_of[s]
         for authority, token in tokens:
-            name = f"{s.subject_path}.{authority_tag(authority)}-{token.serial_number}.ers"
-            rel = f"{prefix}{name}"
+            rel = record_name(s, authority_tag(authority), token.serial_number)
+            root = subject_root(services, s)
             _write_new(root / rel, writers[token.serial_number].record(batch.paths[leaf]))
-            for pem in authority.roots:
-                anchor = root / folder / "trust" / f"{hashlib.sha256(pem).hexdigest()}.pem"
-                if not anchor.exists():
-                    _write_new(anchor, pem)
+            write_anchors(services, s, authority.roots)
             written[(s, token.serial_number)] = rel
     if services.settings.fsync:
         os.sync()
     return written
+
+
+def subject_root(services: Services, s: Subject) -> Path:
+    """Where a subject's path is relative to: its object, or the storage root (checkpoints)."""
+    if s.package_id is None:
+        return services.store.root
+    return services.store.object_root(s.object_path)
+
+
+def record_name(s: Subject, tag: str, serial: int) -> str:
+    """A record's path relative to :func:`subject_root`: a package's records go into its
+    object's extension folder, a checkpoint's beside it."""
+    prefix = "" if s.package_id is None else f"{EXTENSION}/"
+    return f"{prefix}{s.subject_path}.{tag}-{serial}.ers"
+
+
+def write_anchors(services: Services, s: Subject, roots: Sequence[bytes]) -> None:
+    """The trust anchors beside the records (``trust/<sha256>.pem``), written once each."""
+    folder = LOG_DIR if s.package_id is None else EXTENSION
+    for pem in roots:
+        anchor = (
+            subject_root(services, s) / folder / "trust" / f"{hashlib.sha256(pem).hexdigest()}.pem"
+        )
+        if not anchor.exists():
+            _write_new(anchor, pem)
+
+
+def subject_digest(services: Services, s: Subject, algorithm: str) -> bytes:
+    """A manifest's digest under ``algorithm``; read from storage (and checked against the
+    sha512 the catalog holds) unless that is sha512 itself.
+
+    Raises :class:`ProofError` if the stored manifest no longer has its catalogued digest."""
+    if algorithm == "sha512":
+        return bytes.fromhex(s.sha512)
+    data = (subject_root(services, s) / s.subject_path).read_bytes()
+    if hashlib.sha512(data).hexdigest() != s.sha512:
+        raise ProofError(
+            f"{s.subject_path} in storage no longer has the sha512 the catalog recorded; "
+            "it is not sealed",
+            hint="run `custos verify` on its package and repair it from a replica",
+        )
+    return hashlib.new(algorithm, data).digest()
 
 
 def authority_tag(authority: Authority) -> str:

@@ -171,6 +171,7 @@ def verify_token(
     timeStamping EKU of the TSA certificate, the imprint and, if given, the policy.
     Raises :class:`ProofError` naming what failed.
     """
+    _check_signer_info(token)
     builder = VerifierBuilder()
     for pem in roots:
         builder = builder.add_root_certificate(x509.load_pem_x509_certificate(pem))
@@ -183,3 +184,59 @@ def verify_token(
         raise ProofError(f"the timestamp does not verify: {exc}") from exc
     except ValueError as exc:
         raise ProofError(f"the timestamp cannot be read: {exc}") from exc
+
+
+def signer_certificate(token: TimestampToken) -> x509.Certificate:
+    """The TSA certificate that signed ``token``, from the certificates the token embeds.
+
+    Raises :class:`ProofError` if the token embeds none that matches its signer."""
+    try:
+        signed = cms.ContentInfo.load(token.token)["content"]
+        sid = signed["signer_infos"][0]["sid"]
+        for choice in signed["certificates"] or []:
+            if choice.name != "certificate":
+                continue
+            cert = choice.chosen
+            if sid.name == "issuer_and_serial_number":
+                ias = sid.chosen
+                if (
+                    cert.issuer == ias["issuer"]
+                    and cert.serial_number == ias["serial_number"].native
+                ):
+                    return x509.load_der_x509_certificate(cert.dump())
+            elif cert.key_identifier == sid.chosen.native:
+                return x509.load_der_x509_certificate(cert.dump())
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ProofError(f"the timestamp's signer cannot be read: {exc}") from exc
+    raise ProofError(
+        f"timestamp {token.serial_number} does not carry the certificate of the TSA that "
+        "signed it, so when that certificate expires cannot be told"
+    )
+
+
+_SIGNATURES = {"rsassa_pkcs1v15", "rsassa_pss", "ecdsa", "ed25519", "ed448"}
+
+
+def _check_signer_info(token: TimestampToken) -> None:
+    """The parts of the SignerInfo the signature does not cover, held to what they must say.
+
+    rfc3161-client verifies by the certificate's key type and ignores the stated signature
+    algorithm, so a token whose signatureAlgorithm (or the signature's encoding) was altered
+    would still verify. Such a token is not the one the TSA issued: refuse it."""
+    try:
+        info = cms.ContentInfo.load(token.token)["content"]["signer_infos"][0]
+        signature = info["signature_algorithm"]
+        name = signature["algorithm"].native
+        digest = info["digest_algorithm"]["algorithm"].native
+        info["signature"].native  # noqa: B018 - parsing it checks its tag
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ProofError(f"the timestamp's signer information cannot be read: {exc}") from exc
+    hash_name, _, scheme = name.partition("_")
+    if name in _SIGNATURES:
+        return
+    if scheme in ("rsa", "ecdsa") and hash_name == digest:
+        return
+    raise ProofError(
+        f"the timestamp's stated signature algorithm {name} does not fit its digest "
+        f"algorithm {digest}: the token was altered"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from archive.catalog.queries import resolve_package_id
 from archive.catalog.tables import Package, Seal
 from archive.digest import digest_file
 from archive.errors import ProofError, StorageError
-from archive.proofs.evidence import verify_record
+from archive.proofs.evidence import parse_record, verify_record
+from archive.proofs.renew import current_only, digest_all
 from archive.services import Services
 from archive.storage import ocfl
 
@@ -63,8 +65,13 @@ def trust_anchors(services: Services) -> list[bytes]:
     return anchors
 
 
-def verify_package(services: Services, package_ref: str, paths: list[str]) -> VerifyReport:
+def verify_package(
+    services: Services, package_ref: str, paths: list[str], *, at: datetime | None = None
+) -> VerifyReport:
     """Verify a package's seals, or the given files through the seals that cover them.
+
+    Only a manifest's current records count (a renewed record supersedes the one it extends);
+    ``at`` is the moment the newest timestamps must still be valid at (default now).
 
     Returns the report whatever it found; raises only when the package does not exist
     (:class:`NotFound`) or its inventory cannot be read at all (:class:`StorageError`).
@@ -100,7 +107,7 @@ def verify_package(services: Services, package_ref: str, paths: list[str]) -> Ve
         report.failed("No manifest of this package has been sealed yet (run `custos seal`).")
         return report
     for subject in subjects:
-        _verify_subject(report, root, subject, by_subject.get(subject, []), anchors)
+        _verify_subject(report, root, subject, by_subject.get(subject, []), anchors, at)
     return report
 
 
@@ -149,13 +156,25 @@ def _verify_subject(
     subject: str,
     records: list[tuple[str, str]],
     anchors: list[bytes],
+    at: datetime | None,
 ) -> None:
     if not records:
         report.failed(f"{subject}: not sealed yet (run `custos seal`).")
         return
     data = (root / subject).read_bytes()
     actual = hashlib.sha512(data).hexdigest()
+    digests = digest_all(data)
+    views = []
     for sealed_digest, record_path in records:
+        try:
+            views.append(
+                (sealed_digest, record_path, parse_record((root / record_path).read_bytes()))
+            )
+        except (ProofError, OSError) as exc:
+            reason = exc.message if isinstance(exc, ProofError) else str(exc)
+            report.failed(f"{subject}: its evidence record {record_path} fails: {reason}")
+    current = current_only([(path, view) for _, path, view in views])
+    for sealed_digest, record_path, _ in (views[i] for i in current):
         if actual != sealed_digest:
             report.failed(
                 f"{subject}: its bytes now hash to {actual[:16]}…, not the {sealed_digest[:16]}… "
@@ -163,9 +182,7 @@ def _verify_subject(
             )
             continue
         try:
-            check = verify_record(
-                (root / record_path).read_bytes(), bytes.fromhex(actual), roots=anchors
-            )
+            check = verify_record((root / record_path).read_bytes(), digests, roots=anchors, at=at)
         except (ProofError, OSError) as exc:
             reason = exc.message if isinstance(exc, ProofError) else str(exc)
             report.failed(f"{subject}: its evidence record {record_path} fails: {reason}")
