@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -21,6 +21,7 @@ from policies.access import (
 from policies.errors import AmbiguousRecords, InvalidAssignment, InvalidConsent, InvalidPath
 from policies.load import load_access_policy
 from policies.schema import AccessPolicy
+from policies.vocabulary import Scope
 from tests.unit.policies.samples import BASE, write
 
 SUNSET = date(2050, 1, 1)
@@ -138,9 +139,9 @@ def test_unknown_consent_scope() -> None:
     with pytest.raises(InvalidConsent, match="'everything'"):
         consent("a", "research", "everything")
     with pytest.raises(InvalidConsent, match="frozenset"):
-        Consent("a", {"research"})  # type: ignore[arg-type]
+        Consent("a", cast(frozenset[Scope], {"research"}))
     with pytest.raises(InvalidConsent, match="frozenset"):
-        Consent("a", "research")  # type: ignore[arg-type]
+        Consent("a", cast(frozenset[Scope], "research"))
 
 
 # --- The most specific path wins ---------------------------------------------------------
