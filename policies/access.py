@@ -90,7 +90,7 @@ class Assignment:
                 f"unknown tier {self.tier!r} for {self.path or 'the package'}",
                 hint="use public, restricted or protected-identity",
             )
-        if not self.legal_basis.strip():
+        if not isinstance(self.legal_basis, str) or not self.legal_basis.strip():
             raise InvalidAssignment(
                 f"the {self.tier} assignment of {self.path or 'the package'} has no legal basis",
                 hint="state the legal basis (law, order, agreement) for the tier",
@@ -113,7 +113,7 @@ class Assignment:
                 f"successor {self.successor!r} of a {self.tier} assignment is not more open",
                 hint="restricted opens to public; protected-identity to restricted or public",
             )
-        if not self.sunset_basis.strip():
+        if not isinstance(self.sunset_basis, str) or not self.sunset_basis.strip():
             raise InvalidAssignment(
                 f"the sunset of the {self.tier} assignment of {self.path or 'the package'} "
                 "has no stated basis"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Hashable, Mapping, Set
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Generic, Literal, TypeVar
 
 from policies.access import Assignment, add_years, sunset_terms
@@ -98,6 +98,11 @@ class Review:
 
     def __post_init__(self) -> None:
         a = self.assignment
+        steps = [self.opened_on, *(x.on for x in self.approvals)]
+        if self.extension is not None:
+            steps += [self.extension.on, self.extension.new_sunset]
+        if any(not isinstance(d, date) or isinstance(d, datetime) for d in steps):
+            raise BadReviewDate("review steps are dated with dates, not times")
         if a.tier != "protected-identity" or a.sunset is None:
             raise ReviewRefused(f"only protected-identity assignments are reviewed, not {a.tier}")
         if self.opened_on < a.sunset:

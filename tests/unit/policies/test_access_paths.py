@@ -59,6 +59,7 @@ def test_valid_assignments() -> None:
         ({"tier": "secret"}, "unknown tier 'secret'"),
         ({"legal_basis": ""}, "has no legal basis"),
         ({"legal_basis": "  \t"}, "has no legal basis"),
+        ({"legal_basis": None}, "has no legal basis"),
         ({"successor": None}, "needs a successor"),
         ({"successor": "archive"}, "needs a successor"),
         ({"successor": "restricted"}, "is not more open"),

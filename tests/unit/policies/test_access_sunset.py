@@ -3,7 +3,7 @@ only after two different registrars approve, or stay closed until an extension's
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -331,3 +331,10 @@ def test_whole_life_of_a_protected_identity(tmp_path: Path) -> None:
     assert isinstance(m, Move)
     assert m.replacement.tier == "public"
     assert due_transitions({1: m.replacement}, date(2999, 1, 1)) == []
+
+
+def test_review_steps_are_dates_not_times() -> None:
+    with pytest.raises(BadReviewDate, match="dates, not times"):
+        approve(pending(), ALICE, on=datetime(2052, 5, 3, 12, 0))
+    with pytest.raises(BadReviewDate, match="dates, not times"):
+        extend(pending(), ALICE, datetime(2060, 1, 1), on=SUNSET, reason="risk")
