@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from policies.schema import IngestPolicy
+from policies.schema import AccessPolicy, IngestPolicy
 
 POLICY_DIR = Path(__file__).resolve().parent
 
@@ -31,10 +31,15 @@ def _load(model: type[P], path: Path) -> P:
         return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'policy'}: {e['msg']}" for e in exc.errors()
         )
         raise PolicyFileError(f"policy file {path} is invalid: {problems}") from exc
 
 
 def load_ingest_policy(folder: Path | None = None) -> IngestPolicy:
     return _load(IngestPolicy, (folder or POLICY_DIR) / "ingest.toml")
+
+
+def load_access_policy(folder: Path | None = None) -> AccessPolicy:
+    """``access.toml`` from ``folder`` (default: the shipped one); raises PolicyFileError."""
+    return _load(AccessPolicy, (folder or POLICY_DIR) / "access.toml")
