@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -110,7 +110,7 @@ def emit_json(value: Any) -> None:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Path):
         return str(value)
@@ -495,6 +495,7 @@ def show_cmd(
                     v.__dict__ if hasattr(v, "__dict__") else _asdict(v) for v in d.versions
                 ],
                 "files": [_asdict(f) for f in d.files],
+                "access": [_asdict(a) for a in d.access],
                 "events": [_event_dict(e) for e in d.events],
             }
         )
@@ -541,6 +542,22 @@ def show_cmd(
             )
         )
     out.print(ft)
+    at = Table("path", "tier", "sunset", "then", "consent", "legal basis", title="access")
+    for a in d.access:
+        at.add_row(
+            *map(
+                Text,
+                (
+                    a.path or "(the package)",
+                    a.tier or "(as above)",
+                    a.sunset.isoformat() if a.sunset else "-",
+                    a.successor or "-",
+                    ", ".join(a.consent) if a.consent else "none recorded",
+                    a.legal_basis,
+                ),
+            )
+        )
+    out.print(at)
     et = Table("when", "event", "outcome", "detail", title="events")
     for e in d.events:
         et.add_row(*map(Text, (f"{e.occurred_at:%Y-%m-%d %H:%M:%S}", e.type, e.outcome, e.detail)))

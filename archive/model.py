@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 Outcome = Literal["success", "failure", "warning"]
@@ -94,6 +94,18 @@ class PackageSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessRow:
+    """A tier assignment (path "" for the whole package) and the consent on that path."""
+
+    path: str
+    tier: str
+    sunset: date | None
+    successor: str | None
+    legal_basis: str
+    consent: tuple[str, ...] | None  # None: no consent recorded on this path
+
+
+@dataclass(frozen=True, slots=True)
 class PackageDetail:
     summary: PackageSummary
     deposit_id: str
@@ -103,3 +115,4 @@ class PackageDetail:
     versions: tuple[VersionRow, ...]
     files: tuple[FileRow, ...]
     events: tuple[EventRecord, ...]
+    access: tuple[AccessRow, ...] = ()

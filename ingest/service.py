@@ -23,7 +23,7 @@ from typing import Any, Literal
 from sqlalchemy import insert, select, update
 
 from archive import journal as journal_mod
-from archive.catalog.index import FORMATS_JSON, PREMIS_XML, index_object, role_of
+from archive.catalog.index import ACCESS_JSON, FORMATS_JSON, PREMIS_XML, index_object, role_of
 from archive.catalog.queries import deposit_by_fingerprint, resolve_package_id
 from archive.catalog.tables import Deposit, File, Package, Version
 from archive.custody import new_event, parse_premis, premis_xml, record_events
@@ -40,11 +40,12 @@ from archive.storage.ocfl import (
     read_inventory,
 )
 from archive.versions import append_version, finish
+from ingest.access import UNDECLARED_BASIS, AccessDeclaration, declare
 from ingest.bag import check_bag
 from ingest.identify import Identification, identify, tool_version
 from ingest.unpack import receive
-from policies.load import PolicyFileError, load_ingest_policy
-from policies.schema import IngestPolicy
+from policies.load import PolicyFileError, load_access_policy, load_ingest_policy
+from policies.schema import AccessPolicy, IngestPolicy
 
 Progress = Callable[[int], None]
 AGENT = "Custos ingest"
@@ -82,6 +83,32 @@ def _step(services: Services, name: str) -> None:
     """A named point of the ingest; crash tests make the process die here."""
     if services.settings.fault_point == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def load_access(services: Services) -> AccessPolicy:
+    try:
+        return load_access_policy(services.settings.policy_dir)
+    except PolicyFileError as exc:
+        raise ConfigError(str(exc), hint="fix the policy file or the policy_dir setting") from exc
+
+
+def _access_summary(access: AccessDeclaration, policy: AccessPolicy) -> str:
+    """The tier event's detail: tiers and counts only, never paths (they may name people)."""
+    package = next(a for a in access.assignments if a.path == "")
+    until = (
+        f" until {package.sunset.isoformat()}, then {package.successor}" if package.sunset else ""
+    )
+    tiers: dict[str, int] = {}
+    for a in access.assignments:
+        if a.path:
+            tiers[a.tier] = tiers.get(a.tier, 0) + 1
+    inner = ", ".join(f"{n} {t}" for t, n in sorted(tiers.items()))
+    undeclared = " (undeclared: fail closed)" if package.legal_basis == UNDECLARED_BASIS else ""
+    return (
+        f"access at deposit ({policy.label}): the package is {package.tier}{until}{undeclared}"
+        + (f"; files or folders declared apart: {inner}" if inner else "")
+        + f"; consent recorded for {len(access.consents)} path(s)"
+    )
 
 
 def load_policy(services: Services) -> IngestPolicy:
@@ -132,6 +159,7 @@ def ingest(
     """
     depositor = check_depositor(depositor)
     policy = load_policy(services)
+    access_policy = load_access(services)
     settings = services.settings
     source = source.absolute()
     deposit_id = str(uuid.uuid4())
@@ -169,7 +197,15 @@ def ingest(
         finally:
             received.close()
         _step(services, "received")
-        findings = report.findings
+        access = declare(
+            report.info,
+            bag_dir,
+            report.payload.keys(),
+            policy=access_policy,
+            depositor=depositor,
+            deposited_on=received_at.date(),
+        )
+        findings = [*report.findings, *access.findings]
         if errors_in(findings):
             raise InputRejected(
                 f"deposit refused: {source.name} is not a bag the archive can accept",
@@ -217,6 +253,13 @@ def ingest(
                 agent=AGENT,
             ),
             new_event(
+                "tier change",
+                "success",
+                _access_summary(access, access_policy),
+                links=links,
+                agent=AGENT,
+            ),
+            new_event(
                 "ingestion",
                 "success",
                 f"deposit {deposit_id} from {source.name} stored as OCFL object, version 1",
@@ -240,6 +283,7 @@ def ingest(
         }
         version.add_bytes("custos/deposit.json", _json(meta))
         version.add_bytes("custos/bag-info.json", _json(report.info))
+        version.add_bytes(ACCESS_JSON, _json(access.as_json(access_policy)))
         version.add_bytes("custos/premis.xml", premis_xml(events))
         _step(services, "metadata")
         inventory = version.build_inventory(

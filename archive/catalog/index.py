@@ -11,6 +11,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import (
+    AccessAssignment,
     Base,
     Checkpoint,
+    ConsentRecord,
     Deposit,
     Depositor,
     Event,
@@ -39,6 +42,7 @@ from archive.storage import ocfl
 DEPOSIT_JSON = "custos/deposit.json"
 PREMIS_XML = "custos/premis.xml"
 FORMATS_JSON = "custos/formats.json"
+ACCESS_JSON = "custos/access.json"
 PAYLOAD_PREFIX = "bag/data/"
 FILES = Base.metadata.tables["files"]
 BAG_PREFIX = "bag/"
@@ -187,6 +191,9 @@ def index_object(
     # Core executemany on the table: the ORM bulk path costs 4x more per row.
     for i in range(0, len(file_rows), 10000):
         session.execute(insert(FILES), file_rows[i : i + 10000])
+    access_raw = _read_logical(object_root, state, ACCESS_JSON)
+    if access_raw is not None:
+        _index_access(session, package_id, json.loads(access_raw))
     # The custody log is append-only: events already in it stay as they are; only those the
     # catalog lacks (a new ingest, a rebuild into an empty catalog) are appended.
     if events:
@@ -280,6 +287,30 @@ def index_checkpoint_seals(session: Session, storage_root: Path) -> None:
     session.flush()
 
 
+def _index_access(session: Session, package_id: str, access: dict[str, Any]) -> None:
+    """Tier assignments and consent as ``custos/access.json`` records them."""
+    rows = [
+        {
+            "package_id": package_id,
+            "path": a["path"],
+            "tier": a["tier"],
+            "sunset": date.fromisoformat(a["sunset"]) if a["sunset"] else None,
+            "successor": a["successor"],
+            "legal_basis": a["legal_basis"],
+            "sunset_basis": a.get("sunset_basis", ""),
+        }
+        for a in access.get("assignments", [])
+    ]
+    if rows:
+        session.execute(insert(AccessAssignment), rows)
+    consents = [
+        {"package_id": package_id, "path": c["path"], "scopes": ",".join(c["scopes"])}
+        for c in access.get("consent", [])
+    ]
+    if consents:
+        session.execute(insert(ConsentRecord), consents)
+
+
 def remove_package(session: Session, package_id: str) -> None:
     """Drop the catalog rows of a package derived from storage (before re-indexing it).
 
@@ -289,6 +320,8 @@ def remove_package(session: Session, package_id: str) -> None:
         return
     deposit_id = existing.deposit_id
     session.execute(delete(File).where(File.package_id == package_id))
+    session.execute(delete(AccessAssignment).where(AccessAssignment.package_id == package_id))
+    session.execute(delete(ConsentRecord).where(ConsentRecord.package_id == package_id))
     session.execute(delete(Seal).where(Seal.package_id == package_id))
     session.execute(delete(Version).where(Version.package_id == package_id))
     session.execute(delete(Package).where(Package.id == package_id))

@@ -5,9 +5,25 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from archive.catalog.tables import Deposit, Depositor, Event, File, Package
+from archive.catalog.tables import (
+    AccessAssignment,
+    ConsentRecord,
+    Deposit,
+    Depositor,
+    Event,
+    File,
+    Package,
+)
 from archive.errors import NotFound
-from archive.model import EventRecord, FileRow, Link, PackageDetail, PackageSummary, VersionRow
+from archive.model import (
+    AccessRow,
+    EventRecord,
+    FileRow,
+    Link,
+    PackageDetail,
+    PackageSummary,
+    VersionRow,
+)
 
 
 def _summaries(session: Session, where: object | None = None) -> list[PackageSummary]:
@@ -128,7 +144,31 @@ def package_detail(session: Session, ref: str) -> PackageDetail:
             for f in files
         ),
         events=tuple(package_events(session, package_id)),
+        access=access_rows(session, package_id),
     )
+
+
+def access_rows(session: Session, package_id: str) -> tuple[AccessRow, ...]:
+    """The package's tier assignments with the consent on the same paths, package first."""
+    consents = {
+        path: tuple(s for s in scopes.split(",") if s)
+        for path, scopes in session.execute(
+            select(ConsentRecord.path, ConsentRecord.scopes).where(
+                ConsentRecord.package_id == package_id
+            )
+        )
+    }
+    rows = session.execute(
+        select(AccessAssignment)
+        .where(AccessAssignment.package_id == package_id)
+        .order_by(AccessAssignment.path)
+    ).scalars()
+    out = [
+        AccessRow(a.path, a.tier, a.sunset, a.successor, a.legal_basis, consents.pop(a.path, None))
+        for a in rows
+    ]
+    out += [AccessRow(p, "", None, None, "", c) for p, c in sorted(consents.items())]
+    return tuple(out)
 
 
 def deposit_by_fingerprint(session: Session, fingerprint: str) -> tuple[str, str] | None:

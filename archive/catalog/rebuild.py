@@ -9,6 +9,8 @@ from sqlalchemy import delete
 
 from archive.catalog.index import index_checkpoint_seals, index_object
 from archive.catalog.tables import (
+    AccessAssignment,
+    ConsentRecord,
     Deposit,
     File,
     Package,
@@ -38,6 +40,8 @@ def rebuild(services: Services, *, progress: Callable[[int], None] | None = None
     """
     report = RebuildReport()
     with services.session_scope() as session:
+        session.execute(delete(AccessAssignment))
+        session.execute(delete(ConsentRecord))
         session.execute(delete(File))
         session.execute(delete(Seal))
         session.execute(delete(SealBatch))

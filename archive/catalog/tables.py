@@ -7,11 +7,12 @@ for queries. Rows stay inside the catalog package and the services: domain value
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -256,3 +257,32 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     path: Mapped[str] = mapped_column(Text)  # relative to the storage root
     sha512: Mapped[str] = mapped_column(String(128))
+
+
+class AccessAssignment(Base):
+    """A tier given to a package (path "") or a file or folder in it (``data/…``), as the
+    object's ``custos/access.json`` records it. Paths may identify people: never log them."""
+
+    __tablename__ = "access_assignments"
+    __table_args__ = (UniqueConstraint("package_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
+    path: Mapped[str] = mapped_column(Text)
+    tier: Mapped[str] = mapped_column(String(32))
+    sunset: Mapped[date | None] = mapped_column(Date, nullable=True)
+    successor: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    legal_basis: Mapped[str] = mapped_column(Text)
+    sunset_basis: Mapped[str] = mapped_column(Text, default="")
+
+
+class ConsentRecord(Base):
+    """The consent scopes recorded for a package, folder or file (comma-separated)."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("package_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
+    path: Mapped[str] = mapped_column(Text)
+    scopes: Mapped[str] = mapped_column(Text)
