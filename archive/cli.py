@@ -34,6 +34,7 @@ from rich.text import Text
 
 from archive.config import Settings, load_settings
 from archive.errors import CustosError, InputRejected
+from archive.findings import Finding
 from archive.services import Services, open_services
 
 T = TypeVar("T")
@@ -404,20 +405,53 @@ def _duration(seconds: float) -> str:
 @app.command("verify")
 def verify_cmd(
     ctx: typer.Context,
-    package: Annotated[str, typer.Argument(help="Package id, or a unique prefix of its UUID.")],
+    package: Annotated[
+        str | None, typer.Argument(help="Package id, or a unique prefix of its UUID.")
+    ] = None,
     paths: Annotated[
         list[str] | None,
         typer.Argument(help="Files to prove (e.g. data/report.pdf); default: every seal."),
+    ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            metavar="DIR",
+            help="Verify a court bundle written by `custos export` instead, on its own.",
+        ),
+    ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trust",
+            metavar="PEM",
+            help="With --bundle: the trust anchor(s) to check the timestamps against "
+            "(default: those inside the bundle, whose fingerprints you must then compare).",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Prove, step by step, that stored files are what was received, and when.
 
     Exit status 0 only if every step holds; 3 if any fails."""
-    from archive.proofs.verify import verify_package
+    if bundle is not None:
+        from archive.proofs.bundle import verify_bundle
 
-    services = run(as_json, state(ctx).services)
-    report = run(as_json, lambda: verify_package(services, package, list(paths or [])))
+        anchors = [p.read_bytes() for p in trust] if trust else None
+        report: Any = run(as_json, lambda: verify_bundle(bundle, trust=anchors))
+    else:
+        from archive.proofs.verify import verify_package
+
+        if package is None:
+            usage = InputRejected(
+                "nothing to verify",
+                [Finding("VERIFY-NOTHING", "error", "no package and no --bundle given")],
+                hint="name a package (custos list), or give --bundle DIR",
+            )
+            raise fail(usage, as_json)
+        name = package
+        services = run(as_json, state(ctx).services)
+        report = run(as_json, lambda: verify_package(services, name, list(paths or [])))
     if as_json:
         emit_json({"status": "ok" if report.ok else "failed", **report.as_dict()})
     else:

@@ -103,6 +103,7 @@ class AccessRow:
     successor: str | None
     legal_basis: str
     consent: tuple[str, ...] | None  # None: no consent recorded on this path
+    sunset_basis: str = ""
 
 
 @dataclass(frozen=True, slots=True)

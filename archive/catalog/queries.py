@@ -164,7 +164,15 @@ def access_rows(session: Session, package_id: str) -> tuple[AccessRow, ...]:
         .order_by(AccessAssignment.path)
     ).scalars()
     out = [
-        AccessRow(a.path, a.tier, a.sunset, a.successor, a.legal_basis, consents.pop(a.path, None))
+        AccessRow(
+            a.path,
+            a.tier,
+            a.sunset,
+            a.successor,
+            a.legal_basis,
+            consents.pop(a.path, None),
+            a.sunset_basis,
+        )
         for a in rows
     ]
     out += [AccessRow(p, "", None, None, "", c) for p, c in sorted(consents.items())]

@@ -83,6 +83,20 @@ def test_records_are_renewed_before_the_tsa_certificate_expires(
     code, audit, _ = custos(data, "audit", "verify", "--json", env=env)
     assert code == 0 and audit["checkpoints_sealed"] >= 1
 
+    # A court bundle carries the renewed records; they verify on their own.
+    bundle = tmp_path / "bundle"
+    code, _, err = custos(
+        data, "export", package, "--to", str(bundle), "--requester", "R", "--purpose", "P",
+        "--json", env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    code, checked, _ = custos(
+        data, "verify", "--bundle", str(bundle), "--trust", str(tsa.root_pem), "--json"
+    )
+    assert code == 0 and checked["verified"]
+    assert any("renewed 1 time(s)" in s["text"] for s in checked["steps"])
+    assert "chain 1, timestamp 2" in (bundle / "data" / "VERIFY.txt").read_text()
+
     # Nothing is due again; a rebuilt catalog still finds the renewed records current.
     code, again, _ = custos(data, "seal", "renew", "--json", env=env)
     assert code == 0 and again["renewed"] == []
