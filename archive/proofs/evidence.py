@@ -21,6 +21,7 @@ from archive.errors import ProofError
 from archive.proofs import merkle
 from archive.proofs.timestamp import (
     TimestampToken,
+    require_plain_digest,
     signer_certificate,
     token_from_der,
     verify_token,
@@ -162,6 +163,8 @@ def parse_record(der: bytes) -> RecordView:
         record = EvidenceRecordASN1.load(der)
         if record["version"].native != 1:
             raise ValueError(f"version {record['version'].native}, not 1")
+        for a in record["digest_algorithms"]:
+            require_plain_digest(a, "the record's digestAlgorithms")
         algorithms = tuple(a["algorithm"].native for a in record["digest_algorithms"])
         chains = []
         ders = []
@@ -170,6 +173,7 @@ def parse_record(der: bytes) -> RecordView:
             for ats in chain:
                 if not ats["digest_algorithm"]:
                     raise ValueError("an archive timestamp without its digestAlgorithm")
+                require_plain_digest(ats["digest_algorithm"], "an archive timestamp")
                 views.append(
                     AtsView(
                         algorithm=ats["digest_algorithm"]["algorithm"].native,

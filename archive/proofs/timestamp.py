@@ -224,13 +224,26 @@ def _check_signer_info(token: TimestampToken) -> None:
     algorithm, so a token whose signatureAlgorithm (or the signature's encoding) was altered
     would still verify. Such a token is not the one the TSA issued: refuse it."""
     try:
-        info = cms.ContentInfo.load(token.token)["content"]["signer_infos"][0]
+        signed = cms.ContentInfo.load(token.token)["content"]
+        info = signed["signer_infos"][0]
         signature = info["signature_algorithm"]
         name = signature["algorithm"].native
         digest = info["digest_algorithm"]["algorithm"].native
         info["signature"].native  # noqa: B018 - parsing it checks its tag
+        # RFC 5652 §5.1, §5.3: SignedData is v3 for a TSTInfo; a SignerInfo v1 names its
+        # signer by issuer and serial, v3 by key identifier.
+        expected = 1 if info["sid"].name == "issuer_and_serial_number" else 3
+        versions = (signed["version"].native, info["version"].native)
+        digests = [*signed["digest_algorithms"], info["digest_algorithm"]]
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise ProofError(f"the timestamp's signer information cannot be read: {exc}") from exc
+    if versions != ("v3", f"v{expected}"):
+        raise ProofError(
+            f"the timestamp's CMS versions {versions[0]}/{versions[1]} are not v3/v{expected} "
+            "(RFC 5652): the token was altered"
+        )
+    for algorithm in digests:
+        require_plain_digest(algorithm, "the timestamp")
     hash_name, _, scheme = name.partition("_")
     if name in _SIGNATURES:
         return
@@ -240,3 +253,16 @@ def _check_signer_info(token: TimestampToken) -> None:
         f"the timestamp's stated signature algorithm {name} does not fit its digest "
         f"algorithm {digest}: the token was altered"
     )
+
+
+def require_plain_digest(algorithm: algos.DigestAlgorithm, where: str) -> None:
+    """A SHA-2 AlgorithmIdentifier has absent or NULL parameters (RFC 5754 §2); anything else
+    is not what a signer or archive wrote. Raises :class:`ProofError`."""
+    try:
+        name = algorithm["algorithm"].native
+        params = algorithm["parameters"]
+        plain = params.native is None and params.__class__.__name__ in ("Void", "Null")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ProofError(f"{where} names a digest algorithm that cannot be read: {exc}") from exc
+    if not plain:
+        raise ProofError(f"{where} names {name} with unexpected parameters: altered")

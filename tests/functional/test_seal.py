@@ -197,3 +197,37 @@ def test_retrying_gives_up_when_its_time_is_spent(tmp_path: Path) -> None:
     assert code == 3 and "no timestamp authority answered" in body["message"]
     code, st, _ = custos(tmp_path, "status", "--json", env=offline)
     assert st["seal_backlog"]["pending"] == 7 and st["seal_backlog"]["failed_attempts"] >= 2
+
+
+def test_two_authorities_give_two_independent_tokens(tmp_path: Path) -> None:
+    """The local authority and an external one: each batch gets a token from each, each
+    manifest a record from each, and both verify; a bundle carries both."""
+    other = tmp_path / "other-tsa"
+    with LocalTSAServer(other) as external:
+        env = {
+            "CUSTOS_TSA__URLS": json.dumps([external.url]),
+            "CUSTOS_TSA__ROOTS": json.dumps([str(other / "root.pem")]),
+        }
+        data = tmp_path / "data"
+        code, body, err = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json", env=env)
+        assert code == 0, err
+        tokens = body["seal"]["tokens"]
+        assert len(tokens) == 2 and {t["tsa"] for t in tokens} == {"local", external.url}
+        by_subject: dict[str, int] = {}
+        for subject, _, _ in seals(data):
+            by_subject[subject] = by_subject.get(subject, 0) + 1
+        assert set(by_subject.values()) == {2}
+        roots = {r for (r,) in query(data, SealBatch.root)}
+        assert len(roots) == 1  # one tree, timestamped twice
+        code, verified, _ = custos(data, "verify", body["package_id"], "--json", env=env)
+        assert code == 0 and verified["verified"]
+        passed = [s["text"] for s in verified["steps"] if s["ok"]]
+        assert sum("v1/inventory.json" in t for t in passed) == 2
+        bundle = tmp_path / "bundle"
+        code, exported, _ = custos(
+            data, "export", body["package_id"], "--to", str(bundle), "--requester", "R",
+            "--purpose", "P", "--json", env=env,
+        )  # fmt: skip
+        assert code == 0 and exported["evidence_records"] == 2 * exported["manifests"]
+        code, checked, _ = custos(data, "verify", "--bundle", str(bundle), "--json")
+        assert code == 0 and checked["verified"]
