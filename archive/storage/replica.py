@@ -82,13 +82,16 @@ class ObjectLocked(StorageError):
         mode: str | None,
         retain_until: datetime | None,
         version_id: str | None = None,
+        legal_hold: bool = False,
         detail: str = "",
     ) -> None:
         what = f"{key} (version {version_id})" if version_id else key
+        locks = []
         if mode and retain_until:
-            lock = f"under {mode} retention until {retain_until:%Y-%m-%d %H:%M:%S %Z}".rstrip()
-        else:
-            lock = "locked" + (f" ({detail})" if detail else "")
+            locks.append(f"under {mode} retention until {retain_until:%Y-%m-%d %H:%M:%S %Z}")
+        if legal_hold:
+            locks.append("under a legal hold")
+        lock = " and ".join(locks) or "locked" + (f" ({detail})" if detail else "")
         super().__init__(
             f"location {location}: {what} is {lock}; the archive never deletes locked objects",
             hint="to replace a damaged copy, put it again (a new version is written and the "
@@ -99,6 +102,7 @@ class ObjectLocked(StorageError):
         self.mode = mode
         self.retain_until = retain_until
         self.version_id = version_id
+        self.legal_hold = legal_hold
 
 
 # -- keys -----------------------------------------------------------------------------------

@@ -531,13 +531,14 @@ class S3Location:
         ]
         if locked:
             last = max(locked, key=lambda i: i.retain_until or now)
+            retained = last.retain_until is not None and last.retain_until > now
             raise ObjectLocked(
                 self.name,
                 key,
-                mode=last.lock_mode,
-                retain_until=last.retain_until,
+                mode=last.lock_mode if retained else None,
+                retain_until=last.retain_until if retained else None,
                 version_id=last.version_id,
-                detail="legal hold" if last.legal_hold else "",
+                legal_hold=last.legal_hold,
             )
         for version_id, _marker in found:
             try:

@@ -597,3 +597,36 @@ def test_local_refuses_links_out_of_the_folder(
         loc.open("link/secret.txt")
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
     assert list(loc.iter_keys()) == []
+
+
+def test_s3_server_enforces_the_lock_even_if_the_client_clock_is_wrong(
+    seaweedfs: SeaweedServer, source: Callable[[bytes], Path]
+) -> None:
+    """With a clock far ahead, the client's own check lets the delete through; the server
+    refuses it, and that refusal is reported as ObjectLocked too (not retried)."""
+    honest = make_s3(seaweedfs)
+    honest.ensure()
+    put = honest.put("held.txt", source(b"held"), sha256=digests(b"held")[1])
+    ahead = make_s3(
+        seaweedfs, bucket=honest.bucket, clock=lambda: datetime.now(UTC) + timedelta(days=30)
+    )
+    started = time.monotonic()
+    with pytest.raises(ObjectLocked, match="the server refused to delete it"):
+        ahead.delete("held.txt")
+    assert time.monotonic() - started < 5
+    assert honest.versions("held.txt") == (put.version_id,)
+
+
+def test_s3_legal_hold_is_reported_and_blocks_delete(
+    s3: S3Location, seaweedfs: SeaweedServer, source: Callable[[bytes], Path]
+) -> None:
+    short = make_s3(seaweedfs, bucket=s3.bucket, retention=timedelta(seconds=1))
+    put = short.put("hold.txt", source(b"h"), sha256=digests(b"h")[1])
+    seaweedfs.client().put_object_legal_hold(
+        Bucket=s3.bucket, Key=s3.prefix + "hold.txt", LegalHold={"Status": "ON"}
+    )
+    time.sleep(1.5)  # retention over; the hold remains
+    info = short.stat("hold.txt")
+    assert info is not None and info.legal_hold and info.version_id == put.version_id
+    with pytest.raises(ObjectLocked, match=r"hold.txt \(version \w+\) is under a legal hold;"):
+        short.delete("hold.txt")
