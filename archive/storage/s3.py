@@ -37,7 +37,6 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from archive.config import S3LocationSettings
-from archive.digest import Digest
 from archive.errors import StorageError
 from archive.storage.replica import (
     ChecksumMismatch,
@@ -48,6 +47,7 @@ from archive.storage.replica import (
     ObjectMissing,
     ObjectReader,
     PutResult,
+    check_digests,
     check_key,
     check_prefix,
 )
@@ -304,9 +304,7 @@ class S3Location:
         :class:`LocationUnavailable` or :class:`StorageError`.
         """
         full = self._key(key)
-        Digest("sha256", sha256)
-        if sha512 is not None:
-            Digest("sha512", sha512)
+        check_digests(sha256, sha512)
         checksum = _b64(bytes.fromhex(sha256))
         try:
             with open(source, "rb") as fh:

@@ -21,8 +21,6 @@ from archive.services import Services
 from archive.storage import ocfl
 from archive.storage.replica import (
     PARTIAL_SUFFIX,
-    ROOT_INVENTORY,
-    ROOT_SIDECAR,
     ChecksumMismatch,
     KeyRejected,
     LocalFolderLocation,
@@ -30,6 +28,10 @@ from archive.storage.replica import (
     ObjectLocked,
     ObjectMissing,
     ReplicaLocation,
+)
+from archive.storage.replicate import (
+    ROOT_INVENTORY,
+    ROOT_SIDECAR,
     Verdict,
     prepare_storage_root,
     read_back,
