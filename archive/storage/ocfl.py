@@ -70,6 +70,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def storage_root_files() -> dict[str, bytes]:
+    """The files that declare a storage root (§4.1): the layout extension's config, the layout
+    description and, last, the root NAMASTE file; relative path -> bytes."""
+    layout = {
+        "extension": LAYOUT_EXTENSION,
+        "description": "Hashed truncated n-tuple trees with object id encapsulating "
+        "directory: three tuples of three characters of the sha256 of the object id, "
+        "then the percent-encoded id.",
+    }
+    return {
+        f"extensions/{LAYOUT_EXTENSION}/config.json": (
+            json.dumps(LAYOUT_CONFIG, indent=2) + "\n"
+        ).encode(),
+        "ocfl_layout.json": (json.dumps(layout, indent=2) + "\n").encode(),
+        ROOT_NAMASTE: b"ocfl_1.1\n",
+    }
+
+
 def init_root(root: Path) -> None:
     """Create an OCFL storage root at ``root`` unless one is there (§4.1, §4.3).
 
@@ -83,22 +101,10 @@ def init_root(root: Path) -> None:
             f"{root} is not empty and is not an OCFL storage root (no {ROOT_NAMASTE})",
             hint="point storage_root at an empty folder or at an existing Custos storage root",
         )
-    ext = root / "extensions" / LAYOUT_EXTENSION
-    ext.mkdir(parents=True, exist_ok=True)
-    (ext / "config.json").write_text(json.dumps(LAYOUT_CONFIG, indent=2) + "\n")
-    (root / "ocfl_layout.json").write_text(
-        json.dumps(
-            {
-                "extension": LAYOUT_EXTENSION,
-                "description": "Hashed truncated n-tuple trees with object id encapsulating "
-                "directory: three tuples of three characters of the sha256 of the object id, "
-                "then the percent-encoded id.",
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    (root / ROOT_NAMASTE).write_text("ocfl_1.1\n")
+    for rel, data in storage_root_files().items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 def object_rel_path(object_id: str) -> str:
