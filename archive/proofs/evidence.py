@@ -222,12 +222,20 @@ def renewal_leaf(view: RecordView) -> bytes:
     return hashlib.new(view.last.algorithm, view.last.token).digest()
 
 
-def renew_timestamp(der: bytes, path: Sequence[Sequence[bytes]], token: bytes) -> bytes:
-    """The record with a timestamp renewal appended to its last chain (RFC 4998 §5.2)."""
-    view = parse_record(der)
-    last_chain = EvidenceRecordASN1.load(der)["archive_time_stamp_sequence"][-1]
-    inner = b"".join(ats.dump() for ats in last_chain)
-    chain = _tlv(0x30, inner + ats_der(view.last.algorithm, path, token))
+def renew_timestamp(
+    der: bytes,
+    path: Sequence[Sequence[bytes]],
+    token: bytes,
+    view: RecordView | None = None,
+) -> bytes:
+    """The record with a timestamp renewal appended to its last chain (RFC 4998 §5.2).
+
+    ``view``: the record already parsed, if the caller has it."""
+    view = view or parse_record(der)
+    # The last chain's DER is SEQUENCE { ATS… }: keep its content, append one more ATS.
+    last = view.chain_ders[-1]
+    header = 2 if last[1] < 0x80 else 2 + (last[1] & 0x7F)
+    chain = _tlv(0x30, last[header:] + ats_der(view.last.algorithm, path, token))
     return _assemble(der, view.algorithms, [*view.chain_ders[:-1], chain])
 
 

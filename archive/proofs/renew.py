@@ -235,7 +235,7 @@ def _renew_batch(
     for cur, leaf, reason in items:
         path = batch.paths[leaf]
         der = (
-            renew_timestamp(cur.der, path, token.token)
+            renew_timestamp(cur.der, path, token.token, cur.view)
             if kind == "timestamp"
             else renew_hash_tree(cur.der, algorithm, path, token.token)
         )

@@ -199,9 +199,11 @@ def signer_certificate(token: TimestampToken) -> x509.Certificate:
             cert = choice.chosen
             if sid.name == "issuer_and_serial_number":
                 ias = sid.chosen
+                # Names compared as DER: asn1crypto's Name equality runs LDAP string
+                # preparation and costs more than the signature check itself.
                 if (
-                    cert.issuer == ias["issuer"]
-                    and cert.serial_number == ias["serial_number"].native
+                    cert.serial_number == ias["serial_number"].native
+                    and cert["tbs_certificate"]["issuer"].dump() == ias["issuer"].dump()
                 ):
                     return x509.load_der_x509_certificate(cert.dump())
             elif cert.key_identifier == sid.chosen.native:
