@@ -627,7 +627,9 @@ def test_s3_legal_hold_is_reported_and_blocks_delete(
     seaweedfs.client().put_object_legal_hold(
         Bucket=s3.bucket, Key=s3.prefix + "hold.txt", LegalHold={"Status": "ON"}
     )
-    time.sleep(1.5)  # retention over; the hold remains
+    # Retention over (the server keeps whole seconds: wait for its own date); the hold remains.
+    assert put.retain_until is not None
+    time.sleep(max(0.0, (put.retain_until - datetime.now(UTC)).total_seconds()) + 0.5)
     info = short.stat("hold.txt")
     assert info is not None and info.legal_hold and info.version_id == put.version_id
     with pytest.raises(ObjectLocked, match=r"hold.txt \(version \w+\) is under a legal hold;"):
