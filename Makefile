@@ -10,8 +10,12 @@ DATA ?= custos-data
 SAMPLE := samples/sample-holding
 # Debian packages the tests use: a real PostgreSQL server for the catalog suite; openssl (the
 # local timestamp authority, and independent verification); BouncyCastle and a JDK to check
-# RFC 4998 evidence records with an implementation that is not ours.
-DEBIAN_PACKAGES := postgresql openssl libbcpkix-java openjdk-17-jdk-headless
+# RFC 4998 evidence records with an implementation that is not ours. The format migration
+# pathways' tools (policies/formats.toml) and their validators: Ghostscript, LibreOffice
+# (headless), ImageMagick, FLAC, FFmpeg (ffprobe), poppler-utils (pdfinfo).
+DEBIAN_PACKAGES := postgresql openssl libbcpkix-java openjdk-17-jdk-headless \
+	ghostscript libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui \
+	imagemagick flac ffmpeg poppler-utils
 
 .PHONY: install demo system-deps test lint typecheck pytest lock bench clean
 
@@ -59,6 +63,7 @@ bench: install
 	$(BIN)/python bench/ingest_large.py
 	$(BIN)/python bench/ingest_small.py
 	$(BIN)/python bench/seal.py
+	$(BIN)/python bench/migrate.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -136,6 +136,9 @@ def _recover_one(
         if data.get("kind") == "version":
             what = f"an interrupted write of version {data.get('number')} was rolled back"
             links = [Link("package", str(data.get("object_id", "")))]
+        elif data.get("kind") == "migration":
+            what = "an interrupted format migration was rolled back; none of its outputs was stored"
+            links = [Link("package", str(data.get("package_id", "")))]
         else:
             what = "an interrupted ingest was rolled back before anything was stored"
             links = [

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from archive import journal as journal_mod
+from archive.digest import CopyResult
 from archive.storage import ocfl
 from archive.storage.local import LocalStore
 from archive.storage.ocfl import ContentEntry, StagedVersion
@@ -36,8 +39,12 @@ def append_version(
     message: str,
     agent: str,
     created: datetime,
+    moved: Mapping[str, tuple[Path, CopyResult]] | None = None,
 ) -> NewVersion:
     """Write ``files`` (logical path -> bytes) as the object's next version.
+
+    ``moved`` adds files too large to hold in memory: logical path -> (a file in staging,
+    its size and digests as the caller read them); each is renamed into the version.
 
     The returned journal stays open (and locked) until the caller has updated the catalog
     and calls :func:`finish`.
@@ -57,6 +64,8 @@ def append_version(
         staged = StagedVersion(previous["id"], jr.object_dir, number, fsync=store.fsync)
         for logical, data in sorted(files.items()):
             staged.add_bytes(logical, data)
+        for logical, (path, digested) in sorted((moved or {}).items()):
+            staged.add_file(logical, path, digested)
         inventory = staged.build_inventory(
             created=created,
             message=message,

@@ -1,5 +1,8 @@
-"""Migration: preservation planning and format migration pathways.
+"""Migration: preservation planning and format migration pathways, as the format policy
+(``policies/formats.toml``) declares them.
 
-Empty for now: the format-migration issue builds it; format identification at ingest lives
-in :mod:`ingest.identify`.
+``plan.py`` (pure: what the policy asks for the files held), ``holdings.py`` (reads the
+catalog), ``tools.py`` (finds and runs the programs, with time limits), ``probe.py``
+(validators and FIDO), ``validate.py`` (checks an output), ``service.py`` (plan, run,
+report), ``report.py`` (the HTML page), ``cli.py`` (``custos migrate``).
 """

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from policies.formats import FormatPolicy
 from policies.schema import AccessPolicy, IngestPolicy
 
 POLICY_DIR = Path(__file__).resolve().parent
@@ -43,3 +44,8 @@ def load_ingest_policy(folder: Path | None = None) -> IngestPolicy:
 def load_access_policy(folder: Path | None = None) -> AccessPolicy:
     """``access.toml`` from ``folder`` (default: the shipped one); raises PolicyFileError."""
     return _load(AccessPolicy, (folder or POLICY_DIR) / "access.toml")
+
+
+def load_format_policy(folder: Path | None = None) -> FormatPolicy:
+    """``formats.toml`` from ``folder`` (default: the shipped one); raises PolicyFileError."""
+    return _load(FormatPolicy, (folder or POLICY_DIR) / "formats.toml")

@@ -44,6 +44,8 @@ PREMIS_XML = "custos/premis.xml"
 FORMATS_JSON = "custos/formats.json"
 ACCESS_JSON = "custos/access.json"
 PAYLOAD_PREFIX = "bag/data/"
+#: Outputs of format migrations: ``custos/derivatives/<preservation|access>/<source path>.<ext>``.
+DERIVATIVE_PREFIX = "custos/derivatives/"
 FILES = Base.metadata.tables["files"]
 BAG_PREFIX = "bag/"
 
@@ -51,6 +53,8 @@ BAG_PREFIX = "bag/"
 def role_of(logical_path: str) -> str:
     if logical_path.startswith(PAYLOAD_PREFIX):
         return "payload"
+    if logical_path.startswith(DERIVATIVE_PREFIX):
+        return "derivative"
     if logical_path.startswith(BAG_PREFIX):
         return "tag"
     return "metadata"

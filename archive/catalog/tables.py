@@ -124,7 +124,7 @@ class File(Base):
     version: Mapped[int] = mapped_column(Integer)
     logical_path: Mapped[str] = mapped_column(Text)
     content_path: Mapped[str] = mapped_column(Text)
-    role: Mapped[str] = mapped_column(String(16))  # payload | tag | metadata
+    role: Mapped[str] = mapped_column(String(16))  # payload | tag | metadata | derivative
     size: Mapped[int] = mapped_column(BigInteger)
     sha512: Mapped[str] = mapped_column(String(128))
     sha256: Mapped[str] = mapped_column(String(64))

@@ -6,7 +6,8 @@ independent validator in the tests. Section numbers refer to the OCFL 1.1 specif
 
 Layout of every Custos object (logical paths):
   ``bag/...``      the bag exactly as received (payload under ``bag/data/``, tag files beside it)
-  ``custos/...``   Custos metadata: ``deposit.json``, ``bag-info.json``, ``premis.xml``
+  ``custos/...``   Custos metadata: ``deposit.json``, ``bag-info.json``, ``premis.xml``,
+                   ``formats.json``; format migrations' outputs under ``custos/derivatives/``
 """
 
 from __future__ import annotations
@@ -179,6 +180,32 @@ class StagedVersion:
             len(data),
             digest_bytes(data, "sha512"),
             digest_bytes(data, "sha256"),
+        )
+        self.entries.append(entry)
+        return entry
+
+    def add_file(self, logical_path: str, source: Path, digested: CopyResult) -> ContentEntry:
+        """Move a finished file into this version's content folder (a rename: ``source`` must
+        be in staging, on the storage root's filesystem). ``digested`` is what the caller
+        computed when it read the file, so the bytes are not read again.
+
+        Raises :class:`StorageError` if the target exists or the file cannot be moved."""
+        content_path, target = self._target(logical_path)
+        if target.exists():
+            raise StorageError(f"{content_path} is already staged in version {self.number}")
+        try:
+            source.rename(target)
+        except OSError as exc:
+            raise StorageError(f"cannot move {source} into {target}: {exc}") from exc
+        if self.fsync:
+            with open(target, "rb") as fh:
+                os.fsync(fh.fileno())
+        entry = ContentEntry(
+            logical_path,
+            content_path,
+            digested.size,
+            digested.digests["sha512"],
+            digested.digests["sha256"],
         )
         self.entries.append(entry)
         return entry
