@@ -13,7 +13,7 @@ SAMPLE := samples/sample-holding
 # RFC 4998 evidence records with an implementation that is not ours. The format migration
 # pathways' tools (policies/formats.toml) and their validators: Ghostscript, LibreOffice
 # (headless), ImageMagick, FLAC, FFmpeg (ffprobe), poppler-utils (pdfinfo).
-DEBIAN_PACKAGES := postgresql openssl libbcpkix-java openjdk-17-jdk-headless \
+DEBIAN_PACKAGES := postgresql openssl xxd libbcpkix-java openjdk-17-jdk-headless \
 	ghostscript libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui \
 	imagemagick flac ffmpeg poppler-utils
 
