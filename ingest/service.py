@@ -434,6 +434,8 @@ def _json(value: Any) -> bytes:
 
 
 UNIDENTIFIED = "unidentified: no PRONOM signature or extension matched"
+#: The basis recorded when a result is taken from a file with the same sha512.
+CACHED = "digest cache"
 
 
 @dataclass(frozen=True)
@@ -468,6 +470,32 @@ def _pending_files(services: Services, package_id: str) -> list[tuple[int, str, 
         ]
 
 
+def _known_formats(services: Services, file_ids: list[int]) -> dict[int, Identification]:
+    """Identifications already held for files with the same bytes (by sha512)."""
+    out: dict[int, Identification] = {}
+    with services.sessions() as session:
+        for i in range(0, len(file_ids), 500):
+            chunk = file_ids[i : i + 500]
+            digests = dict(
+                session.execute(select(File.id, File.sha512).where(File.id.in_(chunk))).all()
+            )
+            held = {
+                digest: (puid, mime, name)
+                for digest, puid, mime, name in session.execute(
+                    select(File.sha512, File.puid, File.mime_type, File.format_name).where(
+                        File.sha512.in_(set(digests.values())), File.format_name.is_not(None)
+                    )
+                )
+            }
+            for file_id, digest in digests.items():
+                if digest in held:
+                    puid, mime, name = held[digest]
+                    out[file_id] = Identification(
+                        puid, mime, None if name == UNIDENTIFIED else name, CACHED
+                    )
+    return out
+
+
 def identify_package(
     services: Services, package_ref: str, *, progress: Progress | None = None
 ) -> IdentifyResult:
@@ -488,11 +516,19 @@ def identify_package(
     pending = _pending_files(services, package_id)
     if not pending:
         return IdentifyResult(package_id, 0, 0, None)
+    # The same bytes are never identified twice: results held for another file with the same
+    # sha512 are reused; only the others go to the identifier.
+    known = _known_formats(services, [file_id for file_id, _, _ in pending])
     found = identify(  # the long part, outside the lock
-        [object_root / content for _, _, content in pending],
+        [object_root / content for file_id, _, content in pending if file_id not in known],
         workers=services.settings.workers,
         progress=progress,
     )
+    if progress and known:
+        progress(len(known))
+    for file_id, _, content in pending:
+        if file_id in known:
+            found[object_root / content] = known[file_id]
     tool = tool_version()
     with services.store.commit_lock():
         # Another process may have identified some of these, or added a version, meanwhile.
@@ -535,10 +571,15 @@ def _record_identification(
             {"id": file_id, "puid": ident.puid, "mime_type": ident.mime_type, "format_name": name}
         )
         counts[ident.puid or "unidentified"] = counts.get(ident.puid or "unidentified", 0) + 1
+        how = (
+            "the same bytes were identified before"
+            if ident.basis == CACHED
+            else f"{ident.basis} match"
+        )
         detail = (
-            f"{ident.puid} {ident.mime_type or ''} ({ident.basis} match, {tool})"
+            f"{ident.puid} {ident.mime_type or ''} ({how}, {tool})"
             if ident.puid
-            else f"no PRONOM match ({tool})"
+            else f"no PRONOM match ({how if ident.basis == CACHED else tool})"
         )
         events.append(
             new_event(
