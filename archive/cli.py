@@ -367,6 +367,12 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         f"{human_bytes(st.payload_bytes)}",
         markup=False,
     )
+    if st.unidentified:
+        out.print(
+            f"identification backlog: {st.unidentified} payload file(s) not identified yet "
+            "(custos identify)",
+            markup=False,
+        )
     b = st.seal
     if b.pending == 0:
         out.print("seal backlog: none", markup=False)

@@ -1,7 +1,8 @@
 """`custos status`: what the archive holds and what awaits work, read from the catalog alone.
 
-Reports holdings, the seal backlog (with its age and the back-off before the next attempt) and
-the custody log's head and last sealed checkpoint. It reads; it never starts work.
+Reports holdings, the files awaiting format identification, the seal backlog (with its age
+and the back-off before the next attempt) and the custody log's head and last sealed
+checkpoint. It reads; it never starts work.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from archive.catalog.tables import Checkpoint, CustodyHead, Deposit, Package, Seal
+from archive.catalog.tables import Checkpoint, CustodyHead, Deposit, File, Package, Seal
 from archive.custody import now
 from archive.proofs.seal import Backlog, backlog
 from archive.services import Services
@@ -23,6 +24,7 @@ class Status:
     packages: int
     payload_files: int
     payload_bytes: int
+    unidentified: int  # payload files whose format has not been identified yet
     seal: Backlog
     log_entries: int
     log_chain: str
@@ -38,6 +40,7 @@ class Status:
                 "payload_files": self.payload_files,
                 "payload_bytes": self.payload_bytes,
             },
+            "identification_backlog": self.unidentified,
             "seal_backlog": self.seal.as_dict(self.at),
             "custody_log": {
                 "chain": self.log_chain,
@@ -60,6 +63,9 @@ def status(services: Services) -> Status:
                 func.coalesce(func.sum(Deposit.payload_bytes), 0),
             ).join(Deposit, Deposit.id == Package.deposit_id)
         ).one()
+        unidentified = session.execute(
+            select(func.count(File.id)).where(File.role == "payload", File.format_name.is_(None))
+        ).scalar_one()
         head = session.get(CustodyHead, 1)
         chain = head.chain if head else ""
         last = session.execute(
@@ -73,6 +79,7 @@ def status(services: Services) -> Status:
             packages=int(packages),
             payload_files=int(files),
             payload_bytes=int(size),
+            unidentified=int(unidentified),
             seal=backlog(session, services.settings),
             log_entries=head.seq if head else 0,
             log_chain=chain,

@@ -19,6 +19,7 @@ from archive.proofs.local_tsa import LocalTSAServer, ensure_pki
 from archive.proofs.seal import EXTENSION
 from tests.conftest import SAMPLE
 from tests.functional.test_cli import custos
+from tests.helpers import make_bag
 from tests.servers import free_port
 
 
@@ -186,6 +187,7 @@ def test_sealing_retries_with_back_off_until_the_authority_returns(tmp_path: Pat
 
 
 def test_retrying_gives_up_when_its_time_is_spent(tmp_path: Path) -> None:
+    make_bag(tmp_path / "b", {"one.txt": b"one\n"})
     offline = {
         "CUSTOS_TSA__LOCAL": "false",
         "CUSTOS_TSA__URLS": '["http://127.0.0.1:9/"]',
@@ -197,6 +199,12 @@ def test_retrying_gives_up_when_its_time_is_spent(tmp_path: Path) -> None:
     assert code == 3 and "no timestamp authority answered" in body["message"]
     code, st, _ = custos(tmp_path, "status", "--json", env=offline)
     assert st["seal_backlog"]["pending"] == 7 and st["seal_backlog"]["failed_attempts"] >= 2
+    assert st["identification_backlog"] == 0 and st["holdings"]["packages"] == 1
+    code, _, _ = custos(
+        tmp_path, "ingest", str(tmp_path / "b"), "--depositor", "S", "--no-identify", env=offline
+    )
+    code, st, _ = custos(tmp_path, "status", "--json", env=offline)
+    assert st["identification_backlog"] == 1
 
 
 def test_two_authorities_give_two_independent_tokens(tmp_path: Path) -> None:
