@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from policies.preservation import FixityPolicy, ReplicationPolicy
 from policies.schema import AccessPolicy, IngestPolicy
 
 POLICY_DIR = Path(__file__).resolve().parent
@@ -43,3 +44,13 @@ def load_ingest_policy(folder: Path | None = None) -> IngestPolicy:
 def load_access_policy(folder: Path | None = None) -> AccessPolicy:
     """``access.toml`` from ``folder`` (default: the shipped one); raises PolicyFileError."""
     return _load(AccessPolicy, (folder or POLICY_DIR) / "access.toml")
+
+
+def load_replication_policy(folder: Path | None = None) -> ReplicationPolicy:
+    """``replication.toml`` from ``folder`` (default: the shipped one); raises PolicyFileError."""
+    return _load(ReplicationPolicy, (folder or POLICY_DIR) / "replication.toml")
+
+
+def load_fixity_policy(folder: Path | None = None) -> FixityPolicy:
+    """``fixity.toml`` from ``folder`` (default: the shipped one); raises PolicyFileError."""
+    return _load(FixityPolicy, (folder or POLICY_DIR) / "fixity.toml")

@@ -189,6 +189,7 @@ class SeaweedServer:
     folder: Path
     ports: dict[str, int]
     process: subprocess.Popen[bytes]
+    args: tuple[str, ...] = ()
     access_key: str = "custos-test"
     secret_key: str = "custos-test-secret"  # any pair is accepted: no IAM configured
 
@@ -230,6 +231,26 @@ class SeaweedServer:
             return "\n".join((self.folder / "weed.log").read_text().splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL the server, keeping its data (for tests of a server that dies)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the server again on the same ports and data; return once S3 answers."""
+        self.kill()
+        log = open(self.folder / "weed.log", "ab")  # noqa: SIM115 - the server writes it
+        self.process = subprocess.Popen(
+            list(self.args),
+            cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        _wait_for_s3(self, timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -274,23 +295,28 @@ def start_seaweedfs(base: Path, *, timeout: float = 60.0) -> SeaweedServer:
         args, cwd=folder, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
     log.close()
-    server = SeaweedServer(folder, ports, process)
+    server = SeaweedServer(folder, ports, process, tuple(args))
     try:
-        client = server.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {process.returncode}")
-            try:
-                client.list_buckets()
-                return server
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s") from exc
-                time.sleep(0.2)
+        _wait_for_s3(server, timeout)
+        return server
     except BaseException as exc:
         tail = server.log_tail()
         server.stop()
         if isinstance(exc, RuntimeError):
             raise RuntimeError(f"{exc}; the end of its log:\n{tail}") from exc
         raise
+
+
+def _wait_for_s3(server: SeaweedServer, timeout: float) -> None:
+    client = server.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"weed mini exited with {server.process.returncode}")
+        try:
+            client.list_buckets()
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s") from exc
+            time.sleep(0.2)
