@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
 from fixity import replication
@@ -48,5 +49,100 @@ def replicate_cmd(
         raise typer.Exit(1)
 
 
+fixity_app = typer.Typer(
+    help="Fixity: check every copy of every file, repair from good copies, report.",
+    no_args_is_help=True,
+)
+
+
+@fixity_app.command("run")
+def fixity_run_cmd(
+    ctx: typer.Context,
+    everything: Annotated[
+        bool,
+        typer.Option("--all", help="Check every copy now, not only those due in their cycle."),
+    ] = False,
+    sample: Annotated[
+        int,
+        typer.Option(
+            "--sample", metavar="N", help="Check N copies picked at random instead.", min=0
+        ),
+    ] = 0,
+    limit: Annotated[
+        int | None, typer.Option("--limit", metavar="N", help="Stop after N copies.", min=1)
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the copies due in their tier's cycle (policies/fixity.toml): read every byte,
+    compare with the catalog's digests, repair damage from a copy that still verifies, and
+    record a fixity check event per file per copy.
+
+    Exit status 0 when every copy checked is intact or was repaired; 3 when a copy could not
+    be repaired (no intact copy left, or the location refused) or a location could not be
+    read."""
+    from fixity.service import run_cycle, run_sample
+
+    services = run(as_json, state(ctx).services)
+    with progress_bar("checking copies", None, not as_json) as tick:
+        if sample:
+            report = run(as_json, lambda: run_sample(services, sample, progress=tick))
+        else:
+            report = run(
+                as_json,
+                lambda: run_cycle(services, full=everything, limit=limit, progress=tick),
+            )
+    if as_json:
+        emit_json({"status": "ok" if report.ok else "failed", **report.as_dict()})
+    else:
+        out.print(
+            f"{report.checked} copies checked ({human_bytes(report.bytes_read)} read); "
+            f"{len(report.damage)} damaged, {len(report.repairs)} repaired, "
+            f"{len(report.unrecoverable)} unrecoverable",
+            markup=False,
+        )
+        for line in report.damage:
+            err.print(f"[yellow]damaged:[/] {escape(line)}")
+        for line in report.repairs:
+            err.print(f"[green]repaired:[/] {escape(line)}")
+        for line in report.unrecoverable + report.refused:
+            err.print(f"[red]{escape(line)}[/]")
+        for loc, why in report.unreachable.items():
+            err.print(f"[red]not checked:[/] location {escape(loc)}: {escape(why)}")
+    if not report.ok:
+        raise typer.Exit(3)
+
+
+@fixity_app.command("status")
+def fixity_status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Coverage: per location, copies tracked, checked within their cycle, never checked,
+    damaged; the oldest check."""
+    from archive.fixity_state import coverage
+
+    services = run(as_json, state(ctx).services)
+    with services.sessions() as session:
+        cov = coverage(session)
+    if as_json:
+        emit_json({"status": "ok", **cov.as_dict()})
+        return
+    oldest = cov.oldest_check.isoformat() if cov.oldest_check else "never"
+    out.print(
+        f"{cov.covered} of {cov.expected} copies checked within their cycle; "
+        f"{cov.tracked} tracked; oldest check: {oldest}",
+        markup=False,
+    )
+    table = Table("location", "tracked", "in cycle", "never checked", "damaged", "oldest check")
+    for c in cov.locations:
+        table.add_row(
+            c.location,
+            str(c.tracked),
+            str(c.covered),
+            str(c.never_checked),
+            str(c.bad),
+            c.oldest_check.isoformat() if c.oldest_check else "never",
+        )
+    out.print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.command("replicate")(replicate_cmd)
+    app.add_typer(fixity_app, name="fixity")
