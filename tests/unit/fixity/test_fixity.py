@@ -27,8 +27,8 @@ from archive.storage.replica import (
 )
 from archive.storage.s3 import S3Location
 from fixity.check import Expected
-from fixity.replication import replicate
 from fixity.repair import repair_copy
+from fixity.replication import replicate
 from fixity.service import run_cycle, run_sample
 from policies.load import POLICY_DIR
 from tests.servers import SeaweedServer
@@ -111,7 +111,7 @@ def test_random_faults_are_all_found_and_repaired(
     places = locations(services)
     client = seaweedfs.client()
     faults: dict[tuple[str, str], str] = {}
-    for pid, path, key in rng.sample(payload_keys(services), 7):
+    for _pid, path, key in rng.sample(payload_keys(services), 7):
         where = rng.choice(sorted(places))
         kind = rng.choice(KINDS)
         inject(places[where], key, kind, rng, client)
@@ -173,8 +173,8 @@ def test_no_good_copy_left_is_unrecoverable_and_alerts(
     services, _ = replicated_archive(archive, tmp_path, seaweedfs)
     rng = random.Random(7)
     places = locations(services)
-    pid, path, key = payload_keys(services)[0]
-    for name, loc in places.items():
+    pid, _path, key = payload_keys(services)[0]
+    for _name, loc in places.items():
         inject(loc, key, "flip", rng, seaweedfs.client())
     report = run_cycle(services, full=True)
     assert not report.ok
@@ -210,7 +210,7 @@ def test_repair_on_s3_writes_a_new_version_and_keeps_the_locked_one(
     assert "COMPLIANCE" in refused.value.diagnostics()
     assert offsite.versions(key) == after
     # nor can anyone else remove the locked version
-    with pytest.raises(Exception, match="AccessDenied|Forbidden|locked|retention"):
+    with pytest.raises(Exception, match=r"AccessDenied|Forbidden|locked|retention"):
         seaweedfs.client().delete_object(
             Bucket=offsite.bucket, Key=offsite.prefix + key, VersionId=original[0]
         )
