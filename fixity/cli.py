@@ -143,6 +143,41 @@ def fixity_status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+def worker_cmd(
+    ctx: typer.Context,
+    schedule: Annotated[
+        bool,
+        typer.Option(
+            "--schedule/--no-schedule",
+            help="Also run the periodic jobs (due fixity cycles, sampling, replication, "
+            "sealing, the daily renewal); with --no-schedule only take queued jobs.",
+        ),
+    ] = True,
+) -> None:
+    """Run queued and scheduled jobs, one at a time, until stopped (SIGINT or SIGTERM).
+
+    Any number of workers may run against one catalog and one queue (PostgreSQL and Redis
+    when on many machines; fixity work is claimed so no copy is checked twice in a cycle).
+    On SQLite, workers on one machine take turns at each catalog write."""
+    import logging
+
+    from archive.jobs import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    services = run(False, state(ctx).services)
+    q = services.settings.queue
+    where = q.redis_url if q.backend == "redis" else str(services.settings.queue_path)
+    run(
+        False,
+        lambda: run_worker(
+            services,
+            schedule=schedule,
+            on_ready=lambda: err.print(f"worker ready: queue {q.backend} at {escape(where)}"),
+        ),
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("replicate")(replicate_cmd)
     app.add_typer(fixity_app, name="fixity")
+    app.command("worker")(worker_cmd)
