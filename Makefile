@@ -10,8 +10,9 @@ DATA ?= custos-data
 SAMPLE := samples/sample-holding
 # Debian packages the tests use: a real PostgreSQL server for the catalog suite; openssl (the
 # local timestamp authority, and independent verification); BouncyCastle and a JDK to check
-# RFC 4998 evidence records with an implementation that is not ours.
-DEBIAN_PACKAGES := postgresql openssl libbcpkix-java openjdk-17-jdk-headless
+# RFC 4998 evidence records with an implementation that is not ours; Redis for the job queue
+# shared by workers.
+DEBIAN_PACKAGES := postgresql openssl libbcpkix-java openjdk-17-jdk-headless redis-server
 
 .PHONY: install demo system-deps test lint typecheck pytest lock bench clean
 

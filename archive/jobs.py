@@ -156,7 +156,9 @@ def run_worker(
             )
             if p.at_start:
                 task(p.job, dict(p.kwargs))
-    consumer = huey.create_consumer(workers=1, periodic=schedule, worker_type="thread")
+    consumer = huey.create_consumer(
+        workers=1, periodic=schedule, worker_type="thread", max_delay=1.0
+    )
     if on_ready:
         on_ready()
     consumer.run()

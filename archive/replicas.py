@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import Package, Replica, ReplicationPlan, StorageLocation
+from archive.catalog.upsert import insert_ignore
 
 #: Replica statuses: written and read back in full; or found damaged and not repaired.
 STORED = "stored"
@@ -205,14 +206,15 @@ def replication_summary(session: Session) -> ReplicationSummary:
 def location_id(session: Session, name: str, kind: str, uri: str, at: datetime) -> int:
     """The ``storage_locations`` row of a location, added (or its kind and URI brought up to
     date) as needed."""
-    row = session.execute(
-        select(StorageLocation).where(StorageLocation.name == name)
-    ).scalar_one_or_none()
-    if row is None:
-        row = StorageLocation(name=name, kind=kind, uri=uri, created_at=at)
-        session.add(row)
-        session.flush()
-    elif (row.kind, row.uri) != (kind, uri):
+    # Two workers may add the same location at once: the second insert is skipped.
+    insert_ignore(
+        session,
+        StorageLocation,
+        [{"name": name, "kind": kind, "uri": uri, "created_at": at}],
+        key=["name"],
+    )
+    row = session.execute(select(StorageLocation).where(StorageLocation.name == name)).scalar_one()
+    if (row.kind, row.uri) != (kind, uri):
         row.kind, row.uri = kind, uri
         session.flush()
     return row.id

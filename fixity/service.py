@@ -11,6 +11,7 @@ events), alerts for copies no good copy is left of, and the batch's tallies.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,21 @@ Progress = Callable[[int], None]
 RETRY_DAMAGED = timedelta(hours=1)
 #: ...and a copy no good copy is left of, daily (each check raises the alert again).
 RETRY_UNRECOVERABLE = timedelta(days=1)
+
+
+_batches_checked = 0
+
+
+def _fault_point(services: Services) -> None:
+    """For crash tests: ``fault_point = "fixity-checked:N"`` makes this process kill itself
+    (SIGKILL) once its N-th batch is checked and before its results are written."""
+    global _batches_checked
+    name, _, count = services.settings.fault_point.partition(":")
+    if name != "fixity-checked":
+        return
+    _batches_checked += 1
+    if _batches_checked >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def worker_name() -> str:
@@ -236,6 +252,7 @@ class _Run:
             checks.append((item, result))
             if self.progress:
                 self.progress(result.size)
+        _fault_point(self.services)
         repairs = {item.id: self._repair(item, result) for item, result in checks if not result.ok}
         self._record(checks, repairs, untouched)
         return True

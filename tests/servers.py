@@ -320,3 +320,77 @@ def _wait_for_s3(server: SeaweedServer, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s") from exc
             time.sleep(0.2)
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+@dataclass
+class RedisServer:
+    folder: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_redis(base: Path, *, timeout: float = 20.0) -> RedisServer:
+    """Debian's redis-server on 127.0.0.1, a free port, no persistence, data in a new folder."""
+    if not REDIS_SERVER.exists():
+        raise RuntimeError(
+            f"{REDIS_SERVER} not found: run `make test`, which installs Debian's redis-server"
+        )
+    folder = base / f"redis-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    port = free_port()
+    log = open(folder / "redis.log", "wb")  # noqa: SIM115 - the server writes it until stopped
+    process = subprocess.Popen(
+        [
+            str(REDIS_SERVER),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    server = RedisServer(folder, port, process)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            server.stop()
+            raise RuntimeError(f"redis-server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"redis-server did not answer within {timeout} s")
+        time.sleep(0.1)
