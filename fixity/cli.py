@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -175,6 +177,50 @@ def worker_cmd(
             on_ready=lambda: err.print(f"worker ready: queue {q.backend} at {escape(where)}"),
         ),
     )
+
+
+@fixity_app.command("report")
+def fixity_report_cmd(
+    ctx: typer.Context,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", metavar="FILE", help="Also write it as CSV.")
+    ] = None,
+    html_path: Annotated[
+        Path | None,
+        typer.Option("--html", metavar="FILE", help="Also write an HTML page (chart: inline SVG)."),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(help="Only checks from this date (YYYY-MM-DD, UTC) on.", formats=["%Y-%m-%d"]),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The auditor's report: per location and tier, copies, files checked, bytes read,
+    failures, repairs, unrecoverable copies and the oldest check; coverage over time."""
+    from fixity.report import build_report, write_csv, write_html
+
+    services = run(as_json, state(ctx).services)
+    start = since.replace(tzinfo=UTC) if since else None
+    with services.sessions() as session:
+        report = build_report(session, since=start)
+    if csv_path:
+        run(as_json, lambda: write_csv(report, csv_path))
+    if html_path:
+        run(as_json, lambda: write_html(report, html_path))
+    if as_json:
+        emit_json({"status": "ok", **report.as_dict()})
+        return
+    table = Table(
+        "location", "tier", "copies", "checked", "read", "failures", "repairs",
+        "unrecoverable", "oldest check", title="fixity",
+    )  # fmt: skip
+    for r in report.rows:
+        table.add_row(
+            r.location, r.tier, str(r.copies), str(r.files_checked), human_bytes(r.bytes_read),
+            str(r.failures), str(r.repairs), str(r.unrecoverable),
+            r.oldest_check.isoformat() if r.oldest_check else "never",
+        )  # fmt: skip
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:
