@@ -216,11 +216,15 @@ def main() -> None:
                         with services.session_scope() as session:
                             session.execute(
                                 text(
-                                    "UPDATE fixity_coverage SET last_checked_at = :t "
-                                    "WHERE location_id != (SELECT id FROM storage_locations "
-                                    "WHERE name = :n)"
+                                    "UPDATE fixity_coverage SET last_checked_at = CASE "
+                                    "WHEN location_id = (SELECT id FROM storage_locations "
+                                    "WHERE name = :n) THEN :past ELSE :future END"
                                 ),
-                                {"t": datetime.now(UTC) + timedelta(days=1), "n": name},
+                                {
+                                    "past": datetime.now(UTC) - timedelta(days=1),
+                                    "future": datetime.now(UTC) + timedelta(days=1),
+                                    "n": name,
+                                },
                             )
                         secs, _ = timed(lambda: run_cycle(services, full=True))
                         rates[name] = total / secs / 1e6
