@@ -10,10 +10,11 @@ DATA ?= custos-data
 SAMPLE := samples/sample-holding
 # Debian packages the tests use: a real PostgreSQL server for the catalog suite; openssl (the
 # local timestamp authority, and independent verification); BouncyCastle and a JDK to check
-# RFC 4998 evidence records with an implementation that is not ours. The format migration
-# pathways' tools (policies/formats.toml) and their validators: Ghostscript, LibreOffice
-# (headless), ImageMagick, FLAC, FFmpeg (ffprobe), poppler-utils (pdfinfo).
-DEBIAN_PACKAGES := postgresql openssl xxd libbcpkix-java openjdk-17-jdk-headless \
+# RFC 4998 evidence records with an implementation that is not ours; Redis for the job queue
+# shared by workers. The format migration pathways' tools (policies/formats.toml) and their
+# validators: Ghostscript, LibreOffice (headless), ImageMagick, FLAC, FFmpeg (ffprobe),
+# poppler-utils (pdfinfo).
+DEBIAN_PACKAGES := postgresql openssl xxd libbcpkix-java openjdk-17-jdk-headless redis-server \
 	ghostscript libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui \
 	imagemagick flac ffmpeg poppler-utils
 
@@ -64,6 +65,7 @@ bench: install
 	$(BIN)/python bench/ingest_small.py
 	$(BIN)/python bench/seal.py
 	$(BIN)/python bench/migrate.py
+	$(BIN)/python bench/fixity.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

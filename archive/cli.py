@@ -354,7 +354,8 @@ def seal_renew_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 @app.command("status")
 def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Holdings, the seal backlog (and its age), and the custody log's last sealed checkpoint."""
+    """Holdings, replication (packages safely stored), fixity coverage, the seal backlog (and
+    its age), and the custody log's last sealed checkpoint."""
     from archive.status import status
 
     services = run(as_json, state(ctx).services)
@@ -371,6 +372,29 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         out.print(
             f"identification backlog: {st.unidentified} payload file(s) not identified yet "
             "(custos identify)",
+            markup=False,
+        )
+    r = st.replication
+    out.print(
+        f"replication: {r.safely_stored} of {r.packages} package(s) safely stored (every "
+        "required copy written and read back)"
+        + (
+            f"; {r.packages - r.safely_stored} not yet ({r.not_planned} never replicated)"
+            if r.packages - r.safely_stored
+            else ""
+        ),
+        markup=False,
+    )
+    fx = st.fixity
+    if fx.tracked == 0:
+        out.print(f"fixity: no copy checked yet ({fx.expected} copies to check)", markup=False)
+    else:
+        oldest = fx.oldest_check.isoformat() if fx.oldest_check else "never"
+        newest = fx.newest_check.isoformat() if fx.newest_check else "never"
+        out.print(
+            f"fixity: {fx.covered} of {fx.expected} copies checked within their cycle; "
+            f"oldest check {oldest}; last check {newest}"
+            + (f"; {fx.bad} damaged copies outstanding" if fx.bad else ""),
             markup=False,
         )
     b = st.seal
@@ -515,12 +539,15 @@ def show_cmd(
     package: Annotated[str, typer.Argument(help="Package id, or a unique prefix of its UUID.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one package: its deposit, versions, files and events."""
+    """Show one package: its deposit, whether it is safely stored (its replicas), versions,
+    files and events."""
     from archive.catalog.queries import package_detail
+    from archive.replicas import replication_state
 
     services = run(as_json, state(ctx).services)
     with services.sessions() as session:
         d = run(as_json, lambda: package_detail(session, package))
+        copies = replication_state(session, d.summary.id)
     if as_json:
         emit_json(
             {
@@ -536,6 +563,7 @@ def show_cmd(
                 ],
                 "files": [_asdict(f) for f in d.files],
                 "access": [_asdict(a) for a in d.access],
+                "replication": copies.as_dict(),
                 "events": [_event_dict(e) for e in d.events],
             }
         )
@@ -549,8 +577,25 @@ def show_cmd(
         f"stored {s.created_at:%Y-%m-%d %H:%M:%S %Z} at {where}",
         f"{s.files} payload files, {human_bytes(s.bytes)} · fingerprint {d.fingerprint}",
     ]
+    lines.append(copies.describe())
     for line in lines:
         out.print(Text(line))
+    if copies.replicas:
+        rt = Table("location", "where", "version", "status", "read back", title="replicas")
+        for rep in copies.replicas:
+            rt.add_row(
+                *map(
+                    Text,
+                    (
+                        rep.location,
+                        rep.uri,
+                        f"v{rep.version}",
+                        rep.status,
+                        f"{rep.verified_at:%Y-%m-%d %H:%M:%S}" if rep.verified_at else "-",
+                    ),
+                )
+            )
+        out.print(rt)
     vt = Table("version", "created", "message", "inventory sha512", title="versions")
     for v in d.versions:
         vt.add_row(

@@ -167,6 +167,45 @@ class S3LocationSettings(BaseModel):
 LocationSettings = Annotated[
     LocalLocationSettings | S3LocationSettings, Field(discriminator="kind")
 ]
+#: The name the primary storage root goes by among locations; no configured location takes it.
+PRIMARY_LOCATION = "primary"
+
+
+class QueueSettings(BaseModel):
+    """The job queue (Huey). The embedded default is a SQLite file in the data folder (no
+    server); ``redis`` lets workers on many machines share one queue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    path: Path | None = None  # default: DATA_DIR/queue.sqlite3
+    redis_url: str = ""
+    name: str = Field(default="custos", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    @model_validator(mode="after")
+    def _redis_url(self) -> QueueSettings:
+        if self.backend == "redis" and not re.match(r"^rediss?://", self.redis_url):
+            raise ValueError("queue.backend = redis needs queue.redis_url = redis://HOST:PORT/DB")
+        return self
+
+
+class FixitySettings(BaseModel):
+    """How fixity work is cut and scheduled (what is checked, and how often, is policy:
+    ``policies/fixity.toml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Copies a worker claims at a time (their results are written in one transaction).
+    batch_files: int = Field(default=500, ge=1, le=100_000)
+    #: A claim older than this (seconds) is taken to belong to a dead worker and is released.
+    claim_timeout: float = Field(default=900.0, gt=0)
+    #: The worker's schedule, in minutes: look for due copies, sample, seal what is pending.
+    due_every_minutes: int = Field(default=10, ge=1, le=1440)
+    sample_every_minutes: int = Field(default=10, ge=1, le=1440)
+    replicate_every_minutes: int = Field(default=10, ge=1, le=1440)
+    seal_every_minutes: int = Field(default=5, ge=1, le=1440)
+    #: The daily renewal of evidence records runs at this hour (UTC).
+    renew_hour: int = Field(default=3, ge=0, le=23)
 
 
 class Settings(BaseModel):
@@ -181,9 +220,11 @@ class Settings(BaseModel):
     limits: Limits = Limits()
     tsa: TSASettings = TSASettings()
     proofs: ProofSettings = ProofSettings()
-    #: Replica storage locations by key (see archive/storage/replica.py). Nothing writes to
-    #: them yet: replication, fixity and repair will.
+    #: Replica storage locations by key (see archive/storage/replica.py); the replication
+    #: policy says which of them hold each package's copies.
     locations: dict[str, LocationSettings] = Field(default_factory=dict)
+    queue: QueueSettings = QueueSettings()
+    fixity: FixitySettings = FixitySettings()
     policy_dir: Path | None = None
     identify_formats: bool = True
     fsync: bool = True
@@ -201,6 +242,11 @@ class Settings(BaseModel):
                     f"location key {key!r} must be lowercase letters, digits, '-' or '_', "
                     "starting with a letter (so that CUSTOS_LOCATIONS__<KEY>__... can set it)"
                 )
+            if key == PRIMARY_LOCATION:
+                raise ValueError(
+                    f"location key {PRIMARY_LOCATION!r} is the storage root's own name: "
+                    "choose another"
+                )
         return value
 
     @property
@@ -208,6 +254,10 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'catalog.sqlite3').resolve()}"
+
+    @property
+    def queue_path(self) -> Path:
+        return (self.queue.path or self.data_dir / "queue.sqlite3").resolve()
 
     @property
     def tsa_path(self) -> Path:

@@ -1,8 +1,10 @@
 """`custos status`: what the archive holds and what awaits work, read from the catalog alone.
 
-Reports holdings, the files awaiting format identification, the seal backlog (with its age
-and the back-off before the next attempt) and the custody log's head and last sealed
-checkpoint. It reads; it never starts work.
+Reports holdings, the files awaiting format identification, how many packages are safely
+stored (every copy the replication plan requires written and read back), the seal backlog
+(with its age and the back-off before the next attempt), the custody log's head and last
+sealed checkpoint, and the fixity coverage (copies checked within their tier's period, the
+oldest check, the last check). It reads; it never starts work.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from sqlalchemy import func, select
 
 from archive.catalog.tables import Checkpoint, CustodyHead, Deposit, File, Package, Seal
 from archive.custody import now
+from archive.fixity_state import Coverage, coverage
 from archive.proofs.seal import Backlog, backlog
+from archive.replicas import ReplicationSummary, replication_summary
 from archive.services import Services
 
 
@@ -30,6 +34,8 @@ class Status:
     log_chain: str
     last_sealed_checkpoint: int | None
     last_checkpoint_at: datetime | None
+    replication: ReplicationSummary
+    fixity: Coverage
     at: datetime
 
     def as_dict(self) -> dict[str, Any]:
@@ -41,6 +47,8 @@ class Status:
                 "payload_bytes": self.payload_bytes,
             },
             "identification_backlog": self.unidentified,
+            "replication": self.replication.as_dict(),
+            "fixity": self.fixity.as_dict(),
             "seal_backlog": self.seal.as_dict(self.at),
             "custody_log": {
                 "chain": self.log_chain,
@@ -85,5 +93,7 @@ def status(services: Services) -> Status:
             log_chain=chain,
             last_sealed_checkpoint=int(last[0]) if last else None,
             last_checkpoint_at=last[1] if last else None,
+            replication=replication_summary(session),
+            fixity=coverage(session),
             at=now(),
         )

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
 from archive.errors import CustosError
+from archive.jobs import enqueue
 from archive.proofs.seal import seal_now
 from archive.services import Services
 from ingest import service
@@ -58,6 +59,7 @@ def ingest_cmd(
         report["identification"] = _identify_after_commit(services, result.package_id, as_json)
     if seal:
         report["seal"] = _seal_after_commit(services, as_json)
+    report["replication"] = _queue_replication(services, result.package_id, as_json)
     if as_json:
         emit_json(report)
 
@@ -111,6 +113,19 @@ def _seal_after_commit(services: Services, quiet: bool) -> dict[str, Any]:
         tokens = ", ".join(f"{t['tsa']} at {t['gen_time']}" for t in result["tokens"])
         err.print(f"sealed {len(result['sealed'])} manifest(s): {tokens}")
     return {"status": "sealed", **result}
+
+
+def _queue_replication(services: Services, package_id: str, quiet: bool) -> dict[str, Any]:
+    """The package is committed: queue its replication for a worker (`custos worker`)."""
+    try:
+        enqueue(services.settings, "replicate", package_id=package_id)
+    except CustosError as exc:
+        err.print(
+            f"[yellow]replication not queued:[/] {escape(exc.diagnostics())}\n"
+            "  the package is stored; `custos replicate` or a worker's schedule copies it"
+        )
+        return {"status": "not-queued", "message": exc.message}
+    return {"status": "queued"}
 
 
 def identify_cmd(

@@ -9,6 +9,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from policies.formats import FormatPolicy
+from policies.preservation import FixityPolicy, ReplicationPolicy
 from policies.schema import AccessPolicy, IngestPolicy
 
 POLICY_DIR = Path(__file__).resolve().parent
@@ -49,3 +50,13 @@ def load_access_policy(folder: Path | None = None) -> AccessPolicy:
 def load_format_policy(folder: Path | None = None) -> FormatPolicy:
     """``formats.toml`` from ``folder`` (default: the shipped one); raises PolicyFileError."""
     return _load(FormatPolicy, (folder or POLICY_DIR) / "formats.toml")
+
+
+def load_replication_policy(folder: Path | None = None) -> ReplicationPolicy:
+    """``replication.toml`` from ``folder`` (default: the shipped one); raises PolicyFileError."""
+    return _load(ReplicationPolicy, (folder or POLICY_DIR) / "replication.toml")
+
+
+def load_fixity_policy(folder: Path | None = None) -> FixityPolicy:
+    """``fixity.toml`` from ``folder`` (default: the shipped one); raises PolicyFileError."""
+    return _load(FixityPolicy, (folder or POLICY_DIR) / "fixity.toml")

@@ -10,7 +10,14 @@ import pytest
 
 from archive.config import Settings, load_settings
 from archive.services import Services, open_services
-from tests.servers import PostgresServer, SeaweedServer, start_postgres, start_seaweedfs
+from tests.servers import (
+    PostgresServer,
+    RedisServer,
+    SeaweedServer,
+    start_postgres,
+    start_redis,
+    start_seaweedfs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = ROOT / "tests" / "data" / "bagit-conformance"
@@ -79,6 +86,16 @@ def services(make_services: MakeServices) -> Services:
 def seaweedfs() -> Iterator[SeaweedServer]:
     """A real S3 server with Object Lock (SeaweedFS `weed mini`) on 127.0.0.1, for the session."""
     server = start_seaweedfs(Path("/tmp") / "custos-tests")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real Redis (Debian's redis-server) on 127.0.0.1, for the session."""
+    server = start_redis(Path("/tmp") / "custos-tests")
     try:
         yield server
     finally:

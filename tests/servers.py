@@ -189,6 +189,7 @@ class SeaweedServer:
     folder: Path
     ports: dict[str, int]
     process: subprocess.Popen[bytes]
+    args: tuple[str, ...] = ()
     access_key: str = "custos-test"
     secret_key: str = "custos-test-secret"  # any pair is accepted: no IAM configured
 
@@ -230,6 +231,26 @@ class SeaweedServer:
             return "\n".join((self.folder / "weed.log").read_text().splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL the server, keeping its data (for tests of a server that dies)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the server again on the same ports and data; return once S3 answers."""
+        self.kill()
+        log = open(self.folder / "weed.log", "ab")  # noqa: SIM115 - the server writes it
+        self.process = subprocess.Popen(
+            list(self.args),
+            cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        _wait_for_s3(self, timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -274,23 +295,102 @@ def start_seaweedfs(base: Path, *, timeout: float = 60.0) -> SeaweedServer:
         args, cwd=folder, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
     log.close()
-    server = SeaweedServer(folder, ports, process)
+    server = SeaweedServer(folder, ports, process, tuple(args))
     try:
-        client = server.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {process.returncode}")
-            try:
-                client.list_buckets()
-                return server
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s") from exc
-                time.sleep(0.2)
+        _wait_for_s3(server, timeout)
+        return server
     except BaseException as exc:
         tail = server.log_tail()
         server.stop()
         if isinstance(exc, RuntimeError):
             raise RuntimeError(f"{exc}; the end of its log:\n{tail}") from exc
         raise
+
+
+def _wait_for_s3(server: SeaweedServer, timeout: float) -> None:
+    client = server.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"weed mini exited with {server.process.returncode}")
+        try:
+            client.list_buckets()
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s") from exc
+            time.sleep(0.2)
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+@dataclass
+class RedisServer:
+    folder: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_redis(base: Path, *, timeout: float = 20.0) -> RedisServer:
+    """Debian's redis-server on 127.0.0.1, a free port, no persistence, data in a new folder."""
+    if not REDIS_SERVER.exists():
+        raise RuntimeError(
+            f"{REDIS_SERVER} not found: run `make test`, which installs Debian's redis-server"
+        )
+    folder = base / f"redis-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    port = free_port()
+    log = open(folder / "redis.log", "wb")  # noqa: SIM115 - the server writes it until stopped
+    process = subprocess.Popen(
+        [
+            str(REDIS_SERVER),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    server = RedisServer(folder, port, process)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            server.stop()
+            raise RuntimeError(f"redis-server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"redis-server did not answer within {timeout} s")
+        time.sleep(0.1)

@@ -28,6 +28,8 @@ from archive.catalog.tables import (
     Event,
     File,
     Package,
+    Replica,
+    ReplicationPlan,
     Seal,
     SealBatch,
     Version,
@@ -318,7 +320,9 @@ def _index_access(session: Session, package_id: str, access: dict[str, Any]) -> 
 def remove_package(session: Session, package_id: str) -> None:
     """Drop the catalog rows of a package derived from storage (before re-indexing it).
 
-    Its events stay: they are entries of the append-only custody log."""
+    Its events stay: they are entries of the append-only custody log. Its replica rows and
+    replication plan go too (storage alone cannot vouch for copies elsewhere): the next
+    replication run reads the copies back and records them again. Fixity coverage stays."""
     existing = session.get(Package, package_id)
     if existing is None:
         return
@@ -327,6 +331,8 @@ def remove_package(session: Session, package_id: str) -> None:
     session.execute(delete(AccessAssignment).where(AccessAssignment.package_id == package_id))
     session.execute(delete(ConsentRecord).where(ConsentRecord.package_id == package_id))
     session.execute(delete(Seal).where(Seal.package_id == package_id))
+    session.execute(delete(Replica).where(Replica.package_id == package_id))
+    session.execute(delete(ReplicationPlan).where(ReplicationPlan.package_id == package_id))
     session.execute(delete(Version).where(Version.package_id == package_id))
     session.execute(delete(Package).where(Package.id == package_id))
     session.execute(delete(Deposit).where(Deposit.id == deposit_id))

@@ -14,6 +14,8 @@ from archive.catalog.tables import (
     Deposit,
     File,
     Package,
+    Replica,
+    ReplicationPlan,
     Seal,
     SealBatch,
     Version,
@@ -43,6 +45,8 @@ def rebuild(services: Services, *, progress: Callable[[int], None] | None = None
         session.execute(delete(AccessAssignment))
         session.execute(delete(ConsentRecord))
         session.execute(delete(File))
+        session.execute(delete(Replica))
+        session.execute(delete(ReplicationPlan))
         session.execute(delete(Seal))
         session.execute(delete(SealBatch))
         session.execute(delete(Version))

@@ -286,3 +286,77 @@ class ConsentRecord(Base):
     package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
     path: Mapped[str] = mapped_column(Text)
     scopes: Mapped[str] = mapped_column(Text)
+
+
+class ReplicationPlan(Base):
+    """Where a package's copies must be, as the replication policy in force decided; written
+    by each replication run (``fixity.replication``). ``locations``: comma-separated names."""
+
+    __tablename__ = "replication_plans"
+
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(32))
+    copies: Mapped[int] = mapped_column(Integer)
+    locations: Mapped[str] = mapped_column(Text)
+    shortfall: Mapped[int] = mapped_column(Integer)
+    policy: Mapped[str] = mapped_column(String(128))
+    planned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FixityCoverage(Base):
+    """The last check of one file's copy at one location (the primary storage root is a
+    location too). A worker claims rows (``claimed_by``/``claimed_at``, a lease) before
+    checking them, so that no copy is checked twice in a cycle and none is skipped.
+
+    Not tied to ``files`` by a foreign key: file rows are re-derived from storage, and the
+    coverage of a copy survives that."""
+
+    __tablename__ = "fixity_coverage"
+    __table_args__ = (
+        UniqueConstraint("location_id", "package_id", "content_path"),
+        Index("ix_fixity_coverage_due", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location_id: Mapped[int] = mapped_column(ForeignKey("storage_locations.id"))
+    package_id: Mapped[str] = mapped_column(String(128))
+    content_path: Mapped[str] = mapped_column(Text)
+    tier: Mapped[str] = mapped_column(String(32))
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_full_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: When the next check is due (the last check plus the tier's cycle period); NULL: now.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # ok | damaged | repaired | unrecoverable | repair-failed
+    last_outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class FixityTally(Base):
+    """What one batch of checks did at one location for one tier (for reports)."""
+
+    __tablename__ = "fixity_tallies"
+    __table_args__ = (Index("ix_fixity_tallies_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(16))  # cycle | sample
+    worker: Mapped[str] = mapped_column(String(128))
+    location: Mapped[str] = mapped_column(String(128))
+    tier: Mapped[str] = mapped_column(String(32))
+    files: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    failures: Mapped[int] = mapped_column(Integer)
+    repairs: Mapped[int] = mapped_column(Integer)
+    unrecoverable: Mapped[int] = mapped_column(Integer)
+
+
+class FixitySnapshot(Base):
+    """Coverage at a moment: copies checked within their tier's period, out of all."""
+
+    __tablename__ = "fixity_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    covered: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,137 @@
+"""Fixity coverage as the catalog records it (``fixity_coverage``), for ``custos status`` and
+``custos fixity status``: how many copies are tracked, how many were checked within their
+tier's cycle period (``due_at`` still ahead), the oldest and newest check, outstanding damage.
+
+The checks themselves, and the policy that sets each copy's ``due_at``, are in ``fixity/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from archive.catalog.tables import File, FixityCoverage, Replica, StorageLocation
+from archive.custody import now
+
+#: Outcomes of a last check that leave a copy in need of attention.
+BAD_OUTCOMES = ("damaged", "unrecoverable", "repair-failed")
+
+
+@dataclass(frozen=True, slots=True)
+class LocationCoverage:
+    location: str
+    tracked: int
+    covered: int
+    never_checked: int
+    bad: int
+    oldest_check: datetime | None
+    newest_check: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "location": self.location,
+            "tracked": self.tracked,
+            "covered": self.covered,
+            "never_checked": self.never_checked,
+            "damaged": self.bad,
+            "oldest_check": self.oldest_check.isoformat() if self.oldest_check else None,
+            "newest_check": self.newest_check.isoformat() if self.newest_check else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """``expected``: copies that exist by the catalog (every file in the primary storage root
+    and at each location with a recorded replica); ``tracked``: those fixity has seen."""
+
+    expected: int
+    locations: tuple[LocationCoverage, ...]
+    at: datetime
+
+    @property
+    def tracked(self) -> int:
+        return sum(c.tracked for c in self.locations)
+
+    @property
+    def covered(self) -> int:
+        return sum(c.covered for c in self.locations)
+
+    @property
+    def bad(self) -> int:
+        return sum(c.bad for c in self.locations)
+
+    @property
+    def oldest_check(self) -> datetime | None:
+        found = [c.oldest_check for c in self.locations if c.oldest_check]
+        return min(found) if found else None
+
+    @property
+    def newest_check(self) -> datetime | None:
+        found = [c.newest_check for c in self.locations if c.newest_check]
+        return max(found) if found else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "copies_expected": self.expected,
+            "copies_tracked": self.tracked,
+            "copies_covered": self.covered,
+            "copies_damaged": self.bad,
+            "oldest_check": self.oldest_check.isoformat() if self.oldest_check else None,
+            "newest_check": self.newest_check.isoformat() if self.newest_check else None,
+            "locations": [c.as_dict() for c in self.locations],
+        }
+
+
+def coverage(session: Session, *, at: datetime | None = None) -> Coverage:
+    """Coverage now (or at ``at``), per location, in two queries."""
+    at = at or now()
+    rows = session.execute(
+        select(
+            StorageLocation.name,
+            func.count(FixityCoverage.id),
+            func.sum(case((FixityCoverage.due_at > at, 1), else_=0)),
+            func.sum(case((FixityCoverage.last_checked_at.is_(None), 1), else_=0)),
+            func.sum(case((FixityCoverage.last_outcome.in_(BAD_OUTCOMES), 1), else_=0)),
+            func.min(FixityCoverage.last_checked_at),
+            func.max(FixityCoverage.last_checked_at),
+        )
+        .join(StorageLocation, StorageLocation.id == FixityCoverage.location_id)
+        .group_by(StorageLocation.name)
+        .order_by(StorageLocation.name)
+    ).all()
+    files = session.execute(select(func.count(File.id))).scalar_one()
+    replica_files = session.execute(
+        select(func.count(File.id)).join(Replica, Replica.package_id == File.package_id)
+    ).scalar_one()
+    return Coverage(
+        expected=int(files) + int(replica_files),
+        locations=tuple(
+            LocationCoverage(
+                name,
+                int(n),
+                int(cov or 0),
+                int(never or 0),
+                int(bad or 0),
+                _aware(oldest),
+                _aware(newest),
+            )
+            for name, n, cov, never, bad, oldest, newest in rows
+        ),
+        at=at,
+    )
+
+
+def _aware(value: Any) -> datetime | None:
+    """min()/max() come back without the column's type on SQLite: give them their zone."""
+    from archive.catalog.tables import UTCDateTime
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    result = UTCDateTime().process_result_value(value, None)  # type: ignore[arg-type]
+    return result

@@ -1,0 +1,171 @@
+"""The job queue: Huey, behind two functions (:func:`enqueue`, :func:`run_worker`).
+
+The embedded default keeps the queue in a SQLite file in the data folder
+(``DATA_DIR/queue.sqlite3``, no server); ``queue.backend = "redis"`` shares one queue between
+workers on many machines. Jobs are named (``replicate``, ``fixity-cycle`` …); their handlers
+and the periodic schedule come from the function packages through the ``custos.jobs`` entry
+points (``pyproject.toml``), so this core module never imports upward. Callers enqueue only
+after their catalog transaction has committed.
+
+Huey removes a job from the queue when a worker takes it: a worker killed mid-job does not
+get it back from the queue. The work itself is not lost: every handler is written to be run
+again (fixity claims are leases that run out; replication reads back what is already there),
+and the worker's schedule, which also runs once when a worker starts, picks up whatever is
+still due.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from archive.config import Settings
+from archive.errors import CustosError
+from archive.services import Services
+
+log = logging.getLogger("custos.jobs")
+
+Handler = Callable[..., Any]  # handler(services, **kwargs)
+DISPATCH = "custos.job"
+
+
+class QueueError(CustosError):
+    """The job queue could not be reached or used."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
+@dataclass(frozen=True, slots=True)
+class Periodic:
+    """A job the worker runs on a schedule: every ``minutes`` (or daily at ``hour``:00 UTC),
+    and once when it starts if ``at_start``."""
+
+    job: str
+    minutes: int | None = None
+    hour: int | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    at_start: bool = False
+
+
+@dataclass
+class JobTable:
+    """What the function packages contribute: handlers by name and the schedule."""
+
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    schedule: list[Periodic] = field(default_factory=list)
+
+
+def _huey(settings: Settings) -> Any:
+    from huey import RedisHuey, SqliteHuey
+
+    q = settings.queue
+    try:
+        if q.backend == "redis":
+            return RedisHuey(q.name, url=q.redis_url, results=False, utc=True)
+        settings.queue_path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteHuey(q.name, filename=str(settings.queue_path), results=False, utc=True)
+    except Exception as exc:  # redis/sqlite errors at connection time
+        raise QueueError(f"cannot open the job queue ({_where(settings)}): {exc}") from exc
+
+
+def _where(settings: Settings) -> str:
+    q = settings.queue
+    return (
+        f"Redis at {q.redis_url}" if q.backend == "redis" else f"SQLite file {settings.queue_path}"
+    )
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _dispatch(job: str, kwargs: dict[str, Any]) -> None:
+    """Run a named job in this worker (the one task registered with Huey)."""
+    services: Services = _WORKER["services"]
+    table: JobTable = _WORKER["table"]
+    handler = table.handlers.get(job)
+    if handler is None:
+        log.error("no handler for job %r: is the package that provides it installed?", job)
+        return
+    try:
+        handler(services, **kwargs)
+    except CustosError as exc:
+        log.error("job %s failed: %s", job, exc.diagnostics())
+
+
+def _queue(settings: Settings) -> tuple[Any, Any]:
+    huey = _huey(settings)
+    task = huey.task(name=DISPATCH)(_dispatch)
+    return huey, task
+
+
+def enqueue(settings: Settings, job: str, **kwargs: Any) -> None:
+    """Queue ``job`` for a worker. Call it after the catalog commit.
+
+    Raises :class:`QueueError` when the queue cannot be reached."""
+    _, task = _queue(settings)
+    try:
+        task(job, dict(kwargs))
+    except Exception as exc:
+        raise QueueError(
+            f"cannot queue job {job} ({_where(settings)}): {exc}",
+            hint="check that the queue is reachable (queue.* settings); the scheduled "
+            "work of `custos worker` catches up with what was not queued",
+        ) from exc
+
+
+def pending(settings: Settings) -> int:
+    """Jobs waiting in the queue."""
+    huey, _ = _queue(settings)
+    try:
+        return int(huey.pending_count())
+    except Exception as exc:
+        raise QueueError(f"cannot read the job queue ({_where(settings)}): {exc}") from exc
+
+
+def job_table(settings: Settings) -> JobTable:
+    """Handlers and schedule from every installed ``custos.jobs`` entry point (each is called
+    as ``register(table, settings)``)."""
+    table = JobTable()
+    for ep in sorted(entry_points(group="custos.jobs"), key=lambda e: e.name):
+        ep.load()(table, settings)
+    return table
+
+
+def run_worker(
+    services: Services, *, schedule: bool = True, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Run one consumer (one job at a time) and, with ``schedule``, the periodic jobs, until
+    SIGINT or SIGTERM. Jobs marked ``at_start`` are queued first."""
+    from huey import crontab
+
+    table = job_table(services.settings)
+    _WORKER.update(services=services, table=table)
+    huey, task = _queue(services.settings)
+    if schedule:
+        for p in table.schedule:
+            cron = (
+                crontab(minute=f"*/{p.minutes}")
+                if p.minutes is not None
+                else crontab(minute="0", hour=str(p.hour))
+            )
+            huey.periodic_task(cron, name=f"custos.periodic.{p.job}")(
+                _periodic(p.job, dict(p.kwargs))
+            )
+            if p.at_start:
+                task(p.job, dict(p.kwargs))
+    consumer = huey.create_consumer(
+        workers=1, periodic=schedule, worker_type="thread", max_delay=1.0
+    )
+    if on_ready:
+        on_ready()
+    consumer.run()
+
+
+def _periodic(job: str, kwargs: dict[str, Any]) -> Callable[[], None]:
+    def run() -> None:
+        _dispatch(job, kwargs)
+
+    return run

@@ -1,0 +1,266 @@
+"""Benchmark: fixity cycles against raw sequential reads of the same files.
+
+Cases, each measured in the same run on the same data (the page cache is dropped before every
+cold run; results say "warm" if it cannot be):
+
+1. cold, local: a full fixity cycle over the primary storage root with two worker processes
+   (each ``fixity.service.run_cycle(full=True)`` on its own catalog connection; claims split
+   the work) against ``cat`` of the same content files to /dev/null. Target >= 0.8x.
+2. warm, local: two workers against one worker, same cycle. Target >= 1.6x.
+3. the S3 path beside the local path: one worker's cycle over an S3 replica (SeaweedFS on
+   127.0.0.1, started and stopped here) and over the local primary, warm.
+4. files/s of a two-worker cycle over 100,000 small files (cold).
+
+Routine cycles recompute sha256 only (policies/fixity.toml): an untimed first cycle, which
+reads every copy with sha512 and sha256, runs before the timed ones. The catalog is SQLite.
+
+Run (as root, from the project folder)::
+
+    .venv/bin/python bench/fixity.py
+    .venv/bin/python bench/fixity.py --large-mib 256 --small-files 10000   # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from common import (
+    PageCache,
+    Row,
+    build_once,
+    cache_dir,
+    cpu_summary,
+    fresh_dir,
+    log,
+    median,
+    print_table,
+    timed,
+)
+from sqlalchemy import text
+
+from archive.config import Settings, load_settings
+from archive.services import open_services
+from fixity.replication import replicate
+from fixity.service import run_cycle
+from ingest.service import ingest
+
+MIB = 1024 * 1024
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--large-mib", type=int, default=2048, help="MiB in the large bag")
+    parser.add_argument("--large-files", type=int, default=8, help="files in the large bag")
+    parser.add_argument("--small-files", type=int, default=100_000)
+    parser.add_argument("--small-kib", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument("--no-s3", action="store_true", help="skip the S3 case")
+    return parser.parse_args()
+
+
+def make_bag(folder: Path, files: int, size: int, per_folder: int = 1000) -> None:
+    import bagit
+
+    for i in range(files):
+        path = folder / f"d{i // per_folder:04d}" / f"f{i:06d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            left = size
+            while left:
+                n = min(left, 16 * MIB)
+                fh.write(os.urandom(n))
+                left -= n
+    bagit.make_bag(str(folder), checksums=["sha512"], processes=2)
+
+
+def archive_of(out: Path, name: str, bag: Path, extra: dict[str, object]) -> Settings:
+    """A data folder holding the bag as one package (made once, then reused)."""
+
+    def build(tmp: Path) -> None:
+        settings = load_settings(
+            data_dir=tmp, environ={}, overrides={"fsync": False, "identify_formats": False}
+        )
+        services = open_services(settings)
+        try:
+            ingest(services, bag, depositor="Custos benchmark")
+        finally:
+            services.close()
+
+    data = build_once(cache_dir(out, name), build)
+    return load_settings(
+        data_dir=data, environ={}, overrides={"fsync": False, "identify_formats": False, **extra}
+    )
+
+
+def _worker(settings: Settings, name: str, barrier: Any, queue: Any) -> None:
+    services = open_services(settings, recover=False)
+    try:
+        barrier.wait()  # process start-up and imports are not timed
+        start = time.time()
+        checked = run_cycle(services, full=True, worker=name).checked
+        queue.put((start, time.time(), checked))
+    finally:
+        services.close()
+
+
+def cycle(settings: Settings, workers: int) -> tuple[float, int]:
+    """Wall time of a full cycle split between ``workers`` processes (from the moment all are
+    ready to the last one's end); copies checked."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    barrier = ctx.Barrier(workers)
+    procs = [
+        ctx.Process(target=_worker, args=(settings, f"bench-{i}", barrier, queue))
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    done = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"a worker exited with {p.exitcode}")
+    return max(d[1] for d in done) - min(d[0] for d in done), sum(d[2] for d in done)
+
+
+def content_files(settings: Settings) -> list[str]:
+    return [
+        str(p) for p in settings.storage_path.rglob("*") if p.is_file() and "/content/" in str(p)
+    ]
+
+
+def cat_secs(files: list[str]) -> float:
+    secs, _ = timed(
+        lambda: subprocess.run(
+            ["xargs", "-0", "cat"],
+            input="\0".join(files).encode(),
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+    )
+    return secs
+
+
+def main() -> None:
+    args = parse_args()
+    log(cpu_summary())
+    cache = PageCache()
+    rows: list[Row] = []
+    size = args.large_mib * MIB // args.large_files
+    big_bag = build_once(
+        cache_dir(args.out, f"fixity-large-{args.large_mib}MiB"),
+        lambda tmp: make_bag(tmp, args.large_files, size),
+    )
+    settings = archive_of(args.out, f"fixity-archive-{args.large_mib}MiB", big_bag, {})
+    files = content_files(settings)
+    total = sum(os.path.getsize(f) for f in files)
+    log(f"large: {len(files)} content files, {total / MIB:.0f} MiB; first (untimed) cycle ...")
+    cycle(settings, 2)
+
+    cold_cat, cold_two = [], []
+    for i in range(args.repeat):
+        cache.drop()
+        cold_cat.append(cat_secs(files))
+        cache.drop()
+        cold_two.append(cycle(settings, 2)[0])
+        log(f"  cold run {i + 1}: cat {cold_cat[-1]:.2f}s, two workers {cold_two[-1]:.2f}s")
+    base, ours = total / median(cold_cat) / 1e6, total / median(cold_two) / 1e6
+    rows.append(Row("cycle, 2 workers, cold", "sqlite", f"{base:.0f} MB/s (cat)",
+                    f"{ours:.0f} MB/s", ours / base))  # fmt: skip
+
+    cat_secs(files)  # warm the cache
+    warm_one, warm_two = [], []
+    for i in range(args.repeat):
+        warm_one.append(cycle(settings, 1)[0])
+        warm_two.append(cycle(settings, 2)[0])
+        log(f"  warm run {i + 1}: one worker {warm_one[-1]:.2f}s, two {warm_two[-1]:.2f}s")
+    one, two = total / median(warm_one) / 1e6, total / median(warm_two) / 1e6
+    rows.append(Row("cycle, 2 vs 1 worker, warm", "sqlite", f"{one:.0f} MB/s (1 worker)",
+                    f"{two:.0f} MB/s (2 workers)", two / one))  # fmt: skip
+
+    if not args.no_s3:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.servers import start_seaweedfs
+        from tests.unit.fixity.conftest import s3_settings
+
+        server = start_seaweedfs(Path(tempfile.gettempdir()) / "custos-bench")
+        try:
+            with fresh_dir(args.out, "s3-") as data:
+                s3 = load_settings(
+                    data_dir=data,
+                    environ={},
+                    overrides={
+                        "fsync": False,
+                        "identify_formats": False,
+                        "locations": {"offsite": s3_settings(server, read_timeout=120.0)},
+                    },
+                )
+                services = open_services(s3)
+                try:
+                    ingest(services, big_bag, depositor="Custos benchmark")
+                    assert replicate(services).ok
+                    run_cycle(services, full=True)  # the first, with both digests
+                    rates = {}
+                    for name in ("primary", "offsite"):
+                        # one location at a time: the other's copies are left checked
+                        with services.session_scope() as session:
+                            session.execute(
+                                text(
+                                    "UPDATE fixity_coverage SET last_checked_at = CASE "
+                                    "WHEN location_id = (SELECT id FROM storage_locations "
+                                    "WHERE name = :n) THEN :past ELSE :future END"
+                                ),
+                                {
+                                    "past": datetime.now(UTC) - timedelta(days=1),
+                                    "future": datetime.now(UTC) + timedelta(days=1),
+                                    "n": name,
+                                },
+                            )
+                        secs, _ = timed(lambda: run_cycle(services, full=True))
+                        rates[name] = total / secs / 1e6
+                        log(f"  S3 case, {name} copies, 1 worker, warm: {secs:.2f}s")
+                finally:
+                    services.close()
+            rows.append(Row("S3 path beside local, 1 worker, warm", "sqlite",
+                            f"{rates['primary']:.0f} MB/s (local)",
+                            f"{rates['offsite']:.0f} MB/s (S3)",
+                            rates["offsite"] / rates["primary"]))  # fmt: skip
+        finally:
+            server.stop()
+
+    small_bag = build_once(
+        cache_dir(args.out, f"fixity-small-{args.small_files}x{args.small_kib}KiB"),
+        lambda tmp: make_bag(tmp, args.small_files, args.small_kib * 1024),
+    )
+    small = archive_of(args.out, f"fixity-small-archive-{args.small_files}", small_bag, {})
+    small_files = content_files(small)
+    cycle(small, 2)
+    cats, twos = [], []
+    for i in range(args.repeat):
+        cache.drop()
+        cats.append(cat_secs(small_files))
+        cache.drop()
+        secs, checked = cycle(small, 2)
+        twos.append(secs)
+        log(f"  small run {i + 1}: cat {cats[-1]:.2f}s, two workers {secs:.2f}s ({checked} files)")
+    base = len(small_files) / median(cats)
+    ours = len(small_files) / median(twos)
+    rows.append(Row(f"{len(small_files)} small files, 2 workers, cold", "sqlite",
+                    f"{base:.0f} files/s (cat)", f"{ours:.0f} files/s", ours / base))  # fmt: skip
+    log("\nfixity cycles (full, sha256), medians")
+    print_table(rows, 0.8, cache)
+    log("targets: cold 2 workers vs cat >= 0.8x; warm 2 vs 1 worker >= 1.6x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Check one stored copy: read every byte once, recompute the digests the policy asks for, and
+compare them (and the length) with the catalog's. A bad copy is a verdict, not an error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from archive.digest import digest_stream
+from archive.storage.replica import ObjectMissing, ReplicaLocation
+from archive.storage.replicate import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What a file is, by the catalog."""
+
+    package_id: str
+    object_path: str
+    content_path: str
+    size: int
+    sha512: str
+    sha256: str
+    version: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.object_path}/{self.content_path}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    location: str
+    expected: Expected
+    verdict: Verdict
+    algorithms: tuple[str, ...]
+    size: int  # bytes read
+    found: dict[str, str]  # algorithm -> digest recomputed
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is Verdict.OK
+
+    def describe(self) -> str:
+        """One line for the event and the operator (paths and digests only)."""
+        e = self.expected
+        where = f"{self.location}: {e.content_path}"
+        algs = " and ".join(self.algorithms)
+        if self.verdict is Verdict.OK:
+            return f"{where}: intact ({self.size} bytes; {algs} match the catalog)"
+        if self.verdict is Verdict.MISSING:
+            return f"{where}: MISSING (nothing stored under {e.key})"
+        if self.verdict is Verdict.TRUNCATED:
+            return f"{where}: TRUNCATED ({self.size} of {e.size} bytes)"
+        differs = [
+            f"{alg} {self.found[alg]} instead of {getattr(e, alg)}"
+            for alg in self.algorithms
+            if self.found.get(alg) != getattr(e, alg)
+        ]
+        size = f"{self.size} bytes" + (f" instead of {e.size}" if self.size != e.size else "")
+        return f"{where}: DOES NOT MATCH ({size}; " + "; ".join(differs or ["length"]) + ")"
+
+
+def check_copy(
+    location: ReplicaLocation, expected: Expected, algorithms: Sequence[str]
+) -> CheckResult:
+    """Read the copy of ``expected`` at ``location`` once and judge it.
+
+    Raises :class:`StorageError` (:class:`LocationUnavailable`) only when the location could
+    not be read; a missing, short or different copy is a verdict."""
+    algs = tuple(algorithms)
+    try:
+        reader = location.open(expected.key)
+    except ObjectMissing:
+        return CheckResult(location.name, expected, Verdict.MISSING, algs, 0, {})
+    with reader:
+        got = digest_stream(reader, algs, size_hint=expected.size)
+    matches = got.size == expected.size and all(
+        got.digests[a] == getattr(expected, a) for a in algs
+    )
+    if matches:
+        verdict = Verdict.OK
+    elif got.size < expected.size:
+        verdict = Verdict.TRUNCATED
+    else:
+        verdict = Verdict.MISMATCH
+    return CheckResult(location.name, expected, verdict, algs, got.size, dict(got.digests))

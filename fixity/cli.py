@@ -1,0 +1,229 @@
+"""``custos replicate``, ``custos fixity …`` and ``custos worker``: thin over the services."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
+from fixity import replication
+
+
+def replicate_cmd(
+    ctx: typer.Context,
+    package: Annotated[
+        str | None,
+        typer.Argument(
+            help="Package id or unique UUID prefix; omit for every package not safely stored."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy packages to the locations the replication policy requires, read every copy back,
+    and record it.
+
+    Exit status 0 when every package named (or every package) is safely stored afterwards,
+    1 otherwise (each reason on stderr)."""
+    services = run(as_json, state(ctx).services)
+    with progress_bar("replicating", None, not as_json) as tick:
+        report = run(as_json, lambda: replication.replicate(services, package, progress=tick))
+    if as_json:
+        emit_json({"status": "ok" if report.ok else "incomplete", **report.as_dict()})
+    else:
+        for pid, c in report.copied:
+            out.print(
+                f"{pid}: copy at {c.location} read back ({c.files} files, "
+                f"{human_bytes(c.bytes)}; {c.written} written)",
+                markup=False,
+            )
+        for pid, loc, why in report.failures:
+            err.print(f"[red]not copied:[/] {escape(pid)} to {escape(loc)}: {escape(why)}")
+        for pid, st in report.states.items():
+            out.print(f"{pid}: {st['summary']}", markup=False)
+        if not report.states:
+            out.print("every package is safely stored", markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+fixity_app = typer.Typer(
+    help="Fixity: check every copy of every file, repair from good copies, report.",
+    no_args_is_help=True,
+)
+
+
+@fixity_app.command("run")
+def fixity_run_cmd(
+    ctx: typer.Context,
+    everything: Annotated[
+        bool,
+        typer.Option("--all", help="Check every copy now, not only those due in their cycle."),
+    ] = False,
+    sample: Annotated[
+        int,
+        typer.Option(
+            "--sample", metavar="N", help="Check N copies picked at random instead.", min=0
+        ),
+    ] = 0,
+    limit: Annotated[
+        int | None, typer.Option("--limit", metavar="N", help="Stop after N copies.", min=1)
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the copies due in their tier's cycle (policies/fixity.toml): read every byte,
+    compare with the catalog's digests, repair damage from a copy that still verifies, and
+    record a fixity check event per file per copy.
+
+    Exit status 0 when every copy checked is intact or was repaired; 3 when a copy could not
+    be repaired (no intact copy left, or the location refused) or a location could not be
+    read."""
+    from fixity.service import run_cycle, run_sample
+
+    services = run(as_json, state(ctx).services)
+    with progress_bar("checking copies", None, not as_json) as tick:
+        if sample:
+            report = run(as_json, lambda: run_sample(services, sample, progress=tick))
+        else:
+            report = run(
+                as_json,
+                lambda: run_cycle(services, full=everything, limit=limit, progress=tick),
+            )
+    if as_json:
+        emit_json({"status": "ok" if report.ok else "failed", **report.as_dict()})
+    else:
+        out.print(
+            f"{report.checked} copies checked ({human_bytes(report.bytes_read)} read); "
+            f"{len(report.damage)} damaged, {len(report.repairs)} repaired, "
+            f"{len(report.unrecoverable)} unrecoverable",
+            markup=False,
+        )
+        for line in report.damage:
+            err.print(f"[yellow]damaged:[/] {escape(line)}")
+        for line in report.repairs:
+            err.print(f"[green]repaired:[/] {escape(line)}")
+        for line in report.unrecoverable + report.refused:
+            err.print(f"[red]{escape(line)}[/]")
+        for loc, why in report.unreachable.items():
+            err.print(f"[red]not checked:[/] location {escape(loc)}: {escape(why)}")
+    if not report.ok:
+        raise typer.Exit(3)
+
+
+@fixity_app.command("status")
+def fixity_status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Coverage: per location, copies tracked, checked within their cycle, never checked,
+    damaged; the oldest check."""
+    from archive.fixity_state import coverage
+
+    services = run(as_json, state(ctx).services)
+    with services.sessions() as session:
+        cov = coverage(session)
+    if as_json:
+        emit_json({"status": "ok", **cov.as_dict()})
+        return
+    oldest = cov.oldest_check.isoformat() if cov.oldest_check else "never"
+    out.print(
+        f"{cov.covered} of {cov.expected} copies checked within their cycle; "
+        f"{cov.tracked} tracked; oldest check: {oldest}",
+        markup=False,
+    )
+    table = Table("location", "tracked", "in cycle", "never checked", "damaged", "oldest check")
+    for c in cov.locations:
+        table.add_row(
+            c.location,
+            str(c.tracked),
+            str(c.covered),
+            str(c.never_checked),
+            str(c.bad),
+            c.oldest_check.isoformat() if c.oldest_check else "never",
+        )
+    out.print(table)
+
+
+def worker_cmd(
+    ctx: typer.Context,
+    schedule: Annotated[
+        bool,
+        typer.Option(
+            "--schedule/--no-schedule",
+            help="Also run the periodic jobs (due fixity cycles, sampling, replication, "
+            "sealing, the daily renewal); with --no-schedule only take queued jobs.",
+        ),
+    ] = True,
+) -> None:
+    """Run queued and scheduled jobs, one at a time, until stopped (SIGINT or SIGTERM).
+
+    Any number of workers may run against one catalog and one queue (PostgreSQL and Redis
+    when on many machines; fixity work is claimed so no copy is checked twice in a cycle).
+    On SQLite, workers on one machine take turns at each catalog write."""
+    import logging
+
+    from archive.jobs import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    services = run(False, state(ctx).services)
+    q = services.settings.queue
+    where = q.redis_url if q.backend == "redis" else str(services.settings.queue_path)
+    run(
+        False,
+        lambda: run_worker(
+            services,
+            schedule=schedule,
+            on_ready=lambda: err.print(f"worker ready: queue {q.backend} at {escape(where)}"),
+        ),
+    )
+
+
+@fixity_app.command("report")
+def fixity_report_cmd(
+    ctx: typer.Context,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", metavar="FILE", help="Also write it as CSV.")
+    ] = None,
+    html_path: Annotated[
+        Path | None,
+        typer.Option("--html", metavar="FILE", help="Also write an HTML page (chart: inline SVG)."),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(help="Only checks from this date (YYYY-MM-DD, UTC) on.", formats=["%Y-%m-%d"]),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The auditor's report: per location and tier, copies, files checked, bytes read,
+    failures, repairs, unrecoverable copies and the oldest check; coverage over time."""
+    from fixity.report import build_report, write_csv, write_html
+
+    services = run(as_json, state(ctx).services)
+    start = since.replace(tzinfo=UTC) if since else None
+    with services.sessions() as session:
+        report = build_report(session, since=start)
+    if csv_path:
+        run(as_json, lambda: write_csv(report, csv_path))
+    if html_path:
+        run(as_json, lambda: write_html(report, html_path))
+    if as_json:
+        emit_json({"status": "ok", **report.as_dict()})
+        return
+    table = Table(
+        "location", "tier", "copies", "checked", "read", "failures", "repairs",
+        "unrecoverable", "oldest check", title="fixity",
+    )  # fmt: skip
+    for r in report.rows:
+        table.add_row(
+            r.location, r.tier, str(r.copies), str(r.files_checked), human_bytes(r.bytes_read),
+            str(r.failures), str(r.repairs), str(r.unrecoverable),
+            r.oldest_check.isoformat() if r.oldest_check else "never",
+        )  # fmt: skip
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replicate")(replicate_cmd)
+    app.add_typer(fixity_app, name="fixity")
+    app.command("worker")(worker_cmd)

@@ -1,0 +1,384 @@
+"""Replication: copy each package's OCFL object to the locations its replication plan names,
+read every copy back, and only then record it.
+
+For each package (one, or every package not safely stored):
+
+1. The replication policy and the package's tier give the plan (``replication_plans``):
+   how many copies and at which configured locations; the primary storage root holds one.
+2. For each planned location without a current copy, every file of the object up to the
+   catalog's head version is copied: content files against the catalog's sha512/sha256 (a
+   primary file that changed since ingest is refused, never spread), version inventories
+   against the catalog's sha512, the root inventory last (from the head version's folder, so
+   a version appended meanwhile is not half-copied). A file already at the location is read
+   back first and kept if it verifies: a run stopped midway (the S3 server died) resumes
+   without writing, and locking, the same bytes again.
+3. Every copy is read back in full (``read_back``: sha512 and sha256, never sizes or ETags).
+4. Only then, in one transaction per batch of packages: the ``storage_locations`` and
+   ``replicas`` rows and one PREMIS ``replication`` event per package per location.
+
+A location that cannot be reached stops that location for the run, with one ``replication``
+event (outcome failure); nothing is recorded as stored that was not read back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from archive.catalog.queries import resolve_package_id
+from archive.catalog.tables import File, Package, Replica, ReplicationPlan, Version
+from archive.catalog.upsert import upsert
+from archive.config import Settings
+from archive.custody import new_event, now, record_events
+from archive.digest import digest_file
+from archive.errors import ConfigError, StorageError
+from archive.model import EventRecord, Link
+from archive.replicas import STORED, location_id, replication_state, replication_summary
+from archive.services import Services
+from archive.storage import ocfl
+from archive.storage.replica import LocationUnavailable, ReplicaLocation, open_location
+from archive.storage.replicate import (
+    ROOT_INVENTORY,
+    ROOT_SIDECAR,
+    prepare_storage_root,
+    read_back,
+)
+from fixity.policy import package_tiers, replication_policy
+from policies.preservation import ReplicaPlan, ReplicationPolicy, plan_replicas
+
+AGENT = "Custos replication"
+Progress = Callable[[int], None]
+#: Packages whose replica rows and events are written in one transaction.
+BATCH = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What one file of the object must be: (sha512, sha256, size) when known."""
+
+    sha512: str | None
+    sha256: str | None
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOutcome:
+    location: str
+    files: int
+    bytes: int
+    written: int  # files put (the rest were already there and read back intact)
+
+
+@dataclass
+class ReplicationReport:
+    """What a run did: copies recorded, failures, and each package's state after it."""
+
+    copied: list[tuple[str, CopyOutcome]] = field(default_factory=list)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # package, location, why
+    states: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and all(s["safely_stored"] for s in self.states.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "copied": [
+                {
+                    "package_id": pid,
+                    "location": c.location,
+                    "files": c.files,
+                    "bytes": c.bytes,
+                    "written": c.written,
+                }
+                for pid, c in self.copied
+            ],
+            "failures": [
+                {"package_id": p, "location": loc, "reason": why} for p, loc, why in self.failures
+            ],
+            "packages": self.states,
+        }
+
+
+def configured_location(settings: Settings, name: str) -> ReplicaLocation:
+    entry = settings.locations.get(name)
+    if entry is None:
+        raise ConfigError(
+            f"the replication policy names location {name!r}, which the settings do not configure",
+            hint=f"add [locations.{name}] to the settings, or change the policy",
+        )
+    return open_location(name, entry)
+
+
+def plan_package(
+    session: Any, policy: ReplicationPolicy, settings: Settings, package_id: str
+) -> ReplicaPlan:
+    """Evaluate the policy for one package and record the plan (the caller commits)."""
+    tier = package_tiers(session, [package_id]).get(package_id, "restricted")
+    plan = plan_replicas(policy, tier, list(settings.locations))
+    upsert(
+        session,
+        ReplicationPlan,
+        {
+            "package_id": package_id,
+            "tier": plan.tier,
+            "copies": plan.copies,
+            "locations": ",".join(plan.locations),
+            "shortfall": plan.shortfall,
+            "policy": plan.policy,
+            "planned_at": now(),
+        },
+        key=["package_id"],
+    )
+    return plan
+
+
+def replicate(
+    services: Services, package: str | None = None, *, progress: Progress | None = None
+) -> ReplicationReport:
+    """Replicate one package (``package``: id or unique UUID prefix) or every package not
+    safely stored. Raises :class:`NotFound`, :class:`PolicyError`; location failures are
+    recorded and reported, not raised (see the module docstring)."""
+    policy = replication_policy(services.settings)
+    with services.sessions() as session:
+        if package is not None:
+            targets = [resolve_package_id(session, package)]
+        else:
+            targets = list(replication_summary(session).waiting)
+    report = ReplicationReport()
+    run = _Run(services, policy, report, progress)
+    try:
+        for pid in targets:
+            run.package(pid)
+    finally:
+        run.flush()
+    with services.sessions() as session:
+        for pid in targets:
+            report.states[pid] = replication_state(session, pid).as_dict()
+    return report
+
+
+class _Run:
+    """One replication run: locations opened once, results written in batches."""
+
+    def __init__(
+        self,
+        services: Services,
+        policy: ReplicationPolicy,
+        report: ReplicationReport,
+        progress: Progress | None,
+    ) -> None:
+        self.services = services
+        self.policy = policy
+        self.report = report
+        self.progress = progress
+        self.ready: dict[str, ReplicaLocation] = {}
+        self.down: dict[str, str] = {}  # location -> why, for the rest of the run
+        self.pending: list[tuple[str, int, ReplicaLocation, CopyOutcome]] = []
+        self.failed_events: list[tuple[str, EventRecord]] = []
+
+    def location(self, name: str) -> ReplicaLocation:
+        if name not in self.ready:
+            loc = configured_location(self.services.settings, name)
+            loc.ensure()
+            prepare_storage_root(loc)
+            self.ready[name] = loc
+        return self.ready[name]
+
+    def package(self, package_id: str) -> None:
+        with self.services.session_scope() as session:
+            plan = plan_package(session, self.policy, self.services.settings, package_id)
+            state = replication_state(session, package_id)
+            pkg = session.get(Package, package_id)
+            assert pkg is not None
+            head, object_path = pkg.head, pkg.object_path
+            expected = _expected(session, package_id)
+        for name in plan.locations:
+            if state.current(name):
+                continue
+            if name in self.down:
+                self.report.failures.append((package_id, name, self.down[name]))
+                continue
+            try:
+                loc = self.location(name)
+                outcome = copy_object(
+                    loc,
+                    self.services.store.object_root(object_path),
+                    object_path,
+                    head,
+                    expected,
+                    progress=self.progress,
+                )
+            except (StorageError, ConfigError) as exc:
+                self._failed(package_id, name, exc)
+                continue
+            self.pending.append((package_id, head, loc, outcome))
+            self.report.copied.append((package_id, outcome))
+        if len({p for p, *_ in self.pending}) >= BATCH:
+            self.flush()
+
+    def _failed(self, package_id: str, name: str, exc: StorageError | ConfigError) -> None:
+        self.report.failures.append((package_id, name, exc.message))
+        if isinstance(exc, LocationUnavailable | ConfigError):
+            self.down[name] = exc.message
+        event = new_event(
+            "replication",
+            "failure",
+            f"no copy recorded at {name}: {exc.message}",
+            links=[Link("package", package_id)],
+            agent=AGENT,
+        )
+        self.failed_events.append((package_id, event))
+
+    def flush(self) -> None:
+        """Record the copies read back so far, and the failures, in one transaction."""
+        if not self.pending and not self.failed_events:
+            return
+        at = now()
+        with self.services.session_scope() as session:
+            by_package: dict[str, list[EventRecord]] = {}
+            for package_id, head, loc, outcome in self.pending:
+                loc_id = location_id(session, loc.name, _kind(loc), loc.uri, at)
+                upsert(
+                    session,
+                    Replica,
+                    {
+                        "package_id": package_id,
+                        "location_id": loc_id,
+                        "version": head,
+                        "status": STORED,
+                        "stored_at": at,
+                        "verified_at": at,
+                    },
+                    key=["package_id", "location_id"],
+                )
+                by_package.setdefault(package_id, []).append(
+                    new_event(
+                        "replication",
+                        "success",
+                        f"copy of v{head} at {loc.name} ({loc.uri}): {outcome.files} files, "
+                        f"{outcome.bytes} bytes, every one read back with sha512 and sha256 "
+                        f"({outcome.written} written, {outcome.files - outcome.written} "
+                        f"already there); policy {self.policy.label}",
+                        links=[Link("package", package_id)],
+                        agent=AGENT,
+                        at=at,
+                    )
+                )
+            for package_id, event in self.failed_events:
+                by_package.setdefault(package_id, []).append(event)
+            for package_id, events in by_package.items():
+                record_events(session, events, package_id=package_id)
+        self.pending.clear()
+        self.failed_events.clear()
+
+
+def _kind(loc: ReplicaLocation) -> str:
+    return str(getattr(loc, "kind", "unknown"))
+
+
+def _expected(session: Any, package_id: str) -> dict[str, Expected]:
+    """Catalog digests of the object's files: content files and version inventories."""
+    out = {
+        content: Expected(sha512, sha256, size)
+        for content, sha512, sha256, size in session.execute(
+            select(File.content_path, File.sha512, File.sha256, File.size).where(
+                File.package_id == package_id
+            )
+        )
+    }
+    for number, digest in session.execute(
+        select(Version.number, Version.inventory_sha512).where(Version.package_id == package_id)
+    ):
+        out[f"v{number}/inventory.json"] = Expected(digest, None, None)
+    return out
+
+
+def object_files(object_root: Path, head: int) -> list[tuple[str, Path]]:
+    """(key inside the object, local source) of every file a replica of version ``head``
+    holds, in the order they are copied: the root inventory's sidecar and the root inventory
+    last, both taken from the head version's folder. Refuses links and special files."""
+    if not (object_root / ocfl.OBJECT_NAMASTE).is_file():
+        raise StorageError(
+            f"{object_root} is not an OCFL object (no {ocfl.OBJECT_NAMASTE})",
+            hint="run `custos fixity run` to find and repair damage in the primary copy",
+        )
+    found: list[tuple[str, Path]] = []
+    for path in sorted(object_root.rglob("*")):
+        rel = path.relative_to(object_root).as_posix()
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            raise StorageError(f"{path} is not a plain file or folder; not replicating it")
+        if path.is_dir() or rel in (ROOT_INVENTORY, ROOT_SIDECAR) or rel.endswith(".tmp"):
+            continue
+        first = rel.partition("/")[0]
+        if first.startswith("v") and first[1:].isdigit() and int(first[1:]) > head:
+            continue  # a version appended after the catalog's head: the next run copies it
+        found.append((rel, path))
+    folder = object_root / f"v{head}"
+    found.append((ROOT_SIDECAR, folder / "inventory.json.sha512"))
+    found.append((ROOT_INVENTORY, folder / "inventory.json"))
+    return found
+
+
+def copy_object(
+    location: ReplicaLocation,
+    object_root: Path,
+    object_path: str,
+    head: int,
+    expected: dict[str, Expected],
+    *,
+    progress: Progress | None = None,
+) -> CopyOutcome:
+    """Copy version ``head`` of the object to ``location`` and read every copy back.
+
+    Raises :class:`StorageError` (:class:`ChecksumMismatch` when a primary file does not
+    match the catalog, :class:`LocationUnavailable` when the location stops answering)."""
+    files = object_files(object_root, head)
+    known_content = {k for k in expected if "/content/" in k}
+    listed = {rel for rel, _ in files}
+    absent = sorted(k for k in known_content if int(k[1:].partition("/")[0]) <= head)
+    absent = [k for k in absent if k not in listed]
+    if absent:
+        raise StorageError(
+            f"the primary copy of {object_path} lacks {len(absent)} file(s) the catalog lists, "
+            f"e.g. {absent[0]}",
+            hint="run `custos fixity run` to repair the primary copy from a replica first",
+        )
+    total = written = 0
+    for rel, source in files:
+        want = expected.get(rel if rel != ROOT_INVENTORY else f"v{head}/inventory.json")
+        if want is None or want.sha256 is None:
+            got = digest_file(source)
+            if want is not None and got.digests["sha512"] != want.sha512:
+                raise StorageError(
+                    f"{source} does not match the sha512 the catalog holds for it; not "
+                    "replicating a damaged inventory",
+                    hint="run `custos fixity run` to repair the primary copy first",
+                )
+            want = Expected(got.digests["sha512"], got.digests["sha256"], got.size)
+        assert want.sha512 is not None and want.sha256 is not None
+        key = f"{object_path}/{rel}"
+        info = location.stat(key)
+        if info is not None and (want.size is None or info.size == want.size):
+            check = read_back(location, key, sha512=want.sha512, sha256=want.sha256, size=want.size)
+            if check.ok:
+                total += check.size or 0
+                if progress:
+                    progress(check.size or 0)
+                continue
+        location.put(key, source, sha256=want.sha256, sha512=want.sha512)
+        written += 1
+        check = read_back(location, key, sha512=want.sha512, sha256=want.sha256, size=want.size)
+        if not check.ok:
+            raise StorageError(
+                f"the copy just written did not read back intact: {check.describe()}",
+                hint=f"check the location {location.name}; nothing was recorded as stored",
+            )
+        total += check.size or 0
+        if progress:
+            progress(check.size or 0)
+    return CopyOutcome(location.name, len(files), total, written)

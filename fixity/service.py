@@ -1,0 +1,425 @@
+"""Fixity: what the CLI and the jobs call to check copies, repair them and say how it went.
+
+:func:`run_cycle` checks every copy that is due (``full=True``: every copy, now), in batches a
+worker claims (see :mod:`fixity.sweep`); :func:`run_sample` checks copies picked at random.
+Each batch: read every byte of every claimed copy (:mod:`fixity.check`), repair what is
+damaged from a copy that still verifies (:mod:`fixity.repair`), then one transaction writes
+the coverage rows, one PREMIS ``fixity check`` event per copy, the repairs (``replication``
+events), alerts for copies no good copy is left of, and the batch's tallies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from archive.catalog.tables import (
+    FixitySnapshot,
+    FixityTally,
+    Replica,
+    StorageLocation,
+)
+from archive.config import PRIMARY_LOCATION
+from archive.custody import new_event, now, record_events
+from archive.errors import StorageError
+from archive.fixity_state import coverage
+from archive.model import EventRecord, Link
+from archive.replicas import DAMAGED
+from archive.services import Services
+from archive.storage.replica import LocalFolderLocation, ReplicaLocation, open_location
+from fixity import sweep
+from fixity.check import CheckResult, check_copy
+from fixity.policy import fixity_policy
+from fixity.repair import RepairResult, repair_copy
+from policies.preservation import FixityPolicy
+
+AGENT = "Custos fixity"
+Progress = Callable[[int], None]
+#: A damaged copy that could not be repaired is checked again after this long...
+RETRY_DAMAGED = timedelta(hours=1)
+#: ...and a copy no good copy is left of, daily (each check raises the alert again).
+RETRY_UNRECOVERABLE = timedelta(days=1)
+
+
+_batches_checked = 0
+
+
+def _fault_point(services: Services) -> None:
+    """For crash tests: ``fault_point = "fixity-checked:N"`` makes this process kill itself
+    (SIGKILL) once its N-th batch is checked and before its results are written."""
+    global _batches_checked
+    name, _, count = services.settings.fault_point.partition(":")
+    if name != "fixity-checked":
+        return
+    _batches_checked += 1
+    if _batches_checked >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Tally:
+    files: int = 0
+    bytes: int = 0
+    failures: int = 0
+    repairs: int = 0
+    unrecoverable: int = 0
+
+    def add(self, other: Tally) -> None:
+        self.files += other.files
+        self.bytes += other.bytes
+        self.failures += other.failures
+        self.repairs += other.repairs
+        self.unrecoverable += other.unrecoverable
+
+
+@dataclass
+class FixityReport:
+    """What a run checked and found. ``ok``: no damage left unrepaired, no location that
+    could not be read."""
+
+    kind: str
+    worker: str
+    policy: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    tallies: dict[tuple[str, str], Tally] = field(default_factory=dict)
+    damage: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+    unrecoverable: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def checked(self) -> int:
+        return sum(t.files for t in self.tallies.values())
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(t.bytes for t in self.tallies.values())
+
+    @property
+    def ok(self) -> bool:
+        return not (self.unrecoverable or self.refused or self.unreachable)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "worker": self.worker,
+            "policy": self.policy,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "checked": self.checked,
+            "bytes_read": self.bytes_read,
+            "damage": self.damage,
+            "repairs": self.repairs,
+            "unrecoverable": self.unrecoverable,
+            "repair_refused": self.refused,
+            "unreachable": self.unreachable,
+            "by_location_and_tier": [
+                {"location": loc, "tier": tier, **t.__dict__}
+                for (loc, tier), t in sorted(self.tallies.items())
+            ],
+        }
+
+
+class _Locations:
+    """Locations by name, opened once per run: the primary storage root and the settings'."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.opened: dict[str, ReplicaLocation] = {}
+
+    def get(self, name: str) -> ReplicaLocation:
+        if name not in self.opened:
+            if name == PRIMARY_LOCATION:
+                store = self.services.store
+                self.opened[name] = LocalFolderLocation(
+                    PRIMARY_LOCATION, store.root, fsync=self.services.settings.fsync
+                )
+            else:
+                entry = self.services.settings.locations.get(name)
+                if entry is None:
+                    raise StorageError(
+                        f"location {name} holds replicas by the catalog but is not configured",
+                        hint=f"restore [locations.{name}] in the settings",
+                    )
+                self.opened[name] = open_location(name, entry)
+        return self.opened[name]
+
+
+def run_cycle(
+    services: Services,
+    *,
+    full: bool = False,
+    worker: str | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> FixityReport:
+    """Check every due copy (``full``: every copy), batch by batch, until none is left
+    unclaimed (or ``limit`` copies were checked). Raises :class:`PolicyError`."""
+    policy = fixity_policy(services.settings)
+    run = _Run(services, policy, "cycle", worker or worker_name(), progress)
+    with services.session_scope() as session:
+        sweep.seed(session, policy, services.store.uri, run.report.started_at)
+    checked_before = run.report.started_at if full else None
+    while limit is None or run.report.checked < limit:
+        size = services.settings.fixity.batch_files
+        if limit is not None:
+            size = min(size, limit - run.report.checked)
+        if not run.batch(checked_before=checked_before, size=size):
+            break
+    run.snapshot()
+    return run.report
+
+
+def run_sample(
+    services: Services, count: int, *, worker: str | None = None, progress: Progress | None = None
+) -> FixityReport:
+    """Check ``count`` copies picked at random, with both digests."""
+    policy = fixity_policy(services.settings)
+    run = _Run(services, policy, "sample", worker or worker_name(), progress)
+    with services.session_scope() as session:
+        sweep.seed(session, policy, services.store.uri, run.report.started_at)
+    if count > 0:
+        run.batch(size=count, random_pick=True)
+    run.report.finished_at = now()
+    return run.report
+
+
+class _Run:
+    def __init__(
+        self,
+        services: Services,
+        policy: FixityPolicy,
+        kind: str,
+        worker: str,
+        progress: Progress | None,
+    ) -> None:
+        self.services = services
+        self.policy = policy
+        self.worker = worker
+        self.progress = progress
+        self.locations = _Locations(services)
+        self.report = FixityReport(kind, worker, policy.label, now())
+        self.down_ids: set[int] = set()
+
+    def batch(
+        self, *, size: int, checked_before: datetime | None = None, random_pick: bool = False
+    ) -> bool:
+        """Claim, check, repair and record one batch; False when nothing was left to claim."""
+        settings = self.services.settings
+        lease = timedelta(seconds=settings.fixity.claim_timeout)
+        with self.services.session_scope() as session:
+            ids = sweep.claim(
+                session,
+                self.worker,
+                size,
+                at=now(),
+                lease=lease,
+                checked_before=checked_before,
+                random_pick=random_pick,
+                skip_locations=self.down_ids,
+            )
+            claimed = sweep.load(session, ids)
+        if not ids:
+            return False
+        checks: list[tuple[sweep.Claimed, CheckResult]] = []
+        untouched: list[int] = []
+        for item in claimed:
+            if item.location in self.report.unreachable:
+                untouched.append(item.id)
+                continue
+            try:
+                algorithms: tuple[str, ...] = ("sha512", "sha256")
+                if self.report.kind == "cycle":
+                    algorithms = self.policy.algorithms(item.last_full_at, now())
+                result = check_copy(self.locations.get(item.location), item.expected, algorithms)
+            except StorageError as exc:
+                self.report.unreachable[item.location] = exc.message
+                untouched.append(item.id)
+                continue
+            checks.append((item, result))
+            if self.progress:
+                self.progress(result.size)
+        _fault_point(self.services)
+        repairs = {item.id: self._repair(item, result) for item, result in checks if not result.ok}
+        self._record(checks, repairs, untouched)
+        return True
+
+    def _repair(self, item: sweep.Claimed, result: CheckResult) -> RepairResult:
+        with self.services.sessions() as session:
+            holders = [
+                name
+                for (name,) in session.execute(
+                    select(StorageLocation.name)
+                    .join(Replica, Replica.location_id == StorageLocation.id)
+                    .where(
+                        Replica.package_id == item.expected.package_id,
+                        Replica.version >= item.expected.version,
+                    )
+                    .order_by(StorageLocation.name)
+                )
+            ]
+        sources: list[ReplicaLocation] = []
+        for name in [PRIMARY_LOCATION, *holders]:
+            if name == item.location or name in self.report.unreachable:
+                continue
+            try:
+                sources.append(self.locations.get(name))
+            except StorageError:
+                continue
+        return repair_copy(
+            self.locations.get(item.location),
+            item.expected,
+            sources,
+            self.services.store.staging,
+        )
+
+    def _record(
+        self,
+        checks: list[tuple[sweep.Claimed, CheckResult]],
+        repairs: dict[int, RepairResult],
+        untouched: list[int],
+    ) -> None:
+        at = now()
+        results: list[sweep.Result] = []
+        for item, result in checks:
+            full = set(result.algorithms) == {"sha512", "sha256"}
+            outcome, due = "ok", at + self.policy.period(item.tier)
+            if not result.ok:
+                fix = repairs[item.id]
+                if fix.repaired:
+                    outcome = "repaired"
+                elif fix.source is None:
+                    outcome, due = "unrecoverable", at + RETRY_UNRECOVERABLE
+                else:
+                    outcome, due = "repair-failed", at + RETRY_DAMAGED
+            results.append(sweep.Result(item.id, outcome, due, full))
+        by_id = {item.id: (item, result) for item, result in checks}
+        with self.services.session_scope() as session:
+            sweep.release(session, self.worker, untouched)
+            owned = sweep.finish(session, self.worker, at, results)
+            events: dict[str, list[EventRecord]] = {}
+            tallies: dict[tuple[str, str], Tally] = {}
+            damaged_replicas: set[tuple[str, str]] = set()
+            for r in results:
+                if r.id not in owned:
+                    continue  # taken over after the lease ran out: the other worker records it
+                item, result = by_id[r.id]
+                pid = item.expected.package_id
+                tally = tallies.setdefault((item.location, item.tier), Tally())
+                tally.files += 1
+                tally.bytes += result.size
+                links = [
+                    Link("package", pid),
+                    Link("file", item.expected.content_path, item.location),
+                ]
+                events.setdefault(pid, []).append(
+                    new_event(
+                        "fixity check",
+                        "success" if result.ok else "failure",
+                        f"{result.describe()}; policy {self.policy.label}",
+                        links=links,
+                        agent=AGENT,
+                        at=at,
+                    )
+                )
+                if result.ok:
+                    continue
+                tally.failures += 1
+                self.report.damage.append(f"{pid}: {result.describe()}")
+                fix = repairs[r.id]
+                if fix.repaired:
+                    tally.repairs += 1
+                    version = f" (new object version {fix.version_id})" if fix.version_id else ""
+                    text = (
+                        f"repair of {item.expected.content_path} at {item.location} from "
+                        f"{fix.source}: new copy written{version} and read back intact"
+                    )
+                    self.report.repairs.append(f"{pid}: {text}")
+                    events[pid].append(
+                        new_event("replication", "success", text, links=links, agent=AGENT, at=at)
+                    )
+                elif fix.source is None:
+                    tally.unrecoverable += 1
+                    tried = "; ".join(fix.tried) or "no other copy is recorded"
+                    text = (
+                        f"ALERT: FIXITY-UNRECOVERABLE: no intact copy of "
+                        f"{item.expected.content_path} is left to repair the copy at "
+                        f"{item.location} from (tried: {tried}); marked unrecoverable"
+                    )
+                    self.report.unrecoverable.append(f"{pid}: {text}")
+                    events[pid].append(
+                        new_event("fixity check", "failure", text, links=links, agent=AGENT, at=at)
+                    )
+                    damaged_replicas.add((pid, item.location))
+                else:
+                    text = (
+                        f"repair of {item.expected.content_path} at {item.location} from "
+                        f"{fix.source} refused: {fix.error}; checked again after "
+                        f"{RETRY_DAMAGED}"
+                    )
+                    self.report.refused.append(f"{pid}: {text}")
+                    events[pid].append(
+                        new_event("replication", "failure", text, links=links, agent=AGENT, at=at)
+                    )
+                    damaged_replicas.add((pid, item.location))
+            for pid, batch in events.items():
+                record_events(session, batch, package_id=pid)
+            for (loc, tier), t in tallies.items():
+                session.add(
+                    FixityTally(
+                        at=at,
+                        kind=self.report.kind,
+                        worker=self.worker,
+                        location=loc,
+                        tier=tier,
+                        files=t.files,
+                        bytes=t.bytes,
+                        failures=t.failures,
+                        repairs=t.repairs,
+                        unrecoverable=t.unrecoverable,
+                    )
+                )
+                self.report.tallies.setdefault((loc, tier), Tally()).add(t)
+            for pid, loc in damaged_replicas:
+                if loc == PRIMARY_LOCATION:
+                    continue
+                session.execute(
+                    update(Replica)
+                    .where(
+                        Replica.package_id == pid,
+                        Replica.location_id
+                        == select(StorageLocation.id)
+                        .where(StorageLocation.name == loc)
+                        .scalar_subquery(),
+                    )
+                    .values(status=DAMAGED)
+                )
+            if self.report.unreachable and untouched:
+                ids = session.execute(
+                    select(StorageLocation.id).where(
+                        StorageLocation.name.in_(list(self.report.unreachable))
+                    )
+                ).scalars()
+                self.down_ids.update(ids)
+
+    def snapshot(self) -> None:
+        """Record coverage now, for the report's chart."""
+        self.report.finished_at = now()
+        with self.services.session_scope() as session:
+            cov = coverage(session, at=self.report.finished_at)
+            session.add(
+                FixitySnapshot(at=self.report.finished_at, covered=cov.covered, total=cov.expected)
+            )

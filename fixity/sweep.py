@@ -1,0 +1,230 @@
+"""The fixity work list in the catalog (``fixity_coverage``): one row per copy of a file at a
+location, with its last check and when the next is due; and how workers claim rows.
+
+- :func:`seed` adds a row for every copy the catalog knows (every file in the primary storage
+  root; every file up to the replicated version at each location holding a replica) and keeps
+  each row's tier (the package's governing tier) up to date.
+- :func:`claim` takes a batch of due rows for one worker in one statement:
+  ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING id``. On
+  PostgreSQL concurrent workers skip each other's rows; on SQLite the statement runs under the
+  database's single write lock, so workers take turns. A claim is a lease: rows claimed longer
+  than ``fixity.claim_timeout`` ago (a worker killed mid-batch) are claimed again.
+- :func:`finish` writes the results of a batch, only for rows the worker still holds
+  (``RETURNING`` says which): a result is never recorded twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from archive.catalog.tables import (
+    File,
+    FixityCoverage,
+    Package,
+    Replica,
+    StorageLocation,
+)
+from archive.catalog.upsert import insert_ignore
+from archive.config import PRIMARY_LOCATION
+from archive.replicas import location_id
+from fixity.check import Expected
+from fixity.policy import package_tiers
+from policies.preservation import FixityPolicy
+
+FC = FixityCoverage
+CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One claimed row: the copy to check."""
+
+    id: int
+    location: str
+    tier: str
+    last_full_at: datetime | None
+    expected: Expected
+
+
+def seed(session: Session, policy: FixityPolicy, primary_uri: str, at: datetime) -> int:
+    """Add rows for copies not tracked yet and refresh tiers; return rows added."""
+    primary = location_id(session, PRIMARY_LOCATION, "local", primary_uri, at)
+    tiers = package_tiers(session)
+    replicated: dict[str, list[tuple[int, int]]] = {}
+    for pid, loc, version in session.execute(
+        select(Replica.package_id, Replica.location_id, Replica.version)
+    ):
+        replicated.setdefault(pid, []).append((loc, version))
+    have: dict[tuple[int, str, str], tuple[int, str, datetime | None]] = {
+        (loc, pid, path): (row_id, tier, last)
+        for row_id, loc, pid, path, tier, last in session.execute(
+            select(
+                FC.id, FC.location_id, FC.package_id, FC.content_path, FC.tier, FC.last_checked_at
+            )
+        )
+    }
+    new: list[dict[str, Any]] = []
+    retier: dict[tuple[str, str], list[int]] = {}
+    for pid, path, version in session.execute(
+        select(File.package_id, File.content_path, File.version)
+    ):
+        tier = tiers.get(pid, "restricted")
+        places = [primary] + [loc for loc, v in replicated.get(pid, []) if v >= version]
+        for loc in places:
+            found = have.get((loc, pid, path))
+            if found is None:
+                new.append(
+                    {"location_id": loc, "package_id": pid, "content_path": path, "tier": tier}
+                )
+            elif found[1] != tier:
+                retier.setdefault((found[1], tier), []).append(found[0])
+    for i in range(0, len(new), CHUNK):
+        insert_ignore(
+            session,
+            FixityCoverage,
+            new[i : i + CHUNK],
+            key=["location_id", "package_id", "content_path"],
+        )
+    for (old, tier), ids in retier.items():
+        # A shorter period makes the copies due now; a longer one leaves them as they are.
+        values: dict[str, Any] = {"tier": tier}
+        if policy.period(tier) < policy.period(old):
+            values["due_at"] = None
+        for i in range(0, len(ids), CHUNK):
+            session.execute(update(FC).where(FC.id.in_(ids[i : i + CHUNK])).values(**values))
+    return len(new)
+
+
+def claim(
+    session: Session,
+    worker: str,
+    limit: int,
+    *,
+    at: datetime,
+    lease: timedelta,
+    checked_before: datetime | None = None,
+    random_pick: bool = False,
+    skip_locations: Iterable[int] = (),
+) -> list[int]:
+    """Claim up to ``limit`` rows for ``worker``; the caller commits at once.
+
+    Rows are due when ``due_at`` has passed (or they were never checked); with
+    ``checked_before`` (a full cycle started then) when not checked since; with
+    ``random_pick``, any rows, in random order (sampling)."""
+    due: ColumnElement[bool]
+    free = or_(FC.claimed_at.is_(None), FC.claimed_at < at - lease)
+    if random_pick:
+        due = FC.id.is_not(None)
+    elif checked_before is not None:
+        due = or_(FC.last_checked_at.is_(None), FC.last_checked_at < checked_before)
+    else:
+        due = or_(FC.due_at.is_(None), FC.due_at <= at)
+    skip = list(skip_locations)
+    where = and_(free, due, FC.location_id.not_in(skip)) if skip else and_(free, due)
+    pick = (
+        select(FC.id)
+        .where(where)
+        .order_by(func.random() if random_pick else FC.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(FC)
+        .where(FC.id.in_(pick), free)
+        .values(claimed_by=worker, claimed_at=at)
+        .returning(FC.id)
+    )
+    return sorted(session.execute(stmt).scalars().all())
+
+
+def load(session: Session, ids: Sequence[int]) -> list[Claimed]:
+    """The copies behind claimed rows; rows whose file the catalog no longer has are dropped."""
+    if not ids:
+        return []
+    rows = session.execute(
+        select(
+            FC.id,
+            StorageLocation.name,
+            FC.tier,
+            FC.last_full_at,
+            File.package_id,
+            Package.object_path,
+            File.content_path,
+            File.size,
+            File.sha512,
+            File.sha256,
+            File.version,
+        )
+        .join(StorageLocation, StorageLocation.id == FC.location_id)
+        .join(File, and_(File.package_id == FC.package_id, File.content_path == FC.content_path))
+        .join(Package, Package.id == File.package_id)
+        .where(FC.id.in_(ids))
+        .order_by(StorageLocation.name, FC.id)
+    ).all()
+    found = [
+        Claimed(r[0], r[1], r[2], r[3], Expected(r[4], r[5], r[6], r[7], r[8], r[9], r[10]))
+        for r in rows
+    ]
+    orphans = set(ids) - {c.id for c in found}
+    if orphans:
+        session.execute(delete(FC).where(FC.id.in_(orphans)))
+    return found
+
+
+def release(session: Session, worker: str, ids: Sequence[int]) -> None:
+    """Give back rows that could not be checked (their location did not answer)."""
+    if ids:
+        session.execute(
+            update(FC)
+            .where(FC.id.in_(ids), FC.claimed_by == worker)
+            .values(claimed_by=None, claimed_at=None)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What to write for one checked row."""
+
+    id: int
+    outcome: str  # ok | repaired | damaged | unrecoverable | repair-failed
+    due_at: datetime
+    full: bool
+
+
+def finish(session: Session, worker: str, at: datetime, results: Sequence[Result]) -> set[int]:
+    """Write results for rows ``worker`` still holds; return their ids (the others were taken
+    over after the lease ran out, and their results are not recorded)."""
+    groups: dict[tuple[str, datetime, bool], list[int]] = {}
+    for r in results:
+        groups.setdefault((r.outcome, r.due_at, r.full), []).append(r.id)
+    owned: set[int] = set()
+    for (outcome, due_at, full), ids in groups.items():
+        values: dict[str, Any] = {
+            "last_checked_at": at,
+            "due_at": due_at,
+            "last_outcome": outcome,
+            "claimed_by": None,
+            "claimed_at": None,
+        }
+        if full:
+            values["last_full_at"] = at
+        for i in range(0, len(ids), CHUNK):
+            stmt = (
+                update(FC)
+                .where(FC.id.in_(ids[i : i + CHUNK]), FC.claimed_by == worker)
+                .values(**values)
+                .returning(FC.id)
+            )
+            owned.update(session.execute(stmt).scalars().all())
+    return owned
+
+
+def location_ids(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(StorageLocation.name, StorageLocation.id)).all())

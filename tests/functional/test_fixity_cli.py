@@ -1,0 +1,95 @@
+"""The replication and fixity commands as scripts use them: exit statuses, --json, files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from archive.cli import get_app
+from tests.conftest import SAMPLE
+
+runner = CliRunner()
+
+
+def custos(data: Path, *args: str, config: Path | None = None) -> tuple[int, Any, str]:
+    root = ["--data-dir", str(data)] + (["--config", str(config)] if config else [])
+    result = runner.invoke(get_app(), [*root, *args], env={"CUSTOS_FSYNC": "false"})
+    body: Any = None
+    if "--json" in args and result.stdout.strip():
+        body = json.loads(result.stdout)
+    return result.exit_code, body, result.stderr
+
+
+def test_help_lists_what_works() -> None:
+    text = runner.invoke(get_app(), ["--help"]).stdout
+    for command in ("replicate", "fixity", "worker"):
+        assert command in text
+    sub = runner.invoke(get_app(), ["fixity", "--help"]).stdout
+    for command in ("run", "status", "report"):
+        assert command in sub
+
+
+def test_replicate_fixity_status_and_report(tmp_path: Path) -> None:
+    config = tmp_path / "custos.toml"
+    config.write_text(f'[locations.second]\nkind = "local"\npath = "{tmp_path / "replica"}"\n')
+    data = tmp_path / "data"
+    code, body, _ = custos(data, "ingest", str(SAMPLE), "--depositor", "M", "--json", config=config)
+    assert code == 0 and body["replication"] == {"status": "queued"}
+    pid = body["package_id"]
+
+    code, shown, _ = custos(data, "show", pid, "--json", config=config)
+    assert shown["replication"]["safely_stored"] is False
+
+    code, body, _ = custos(data, "replicate", "--json", config=config)
+    assert code == 0 and body["status"] == "ok", body
+    assert body["packages"][pid]["safely_stored"] is True
+    code, shown, _ = custos(data, "show", pid, "--json", config=config)
+    assert shown["replication"]["replicas"][0]["location"] == "second"
+    code, status, _ = custos(data, "status", "--json", config=config)
+    assert status["replication"]["safely_stored"] == 1
+
+    code, body, _ = custos(data, "fixity", "run", "--json", config=config)
+    assert code == 0 and body["checked"] > 0 and body["damage"] == []
+    copies = body["checked"]
+    code, cov, _ = custos(data, "fixity", "status", "--json", config=config)
+    assert cov["copies_covered"] == cov["copies_expected"] == copies
+    assert cov["oldest_check"] is not None
+
+    victim = next((tmp_path / "replica").rglob("site-report.pdf"))
+    victim.write_bytes(b"not the report")
+    code, body, err = custos(data, "fixity", "run", "--all", config=config)
+    assert code == 0 and "repaired" in err
+
+    html, table = tmp_path / "r.html", tmp_path / "r.csv"
+    code, rep, _ = custos(
+        data, "fixity", "report", "--json", "--csv", str(table), "--html", str(html),
+        config=config,
+    )  # fmt: skip
+    assert code == 0
+    rows = {(r["location"], r["tier"]): r for r in rep["rows"]}
+    second = rows[("second", "restricted")]
+    assert second["files_checked"] == copies  # two cycles, half the copies each
+    assert second["failures"] == 1 and second["repairs"] == 1
+    assert len(rep["coverage_over_time"]) == 2
+    with open(table, newline="") as fh:
+        assert [r["location"] for r in csv.DictReader(fh)] == ["primary", "second"]
+    page = html.read_text()
+    assert "<svg" in page and "<polyline" in page
+    assert "<script" not in page.lower() and not re.search(r'(src|href)="(http|//)', page)
+
+
+def test_worker_and_replicate_refuse_clearly(tmp_path: Path) -> None:
+    config = tmp_path / "custos.toml"
+    config.write_text('[queue]\nbackend = "redis"\n')
+    code, _, err = custos(tmp_path / "d", "worker", config=config)
+    assert code == 78 and "queue.redis_url" in err
+    code, _, err = custos(tmp_path / "e", "replicate", "nope", "--json")
+    assert code == 4 and "no package 'nope'" in err
+    config.write_text('[locations.primary]\nkind = "local"\npath = "/tmp/x"\n')
+    code, _, err = custos(tmp_path / "f", "fixity", "status", config=config)
+    assert code == 78 and "primary" in err

@@ -1,0 +1,59 @@
+"""Archives with replica locations (a local folder, S3 on the real SeaweedFS server) and a
+few packages in them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archive.services import Services
+from ingest.service import ingest
+from tests.conftest import MakeServices
+from tests.helpers import make_bag
+from tests.servers import SeaweedServer
+
+
+def s3_settings(server: SeaweedServer, bucket: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "s3",
+        "endpoint_url": server.endpoint_url,
+        "bucket": bucket or f"t-{uuid.uuid4().hex[:12]}",
+        "prefix": "custos",
+        "access_key": server.access_key,
+        "secret_key": server.secret_key,
+        "retention_days": 1,
+        "connect_timeout": 1.0,
+        "read_timeout": 10.0,
+        "max_attempts": 2,
+        **extra,
+    }
+
+
+def local_settings(path: Path) -> dict[str, Any]:
+    return {"kind": "local", "path": str(path), "fsync": False}
+
+
+def add_package(services: Services, folder: Path, files: int = 4, size: int = 3000) -> str:
+    """Ingest a bag of ``files`` random files; return the package id."""
+    name = uuid.uuid4().hex[:8]
+    payload = {f"f{i:03d}-{name}.bin": os.urandom(size + i) for i in range(files)}
+    bag = make_bag(folder / f"bag-{name}", payload)
+    return ingest(services, bag, depositor="Test Mechanism").package_id
+
+
+ArchiveFactory = Callable[..., Services]
+
+
+@pytest.fixture
+def archive(make_services: MakeServices, tmp_path: Path) -> ArchiveFactory:
+    """``archive(catalog, second=..., offsite=...)``: services with those locations."""
+
+    def make(catalog: str = "", **locations: dict[str, Any]) -> Services:
+        return make_services(catalog, locations=locations, identify_formats=False)
+
+    return make

@@ -1,0 +1,259 @@
+"""Fixity with repair, against a folder replica and an S3 replica (real SeaweedFS) beside the
+primary storage root: every injected fault is found in the next cycle and repaired where a
+good copy is left, marked unrecoverable (with an alert) where none is, and clean cycles
+raise no alarm."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from archive.audit import verify_log
+from archive.catalog.tables import Event, File, FixityCoverage, Package
+from archive.config import PRIMARY_LOCATION
+from archive.errors import PolicyError
+from archive.fixity_state import coverage
+from archive.replicas import replication_state
+from archive.services import Services
+from archive.storage.replica import (
+    LocalFolderLocation,
+    ObjectLocked,
+    ReplicaLocation,
+    open_location,
+)
+from archive.storage.s3 import S3Location
+from fixity.check import Expected
+from fixity.repair import repair_copy
+from fixity.replication import replicate
+from fixity.service import run_cycle, run_sample
+from policies.load import POLICY_DIR
+from tests.servers import SeaweedServer
+from tests.unit.fixity.conftest import ArchiveFactory, add_package, local_settings, s3_settings
+from tests.unit.fixity.faults import KINDS, inject
+
+
+def three_copies(tmp_path: Path) -> Path:
+    """The shipped policies, with three copies of everything."""
+    folder = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    text = (folder / "replication.toml").read_text().replace("copies = 2", "copies = 3")
+    (folder / "replication.toml").write_text(text)
+    return folder
+
+
+def replicated_archive(
+    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer, catalog: str = ""
+) -> tuple[Services, list[str]]:
+    services = archive(
+        catalog, second=local_settings(tmp_path / "replica"), offsite=s3_settings(seaweedfs)
+    )
+    services.settings = services.settings.model_copy(update={"policy_dir": three_copies(tmp_path)})
+    packages = [add_package(services, tmp_path, files=5) for _ in range(2)]
+    report = replicate(services)
+    assert report.ok, report.as_dict()
+    return services, packages
+
+
+def locations(services: Services) -> dict[str, ReplicaLocation]:
+    found: dict[str, ReplicaLocation] = {
+        PRIMARY_LOCATION: LocalFolderLocation(PRIMARY_LOCATION, services.store.root, fsync=False)
+    }
+    for name, entry in services.settings.locations.items():
+        found[name] = open_location(name, entry)
+    return found
+
+
+def payload_keys(services: Services) -> list[tuple[str, str, str]]:
+    """(package id, content path, key) of every payload file."""
+    with services.sessions() as s:
+        return [
+            (pid, path, f"{obj}/{path}")
+            for pid, path, obj in s.execute(
+                select(File.package_id, File.content_path, Package.object_path)
+                .join(Package, Package.id == File.package_id)
+                .where(File.role == "payload")
+                .order_by(File.package_id, File.content_path)
+            )
+        ]
+
+
+def fixity_events(services: Services) -> list[tuple[str, str]]:
+    with services.sessions() as s:
+        return [
+            (o, d)
+            for o, d in s.execute(
+                select(Event.outcome, Event.detail)
+                .where(Event.type == "fixity check")
+                .order_by(Event.id)
+            )
+        ]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_faults_are_all_found_and_repaired(
+    archive: ArchiveFactory,
+    tmp_path: Path,
+    seaweedfs: SeaweedServer,
+    catalog_url: str,
+    seed: int,
+) -> None:
+    services, _ = replicated_archive(archive, tmp_path, seaweedfs, catalog_url)
+    first = run_cycle(services, full=True)
+    assert first.ok and first.damage == [], first.as_dict()
+    copies = first.checked
+    assert copies == coverage(services.sessions()).expected
+
+    rng = random.Random(seed)
+    places = locations(services)
+    client = seaweedfs.client()
+    faults: dict[tuple[str, str], str] = {}
+    for _pid, path, key in rng.sample(payload_keys(services), 7):
+        where = rng.choice(sorted(places))
+        kind = rng.choice(KINDS)
+        inject(places[where], key, kind, rng, client)
+        faults[(where, path)] = kind
+    # each kind at least once over the run, at each location at least once
+    report = run_cycle(services, full=True)
+    assert report.checked == copies
+    found = {(line.split(": ")[1], line.split(": ")[2]) for line in report.damage}
+    assert found == set(faults), (faults, report.damage)  # 100% detected, no false alarm
+    assert len(report.repairs) == len(faults) and report.ok  # 100% repaired
+    again = run_cycle(services, full=True)
+    assert again.ok and again.damage == [] and again.checked == copies
+    with services.sessions() as s:
+        outcomes = dict(
+            s.execute(
+                select(FixityCoverage.last_outcome, func.count()).group_by(
+                    FixityCoverage.last_outcome
+                )
+            ).all()
+        )
+    assert outcomes == {"ok": copies}
+    assert verify_log(services).ok
+
+
+def test_clean_cycles_raise_no_alarm(
+    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer
+) -> None:
+    services, packages = replicated_archive(archive, tmp_path, seaweedfs)
+    for _ in range(3):
+        report = run_cycle(services, full=True)
+        assert report.ok and report.damage == [] and report.checked > 0
+    sample = run_sample(services, 10)
+    assert sample.ok and sample.checked == 10 and sample.damage == []
+    events = fixity_events(services)
+    assert len(events) == 3 * report.checked + 10
+    assert {o for o, _ in events} == {"success"}
+    with services.sessions() as s:
+        assert all(replication_state(s, p).safely_stored for p in packages)
+
+
+def test_a_cycle_checks_only_what_is_due(
+    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer
+) -> None:
+    services, _ = replicated_archive(archive, tmp_path, seaweedfs)
+    first = run_cycle(services)
+    assert first.checked > 0
+    assert run_cycle(services).checked == 0  # nothing due until the tier's period has passed
+    add_package(services, tmp_path, files=2)
+    replicate(services)
+    # the new package's copies (3 of each file) are due, nothing else
+    with services.sessions() as s:
+        files = s.execute(select(func.count(File.id))).scalar_one()
+    assert run_cycle(services).checked == 3 * files - first.checked
+
+
+def test_no_good_copy_left_is_unrecoverable_and_alerts(
+    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer
+) -> None:
+    services, _ = replicated_archive(archive, tmp_path, seaweedfs)
+    rng = random.Random(7)
+    places = locations(services)
+    pid, _path, key = payload_keys(services)[0]
+    for _name, loc in places.items():
+        inject(loc, key, "flip", rng, seaweedfs.client())
+    report = run_cycle(services, full=True)
+    assert not report.ok
+    assert len(report.damage) == 3 and len(report.unrecoverable) == 3
+    assert report.repairs == []
+    alerts = [d for o, d in fixity_events(services) if o == "failure" and "ALERT" in d]
+    assert len(alerts) == 3 and all("FIXITY-UNRECOVERABLE" in a for a in alerts)
+    with services.sessions() as s:
+        state = replication_state(s, pid)
+        assert not state.safely_stored and "damaged" in state.describe()
+    # never a silent pass: the next check raises it again
+    later = run_cycle(services, full=True)
+    assert len(later.unrecoverable) == 3
+
+
+def test_repair_on_s3_writes_a_new_version_and_keeps_the_locked_one(
+    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer
+) -> None:
+    services, _ = replicated_archive(archive, tmp_path, seaweedfs)
+    offsite = locations(services)["offsite"]
+    assert isinstance(offsite, S3Location)
+    _, _, key = payload_keys(services)[0]
+    original = offsite.versions(key)
+    assert len(original) == 1
+    inject(offsite, key, "replace", random.Random(3), seaweedfs.client())
+    report = run_cycle(services, full=True)
+    assert len(report.repairs) == 1 and "new object version" in report.repairs[0]
+    after = offsite.versions(key)
+    assert len(after) == 3 and original[0] in after  # original, damage, repair
+    # the archive never deletes a locked object: asked to, it refuses and says why
+    with pytest.raises(ObjectLocked) as refused:
+        offsite.delete(key)
+    assert "COMPLIANCE" in refused.value.diagnostics()
+    assert offsite.versions(key) == after
+    # nor can anyone else remove the locked version
+    with pytest.raises(Exception, match=r"AccessDenied|Forbidden|locked|retention"):
+        seaweedfs.client().delete_object(
+            Bucket=offsite.bucket, Key=offsite.prefix + key, VersionId=original[0]
+        )
+
+
+def test_a_refused_repair_is_reported_not_retried(
+    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer
+) -> None:
+    services, _ = replicated_archive(archive, tmp_path, seaweedfs)
+    with services.sessions() as s:
+        pid, path, size, sha512, sha256, version, obj = s.execute(
+            select(
+                File.package_id,
+                File.content_path,
+                File.size,
+                File.sha512,
+                File.sha256,
+                File.version,
+                Package.object_path,
+            ).join(Package, Package.id == File.package_id)
+        ).first()  # type: ignore[misc]
+    expected = Expected(pid, obj, path, size, sha512, sha256, version)
+    # a bucket that refuses writes: it does not exist (ensure() was never called for it)
+    refusing = open_location(
+        "offsite",
+        services.settings.locations["offsite"].model_copy(update={"bucket": "no-such-bucket-here"}),
+    )
+    primary = locations(services)[PRIMARY_LOCATION]
+    result = repair_copy(refusing, expected, [primary], services.store.staging)
+    assert not result.repaired and result.source == PRIMARY_LOCATION
+    assert "AccessDenied" in result.error and result.tried == ()
+
+
+def test_bad_fixity_policy_is_refused(archive: ArchiveFactory, tmp_path: Path) -> None:
+    services = archive()
+    add_package(services, tmp_path)
+    folder = three_copies(tmp_path)
+    (folder / "fixity.toml").write_text(
+        (folder / "fixity.toml").read_text().replace('algorithm = "sha256"', 'algorithm = "md5"')
+    )
+    services.settings = services.settings.model_copy(update={"policy_dir": folder})
+    with pytest.raises(PolicyError) as caught:
+        run_cycle(services)
+    assert "fixity.toml" in caught.value.diagnostics() and "algorithm" in caught.value.message
+    with services.sessions() as s:
+        assert s.execute(select(func.count()).select_from(FixityCoverage)).scalar_one() == 0
