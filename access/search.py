@@ -1,0 +1,342 @@
+"""The public search index: what researchers and anonymous readers may find, and nothing else.
+
+:func:`index_hook` runs whenever a package's catalog rows are (re)written (ingest, format
+identification, a tier change, ``custos catalog rebuild``; see
+:func:`archive.catalog.index.run_index_hooks`) and replaces the package's entries: one for the
+package (title, description, bag-info) and one per payload file (its path's words, its format),
+each only if :func:`access.rules.may_see` allows it. ``audience`` 1: anyone (purpose
+``public``); 2: researchers stating the purpose ``research``. Material no public reader may
+see never enters the table, so no count, facet, total or timing of a search can depend on it.
+
+:func:`search` runs a query: SQLite FTS5 on the embedded default, PostgreSQL full-text search
+(``to_tsvector('simple', …)`` with a GIN index) at scale. Each result is checked again against
+the stored assignment before it is returned (fail closed if the index were ever stale).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, delete, func, insert, select, text
+from sqlalchemy.orm import Session
+
+from access.rules import ANONYMOUS, Principal, Rules, access_policy, load_rules, may_see, today
+from archive.catalog.tables import Deposit, Depositor, File, Package, SearchEntry
+from archive.config import Settings
+from archive.errors import InputRejected
+from archive.findings import Finding
+from policies.schema import AccessPolicy
+
+RESEARCHER = Principal("index", "researcher")
+#: (audience, reader, purpose): the public readers an entry may be open to, most open first.
+AUDIENCES = ((1, ANONYMOUS, "public"), (2, RESEARCHER, "research"))
+PAGE_MAX = 100
+QUERY_MAX = 256
+_WORD = re.compile(r"\w+", re.UNICODE)
+FACETS = ("depositor", "year", "format")
+
+
+def audience_of(policy: AccessPolicy, rules: Rules, path: str) -> int | None:
+    """The most open audience that may read ``path``'s metadata, or None."""
+    for level, reader, purpose in AUDIENCES:
+        allowed, _ = may_see(
+            policy, rules, path, reader=reader, action="read-metadata", purpose=purpose
+        )
+        if allowed:
+            return level
+    return None
+
+
+def _words(value: str) -> str:
+    return " ".join(_WORD.findall(value.replace("_", " ")))
+
+
+def index_package(session: Session, package_id: str, policy: AccessPolicy) -> int:
+    """Replace the package's search entries; return how many it now has."""
+    session.execute(delete(SearchEntry).where(SearchEntry.package_id == package_id))
+    row = session.execute(
+        select(Package.title, Depositor.name, Deposit.received_at)
+        .join(Depositor, Depositor.id == Package.depositor_id)
+        .join(Deposit, Deposit.id == Package.deposit_id)
+        .where(Package.id == package_id)
+    ).first()
+    if row is None:
+        return 0
+    title, depositor, received = row
+    rules = load_rules(session, package_id, depositor)
+    package_audience = audience_of(policy, rules, "")
+    if package_audience is None:
+        return 0
+    info = _bag_info(session, package_id)
+    year = received.year
+    entries: list[dict[str, Any]] = [
+        {
+            "package_id": package_id,
+            "kind": "package",
+            "path": "",
+            "title": title,
+            "depositor": depositor,
+            "year": year,
+            "format": "",
+            "size": 0,
+            "audience": package_audience,
+            "document": " ".join([title, depositor, *info]),
+        }
+    ]
+    files = session.execute(
+        select(File.logical_path, File.size, File.format_name, File.puid)
+        .where(File.package_id == package_id, File.role == "payload")
+        .order_by(File.logical_path)
+    )
+    for logical, size, format_name, puid in files:
+        path = logical.removeprefix("bag/")
+        level = audience_of(policy, rules, path)
+        if level is None:
+            continue
+        fmt = format_name or ""
+        entries.append(
+            {
+                "package_id": package_id,
+                "kind": "file",
+                "path": path,
+                "title": title,
+                "depositor": depositor,
+                "year": year,
+                "format": fmt,
+                "size": size,
+                "audience": max(level, package_audience),
+                "document": " ".join([_words(path.removeprefix("data/")), fmt, puid or ""]),
+            }
+        )
+    for i in range(0, len(entries), 5000):
+        session.execute(insert(SearchEntry), entries[i : i + 5000])
+    return len(entries)
+
+
+def _bag_info(session: Session, package_id: str) -> list[str]:
+    """The values of the package's bag-info (``custos/bag-info.json`` in the object)."""
+    settings: Settings | None = session.info.get("settings")
+    if settings is None:
+        return []
+    row = session.execute(
+        select(Package.object_path, File.content_path)
+        .join(File, File.package_id == Package.id)
+        .where(Package.id == package_id, File.logical_path == "custos/bag-info.json")
+        .order_by(File.version.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return []
+    try:
+        info = json.loads((settings.storage_path / row[0] / row[1]).read_bytes())
+    except (OSError, ValueError):
+        return []
+    values: list[str] = []
+    for key, value in info.items():
+        if key in ("Payload-Oxum", "Bag-Software-Agent", "Bag-Size") or key.startswith(
+            ("Access-", "Consent-")
+        ):
+            continue
+        values += value if isinstance(value, list) else [str(value)]
+    return values
+
+
+def index_hook(session: Session, package_id: str) -> None:
+    """The ``custos.index_hooks`` entry point: keep the package's public entries current."""
+    index_package(session, package_id, access_policy(session.info.get("settings")))
+
+
+def reindex_all(session: Session, policy: AccessPolicy) -> tuple[int, int]:
+    """Rebuild the whole index; return (packages, entries). The caller commits."""
+    session.execute(delete(SearchEntry))
+    ids = list(session.execute(select(Package.id).order_by(Package.id)).scalars())
+    return len(ids), sum(index_package(session, pid, policy) for pid in ids)
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    package_id: str
+    kind: str
+    path: str
+    title: str
+    depositor: str
+    year: int
+    format: str
+    size: int
+
+
+@dataclass
+class SearchResult:
+    query: str
+    total: int
+    offset: int
+    limit: int
+    hits: list[Hit] = field(default_factory=list)
+    facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "total": self.total,
+            "offset": self.offset,
+            "limit": self.limit,
+            "results": [
+                {
+                    "package_id": h.package_id,
+                    "kind": h.kind,
+                    "path": h.path,
+                    "title": h.title,
+                    "depositor": h.depositor,
+                    "year": h.year,
+                    "format": h.format,
+                    "size": h.size,
+                }
+                for h in self.hits
+            ],
+            "facets": {
+                name: [{"value": v, "count": n} for v, n in values]
+                for name, values in self.facets.items()
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    depositor: str | None = None
+    year: int | None = None
+    format: str | None = None
+
+
+def audience_for(reader: Principal, purpose: str | None) -> tuple[int, str]:
+    """The audience level a public reader reaches, and the purpose it rests on.
+
+    Raises :class:`InputRejected` for a purpose the public search does not serve."""
+    stated = purpose or ("research" if reader.role == "researcher" else "public")
+    if stated == "public":
+        return 1, stated
+    if stated == "research" and reader.role == "researcher":
+        return 2, stated
+    raise InputRejected(
+        f"the purpose {stated!r} is not one the public search serves to {reader.role} readers",
+        [Finding("SEARCH-PURPOSE", "error", "use public (anyone) or research (researchers)")],
+        hint="state purpose=public, or purpose=research with a researcher's token",
+    )
+
+
+def match_terms(query: str) -> list[str]:
+    """The words of a query (letters and digits); everything else is ignored."""
+    if len(query) > QUERY_MAX:
+        raise InputRejected(
+            "the search query is too long",
+            [Finding("SEARCH-QUERY", "error", f"at most {QUERY_MAX} characters", "q")],
+            hint="search with fewer words",
+        )
+    return [w.lower() for w in _WORD.findall(query)][:16]
+
+
+def _base(session: Session, terms: Sequence[str], audience: int, filters: Filters) -> Select[Any]:
+    e = SearchEntry.__table__.c
+    stmt: Select[Any] = select(e.id).where(e.audience <= audience)
+    if terms:
+        if session.get_bind().dialect.name == "sqlite":
+            match = " ".join('"' + t.replace('"', "") + '"' for t in terms)
+            stmt = stmt.where(
+                e.id.in_(
+                    select(text("rowid"))
+                    .select_from(text("search_fts"))
+                    .where(text("search_fts MATCH :match"))
+                )
+            ).params(match=match)
+        else:
+            stmt = stmt.where(
+                text("search_entries.tsv @@ plainto_tsquery('simple', :match)")
+            ).params(match=" ".join(terms))
+    if filters.depositor is not None:
+        stmt = stmt.where(e.depositor == filters.depositor)
+    if filters.year is not None:
+        stmt = stmt.where(e.year == filters.year)
+    if filters.format is not None:
+        stmt = stmt.where(e.format == filters.format)
+    return stmt
+
+
+def search(
+    session: Session,
+    policy: AccessPolicy,
+    query: str,
+    *,
+    reader: Principal = ANONYMOUS,
+    purpose: str | None = None,
+    filters: Filters = Filters(),
+    offset: int = 0,
+    limit: int = 20,
+) -> SearchResult:
+    """Search the public index as ``reader``; an empty query browses everything visible.
+
+    Raises :class:`InputRejected` for a bad query, purpose, offset or limit."""
+    level, _ = audience_for(reader, purpose)
+    if not 0 <= offset <= 1_000_000 or not 1 <= limit <= PAGE_MAX:
+        raise InputRejected(
+            "the page asked for is out of range",
+            [Finding("SEARCH-PAGE", "error", f"offset ≥ 0, 1 ≤ limit ≤ {PAGE_MAX}")],
+        )
+    terms = match_terms(query)
+    base = _base(session, terms, level, filters).subquery()
+    e = SearchEntry.__table__.c
+    total = session.execute(select(func.count()).select_from(base)).scalar_one()
+    facets: dict[str, list[tuple[str, int]]] = {}
+    for name in FACETS:
+        col = e[name]
+        rows = session.execute(
+            select(col, func.count())
+            .where(e.id.in_(select(base.c.id)))
+            .where(col != "" if name != "year" else col > 0)
+            .group_by(col)
+            .order_by(func.count().desc(), col)
+            .limit(20)
+        ).all()
+        facets[name] = [(str(v), int(n)) for v, n in rows]
+    page = session.execute(
+        select(SearchEntry)
+        .where(e.id.in_(select(base.c.id)))
+        .order_by(e.kind.desc(), e.id)
+        .offset(offset)
+        .limit(limit)
+    ).scalars()
+    hits = [
+        Hit(h.package_id, h.kind, h.path, h.title, h.depositor, h.year, h.format, h.size)
+        for h in page
+    ]
+    hits = _recheck(session, policy, hits, reader, level)
+    return SearchResult(query, int(total), offset, limit, hits, facets)
+
+
+def _recheck(
+    session: Session, policy: AccessPolicy, hits: list[Hit], reader: Principal, level: int
+) -> list[Hit]:
+    """Each hit checked against the stored assignment again (the index is derived data)."""
+    _, reader_, purpose = AUDIENCES[level - 1]
+    checked: dict[str, Rules] = {}
+    out = []
+    for h in hits:
+        if h.package_id not in checked:
+            checked[h.package_id] = load_rules(session, h.package_id, h.depositor)
+        allowed, _ = may_see(
+            policy,
+            checked[h.package_id],
+            h.path,
+            reader=reader_,
+            action="read-metadata",
+            purpose=purpose,
+            on=today(),
+        )
+        if allowed:
+            out.append(h)
+    return out

@@ -1,0 +1,103 @@
+"""Researchers and anonymous readers (JSON): search, browse, a package, a file download.
+
+Public tier only. Anything they may not see answers exactly like something that does not
+exist: the same status (404) and the same body.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from access.reads import read_file, read_package
+from access.search import PAGE_MAX, QUERY_MAX, Filters, search
+from api.deps import PolicyDep, ReaderDep, ServicesDep
+from archive.custody import record_events
+
+router = APIRouter(prefix="/public", tags=["researchers"])
+
+Purpose = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="public (anyone; the default for anonymous readers) or research "
+        "(researchers; their default)",
+    ),
+]
+
+
+@router.get("/search")
+def search_public(
+    services: ServicesDep,
+    policy: PolicyDep,
+    who: ReaderDep,
+    q: Annotated[str, Query(max_length=QUERY_MAX, description="words to find")] = "",
+    depositor: Annotated[str | None, Query(max_length=255)] = None,
+    year: Annotated[int | None, Query(ge=1, le=9999)] = None,
+    format: Annotated[str | None, Query(max_length=255)] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 20,
+    purpose: Purpose = None,
+) -> dict[str, Any]:
+    """Full-text search over the public tier: titles, descriptions, bag-info, file names;
+    with facets (depositor, year, format). An empty query browses."""
+    with services.sessions() as session:
+        result = search(
+            session,
+            policy,
+            q,
+            reader=who,
+            purpose=purpose,
+            filters=Filters(depositor, year, format),
+            offset=offset,
+            limit=limit,
+        )
+    return result.as_dict()
+
+
+@router.get("/packages/{package}")
+def public_package(
+    services: ServicesDep, policy: PolicyDep, who: ReaderDep, package: str, purpose: Purpose = None
+) -> dict[str, Any]:
+    """A public package and its public files, each with its proof status."""
+    with services.sessions() as session:
+        read = read_package(
+            session, policy, who, package, purpose=_purpose(who.role, purpose), reveal=False
+        )
+    return read.view.as_dict()
+
+
+@router.get("/packages/{package}/files/{path:path}", response_class=FileResponse)
+def public_file(
+    services: ServicesDep,
+    policy: PolicyDep,
+    who: ReaderDep,
+    package: str,
+    path: str,
+    purpose: Purpose = None,
+) -> FileResponse:
+    """Download a public file (streamed)."""
+    with services.session_scope() as session:
+        download = read_file(
+            session,
+            services.settings,
+            policy,
+            who,
+            package,
+            path,
+            purpose=_purpose(who.role, purpose),
+            reveal=False,
+        )
+        record_events(session, list(download.events), package_id=download.package_id)
+    return FileResponse(
+        download.disk_path,
+        media_type=download.media_type,
+        filename=download.name,
+        headers={"X-Custos-SHA512": download.sha512},
+    )
+
+
+def _purpose(role: str, stated: str | None) -> str:
+    return stated or ("research" if role == "researcher" else "public")
