@@ -130,3 +130,17 @@ def compat_reader(
 
 
 CompatReaderDep = Annotated[Principal, Depends(compat_reader)]
+
+
+def public_reader(who: ReaderDep) -> Principal:
+    """The public endpoints serve anonymous readers and researchers; staff use their own."""
+    if who.role not in ("anonymous", "researcher"):
+        raise Forbidden(
+            f"the public endpoints serve anonymous readers and researchers, not the {who.role} "
+            "role",
+            hint="send no token to read the public record, or use your role's endpoints",
+        )
+    return who
+
+
+PublicReaderDep = Annotated[Principal, Depends(public_reader)]

@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 
 from access.reads import read_file, read_package
 from access.search import PAGE_MAX, QUERY_MAX, Filters, search
-from api.deps import PolicyDep, ReaderDep, ServicesDep
+from api.deps import PolicyDep, PublicReaderDep, ServicesDep
 from archive.custody import record_events
 
 router = APIRouter(prefix="/public", tags=["researchers"])
@@ -32,7 +32,7 @@ Purpose = Annotated[
 def search_public(
     services: ServicesDep,
     policy: PolicyDep,
-    who: ReaderDep,
+    who: PublicReaderDep,
     q: Annotated[str, Query(max_length=QUERY_MAX, description="words to find")] = "",
     depositor: Annotated[str | None, Query(max_length=255)] = None,
     year: Annotated[int | None, Query(ge=1, le=9999)] = None,
@@ -59,13 +59,18 @@ def search_public(
 
 @router.get("/packages/{package}")
 def public_package(
-    services: ServicesDep, policy: PolicyDep, who: ReaderDep, package: str, purpose: Purpose = None
+    services: ServicesDep,
+    policy: PolicyDep,
+    who: PublicReaderDep,
+    package: str,
+    purpose: Purpose = None,
 ) -> dict[str, Any]:
     """A public package and its public files, each with its proof status."""
-    with services.sessions() as session:
+    with services.session_scope() as session:
         read = read_package(
             session, policy, who, package, purpose=_purpose(who.role, purpose), reveal=False
         )
+        record_events(session, read.events, package_id=read.view.package_id)
     return read.view.as_dict()
 
 
@@ -73,7 +78,7 @@ def public_package(
 def public_file(
     services: ServicesDep,
     policy: PolicyDep,
-    who: ReaderDep,
+    who: PublicReaderDep,
     package: str,
     path: str,
     purpose: Purpose = None,

@@ -17,7 +17,7 @@ from fastapi.templating import Jinja2Templates
 
 from access.reads import read_package
 from access.search import PAGE_MAX, QUERY_MAX, Filters, search
-from api.deps import PolicyDep, ReaderDep, ServicesDep
+from api.deps import PolicyDep, PublicReaderDep, ServicesDep
 from api.errors import status_of
 from archive.errors import CustosError
 
@@ -36,7 +36,7 @@ def search_page(
     request: Request,
     services: ServicesDep,
     policy: PolicyDep,
-    who: ReaderDep,
+    who: PublicReaderDep,
     q: Annotated[str, Query(max_length=QUERY_MAX)] = "",
     depositor: Annotated[str | None, Query(max_length=255)] = None,
     year: Annotated[int | None, Query(ge=1, le=9999)] = None,
@@ -81,7 +81,7 @@ def search_page(
 
 @router.get("/packages/{package}")
 def package_page(
-    request: Request, services: ServicesDep, policy: PolicyDep, who: ReaderDep, package: str
+    request: Request, services: ServicesDep, policy: PolicyDep, who: PublicReaderDep, package: str
 ) -> HTMLResponse:
     """A public package: its public files, their proof status, download links (HTML)."""
     purpose = "research" if who.role == "researcher" else "public"
