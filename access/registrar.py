@@ -36,7 +36,7 @@ from archive.model import EventRecord, Link
 from archive.services import Services
 from archive.storage.ocfl import head_state, read_inventory
 from archive.versions import append_version, finish
-from policies.access import Assignment, default_assignment
+from policies.access import Assignment, covers, default_assignment
 from policies.errors import AccessRuleError
 from policies.schema import AccessPolicy
 from policies.vocabulary import is_tier
@@ -229,7 +229,8 @@ def _write_change(
     object_root = services.store.object_root(rel)
     state = head_state(read_inventory(object_root))
     access = json.loads((object_root / state[ACCESS_JSON]).read_bytes())
-    old = next((a for a in access["assignments"] if a["path"] == assignment.path), None)
+    governing = [a for a in access["assignments"] if covers(a["path"], assignment.path)]
+    old = max(governing, key=lambda a: len(a["path"]), default=None)
     new_row = {
         "path": assignment.path,
         "tier": assignment.tier,

@@ -39,9 +39,7 @@ def upload(
     headers = users.bearer("depositor")
     if checksum is not None:
         headers["X-Custos-Checksum"] = checksum
-    return client.put(
-        "/deposits", params={"filename": name}, content=chunks(path), headers=headers
-    )
+    return client.put("/deposits", params={"filename": name}, content=chunks(path), headers=headers)
 
 
 def test_upload_status_and_receipt(
@@ -67,7 +65,9 @@ def test_upload_status_and_receipt(
     # The restricted letter is readable by its own depositor (logged), the rest as public.
     assert len(paths) == 5 and rc["files_withheld_by_access_policy"] == 0
     letter = (SAMPLE / "data/documents/transfer-letter.txt").read_bytes()
-    assert paths["data/documents/transfer-letter.txt"]["sha512"] == hashlib.sha512(letter).hexdigest()
+    assert (
+        paths["data/documents/transfer-letter.txt"]["sha512"] == hashlib.sha512(letter).hexdigest()
+    )
     assert rc["seal"]["v1/inventory.json"] == "sealed"
     with services.sessions() as session:
         access = session.execute(
