@@ -10,8 +10,9 @@ DATA ?= custos-data
 SAMPLE := samples/sample-holding
 # Debian packages the tests use: a real PostgreSQL server for the catalog suite; openssl (the
 # local timestamp authority, and independent verification); BouncyCastle and a JDK to check
-# RFC 4998 evidence records with an implementation that is not ours.
-DEBIAN_PACKAGES := postgresql openssl libbcpkix-java openjdk-17-jdk-headless
+# RFC 4998 evidence records with an implementation that is not ours; Chromium, driven by
+# Playwright (never a browser of its own), for the reading-room tests.
+DEBIAN_PACKAGES := postgresql openssl libbcpkix-java openjdk-17-jdk-headless chromium
 
 .PHONY: install demo system-deps test lint typecheck pytest lock bench clean
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -22,8 +23,7 @@ def serve_cmd(
     from api.app import create_app
 
     settings = run(False, state(ctx).settings)
-    err.print(f"serving {settings.data_dir} on http://{host}:{port}/ (reading room: /search)")
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -32,6 +32,21 @@ def serve_cmd(
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again to the
+    # handler in place before it started: make that a clean exit (status 0).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped)
+    err.print(f"serving {settings.data_dir} on http://{host}:{port}/ (reading room: /search)")
+    server.run()
+    if not server.started:
+        err.print(f"[red]error:[/] the server could not start on {host}:{port}")
+        raise typer.Exit(1)
+
+
+def _stopped(signum: int, frame: object) -> None:
+    err.print("stopped")
+    raise typer.Exit(0)
 
 
 def register(app: typer.Typer) -> None:

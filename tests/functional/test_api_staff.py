@@ -79,7 +79,7 @@ def test_registrar_reads_with_a_purpose_and_every_read_is_logged(
 def test_registrar_search_covers_every_tier(
     held: tuple[Services, TestClient, Users, str],
 ) -> None:
-    services, client, users, uuid = held
+    _services, client, users, uuid = held
     r = client.get(
         "/registrar/search",
         params={"q": "transfer-letter"},
