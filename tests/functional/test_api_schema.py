@@ -59,7 +59,7 @@ def test_no_server_error(api_schema: Any) -> None:
                     if isinstance(content_type, list):
                         content_type = content_type[0]
                     assert content_type.startswith(("application/problem+json", "text/html")), (
-                        operation.label,
+                        case.operation.label,
                         response.status_code,
                         response.text,
                     )
