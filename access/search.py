@@ -17,14 +17,24 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, text
+from sqlalchemy import bindparam, delete, insert, select, text
 from sqlalchemy.orm import Session
 
-from access.rules import ANONYMOUS, Principal, Rules, access_policy, load_rules, may_see, today
+from access.rules import (
+    ANONYMOUS,
+    Principal,
+    Rules,
+    access_policy,
+    load_rules,
+    load_rules_many,
+    may_see,
+    today,
+)
 from archive.catalog.tables import Deposit, Depositor, File, Package, SearchEntry
 from archive.config import Settings
 from archive.errors import InputRejected
@@ -174,17 +184,25 @@ class Hit:
 
 @dataclass
 class SearchResult:
+    """A page of hits, the number of matches and the facets over them.
+
+    Counting stops at :data:`WINDOW` matches: past it, ``total`` is ``WINDOW`` and
+    ``total_exact`` is false (shown as "2,000+"), and facets count the first ``WINDOW``
+    matches in index order. This bounds the work of every query whatever it matches."""
+
     query: str
     total: int
     offset: int
     limit: int
     hits: list[Hit] = field(default_factory=list)
     facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    total_exact: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
             "total": self.total,
+            "total_exact": self.total_exact,
             "offset": self.offset,
             "limit": self.limit,
             "results": [
@@ -241,30 +259,43 @@ def match_terms(query: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(query)][:16]
 
 
-def _base(session: Session, terms: Sequence[str], audience: int, filters: Filters) -> Select[Any]:
-    e = SearchEntry.__table__.c
-    stmt: Select[Any] = select(e.id).where(e.audience <= audience)
-    if terms:
-        if session.get_bind().dialect.name == "sqlite":
-            match = " ".join('"' + t.replace('"', "") + '"' for t in terms)
-            stmt = stmt.where(
-                e.id.in_(
-                    select(text("rowid"))
-                    .select_from(text("search_fts"))
-                    .where(text("search_fts MATCH :match"))
-                )
-            ).params(match=match)
-        else:
-            stmt = stmt.where(
-                text("search_entries.tsv @@ plainto_tsquery('simple', :match)")
-            ).params(match=" ".join(terms))
-    if filters.depositor is not None:
-        stmt = stmt.where(e.depositor == filters.depositor)
-    if filters.year is not None:
-        stmt = stmt.where(e.year == filters.year)
-    if filters.format is not None:
-        stmt = stmt.where(e.format == filters.format)
-    return stmt
+#: The most matches a query counts (total and facets); pages reach no further.
+WINDOW = 2_000
+_COLUMNS = "e.id, e.package_id, e.kind, e.path, e.title, e.depositor, e.year, e.format, e.size"
+
+
+def _window(
+    session: Session, terms: Sequence[str], audience: int, filters: Filters
+) -> list[tuple[Any, ...]]:
+    """The first :data:`WINDOW` matches in index order: (id, depositor, year, format).
+
+    Driven by the full-text index in rowid order, so that the scan stops at the window:
+    FTS5 on SQLite, the GIN-indexed tsvector on PostgreSQL."""
+    where = ["e.audience <= :audience"]
+    params: dict[str, Any] = {"audience": audience, "window": WINDOW}
+    for name in FACETS:
+        value = getattr(filters, name)
+        if value is not None:
+            where.append(f"e.{name} = :{name}")
+            params[name] = value
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    if terms and sqlite:
+        params["match"] = " ".join('"' + t.replace('"', "") + '"' for t in terms)
+        sql = (
+            "SELECT e.id, e.depositor, e.year, e.format FROM search_fts "
+            "JOIN search_entries e ON e.id = search_fts.rowid "
+            f"WHERE search_fts MATCH :match AND {' AND '.join(where)} "
+            "ORDER BY search_fts.rowid LIMIT :window"
+        )
+    else:
+        if terms:
+            params["match"] = " ".join(terms)
+            where.append("e.tsv @@ plainto_tsquery('simple', :match)")
+        sql = (
+            "SELECT e.id, e.depositor, e.year, e.format FROM search_entries e "
+            f"WHERE {' AND '.join(where)} ORDER BY e.id LIMIT :window"
+        )
+    return [tuple(r) for r in session.execute(text(sql), params)]
 
 
 def search(
@@ -282,61 +313,49 @@ def search(
 
     Raises :class:`InputRejected` for a bad query, purpose, offset or limit."""
     level, _ = audience_for(reader, purpose)
-    if not 0 <= offset <= 1_000_000 or not 1 <= limit <= PAGE_MAX:
+    if not 0 <= offset < WINDOW or not 1 <= limit <= PAGE_MAX:
         raise InputRejected(
             "the page asked for is out of range",
-            [Finding("SEARCH-PAGE", "error", f"offset ≥ 0, 1 ≤ limit ≤ {PAGE_MAX}")],
+            [Finding("SEARCH-PAGE", "error", f"0 ≤ offset < {WINDOW}, 1 ≤ limit ≤ {PAGE_MAX}")],
+            hint="narrow the search with more words or a facet",
         )
     terms = match_terms(query)
-    base = _base(session, terms, level, filters).subquery()
-    e = SearchEntry.__table__.c
-    total = session.execute(select(func.count()).select_from(base)).scalar_one()
+    window = _window(session, terms, level, filters)
     facets: dict[str, list[tuple[str, int]]] = {}
-    for name in FACETS:
-        col = e[name]
+    for n, name in enumerate(FACETS, start=1):
+        counts = Counter(str(row[n]) for row in window if row[n] not in ("", 0, None))
+        facets[name] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+    ids = [row[0] for row in window[offset : offset + limit]]
+    hits: list[Hit] = []
+    if ids:
         rows = session.execute(
-            select(col, func.count())
-            .where(e.id.in_(select(base.c.id)))
-            .where(col != "" if name != "year" else col > 0)
-            .group_by(col)
-            .order_by(func.count().desc(), col)
-            .limit(20)
-        ).all()
-        facets[name] = [(str(v), int(n)) for v, n in rows]
-    page = session.execute(
-        select(SearchEntry)
-        .where(e.id.in_(select(base.c.id)))
-        .order_by(e.kind.desc(), e.id)
-        .offset(offset)
-        .limit(limit)
-    ).scalars()
-    hits = [
-        Hit(h.package_id, h.kind, h.path, h.title, h.depositor, h.year, h.format, h.size)
-        for h in page
-    ]
-    hits = _recheck(session, policy, hits, reader, level)
-    return SearchResult(query, int(total), offset, limit, hits, facets)
+            text(f"SELECT {_COLUMNS} FROM search_entries e WHERE e.id IN :ids").bindparams(
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": ids},
+        )
+        by_id = {r[0]: Hit(*r[1:]) for r in rows}
+        hits = [by_id[i] for i in ids if i in by_id]
+    hits = _recheck(session, policy, hits, level)
+    exact = len(window) < WINDOW
+    return SearchResult(query, len(window), offset, limit, hits, facets, exact)
 
 
-def _recheck(
-    session: Session, policy: AccessPolicy, hits: list[Hit], reader: Principal, level: int
-) -> list[Hit]:
+def _recheck(session: Session, policy: AccessPolicy, hits: list[Hit], level: int) -> list[Hit]:
     """Each hit checked against the stored assignment again (the index is derived data)."""
-    _, reader_, purpose = AUDIENCES[level - 1]
-    checked: dict[str, Rules] = {}
-    out = []
-    for h in hits:
-        if h.package_id not in checked:
-            checked[h.package_id] = load_rules(session, h.package_id, h.depositor)
-        allowed, _ = may_see(
+    _, reader, purpose = AUDIENCES[level - 1]
+    rules = load_rules_many(session, {h.package_id: h.depositor for h in hits})
+    day = today()
+    return [
+        h
+        for h in hits
+        if may_see(
             policy,
-            checked[h.package_id],
+            rules[h.package_id],
             h.path,
-            reader=reader_,
+            reader=reader,
             action="read-metadata",
             purpose=purpose,
-            on=today(),
-        )
-        if allowed:
-            out.append(h)
-    return out
+            on=day,
+        )[0]
+    ]

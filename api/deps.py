@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from access.rules import ANONYMOUS, Principal, access_policy
@@ -27,7 +28,11 @@ from archive.services import Services
 from policies.schema import AccessPolicy
 
 
-def get_services(request: Request) -> Services:
+# Cheap dependencies are coroutines: a plain function would cost a trip to the thread pool
+# on every request.
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -35,7 +40,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_policy(services: ServicesDep) -> AccessPolicy:
+async def get_policy(services: ServicesDep) -> AccessPolicy:
     return access_policy(services.settings)
 
 
@@ -64,7 +69,7 @@ def _user_from_header(session: Session, header: str) -> User:
     raise AuthenticationFailed(BAD_CREDENTIALS, hint=BAD_CREDENTIALS_HINT)
 
 
-def reader(
+async def reader(
     services: ServicesDep, authorization: AuthHeader = None, totp: TotpHeader = None
 ) -> Principal:
     """Who is asking: anonymous without credentials, else the user (or a refusal)."""
@@ -74,10 +79,13 @@ def reader(
                 "a TOTP code was sent without credentials", hint=BAD_CREDENTIALS_HINT
             )
         return ANONYMOUS
+    header = authorization
 
-    with services.sessions() as session:
-        user = _user_from_header(session, authorization)
-        return principal(user, totp=totp)
+    def check() -> Principal:
+        with services.sessions() as session:
+            return principal(_user_from_header(session, header), totp=totp)
+
+    return await run_in_threadpool(check)
 
 
 ReaderDep = Annotated[Principal, Depends(reader)]
@@ -132,7 +140,7 @@ def compat_reader(
 CompatReaderDep = Annotated[Principal, Depends(compat_reader)]
 
 
-def public_reader(who: ReaderDep) -> Principal:
+async def public_reader(who: ReaderDep) -> Principal:
     """The public endpoints serve anonymous readers and researchers; staff use their own."""
     if who.role not in ("anonymous", "researcher"):
         raise Forbidden(

@@ -93,6 +93,7 @@ def test_search_finds_only_what_the_reader_may_see(holding: Holding, reader: str
             assert body == {
                 "query": case.marker,
                 "total": 0,
+                "total_exact": True,
                 "offset": 0,
                 "limit": 20,
                 "results": [],
@@ -223,3 +224,18 @@ def test_registrar_and_archivist_see_every_tier_and_each_read_is_logged(
     assert logged == {c.package_id for c in holding.cases if c.tier != "public"}
     for e in log.json()["events"]:
         assert "zq" not in e["detail"]  # no titles, paths or names of material in events
+
+
+def test_counting_stops_at_the_window(holding: Holding, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the window, the total says so ("N+") and pages stop; the visible set is the same."""
+    import access.search
+
+    monkeypatch.setattr(access.search, "WINDOW", 3)
+    researcher = holding.headers("researcher")  # sees 4 entries: 2 packages and their files
+    body = holding.client.get("/public/search", params={"limit": 100}, headers=researcher).json()
+    assert body["total"] == 3 and body["total_exact"] is False
+    assert len(body["results"]) == 3
+    page = holding.client.get("/search", headers=researcher)
+    assert "3+ results" in page.text
+    r = holding.client.get("/public/search", params={"offset": 3}, headers=researcher)
+    assert r.status_code == 422 and r.json()["findings"][0]["code"] == "SEARCH-PAGE"
