@@ -27,7 +27,6 @@ from archive.errors import AuthenticationFailed, Forbidden
 from archive.services import Services
 from policies.schema import AccessPolicy
 
-
 # Cheap dependencies are coroutines: a plain function would cost a trip to the thread pool
 # on every request.
 
