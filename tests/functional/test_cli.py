@@ -29,7 +29,17 @@ def custos(data: Path, *args: str, env: dict[str, str] | None = None) -> tuple[i
 def test_help_lists_the_commands() -> None:
     result = runner.invoke(get_app(), ["--help"])
     assert result.exit_code == 0
-    for command in ("ingest", "identify", "list", "show", "db", "catalog"):
+    for command in (
+        "ingest",
+        "identify",
+        "list",
+        "show",
+        "db",
+        "catalog",
+        "serve",
+        "users",
+        "search",
+    ):
         assert command in result.stdout
 
 
