@@ -171,8 +171,8 @@ def fill(services: Services, files: int, per_package: int, seed: int = 7) -> lis
             log(f"  indexed {(p + 1) * per_package:,} files ({time.perf_counter() - t0:.0f} s)")
     log(f"search index built by the indexing code in {time.perf_counter() - t0:.0f} s")
     if services.engine.dialect.name == "postgresql":
-        with services.engine.connect() as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE")  # autocommit needed
+        with services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
     return words
 
 
@@ -302,6 +302,7 @@ def main() -> None:
             loadv = load(services, mix, args.seconds, args.connections)
             rows.append((catalog, statistics.median(raw) * 1000,
                          raw_sorted[int(0.95 * len(raw)) - 1] * 1000, loadv))  # fmt: skip
+            log(f"{catalog}: raw p50/p95 {rows[-1][1]:.1f}/{rows[-1][2]:.1f} ms; served {loadv}")
     print()
     print(
         f"Public search, {args.files:,} catalogued files, {date.today()}, this machine "
