@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.routers import archivematica, archivist, deposits, health, public, reading_room, registrar
-from archive.config import Settings, load_settings
+from archive.config import Settings
 from archive.services import open_services
 
 DESCRIPTION = """\
@@ -55,9 +55,3 @@ def create_app(settings: Settings) -> FastAPI:
     ):
         app.include_router(router)
     return app
-
-
-def app_from_environment() -> FastAPI:
-    """The app for uvicorn's worker processes (``custos serve --workers N``): settings from
-    ``CUSTOS_*`` (the serve command passes its --data-dir and --config that way)."""
-    return create_app(load_settings())

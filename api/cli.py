@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,12 +15,6 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
-    workers: Annotated[
-        int,
-        typer.Option(
-            help="Worker processes (each opens its own catalog connections).", min=1, max=64
-        ),
-    ] = 1,
 ) -> None:
     """Serve the API (OpenAPI at /openapi.json) and the reading room (/search) until
     interrupted (Ctrl-C or SIGTERM), then exit cleanly."""
@@ -30,11 +22,7 @@ def serve_cmd(
 
     from api.app import create_app
 
-    st = state(ctx)
-    settings = run(False, st.settings)
-    if workers > 1:
-        _serve_workers(st.data_dir, st.config, host, port, log_level, workers)
-        return
+    settings = run(False, state(ctx).settings)
     config = uvicorn.Config(
         create_app(settings),
         host=host,
@@ -54,32 +42,6 @@ def serve_cmd(
     if not server.started:
         err.print(f"[red]error:[/] the server could not start on {host}:{port}")
         raise typer.Exit(1)
-
-
-def _serve_workers(
-    data_dir: Path | None, config: Path | None, host: str, port: int, log_level: str, n: int
-) -> None:
-    """Several worker processes: each builds the app from the environment."""
-    import uvicorn
-
-    if data_dir is not None:
-        os.environ["CUSTOS_DATA_DIR"] = str(data_dir.resolve())
-    if config is not None:
-        os.environ["CUSTOS_CONFIG"] = str(config.resolve())
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _stopped)
-    err.print(f"serving on http://{host}:{port}/ with {n} workers (reading room: /search)")
-    uvicorn.run(
-        "api.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        log_level=log_level,
-        workers=n,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
 
 
 def _stopped(signum: int, frame: object) -> None:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from access.rules import NOT_AVAILABLE, NOT_AVAILABLE_HINT
 from archive.errors import (
     AccessError,
     AuthenticationFailed,
@@ -104,8 +105,6 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         # Unknown routes answer like unavailable material: nothing to tell apart.
-        from access.rules import NOT_AVAILABLE, NOT_AVAILABLE_HINT
-
         return problem(404, "Not Found", NOT_AVAILABLE, hint=NOT_AVAILABLE_HINT, code="NotFound")
     return problem(exc.status_code, str(exc.detail), str(exc.detail))
 

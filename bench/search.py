@@ -203,8 +203,6 @@ def raw_times(services: Services, mix: list[dict[str, str]]) -> list[float]:
     return times
 
 
-WORKERS = 2
-
 WRK_SCRIPT = """
 local paths = {}
 for line in io.lines("%s") do paths[#paths + 1] = line end
@@ -234,7 +232,7 @@ def load(
         env["CUSTOS_DATABASE_URL"] = services.settings.database_url
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "custos"), "--data-dir", str(services.settings.data_dir),
-         "serve", "--port", str(port), "--log-level", "warning", "--workers", str(WORKERS)],
+         "serve", "--port", str(port), "--log-level", "warning"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -281,10 +279,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--workers", type=int, default=2, help="custos serve --workers")
     args = parser.parse_args()
-    global WORKERS
-    WORKERS = args.workers
     rows = []
     with ExitStack() as stack:
         admin = stack.enter_context(postgres_admin_url(None, "postgres" in args.catalog))
@@ -306,7 +301,7 @@ def main() -> None:
     print()
     print(
         f"Public search, {args.files:,} catalogued files, {date.today()}, this machine "
-        f"({os.cpu_count()} cores); custos serve --workers {args.workers}; "
+        f"({os.cpu_count()} cores); one custos serve process; "
         f"wrk {args.connections} connections, {args.seconds} s"
     )
     print(

@@ -29,7 +29,7 @@ Purpose = Annotated[
 
 
 @router.get("/search")
-def search_public(
+async def search_public(
     services: ServicesDep,
     policy: PolicyDep,
     who: PublicReaderDep,
@@ -43,6 +43,8 @@ def search_public(
 ) -> dict[str, Any]:
     """Full-text search over the public tier: titles, descriptions, bag-info, file names;
     with facets (depositor, year, format). An empty query browses."""
+    # Run on the event loop: every query's work is bounded (see access.search.WINDOW), and a
+    # trip to the thread pool costs more than most searches.
     with services.sessions() as session:
         result = search(
             session,
