@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,24 +263,44 @@ WINDOW = 2_000
 _COLUMNS = "e.id, e.package_id, e.kind, e.path, e.title, e.depositor, e.year, e.format, e.size"
 
 
-def _window(
-    session: Session, terms: Sequence[str], audience: int, filters: Filters
-) -> list[tuple[Any, ...]]:
-    """The first :data:`WINDOW` matches in index order: (id, depositor, year, format).
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What one query's window holds: its size, the facet counts, the page's entry ids."""
 
-    Driven by the full-text index in rowid order, so that the scan stops at the window:
-    FTS5 on SQLite, the GIN-indexed tsvector on PostgreSQL."""
+    size: int
+    facets: dict[str, list[tuple[str, int]]]
+    page: list[int]
+
+
+def _window(
+    session: Session,
+    terms: Sequence[str],
+    audience: int,
+    filters: Filters,
+    *,
+    offset: int,
+    limit: int,
+) -> Window:
+    """Count, facet and page the first :data:`WINDOW` matches in index order, in one
+    statement, inside the database.
+
+    The window is driven by the full-text index in row order, so that the scan stops at
+    :data:`WINDOW` entries: FTS5 on SQLite, the GIN-indexed tsvector on PostgreSQL."""
     where = ["e.audience <= :audience"]
-    params: dict[str, Any] = {"audience": audience, "window": WINDOW}
+    params: dict[str, Any] = {
+        "audience": audience,
+        "window": WINDOW,
+        "offset": offset,
+        "limit": limit,
+    }
     for name in FACETS:
         value = getattr(filters, name)
         if value is not None:
             where.append(f"e.{name} = :{name}")
             params[name] = value
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    if terms and sqlite:
+    if terms and session.get_bind().dialect.name == "sqlite":
         params["match"] = " ".join('"' + t.replace('"', "") + '"' for t in terms)
-        sql = (
+        matches = (
             "SELECT e.id, e.depositor, e.year, e.format FROM search_fts "
             "JOIN search_entries e ON e.id = search_fts.rowid "
             f"WHERE search_fts MATCH :match AND {' AND '.join(where)} "
@@ -291,11 +310,31 @@ def _window(
         if terms:
             params["match"] = " ".join(terms)
             where.append("e.tsv @@ plainto_tsquery('simple', :match)")
-        sql = (
+        matches = (
             "SELECT e.id, e.depositor, e.year, e.format FROM search_entries e "
             f"WHERE {' AND '.join(where)} ORDER BY e.id LIMIT :window"
         )
-    return [tuple(r) for r in session.execute(text(sql), params)]
+    sql = (
+        f"WITH m AS MATERIALIZED ({matches}) "
+        "SELECT 0, '', count(*) FROM m "
+        "UNION ALL SELECT 1, depositor, count(*) FROM m WHERE depositor <> '' GROUP BY depositor "
+        "UNION ALL SELECT 2, CAST(year AS TEXT), count(*) FROM m WHERE year > 0 GROUP BY year "
+        "UNION ALL SELECT 3, format, count(*) FROM m WHERE format <> '' GROUP BY format "
+        "UNION ALL SELECT * FROM (SELECT 4, CAST(m.id AS TEXT) AS value, m.id AS n FROM m ORDER BY m.id "
+        "LIMIT :limit OFFSET :offset) AS page"
+    )
+    size, page = 0, []
+    facets: dict[str, list[tuple[str, int]]] = {name: [] for name in FACETS}
+    for kind, value, number in session.execute(text(sql), params):
+        if kind == 0:
+            size = int(number)
+        elif kind == 4:
+            page.append(int(number))
+        else:
+            facets[FACETS[kind - 1]].append((str(value), int(number)))
+    for name, counts in facets.items():
+        facets[name] = sorted(counts, key=lambda kv: (-kv[1], kv[0]))[:20]
+    return Window(size, facets, page)
 
 
 def search(
@@ -320,12 +359,8 @@ def search(
             hint="narrow the search with more words or a facet",
         )
     terms = match_terms(query)
-    window = _window(session, terms, level, filters)
-    facets: dict[str, list[tuple[str, int]]] = {}
-    for n, name in enumerate(FACETS, start=1):
-        counts = Counter(str(row[n]) for row in window if row[n] not in ("", 0, None))
-        facets[name] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
-    ids = [row[0] for row in window[offset : offset + limit]]
+    window = _window(session, terms, level, filters, offset=offset, limit=limit)
+    ids = window.page
     hits: list[Hit] = []
     if ids:
         rows = session.execute(
@@ -337,8 +372,8 @@ def search(
         by_id = {r[0]: Hit(*r[1:]) for r in rows}
         hits = [by_id[i] for i in ids if i in by_id]
     hits = _recheck(session, policy, hits, level)
-    exact = len(window) < WINDOW
-    return SearchResult(query, len(window), offset, limit, hits, facets, exact)
+    exact = window.size < WINDOW
+    return SearchResult(query, window.size, offset, limit, hits, window.facets, exact)
 
 
 def _recheck(session: Session, policy: AccessPolicy, hits: list[Hit], level: int) -> list[Hit]:

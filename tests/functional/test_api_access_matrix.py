@@ -22,6 +22,7 @@ from api.app import create_app
 from archive.config import load_settings
 from archive.services import Services, open_services
 from tests.api_support import Case, Users, cases, deposit_case, make_users, pass_sunsets
+from tests.servers import PostgresServer
 
 READERS = ("anonymous", "researcher")
 
@@ -37,17 +38,31 @@ class Holding:
         return {} if reader == "anonymous" else self.users.bearer(reader)
 
 
-@pytest.fixture(scope="module")
-def holding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Holding]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def holding(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Holding]:
+    """The holding on SQLite (FTS5) and on PostgreSQL (tsvector): each index is tested."""
     tmp = tmp_path_factory.mktemp("matrix")
-    settings = load_settings(data_dir=tmp / "data", environ={}, overrides={"fsync": False})
+    overrides: dict[str, Any] = {"fsync": False}
+    server: PostgresServer | None = None
+    database = ""
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres")
+        database = server.create_database()
+        overrides["database_url"] = server.url(database)
+    settings = load_settings(data_dir=tmp / "data", environ={}, overrides=overrides)
     services = open_services(settings)
-    held = [deposit_case(services, tmp / "bags", c) for c in cases()]
-    pass_sunsets(services, held)
-    users = make_users(services)
-    with TestClient(create_app(settings)) as client:
-        yield Holding(services, client, held, users)
-    services.close()
+    try:
+        held = [deposit_case(services, tmp / "bags", c) for c in cases()]
+        pass_sunsets(services, held)
+        users = make_users(services)
+        with TestClient(create_app(settings)) as client:
+            yield Holding(services, client, held, users)
+    finally:
+        services.close()
+        if server is not None:
+            server.drop_database(database)
 
 
 def _text(response: Any) -> str:
