@@ -320,8 +320,8 @@ def _window(
         "UNION ALL SELECT 1, depositor, count(*) FROM m WHERE depositor <> '' GROUP BY depositor "
         "UNION ALL SELECT 2, CAST(year AS TEXT), count(*) FROM m WHERE year > 0 GROUP BY year "
         "UNION ALL SELECT 3, format, count(*) FROM m WHERE format <> '' GROUP BY format "
-        "UNION ALL SELECT * FROM (SELECT 4, CAST(m.id AS TEXT) AS value, m.id AS n FROM m ORDER BY m.id "
-        "LIMIT :limit OFFSET :offset) AS page"
+        "UNION ALL SELECT * FROM (SELECT 4, CAST(m.id AS TEXT) AS value, m.id AS n FROM m "
+        "ORDER BY m.id LIMIT :limit OFFSET :offset) AS page"
     )
     size, page = 0, []
     facets: dict[str, list[tuple[str, int]]] = {name: [] for name in FACETS}
