@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from access.rules import (
@@ -260,16 +260,15 @@ def match_terms(query: str) -> list[str]:
 
 #: The most matches a query counts (total and facets); pages reach no further.
 WINDOW = 2_000
-_COLUMNS = "e.id, e.package_id, e.kind, e.path, e.title, e.depositor, e.year, e.format, e.size"
 
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """What one query's window holds: its size, the facet counts, the page's entry ids."""
+    """What one query's window holds: its size, the facet counts, the page's entries."""
 
     size: int
     facets: dict[str, list[tuple[str, int]]]
-    page: list[int]
+    page: list[Hit]
 
 
 def _window(
@@ -314,22 +313,31 @@ def _window(
             "SELECT e.id, e.depositor, e.year, e.format FROM search_entries e "
             f"WHERE {' AND '.join(where)} ORDER BY e.id LIMIT :window"
         )
+    # The page's columns, empty (but typed, for PostgreSQL's UNION) in the count rows.
+    none = ", ".join(
+        f"CAST(NULL AS {t})" for t in ("TEXT",) * 5 + ("INTEGER", "TEXT", "BIGINT")
+    )
     sql = (
         f"WITH m AS MATERIALIZED ({matches}) "
-        "SELECT 0, '', count(*) FROM m "
-        "UNION ALL SELECT 1, depositor, count(*) FROM m WHERE depositor <> '' GROUP BY depositor "
-        "UNION ALL SELECT 2, CAST(year AS TEXT), count(*) FROM m WHERE year > 0 GROUP BY year "
-        "UNION ALL SELECT 3, format, count(*) FROM m WHERE format <> '' GROUP BY format "
-        "UNION ALL SELECT * FROM (SELECT 4, CAST(m.id AS TEXT) AS value, m.id AS n FROM m "
+        f"SELECT 0, '', count(*), {none} FROM m "
+        f"UNION ALL SELECT 1, depositor, count(*), {none} FROM m WHERE depositor <> '' "
+        "GROUP BY depositor "
+        f"UNION ALL SELECT 2, CAST(year AS TEXT), count(*), {none} FROM m WHERE year > 0 "
+        "GROUP BY year "
+        f"UNION ALL SELECT 3, format, count(*), {none} FROM m WHERE format <> '' "
+        "GROUP BY format "
+        "UNION ALL SELECT * FROM (SELECT 4, '', p.id, p.package_id, p.kind, p.path, p.title, "
+        "p.depositor, p.year, p.format, p.size FROM m JOIN search_entries p ON p.id = m.id "
         "ORDER BY m.id LIMIT :limit OFFSET :offset) AS page"
     )
-    size, page = 0, []
+    size = 0
+    page: list[Hit] = []
     facets: dict[str, list[tuple[str, int]]] = {name: [] for name in FACETS}
-    for kind, value, number in session.execute(text(sql), params):
+    for kind, value, number, *entry in session.execute(text(sql), params):
         if kind == 0:
             size = int(number)
         elif kind == 4:
-            page.append(int(number))
+            page.append(Hit(*entry))
         else:
             facets[FACETS[kind - 1]].append((str(value), int(number)))
     for name, counts in facets.items():
@@ -360,18 +368,7 @@ def search(
         )
     terms = match_terms(query)
     window = _window(session, terms, level, filters, offset=offset, limit=limit)
-    ids = window.page
-    hits: list[Hit] = []
-    if ids:
-        rows = session.execute(
-            text(f"SELECT {_COLUMNS} FROM search_entries e WHERE e.id IN :ids").bindparams(
-                bindparam("ids", expanding=True)
-            ),
-            {"ids": ids},
-        )
-        by_id = {r[0]: Hit(*r[1:]) for r in rows}
-        hits = [by_id[i] for i in ids if i in by_id]
-    hits = _recheck(session, policy, hits, level)
+    hits = _recheck(session, policy, window.page, level)
     exact = window.size < WINDOW
     return SearchResult(query, window.size, offset, limit, hits, window.facets, exact)
 

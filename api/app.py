@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from api import errors
@@ -30,6 +31,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = open_services(settings)
         app.state.services = services
+        # A few threads wait for a server database at once: enough to overlap its work with
+        # ours, few enough that they do not fight over the interpreter.
+        app.state.database_waits = anyio.CapacityLimiter(3)
         try:
             yield
         finally:

@@ -54,6 +54,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_search_entries_package", "search_entries", ["package_id"])
     op.create_index("ix_search_entries_browse", "search_entries", ["audience", "id"])
+    for facet in ("depositor", "year", "format"):  # browsing by a facet, in index order
+        op.create_index(f"ix_search_entries_{facet}", "search_entries", [facet, "id"])
     bind = op.get_bind()
     if bind.dialect.name == "sqlite":
         op.execute(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +29,7 @@ def api_schema(make_settings: MakeSettings) -> Iterator[Any]:
         user = add_user(session, "arno", role="archivist", policy=access_policy(services.settings))
     app = create_app(app_settings)
     app.state.services = services  # schemathesis calls the app without its lifespan
+    app.state.database_waits = anyio.CapacityLimiter(3)
     app.state.token = user.token
     try:
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
