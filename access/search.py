@@ -314,9 +314,7 @@ def _window(
             f"WHERE {' AND '.join(where)} ORDER BY e.id LIMIT :window"
         )
     # The page's columns, empty (but typed, for PostgreSQL's UNION) in the count rows.
-    none = ", ".join(
-        f"CAST(NULL AS {t})" for t in ("TEXT",) * 5 + ("INTEGER", "TEXT", "BIGINT")
-    )
+    none = ", ".join(f"CAST(NULL AS {t})" for t in ("TEXT",) * 5 + ("INTEGER", "TEXT", "BIGINT"))
     sql = (
         f"WITH m AS MATERIALIZED ({matches}) "
         f"SELECT 0, '', count(*), {none} FROM m "

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
 
 from access.archivist import detail, packages
 from access.compat import check_fixity
-from access.reads import package_id_of
+from access.reads import package_id_of, read_file
 from access.rules import Principal
 from api.deps import PolicyDep, ServicesDep, role
 from archive.custody import record_events
@@ -37,6 +38,30 @@ def one(services: ServicesDep, policy: PolicyDep, who: Archivist, package: str) 
         body, events = detail(session, policy, who, package_id)
         record_events(session, events, package_id=package_id)
     return body
+
+
+@router.get("/packages/{package}/files/{path:path}", response_class=FileResponse)
+def file(
+    services: ServicesDep,
+    policy: PolicyDep,
+    who: Archivist,
+    package: str,
+    path: str,
+    purpose: Annotated[str | None, Query(max_length=64)] = None,
+) -> FileResponse:
+    """A file's bytes, as the access policy allows archivists (public material, for a
+    purpose its consent covers)."""
+    with services.session_scope() as session:
+        download = read_file(
+            session, services.settings, policy, who, package, path, purpose=purpose, reveal=True
+        )
+        record_events(session, list(download.events), package_id=download.package_id)
+    return FileResponse(
+        download.disk_path,
+        media_type=download.media_type,
+        filename=download.name,
+        headers={"X-Custos-SHA512": download.sha512},
+    )
 
 
 @router.post("/packages/{package}/fixity")

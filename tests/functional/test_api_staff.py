@@ -197,6 +197,12 @@ def test_archivist_sees_metadata_fixity_and_seals(
     d = client.get(f"/archivist/packages/{uuid}", headers=headers).json()
     assert d["seals"]["awaiting"] == [] and all(v["seal"] == "sealed" for v in d["versions"])
     assert len(events_of(services, "access")) == 2  # the package holds restricted metadata
+    # Content as the policy allows archivists: public material for a purpose, nothing else.
+    url = f"/archivist/packages/{uuid}/files/"
+    r = client.get(url + "data/README.txt", params={"purpose": "research"}, headers=headers)
+    assert r.status_code == 200 and r.content == (SAMPLE / "data/README.txt").read_bytes()
+    r = client.get(url + LETTER, params={"purpose": "prosecution"}, headers=headers)
+    assert r.status_code == 403 and "ROLE-NOT-PERMITTED" in r.json()["detail"]
     ok = client.post(f"/archivist/packages/{uuid}/fixity", headers=headers).json()
     assert ok["success"] is True and ok["failures"]["files"]["changed"] == []
     status = client.get("/archivist/status", headers=headers).json()
