@@ -11,12 +11,13 @@ SAMPLE := samples/sample-holding
 # Debian packages the tests use: a real PostgreSQL server for the catalog suite; openssl (the
 # local timestamp authority, and independent verification); BouncyCastle and a JDK to check
 # RFC 4998 evidence records with an implementation that is not ours; Redis for the job queue
-# shared by workers. The format migration pathways' tools (policies/formats.toml) and their
+# shared by workers; Chromium, driven by Playwright (never a browser of its own), for the
+# reading-room tests. The format migration pathways' tools (policies/formats.toml) and their
 # validators: Ghostscript, LibreOffice (headless), ImageMagick, FLAC, FFmpeg (ffprobe),
 # poppler-utils (pdfinfo).
 DEBIAN_PACKAGES := postgresql openssl xxd libbcpkix-java openjdk-17-jdk-headless redis-server \
-	ghostscript libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui \
-	imagemagick flac ffmpeg poppler-utils
+	chromium ghostscript libreoffice-writer-nogui libreoffice-calc-nogui \
+	libreoffice-impress-nogui imagemagick flac ffmpeg poppler-utils
 
 .PHONY: install demo system-deps test lint typecheck pytest lock bench clean
 

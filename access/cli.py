@@ -1,4 +1,4 @@
-"""``custos export``: thin over :mod:`access.export`."""
+"""``custos export``, ``custos users`` and ``custos search``: thin over the access services."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import typer
 from rich.markup import escape
 
 from access.export import export
+from access.rules import access_policy
+from access.search import reindex_all
+from access.users import NewUser, add_user, list_users
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
 
 
@@ -63,3 +66,104 @@ def export_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export_cmd)
+
+
+users_app = typer.Typer(
+    help="Users of the API: roles, tokens, second factors.", no_args_is_help=True
+)
+search_app = typer.Typer(help="The public search index.", no_args_is_help=True)
+
+
+@users_app.command("add")
+def users_add_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The user's name (letters, digits, . _ @ -).")],
+    role: Annotated[
+        str, typer.Option(help="researcher, depositor, archivist or registrar.")
+    ] = "researcher",
+    organisation: Annotated[
+        str | None,
+        typer.Option(help="For a depositor: the organisation it deposits for (as in ingest)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a user and print its API token once (and, for roles that need a second
+    factor, the TOTP secret and its otpauth:// URI, once). Only hashes are kept."""
+    services = run(as_json, state(ctx).services)
+
+    def go() -> NewUser:
+        policy = access_policy(services.settings)
+        with services.session_scope() as session:
+            return add_user(session, name, role=role, policy=policy, organisation=organisation)
+
+    user = run(as_json, go)
+    if as_json:
+        emit_json(
+            {
+                "status": "created",
+                "name": user.name,
+                "role": user.role,
+                "organisation": user.organisation,
+                "token": user.token,
+                "totp_secret": user.totp_secret,
+                "totp_uri": user.totp_uri,
+            }
+        )
+        return
+    out.print(f"user {user.name} ({user.role}) created", markup=False)
+    out.print(f"API token (shown once, keep it secret): {user.token}", markup=False)
+    if user.totp_secret:
+        out.print(f"TOTP secret (shown once): {user.totp_secret}", markup=False)
+        out.print(f"TOTP URI for an authenticator app: {user.totp_uri}", markup=False)
+        out.print("send the current code in the X-Custos-TOTP header", markup=False)
+
+
+@users_app.command("list")
+def users_list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List users: name, role, organisation, whether a second factor is enrolled."""
+    services = run(as_json, state(ctx).services)
+    with services.sessions() as session:
+        users = list_users(session)
+    if as_json:
+        emit_json(
+            {
+                "status": "ok",
+                "users": [
+                    {
+                        "name": u.name,
+                        "role": u.role,
+                        "organisation": u.organisation,
+                        "created_at": u.created_at,
+                        "second_factor": u.second_factor,
+                    }
+                    for u in users
+                ],
+            }
+        )
+        return
+    for u in users:
+        org = f" of {u.organisation}" if u.organisation else ""
+        totp = ", TOTP enrolled" if u.second_factor else ""
+        out.print(f"{u.name}: {u.role}{org}{totp}", markup=False)
+
+
+@search_app.command("reindex")
+def search_reindex_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Rebuild the public search index from the catalog and the access policy."""
+    services = run(as_json, state(ctx).services)
+
+    def go() -> tuple[int, int]:
+        policy = access_policy(services.settings)
+        with services.session_scope() as session:
+            return reindex_all(session, policy)
+
+    packages, entries = run(as_json, go)
+    if as_json:
+        emit_json({"status": "ok", "packages": packages, "entries": entries})
+    else:
+        out.print(f"indexed {entries} public entries of {packages} package(s)", markup=False)
+
+
+def register_users(app: typer.Typer) -> None:
+    app.add_typer(users_app, name="users")
+    app.add_typer(search_app, name="search")

@@ -88,3 +88,24 @@ class ProofError(CustosError):
     """A timestamp or evidence record could not be obtained, or does not verify."""
 
     exit_code = 3
+
+
+class AccessError(CustosError):
+    """A reader could not be identified, or may not do what was asked.
+
+    Readers who may not know that material exists never see this: to them, material they may
+    not see is :class:`NotFound`, with the same words as material that does not exist."""
+
+    exit_code = 77  # EX_NOPERM
+
+
+class AuthenticationFailed(AccessError):
+    """No usable credentials: a token, user name or API key that is unknown or wrong."""
+
+
+class SecondFactorRequired(AccessError):
+    """The reader's role needs a verified TOTP code, and none (or a wrong one) was given."""
+
+
+class Forbidden(AccessError):
+    """The reader is known, and their role may not use this service at all."""

@@ -70,7 +70,11 @@ def open_services(settings: Settings, *, recover: bool = True) -> Services:
         upgrade(engine)
     store = LocalStore(settings.storage_path, settings.staging_path, fsync=settings.fsync)
     store.ensure()
-    services = Services(settings, engine, session_factory(engine), store)
+    sessions = session_factory(engine)
+    # Index hooks (archive.catalog.index) and other transaction-bound code read the settings
+    # from the session they are given, rather than from a global.
+    sessions.configure(info={"settings": settings})
+    services = Services(settings, engine, sessions, store)
     if recover:
         services.recovered = journal.recover(store, services.session_scope)
     return services

@@ -23,7 +23,14 @@ from typing import Any, Literal
 from sqlalchemy import insert, select, update
 
 from archive import journal as journal_mod
-from archive.catalog.index import ACCESS_JSON, FORMATS_JSON, PREMIS_XML, index_object, role_of
+from archive.catalog.index import (
+    ACCESS_JSON,
+    FORMATS_JSON,
+    PREMIS_XML,
+    index_object,
+    role_of,
+    run_index_hooks,
+)
 from archive.catalog.queries import deposit_by_fingerprint, resolve_package_id
 from archive.catalog.tables import Deposit, File, Package, Version
 from archive.custody import new_event, parse_premis, premis_xml, record_events
@@ -634,6 +641,7 @@ def _record_identification(
         )
         session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
         record_events(session, events, package_id=package_id)
+        run_index_hooks(session, package_id)  # formats are facets of the search index
     _step(services, "version-committed")
     finish(services.store, new)
     unidentified = counts.get("unidentified", 0)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,33 @@ def index_object(
         )
         record_events(session, [e for e in events if e.uuid not in held], package_id=package_id)
     _index_seals(session, object_root, package_id, inventory)
+    run_index_hooks(session, package_id)
     return package_id
+
+
+#: A function called with the session and a package id once that package's catalog rows are
+#: (re)written, inside the same transaction (e.g. the public search index of ``access``).
+IndexHook = Callable[[Session, str], None]
+HOOK_GROUP = "custos.index_hooks"
+_hooks: list[IndexHook] | None = None
+
+
+def index_hooks() -> list[IndexHook]:
+    """The hooks registered under the ``custos.index_hooks`` entry points (loaded once), so
+    that packages above the core keep derived tables without the core importing upward."""
+    global _hooks
+    if _hooks is None:
+        _hooks = [ep.load() for ep in sorted(entry_points(group=HOOK_GROUP), key=lambda e: e.name)]
+    return _hooks
+
+
+def run_index_hooks(session: Session, package_id: str) -> None:
+    """Tell every registered hook that the package's catalog rows changed (the caller commits).
+
+    Called by :func:`index_object`, and by anything else that changes a package's rows
+    (format identification, a tier change). A hook's error aborts the caller's transaction."""
+    for hook in index_hooks():
+        hook(session, package_id)
 
 
 EVIDENCE_DIR = "extensions/custos-evidence-records"
@@ -315,6 +342,14 @@ def _index_access(session: Session, package_id: str, access: dict[str, Any]) -> 
     ]
     if consents:
         session.execute(insert(ConsentRecord), consents)
+
+
+def replace_access(session: Session, package_id: str, access: dict[str, Any]) -> None:
+    """Replace the package's tier assignments and consent with ``access`` (the content of a
+    new ``custos/access.json``). The caller commits and runs the index hooks."""
+    session.execute(delete(AccessAssignment).where(AccessAssignment.package_id == package_id))
+    session.execute(delete(ConsentRecord).where(ConsentRecord.package_id == package_id))
+    _index_access(session, package_id, access)
 
 
 def remove_package(session: Session, package_id: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Dialect,
@@ -360,3 +361,84 @@ class FixitySnapshot(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     covered: Mapped[int] = mapped_column(Integer)
     total: Mapped[int] = mapped_column(Integer)
+
+
+class User(Base):
+    """Someone who uses the API: a role, and an API token kept only as an argon2 hash.
+
+    ``token_id`` is the token's public prefix (to find the row); ``totp_secret`` the TOTP
+    seed of roles that need a second factor. ``organisation``: a depositor's organisation."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    organisation: Mapped[str | None] = mapped_column(Text, nullable=True)
+    token_id: Mapped[str] = mapped_column(String(32), unique=True)
+    token_hash: Mapped[str] = mapped_column(Text)
+    totp_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SearchEntry(Base):
+    """One public package or file in the search index (``kind`` package | file).
+
+    Only what the access policy lets the public see is here: ``audience`` 1 is open to
+    anyone (purpose ``public``), 2 to researchers stating the purpose ``research``. On SQLite
+    the FTS5 table ``search_fts`` mirrors ``document`` (triggers); on PostgreSQL the
+    generated column ``tsv`` (not mapped here) does."""
+
+    __tablename__ = "search_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text)
+    depositor: Mapped[str] = mapped_column(Text)
+    year: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    audience: Mapped[int] = mapped_column(Integer)
+    document: Mapped[str] = mapped_column(Text)
+
+
+class Upload(Base):
+    """A bag uploaded through the API, and what became of it."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(255))
+    depositor: Mapped[str] = mapped_column(Text)
+    filename: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16))  # stored | already-held | refused
+    package_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    deposit_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class JusticeRequest(Base):
+    """A request from a justice body, recorded by a registrar, answered with an export."""
+
+    __tablename__ = "justice_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_by: Mapped[str] = mapped_column(String(255))
+    requester: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(64))
+    package_id: Mapped[str] = mapped_column(String(128))
+    paths: Mapped[str] = mapped_column(Text)  # JSON list
+    state: Mapped[str] = mapped_column(String(16))  # open | answered
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    answered_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    export_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    bundle: Mapped[str | None] = mapped_column(Text, nullable=True)

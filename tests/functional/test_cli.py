@@ -29,7 +29,17 @@ def custos(data: Path, *args: str, env: dict[str, str] | None = None) -> tuple[i
 def test_help_lists_the_commands() -> None:
     result = runner.invoke(get_app(), ["--help"])
     assert result.exit_code == 0
-    for command in ("ingest", "identify", "list", "show", "db", "catalog"):
+    for command in (
+        "ingest",
+        "identify",
+        "list",
+        "show",
+        "db",
+        "catalog",
+        "serve",
+        "users",
+        "search",
+    ):
         assert command in result.stdout
 
 
@@ -111,9 +121,9 @@ def test_unknown_package(tmp_path: Path) -> None:
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["to"] == "0005_fixity"
+    assert code == 0 and body["to"] == "0005_api"
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["from"] == body["to"] == "0005_fixity"
+    assert code == 0 and body["from"] == body["to"] == "0005_api"
 
 
 def test_settings_from_environment_and_toml(tmp_path: Path) -> None:

@@ -1,0 +1,299 @@
+"""Reading packages and files through the API, each read decided by the access policy.
+
+Public readers (anonymous and researchers) never learn whether something they may not see
+exists: every refusal is :func:`access.rules.not_available`, worded like a missing package.
+Staff who may know that material exists (archivists, registrars, a depositor for its own
+deposits) get the policy's reason instead. Reads the policy says must be logged are returned
+with their custody event, which the caller records in its transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from access.rules import (
+    Principal,
+    Rules,
+    access_event,
+    load_rules,
+    may_see,
+    must_log,
+    not_available,
+)
+from archive.catalog.tables import Depositor, File, Package, Seal
+from archive.config import Settings
+from archive.errors import Forbidden, InputRejected, NotFound
+from archive.findings import Finding
+from archive.model import EventRecord
+from policies.decide import Decision
+from policies.schema import AccessPolicy
+
+SEALED, AWAITING = "sealed", "awaiting seal"
+
+
+def package_id_of(ref: str) -> str:
+    """``urn:uuid:…`` from a UUID (as in URLs) or a full id; raises the public not-found."""
+    raw = ref.removeprefix("urn:uuid:")
+    try:
+        canonical = str(uuid.UUID(raw))
+    except ValueError:
+        raise not_available() from None
+    if canonical != raw.lower():
+        raise not_available()
+    return f"urn:uuid:{canonical}"
+
+
+@dataclass(frozen=True, slots=True)
+class PackageHead:
+    package_id: str
+    title: str
+    depositor: str
+    created_at: datetime
+    object_path: str
+    head: int
+    deposit_id: str
+
+
+def package_head(session: Session, package_id: str) -> PackageHead | None:
+    row = session.execute(
+        select(Package, Depositor.name)
+        .join(Depositor, Depositor.id == Package.depositor_id)
+        .where(Package.id == package_id)
+    ).first()
+    if row is None:
+        return None
+    p, name = row
+    return PackageHead(p.id, p.title, name, p.created_at, p.object_path, p.head, p.deposit_id)
+
+
+@dataclass(frozen=True, slots=True)
+class FileView:
+    path: str  # data/…
+    size: int
+    sha512: str
+    sha256: str
+    format: str
+    puid: str
+    version: int
+    proof: str  # sealed | awaiting seal
+
+
+@dataclass
+class PackageView:
+    package_id: str
+    title: str
+    depositor: str
+    created_at: datetime
+    files: list[FileView] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+
+    @property
+    def uuid(self) -> str:
+        return self.package_id.removeprefix("urn:uuid:")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "package_id": self.package_id,
+            "title": self.title,
+            "depositor": self.depositor,
+            "created_at": self.created_at.isoformat(),
+            "files": [
+                {
+                    "path": f.path,
+                    "size": f.size,
+                    "sha512": f.sha512,
+                    "sha256": f.sha256,
+                    "format": f.format,
+                    "puid": f.puid,
+                    "version": f.version,
+                    "proof": f.proof,
+                }
+                for f in self.files
+            ],
+        }
+
+
+def sealed_subjects(session: Session, package_id: str) -> set[str]:
+    return set(
+        session.execute(select(Seal.subject_path).where(Seal.package_id == package_id)).scalars()
+    )
+
+
+def payload_files(session: Session, package_id: str) -> list[File]:
+    return list(
+        session.execute(
+            select(File)
+            .where(File.package_id == package_id, File.role == "payload")
+            .order_by(File.logical_path)
+        ).scalars()
+    )
+
+
+def _file_view(f: File, sealed: set[str]) -> FileView:
+    return FileView(
+        f.logical_path.removeprefix("bag/"),
+        f.size,
+        f.sha512,
+        f.sha256,
+        f.format_name or "",
+        f.puid or "",
+        f.version,
+        SEALED if f"v{f.version}/inventory.json" in sealed else AWAITING,
+    )
+
+
+@dataclass
+class Read:
+    """What a read produced: the view, and the custody events to record with it."""
+
+    view: PackageView
+    events: list[EventRecord] = field(default_factory=list)
+
+
+def _refusal(reveal: bool, decisions: list[Decision]) -> Exception:
+    if not reveal:
+        return not_available()
+    last = decisions[-1]
+    if last.reason_code in ("PURPOSE-REQUIRED", "PURPOSE-NOT-PERMITTED", "UNKNOWN-PURPOSE"):
+        return InputRejected(
+            f"read refused: {last.explanation}",
+            [Finding(f"ACCESS-{last.reason_code}", "error", last.explanation, "purpose")],
+            hint="state a purpose the access policy accepts for this material "
+            "(e.g. ?purpose=prosecution)",
+        )
+    return Forbidden(
+        f"read refused ({last.reason_code}): {last.explanation}",
+        hint=f"decided under {last.policy}; a registrar can tell you what the material needs",
+    )
+
+
+def read_package(
+    session: Session,
+    policy: AccessPolicy,
+    reader: Principal,
+    ref: str,
+    *,
+    purpose: str | None,
+    reveal: bool,
+) -> Read:
+    """The package's metadata and the files ``reader`` may see.
+
+    ``reveal``: the reader may learn that material exists (staff); otherwise every refusal
+    is the public not-found. Raises :class:`NotFound`, :class:`Forbidden` or
+    :class:`InputRejected`."""
+    package_id = package_id_of(ref)
+    head = package_head(session, package_id)
+    if head is None:
+        raise not_available() if not reveal else NotFound(f"no package {package_id}")
+    rules = load_rules(session, package_id, head.depositor)
+    allowed, decisions = may_see(
+        policy, rules, "", reader=reader, action="read-metadata", purpose=purpose
+    )
+    if not allowed:
+        raise _refusal(reveal, decisions)
+    view = PackageView(head.package_id, head.title, head.depositor, head.created_at)
+    sealed = sealed_subjects(session, package_id)
+    logged = must_log(decisions)
+    for f in payload_files(session, package_id):
+        ok, ds = may_see(
+            policy,
+            rules,
+            f.logical_path.removeprefix("bag/"),
+            reader=reader,
+            action="read-metadata",
+            purpose=purpose,
+        )
+        if ok:
+            view.files.append(_file_view(f, sealed))
+            if must_log(ds):
+                logged = True
+    read = Read(view)
+    if logged:
+        read.events.append(
+            access_event(
+                reader,
+                package_id,
+                f"metadata of the package and {len(view.files)} file(s) read",
+                purpose=purpose,
+                decisions=decisions,
+            )
+        )
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A file to stream to the reader, and the custody events of the read."""
+
+    package_id: str
+    disk_path: Path
+    name: str
+    size: int
+    media_type: str
+    sha512: str
+    events: tuple[EventRecord, ...] = ()
+
+
+def read_file(
+    session: Session,
+    settings: Settings,
+    policy: AccessPolicy,
+    reader: Principal,
+    ref: str,
+    path: str,
+    *,
+    purpose: str | None,
+    reveal: bool,
+) -> Download:
+    """A payload file's bytes, if ``reader`` may read them for ``purpose``.
+
+    Raises as :func:`read_package` does."""
+    package_id = package_id_of(ref)
+    head = package_head(session, package_id)
+    logical = "bag/" + path if path.startswith("data/") else None
+    row = (
+        session.execute(
+            select(File)
+            .where(File.package_id == package_id, File.logical_path == logical)
+            .order_by(File.version.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if head is not None and logical is not None
+        else None
+    )
+    if head is None or row is None:
+        raise not_available() if not reveal else NotFound(f"no file {path!r} in {package_id}")
+    rules: Rules = load_rules(session, package_id, head.depositor)
+    allowed, decisions = may_see(
+        policy, rules, path, reader=reader, action="read-content", purpose=purpose
+    )
+    if not allowed:
+        raise _refusal(reveal, decisions)
+    events: tuple[EventRecord, ...] = ()
+    if must_log(decisions):
+        events = (
+            access_event(
+                reader,
+                package_id,
+                "content of 1 file read",
+                purpose=purpose,
+                decisions=decisions,
+                files=[row.sha512],
+            ),
+        )
+    return Download(
+        package_id,
+        settings.storage_path / head.object_path / row.content_path,
+        path.rsplit("/", 1)[-1],
+        row.size,
+        row.mime_type or "application/octet-stream",
+        row.sha512,
+        events,
+    )

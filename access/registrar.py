@@ -1,0 +1,450 @@
+"""Registrars: search every tier, change a tier, record and answer justice requests, read the
+access log. Every metadata read of non-public material is logged, as the policy asks.
+
+A tier change writes a new OCFL version holding the updated ``custos/access.json`` and
+``custos/premis.xml`` (:func:`archive.versions.append_version`), then the catalog (access rows,
+the version, a ``tier change`` event) and the public search index, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from access.export import ExportResult, export
+from access.reads import package_head, package_id_of
+from access.rules import Principal, access_event, access_policy, load_rules, may_see, must_log
+from archive.catalog.index import ACCESS_JSON, PREMIS_XML, replace_access, role_of, run_index_hooks
+from archive.catalog.tables import (
+    Depositor,
+    Event,
+    File,
+    JusticeRequest,
+    Package,
+    Version,
+)
+from archive.custody import new_event, parse_premis, premis_xml, record_events
+from archive.errors import InputRejected, NotFound
+from archive.findings import Finding
+from archive.model import EventRecord, Link
+from archive.services import Services
+from archive.storage.ocfl import head_state, read_inventory
+from archive.versions import append_version, finish
+from policies.access import Assignment, covers, default_assignment
+from policies.errors import AccessRuleError
+from policies.schema import AccessPolicy
+from policies.vocabulary import is_tier
+
+AGENT = "Custos registrar service"
+
+
+def _reject(code: str, message: str, where: str = "", hint: str = "") -> InputRejected:
+    return InputRejected(message, [Finding(code, "error", message, where)], hint=hint)
+
+
+# --- search ---------------------------------------------------------------------------------
+
+
+def search_all(
+    session: Session, policy: AccessPolicy, reader: Principal, query: str, *, limit: int = 50
+) -> tuple[list[dict[str, Any]], list[EventRecord]]:
+    """Packages of every tier whose title, depositor or file names hold ``query``.
+
+    Returns the hits (with each package's tier) and one access event per non-public package
+    shown (the policy logs those reads)."""
+    words = query.strip()
+    if not words:
+        raise _reject("SEARCH-QUERY", "the search query is empty", "q", "give words to find")
+    like = f"%{words.replace('%', '').replace('_', '')}%"
+    ids = list(
+        session.execute(
+            select(Package.id)
+            .join(Depositor, Depositor.id == Package.depositor_id)
+            .where(
+                or_(
+                    Package.title.ilike(like),
+                    Depositor.name.ilike(like),
+                    Package.id.in_(
+                        select(File.package_id).where(
+                            File.role == "payload", File.logical_path.ilike(like)
+                        )
+                    ),
+                )
+            )
+            .order_by(Package.created_at, Package.id)
+            .limit(limit)
+        ).scalars()
+    )
+    hits, events = [], []
+    for package_id in ids:
+        head = package_head(session, package_id)
+        assert head is not None
+        rules = load_rules(session, package_id, head.depositor)
+        ok, decisions = may_see(
+            policy, rules, "", reader=reader, action="read-metadata", purpose=None
+        )
+        if not ok:
+            continue
+        tier = next((a.tier for a in rules.assignments if a.path == ""), "undeclared")
+        hits.append(
+            {
+                "package_id": package_id,
+                "title": head.title,
+                "depositor": head.depositor,
+                "created_at": head.created_at.isoformat(),
+                "tier": tier,
+            }
+        )
+        if must_log(decisions):
+            events.append(
+                access_event(
+                    reader,
+                    package_id,
+                    "package metadata shown in a registrar search",
+                    purpose=None,
+                    decisions=decisions,
+                )
+            )
+    return hits, events
+
+
+# --- tier change ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    package_id: str
+    path: str
+    tier: str
+    sunset: date | None
+    successor: str | None
+    legal_basis: str
+    version: int
+    event: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "package_id": self.package_id,
+            "path": self.path,
+            "tier": self.tier,
+            "sunset": self.sunset.isoformat() if self.sunset else None,
+            "successor": self.successor,
+            "legal_basis": self.legal_basis,
+            "version": self.version,
+            "event": self.event,
+        }
+
+
+def change_tier(
+    services: Services,
+    reader: Principal,
+    ref: str,
+    *,
+    path: str,
+    tier: str,
+    legal_basis: str,
+    sunset: date | None = None,
+    successor: str | None = None,
+) -> TierChange:
+    """Give ``path`` of the package (``""``: the package) the tier ``tier``.
+
+    A non-public tier without ``sunset``/``successor`` takes the policy's defaults from
+    today. Raises :class:`InputRejected` (no legal basis, unknown tier or path, an invalid
+    assignment) and :class:`NotFound`."""
+    policy = access_policy(services.settings)
+    package_id = package_id_of(ref)
+    basis = legal_basis.strip()
+    if not basis:
+        raise _reject(
+            "TIER-LEGAL-BASIS",
+            "a tier change needs its legal basis",
+            "legal_basis",
+            "state the law, order or agreement that the change rests on",
+        )
+    if not is_tier(tier):
+        raise _reject(
+            "TIER-UNKNOWN", f"unknown tier {tier!r}", "tier",
+            "use public, restricted or protected-identity",
+        )  # fmt: skip
+    with services.sessions() as session:
+        head = package_head(session, package_id)
+        if head is None:
+            raise NotFound(f"no package {package_id}", hint="search shows the packages held")
+        payload = {
+            lp.removeprefix("bag/"): digest
+            for lp, digest in session.execute(
+                select(File.logical_path, File.sha512).where(
+                    File.package_id == package_id, File.role == "payload"
+                )
+            )
+        }
+    folders = {p.rsplit("/", i)[0] for p in payload for i in range(1, p.count("/") + 1)}
+    if path and path not in payload and path not in folders:
+        raise _reject(
+            "TIER-UNKNOWN-PATH",
+            "the path is neither a payload file nor a payload folder of this package",
+            "path",
+            "give '' for the package, or a path starting with data/",
+        )
+    today = datetime.now(UTC).date()
+    try:
+        if tier == "public":
+            assignment = Assignment(path, tier, None, None, basis)
+        else:
+            base = default_assignment(
+                policy, depositor=head.depositor, tier=tier, deposited_on=today,
+                legal_basis=basis, path=path,
+            )  # fmt: skip
+            given = sunset is not None or successor is not None
+            assignment = Assignment(
+                path,
+                tier,
+                sunset or base.sunset,
+                successor or base.successor,  # type: ignore[arg-type]
+                basis,
+                f"set by registrar {reader.name} on {today.isoformat()}"
+                if given
+                else base.sunset_basis,
+            )
+    except AccessRuleError as exc:
+        raise _reject("TIER-INVALID", exc.message, "tier", exc.hint) from exc
+    with services.store.commit_lock():
+        return _write_change(services, reader, head.object_path, package_id, assignment, payload)
+
+
+def _write_change(
+    services: Services,
+    reader: Principal,
+    rel: str,
+    package_id: str,
+    assignment: Assignment,
+    payload: dict[str, str],
+) -> TierChange:
+    object_root = services.store.object_root(rel)
+    state = head_state(read_inventory(object_root))
+    access = json.loads((object_root / state[ACCESS_JSON]).read_bytes())
+    governing = [a for a in access["assignments"] if covers(a["path"], assignment.path)]
+    old = max(governing, key=lambda a: len(a["path"]), default=None)
+    new_row = {
+        "path": assignment.path,
+        "tier": assignment.tier,
+        "sunset": assignment.sunset.isoformat() if assignment.sunset else None,
+        "successor": assignment.successor,
+        "legal_basis": assignment.legal_basis,
+        "sunset_basis": assignment.sunset_basis,
+    }
+    access["assignments"] = sorted(
+        [a for a in access["assignments"] if a["path"] != assignment.path] + [new_row],
+        key=lambda a: a["path"],
+    )
+    policy = access_policy(services.settings)
+    access["policy"] = policy.label
+    what = "the package" if assignment.path == "" else "a file or folder of the package"
+    until = (
+        f" until {assignment.sunset.isoformat()}, then {assignment.successor}"
+        if assignment.sunset
+        else ""
+    )
+    links = [Link("package", package_id)]
+    if assignment.path in payload:
+        links.append(Link("file", f"sha512:{payload[assignment.path]}", "tier changed"))
+    event = new_event(
+        "tier change",
+        "success",
+        f"{what}: {old['tier'] if old else 'undeclared'} -> {assignment.tier}{until}, by "
+        f"{reader.agent} ({policy.label}); legal basis: {assignment.legal_basis}",
+        links=links,
+        agent=reader.agent,
+    )
+    old_events = parse_premis((object_root / state[PREMIS_XML]).read_bytes())
+    created = datetime.now().astimezone().replace(microsecond=0)
+    message = f"Tier change by {reader.agent}"
+    body = (json.dumps(access, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    new = append_version(
+        services.store,
+        rel,
+        {ACCESS_JSON: body, PREMIS_XML: premis_xml([*old_events, event])},
+        message=message,
+        agent=AGENT,
+        created=created,
+    )
+    with services.session_scope() as session:
+        session.execute(
+            insert(File),
+            [
+                {
+                    "package_id": package_id,
+                    "version": new.number,
+                    "logical_path": e.logical_path,
+                    "content_path": e.content_path,
+                    "role": role_of(e.logical_path),
+                    "size": e.size,
+                    "sha512": e.sha512,
+                    "sha256": e.sha256,
+                }
+                for e in new.entries
+            ],
+        )
+        session.add(
+            Version(
+                package_id=package_id,
+                number=new.number,
+                created_at=created,
+                message=message,
+                agent=AGENT,
+                inventory_sha512=new.inventory_sha512,
+            )
+        )
+        session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
+        replace_access(session, package_id, access)
+        record_events(session, [event], package_id=package_id)
+        run_index_hooks(session, package_id)
+    finish(services.store, new)
+    return TierChange(
+        package_id,
+        assignment.path,
+        assignment.tier,
+        assignment.sunset,
+        assignment.successor,
+        assignment.legal_basis,
+        new.number,
+        event.uuid,
+    )
+
+
+# --- justice requests -----------------------------------------------------------------------
+
+
+def _request_dict(r: JusticeRequest) -> dict[str, Any]:
+    return {
+        "request_id": r.id,
+        "received_at": r.received_at.isoformat(),
+        "recorded_by": r.recorded_by,
+        "requester": r.requester,
+        "reference": r.reference,
+        "purpose": r.purpose,
+        "package_id": r.package_id,
+        "paths": json.loads(r.paths),
+        "state": r.state,
+        "answered_at": r.answered_at.isoformat() if r.answered_at else None,
+        "answered_by": r.answered_by,
+        "export_id": r.export_id,
+        "bundle": r.bundle,
+    }
+
+
+def record_request(
+    session: Session,
+    policy: AccessPolicy,
+    reader: Principal,
+    *,
+    requester: str,
+    reference: str,
+    purpose: str,
+    package: str,
+    paths: list[str],
+) -> dict[str, Any]:
+    """Record a request from a justice body. Raises :class:`InputRejected`, NotFound."""
+    problems = []
+    if not requester.strip():
+        problems.append(Finding("REQUEST-REQUESTER", "error", "the requester is not named"))
+    if not reference.strip():
+        problems.append(Finding("REQUEST-REFERENCE", "error", "the request's reference is missing"))
+    if purpose not in policy.purposes:
+        problems.append(
+            Finding(
+                "REQUEST-PURPOSE",
+                "error",
+                f"purpose must be one of {', '.join(sorted(policy.purposes))}",
+                "purpose",
+            )
+        )
+    if problems:
+        raise InputRejected("request not recorded", problems)
+    package_id = package_id_of(package)
+    if package_head(session, package_id) is None:
+        raise NotFound(f"no package {package_id}")
+    row = JusticeRequest(
+        id=str(uuid.uuid4()),
+        received_at=datetime.now(UTC),
+        recorded_by=reader.name,
+        requester=requester.strip(),
+        reference=reference.strip(),
+        purpose=purpose,
+        package_id=package_id,
+        paths=json.dumps(paths),
+        state="open",
+    )
+    session.add(row)
+    session.flush()
+    return _request_dict(row)
+
+
+def list_requests(session: Session) -> list[dict[str, Any]]:
+    rows = session.execute(select(JusticeRequest).order_by(JusticeRequest.received_at)).scalars()
+    return [_request_dict(r) for r in rows]
+
+
+def answer_request(services: Services, reader: Principal, request_id: str) -> dict[str, Any]:
+    """Answer a request with a court bundle (:func:`access.export.export`) written under
+    ``DATA_DIR/exports/<request id>``. Raises what the export raises, and NotFound."""
+    with services.sessions() as session:
+        row = session.get(JusticeRequest, request_id) if len(request_id) <= 36 else None
+        if row is None:
+            raise NotFound(f"no justice request {request_id!r}")
+        if row.state != "open":
+            raise _reject("REQUEST-ANSWERED", "this request was answered already", "request_id")
+        paths = json.loads(row.paths)
+        target = services.settings.data_dir.resolve() / "exports" / row.id
+    result: ExportResult = export(
+        services,
+        row.package_id,
+        paths,
+        to=target,
+        requester=f"{row.requester} (ref. {row.reference})",
+        purpose=row.purpose,
+    )
+    with services.session_scope() as session:
+        session.execute(
+            update(JusticeRequest)
+            .where(JusticeRequest.id == request_id)
+            .values(
+                state="answered",
+                answered_at=datetime.now(UTC),
+                answered_by=reader.name,
+                export_id=result.export_id,
+                bundle=str(result.bundle),
+            )
+        )
+        row = session.get(JusticeRequest, request_id)
+        assert row is not None
+        return {**_request_dict(row), "export": result.as_dict()}
+
+
+def access_log(session: Session, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    """Access, export and tier-change events, newest first."""
+    rows = session.execute(
+        select(Event)
+        .where(Event.type.in_(("access", "export", "tier change")))
+        .order_by(Event.id.desc())
+        .offset(offset)
+        .limit(limit)
+    ).scalars()
+    return [
+        {
+            "uuid": e.uuid,
+            "type": e.type,
+            "occurred_at": e.occurred_at.isoformat(),
+            "agent": e.agent,
+            "outcome": e.outcome,
+            "detail": e.detail,
+            "package_id": e.package_id,
+        }
+        for e in rows
+    ]

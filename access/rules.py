@@ -1,0 +1,241 @@
+"""Who is reading, and what the access policy lets them see: the one place reads are decided.
+
+Every read by the API goes through :func:`decide_path`, which finds the assignment and
+consent governing a path (:func:`policies.access.effective`,
+:func:`policies.access.effective_consent`) and asks :func:`policies.decide.decide`. Nothing
+here re-implements the decision.
+
+Paths are the policy's: ``""`` for the package, ``data/…`` for a payload file or folder (a
+catalog logical path without its ``bag/`` prefix). A file is shown only when both the file
+and its package may be read: a package whose own metadata is closed is not shown at all,
+whatever its files say (stricter than the file's decision alone, never looser).
+
+Reads that the decision says must be logged are recorded by :func:`access_event` as
+``access`` custody events naming who, the package, the file by its sha512 digest (never
+its path: paths may name people), the purpose and the policy that decided.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archive.catalog.queries import access_rows
+from archive.catalog.tables import AccessAssignment, ConsentRecord
+from archive.config import Settings
+from archive.custody import new_event
+from archive.errors import CatalogError, ConfigError, NotFound
+from archive.model import AccessRow, EventRecord, Link
+from policies.access import Assignment, Consent, effective, effective_consent
+from policies.decide import Decision, decide
+from policies.errors import AccessRuleError
+from policies.load import POLICY_DIR, PolicyFileError, load_access_policy
+from policies.schema import AccessPolicy
+from policies.vocabulary import is_scope, is_tier
+
+AGENT = "Custos API"
+#: The one answer to a reader who may not know whether something exists: the same words for
+#: what does not exist and for what they may not see.
+NOT_AVAILABLE = "no such package or file is available to you"
+NOT_AVAILABLE_HINT = "check the identifier; search shows what you may read"
+
+
+def not_available() -> NotFound:
+    return NotFound(NOT_AVAILABLE, hint=NOT_AVAILABLE_HINT)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated reader (or ``anonymous``). ``second_factor``: a TOTP code was
+    verified for this request. ``organisation``: a depositor's organisation."""
+
+    name: str
+    role: str
+    organisation: str | None = None
+    second_factor: bool = False
+
+    @property
+    def agent(self) -> str:
+        return f"{self.role} {self.name}"
+
+
+ANONYMOUS = Principal("anonymous", "anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The assignments and consent records of one package, as policy values."""
+
+    package_id: str
+    depositor: str
+    assignments: tuple[Assignment, ...]
+    consents: tuple[Consent, ...]
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(folder: Path | None, stamp: float) -> AccessPolicy:
+    return load_access_policy(folder)
+
+
+def access_policy(settings: Settings | None) -> AccessPolicy:
+    """The access policy in force (reloaded when its file changes); raises ConfigError."""
+    folder = settings.policy_dir if settings else None
+    path = (folder or POLICY_DIR) / "access.toml"
+    try:
+        return _policy(folder, path.stat().st_mtime)
+    except (OSError, PolicyFileError) as exc:
+        raise ConfigError(
+            f"the access policy cannot be loaded: {exc}",
+            hint="fix policies/access.toml or the policy_dir setting; every read is refused "
+            "until then",
+        ) from exc
+
+
+def rules_from_rows(package_id: str, depositor: str, rows: Iterable[AccessRow]) -> Rules:
+    """The catalog's access rows as policy values; raises :class:`CatalogError` if invalid."""
+    assignments, consents = [], []
+    try:
+        for r in rows:
+            if r.tier:
+                if not is_tier(r.tier):
+                    raise CatalogError(f"package {package_id}: unknown tier in the catalog")
+                successor = r.successor if r.successor and is_tier(r.successor) else None
+                assignments.append(
+                    Assignment(r.path, r.tier, r.sunset, successor, r.legal_basis, r.sunset_basis)
+                )
+            if r.consent is not None:
+                consents.append(Consent(r.path, frozenset(s for s in r.consent if is_scope(s))))
+    except AccessRuleError as exc:
+        raise CatalogError(
+            f"the access records of package {package_id} are invalid: {exc.message}",
+            hint="fix custos/access.json with a tier change, then rebuild the catalog",
+        ) from exc
+    return Rules(package_id, depositor, tuple(assignments), tuple(consents))
+
+
+def load_rules(session: Session, package_id: str, depositor: str) -> Rules:
+    return rules_from_rows(package_id, depositor, access_rows(session, package_id))
+
+
+def load_rules_many(session: Session, depositors: dict[str, str]) -> dict[str, Rules]:
+    """:func:`load_rules` for several packages (package id -> depositor) in two queries."""
+    if not depositors:
+        return {}
+    ids = list(depositors)
+    consents: dict[str, dict[str, tuple[str, ...]]] = {pid: {} for pid in ids}
+    for pid, path, scopes in session.execute(
+        select(ConsentRecord.package_id, ConsentRecord.path, ConsentRecord.scopes).where(
+            ConsentRecord.package_id.in_(ids)
+        )
+    ):
+        consents[pid][path] = tuple(x for x in scopes.split(",") if x)
+    rows: dict[str, list[AccessRow]] = {pid: [] for pid in ids}
+    for a in session.execute(
+        select(AccessAssignment).where(AccessAssignment.package_id.in_(ids))
+    ).scalars():
+        rows[a.package_id].append(
+            AccessRow(
+                a.path,
+                a.tier,
+                a.sunset,
+                a.successor,
+                a.legal_basis,
+                consents[a.package_id].pop(a.path, None),
+                a.sunset_basis,
+            )
+        )
+    for pid, left in consents.items():
+        rows[pid] += [AccessRow(p, "", None, None, "", c) for p, c in left.items()]
+    return {pid: rules_from_rows(pid, depositors[pid], rows[pid]) for pid in ids}
+
+
+def decide_path(
+    policy: AccessPolicy,
+    rules: Rules,
+    path: str,
+    *,
+    reader: Principal,
+    action: str,
+    purpose: str | None,
+    on: date | None = None,
+) -> Decision:
+    """The access decision for ``reader`` doing ``action`` on ``path`` of the package.
+
+    Ambiguous or malformed records are denied (fail closed), never raised to the reader."""
+    try:
+        assignment = effective(path, rules.assignments)
+        consent = effective_consent(path, rules.consents)
+    except AccessRuleError:
+        assignment, consent = None, None
+    return decide(
+        policy,
+        action=action,
+        assignment=assignment,
+        role=reader.role,
+        consent=consent,
+        purpose=purpose,
+        on=on or today(),
+        second_factor=reader.second_factor,
+        own_deposit=reader.organisation is not None and reader.organisation == rules.depositor,
+    )
+
+
+def may_see(
+    policy: AccessPolicy,
+    rules: Rules,
+    path: str,
+    *,
+    reader: Principal,
+    action: str,
+    purpose: str | None,
+    on: date | None = None,
+) -> tuple[bool, list[Decision]]:
+    """Whether ``reader`` may do ``action`` on ``path``: the package's metadata must be
+    readable too. Returns the verdict and the decisions taken (for logging)."""
+    package = decide_path(
+        policy, rules, "", reader=reader, action="read-metadata", purpose=purpose, on=on
+    )
+    if not package.allowed:
+        return False, [package]
+    if path == "" and action == "read-metadata":
+        return True, [package]
+    item = decide_path(policy, rules, path, reader=reader, action=action, purpose=purpose, on=on)
+    return item.allowed, [package, item]
+
+
+def access_event(
+    reader: Principal,
+    package_id: str,
+    what: str,
+    *,
+    purpose: str | None,
+    decisions: Sequence[Decision],
+    files: Sequence[str] = (),
+) -> EventRecord:
+    """The custody event of a logged read. ``files``: sha512 digests of the files read;
+    ``what`` must not name paths or people (the event is kept forever)."""
+    policy = decisions[0].policy if decisions else ""
+    return new_event(
+        "access",
+        "success",
+        f"{what}; by {reader.agent}; purpose: {purpose or 'none stated'}; decided under {policy}",
+        links=[
+            Link("package", package_id),
+            *(Link("file", f"sha512:{digest}", "read") for digest in files),
+        ],
+        agent=reader.agent,
+    )
+
+
+def must_log(decisions: Iterable[Decision]) -> bool:
+    return any(d.allowed and d.must_log for d in decisions)

@@ -1,0 +1,391 @@
+"""The public search index: what researchers and anonymous readers may find, and nothing else.
+
+:func:`index_hook` runs whenever a package's catalog rows are (re)written (ingest, format
+identification, a tier change, ``custos catalog rebuild``; see
+:func:`archive.catalog.index.run_index_hooks`) and replaces the package's entries: one for the
+package (title, description, bag-info) and one per payload file (its path's words, its format),
+each only if :func:`access.rules.may_see` allows it. ``audience`` 1: anyone (purpose
+``public``); 2: researchers stating the purpose ``research``. Material no public reader may
+see never enters the table, so no count, facet, total or timing of a search can depend on it.
+
+:func:`search` runs a query: SQLite FTS5 on the embedded default, PostgreSQL full-text search
+(``to_tsvector('simple', …)`` with a GIN index) at scale. Each result is checked again against
+the stored assignment before it is returned (fail closed if the index were ever stale).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.orm import Session
+
+from access.rules import (
+    ANONYMOUS,
+    Principal,
+    Rules,
+    access_policy,
+    load_rules,
+    load_rules_many,
+    may_see,
+    today,
+)
+from archive.catalog.tables import Deposit, Depositor, File, Package, SearchEntry
+from archive.config import Settings
+from archive.errors import InputRejected
+from archive.findings import Finding
+from policies.schema import AccessPolicy
+
+RESEARCHER = Principal("index", "researcher")
+#: (audience, reader, purpose): the public readers an entry may be open to, most open first.
+AUDIENCES = ((1, ANONYMOUS, "public"), (2, RESEARCHER, "research"))
+PAGE_MAX = 100
+QUERY_MAX = 256
+_WORD = re.compile(r"\w+", re.UNICODE)
+FACETS = ("depositor", "year", "format")
+
+
+def audience_of(policy: AccessPolicy, rules: Rules, path: str) -> int | None:
+    """The most open audience that may read ``path``'s metadata, or None."""
+    for level, reader, purpose in AUDIENCES:
+        allowed, _ = may_see(
+            policy, rules, path, reader=reader, action="read-metadata", purpose=purpose
+        )
+        if allowed:
+            return level
+    return None
+
+
+def _words(value: str) -> str:
+    return " ".join(_WORD.findall(value.replace("_", " ")))
+
+
+def index_package(session: Session, package_id: str, policy: AccessPolicy) -> int:
+    """Replace the package's search entries; return how many it now has."""
+    session.execute(delete(SearchEntry).where(SearchEntry.package_id == package_id))
+    row = session.execute(
+        select(Package.title, Depositor.name, Deposit.received_at)
+        .join(Depositor, Depositor.id == Package.depositor_id)
+        .join(Deposit, Deposit.id == Package.deposit_id)
+        .where(Package.id == package_id)
+    ).first()
+    if row is None:
+        return 0
+    title, depositor, received = row
+    rules = load_rules(session, package_id, depositor)
+    package_audience = audience_of(policy, rules, "")
+    if package_audience is None:
+        return 0
+    info = _bag_info(session, package_id)
+    year = received.year
+    entries: list[dict[str, Any]] = [
+        {
+            "package_id": package_id,
+            "kind": "package",
+            "path": "",
+            "title": title,
+            "depositor": depositor,
+            "year": year,
+            "format": "",
+            "size": 0,
+            "audience": package_audience,
+            "document": " ".join([title, depositor, *info]),
+        }
+    ]
+    files = session.execute(
+        select(File.logical_path, File.size, File.format_name, File.puid)
+        .where(File.package_id == package_id, File.role == "payload")
+        .order_by(File.logical_path)
+    )
+    for logical, size, format_name, puid in files:
+        path = logical.removeprefix("bag/")
+        level = audience_of(policy, rules, path)
+        if level is None:
+            continue
+        fmt = format_name or ""
+        entries.append(
+            {
+                "package_id": package_id,
+                "kind": "file",
+                "path": path,
+                "title": title,
+                "depositor": depositor,
+                "year": year,
+                "format": fmt,
+                "size": size,
+                "audience": max(level, package_audience),
+                "document": " ".join([_words(path.removeprefix("data/")), fmt, puid or ""]),
+            }
+        )
+    for i in range(0, len(entries), 5000):
+        session.execute(insert(SearchEntry), entries[i : i + 5000])
+    return len(entries)
+
+
+def _bag_info(session: Session, package_id: str) -> list[str]:
+    """The values of the package's bag-info (``custos/bag-info.json`` in the object)."""
+    settings: Settings | None = session.info.get("settings")
+    if settings is None:
+        return []
+    row = session.execute(
+        select(Package.object_path, File.content_path)
+        .join(File, File.package_id == Package.id)
+        .where(Package.id == package_id, File.logical_path == "custos/bag-info.json")
+        .order_by(File.version.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return []
+    try:
+        info = json.loads((settings.storage_path / row[0] / row[1]).read_bytes())
+    except (OSError, ValueError):
+        return []
+    values: list[str] = []
+    for key, value in info.items():
+        if key in ("Payload-Oxum", "Bag-Software-Agent", "Bag-Size") or key.startswith(
+            ("Access-", "Consent-")
+        ):
+            continue
+        values += value if isinstance(value, list) else [str(value)]
+    return values
+
+
+def index_hook(session: Session, package_id: str) -> None:
+    """The ``custos.index_hooks`` entry point: keep the package's public entries current."""
+    index_package(session, package_id, access_policy(session.info.get("settings")))
+
+
+def reindex_all(session: Session, policy: AccessPolicy) -> tuple[int, int]:
+    """Rebuild the whole index; return (packages, entries). The caller commits."""
+    session.execute(delete(SearchEntry))
+    ids = list(session.execute(select(Package.id).order_by(Package.id)).scalars())
+    return len(ids), sum(index_package(session, pid, policy) for pid in ids)
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    package_id: str
+    kind: str
+    path: str
+    title: str
+    depositor: str
+    year: int
+    format: str
+    size: int
+
+
+@dataclass
+class SearchResult:
+    """A page of hits, the number of matches and the facets over them.
+
+    Counting stops at :data:`WINDOW` matches: past it, ``total`` is ``WINDOW`` and
+    ``total_exact`` is false (shown as "2,000+"), and facets count the first ``WINDOW``
+    matches in index order. This bounds the work of every query whatever it matches."""
+
+    query: str
+    total: int
+    offset: int
+    limit: int
+    hits: list[Hit] = field(default_factory=list)
+    facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    total_exact: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "total": self.total,
+            "total_exact": self.total_exact,
+            "offset": self.offset,
+            "limit": self.limit,
+            "results": [
+                {
+                    "package_id": h.package_id,
+                    "kind": h.kind,
+                    "path": h.path,
+                    "title": h.title,
+                    "depositor": h.depositor,
+                    "year": h.year,
+                    "format": h.format,
+                    "size": h.size,
+                }
+                for h in self.hits
+            ],
+            "facets": {
+                name: [{"value": v, "count": n} for v, n in values]
+                for name, values in self.facets.items()
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    depositor: str | None = None
+    year: int | None = None
+    format: str | None = None
+
+
+def audience_for(reader: Principal, purpose: str | None) -> tuple[int, str]:
+    """The audience level a public reader reaches, and the purpose it rests on.
+
+    Raises :class:`InputRejected` for a purpose the public search does not serve."""
+    stated = purpose or ("research" if reader.role == "researcher" else "public")
+    if stated == "public":
+        return 1, stated
+    if stated == "research" and reader.role == "researcher":
+        return 2, stated
+    raise InputRejected(
+        f"the purpose {stated!r} is not one the public search serves to {reader.role} readers",
+        [Finding("SEARCH-PURPOSE", "error", "use public (anyone) or research (researchers)")],
+        hint="state purpose=public, or purpose=research with a researcher's token",
+    )
+
+
+def match_terms(query: str) -> list[str]:
+    """The words of a query (letters and digits); everything else is ignored."""
+    if len(query) > QUERY_MAX:
+        raise InputRejected(
+            "the search query is too long",
+            [Finding("SEARCH-QUERY", "error", f"at most {QUERY_MAX} characters", "q")],
+            hint="search with fewer words",
+        )
+    return [w.lower() for w in _WORD.findall(query)][:16]
+
+
+#: The most matches a query counts (total and facets); pages reach no further.
+WINDOW = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What one query's window holds: its size, the facet counts, the page's entries."""
+
+    size: int
+    facets: dict[str, list[tuple[str, int]]]
+    page: list[Hit]
+
+
+def _window(
+    session: Session,
+    terms: Sequence[str],
+    audience: int,
+    filters: Filters,
+    *,
+    offset: int,
+    limit: int,
+) -> Window:
+    """Count, facet and page the first :data:`WINDOW` matches in index order, in one
+    statement, inside the database.
+
+    The window is driven by the full-text index in row order, so that the scan stops at
+    :data:`WINDOW` entries: FTS5 on SQLite, the GIN-indexed tsvector on PostgreSQL."""
+    where = ["e.audience <= :audience"]
+    params: dict[str, Any] = {
+        "audience": audience,
+        "window": WINDOW,
+        "offset": offset,
+        "limit": limit,
+    }
+    for name in FACETS:
+        value = getattr(filters, name)
+        if value is not None:
+            where.append(f"e.{name} = :{name}")
+            params[name] = value
+    if terms and session.get_bind().dialect.name == "sqlite":
+        params["match"] = " ".join('"' + t.replace('"', "") + '"' for t in terms)
+        matches = (
+            "SELECT e.id, e.depositor, e.year, e.format FROM search_fts "
+            "JOIN search_entries e ON e.id = search_fts.rowid "
+            f"WHERE search_fts MATCH :match AND {' AND '.join(where)} "
+            "ORDER BY search_fts.rowid LIMIT :window"
+        )
+    else:
+        if terms:
+            params["match"] = " ".join(terms)
+            where.append("e.tsv @@ plainto_tsquery('simple', :match)")
+        matches = (
+            "SELECT e.id, e.depositor, e.year, e.format FROM search_entries e "
+            f"WHERE {' AND '.join(where)} ORDER BY e.id LIMIT :window"
+        )
+    # The page's columns, empty (but typed, for PostgreSQL's UNION) in the count rows.
+    none = ", ".join(f"CAST(NULL AS {t})" for t in ("TEXT",) * 5 + ("INTEGER", "TEXT", "BIGINT"))
+    sql = (
+        f"WITH m AS MATERIALIZED ({matches}) "
+        f"SELECT 0, '', count(*), {none} FROM m "
+        f"UNION ALL SELECT 1, depositor, count(*), {none} FROM m WHERE depositor <> '' "
+        "GROUP BY depositor "
+        f"UNION ALL SELECT 2, CAST(year AS TEXT), count(*), {none} FROM m WHERE year > 0 "
+        "GROUP BY year "
+        f"UNION ALL SELECT 3, format, count(*), {none} FROM m WHERE format <> '' "
+        "GROUP BY format "
+        "UNION ALL SELECT * FROM (SELECT 4, '', p.id, p.package_id, p.kind, p.path, p.title, "
+        "p.depositor, p.year, p.format, p.size FROM m JOIN search_entries p ON p.id = m.id "
+        "ORDER BY m.id LIMIT :limit OFFSET :offset) AS page"
+    )
+    size = 0
+    page: list[Hit] = []
+    facets: dict[str, list[tuple[str, int]]] = {name: [] for name in FACETS}
+    for kind, value, number, *entry in session.execute(text(sql), params):
+        if kind == 0:
+            size = int(number)
+        elif kind == 4:
+            page.append(Hit(*entry))
+        else:
+            facets[FACETS[kind - 1]].append((str(value), int(number)))
+    for name, counts in facets.items():
+        facets[name] = sorted(counts, key=lambda kv: (-kv[1], kv[0]))[:20]
+    return Window(size, facets, page)
+
+
+def search(
+    session: Session,
+    policy: AccessPolicy,
+    query: str,
+    *,
+    reader: Principal = ANONYMOUS,
+    purpose: str | None = None,
+    filters: Filters = Filters(),
+    offset: int = 0,
+    limit: int = 20,
+) -> SearchResult:
+    """Search the public index as ``reader``; an empty query browses everything visible.
+
+    Raises :class:`InputRejected` for a bad query, purpose, offset or limit."""
+    level, _ = audience_for(reader, purpose)
+    if not 0 <= offset < WINDOW or not 1 <= limit <= PAGE_MAX:
+        raise InputRejected(
+            "the page asked for is out of range",
+            [Finding("SEARCH-PAGE", "error", f"0 ≤ offset < {WINDOW}, 1 ≤ limit ≤ {PAGE_MAX}")],
+            hint="narrow the search with more words or a facet",
+        )
+    terms = match_terms(query)
+    window = _window(session, terms, level, filters, offset=offset, limit=limit)
+    hits = _recheck(session, policy, window.page, level)
+    exact = window.size < WINDOW
+    return SearchResult(query, window.size, offset, limit, hits, window.facets, exact)
+
+
+def _recheck(session: Session, policy: AccessPolicy, hits: list[Hit], level: int) -> list[Hit]:
+    """Each hit checked against the stored assignment again (the index is derived data)."""
+    _, reader, purpose = AUDIENCES[level - 1]
+    rules = load_rules_many(session, {h.package_id: h.depositor for h in hits})
+    day = today()
+    return [
+        h
+        for h in hits
+        if may_see(
+            policy,
+            rules[h.package_id],
+            h.path,
+            reader=reader,
+            action="read-metadata",
+            purpose=purpose,
+            on=day,
+        )[0]
+    ]

@@ -1,0 +1,240 @@
+"""Users of the API: roles, API tokens kept as argon2 hashes, and TOTP second factors.
+
+A token is shown once, when the user is made: ``custos_<id>_<secret>``. The catalog keeps
+``<id>`` (to find the row) and an argon2id hash of the whole token, never the token. Roles
+that the access policy asks a second factor of (every row of a role that may read
+protected-identity content) get a TOTP secret at creation, also shown once; their requests
+carry the current code in the ``X-Custos-TOTP`` header.
+
+Raises :class:`AuthenticationFailed` for unknown or wrong credentials (the same words for
+both), :class:`SecondFactorRequired` for a missing or wrong code, :class:`InputRejected`
+for a bad user definition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from access.rules import Principal
+from archive.catalog.tables import User
+from archive.errors import AuthenticationFailed, InputRejected, SecondFactorRequired
+from archive.findings import Finding
+from policies.schema import AccessPolicy
+
+#: Roles a user can be given (``anonymous`` is nobody's role: it is the absence of a token).
+USER_ROLES = ("researcher", "depositor", "archivist", "registrar")
+TOKEN_PREFIX = "custos"  # noqa: S105 - the public prefix of every token, not a secret
+_TOKEN = re.compile(r"^custos_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+ISSUER = "Custos"
+BAD_CREDENTIALS = "the credentials are not valid"
+BAD_CREDENTIALS_HINT = (
+    "send `Authorization: Bearer <token>` with the token `custos users add` printed, "
+    "or ask an administrator for a new one"
+)
+
+_hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    """What `custos users add` shows once: the token, and for TOTP roles the secret."""
+
+    name: str
+    role: str
+    organisation: str | None
+    token: str
+    totp_secret: str | None
+    totp_uri: str | None
+
+
+def needs_second_factor(policy: AccessPolicy, role: str) -> bool:
+    """Whether any row of the policy asks ``role`` for a verified second factor."""
+    return any(r.role == role and r.second_factor for r in policy.rules)
+
+
+def add_user(
+    session: Session,
+    name: str,
+    *,
+    role: str,
+    policy: AccessPolicy,
+    organisation: str | None = None,
+) -> NewUser:
+    """Create a user; return the token (and TOTP secret) to show once. The caller commits.
+
+    Raises :class:`InputRejected` for a bad name, an unknown role, a depositor without an
+    organisation (or another role with one), or a name already taken."""
+    problems = []
+    if not _NAME.match(name):
+        problems.append(
+            Finding("USER-NAME", "error", "1 to 128 letters, digits, '.', '_', '@' or '-'", "NAME")
+        )
+    if role not in USER_ROLES:
+        problems.append(
+            Finding("USER-ROLE", "error", f"unknown role {role!r}: {', '.join(USER_ROLES)}")
+        )
+    org = organisation.strip() if organisation else None
+    if role == "depositor" and not org:
+        problems.append(
+            Finding("USER-ORGANISATION", "error", "a depositor is bound to its organisation")
+        )
+    if role != "depositor" and org:
+        problems.append(
+            Finding("USER-ORGANISATION", "error", "only depositors belong to an organisation")
+        )
+    if not problems and session.execute(select(User.id).where(User.name == name)).first():
+        problems.append(Finding("USER-EXISTS", "error", "a user with this name exists", name))
+    if problems:
+        raise InputRejected(
+            "user not created",
+            problems,
+            hint="custos users add NAME --role researcher|depositor|archivist|registrar "
+            "[--organisation ORG for depositors]",
+        )
+    token_id = secrets.token_hex(8)
+    token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
+    totp_secret = pyotp.random_base32() if needs_second_factor(policy, role) else None
+    session.add(
+        User(
+            name=name,
+            role=role,
+            organisation=org,
+            token_id=token_id,
+            token_hash=_hasher.hash(token),
+            totp_secret=totp_secret,
+            created_at=datetime.now(UTC),
+            active=True,
+        )
+    )
+    session.flush()
+    uri = (
+        pyotp.TOTP(totp_secret).provisioning_uri(name=name, issuer_name=ISSUER)
+        if totp_secret
+        else None
+    )
+    return NewUser(name, role, org, token, totp_secret, uri)
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    name: str
+    role: str
+    organisation: str | None
+    created_at: datetime
+    second_factor: bool
+
+
+def list_users(session: Session) -> list[UserInfo]:
+    return [
+        UserInfo(u.name, u.role, u.organisation, u.created_at, u.totp_secret is not None)
+        for u in session.execute(select(User).order_by(User.name)).scalars()
+    ]
+
+
+class _VerifiedCache:
+    """Tokens verified in the last minute, by SHA-256 (argon2 is slow on purpose: a
+    client that sends the same token on every request pays it once a minute)."""
+
+    def __init__(self, ttl: float = 60.0, size: int = 1024) -> None:
+        self.ttl, self.size = ttl, size
+        self._seen: dict[bytes, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes, user_id: int) -> bool:
+        with self._lock:
+            hit = self._seen.get(key)
+            return hit is not None and hit[1] == user_id and hit[0] > time.monotonic()
+
+    def put(self, key: bytes, user_id: int) -> None:
+        with self._lock:
+            if len(self._seen) >= self.size:
+                self._seen.clear()
+            self._seen[key] = (time.monotonic() + self.ttl, user_id)
+
+
+_cache = _VerifiedCache()
+
+
+def _verify(user: User | None, token: str) -> User:
+    if user is None or not user.active:
+        # Spend the same work on an unknown user as on a known one.
+        with contextlib.suppress(VerificationError, InvalidHashError):
+            _hasher.verify(_DUMMY_HASH, token)
+        raise AuthenticationFailed(BAD_CREDENTIALS, hint=BAD_CREDENTIALS_HINT)
+    key = hashlib.sha256(token.encode()).digest()
+    if _cache.get(key, user.id):
+        return user
+    try:
+        _hasher.verify(user.token_hash, token)
+    except (VerificationError, InvalidHashError):
+        raise AuthenticationFailed(BAD_CREDENTIALS, hint=BAD_CREDENTIALS_HINT) from None
+    _cache.put(key, user.id)
+    return user
+
+
+_DUMMY_HASH = _hasher.hash("custos_0000000000000000_" + "x" * 43)
+
+
+def by_token(session: Session, token: str) -> User:
+    """The user holding ``token``; raises :class:`AuthenticationFailed`."""
+    m = _TOKEN.match(token.strip())
+    user = (
+        session.execute(select(User).where(User.token_id == m.group(1))).scalar_one_or_none()
+        if m
+        else None
+    )
+    return _verify(user, token.strip())
+
+
+def by_name_and_key(session: Session, name: str, key: str) -> User:
+    """The user ``name`` if ``key`` is their token (Archivematica's username + api_key)."""
+    user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
+    m = _TOKEN.match(key.strip())
+    if user is not None and (m is None or m.group(1) != user.token_id):
+        user = None
+    return _verify(user, key.strip())
+
+
+def principal(user: User, *, totp: str | None) -> Principal:
+    """The reader for a request of ``user``, with ``totp`` (the ``X-Custos-TOTP`` header).
+
+    A code given is always checked: a wrong one is refused, never ignored. Raises
+    :class:`SecondFactorRequired`."""
+    second = False
+    if totp is not None:
+        code = totp.strip()
+        valid = (
+            user.totp_secret is not None
+            and re.fullmatch(r"[0-9]{6}", code) is not None
+            and pyotp.TOTP(user.totp_secret).verify(code, valid_window=1)
+        )
+        if not valid:
+            raise SecondFactorRequired(
+                "the TOTP code in X-Custos-TOTP is not valid",
+                hint="send the current 6-digit code of the authenticator enrolled with "
+                "`custos users add` (codes change every 30 seconds; check the clock)",
+            )
+        second = True
+    return Principal(user.name, user.role, user.organisation, second)
+
+
+def require_second_factor(reader: Principal) -> None:
+    if not reader.second_factor:
+        raise SecondFactorRequired(
+            f"the {reader.role} role needs a second factor for this service",
+            hint="send the current 6-digit TOTP code in the X-Custos-TOTP header",
+        )

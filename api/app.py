@@ -1,0 +1,61 @@
+"""The FastAPI application: ``create_app(settings)``; the lifespan opens the services.
+
+One router per user group (``api/routers``): the public reading room and its JSON twin for
+researchers, depositors, registrars, archivists, and the Archivematica Storage Service
+interface. Routers are thin: parse, call one service function in ``access``, render.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from api import errors
+from api.routers import archivematica, archivist, deposits, health, public, reading_room, registrar
+from archive.config import Settings
+from archive.services import open_services
+
+DESCRIPTION = """\
+The Custos service API. Researchers and anonymous readers see the public tier only; every
+read of restricted or protected-identity material states a purpose and is recorded in the
+custody log. Credentials: `Authorization: Bearer <token>` (from `custos users add`);
+registrars add the current TOTP code in `X-Custos-TOTP`. Errors are `application/problem+json`.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = open_services(settings)
+        app.state.services = services
+        # A few threads wait for a server database at once: enough to overlap its work with
+        # ours, few enough that they do not fight over the interpreter.
+        app.state.database_waits = anyio.CapacityLimiter(3)
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="Custos",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    errors.install(app)
+    for router in (
+        health.router,
+        public.router,
+        reading_room.router,
+        deposits.router,
+        registrar.router,
+        archivist.router,
+        archivematica.router,
+    ):
+        app.include_router(router)
+    return app

@@ -1,0 +1,153 @@
+"""Request dependencies: the services, the access policy, and who is asking.
+
+Credentials: ``Authorization: Bearer <token>`` (or ``ApiKey <user>:<token>``, the Archivematica
+Storage Service form); no header is the anonymous reader. A header that is present but wrong
+is refused (401), never downgraded to anonymous. ``X-Custos-TOTP`` carries the second factor.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from access.rules import ANONYMOUS, Principal, access_policy
+from access.users import (
+    BAD_CREDENTIALS,
+    BAD_CREDENTIALS_HINT,
+    by_name_and_key,
+    by_token,
+    principal,
+    require_second_factor,
+)
+from archive.catalog.tables import User
+from archive.errors import AuthenticationFailed, Forbidden
+from archive.services import Services
+from policies.schema import AccessPolicy
+
+# Cheap dependencies are coroutines: a plain function would cost a trip to the thread pool
+# on every request.
+
+
+async def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_policy(services: ServicesDep) -> AccessPolicy:
+    return access_policy(services.settings)
+
+
+PolicyDep = Annotated[AccessPolicy, Depends(get_policy)]
+
+AuthHeader = Annotated[
+    str | None,
+    Header(
+        alias="Authorization",
+        description="`Bearer <token>`, or `ApiKey <user>:<token>`; none for anonymous reading",
+    ),
+]
+TotpHeader = Annotated[
+    str | None,
+    Header(alias="X-Custos-TOTP", description="The current TOTP code (roles that need one)"),
+]
+
+
+def _user_from_header(session: Session, header: str) -> User:
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return by_token(session, value)
+    if scheme.lower() == "apikey" and ":" in value:
+        name, _, key = value.partition(":")
+        return by_name_and_key(session, name.strip(), key)
+    raise AuthenticationFailed(BAD_CREDENTIALS, hint=BAD_CREDENTIALS_HINT)
+
+
+async def reader(
+    services: ServicesDep, authorization: AuthHeader = None, totp: TotpHeader = None
+) -> Principal:
+    """Who is asking: anonymous without credentials, else the user (or a refusal)."""
+    if authorization is None:
+        if totp is not None:
+            raise AuthenticationFailed(
+                "a TOTP code was sent without credentials", hint=BAD_CREDENTIALS_HINT
+            )
+        return ANONYMOUS
+    header = authorization
+
+    def check() -> Principal:
+        with services.sessions() as session:
+            return principal(_user_from_header(session, header), totp=totp)
+
+    return await run_in_threadpool(check)
+
+
+ReaderDep = Annotated[Principal, Depends(reader)]
+
+
+def role(*allowed: str, second_factor: bool = False) -> Any:
+    """A dependency admitting only ``allowed`` roles (and a verified TOTP when asked)."""
+
+    async def check(who: ReaderDep) -> Principal:
+        if who.role == "anonymous":
+            raise AuthenticationFailed("this service needs credentials", hint=BAD_CREDENTIALS_HINT)
+        if who.role not in allowed:
+            raise Forbidden(
+                f"the {who.role} role may not use this service",
+                hint=f"it is for: {', '.join(allowed)}",
+            )
+        if second_factor:
+            require_second_factor(who)
+        return who
+
+    return Depends(check)
+
+
+def compat_reader(
+    services: ServicesDep,
+    authorization: AuthHeader = None,
+    username: Annotated[str | None, Query(description="Storage Service user name")] = None,
+    api_key: Annotated[str | None, Query(description="Storage Service API key")] = None,
+) -> Principal:
+    """Archivematica Storage Service credentials: ``username`` + ``api_key`` parameters or
+    ``Authorization: ApiKey user:key``. Archivists only."""
+
+    with services.sessions() as session:
+        if authorization is not None:
+            user = _user_from_header(session, authorization)
+        elif username is not None and api_key is not None:
+            user = by_name_and_key(session, username, api_key)
+        else:
+            raise AuthenticationFailed(
+                "this service needs credentials",
+                hint="pass username and api_key, or `Authorization: ApiKey user:key`",
+            )
+        who = principal(user, totp=None)
+    if who.role != "archivist":
+        raise Forbidden(
+            f"the {who.role} role may not use the Storage Service interface",
+            hint="it is for archivists",
+        )
+    return who
+
+
+CompatReaderDep = Annotated[Principal, Depends(compat_reader)]
+
+
+async def public_reader(who: ReaderDep) -> Principal:
+    """The public endpoints serve anonymous readers and researchers; staff use their own."""
+    if who.role not in ("anonymous", "researcher"):
+        raise Forbidden(
+            f"the public endpoints serve anonymous readers and researchers, not the {who.role} "
+            "role",
+            hint="send no token to read the public record, or use your role's endpoints",
+        )
+    return who
+
+
+PublicReaderDep = Annotated[Principal, Depends(public_reader)]

@@ -1,0 +1,77 @@
+"""Archivists: packages, versions, files, events, fixity and seal status (metadata of every
+tier, logged when not public; content only as the policy decides)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from access.archivist import detail, packages
+from access.compat import check_fixity
+from access.reads import package_id_of, read_file
+from access.rules import Principal
+from api.deps import PolicyDep, ServicesDep, role
+from archive.custody import record_events
+from archive.status import status
+
+router = APIRouter(prefix="/archivist", tags=["archivists"])
+Archivist = Annotated[Principal, role("archivist")]
+
+
+@router.get("/packages")
+def list_all(services: ServicesDep, policy: PolicyDep, who: Archivist) -> dict[str, Any]:
+    """Every package with its tier, size and head version."""
+    with services.session_scope() as session:
+        rows, events = packages(session, policy, who)
+        for event in events:
+            record_events(session, [event], package_id=event.links[0].object_id)
+    return {"packages": rows}
+
+
+@router.get("/packages/{package}")
+def one(services: ServicesDep, policy: PolicyDep, who: Archivist, package: str) -> dict[str, Any]:
+    """A package's versions, files, events, access records and seal status."""
+    package_id = package_id_of(package)
+    with services.session_scope() as session:
+        body, events = detail(session, policy, who, package_id)
+        record_events(session, events, package_id=package_id)
+    return body
+
+
+@router.get("/packages/{package}/files/{path:path}", response_class=FileResponse)
+def file(
+    services: ServicesDep,
+    policy: PolicyDep,
+    who: Archivist,
+    package: str,
+    path: str,
+    purpose: Annotated[str | None, Query(max_length=64)] = None,
+) -> FileResponse:
+    """A file's bytes, as the access policy allows archivists (public material, for a
+    purpose its consent covers)."""
+    with services.session_scope() as session:
+        download = read_file(
+            session, services.settings, policy, who, package, path, purpose=purpose, reveal=True
+        )
+        record_events(session, list(download.events), package_id=download.package_id)
+    return FileResponse(
+        download.disk_path,
+        media_type=download.media_type,
+        filename=download.name,
+        headers={"X-Custos-SHA512": download.sha512},
+    )
+
+
+@router.post("/packages/{package}/fixity")
+def fixity(services: ServicesDep, who: Archivist, package: str) -> dict[str, Any]:
+    """Hash every stored file of the package against its OCFL inventory now."""
+    result = check_fixity(services, package)
+    return {"package_id": result.package_id, **result.as_storage_service()}
+
+
+@router.get("/status")
+def archive_status(services: ServicesDep, who: Archivist) -> dict[str, Any]:
+    """Holdings, the seal backlog and the custody log's last sealed checkpoint."""
+    return status(services).as_dict()

@@ -1,0 +1,81 @@
+"""Depositors: upload a bag (streamed to disk), follow the deposit, fetch its receipt."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from access.deposits import deposit_status, receipt
+from access.rules import Principal
+from api.deps import PolicyDep, ServicesDep, role
+from archive.custody import record_events
+from archive.errors import Forbidden
+from ingest.upload import UploadSink, after_commit, check_request, store_upload
+
+router = APIRouter(prefix="/deposits", tags=["depositors"])
+Depositor = Annotated[Principal, role("depositor")]
+
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The bag as one .zip, .tar or .tar.gz file (the raw bytes).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.put("", status_code=201, openapi_extra=UPLOAD_BODY)
+async def upload(
+    request: Request,
+    services: ServicesDep,
+    who: Depositor,
+    background: BackgroundTasks,
+    filename: Annotated[str, Query(max_length=200, description="e.g. holding.zip")],
+    checksum: Annotated[
+        str | None,
+        Header(
+            alias="X-Custos-Checksum",
+            description="sha256:<hex> or sha512:<hex> of the uploaded file",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Upload a bag. It is written to disk in chunks, its checksum verified, then ingested
+    as a deposit of your organisation. Formats are identified and manifests sealed after."""
+    if not who.organisation:
+        raise Forbidden("this depositor is bound to no organisation", hint="recreate the user")
+    name, algorithm, expected = check_request(filename, checksum)
+    sink = await run_in_threadpool(UploadSink, services.settings, name, algorithm, expected)
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                await run_in_threadpool(sink.write, chunk)
+    except BaseException:
+        await run_in_threadpool(sink.discard)
+        raise
+    stored = await run_in_threadpool(
+        lambda: store_upload(services, sink, user=who.name, organisation=who.organisation or "")
+    )
+    if stored.state == "stored":
+        background.add_task(after_commit, services, stored.package_id)
+    with services.sessions() as session:
+        return deposit_status(session, who, stored.upload_id).as_dict()
+
+
+@router.get("/{upload_id}")
+def status(services: ServicesDep, who: Depositor, upload_id: str) -> dict[str, Any]:
+    """Where a deposit stands: stored or already held; identification; seal."""
+    with services.sessions() as session:
+        return deposit_status(session, who, upload_id).as_dict()
+
+
+@router.get("/{upload_id}/receipt")
+def get_receipt(
+    services: ServicesDep, policy: PolicyDep, who: Depositor, upload_id: str
+) -> dict[str, Any]:
+    """The receipt: deposit and package ids, files with their digests, seal status."""
+    with services.session_scope() as session:
+        result, events = receipt(session, policy, who, upload_id)
+        record_events(session, events, package_id=result.package_id)
+    return result.as_dict()

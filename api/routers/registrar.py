@@ -1,0 +1,163 @@
+"""Registrars (TOTP required): search every tier, read with a stated purpose (logged), change
+a tier, record requests from justice bodies and answer them with a court bundle, read the
+access log."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from access.reads import read_file, read_package
+from access.registrar import (
+    access_log,
+    answer_request,
+    change_tier,
+    list_requests,
+    record_request,
+    search_all,
+)
+from access.rules import Principal
+from api.deps import PolicyDep, ServicesDep, role
+from archive.custody import record_events
+
+router = APIRouter(prefix="/registrar", tags=["registrars"])
+Registrar = Annotated[Principal, role("registrar", second_factor=True)]
+Purpose = Annotated[
+    str | None,
+    Query(max_length=64, description="why you read: prosecution, third-party-justice, research…"),
+]
+
+
+@router.get("/search")
+def search(
+    services: ServicesDep,
+    policy: PolicyDep,
+    who: Registrar,
+    q: Annotated[str, Query(min_length=1, max_length=256)],
+) -> dict[str, Any]:
+    """Search every tier (titles, depositors, file names). Non-public hits are logged."""
+    with services.session_scope() as session:
+        hits, events = search_all(session, policy, who, q)
+        for event in events:
+            record_events(session, [event], package_id=event.links[0].object_id)
+    return {"query": q, "results": hits}
+
+
+@router.get("/packages/{package}")
+def package(
+    services: ServicesDep, policy: PolicyDep, who: Registrar, package: str, purpose: Purpose = None
+) -> dict[str, Any]:
+    """A package's metadata and files, any tier (logged when not public)."""
+    with services.session_scope() as session:
+        read = read_package(session, policy, who, package, purpose=purpose, reveal=True)
+        record_events(session, read.events, package_id=read.view.package_id)
+    return read.view.as_dict()
+
+
+@router.get("/packages/{package}/files/{path:path}", response_class=FileResponse)
+def file(
+    services: ServicesDep,
+    policy: PolicyDep,
+    who: Registrar,
+    package: str,
+    path: str,
+    purpose: Purpose = None,
+) -> FileResponse:
+    """Read a file for a stated purpose; non-public reads are recorded (who, when, what, why)."""
+    with services.session_scope() as session:
+        download = read_file(
+            session, services.settings, policy, who, package, path, purpose=purpose, reveal=True
+        )
+        record_events(session, list(download.events), package_id=download.package_id)
+    return FileResponse(
+        download.disk_path,
+        media_type=download.media_type,
+        filename=download.name,
+        headers={"X-Custos-SHA512": download.sha512},
+    )
+
+
+class TierChangeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field("", max_length=4096, description="'' for the package, or data/…")
+    tier: str = Field(max_length=32, description="public, restricted or protected-identity")
+    legal_basis: str = Field(max_length=2000, description="the law, order or agreement")
+    sunset: date | None = None
+    successor: str | None = Field(None, max_length=32)
+
+
+@router.post("/packages/{package}/tier")
+def tier(
+    services: ServicesDep, who: Registrar, package: str, body: TierChangeBody
+) -> dict[str, Any]:
+    """Change the tier of the package or of a file or folder in it (legal basis required):
+    a new OCFL version with the updated custos/access.json and a tier change event."""
+    return change_tier(
+        services,
+        who,
+        package,
+        path=body.path,
+        tier=body.tier,
+        legal_basis=body.legal_basis,
+        sunset=body.sunset,
+        successor=body.successor,
+    ).as_dict()
+
+
+class RequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requester: str = Field(max_length=500, description="the justice body")
+    reference: str = Field(max_length=500, description="the request's reference")
+    purpose: str = Field(max_length=64, description="e.g. third-party-justice")
+    package: str = Field(max_length=128)
+    paths: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+@router.post("/requests", status_code=201)
+def new_request(
+    services: ServicesDep, policy: PolicyDep, who: Registrar, body: RequestBody
+) -> dict[str, Any]:
+    """Record a request from a justice body."""
+    with services.session_scope() as session:
+        return record_request(
+            session,
+            policy,
+            who,
+            requester=body.requester,
+            reference=body.reference,
+            purpose=body.purpose,
+            package=body.package,
+            paths=body.paths,
+        )
+
+
+@router.get("/requests")
+def requests(services: ServicesDep, who: Registrar) -> dict[str, Any]:
+    """The requests recorded, oldest first."""
+    with services.sessions() as session:
+        return {"requests": list_requests(session)}
+
+
+@router.post("/requests/{request_id}/answer")
+def answer(services: ServicesDep, who: Registrar, request_id: str) -> dict[str, Any]:
+    """Answer a request with a court bundle (custos export): a BagIt bag with the files,
+    sealed manifests, evidence records and VERIFY.txt."""
+    return answer_request(services, who, request_id)
+
+
+@router.get("/access-log")
+def log(
+    services: ServicesDep,
+    who: Registrar,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Access, export and tier-change events, newest first."""
+    with services.sessions() as session:
+        return {"events": access_log(session, offset=offset, limit=limit)}

@@ -1,0 +1,173 @@
+"""Deposits through the API: a bag streamed to disk, its checksum verified, then ingested.
+
+The upload is written in chunks into staging (never held in memory) while its SHA-256 or
+SHA-512 is computed; the digest the client declared (``X-Custos-Checksum: sha256:<hex>``)
+must match before :func:`ingest.service.ingest` sees the file. Whatever happens, the upload
+file is removed afterwards: a refused or broken upload leaves nothing behind (the bag's own
+refusal is recorded by ingest as one event, as for any deposit). Format identification and
+sealing run after the commit (:func:`after_commit`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from archive.catalog.tables import Upload
+from archive.config import Settings
+from archive.errors import CustosError, InputRejected
+from archive.findings import Finding
+from archive.proofs.seal import seal_now
+from archive.services import Services
+from ingest.service import identify_package, ingest
+
+SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+_CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
+_LENGTHS = {"sha256": 64, "sha512": 128}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}$")
+
+
+def _refuse(code: str, message: str, where: str, hint: str) -> InputRejected:
+    return InputRejected(
+        f"upload refused: {message}", [Finding(code, "error", message, where)], hint=hint
+    )
+
+
+def check_request(filename: str, checksum: str | None) -> tuple[str, str, str]:
+    """The upload's file name, checksum algorithm and expected hex digest; raises
+    :class:`InputRejected` naming what is wrong."""
+    if not _NAME.match(filename) or not filename.lower().endswith(SUFFIXES) or ".." in filename:
+        raise _refuse(
+            "UPLOAD-NAME",
+            f"the file name {filename!r} is not a bag archive name",
+            "filename",
+            "name the upload like bag.zip, bag.tar or bag.tar.gz (letters, digits, . _ - space)",
+        )
+    if checksum is None:
+        raise _refuse(
+            "UPLOAD-CHECKSUM-MISSING",
+            "no checksum of the upload was declared",
+            "X-Custos-Checksum",
+            "send X-Custos-Checksum: sha256:<hex> (or sha512:<hex>) of the file you upload",
+        )
+    m = _CHECKSUM.match(checksum.strip())
+    if m is None or len(m.group(2)) != _LENGTHS[m.group(1)]:
+        raise _refuse(
+            "UPLOAD-CHECKSUM-SYNTAX",
+            "the declared checksum is not sha256:<64 hex> or sha512:<128 hex>",
+            "X-Custos-Checksum",
+            "compute it with sha256sum FILE and send sha256:<the hex digest>",
+        )
+    return filename, m.group(1), m.group(2).lower()
+
+
+class UploadSink:
+    """A file in staging that an upload is written to, chunk by chunk, while it is hashed."""
+
+    def __init__(self, settings: Settings, filename: str, algorithm: str, expected: str) -> None:
+        self.id = str(uuid.uuid4())
+        self.folder = settings.staging_path / f"upload-{self.id}"
+        self.folder.mkdir(parents=True)
+        self.path = self.folder / filename
+        self._fh = open(self.path, "wb")  # noqa: SIM115 - closed by finish() or discard()
+        self._hash = hashlib.new(algorithm)
+        self._sha256 = hashlib.sha256() if algorithm != "sha256" else self._hash
+        self.algorithm, self.expected = algorithm, expected
+        self.limit = settings.limits.max_total_bytes
+        self.size = 0
+        self.received_at = datetime.now(UTC)
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise _refuse(
+                "LIMIT-TOTAL-SIZE",
+                f"the upload is larger than {self.limit} bytes",
+                "body",
+                "split the holding into several bags",
+            )
+        self._hash.update(chunk)
+        if self._sha256 is not self._hash:
+            self._sha256.update(chunk)
+        self._fh.write(chunk)
+
+    def finish(self) -> str:
+        """Close the file and check the digest; return the SHA-256. Raises InputRejected."""
+        self._fh.close()
+        if self.size == 0:
+            raise _refuse("UPLOAD-EMPTY", "the upload is empty", "body", "send the bag's bytes")
+        actual = self._hash.hexdigest()
+        if actual != self.expected:
+            raise _refuse(
+                "UPLOAD-CHECKSUM-MISMATCH",
+                f"the {self.size} bytes received hash to {self.algorithm}:{actual}, not the "
+                f"declared {self.algorithm}:{self.expected}",
+                "X-Custos-Checksum",
+                "the upload was damaged or the checksum is of another file: upload again",
+            )
+        return self._sha256.hexdigest()
+
+    def discard(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An upload that ingest accepted (``stored``, or ``already-held``)."""
+
+    upload_id: str
+    state: str
+    package_id: str
+    deposit_id: str
+
+
+def store_upload(services: Services, sink: UploadSink, *, user: str, organisation: str) -> Stored:
+    """Verify the upload's checksum, ingest it as a deposit of ``organisation`` (uploaded by
+    ``user``), and record the upload.
+
+    The upload file is removed in every case. Raises :class:`InputRejected` (checksum, or
+    the bag refused: every finding listed)."""
+    try:
+        sha256 = sink.finish()
+        result = ingest(services, sink.path, depositor=organisation)
+    finally:
+        sink.discard()
+    with services.session_scope() as session:
+        session.add(
+            Upload(
+                id=sink.id,
+                user_name=user,
+                depositor=organisation,
+                filename=sink.path.name,
+                size=sink.size,
+                sha256=sha256,
+                received_at=sink.received_at,
+                finished_at=datetime.now(UTC),
+                state=result.status,
+                package_id=result.package_id,
+                deposit_id=result.deposit_id,
+                message=(
+                    "stored as a new package"
+                    if result.status == "stored"
+                    else "the same payload is already held; nothing was stored twice"
+                ),
+            )
+        )
+    return Stored(sink.id, result.status, result.package_id, result.deposit_id)
+
+
+def after_commit(services: Services, package_id: str) -> None:
+    """Identify formats and seal, once the deposit is committed. A failure leaves the work
+    for ``custos identify`` and ``custos seal`` (and the status shows it pending)."""
+    try:
+        if services.settings.identify_formats:
+            identify_package(services, package_id)
+        seal_now(services)
+    except CustosError:
+        pass

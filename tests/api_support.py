@@ -1,0 +1,138 @@
+"""Helpers for the API tests: a holding of many tiers, users of every role, a TestClient."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyotp
+from sqlalchemy import update
+
+from access.rules import access_policy
+from access.search import reindex_all
+from access.users import NewUser, add_user
+from archive.catalog.tables import AccessAssignment
+from archive.services import Services
+from ingest.service import identify_package, ingest
+from tests.helpers import make_bag
+
+TIERS = ("public", "restricted", "protected-identity", "undeclared")
+CONSENTS = ("none", "public", "research", "prosecution", "withdrawn")
+#: "open": the sunset is still ahead; "passed": the date is behind, no transition recorded.
+SUNSETS = ("open", "passed")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One package of the matrix; ``marker`` is a word found only in its title, its
+    depositor's name, its description and its file's name."""
+
+    tier: str
+    consent: str
+    sunset: str
+    marker: str
+    package_id: str = ""
+
+    @property
+    def uuid(self) -> str:
+        return self.package_id.removeprefix("urn:uuid:")
+
+    @property
+    def file(self) -> str:
+        return f"data/{self.marker}-statement.txt"
+
+    @property
+    def depositor(self) -> str:
+        return f"Mechanism {self.marker}"
+
+    @property
+    def title(self) -> str:
+        return f"Holding {self.marker} of the mechanism"
+
+    def readable_by(self, role: str) -> bool:
+        """What the issue says the public may see, written out without the policy code:
+        the public tier, with consent to the purpose (anonymous: public; researchers:
+        research, which public consent also covers)."""
+        if self.tier != "public":
+            return False
+        if role == "anonymous":
+            return self.consent == "public"
+        if role == "researcher":
+            return self.consent in ("public", "research")
+        return False
+
+
+def cases() -> list[Case]:
+    out = []
+    for n, (tier, consent, sunset) in enumerate(itertools.product(TIERS, CONSENTS, SUNSETS)):
+        if sunset == "passed" and tier == "public":
+            continue  # public has no sunset
+        out.append(Case(tier, consent, sunset, f"zq{n:02d}{tier[:3]}{consent[:3]}{sunset[:2]}"))
+    return out
+
+
+def deposit_case(services: Services, tmp: Path, case: Case) -> Case:
+    info = {
+        "Title": case.title,
+        "External-Description": f"Records {case.marker} handed over at closure",
+    }
+    if case.tier != "undeclared":
+        info["Access-Tier"] = case.tier
+        info["Access-Legal-Basis"] = f"Test basis for {case.marker}"
+    if case.consent != "none":
+        info["Consent-Scopes"] = case.consent
+    bag = make_bag(
+        tmp / case.marker,
+        {case.file.removeprefix("data/"): f"content of {case.marker}\n".encode()},
+        info=info,
+    )
+    result = ingest(services, bag, depositor=case.depositor)
+    return Case(case.tier, case.consent, case.sunset, case.marker, result.package_id)
+
+
+def pass_sunsets(services: Services, held: list[Case]) -> None:
+    """Move the sunset of the 'passed' cases behind today, as time would (no transition)."""
+    with services.session_scope() as session:
+        for c in held:
+            if c.sunset == "passed":
+                session.execute(
+                    update(AccessAssignment)
+                    .where(AccessAssignment.package_id == c.package_id)
+                    .values(sunset=date.today() - timedelta(days=1))
+                )
+        reindex_all(session, access_policy(services.settings))
+
+
+@dataclass(frozen=True)
+class Users:
+    researcher: NewUser
+    depositor: NewUser
+    archivist: NewUser
+    registrar: NewUser
+
+    def bearer(self, role: str, *, totp: bool = False) -> dict[str, str]:
+        user: NewUser = getattr(self, role)
+        headers = {"Authorization": f"Bearer {user.token}"}
+        if totp:
+            assert user.totp_secret
+            headers["X-Custos-TOTP"] = pyotp.TOTP(user.totp_secret).now()
+        return headers
+
+
+def make_users(services: Services, organisation: str = "Sample Mechanism") -> Users:
+    policy = access_policy(services.settings)
+    with services.session_scope() as session:
+        return Users(
+            researcher=add_user(session, "rita", role="researcher", policy=policy),
+            depositor=add_user(
+                session, "dora", role="depositor", policy=policy, organisation=organisation
+            ),
+            archivist=add_user(session, "arno", role="archivist", policy=policy),
+            registrar=add_user(session, "regina", role="registrar", policy=policy),
+        )
+
+
+def identify(services: Services, package_id: str) -> None:
+    identify_package(services, package_id)
