@@ -33,6 +33,8 @@ demo: install
 	$(BIN)/custos --data-dir $(DATA) ingest $(SAMPLE) --depositor "Sample Closing Mechanism"
 	$(BIN)/custos --data-dir $(DATA) list
 	$(BIN)/custos --data-dir $(DATA) show "$$($(BIN)/custos --data-dir $(DATA) list --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["package_id"])')"
+	@echo "serving the API and the reading room on http://127.0.0.1:8000/search (Ctrl-C stops)"
+	$(BIN)/custos --data-dir $(DATA) serve
 
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
