@@ -222,7 +222,7 @@ end
 
 
 def load(
-    services: Services, mix: list[dict[str, str]], seconds: int, connections: int
+    services: Services, mix: list[dict[str, str]], seconds: int, connections: int, workers: int
 ) -> dict[str, float]:
     from tests.servers import free_port
 
@@ -232,7 +232,7 @@ def load(
         env["CUSTOS_DATABASE_URL"] = services.settings.database_url
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "custos"), "--data-dir", str(services.settings.data_dir),
-         "serve", "--port", str(port), "--log-level", "warning"],
+         "serve", "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -279,6 +279,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--workers", type=int, default=1, help="custos serve --workers N")
     args = parser.parse_args()
     rows = []
     with ExitStack() as stack:
@@ -294,14 +295,14 @@ def main() -> None:
             mix = query_mix(words, args.queries)
             raw = raw_times(services, mix)
             raw_sorted = sorted(raw)
-            loadv = load(services, mix, args.seconds, args.connections)
+            loadv = load(services, mix, args.seconds, args.connections, args.workers)
             rows.append((catalog, statistics.median(raw) * 1000,
                          raw_sorted[int(0.95 * len(raw)) - 1] * 1000, loadv))  # fmt: skip
             log(f"{catalog}: raw p50/p95 {rows[-1][1]:.1f}/{rows[-1][2]:.1f} ms; served {loadv}")
     print()
     print(
         f"Public search, {args.files:,} catalogued files, {date.today()}, this machine "
-        f"({os.cpu_count()} cores); one custos serve process; "
+        f"({os.cpu_count()} cores); custos serve --workers {args.workers}; "
         f"wrk {args.connections} connections, {args.seconds} s"
     )
     print(
