@@ -297,7 +297,8 @@ def _window(
         if value is not None:
             where.append(f"e.{name} = :{name}")
             params[name] = value
-    if terms and session.get_bind().dialect.name == "sqlite":
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    if terms and sqlite:
         params["match"] = " ".join('"' + t.replace('"', "") + '"' for t in terms)
         matches = (
             "SELECT e.id, e.depositor, e.year, e.format FROM search_fts "
@@ -306,6 +307,11 @@ def _window(
             "ORDER BY search_fts.rowid LIMIT :window"
         )
     else:
+        # psycopg prepares a statement run five times, and PostgreSQL then plans it once for
+        # any words: a rare word would scan the whole table in index order. Plan each query
+        # for its own words.
+        if not sqlite:
+            session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         if terms:
             params["match"] = " ".join(terms)
             where.append("e.tsv @@ plainto_tsquery('simple', :match)")

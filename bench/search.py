@@ -279,7 +279,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--workers", type=int, default=1, help="custos serve --workers N")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="custos serve --workers N (each)"
+    )
     args = parser.parse_args()
     rows = []
     with ExitStack() as stack:
@@ -295,23 +297,26 @@ def main() -> None:
             mix = query_mix(words, args.queries)
             raw = raw_times(services, mix)
             raw_sorted = sorted(raw)
-            loadv = load(services, mix, args.seconds, args.connections, args.workers)
-            rows.append((catalog, statistics.median(raw) * 1000,
-                         raw_sorted[int(0.95 * len(raw)) - 1] * 1000, loadv))  # fmt: skip
-            log(f"{catalog}: raw p50/p95 {rows[-1][1]:.1f}/{rows[-1][2]:.1f} ms; served {loadv}")
+            for workers in args.workers:
+                loadv = load(services, mix, args.seconds, args.connections, workers)
+                rows.append((catalog, workers, statistics.median(raw) * 1000,
+                             raw_sorted[int(0.95 * len(raw)) - 1] * 1000, loadv))  # fmt: skip
+                log(f"{catalog}, {workers} process(es): raw p50/p95 {rows[-1][2]:.1f}/"
+                    f"{rows[-1][3]:.1f} ms; served {loadv}")  # fmt: skip
     print()
     print(
         f"Public search, {args.files:,} catalogued files, {date.today()}, this machine "
-        f"({os.cpu_count()} cores); custos serve --workers {args.workers}; "
+        f"({os.cpu_count()} cores); "
         f"wrk {args.connections} connections, {args.seconds} s"
     )
     print(
-        "| catalog | raw query p50 | raw query p95 | served p50 | served p95 | served p99 "
+        "| catalog | serve processes | raw query p50 | raw query p95 | served p50 | served p95 "
+        "| served p99 "
         "| requests/s | errors | load average |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for catalog, p50, p95, v in rows:
-        print(f"| {catalog} | {p50:.1f} ms | {p95:.1f} ms | {v['p50_ms']:.1f} ms | "
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for catalog, workers, p50, p95, v in rows:
+        print(f"| {catalog} | {workers} | {p50:.1f} ms | {p95:.1f} ms | {v['p50_ms']:.1f} ms | "
               f"{v['p95_ms']:.1f} ms | {v['p99_ms']:.1f} ms | {v['rps']:.0f} | {v['errors']:.0f} | "
               f"{v['load']:.1f} |")  # fmt: skip
 
