@@ -222,7 +222,7 @@ end
 
 
 def load(
-    services: Services, mix: list[dict[str, str]], seconds: int, connections: int
+    services: Services, mix: list[dict[str, str]], seconds: int, connections: int, workers: int
 ) -> dict[str, float]:
     from tests.servers import free_port
 
@@ -232,7 +232,7 @@ def load(
         env["CUSTOS_DATABASE_URL"] = services.settings.database_url
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "custos"), "--data-dir", str(services.settings.data_dir),
-         "serve", "--port", str(port), "--log-level", "warning"],
+         "serve", "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -279,6 +279,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="custos serve --workers N (each)"
+    )
     args = parser.parse_args()
     rows = []
     with ExitStack() as stack:
@@ -294,23 +297,26 @@ def main() -> None:
             mix = query_mix(words, args.queries)
             raw = raw_times(services, mix)
             raw_sorted = sorted(raw)
-            loadv = load(services, mix, args.seconds, args.connections)
-            rows.append((catalog, statistics.median(raw) * 1000,
-                         raw_sorted[int(0.95 * len(raw)) - 1] * 1000, loadv))  # fmt: skip
-            log(f"{catalog}: raw p50/p95 {rows[-1][1]:.1f}/{rows[-1][2]:.1f} ms; served {loadv}")
+            for workers in args.workers:
+                loadv = load(services, mix, args.seconds, args.connections, workers)
+                rows.append((catalog, workers, statistics.median(raw) * 1000,
+                             raw_sorted[int(0.95 * len(raw)) - 1] * 1000, loadv))  # fmt: skip
+                log(f"{catalog}, {workers} process(es): raw p50/p95 {rows[-1][2]:.1f}/"
+                    f"{rows[-1][3]:.1f} ms; served {loadv}")  # fmt: skip
     print()
     print(
         f"Public search, {args.files:,} catalogued files, {date.today()}, this machine "
-        f"({os.cpu_count()} cores); one custos serve process; "
+        f"({os.cpu_count()} cores); "
         f"wrk {args.connections} connections, {args.seconds} s"
     )
     print(
-        "| catalog | raw query p50 | raw query p95 | served p50 | served p95 | served p99 "
+        "| catalog | serve processes | raw query p50 | raw query p95 | served p50 | served p95 "
+        "| served p99 "
         "| requests/s | errors | load average |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for catalog, p50, p95, v in rows:
-        print(f"| {catalog} | {p50:.1f} ms | {p95:.1f} ms | {v['p50_ms']:.1f} ms | "
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for catalog, workers, p50, p95, v in rows:
+        print(f"| {catalog} | {workers} | {p50:.1f} ms | {p95:.1f} ms | {v['p50_ms']:.1f} ms | "
               f"{v['p95_ms']:.1f} ms | {v['p99_ms']:.1f} ms | {v['rps']:.0f} | {v['errors']:.0f} | "
               f"{v['load']:.1f} |")  # fmt: skip
 

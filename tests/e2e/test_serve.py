@@ -272,3 +272,32 @@ def test_openapi_is_published_and_the_server_exits_cleanly(server: Server) -> No
     ):
         assert path in spec["paths"]
     assert server.stop() == 0
+
+
+def test_several_processes_serve_one_port_and_stop_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(custos_bin()), "--data-dir", str(tmp_path / "data"), "serve", "--port", str(port),
+         "--workers", "2", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        with httpx.Client() as client:  # one connection, kept alive: answers come at once
+            started = time.monotonic()
+            for _ in range(20):
+                assert client.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 200
+            assert time.monotonic() - started < 0.8  # not 20 × 40 ms of delayed ACKs
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out
+    assert b"stopped" in out
