@@ -191,7 +191,8 @@ def test_a_worker_killed_mid_cycle_loses_nothing_and_records_nothing_twice(
     values: dict[str, Any] = {
         "fsync": False,
         "identify_formats": False,
-        "fixity": {"batch_files": 5, "claim_timeout": 3.0},
+        # A lease long enough that a live worker's claims never run out on a loaded machine.
+        "fixity": {"batch_files": 5, "claim_timeout": 10.0},
         "locations": {"second": local_settings(tmp_path / "replica")},
     }
     data = tmp_path / "data"
@@ -216,7 +217,7 @@ def test_a_worker_killed_mid_cycle_loses_nothing_and_records_nothing_twice(
         assert len(done_before) < total, "the worker finished before it was killed"
         assert len(done_before) == 8 * 5  # eight batches of five were recorded
         assert held == 5  # it died holding the claims of the ninth
-        time.sleep(3.5)  # its claims run out
+        time.sleep(10.5)  # its claims run out
         pool.start()  # the schedule's start-up sweep takes over what is still due
         copies = wait_until_covered(services)
         counts = checks_per_copy(services)
