@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/python bench/ingest_large.py
 	$(BIN)/python bench/ingest_small.py
 	$(BIN)/python bench/seal.py
+	$(BIN)/python bench/search.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
