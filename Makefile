@@ -69,6 +69,7 @@ bench: install
 	$(BIN)/python bench/seal.py
 	$(BIN)/python bench/migrate.py
 	$(BIN)/python bench/fixity.py
+	$(BIN)/python bench/search.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

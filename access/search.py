@@ -266,6 +266,18 @@ _WINDOW_COLUMNS = (
 )
 
 
+def _planner(session: Session, plan_cache: str, scans: str) -> None:
+    """Set (for this transaction) how PostgreSQL plans the next statements."""
+    session.execute(
+        text(
+            "SELECT set_config('plan_cache_mode', :plan_cache, true), "
+            "set_config('enable_seqscan', :scans, true), "
+            "set_config('enable_indexscan', :scans, true)"
+        ),
+        {"plan_cache": plan_cache, "scans": scans},
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """What one query's window holds: its size, the facet counts, the page's entries."""
@@ -284,11 +296,13 @@ def _window(
     offset: int,
     limit: int,
 ) -> Window:
-    """Count, facet and page the first :data:`WINDOW` matches in index order, in one
-    statement, inside the database.
+    """Count, facet and page the first :data:`WINDOW` matches, in one statement, inside the
+    database.
 
-    The window is driven by the full-text index in row order, so that the scan stops at
-    :data:`WINDOW` entries: FTS5 on SQLite, the GIN-indexed tsvector on PostgreSQL."""
+    The window is driven by the full-text index, so that the scan stops at :data:`WINDOW`
+    entries: FTS5 in row order on SQLite; on PostgreSQL the GIN-indexed tsvector, in
+    storage order (rows are appended, so that is row order but for space reused after
+    deletions). Browsing without words walks the entries (or a facet's index) in row order."""
     where = ["e.audience <= :audience"]
     params: dict[str, Any] = {
         "audience": audience,
@@ -310,15 +324,19 @@ def _window(
             f"WHERE search_fts MATCH :match AND {' AND '.join(where)} "
             "ORDER BY search_fts.rowid LIMIT :window"
         )
+    elif terms:
+        # PostgreSQL: the GIN index gives the matching rows, read in storage order until the
+        # window is full. Left to itself the planner would rather walk the primary key and
+        # test every row's tsvector, which is slow for any word that is neither rare nor
+        # common; and psycopg's prepared statements would get one plan for every word.
+        _planner(session, "force_custom_plan", "off")
+        params["match"] = " ".join(terms)
+        where.append("e.tsv @@ plainto_tsquery('simple', :match)")
+        matches = (
+            f"SELECT {_WINDOW_COLUMNS} FROM search_entries e "
+            f"WHERE {' AND '.join(where)} LIMIT :window"
+        )
     else:
-        # psycopg prepares a statement run five times, and PostgreSQL then plans it once for
-        # any words: a rare word would scan the whole table in index order. Plan each query
-        # for its own words.
-        if not sqlite:
-            session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-        if terms:
-            params["match"] = " ".join(terms)
-            where.append("e.tsv @@ plainto_tsquery('simple', :match)")
         matches = (
             f"SELECT {_WINDOW_COLUMNS} FROM search_entries e "
             f"WHERE {' AND '.join(where)} ORDER BY e.id LIMIT :window"
@@ -340,8 +358,11 @@ def _window(
     )
     size = 0
     page: list[Hit] = []
+    rows = list(session.execute(text(sql), params))
+    if terms and not sqlite:
+        _planner(session, "auto", "on")
     facets: dict[str, list[tuple[str, int]]] = {name: [] for name in FACETS}
-    for kind, value, number, *entry in session.execute(text(sql), params):
+    for kind, value, number, *entry in rows:
         if kind == 0:
             size = int(number)
         elif kind == 4:

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from archive.cli import err, run, state
+from archive.services import open_services
 
 
 def serve_cmd(
@@ -41,6 +42,9 @@ def serve_cmd(
     if workers == 1:
         _serve(st.data_dir, st.config, host, port, log_level, reuse_port=False)
         return
+    # The schema and the recovery of interrupted work, once, before the processes start
+    # (each would otherwise try to create the schema of a new catalog at the same time).
+    run(False, lambda: open_services(settings).close())
     spawn = multiprocessing.get_context("spawn")
     processes = [
         spawn.Process(
