@@ -14,20 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from access.export import ExportResult, export
 from access.reads import package_head, package_id_of
 from access.rules import Principal, access_event, access_policy, load_rules, may_see, must_log
-from archive.catalog.index import ACCESS_JSON, PREMIS_XML, replace_access, role_of, run_index_hooks
+from archive.catalog.index import ACCESS_JSON, PREMIS_XML, replace_access, run_index_hooks
 from archive.catalog.tables import (
     Depositor,
     Event,
     File,
     JusticeRequest,
     Package,
-    Version,
 )
 from archive.custody import new_event, parse_premis, premis_xml, record_events
 from archive.errors import InputRejected, NotFound
@@ -35,7 +34,7 @@ from archive.findings import Finding
 from archive.model import EventRecord, Link
 from archive.services import Services
 from archive.storage.ocfl import head_state, read_inventory
-from archive.versions import append_version, finish
+from archive.versions import append_version, catalog_version, finish
 from policies.access import Assignment, covers, default_assignment
 from policies.errors import AccessRuleError
 from policies.schema import AccessPolicy
@@ -275,33 +274,7 @@ def _write_change(
         created=created,
     )
     with services.session_scope() as session:
-        session.execute(
-            insert(File),
-            [
-                {
-                    "package_id": package_id,
-                    "version": new.number,
-                    "logical_path": e.logical_path,
-                    "content_path": e.content_path,
-                    "role": role_of(e.logical_path),
-                    "size": e.size,
-                    "sha512": e.sha512,
-                    "sha256": e.sha256,
-                }
-                for e in new.entries
-            ],
-        )
-        session.add(
-            Version(
-                package_id=package_id,
-                number=new.number,
-                created_at=created,
-                message=message,
-                agent=AGENT,
-                inventory_sha512=new.inventory_sha512,
-            )
-        )
-        session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
+        catalog_version(session, package_id, new, message=message, agent=AGENT)
         replace_access(session, package_id, access)
         record_events(session, [event], package_id=package_id)
         run_index_hooks(session, package_id)

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import insert, update
+from sqlalchemy.orm import Session
+
 from archive import journal as journal_mod
+from archive.catalog.index import role_of
+from archive.catalog.tables import File, Package, Version
 from archive.digest import CopyResult
 from archive.storage import ocfl
 from archive.storage.local import LocalStore
@@ -85,6 +90,53 @@ def append_version(
             jr.close()
         raise
     return NewVersion(number, digest, created, tuple(staged.entries), jr)
+
+
+def catalog_version(
+    session: Session,
+    package_id: str,
+    new: NewVersion,
+    *,
+    message: str,
+    agent: str,
+    formats: Mapping[str, Mapping[str, str | None]] | None = None,
+) -> None:
+    """Record in the catalog a version :func:`append_version` wrote: a row per file it adds,
+    the version's row and the package's new head. ``formats`` (logical path -> ``puid``,
+    ``mime_type``, ``format_name``) gives the identification of files already identified.
+    The caller's transaction commits it, with the events that go with the version."""
+    known = formats or {}
+    session.execute(
+        insert(File),
+        [
+            {
+                "package_id": package_id,
+                "version": new.number,
+                "logical_path": e.logical_path,
+                "content_path": e.content_path,
+                "role": role_of(e.logical_path),
+                "size": e.size,
+                "sha512": e.sha512,
+                "sha256": e.sha256,
+                **{
+                    key: known.get(e.logical_path, {}).get(key)
+                    for key in ("puid", "mime_type", "format_name")
+                },
+            }
+            for e in new.entries
+        ],
+    )
+    session.add(
+        Version(
+            package_id=package_id,
+            number=new.number,
+            created_at=new.created,
+            message=message,
+            agent=agent,
+            inventory_sha512=new.inventory_sha512,
+        )
+    )
+    session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
 
 
 def finish(store: LocalStore, version: NewVersion) -> None:

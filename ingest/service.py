@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from archive import journal as journal_mod
 from archive.catalog.index import (
@@ -28,11 +28,10 @@ from archive.catalog.index import (
     FORMATS_JSON,
     PREMIS_XML,
     index_object,
-    role_of,
     run_index_hooks,
 )
 from archive.catalog.queries import deposit_by_fingerprint, resolve_package_id
-from archive.catalog.tables import Deposit, File, Package, Version
+from archive.catalog.tables import Deposit, File, Package
 from archive.custody import new_event, parse_premis, premis_xml, record_events
 from archive.digest import digest_bytes
 from archive.errors import ConfigError, InputRejected
@@ -46,7 +45,7 @@ from archive.storage.ocfl import (
     prune_empty_dirs,
     read_inventory,
 )
-from archive.versions import append_version, finish
+from archive.versions import append_version, catalog_version, finish
 from ingest.access import UNDECLARED_BASIS, AccessDeclaration, declare
 from ingest.bag import check_bag
 from ingest.identify import Identification, identify, tool_version
@@ -613,33 +612,7 @@ def _record_identification(
     _step(services, "version-installed")
     with services.session_scope() as session:
         session.execute(update(File), updates)
-        session.execute(
-            insert(File),
-            [
-                {
-                    "package_id": package_id,
-                    "version": new.number,
-                    "logical_path": e.logical_path,
-                    "content_path": e.content_path,
-                    "role": role_of(e.logical_path),
-                    "size": e.size,
-                    "sha512": e.sha512,
-                    "sha256": e.sha256,
-                }
-                for e in new.entries
-            ],
-        )
-        session.add(
-            Version(
-                package_id=package_id,
-                number=new.number,
-                created_at=created,
-                message=message,
-                agent=AGENT,
-                inventory_sha512=new.inventory_sha512,
-            )
-        )
-        session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
+        catalog_version(session, package_id, new, message=message, agent=AGENT)
         record_events(session, events, package_id=package_id)
         run_index_hooks(session, package_id)  # formats are facets of the search index
     _step(services, "version-committed")

@@ -27,19 +27,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 
 from archive import journal as journal_mod
-from archive.catalog.index import FORMATS_JSON, PREMIS_XML, role_of
+from archive.catalog.index import FORMATS_JSON, PREMIS_XML
 from archive.catalog.queries import resolve_package_id
-from archive.catalog.tables import File, Package, Version
+from archive.catalog.tables import File, Package
 from archive.custody import new_event, now, parse_premis, premis_xml, record_events
 from archive.digest import CopyResult, copy_with_digests, digest_file
 from archive.errors import PolicyError
 from archive.model import EventRecord, Link
 from archive.services import Services
 from archive.storage.ocfl import head_state, read_inventory
-from archive.versions import append_version, finish
+from archive.versions import append_version, catalog_version, finish
 from migration import tools
 from migration.holdings import derivative_tally, migration_outcomes, read_holdings
 from migration.plan import PlanRow, Task, attempt_key, plan, tasks
@@ -461,40 +461,17 @@ def _record(
         moved=moved,
     )
     with services.session_scope() as session:
-        session.execute(
-            insert(File),
-            [
-                {
-                    "package_id": package_id,
-                    "version": new.number,
-                    "logical_path": e.logical_path,
-                    "content_path": e.content_path,
-                    "role": role_of(e.logical_path),
-                    "size": e.size,
-                    "sha512": e.sha512,
-                    "sha256": e.sha256,
-                    "puid": found[e.logical_path].puid if e.logical_path in found else None,
-                    "mime_type": (
-                        found[e.logical_path].mime_type if e.logical_path in found else None
-                    ),
-                    "format_name": (
-                        found[e.logical_path].format_name if e.logical_path in found else None
-                    ),
-                }
-                for e in new.entries
-            ],
+        catalog_version(
+            session,
+            package_id,
+            new,
+            message=message,
+            agent=AGENT,
+            formats={
+                path: {"puid": i.puid, "mime_type": i.mime_type, "format_name": i.format_name}
+                for path, i in found.items()
+            },
         )
-        session.add(
-            Version(
-                package_id=package_id,
-                number=new.number,
-                created_at=created,
-                message=message,
-                agent=AGENT,
-                inventory_sha512=new.inventory_sha512,
-            )
-        )
-        session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
         record_events(session, events, package_id=package_id)
     finish(services.store, new)
     return PackageRun(package_id, new.number, tuple(attempts), already)
