@@ -14,8 +14,10 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +49,20 @@ class Journal:
     @classmethod
     def begin(cls, store: LocalStore, name: str, **fields: Any) -> Journal:
         """Create ``staging/<name>`` with its journal, and lock it for this process."""
-        folder = store.new_staging_dir(name)
-        fd = os.open(folder / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return cls.begin_in(store.staging, name, **fields)
+
+    @classmethod
+    def begin_in(cls, staging: Path, name: str, **fields: Any) -> Journal:
+        """Create ``<staging>/<name>``, locked by this process from the moment it is visible
+        under that name, then write its journal (``kind`` defaults to a deposit)."""
+        folder, fd = _claim(staging, name)
         journal = cls(folder, {"kind": "deposit", "state": RECEIVING, **fields}, fd)
-        journal.write()
+        try:
+            journal.write()
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            journal.close()
+            raise
         return journal
 
     @property
@@ -75,18 +86,52 @@ class Journal:
             os.close(self._lock_fd)
 
 
-#: A staging folder without a journal this young may be one another process is creating
-#: (between its mkdir and its lock); older ones are debris of a crash.
+#: A folder is made under this prefix, locked, then renamed to its name: so every folder
+#: recovery sees under a plain name was locked by its creator from the start, and a free lock
+#: means its creator is gone, however long it has been working (a multi-GB upload).
+CREATING = ".creating-"
+
+#: A ``.creating-`` folder younger than this may still be between its mkdir and its lock;
+#: older ones (the creator was killed within those few instructions) are empty debris.
 CREATION_GRACE_SECONDS = 60.0
 
 
-def _being_created(folder: Path) -> bool:
-    if (folder / JOURNAL).exists():
-        return False
+def _claim(staging: Path, name: str) -> tuple[Path, int]:
+    staging.mkdir(parents=True, exist_ok=True)
+    final = staging / name
+    if final.exists():
+        raise FileExistsError(f"staging folder {final} already exists")
+    creating = staging / f"{CREATING}{name}"
+    creating.mkdir()
+    fd = os.open(creating / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        return time.time() - folder.stat().st_mtime < CREATION_GRACE_SECONDS
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        creating.rename(final)  # the lock follows the open file, not its path
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(creating, ignore_errors=True)
+        raise
+    return final, fd
+
+
+@contextlib.contextmanager
+def scratch(staging: Path, prefix: str) -> Iterator[Path]:
+    """A locked scratch folder in staging for the duration of the block, removed after it
+    (recovery removes it too if this process is killed)."""
+    journal = Journal.begin_in(staging, f"{prefix}{uuid.uuid4().hex}", kind="scratch")
+    try:
+        yield journal.folder
+    finally:
+        shutil.rmtree(journal.folder, ignore_errors=True)
+        journal.close()
+
+
+def _abandoned_creation(folder: Path) -> bool:
+    """A ``.creating-`` folder whose creator died before naming it."""
+    try:
+        return time.time() - folder.stat().st_mtime >= CREATION_GRACE_SECONDS
     except OSError:
-        return True  # vanished meanwhile: someone else is handling it
+        return False  # vanished meanwhile: it was named, or someone removed it
 
 
 def _try_lock(folder: Path) -> int | None:
@@ -110,7 +155,11 @@ def recover(
     if not store.staging.is_dir():
         return actions
     for folder in sorted(p for p in store.staging.iterdir() if p.is_dir()):
-        if _being_created(folder):
+        if folder.name.startswith(CREATING):
+            if _abandoned_creation(folder) and (fd := _try_lock(folder)) is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+                os.close(fd)
+                actions.append("removed a staging folder whose creator stopped before using it")
             continue
         fd = _try_lock(folder)
         if fd is None:
@@ -133,6 +182,9 @@ def _recover_one(
         data = {}
     if data.get("state") != READY:
         store.discard(folder)
+        if data.get("kind") in {"upload", "scratch"}:
+            # Nothing of it reached the archive: an unfinished upload was never a deposit.
+            return f"removed the {data['kind']} folder of a process that stopped ({folder.name})"
         if data.get("kind") == "version":
             what = f"an interrupted write of version {data.get('number')} was rolled back"
             links = [Link("package", str(data.get("object_id", "")))]

@@ -10,13 +10,13 @@ the put writes a new object version: the damaged, locked version stays, never de
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from archive.digest import copy_with_digests
 from archive.errors import StorageError
+from archive.journal import scratch
 from archive.storage.replica import (
     ChecksumMismatch,
     LocalFolderLocation,
@@ -65,7 +65,7 @@ def repair_copy(
                     continue
                 result = _put_and_read_back(target, expected, path)
             else:
-                with tempfile.TemporaryDirectory(prefix="repair-", dir=staging) as tmp:
+                with scratch(staging, "repair-") as tmp:
                     local = Path(tmp) / "copy"
                     if not _download(source, expected, local):
                         tried.append(f"{source.name}: does not verify")

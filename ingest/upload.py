@@ -21,6 +21,7 @@ from archive.catalog.tables import Upload
 from archive.config import Settings
 from archive.errors import CustosError, InputRejected
 from archive.findings import Finding
+from archive.journal import Journal
 from archive.proofs.seal import seal_now
 from archive.services import Services
 from ingest.service import identify_package, ingest
@@ -70,8 +71,11 @@ class UploadSink:
 
     def __init__(self, settings: Settings, filename: str, algorithm: str, expected: str) -> None:
         self.id = str(uuid.uuid4())
-        self.folder = settings.staging_path / f"upload-{self.id}"
-        self.folder.mkdir(parents=True)
+        # Locked while this process writes it: recovery elsewhere leaves a live upload alone.
+        self._journal = Journal.begin_in(
+            settings.staging_path, f"upload-{self.id}", kind="upload", upload_id=self.id
+        )
+        self.folder = self._journal.folder
         self.path = self.folder / filename
         self._fh = open(self.path, "wb")  # noqa: SIM115 - closed by finish() or discard()
         self._hash = hashlib.new(algorithm)
@@ -115,6 +119,7 @@ class UploadSink:
         if not self._fh.closed:
             self._fh.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._journal.close()
 
 
 @dataclass(frozen=True, slots=True)

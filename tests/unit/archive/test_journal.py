@@ -65,11 +65,78 @@ def test_ready_object_is_completed_on_next_start(make_services: MakeServices) ->
 
 
 def test_folder_being_created_is_left_alone_then_cleared_when_old(services: Services) -> None:
-    fresh = services.store.staging / "fresh"
-    fresh.mkdir()  # another process between its mkdir and its lock: no journal yet
-    journal.recover(services.store, services.session_scope)
+    # Another process between its mkdir and its lock: the folder still has its creating name.
+    fresh = services.store.staging / f"{journal.CREATING}d3"
+    fresh.mkdir()
+    assert journal.recover(services.store, services.session_scope) == []
     assert fresh.exists()
     old = time.time() - journal.CREATION_GRACE_SECONDS - 5
     os.utime(fresh, (old, old))
-    journal.recover(services.store, services.session_scope)
-    assert not fresh.exists()
+    actions = journal.recover(services.store, services.session_scope)
+    assert not fresh.exists() and len(actions) == 1
+
+
+def test_a_named_folder_is_locked_from_birth(services: Services) -> None:
+    jr = journal.Journal.begin(services.store, "d4", deposit_id="d4", source="bag")
+    assert [p.name for p in services.store.staging.iterdir() if p.is_dir()] == ["d4"]
+    assert json.loads((jr.folder / journal.JOURNAL).read_text())["state"] == "receiving"
+    jr.close()
+
+
+def test_a_process_killed_before_its_journal_is_rolled_back_at_once(services: Services) -> None:
+    # Its creator locked it, was killed before writing the journal, and its lock died with it:
+    # the next start removes it however young it is (before, it waited out a grace period
+    # and an immediate re-run left it behind).
+    dead = services.store.staging / "d5"
+    dead.mkdir()
+    (dead / journal.LOCK).touch()
+    actions = journal.recover(services.store, services.session_scope)
+    assert len(actions) == 1 and "rolled back" in actions[0]
+    assert staging_debris(services.store.staging) == []
+
+
+def test_a_long_upload_is_never_taken_for_debris(services: Services) -> None:
+    from ingest.upload import UploadSink
+
+    sink = UploadSink(services.settings, "bag.zip", "sha256", "0" * 64)
+    sink.write(b"first chunk")
+    sink._fh.flush()
+    old = time.time() - 3600  # an hour into a multi-GB upload
+    os.utime(sink.folder, (old, old))
+    assert journal.recover(services.store, services.session_scope) == []
+    assert sink.path.read_bytes() == b"first chunk"
+    sink.discard()
+    assert staging_debris(services.store.staging) == []
+
+
+def test_an_abandoned_upload_is_removed_without_a_custody_event(
+    make_services: MakeServices,
+) -> None:
+    from ingest.upload import UploadSink
+
+    services = make_services()
+    before = catalog_counts(services)["events"]
+    sink = UploadSink(services.settings, "bag.zip", "sha256", "0" * 64)
+    sink.write(b"partial")
+    sink._fh.close()
+    sink._journal.close()  # the serving process died: its lock is gone
+    actions = journal.recover(services.store, services.session_scope)
+    assert len(actions) == 1 and "upload" in actions[0]
+    assert staging_debris(services.store.staging) == []
+    assert catalog_counts(services)["events"] == before
+
+
+def test_scratch_folder_is_locked_while_used_and_removed_after(services: Services) -> None:
+    with journal.scratch(services.store.staging, "repair-") as tmp:
+        (tmp / "copy").write_bytes(b"x")
+        old = time.time() - 3600
+        os.utime(tmp, (old, old))
+        assert journal.recover(services.store, services.session_scope) == []
+        assert (tmp / "copy").exists()
+    assert staging_debris(services.store.staging) == []
+    try:
+        with journal.scratch(services.store.staging, "repair-"):
+            raise RuntimeError("the download failed")
+    except RuntimeError:
+        pass
+    assert staging_debris(services.store.staging) == []
