@@ -1,0 +1,53 @@
+"""The catalog's schema upgrade on SQLite is all or nothing, and safe to run twice at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, inspect
+
+from archive.catalog.session import current_revision, head_revision, make_engine, upgrade
+
+
+def test_an_interrupted_first_upgrade_leaves_no_half_made_schema(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    made: list[str] = []
+
+    def stop_midway(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("CREATE TABLE"):
+            made.append(statement)
+            if len(made) == 5:
+                raise RuntimeError("the process stops here")
+
+    event.listen(Engine, "before_cursor_execute", stop_midway)
+    try:
+        with pytest.raises(RuntimeError, match="stops here"):
+            upgrade(engine)
+    finally:
+        event.remove(Engine, "before_cursor_execute", stop_midway)
+    assert len(made) == 5  # four tables were made before the stop...
+    assert inspect(engine).get_table_names() == []  # ...and none of them remains
+    assert upgrade(engine) == (None, head_revision(engine))  # the next start just works
+    assert "depositors" in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_two_processes_making_a_new_catalog_at_once_both_succeed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
+    code = (
+        "import sys; from archive.catalog.session import make_engine, upgrade; "
+        "upgrade(make_engine(sys.argv[1]))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    engine = make_engine(url)
+    assert current_revision(engine) == head_revision(engine)
+    engine.dispose()
