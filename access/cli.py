@@ -11,7 +11,7 @@ from rich.markup import escape
 from access.export import export
 from access.rules import access_policy
 from access.search import reindex_all
-from access.users import NewUser, add_user, list_users
+from access.users import NewUser, add_user, disable_user, list_users, replace_token
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
 
 
@@ -96,11 +96,14 @@ def users_add_cmd(
         with services.session_scope() as session:
             return add_user(session, name, role=role, policy=policy, organisation=organisation)
 
-    user = run(as_json, go)
+    _print_new(as_json, run(as_json, go), "created")
+
+
+def _print_new(as_json: bool, user: NewUser, status: str) -> None:
     if as_json:
         emit_json(
             {
-                "status": "created",
+                "status": status.split()[-1],
                 "name": user.name,
                 "role": user.role,
                 "organisation": user.organisation,
@@ -110,12 +113,55 @@ def users_add_cmd(
             }
         )
         return
-    out.print(f"user {user.name} ({user.role}) created", markup=False)
+    out.print(f"user {user.name} ({user.role}) {status}", markup=False)
     out.print(f"API token (shown once, keep it secret): {user.token}", markup=False)
     if user.totp_secret:
         out.print(f"TOTP secret (shown once): {user.totp_secret}", markup=False)
         out.print(f"TOTP URI for an authenticator app: {user.totp_uri}", markup=False)
         out.print("send the current code in the X-Custos-TOTP header", markup=False)
+
+
+@users_app.command("disable")
+def users_disable_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The user to disable.")],
+    reason: Annotated[str, typer.Option(help="Why (kept with the user).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Refuse every request with the user's token from now on (a leaked token, someone who
+    left). `custos users token NAME` enables the user again with a new token."""
+    services = run(as_json, state(ctx).services)
+
+    def go() -> str:
+        with services.session_scope() as session:
+            return disable_user(session, name, reason=reason).name
+
+    who = run(as_json, go)
+    if as_json:
+        emit_json({"status": "disabled", "name": who, "reason": reason.strip()})
+    else:
+        out.print(f"user {who} disabled: their token is refused from now on", markup=False)
+
+
+@users_app.command("token")
+def users_token_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The user to give a new token.")],
+    new_totp: Annotated[
+        bool, typer.Option("--new-totp", help="Enrol a new TOTP secret as well.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a user a new API token, printed once (the old one stops working at once), and
+    enable the user if disabled; with --new-totp a new second-factor secret too."""
+    services = run(as_json, state(ctx).services)
+
+    def go() -> NewUser:
+        policy = access_policy(services.settings)
+        with services.session_scope() as session:
+            return replace_token(session, name, policy=policy, new_second_factor=new_totp)
+
+    _print_new(as_json, run(as_json, go), "token replaced")
 
 
 @users_app.command("list")
@@ -135,6 +181,8 @@ def users_list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                         "organisation": u.organisation,
                         "created_at": u.created_at,
                         "second_factor": u.second_factor,
+                        "active": u.active,
+                        "disabled_reason": u.disabled_reason,
                     }
                     for u in users
                 ],
@@ -144,7 +192,8 @@ def users_list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for u in users:
         org = f" of {u.organisation}" if u.organisation else ""
         totp = ", TOTP enrolled" if u.second_factor else ""
-        out.print(f"{u.name}: {u.role}{org}{totp}", markup=False)
+        off = "" if u.active else f", DISABLED ({u.disabled_reason or 'no reason given'})"
+        out.print(f"{u.name}: {u.role}{org}{totp}{off}", markup=False)
 
 
 @search_app.command("reindex")

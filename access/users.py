@@ -6,31 +6,47 @@ that the access policy asks a second factor of (every row of a role that may rea
 protected-identity content) get a TOTP secret at creation, also shown once; their requests
 carry the current code in the ``X-Custos-TOTP`` header.
 
+Guessing is bounded: :class:`FailureWindow` counts wrong credentials per client address
+(in each serving process), and a user's second factor is locked in the catalog after
+``auth.totp_attempts`` wrong codes in a row, for ``auth.totp_lockout_minutes``, during which
+no code is checked at all (a six-digit code would otherwise fall to a few hours of guessing
+with a stolen token). A leaked token is withdrawn with :func:`disable_user` or replaced with
+:func:`replace_token`.
+
 Raises :class:`AuthenticationFailed` for unknown or wrong credentials (the same words for
-both), :class:`SecondFactorRequired` for a missing or wrong code, :class:`InputRejected`
-for a bad user definition.
+both), :class:`SecondFactorRequired` for a missing or wrong code, :class:`TooManyAttempts`
+while locked out, :class:`InputRejected` for a bad user definition, :class:`NotFound` for
+an unknown user name given to an administration command.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from access.rules import Principal
 from archive.catalog.tables import User
-from archive.errors import AuthenticationFailed, InputRejected, SecondFactorRequired
+from archive.config import AuthSettings
+from archive.errors import (
+    AuthenticationFailed,
+    InputRejected,
+    NotFound,
+    SecondFactorRequired,
+    TooManyAttempts,
+)
 from archive.findings import Finding
 from policies.schema import AccessPolicy
 
@@ -47,6 +63,7 @@ BAD_CREDENTIALS_HINT = (
 )
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+log = logging.getLogger("custos.access")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +122,7 @@ def add_user(
             hint="custos users add NAME --role researcher|depositor|archivist|registrar "
             "[--organisation ORG for depositors]",
         )
-    token_id = secrets.token_hex(8)
-    token = f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
+    token_id, token = _new_token()
     totp_secret = pyotp.random_base32() if needs_second_factor(policy, role) else None
     session.add(
         User(
@@ -118,15 +134,68 @@ def add_user(
             totp_secret=totp_secret,
             created_at=datetime.now(UTC),
             active=True,
+            totp_failures=0,
         )
     )
     session.flush()
-    uri = (
-        pyotp.TOTP(totp_secret).provisioning_uri(name=name, issuer_name=ISSUER)
-        if totp_secret
-        else None
+    return NewUser(name, role, org, token, totp_secret, _totp_uri(name, totp_secret))
+
+
+def _new_token() -> tuple[str, str]:
+    token_id = secrets.token_hex(8)
+    return token_id, f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
+
+
+def _totp_uri(name: str, secret: str | None) -> str | None:
+    if secret is None:
+        return None
+    return pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=ISSUER)
+
+
+def _named(session: Session, name: str) -> User:
+    user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"no user named {name!r}", hint="custos users list shows them")
+    return user
+
+
+def disable_user(session: Session, name: str, *, reason: str) -> User:
+    """Refuse every request with ``name``'s token from now on (every serving process reads
+    the row on each request). The caller commits. Raises :class:`NotFound`,
+    :class:`InputRejected` without a reason."""
+    why = reason.strip()
+    if not why:
+        raise InputRejected(
+            "user not disabled",
+            [Finding("USER-REASON", "error", "say why the user is disabled", "--reason")],
+            hint='custos users disable NAME --reason "token seen in a shared mailbox"',
+        )
+    user = _named(session, name)
+    user.active = False
+    user.disabled_at = datetime.now(UTC)
+    user.disabled_reason = why
+    log.warning("user %s disabled", user.name)
+    return user
+
+
+def replace_token(
+    session: Session, name: str, *, policy: AccessPolicy, new_second_factor: bool = False
+) -> NewUser:
+    """Give ``name`` a new token (the old one stops working at once) and enable the user if
+    disabled; with ``new_second_factor``, a new TOTP secret too. The caller commits.
+    Raises :class:`NotFound`."""
+    user = _named(session, name)
+    token_id, token = _new_token()
+    user.token_id, user.token_hash = token_id, _hasher.hash(token)
+    user.active, user.disabled_at, user.disabled_reason = True, None, None
+    secret = None
+    if new_second_factor or (user.totp_secret is None and needs_second_factor(policy, user.role)):
+        user.totp_secret = secret = pyotp.random_base32()
+        user.totp_failures, user.totp_locked_until = 0, None
+    log.warning("user %s given a new token%s", user.name, " and TOTP secret" if secret else "")
+    return NewUser(
+        user.name, user.role, user.organisation, token, secret, _totp_uri(user.name, secret)
     )
-    return NewUser(name, role, org, token, totp_secret, uri)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +205,59 @@ class UserInfo:
     organisation: str | None
     created_at: datetime
     second_factor: bool
+    active: bool
+    disabled_reason: str | None
 
 
 def list_users(session: Session) -> list[UserInfo]:
     return [
-        UserInfo(u.name, u.role, u.organisation, u.created_at, u.totp_secret is not None)
+        UserInfo(
+            u.name,
+            u.role,
+            u.organisation,
+            u.created_at,
+            u.totp_secret is not None,
+            u.active,
+            u.disabled_reason,
+        )
         for u in session.execute(select(User).order_by(User.name)).scalars()
     ]
+
+
+class FailureWindow:
+    """Wrong credentials per client address in the current minute, in this process.
+
+    :meth:`check` refuses an address that has used up its allowance, before any token is
+    hashed; :meth:`failed` counts one more. Written here rather than taken from a
+    rate-limiting library: those count every request, and only failures matter (a reading
+    room full of researchers behind one address must not be slowed down)."""
+
+    def __init__(self, per_minute: int, size: int = 65_536) -> None:
+        self.per_minute, self.size = per_minute, size
+        self._counts: dict[str, tuple[int, int]] = {}  # address -> (minute, failures)
+        self._lock = threading.Lock()
+
+    def check(self, address: str) -> None:
+        minute = int(time.time() // 60)
+        with self._lock:
+            seen = self._counts.get(address)
+        if seen is not None and seen[0] == minute and seen[1] >= self.per_minute:
+            raise TooManyAttempts(
+                "too many wrong credentials from this address",
+                retry_after=60 - int(time.time() % 60),
+                hint="wait until the time in Retry-After, then send a valid token",
+            )
+
+    def failed(self, address: str) -> None:
+        minute = int(time.time() // 60)
+        with self._lock:
+            if len(self._counts) >= self.size:
+                self._counts = {a: c for a, c in self._counts.items() if c[0] == minute}
+            seen = self._counts.get(address)
+            n = seen[1] + 1 if seen is not None and seen[0] == minute else 1
+            self._counts[address] = (minute, n)
+        if n == self.per_minute:
+            log.warning("wrong credentials from %s: %d this minute, refusing the rest", address, n)
 
 
 class _VerifiedCache:
@@ -209,13 +324,30 @@ def by_name_and_key(session: Session, name: str, key: str) -> User:
     return _verify(user, key.strip())
 
 
-def principal(user: User, *, totp: str | None) -> Principal:
+def principal(
+    user: User,
+    *,
+    totp: str | None,
+    session: Session | None = None,
+    auth: AuthSettings | None = None,
+) -> Principal:
     """The reader for a request of ``user``, with ``totp`` (the ``X-Custos-TOTP`` header).
 
-    A code given is always checked: a wrong one is refused, never ignored. Raises
-    :class:`SecondFactorRequired`."""
+    A code given is always checked: a wrong one is refused, never ignored. With the
+    ``session`` ``user`` was read in, wrong codes are counted and lock the second factor
+    (committed here, as the request then fails). Raises :class:`SecondFactorRequired`,
+    :class:`TooManyAttempts`."""
     second = False
     if totp is not None:
+        limits = auth or AuthSettings()
+        now = datetime.now(UTC)
+        if user.totp_locked_until is not None and user.totp_locked_until > now:
+            raise TooManyAttempts(
+                "the second factor of this user is locked after too many wrong codes",
+                retry_after=int((user.totp_locked_until - now).total_seconds()) + 1,
+                hint="wait until the time in Retry-After; if the codes were not yours, ask "
+                "an administrator to replace the token (custos users token NAME)",
+            )
         code = totp.strip()
         valid = (
             user.totp_secret is not None
@@ -223,13 +355,36 @@ def principal(user: User, *, totp: str | None) -> Principal:
             and pyotp.TOTP(user.totp_secret).verify(code, valid_window=1)
         )
         if not valid:
+            if session is not None:
+                _count_wrong_code(session, user, limits, now)
             raise SecondFactorRequired(
                 "the TOTP code in X-Custos-TOTP is not valid",
                 hint="send the current 6-digit code of the authenticator enrolled with "
                 "`custos users add` (codes change every 30 seconds; check the clock)",
             )
+        if session is not None and (user.totp_failures or user.totp_locked_until):
+            user.totp_failures, user.totp_locked_until = 0, None
+            session.commit()
         second = True
     return Principal(user.name, user.role, user.organisation, second)
+
+
+def _count_wrong_code(session: Session, user: User, limits: AuthSettings, now: datetime) -> None:
+    # Counted in the database, so that processes answering at once never lose a count.
+    session.execute(
+        update(User).where(User.id == user.id).values(totp_failures=User.totp_failures + 1)
+    )
+    session.refresh(user)
+    if user.totp_failures >= limits.totp_attempts:
+        user.totp_failures = 0
+        user.totp_locked_until = now + timedelta(minutes=limits.totp_lockout_minutes)
+        log.warning(
+            "second factor of user %s locked for %d minutes after %d wrong codes",
+            user.name,
+            limits.totp_lockout_minutes,
+            limits.totp_attempts,
+        )
+    session.commit()
 
 
 def require_second_factor(reader: Principal) -> None:

@@ -7,6 +7,7 @@ is refused (401), never downgraded to anonymous. ``X-Custos-TOTP`` carries the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
@@ -17,13 +18,14 @@ from access.rules import ANONYMOUS, Principal, access_policy
 from access.users import (
     BAD_CREDENTIALS,
     BAD_CREDENTIALS_HINT,
+    FailureWindow,
     by_name_and_key,
     by_token,
     principal,
     require_second_factor,
 )
 from archive.catalog.tables import User
-from archive.errors import AuthenticationFailed, Forbidden
+from archive.errors import AuthenticationFailed, Forbidden, SecondFactorRequired
 from archive.services import Services
 from policies.schema import AccessPolicy
 
@@ -68,8 +70,38 @@ def _user_from_header(session: Session, header: str) -> User:
     raise AuthenticationFailed(BAD_CREDENTIALS, hint=BAD_CREDENTIALS_HINT)
 
 
+def _failures(request: Request, services: Services) -> FailureWindow:
+    window: FailureWindow | None = getattr(request.app.state, "auth_failures", None)
+    if window is None:
+        window = FailureWindow(services.settings.auth.failures_per_minute)
+        request.app.state.auth_failures = window
+    return window
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _identify(
+    request: Request, services: Services, check: Callable[[Session], Principal]
+) -> Principal:
+    """Run ``check`` unless this address has used up its wrong credentials for the minute;
+    count it if the credentials are wrong."""
+    window, address = _failures(request, services), _address(request)
+    window.check(address)
+    try:
+        with services.sessions() as session:
+            return check(session)
+    except (AuthenticationFailed, SecondFactorRequired):
+        window.failed(address)
+        raise
+
+
 async def reader(
-    services: ServicesDep, authorization: AuthHeader = None, totp: TotpHeader = None
+    request: Request,
+    services: ServicesDep,
+    authorization: AuthHeader = None,
+    totp: TotpHeader = None,
 ) -> Principal:
     """Who is asking: anonymous without credentials, else the user (or a refusal)."""
     if authorization is None:
@@ -78,13 +110,13 @@ async def reader(
                 "a TOTP code was sent without credentials", hint=BAD_CREDENTIALS_HINT
             )
         return ANONYMOUS
-    header = authorization
+    header, auth = authorization, services.settings.auth
 
-    def check() -> Principal:
-        with services.sessions() as session:
-            return principal(_user_from_header(session, header), totp=totp)
+    def check(session: Session) -> Principal:
+        user = _user_from_header(session, header)
+        return principal(user, totp=totp, session=session, auth=auth)
 
-    return await run_in_threadpool(check)
+    return await run_in_threadpool(_identify, request, services, check)
 
 
 ReaderDep = Annotated[Principal, Depends(reader)]
@@ -109,6 +141,7 @@ def role(*allowed: str, second_factor: bool = False) -> Any:
 
 
 def compat_reader(
+    request: Request,
     services: ServicesDep,
     authorization: AuthHeader = None,
     username: Annotated[str | None, Query(description="Storage Service user name")] = None,
@@ -116,18 +149,21 @@ def compat_reader(
 ) -> Principal:
     """Archivematica Storage Service credentials: ``username`` + ``api_key`` parameters or
     ``Authorization: ApiKey user:key``. Archivists only."""
+    if authorization is None and (username is None or api_key is None):
+        raise AuthenticationFailed(
+            "this service needs credentials",
+            hint="pass username and api_key, or `Authorization: ApiKey user:key`",
+        )
 
-    with services.sessions() as session:
+    def check(session: Session) -> Principal:
         if authorization is not None:
             user = _user_from_header(session, authorization)
-        elif username is not None and api_key is not None:
-            user = by_name_and_key(session, username, api_key)
         else:
-            raise AuthenticationFailed(
-                "this service needs credentials",
-                hint="pass username and api_key, or `Authorization: ApiKey user:key`",
-            )
-        who = principal(user, totp=None)
+            assert username is not None and api_key is not None
+            user = by_name_and_key(session, username, api_key)
+        return principal(user, totp=None)
+
+    who = _identify(request, services, check)
     if who.role != "archivist":
         raise Forbidden(
             f"the {who.role} role may not use the Storage Service interface",

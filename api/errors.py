@@ -30,12 +30,14 @@ from archive.errors import (
     ProofError,
     SecondFactorRequired,
     StorageError,
+    TooManyAttempts,
 )
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("custos.api")
 
 _STATUS: tuple[tuple[type[CustosError], int, str], ...] = (
+    (TooManyAttempts, 429, "Too Many Requests"),
     (AuthenticationFailed, 401, "Unauthorized"),
     (SecondFactorRequired, 401, "Second factor required"),
     (Forbidden, 403, "Forbidden"),
@@ -57,12 +59,16 @@ def status_of(exc: CustosError) -> tuple[int, str]:
     return 500, "Internal Server Error"
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, *, retry_after: int | None = None, **extra: Any
+) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     body["detail"] = detail
     body.update({k: v for k, v in extra.items() if v not in (None, "", [])})
-    headers = {"WWW-Authenticate": 'Bearer realm="custos"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    headers = {"WWW-Authenticate": 'Bearer realm="custos"'} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers or None)
 
 
 def custos_problem(exc: CustosError) -> JSONResponse:
@@ -71,7 +77,13 @@ def custos_problem(exc: CustosError) -> JSONResponse:
         log.error("%s: %s", type(exc).__name__, exc.diagnostics())
     findings = [f.as_dict() for f in exc.findings] if isinstance(exc, InputRejected) else None
     return problem(
-        status, title, exc.message, hint=exc.hint, code=type(exc).__name__, findings=findings
+        status,
+        title,
+        exc.message,
+        hint=exc.hint,
+        code=type(exc).__name__,
+        findings=findings,
+        retry_after=exc.retry_after if isinstance(exc, TooManyAttempts) else None,
     )
 
 

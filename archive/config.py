@@ -208,6 +208,22 @@ class FixitySettings(BaseModel):
     renew_hour: int = Field(default=3, ge=0, le=23)
 
 
+class AuthSettings(BaseModel):
+    """Limits on guessing credentials through the API."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Wrong credentials one client address may send in a minute; after that its requests
+    #: with credentials are refused (429) unchecked until the minute is over. Counted by
+    #: each serving process (argon2 makes every check cost ~50 ms of CPU on purpose).
+    failures_per_minute: int = Field(default=20, ge=1, le=100_000)
+    #: Wrong TOTP codes in a row before a user's second factor is locked (in the catalog,
+    #: so every serving process and machine honours it)...
+    totp_attempts: int = Field(default=5, ge=1, le=100)
+    #: ...for this many minutes, during which no code is even checked.
+    totp_lockout_minutes: int = Field(default=15, ge=1, le=1440)
+
+
 class Settings(BaseModel):
     """Everything Custos needs to know about where it runs."""
 
@@ -225,6 +241,7 @@ class Settings(BaseModel):
     locations: dict[str, LocationSettings] = Field(default_factory=dict)
     queue: QueueSettings = QueueSettings()
     fixity: FixitySettings = FixitySettings()
+    auth: AuthSettings = AuthSettings()
     policy_dir: Path | None = None
     identify_formats: bool = True
     fsync: bool = True

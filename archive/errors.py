@@ -107,5 +107,13 @@ class SecondFactorRequired(AccessError):
     """The reader's role needs a verified TOTP code, and none (or a wrong one) was given."""
 
 
+class TooManyAttempts(AccessError):
+    """Too many wrong credentials or codes: refused, unchecked, for ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = max(1, retry_after)
+
+
 class Forbidden(AccessError):
     """The reader is known, and their role may not use this service at all."""

@@ -380,6 +380,12 @@ class User(Base):
     totp_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Wrong TOTP codes in a row, and until when the second factor is locked after too many.
+    totp_failures: Mapped[int] = mapped_column(Integer, default=0)
+    totp_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Why and when the user was disabled (``active`` false); a new token enables again.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class SearchEntry(Base):
