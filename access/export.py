@@ -5,9 +5,14 @@ list them, the manifests' current evidence records, the tokens inside them, the 
 certificates and trust anchors, the package's custody history and a ``VERIFY.txt`` that walks
 an outside expert through every check with ``sha512sum``, ``xxd`` and ``openssl`` alone.
 
-Only public material whose consent is not withdrawn may leave the archive until registrars'
-decisions on restricted material exist; a file asked for by name that is not public refuses
-the export, naming it. Files are checked against the sealed inventory as they are copied
+``custos export`` releases only public material whose consent is not withdrawn. A registrar
+answering a justice body's request (:func:`access.registrar.answer_request`) releases what the
+access policy lets that registrar read for the request's purpose (:func:`access.rules.may_see`
+with the action ``read-content``: tier, consent, purpose, second factor), so restricted and
+protected-identity files go out only where the policy's table and the recorded consent allow;
+the custody event names the registrar and links non-public files by digest, never by path
+(paths may name people). A file asked for by name that may not be released refuses the
+export, naming it and the reason. Files are checked against the sealed inventory as they are copied
 (each byte read once): a stored file that no longer matches refuses the export. The bundle is
 built beside its target and renamed into place; the export is a custody event, recorded in
 the bundle's own history too.
@@ -28,6 +33,8 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
+from access.reads import package_head
+from access.rules import Principal, Rules, access_policy, may_see, rules_from_rows
 from archive.catalog.queries import access_rows, package_events, resolve_package_id
 from archive.catalog.tables import Package, Seal
 from archive.custody import new_event, premis_xml, record_events
@@ -103,11 +110,15 @@ def export(
     requester: str,
     purpose: str,
     progress: Callable[[int], None] | None = None,
+    releaser: Principal | None = None,
 ) -> ExportResult:
-    """Write a court bundle of ``paths`` (default: every public payload file) to ``to``.
+    """Write a court bundle of ``paths`` (default: every file that may be released) to ``to``.
 
-    Raises :class:`InputRejected` (bad request, file not public or unknown, manifest not yet
-    sealed, target not empty), :class:`NotFound` for an unknown package, and
+    Without ``releaser``, only public files may be released; with it (a registrar answering a
+    request), the files the access policy lets ``releaser`` read for ``purpose``.
+
+    Raises :class:`InputRejected` (bad request, file that may not be released or unknown,
+    manifest not yet sealed, target not empty), :class:`NotFound` for an unknown package, and
     :class:`StorageError` when a stored file no longer matches its sealed inventory."""
     requester, purpose = requester.strip(), purpose.strip()
     problems = []
@@ -126,7 +137,8 @@ def export(
     with services.sessions() as session:
         package_id = resolve_package_id(session, package_ref)
         pkg = session.get(Package, package_id)
-        assert pkg is not None
+        head = package_head(session, package_id)
+        assert pkg is not None and head is not None
         rows = access_rows(session, package_id)
         events = package_events(session, package_id)
         seals = session.execute(
@@ -146,8 +158,15 @@ def export(
         for logical, content in state.items()
         if logical.startswith("bag/data/")
     }
-    chosen = _choose(payload, paths, assignments, consents)
+    why_not = _public_only(assignments, consents)
+    if releaser is not None:  # what anyone may have, and what the policy lets releaser read
+        why_not = _either(why_not, _as_policy_allows(services, releaser, purpose, rules_from_rows(
+            package_id, head.depositor, rows
+        )))  # fmt: skip
+    chosen = _choose(payload, paths, why_not, public_only=releaser is None)
     left_out = 0 if paths else len(payload) - len(chosen)
+    digest_of = {p: d for d, ps in inventory["manifest"].items() for p in ps}
+    closed = [p for p in chosen if _tier(p, assignments) != "public"]
 
     # The sealed manifests that list the chosen files, and their current records.
     records_of: dict[str, list[str]] = {}
@@ -172,22 +191,35 @@ def export(
             services, work, object_root, inventory, chosen, payload, needed, records_of, result,
             progress,
         )  # fmt: skip
+        released = (
+            f", released by {releaser.agent} under {access_policy(services.settings).label}"
+            f" ({len(closed)} of them not public)"
+            if releaser is not None
+            else ""
+        )
         event = new_event(
             "export",
             "success",
             f"court bundle {export_id} for {requester} (purpose: {purpose}): "
-            f"{len(chosen)} file(s), {result.manifests} sealed manifest(s), "
+            f"{len(chosen)} file(s){released}, {result.manifests} sealed manifest(s), "
             f"{result.records} evidence record(s)",
             links=[
                 Link("package", package_id),
-                *(Link("file", f"bag/{p}", "exported") for p in chosen),
+                *(
+                    Link("file", f"sha512:{digest_of[payload[p]]}", "exported")
+                    if p in closed
+                    else Link("file", f"bag/{p}", "exported")
+                    for p in chosen
+                ),
             ],
-            agent=AGENT,
+            agent=releaser.agent if releaser is not None else AGENT,
             at=datetime.now(UTC),
         )
         custody = work / "data" / "custody"
         custody.mkdir(parents=True)
         (custody / "premis.xml").write_bytes(premis_xml([*events, event]))
+        for f in index["files"]:  # so that the recipient knows how to keep each file
+            f["tier"] = _tier(f["original_path"], assignments)
         index.update(
             {
                 "export_id": export_id,
@@ -217,13 +249,15 @@ def export(
     return result
 
 
-def _choose(
-    payload: dict[str, str],
-    paths: list[str],
-    assignments: list[Assignment],
-    consents: list[Consent],
-) -> list[str]:
-    def allowed(path: str) -> str | None:
+def _tier(path: str, assignments: list[Assignment]) -> str:
+    a = effective(path, assignments)
+    return a.tier if a is not None else "undeclared"
+
+
+def _public_only(
+    assignments: list[Assignment], consents: list[Consent]
+) -> Callable[[str], str | None]:
+    def why_not(path: str) -> str | None:
         a = effective(path, assignments)
         c = effective_consent(path, consents)
         if a is None or a.tier != "public":
@@ -232,13 +266,52 @@ def _choose(
             return "has its consent withdrawn"
         return None
 
+    return why_not
+
+
+def _as_policy_allows(
+    services: Services, releaser: Principal, purpose: str, rules: Rules
+) -> Callable[[str], str | None]:
+    policy = access_policy(services.settings)
+
+    def why_not(path: str) -> str | None:
+        ok, decisions = may_see(
+            policy, rules, path, reader=releaser, action="read-content", purpose=purpose
+        )
+        return None if ok else decisions[-1].explanation
+
+    return why_not
+
+
+def _either(
+    first: Callable[[str], str | None], then: Callable[[str], str | None]
+) -> Callable[[str], str | None]:
+    """Allowed if either allows; the second's reason when neither does."""
+
+    def why_not(path: str) -> str | None:
+        return None if first(path) is None else then(path)
+
+    return why_not
+
+
+def _choose(
+    payload: dict[str, str],
+    paths: list[str],
+    allowed: Callable[[str], str | None],
+    *,
+    public_only: bool,
+) -> list[str]:
     if not paths:
         chosen = [p for p in sorted(payload) if allowed(p) is None]
         if not chosen:
             raise _refuse(
-                "export refused: the package holds no public file",
-                [Finding("EXPORT-NOTHING", "error", "no public payload file")],
-                hint="only public material can be exported until registrar decisions exist",
+                "export refused: the package holds no file that may be released",
+                [Finding("EXPORT-NOTHING", "error", "no payload file may be released")],
+                hint="custos export releases public files only; a registrar answering a "
+                "request releases what the access policy allows for its purpose"
+                if public_only
+                else "the access policy allows none of its files for this purpose: check "
+                "the request's purpose and the files' consent",
             )
         return chosen
     findings = []
@@ -252,9 +325,12 @@ def _choose(
         if why:
             findings.append(
                 Finding(
-                    "EXPORT-NOT-PUBLIC",
+                    "EXPORT-NOT-PUBLIC" if public_only else "EXPORT-NOT-RELEASABLE",
                     "error",
-                    f"{why}: only public material can be exported until registrar decisions exist",
+                    f"{why}: custos export releases public files only; a registrar answers "
+                    "requests for other files"
+                    if public_only
+                    else f"may not be released for this request: {why}",
                     raw,
                 )
             )

@@ -366,7 +366,9 @@ def list_requests(session: Session) -> list[dict[str, Any]]:
 
 def answer_request(services: Services, reader: Principal, request_id: str) -> dict[str, Any]:
     """Answer a request with a court bundle (:func:`access.export.export`) written under
-    ``DATA_DIR/exports/<request id>``. Raises what the export raises, and NotFound."""
+    ``DATA_DIR/exports/<request id>``: the files asked for (default: every file) that the
+    access policy lets ``reader`` read for the request's purpose, whatever their tier.
+    Raises what the export raises, and NotFound."""
     with services.sessions() as session:
         row = session.get(JusticeRequest, request_id) if len(request_id) <= 36 else None
         if row is None:
@@ -382,6 +384,7 @@ def answer_request(services: Services, reader: Principal, request_id: str) -> di
         to=target,
         requester=f"{row.requester} (ref. {row.reference})",
         purpose=row.purpose,
+        releaser=reader,
     )
     with services.session_scope() as session:
         session.execute(

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from archive.catalog.tables import Event
+from archive.proofs.bundle import verify_bundle
 from archive.proofs.seal import seal_now
 from archive.services import Services
 from ingest.service import identify_package, ingest
@@ -182,6 +183,55 @@ def test_justice_request_answered_with_a_court_bundle(
         r["state"] for r in client.get("/registrar/requests", headers=headers).json()["requests"]
     ] == ["answered"]
     assert len(events_of(services, "export")) == 1
+
+
+def test_a_registrar_releases_what_the_policy_allows_for_the_request_purpose(
+    held: tuple[Services, TestClient, Users, str],
+) -> None:
+    services, client, users, uuid = held
+    seal_now(services)
+    headers = users.bearer("registrar", totp=True)
+
+    def request(purpose: str, paths: list[str]) -> str:
+        body = {"requester": "Special Tribunal", "reference": f"ST/{purpose}", "package": uuid}
+        r = client.post(
+            "/registrar/requests", json={**body, "purpose": purpose, "paths": paths},
+            headers=headers,
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        return str(r.json()["request_id"])
+
+    # The letter is restricted, with consent for prosecution only: a third party's request
+    # naming it is refused, saying why, and leaves no bundle and no event.
+    third = request("third-party-justice", [LETTER])
+    r = client.post(f"/registrar/requests/{third}/answer", headers=headers)
+    assert r.status_code == 422
+    finding = r.json()["findings"][0]
+    assert finding["code"] == "EXPORT-NOT-RELEASABLE" and finding["path"] == LETTER
+    assert "consent does not cover" in finding["message"]
+    assert not (services.settings.data_dir / "exports" / third).exists()
+    assert events_of(services, "export") == []
+    states = {q["request_id"]: q["state"] for q in client.get(
+        "/registrar/requests", headers=headers).json()["requests"]}  # fmt: skip
+    assert states[third] == "open"
+    # A prosecution request for everything: the public files and the letter.
+    prosecution = request("prosecution", [])
+    r = client.post(f"/registrar/requests/{prosecution}/answer", headers=headers)
+    assert r.status_code == 200, r.text
+    files = r.json()["export"]["files"]
+    assert LETTER in files and "data/README.txt" in files
+    bundle = Path(r.json()["bundle"])
+    report = verify_bundle(bundle)
+    assert report.ok, report.failures
+    index = json.loads((bundle / "data" / "custos-bundle.json").read_text())
+    tiers = {f["original_path"]: f["tier"] for f in index["files"]}
+    assert tiers[LETTER] == "restricted" and tiers["data/README.txt"] == "public"
+    [(agent, detail, links)] = events_of(services, "export")
+    assert "regina" in agent and "1 of them not public" in detail
+    # The letter is linked by its digest: its path never enters the custody log.
+    assert f"bag/{LETTER}" not in links and "bag/data/README.txt" in links
+    assert any(link.startswith("sha512:") for link in links)
+    assert not any("transfer-letter" in x for x in (detail, *links))
 
 
 def test_archivist_sees_metadata_fixity_and_seals(
