@@ -342,9 +342,15 @@ class PdfSealer:
             with source.open("rb") as inp, target.open("wb") as out:
                 pdf.sign_pdf(IncrementalPdfFileWriter(inp, strict=False), output=out)
         except NoAuthorityAnswered:
+            target.unlink(missing_ok=True)
             raise
         except (PdfError, SigningError, OSError, ValueError) as exc:
-            raise ProofError(f"the PDF could not be sealed: {exc}") from exc
+            target.unlink(missing_ok=True)
+            raise ProofError(
+                f"the PDF could not be sealed: {exc}",
+                hint="the archive seal's certificate chain must lead to pades.roots and name "
+                "where its revocation status is published (CRL or OCSP), reachable from here",
+            ) from exc
         assert stamper.used is not None
         return Sealed(LEVEL, self.who.subject, stamper.used.name, datetime.now(UTC))
 
