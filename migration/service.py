@@ -401,13 +401,13 @@ def _attempt(
             except ProofError as exc:
                 return failure(f"the PDF/A copy could not be sealed: {exc.message}")
             try:
-                verify_pdf(sealed, kit.sealer.roots)
+                verdict = verify_pdf(sealed, kit.sealer.roots)
             except ProofError as exc:
                 return failure(f"the sealed PDF/A copy does not verify: {exc.message}")
             check = check_output(pathway, sealed, before, folder)
             if not check.ok:
                 return failure(f"the sealed copy failed validation: {check.summary()}")
-            output, summary = sealed, f"{check.summary()}; {seal.summary()}"
+            output, summary = sealed, f"{check.summary()}; {seal.summary(verdict.signed_at)}"
         digested = digest_file(output)
         kept = work / "done" / f"{index}.{pathway.extension}"
         output.rename(kept)

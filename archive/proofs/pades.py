@@ -64,6 +64,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore, SimpleTrustMa
 
 from archive.config import Settings
 from archive.errors import ConfigError, ProofError
+from archive.proofs.local_tsa import ensure_pki as ensure_tsa_pki
 from archive.proofs.seal import Authority, NoAuthorityAnswered, authorities
 from archive.proofs.timestamp import post_query
 
@@ -74,10 +75,6 @@ DIGEST = "sha512"
 #: How long a CRL the local CAs issue stays current (a verifier later relies on the document
 #: timestamp's proof that it existed while current, not on its being current then).
 CRL_DAYS = 7
-
-# pyhanko warns, through logging, that it embeds validation data without fetching: that is the
-# point for the local PKI. Its other messages are left as they are.
-logging.getLogger("pyhanko.sign.signers.pdf_signer").setLevel(logging.ERROR)
 
 
 def _name(cn: str) -> x509.Name:
@@ -262,17 +259,17 @@ class _Timestamper(timestamps.TimeStamper):
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
-    """What the seal on one document is: level, signer, authority and time."""
+    """What the seal on one document is: level, signer and the authority that timestamped it."""
 
     level: str
     signer: str
     tsa: str
-    signed_at: datetime
 
-    def summary(self) -> str:
+    def summary(self, signed_at: datetime) -> str:
+        """In words, with the signing time a verification established (:class:`SealVerdict`)."""
         return (
             f"{self.level} archive seal by {self.signer}, timestamped by {self.tsa} at "
-            f"{self.signed_at.isoformat()}"
+            f"{signed_at.isoformat()}"
         )
 
 
@@ -352,17 +349,18 @@ class PdfSealer:
                 "where its revocation status is published (CRL or OCSP), reachable from here",
             ) from exc
         assert stamper.used is not None
-        return Sealed(LEVEL, self.who.subject, stamper.used.name, datetime.now(UTC))
+        return Sealed(LEVEL, self.who.subject, stamper.used.name)
 
 
 @contextmanager
 def pdf_sealer(settings: Settings) -> Iterator[PdfSealer]:
     """The archive seal and the configured authorities (the local TSA runs meanwhile)."""
+    # pyhanko warns, through logging, that it embeds validation data without fetching: that
+    # is the point with the local PKI. Its other messages are left as they are.
+    logging.getLogger("pyhanko.sign.signers.pdf_signer").setLevel(logging.ERROR)
     who = identity(settings)
     tsa_crls: tuple[bytes, ...] = ()
     if settings.tsa.local:
-        from archive.proofs.local_tsa import ensure_pki as ensure_tsa_pki
-
         ensure_tsa_pki(settings.tsa_path)
         folder = settings.tsa_path
         tsa_crls = (
