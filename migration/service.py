@@ -343,6 +343,12 @@ def _attempt(
 
     if f.size == 0:
         return failure("the original is empty (0 bytes): there is nothing to migrate")
+    if pathway.declares_pdfa and kit.sealer is not None and (down := kit.sealer.outage()):
+        return failure(
+            f"deferred: the PDF/A copy was not made, since it is stored only with its PAdES "
+            f"seal and {down}; the next run makes it",
+            outcome="deferred",
+        )
     folder = work / f"item-{index}"
     try:
         (folder / "in").mkdir(parents=True)

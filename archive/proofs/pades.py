@@ -31,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -273,15 +275,39 @@ class Sealed:
         )
 
 
+class _Outage:
+    """When no authority last answered, shared by the threads of one run."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.since: float | None = None
+        self.detail = ""
+
+
 @dataclass(frozen=True)
 class PdfSealer:
-    """Seals PDF documents with one identity and the authorities of one run."""
+    """Seals PDF documents with one identity and the authorities of one run.
+
+    After no authority answered, :meth:`outage` says so for ``quiet_for`` seconds, so that a
+    run does not convert (and wait on the TSAs for) every PDF of a package in turn while they
+    are down; the next successful seal ends it."""
 
     who: Identity
     tsas: tuple[Authority, ...]
     tsa_crls: tuple[bytes, ...]
     timeout: float
     fetch: bool  # fetch revocation data online (external CAs or TSAs)
+    quiet_for: float = 30.0
+    _outage: _Outage = field(default_factory=_Outage, compare=False, repr=False)
+
+    def outage(self) -> str | None:
+        """Why no seal can be had now (no authority answered within ``quiet_for`` seconds),
+        or None."""
+        with self._outage.lock:
+            since = self._outage.since
+            if since is None or time.monotonic() - since >= self.quiet_for:
+                return None
+            return self._outage.detail
 
     @property
     def roots(self) -> tuple[bytes, ...]:
@@ -338,8 +364,10 @@ class PdfSealer:
         try:
             with source.open("rb") as inp, target.open("wb") as out:
                 pdf.sign_pdf(IncrementalPdfFileWriter(inp, strict=False), output=out)
-        except NoAuthorityAnswered:
+        except NoAuthorityAnswered as exc:
             target.unlink(missing_ok=True)
+            with self._outage.lock:
+                self._outage.since, self._outage.detail = time.monotonic(), exc.message
             raise
         except (PdfError, SigningError, OSError, ValueError) as exc:
             target.unlink(missing_ok=True)
@@ -349,6 +377,8 @@ class PdfSealer:
                 "where its revocation status is published (CRL or OCSP), reachable from here",
             ) from exc
         assert stamper.used is not None
+        with self._outage.lock:
+            self._outage.since = None
         return Sealed(LEVEL, self.who.subject, stamper.used.name)
 
 
@@ -368,7 +398,9 @@ def pdf_sealer(settings: Settings) -> Iterator[PdfSealer]:
         )
     fetch = not settings.pades.local or bool(settings.tsa.urls)
     with authorities(settings) as tsas:
-        yield PdfSealer(who, tuple(tsas), tsa_crls, settings.tsa.timeout, fetch)
+        yield PdfSealer(
+            who, tuple(tsas), tsa_crls, settings.tsa.timeout, fetch, settings.tsa.retry_base
+        )
 
 
 @dataclass(frozen=True, slots=True)

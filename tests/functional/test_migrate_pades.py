@@ -7,6 +7,8 @@ recorded as deferred, and the next run makes the copy."""
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
 from pathlib import Path
 
 from archive.services import Services
@@ -14,7 +16,7 @@ from migration import service
 from migration.probe import Identified
 from migration.validate import check_output
 from policies.load import load_format_policy
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, MakeServices
 from tests.functional.migrate_helpers import (
     derivatives,
     fido,
@@ -120,6 +122,59 @@ def test_no_timestamp_authority_defers_the_copy_and_the_next_run_makes_it(
     assert stored["sha512"] == hashlib.sha512(files[0].read_bytes()).hexdigest()
     verdict = lta(files[0].read_bytes(), roots(data))
     assert str(verdict.ades_subindic) == "AdESPassed.OK", verdict.failure_msg
+
+
+class Hangup:
+    """A TCP listener on 127.0.0.1 that closes every connection at once (a TSA that is down
+    without refusing connections), counting them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+def test_once_no_tsa_answered_the_other_pdfa_copies_are_deferred_unmade(
+    make_services: MakeServices, tmp_path: Path
+) -> None:
+    tsa = Hangup()
+    try:
+        services = make_services(workers=1, tsa={"local": False, "urls": [tsa.url]})
+        package_id = store(services, tmp_path / "bag", {"a/report.pdf": PDF, "b/report.pdf": PDF})
+        result = service.migrate(services)
+        (run,) = result.packages
+        assert (run.succeeded, run.failed, run.deferred, run.version) == (0, 0, 2, None)
+        first, second = run.attempts
+        assert "was made but not stored" in first.reason
+        assert "was not made" in second.reason  # not converted, the TSA not asked again
+        assert tsa.connections == 1
+        assert [e["outcome"] for e in migration_events(services, package_id)] == [
+            "warning",
+            "warning",
+        ]
+        assert derivatives(services, package_id) == {}
+        assert head(services, package_id) == 2
+        assert staging_debris(services.store.staging) == []
+    finally:
+        tsa.close()
 
 
 def test_head_is_unchanged_by_a_run_with_nothing_to_do(services: Services, tmp_path: Path) -> None:
