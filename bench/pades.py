@@ -26,7 +26,8 @@ from common import PROJECT_DIR, cpu_summary, fmt_secs, log, median, timed
 
 from archive.config import load_settings
 from archive.proofs.pades import pdf_sealer, verify_pdf
-from policies.load import POLICY_DIR
+from migration.tools import expand
+from policies.load import POLICY_DIR, load_format_policy
 
 CORPUS = PROJECT_DIR.parent / "shared" / "corpora" / "format-samples" / "documents"
 SOURCES = (
@@ -38,13 +39,9 @@ SOURCES = (
 
 
 def convert(source: Path, out: Path) -> None:
-    subprocess.run(
-        ["gs", "-q", "-dPDFA=2", "-dBATCH", "-dNOPAUSE", "-dNOOUTERSAVE",
-         "-dPDFACompatibilityPolicy=1", "-sColorConversionStrategy=RGB", "-sDEVICE=pdfwrite",
-         "--permit-file-read=/usr/share/color/icc/ghostscript/", f"-sOutputFile={out}",
-         str(POLICY_DIR / "pdfa_def.ps"), str(source)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    pathway = load_format_policy().pathways["pdf-to-pdfa-2b"]
+    values = {"input": str(source), "output": str(out), "policy_dir": str(POLICY_DIR)}
+    subprocess.run(["gs", *expand(pathway.args, values)], check=True, capture_output=True)
 
 
 def main() -> None:

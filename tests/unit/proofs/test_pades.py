@@ -34,21 +34,22 @@ from archive.config import Settings, load_settings
 from archive.errors import ConfigError, ProofError
 from archive.proofs.pades import FIELD_NAME, pdf_sealer, verify_pdf
 from archive.proofs.seal import NoAuthorityAnswered
-from policies.load import POLICY_DIR
+from migration.tools import expand
+from policies.load import POLICY_DIR, load_format_policy
 from tests.conftest import SAMPLE
 
 
 @pytest.fixture(scope="module")
 def pdfa(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A PDF/A-2b made by Ghostscript exactly as the shipped pathway makes it."""
+    """A PDF/A-2b made by Ghostscript with the shipped pathway's arguments."""
     out = tmp_path_factory.mktemp("pdfa") / "copy.pdf"
-    subprocess.run(
-        ["gs", "-q", "-dPDFA=2", "-dBATCH", "-dNOPAUSE", "-dNOOUTERSAVE",
-         "-dPDFACompatibilityPolicy=1", "-sColorConversionStrategy=RGB", "-sDEVICE=pdfwrite",
-         "--permit-file-read=/usr/share/color/icc/ghostscript/", f"-sOutputFile={out}",
-         str(POLICY_DIR / "pdfa_def.ps"), str(SAMPLE / "data/documents/site-report.pdf")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    pathway = load_format_policy().pathways["pdf-to-pdfa-2b"]
+    values = {
+        "input": str(SAMPLE / "data/documents/site-report.pdf"),
+        "output": str(out),
+        "policy_dir": str(POLICY_DIR),
+    }
+    subprocess.run(["gs", *expand(pathway.args, values)], check=True, capture_output=True)
     return out
 
 
