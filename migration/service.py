@@ -43,6 +43,7 @@ from archive.digest import CopyResult, copy_with_digests, digest_file
 from archive.errors import PolicyError, ProofError
 from archive.model import EventRecord, Link
 from archive.proofs.pades import PdfSealer, pdf_sealer, verify_pdf
+from archive.proofs.pades import describe as describe_seal
 from archive.proofs.seal import NoAuthorityAnswered
 from archive.services import Services
 from archive.storage.ocfl import head_state, read_inventory
@@ -111,6 +112,9 @@ def plan_formats(services: Services) -> Plan:
         statuses.append(_tool_status(name, partial(tools.resolve, name, tool)))
     for name in ("pdfinfo", "identify", "ffprobe"):
         statuses.append(_tool_status(name, partial(validator, name)))
+    if any(p.declares_pdfa for p in policy.pathways.values()):
+        sealable, detail = describe_seal(services.settings)
+        statuses.append(ToolStatus("pades", sealable, detail))
     return Plan(policy.label, tuple(plan(holdings, policy)), tuple(statuses))
 
 

@@ -216,6 +216,26 @@ def identity(settings: Settings) -> Identity:
         ) from exc
 
 
+def describe(settings: Settings) -> tuple[bool, str]:
+    """Whether PDF/A copies can be sealed as the settings say, and with what (for plans):
+    reads the production certificate, makes nothing."""
+    p = settings.pades
+    if p.local:
+        made = (settings.pades_path / "seal.pem").is_file()
+        return True, f"local archive seal in {settings.pades_path}" + (
+            "" if made else " (made at first use)"
+        )
+    try:
+        who = identity(settings)
+        cert = x509.load_pem_x509_certificate(who.certificate)
+    except (ConfigError, ValueError) as exc:
+        return False, f"archive seal: {exc}"
+    until = cert.not_valid_after_utc
+    if until <= datetime.now(UTC):
+        return False, f"archive seal {who.subject}: its certificate expired on {until:%Y-%m-%d}"
+    return True, f"archive seal {who.subject}, certificate valid until {until:%Y-%m-%d}"
+
+
 def _asn1_certs(pems: Sequence[bytes]) -> list[asn1_x509.Certificate]:
     out = []
     for pem in pems:

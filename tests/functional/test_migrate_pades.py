@@ -111,6 +111,8 @@ def test_no_timestamp_authority_defers_the_copy_and_the_next_run_makes_it(
     code, plan, _ = custos(data, "migrate", "plan", "--json")
     row = next(r for r in plan["formats"] if r["migrate"] == "pdf-to-pdfa-2b")
     assert (row["to_do"], row["failed"]) == (1, 0)
+    seal = next(t for t in plan["tools"] if t["name"] == "pades")
+    assert seal["available"] and "local archive seal" in seal["detail"]
     code, ran, err = custos(data, "migrate", "run", "--json")
     assert code == 0, err
     assert (ran["succeeded"], ran["deferred"]) == (1, 0) and ran["packages"][0]["version"] == 3

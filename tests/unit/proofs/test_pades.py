@@ -32,7 +32,7 @@ from pyhanko_certvalidator.registry import SimpleTrustManager
 
 from archive.config import Settings, load_settings
 from archive.errors import ConfigError, ProofError
-from archive.proofs.pades import FIELD_NAME, pdf_sealer, verify_pdf
+from archive.proofs.pades import FIELD_NAME, describe, pdf_sealer, verify_pdf
 from archive.proofs.seal import NoAuthorityAnswered
 from migration.tools import expand
 from policies.load import POLICY_DIR, load_format_policy
@@ -203,3 +203,26 @@ def test_a_production_identity_needs_its_files_and_revocation_data(
         sealer.seal(pdfa, target)
     assert "revocation" in (info.value.hint or "")
     assert not target.exists()
+
+
+def test_plans_say_whether_pdfa_copies_can_be_sealed(tmp_path: Path) -> None:
+    local = settings_in(tmp_path / "a")
+    ok, detail = describe(local)
+    assert ok and "made at first use" in detail
+    with pdf_sealer(local):
+        pass
+    assert describe(local) == (True, f"local archive seal in {local.pades_path}")
+    folder = local.pades_path
+    own = {
+        "local": False,
+        "key": str(folder / "seal.key"),
+        "certificate": str(folder / "seal.pem"),
+        "roots": [str(folder / "root.pem")],
+    }
+    ok, detail = describe(settings_in(tmp_path / "b", pades=own))
+    assert (
+        ok and detail.startswith("archive seal CN=Custos archive seal") and "valid until" in detail
+    )
+    gone = {**own, "certificate": str(tmp_path / "missing.pem")}
+    ok, detail = describe(settings_in(tmp_path / "c", pades=gone))
+    assert not ok and "missing.pem" in detail
