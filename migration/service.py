@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
@@ -42,8 +42,6 @@ from archive.custody import new_event, now, parse_premis, premis_xml, record_eve
 from archive.digest import CopyResult, copy_with_digests, digest_file
 from archive.errors import PolicyError, ProofError
 from archive.model import EventRecord, Link
-from archive.proofs.pades import PdfSealer, pdf_sealer, verify_pdf
-from archive.proofs.pades import describe as describe_seal
 from archive.proofs.seal import NoAuthorityAnswered
 from archive.services import Services
 from archive.storage.ocfl import head_state, read_inventory
@@ -55,6 +53,9 @@ from migration.probe import Identified, Unreadable, fido_version, validator
 from migration.validate import check_output, read_source
 from policies.formats import FormatPolicy
 from policies.load import POLICY_DIR, PolicyFileError, load_format_policy
+
+if TYPE_CHECKING:  # pyhanko is imported only by runs that seal (it slows every command's start)
+    from archive.proofs.pades import PdfSealer
 
 AGENT = "Custos migration"
 Progress = Callable[[int], None]
@@ -113,7 +114,9 @@ def plan_formats(services: Services) -> Plan:
     for name in ("pdfinfo", "identify", "ffprobe"):
         statuses.append(_tool_status(name, partial(validator, name)))
     if any(p.declares_pdfa for p in policy.pathways.values()):
-        sealable, detail = describe_seal(services.settings)
+        from archive.proofs.pades import describe
+
+        sealable, detail = describe(services.settings)
         statuses.append(ToolStatus("pades", sealable, detail))
     return Plan(policy.label, tuple(plan(holdings, policy)), tuple(statuses))
 
@@ -252,6 +255,8 @@ def run_tasks(
     with ExitStack() as stack:
         sealer = None
         if any(policy.pathways[t.pathway_name].declares_pdfa for t in todo):
+            from archive.proofs.pades import pdf_sealer
+
             sealer = stack.enter_context(pdf_sealer(services.settings))
         tools_ = Toolkit(policy, policy_dir, resolved, sealer)
         runs = [
@@ -410,6 +415,8 @@ def _attempt(
                 )
             except ProofError as exc:
                 return failure(f"the PDF/A copy could not be sealed: {exc.message}")
+            from archive.proofs.pades import verify_pdf
+
             try:
                 verdict = verify_pdf(sealed, kit.sealer.roots)
             except ProofError as exc:
