@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -41,6 +42,11 @@ def roots(data: Path) -> list[bytes]:
     return [(data / "pades/root.pem").read_bytes(), (data / "tsa/root.pem").read_bytes()]
 
 
+def reader_view(path: Path) -> str:
+    """What poppler (the library behind many PDF readers) shows of a file's signatures."""
+    return subprocess.run(["pdfsig", str(path)], capture_output=True, text=True).stdout
+
+
 def test_a_pdfa_copy_is_stored_sealed_and_verifies(services: Services, tmp_path: Path) -> None:
     package_id = store(services, tmp_path / "bag", {"documents/site-report.pdf": PDF})
     before = stored_payload_digests(services, package_id)
@@ -70,6 +76,18 @@ def test_a_pdfa_copy_is_stored_sealed_and_verifies(services: Services, tmp_path:
     verdict = lta(data, roots(data_dir))
     assert str(verdict.ades_subindic) == "AdESPassed.OK", verdict.failure_msg
     assert verdict.oldest_evidence_record_timestamp is not None
+    # What a PDF reader shows (poppler's pdfsig): the archive seal, valid, and the document
+    # timestamp; one changed byte and the reader reports the mismatch.
+    shown = reader_view(stored)
+    assert "Signature Field Name: CustosArchiveSeal" in shown
+    assert "Signature Type: ETSI.CAdES.detached" in shown
+    assert "Signature Validation: Signature is Valid." in shown
+    assert "Signer Certificate Common Name: Custos local TSA" in shown  # the document timestamp
+    tampered = tmp_path / "tampered.pdf"
+    changed = bytearray(data)
+    changed[data.index(b"stream") + 20] ^= 0x01
+    tampered.write_bytes(changed)
+    assert "Signature Validation: Digest Mismatch." in reader_view(tampered)
     # Originals untouched, the object still valid OCFL, staging clean.
     assert stored_payload_digests(services, package_id) == before
     validate_storage(services)
