@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 
 from asn1crypto import keys as asn1_keys
@@ -290,8 +291,8 @@ class Sealed:
     def summary(self, signed_at: datetime) -> str:
         """In words, with the signing time a verification established (:class:`SealVerdict`)."""
         return (
-            f"{self.level} archive seal by {self.signer}, timestamped by {self.tsa} at "
-            f"{signed_at.isoformat()}"
+            f"{self.level} archive seal (pyhanko {version('pyhanko')}) by {self.signer}, "
+            f"timestamped by {self.tsa} at {signed_at.isoformat()}"
         )
 
 

@@ -60,7 +60,8 @@ def test_a_pdfa_copy_is_stored_sealed_and_verifies(services: Services, tmp_path:
     assert hashlib.sha512(data).hexdigest() == row.sha512
     (event,) = migration_events(services, package_id)
     assert event["outcome"] == "success" and f"output sha512:{row.sha512}" in event["detail"]
-    assert "PAdES B-LTA archive seal by CN=Custos archive seal" in event["detail"]
+    assert "PAdES B-LTA archive seal (pyhanko 0." in event["detail"]
+    assert "by CN=Custos archive seal" in event["detail"]
     assert "timestamped by local" in event["detail"]
     # It is a PDF/A-2b: FIDO (run by the test), the XMP as poppler reads it, the pathway's own
     # validator with the source's page count.
