@@ -68,6 +68,7 @@ bench: install
 	$(BIN)/python bench/ingest_small.py
 	$(BIN)/python bench/seal.py
 	$(BIN)/python bench/migrate.py
+	$(BIN)/python bench/pades.py
 	$(BIN)/python bench/fixity.py
 	$(BIN)/python bench/search.py
 

@@ -84,6 +84,42 @@ class ProofSettings(BaseModel):
         return self
 
 
+class PadesSettings(BaseModel):
+    """The archive's own signing identity for PAdES on the PDF/A copies it makes (its
+    "archive seal"). The embedded default (``local``) makes a key, a certificate and the CA
+    that issued it in ``DATA_DIR/pades`` at first use, like the local timestamp authority;
+    production names a key and certificate its CA issued (PEM files), the chain up to the
+    root, and the roots a verifier trusts. Revocation information is then fetched from the
+    URLs the certificates name (the local CA issues its CRLs itself)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    local: bool = True
+    key: Path | None = None  # PEM private key (unencrypted; keep the file 0600)
+    certificate: Path | None = None  # PEM certificate of that key
+    chain: tuple[Path, ...] = ()  # PEM intermediate certificates, signer's issuer first
+    roots: tuple[Path, ...] = ()  # PEM trust anchors of the signing certificate
+
+    @model_validator(mode="after")
+    def _identity(self) -> PadesSettings:
+        if not self.local and (self.key is None or self.certificate is None or not self.roots):
+            raise ValueError(
+                "pades.local = false needs pades.key, pades.certificate and pades.roots "
+                "(PEM files of the archive's signing key, its certificate and its CA's root)"
+            )
+        return self
+
+
+class MigrationSettings(BaseModel):
+    """When the worker runs format migration (what is migrated is policy:
+    ``policies/formats.toml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The worker runs ``migrate`` every this many minutes (0: only when a job is queued).
+    every_minutes: int = Field(default=0, ge=0, le=1440)
+
+
 #: A location's key: lowercase, so that ``CUSTOS_LOCATIONS__<KEY>__...`` can reach it.
 LOCATION_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 #: S3 bucket names (the AWS rules, which SeaweedFS and Ceph follow): 3 to 63 characters.
@@ -242,6 +278,8 @@ class Settings(BaseModel):
     queue: QueueSettings = QueueSettings()
     fixity: FixitySettings = FixitySettings()
     auth: AuthSettings = AuthSettings()
+    pades: PadesSettings = PadesSettings()
+    migration: MigrationSettings = MigrationSettings()
     policy_dir: Path | None = None
     identify_formats: bool = True
     fsync: bool = True
@@ -279,6 +317,10 @@ class Settings(BaseModel):
     @property
     def tsa_path(self) -> Path:
         return (self.data_dir / "tsa").resolve()
+
+    @property
+    def pades_path(self) -> Path:
+        return (self.data_dir / "pades").resolve()
 
     @property
     def storage_path(self) -> Path:

@@ -87,8 +87,11 @@ def run_cmd(
 ) -> None:
     """Make the preservation and access copies the policy asks for.
 
-    Originals are never altered; each package's valid copies go into one new OCFL version.
-    Exit status 0 when every copy was made, 5 when some failed (each failure is recorded)."""
+    Originals are never altered; each package's valid copies go into one new OCFL version;
+    PDF/A copies carry the archive seal (PAdES B-LTA) and are stored only with it.
+    Exit status 0 when every copy was made, 5 when some failed (each failure is recorded),
+    3 when some were deferred because no timestamp authority answered (the next run makes
+    them)."""
     services = run(as_json, state(ctx).services)
     todo = run(
         as_json,
@@ -99,15 +102,19 @@ def run_cmd(
     body: dict[str, Any] = {"status": "ok", **result.as_dict()}
     if seal and any(p.version is not None for p in result.packages):
         body["seal"] = _seal_after_commit(services, as_json)
-    failed = body["failed"]
+    failed, deferred = body["failed"], body["deferred"]
     if failed:
         body["status"] = "failures"
+    elif deferred:
+        body["status"] = "deferred"
     if as_json:
         emit_json(body)
     else:
         _say(result)
     if failed:
         raise typer.Exit(5)
+    if deferred:
+        raise typer.Exit(3)
 
 
 def _say(result: service.RunReport) -> None:
@@ -118,13 +125,14 @@ def _say(result: service.RunReport) -> None:
         where = f" (version v{p.version})" if p.version else ""
         out.print(
             f"{p.package_id}: {p.succeeded} cop{'y' if p.succeeded == 1 else 'ies'} stored"
-            f"{where}, {p.failed} failed",
+            f"{where}, {p.failed} failed" + (f", {p.deferred} deferred" if p.deferred else ""),
             markup=False,
         )
         for a in p.attempts:
-            if a.outcome == "failure":
+            if a.outcome != "success":
+                label = "[red]failed:[/]" if a.outcome == "failure" else "[yellow]deferred:[/]"
                 err.print(
-                    f"[red]failed:[/] {escape(a.task.file.logical_path)} "
+                    f"{label} {escape(a.task.file.logical_path)} "
                     f"({escape(a.task.pathway_name)}): {escape(a.reason)}"
                 )
 

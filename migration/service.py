@@ -10,6 +10,10 @@
   ``custos/formats.json`` and ``custos/premis.xml`` updated, as identification does. Every
   attempt is a PREMIS ``migration`` event (source and outcome links, tool and version,
   arguments, both digests, the checks); a failed one leaves nothing in storage or staging.
+  A PDF/A copy is sealed before it is stored (``archive.proofs.pades``: the archive seal,
+  PAdES B-LTA, from the configured TSA), verified, and checked again: the stored bytes, and
+  the digests recorded, are those of the sealed copy. When no TSA answers, the copy is not
+  stored at all: the attempt is *deferred* (a ``warning`` event) and the next run makes it.
 - :func:`report`: the risk report (formats, counts, bytes, actions, what was migrated).
 """
 
@@ -21,11 +25,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select
 
@@ -35,8 +40,9 @@ from archive.catalog.queries import resolve_package_id
 from archive.catalog.tables import File, Package
 from archive.custody import new_event, now, parse_premis, premis_xml, record_events
 from archive.digest import CopyResult, copy_with_digests, digest_file
-from archive.errors import PolicyError
+from archive.errors import PolicyError, ProofError
 from archive.model import EventRecord, Link
+from archive.proofs.seal import NoAuthorityAnswered
 from archive.services import Services
 from archive.storage.ocfl import head_state, read_inventory
 from archive.versions import append_version, catalog_version, finish
@@ -47,6 +53,9 @@ from migration.probe import Identified, Unreadable, fido_version, validator
 from migration.validate import check_output, read_source
 from policies.formats import FormatPolicy
 from policies.load import POLICY_DIR, PolicyFileError, load_format_policy
+
+if TYPE_CHECKING:  # pyhanko is imported only by runs that seal (it slows every command's start)
+    from archive.proofs.pades import PdfSealer
 
 AGENT = "Custos migration"
 Progress = Callable[[int], None]
@@ -104,6 +113,11 @@ def plan_formats(services: Services) -> Plan:
         statuses.append(_tool_status(name, partial(tools.resolve, name, tool)))
     for name in ("pdfinfo", "identify", "ffprobe"):
         statuses.append(_tool_status(name, partial(validator, name)))
+    if any(p.declares_pdfa for p in policy.pathways.values()):
+        from archive.proofs.pades import describe
+
+        sealable, detail = describe(services.settings)
+        statuses.append(ToolStatus("pades", sealable, detail))
     return Plan(policy.label, tuple(plan(holdings, policy)), tuple(statuses))
 
 
@@ -123,8 +137,8 @@ class Attempt:
     """One copy attempted: its outcome and everything the event records about it."""
 
     task: Task
-    outcome: Literal["success", "failure"]
-    reason: str  # why it failed, or the checks passed
+    outcome: Literal["success", "failure", "deferred"]
+    reason: str  # why it failed or was deferred, or the checks passed
     source_sha512: str
     tool: tools.ResolvedTool | None = None
     output: Path | None = None
@@ -164,12 +178,17 @@ class PackageRun:
     def failed(self) -> int:
         return sum(a.outcome == "failure" for a in self.attempts)
 
+    @property
+    def deferred(self) -> int:
+        return sum(a.outcome == "deferred" for a in self.attempts)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "package_id": self.package_id,
             "version": self.version,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "deferred": self.deferred,
             "already_done": self.already_done,
             "attempts": [a.as_dict() for a in self.attempts],
         }
@@ -185,6 +204,7 @@ class RunReport:
             "policy": self.policy,
             "succeeded": sum(p.succeeded for p in self.packages),
             "failed": sum(p.failed for p in self.packages),
+            "deferred": sum(p.deferred for p in self.packages),
             "packages": [p.as_dict() for p in self.packages],
         }
 
@@ -219,10 +239,11 @@ def run_tasks(
 ) -> RunReport:
     """Make the copies ``todo`` names, package by package, up to ``settings.workers`` at once.
 
-    Each package that gets at least one valid copy gets one new version; failures are
-    recorded as events. Raises :class:`PolicyError` for an invalid policy and
+    Each package that gets at least one valid copy gets one new version; failures and
+    deferrals are recorded as events. Raises :class:`PolicyError` for an invalid policy,
     :class:`tools.ToolUnavailable` (before anything runs) when a tool or validator the tasks
-    need is not installed."""
+    need is not installed, and :class:`ConfigError` when PDF/A copies are to be made and the
+    archive seal (``pades.*``) cannot be read."""
     policy, policy_dir = load_policy(services)
     needed = {policy.pathways[t.pathway_name].tool for t in todo}
     resolved = {name: tools.resolve(name, policy.tools[name]) for name in sorted(needed)}
@@ -231,18 +252,34 @@ def run_tasks(
     by_package: dict[str, list[Task]] = {}
     for t in todo:
         by_package.setdefault(t.file.package_id, []).append(t)
-    runs = [
-        _run_package(services, policy, policy_dir, resolved, package_id, items, progress)
-        for package_id, items in by_package.items()
-    ]
+    with ExitStack() as stack:
+        sealer = None
+        if any(policy.pathways[t.pathway_name].declares_pdfa for t in todo):
+            from archive.proofs.pades import pdf_sealer
+
+            sealer = stack.enter_context(pdf_sealer(services.settings))
+        tools_ = Toolkit(policy, policy_dir, resolved, sealer)
+        runs = [
+            _run_package(services, tools_, package_id, items, progress)
+            for package_id, items in by_package.items()
+        ]
     return RunReport(policy.label, tuple(runs))
+
+
+@dataclass(frozen=True)
+class Toolkit:
+    """What one run makes copies with: the policy, its tools, and the PDF sealer (when PDF/A
+    copies are to be made)."""
+
+    policy: FormatPolicy
+    policy_dir: Path
+    resolved: dict[str, tools.ResolvedTool]
+    sealer: PdfSealer | None
 
 
 def _run_package(
     services: Services,
-    policy: FormatPolicy,
-    policy_dir: Path,
-    resolved: dict[str, tools.ResolvedTool],
+    kit: Toolkit,
     package_id: str,
     items: list[Task],
     progress: Progress | None,
@@ -261,7 +298,7 @@ def _run_package(
         workers = max(1, min(services.settings.workers, len(items)))
         with ThreadPoolExecutor(workers) as pool:
             futures = {
-                pool.submit(_attempt, policy, policy_dir, resolved, t, object_root, jr.folder, i): i
+                pool.submit(_attempt, kit, t, object_root, jr.folder, i): i
                 for i, t in enumerate(items)
             }
             for future in as_completed(futures):
@@ -270,7 +307,7 @@ def _run_package(
                     progress(1)
         done = [a for a in attempts if a is not None]
         with services.store.commit_lock():
-            return _record(services, policy, package_id, rel, done)
+            return _record(services, kit.policy, package_id, rel, done)
     finally:
         services.store.discard(jr.folder)
         jr.close()
@@ -287,9 +324,7 @@ def _suffix(logical_path: str) -> str:
 
 
 def _attempt(
-    policy: FormatPolicy,
-    policy_dir: Path,
-    resolved: dict[str, tools.ResolvedTool],
+    kit: Toolkit,
     task: Task,
     object_root: Path,
     work: Path,
@@ -297,15 +332,17 @@ def _attempt(
 ) -> Attempt:
     """Make and check one copy in ``work/item-<index>``; the folder is gone afterwards and
     the copy, if valid, is in ``work/done``."""
-    pathway = policy.pathways[task.pathway_name]
-    tool = resolved[pathway.tool]
+    pathway = kit.policy.pathways[task.pathway_name]
+    tool = kit.resolved[pathway.tool]
     f = task.file
     started = time.monotonic()
 
-    def failure(reason: str, errors: str = "") -> Attempt:
+    def failure(
+        reason: str, errors: str = "", *, outcome: Literal["failure", "deferred"] = "failure"
+    ) -> Attempt:
         return Attempt(
             task,
-            "failure",
+            outcome,
             reason,
             f.sha512,
             tool,
@@ -315,6 +352,12 @@ def _attempt(
 
     if f.size == 0:
         return failure("the original is empty (0 bytes): there is nothing to migrate")
+    if pathway.declares_pdfa and kit.sealer is not None and (down := kit.sealer.outage()):
+        return failure(
+            f"deferred: the PDF/A copy was not made, since it is stored only with its PAdES "
+            f"seal and {down}; the next run makes it",
+            outcome="deferred",
+        )
     folder = work / f"item-{index}"
     try:
         (folder / "in").mkdir(parents=True)
@@ -338,7 +381,7 @@ def _attempt(
             "outdir": str(output.parent),
             "workdir": str(folder),
             "workdir_url": folder.as_uri(),
-            "policy_dir": str(policy_dir),
+            "policy_dir": str(kit.policy_dir),
         }
         argv = [tool.executable, *tools.expand(pathway.args, values)]
         ran = tools.run(argv, cwd=folder, time_limit=pathway.time_limit_seconds)
@@ -358,13 +401,37 @@ def _attempt(
         check = check_output(pathway, output, before, folder)
         if not check.ok:
             return failure(f"the output failed validation: {check.summary()}", ran.stderr_tail)
+        summary = check.summary()
+        if pathway.declares_pdfa:
+            assert kit.sealer is not None  # run_tasks makes one when a pathway declares PDF/A
+            sealed = folder / "out" / f"sealed.{pathway.extension}"
+            try:
+                seal = kit.sealer.seal(output, sealed)
+            except NoAuthorityAnswered as exc:
+                return failure(
+                    f"deferred: the PDF/A copy was made but not stored, since it is stored "
+                    f"only with its PAdES seal and {exc.message}; the next run makes it again",
+                    outcome="deferred",
+                )
+            except ProofError as exc:
+                return failure(f"the PDF/A copy could not be sealed: {exc.message}")
+            from archive.proofs.pades import verify_pdf
+
+            try:
+                verdict = verify_pdf(sealed, kit.sealer.roots)
+            except ProofError as exc:
+                return failure(f"the sealed PDF/A copy does not verify: {exc.message}")
+            check = check_output(pathway, sealed, before, folder)
+            if not check.ok:
+                return failure(f"the sealed copy failed validation: {check.summary()}")
+            output, summary = sealed, f"{check.summary()}; {seal.summary(verdict.signed_at)}"
         digested = digest_file(output)
         kept = work / "done" / f"{index}.{pathway.extension}"
         output.rename(kept)
         return Attempt(
             task,
             "success",
-            check.summary(),
+            summary,
             f.sha512,
             tool,
             kept,
@@ -389,7 +456,13 @@ def _event(a: Attempt, policy: FormatPolicy, package_id: str) -> EventRecord:
             f"{args}; source sha512:{a.source_sha512}; output sha512:"
             f"{a.digested.digests['sha512']}; checks: {a.reason}"
         )
-        outcome: Literal["success", "failure"] = "success"
+        outcome: Literal["success", "failure", "warning"] = "success"
+    elif a.outcome == "deferred":
+        detail = (
+            f"{key}: no {a.task.role} copy yet, {a.reason}; tool {tool}, arguments {args}; "
+            f"source sha512:{a.source_sha512}"
+        )
+        outcome = "warning"
     else:
         detail = (
             f"{key}: no {a.task.role} copy: {a.reason}; tool {tool}, arguments {args}; "
@@ -420,7 +493,7 @@ def _record(
     already = sum(a.outcome == "success" and a.task.output_path in held for a in attempts)
     kept = {id(a) for a in fresh}
     events = [
-        _event(a, policy, package_id) for a in attempts if a.outcome == "failure" or id(a) in kept
+        _event(a, policy, package_id) for a in attempts if a.outcome != "success" or id(a) in kept
     ]
     if not fresh:
         with services.session_scope() as session:

@@ -1,12 +1,13 @@
 """Archivists: packages, versions, files, events, fixity and seal status (metadata of every
-tier, logged when not public; content only as the policy decides)."""
+tier, logged when not public; content only as the policy decides); the format risk report
+(as ``custos migrate report`` gives it: JSON, and the same HTML page)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
 from access.archivist import detail, packages
 from access.compat import check_fixity
@@ -15,6 +16,8 @@ from access.rules import Principal
 from api.deps import PolicyDep, ServicesDep, role
 from archive.custody import record_events
 from archive.status import status
+from migration.report import render_html
+from migration.service import report
 
 router = APIRouter(prefix="/archivist", tags=["archivists"])
 Archivist = Annotated[Principal, role("archivist")]
@@ -75,3 +78,16 @@ def fixity(services: ServicesDep, who: Archivist, package: str) -> dict[str, Any
 def archive_status(services: ServicesDep, who: Archivist) -> dict[str, Any]:
     """Holdings, the seal backlog and the custody log's last sealed checkpoint."""
     return status(services).as_dict()
+
+
+@router.get("/migration/report")
+def migration_report(services: ServicesDep, who: Archivist) -> dict[str, Any]:
+    """The format risk report: formats held, counts, bytes, PRONOM names, the policy's action
+    and risk, and what has been migrated (as ``custos migrate report --json``)."""
+    return report(services).as_dict()
+
+
+@router.get("/migration/report.html", response_class=HTMLResponse)
+def migration_report_page(services: ServicesDep, who: Archivist) -> HTMLResponse:
+    """The same report as one HTML page (no JavaScript, no external assets)."""
+    return HTMLResponse(render_html(report(services)))

@@ -92,13 +92,21 @@ def request_token(
     """
     nonce = secrets.randbits(63)
     body = build_request(digest, algorithm, nonce=nonce, policy=policy)
+    answer = post_query(url, body, timeout=timeout)
+    return check_response(answer, digest, algorithm, nonce=nonce, policy=policy)
+
+
+def post_query(url: str, query: bytes, *, timeout: float = 30.0) -> bytes:
+    """POST a DER TimeStampReq to the TSA at ``url`` (RFC 3161 §3.4) and return the body of
+    its answer, unchecked. Raises :class:`ProofError` if it cannot be reached or does not
+    answer a timestamp reply."""
     req = urllib.request.Request(  # noqa: S310 - the URL is the operator's configured TSA
-        url, data=body, headers={"Content-Type": QUERY_TYPE}, method="POST"
+        url, data=query, headers={"Content-Type": QUERY_TYPE}, method="POST"
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             content_type = resp.headers.get_content_type()
-            answer = resp.read()
+            answer: bytes = resp.read()
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise ProofError(
             f"the timestamp authority at {url} did not answer: {exc}",
@@ -106,7 +114,7 @@ def request_token(
         ) from exc
     if content_type != REPLY_TYPE:
         raise ProofError(f"{url} answered {content_type!r}, not {REPLY_TYPE}")
-    return check_response(answer, digest, algorithm, nonce=nonce, policy=policy)
+    return answer
 
 
 def check_response(
