@@ -27,6 +27,7 @@ from archive.audit import verify_log
 from archive.catalog.rebuild import rebuild
 from archive.catalog.tables import AccessAssignment, AccessReview, Event, Package
 from archive.cli import get_app
+from archive.jobs import Periodic, job_table
 from archive.services import Services
 from ingest.service import ingest
 from tests.api_support import Users, make_users
@@ -458,3 +459,26 @@ def test_the_command_line_applies_lists_approves_and_refuses(held: Held) -> None
     assert held.tier_of(README) == "public"
     code, body, _ = _cli(held, "audit", "verify")
     assert code == 0 and body["verified"]
+
+
+def test_the_worker_applies_sunsets_daily_and_at_start(held: Held) -> None:
+    table = job_table(held.services.settings)
+    assert [p for p in table.schedule if p.job == "policies-apply"] == [
+        Periodic("policies-apply", hour=0, at_start=True)
+    ]
+    change_tier(
+        held.services,
+        BOARD,
+        held.package_id,
+        path=README,
+        tier="restricted",
+        legal_basis="Closed until the trial ends",
+        sunset=today(),
+        successor="public",
+    )
+    assert held.public_hits("README") == 0
+    table.handlers["policies-apply"](held.services)
+    assert held.tier_of(README) == "public" and held.public_hits("README") == 1
+    head = held.head()
+    table.handlers["policies-apply"](held.services)  # again: nothing is due twice
+    assert held.head() == head
