@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -31,9 +31,6 @@ from archive.model import EventRecord, Link
 from archive.services import Services
 from archive.storage.ocfl import head_state, read_inventory
 from archive.versions import append_version, catalog_version, finish
-from policies.access import Assignment
-from policies.errors import InvalidAssignment
-from policies.vocabulary import is_tier
 
 
 @dataclass(frozen=True)
@@ -57,34 +54,6 @@ def read_access(services: Services, rel: str) -> StoredAccess:
     access = json.loads((object_root / state[ACCESS_JSON]).read_bytes())
     events = parse_premis((object_root / state[PREMIS_XML]).read_bytes())
     return StoredAccess(rel, access, events)
-
-
-def assignment_json(a: Assignment) -> dict[str, Any]:
-    """An assignment as ``custos/access.json`` holds it."""
-    return {
-        "path": a.path,
-        "tier": a.tier,
-        "sunset": a.sunset.isoformat() if a.sunset else None,
-        "successor": a.successor,
-        "legal_basis": a.legal_basis,
-        "sunset_basis": a.sunset_basis,
-    }
-
-
-def assignment_from_json(row: dict[str, Any]) -> Assignment:
-    """An assignment from ``custos/access.json``; raises
-    :class:`policies.errors.InvalidAssignment` (or another ``AccessRuleError``) if invalid."""
-    tier, successor = row["tier"], row.get("successor")
-    if not is_tier(tier) or (successor is not None and not is_tier(successor)):
-        raise InvalidAssignment(f"unknown tier in {ACCESS_JSON}: {tier!r} -> {successor!r}")
-    return Assignment(
-        row["path"],
-        tier,
-        date.fromisoformat(row["sunset"]) if row.get("sunset") else None,
-        successor,
-        row.get("legal_basis", ""),
-        row.get("sunset_basis", ""),
-    )
 
 
 def what_of(path: str) -> str:

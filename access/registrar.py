@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from access.export import ExportResult, export
 from access.reads import package_head, package_id_of
-from access.records import assignment_json, links_of, read_access, what_of, write_access
+from access.records import links_of, read_access, what_of, write_access
 from access.reviews import supersede_reviews
 from access.rules import Principal, access_event, access_policy, load_rules, may_see, must_log
 from archive.catalog.tables import (
@@ -35,7 +35,7 @@ from archive.errors import InputRejected, NotFound
 from archive.findings import Finding
 from archive.model import EventRecord
 from archive.services import Services
-from policies.access import Assignment, covers, default_assignment
+from policies.access import Assignment, assignment_to_json, covers, default_assignment
 from policies.errors import AccessRuleError
 from policies.schema import AccessPolicy
 from policies.vocabulary import is_tier
@@ -231,7 +231,7 @@ def _write_change(
     old = max(governing, key=lambda a: len(a["path"]), default=None)
     access["assignments"] = sorted(
         [a for a in access["assignments"] if a["path"] != assignment.path]
-        + [assignment_json(assignment)],
+        + [assignment_to_json(assignment)],
         key=lambda a: a["path"],
     )
     today = datetime.now(UTC).date()

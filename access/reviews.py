@@ -7,7 +7,7 @@ of that file and of ``custos/premis.xml`` holding the step's custody event (who,
 tier change is. A review record::
 
     {"id": "<uuid>", "path": "data/…" or "", "opened_on": "YYYY-MM-DD",
-     "assignment": {the reviewed assignment as it stood, see access.records.assignment_json},
+     "assignment": {the reviewed assignment as it stood, see policies.access.assignment_to_json},
      "outcome": "pending" | "opened" | "extended" | "superseded", "decided_on": null | "…",
      "approvals": [{"registrar": "<user name>", "on": "YYYY-MM-DD"}, …],
      "extension": null | {"registrar", "on", "new_sunset", "reason"}}
@@ -44,8 +44,6 @@ from sqlalchemy.orm import Session
 from access.reads import package_head
 from access.records import (
     StoredAccess,
-    assignment_from_json,
-    assignment_json,
     file_digests,
     links_of,
     read_access,
@@ -67,7 +65,7 @@ from archive.errors import CatalogError, Forbidden, InputRejected, NotFound
 from archive.findings import Finding
 from archive.model import EventRecord, Link
 from archive.services import Services
-from policies.access import Assignment
+from policies.access import Assignment, assignment_from_json, assignment_to_json
 from policies.errors import AccessRuleError, NotARegistrar, ReviewClosed
 from policies.schema import AccessPolicy
 from policies.sunset import (
@@ -96,7 +94,7 @@ def new_record(assignment: Assignment, *, opened_on: date) -> dict[str, Any]:
         "id": str(uuid.uuid4()),
         "path": assignment.path,
         "opened_on": opened_on.isoformat(),
-        "assignment": {k: v for k, v in assignment_json(assignment).items() if k != "path"},
+        "assignment": {k: v for k, v in assignment_to_json(assignment).items() if k != "path"},
         "outcome": PENDING,
         "decided_on": None,
         "approvals": [],
@@ -436,7 +434,7 @@ def _record_step(
         return events
     record["outcome"], record["decided_on"] = outcome, on.isoformat()
     access["assignments"] = sorted(
-        [a for a in access["assignments"] if a["path"] != path] + [assignment_json(new)],
+        [a for a in access["assignments"] if a["path"] != path] + [assignment_to_json(new)],
         key=lambda a: a["path"],
     )
     access["policy"] = policy_label

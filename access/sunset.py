@@ -31,8 +31,6 @@ from sqlalchemy.orm import Session
 
 from access.records import (
     StoredAccess,
-    assignment_from_json,
-    assignment_json,
     file_digests,
     links_of,
     read_access,
@@ -47,7 +45,7 @@ from archive.errors import CustosError, InputRejected
 from archive.findings import Finding
 from archive.model import EventRecord
 from archive.services import Services
-from policies.access import Assignment
+from policies.access import Assignment, assignment_from_json, assignment_to_json
 from policies.errors import AccessRuleError
 from policies.sunset import Move, OpenReview, Transition, due_transitions
 
@@ -228,7 +226,7 @@ def _apply_one(
         basis = f"policy {policy_label}; sunset basis: {a.sunset_basis}"
         if isinstance(t, Move):
             new = t.replacement
-            replaced[a.path] = assignment_json(new)
+            replaced[a.path] = assignment_to_json(new)
             event = new_event(
                 "tier change",
                 "success",

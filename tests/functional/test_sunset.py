@@ -130,8 +130,8 @@ def _protect(held: Held, *, sunset: date, successor: str = "public") -> None:
     )
 
 
-def test_restricted_opens_on_its_date_not_the_day_before(held: Held) -> None:
-    day = today()
+def _restrict(held: Held, *, sunset: date) -> None:
+    """Close README (public, consent public and research) until ``sunset``, then public."""
     change_tier(
         held.services,
         BOARD,
@@ -139,9 +139,14 @@ def test_restricted_opens_on_its_date_not_the_day_before(held: Held) -> None:
         path=README,
         tier="restricted",
         legal_basis="Closed until the trial ends",
-        sunset=day,
+        sunset=sunset,
         successor="public",
     )
+
+
+def test_restricted_opens_on_its_date_not_the_day_before(held: Held) -> None:
+    day = today()
+    _restrict(held, sunset=day)
     researcher = held.users.bearer("researcher")
     file_url = f"/public/packages/{held.uuid}/files/{README}"
     assert held.public_hits("README") == held.public_hits("README", researcher) == 0
@@ -466,16 +471,7 @@ def test_the_worker_applies_sunsets_daily_and_at_start(held: Held) -> None:
     assert [p for p in table.schedule if p.job == "policies-apply"] == [
         Periodic("policies-apply", hour=0, at_start=True)
     ]
-    change_tier(
-        held.services,
-        BOARD,
-        held.package_id,
-        path=README,
-        tier="restricted",
-        legal_basis="Closed until the trial ends",
-        sunset=today(),
-        successor="public",
-    )
+    _restrict(held, sunset=today())
     assert held.public_hits("README") == 0
     table.handlers["policies-apply"](held.services)
     assert held.tier_of(README) == "public" and held.public_hits("README") == 1
