@@ -478,3 +478,23 @@ def test_the_worker_applies_sunsets_daily_and_at_start(held: Held) -> None:
     head = held.head()
     table.handlers["policies-apply"](held.services)  # again: nothing is due twice
     assert held.head() == head
+
+
+def test_a_tier_change_of_the_path_under_review_closes_the_review(held: Held) -> None:
+    review_id = _open_review(held)
+    change_tier(
+        held.services,
+        BOARD,
+        held.package_id,
+        path=README,
+        tier="restricted",
+        legal_basis="Court order 7/2026",
+    )
+    (record,) = held.stored_access()["reviews"]
+    assert record["id"] == review_id and record["outcome"] == "superseded"
+    assert f"review {review_id}" in held.events("tier change")[-1][1]
+    regina = held.headers(held.users.registrar)
+    assert held.client.get("/registrar/reviews", headers=regina).json() == {"reviews": []}
+    r = held.client.post(f"/registrar/reviews/{review_id}/approve", headers=regina)
+    assert r.status_code == 422 and r.json()["findings"][0]["code"] == "REVIEW-CLOSED"
+    assert held.tier_of(README) == "restricted"
