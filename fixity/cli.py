@@ -152,7 +152,8 @@ def worker_cmd(
         typer.Option(
             "--schedule/--no-schedule",
             help="Also run the periodic jobs (due fixity cycles, sampling, replication, "
-            "sealing, the daily renewal); with --no-schedule only take queued jobs.",
+            "sealing, the daily renewal, the daily sunset run of `policies apply`); with "
+            "--no-schedule only take queued jobs.",
         ),
     ] = True,
 ) -> None:
