@@ -71,6 +71,7 @@ bench: install
 	$(BIN)/python bench/pades.py
 	$(BIN)/python bench/fixity.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/sunset.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

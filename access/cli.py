@@ -1,18 +1,32 @@
-"""``custos export``, ``custos users`` and ``custos search``: thin over the access services."""
+"""``custos export``, ``custos users``, ``custos search`` and ``custos policies``: thin over
+the access services."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from access.export import export
-from access.rules import access_policy
+from access.reviews import ReviewStep, approve_review, extend_review, list_reviews
+from access.rules import Principal, access_policy, today
 from access.search import reindex_all
-from access.users import NewUser, add_user, disable_user, list_users, replace_token
+from access.sunset import apply_due, check_date, due_packages
+from access.users import (
+    NewUser,
+    add_user,
+    disable_user,
+    identify,
+    list_users,
+    replace_token,
+)
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
+from archive.errors import InputRejected
+from archive.findings import Finding
+from archive.services import Services
 
 
 def export_cmd(
@@ -216,3 +230,225 @@ def search_reindex_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def register_users(app: typer.Typer) -> None:
     app.add_typer(users_app, name="users")
     app.add_typer(search_app, name="search")
+
+
+policies_app = typer.Typer(
+    help="Access policy over time: sunset transitions and reviews of protected identities.",
+    no_args_is_help=True,
+)
+
+
+def _day(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise InputRejected(
+            f"{option} {text!r} is not a date",
+            [Finding("DATE-SYNTAX", "error", "expected YYYY-MM-DD", option)],
+            hint="write the date as YYYY-MM-DD, e.g. 2051-01-01",
+        ) from None
+
+
+@policies_app.command("apply")
+def policies_apply_cmd(
+    ctx: typer.Context,
+    on: Annotated[
+        str | None,
+        typer.Option(
+            "--on",
+            metavar="DATE",
+            help="Apply as of this day (YYYY-MM-DD, default today, UTC); a later day only "
+            "with --dry-run.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only show what is due; write nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record every sunset due (moves to successor tiers, reviews opened).
+
+    A restricted assignment moves to its successor; a protected-identity one opens a
+    review (it never opens by itself). One new version per
+    package, a custody event per transition; nothing is due twice. The worker runs this
+    daily. Exit status 1 if some package could not be done (listed)."""
+    services = run(as_json, state(ctx).services)
+    day = run(as_json, lambda: _day(on, "--on")) or today()
+    run(as_json, lambda: check_date(day, dry_run=dry_run))
+    with services.sessions() as session:
+        packages = due_packages(session, day)
+    with progress_bar("applying sunsets", len(packages), not as_json, unit="items") as tick:
+        report = run(
+            as_json,
+            lambda: apply_due(services, on=day, dry_run=dry_run, packages=packages, progress=tick),
+        )
+    if as_json:
+        status = "incomplete" if report.failed else "dry-run" if dry_run else "ok"
+        emit_json({"status": status, **report.as_dict()})
+    else:
+        verb = "due" if dry_run else "recorded"
+        out.print(
+            f"sunsets as of {day.isoformat()} ({report.policy}): {report.moved} tier move(s) "
+            f"and {report.reviews_opened} review(s) {verb}"
+            + ("" if dry_run else f", in {report.versions} new version(s)"),
+            markup=False,
+        )
+        for t in report.transitions:
+            what = "package" if t.scope == "package" else "a file or folder of"
+            if t.kind == "move":
+                change = f"{t.tier} -> {t.new_tier}"
+            else:
+                change = "review " + (t.review_id or "to open") + " (stays protected-identity)"
+            out.print(
+                f"  {what} {t.package_id}: {change}, sunset {t.sunset.isoformat()}",
+                markup=False,
+            )
+        for package_id, reason in report.failed:
+            err.print(f"[red]not done:[/] {escape(package_id)}: {escape(reason)}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@policies_app.command("reviews")
+def policies_reviews_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the open reviews of protected identities: what, since when, who approved."""
+    services = run(as_json, state(ctx).services)
+
+    def go() -> list[dict[str, Any]]:
+        policy = access_policy(services.settings)
+        with services.sessions() as session:
+            return list_reviews(session, policy)[0]
+
+    reviews = run(as_json, go)
+    if as_json:
+        emit_json({"status": "ok", "reviews": reviews})
+        return
+    if not reviews:
+        out.print("no review is open", markup=False)
+    for r in reviews:
+        by = ", ".join(a["registrar"] for a in r["approvals"]) or "nobody yet"
+        out.print(
+            f"{r['review_id']}  opened {r['opened_on']} (sunset {r['sunset']})\n"
+            f"  {r['package_id']} {r['path'] or '(the package)'}: protected-identity -> "
+            f"{r['successor']} once approved; approved by {by}; "
+            f"{r['approvals_needed']} more approval(s) needed",
+            markup=False,
+        )
+
+
+RegistrarOpt = Annotated[
+    str,
+    typer.Option(
+        "--registrar",
+        metavar="NAME",
+        help="The registrar taking the step: a user with the registrar role.",
+    ),
+]
+TokenOpt = Annotated[
+    str,
+    typer.Option(
+        "--token",
+        envvar="CUSTOS_TOKEN",
+        prompt="API token of the registrar",
+        hide_input=True,
+        show_default=False,
+        help="That registrar's API token (env CUSTOS_TOKEN; asked for if not given; avoid "
+        "the option itself, which other users of the machine can see).",
+    ),
+]
+TotpOpt = Annotated[
+    str,
+    typer.Option(
+        "--totp",
+        envvar="CUSTOS_TOTP",
+        prompt="Current TOTP code of the registrar",
+        show_default=False,
+        help="That registrar's current 6-digit TOTP code (env CUSTOS_TOTP; asked for if "
+        "not given).",
+    ),
+]
+
+
+def _registrar(services: Services, name: str, token: str, totp: str) -> Principal:
+    policy = access_policy(services.settings)
+    with services.sessions() as session:
+        return identify(session, policy, name, token=token, totp=totp)
+
+
+def _print_step(step: ReviewStep, as_json: bool) -> None:
+    if as_json:
+        emit_json({"status": step.outcome, **step.as_dict()})
+        return
+    if step.outcome == "pending":
+        need = step.as_dict()["approvals_needed"]
+        text = (
+            f"review {step.review_id}: approved by {', '.join(step.approvals)}; "
+            f"{need} more approval(s) by a different registrar needed"
+        )
+    elif step.outcome == "opened":
+        until = f" until {step.sunset.isoformat()}, then {step.successor}" if step.sunset else ""
+        text = (
+            f"review {step.review_id}: approved by {' and '.join(step.approvals)}: "
+            f"now {step.tier}{until}"
+        )
+    else:
+        text = (
+            f"review {step.review_id}: extended; protected-identity until "
+            f"{step.sunset.isoformat() if step.sunset else '?'}"
+        )
+    out.print(f"{text} (version v{step.version})", markup=False)
+
+
+@policies_app.command("approve")
+def policies_approve_cmd(
+    ctx: typer.Context,
+    review: Annotated[str, typer.Argument(help="The review's id (or a unique prefix).")],
+    registrar: RegistrarOpt,
+    token: TokenOpt,
+    totp: TotpOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a review as registrar NAME (proven by their token and TOTP code).
+
+    The second approval by a different registrar applies the successor tier; approving twice is
+    refused (exit 2) and does not count."""
+    services = run(as_json, state(ctx).services)
+    reader = run(as_json, lambda: _registrar(services, registrar, token, totp))
+    _print_step(run(as_json, lambda: approve_review(services, reader, review)), as_json)
+
+
+@policies_app.command("extend")
+def policies_extend_cmd(
+    ctx: typer.Context,
+    review: Annotated[str, typer.Argument(help="The review's id (or a unique prefix).")],
+    registrar: RegistrarOpt,
+    until: Annotated[
+        str,
+        typer.Option(
+            "--until", metavar="DATE", help="The new sunset (YYYY-MM-DD), later than today."
+        ),
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why the protection continues.")],
+    token: TokenOpt,
+    totp: TotpOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Extend a review: keep the material protected until a later date, for a reason.
+
+    Taken as registrar NAME (proven by their token and TOTP code): the sunset moves, the
+    review closes, and a new one opens at the new sunset."""
+    services = run(as_json, state(ctx).services)
+    new_sunset = run(as_json, lambda: _day(until, "--until"))
+    assert new_sunset is not None
+    reader = run(as_json, lambda: _registrar(services, registrar, token, totp))
+    step = run(
+        as_json,
+        lambda: extend_review(services, reader, review, until=new_sunset, reason=reason),
+    )
+    _print_step(step, as_json)
+
+
+def register_policies(app: typer.Typer) -> None:
+    app.add_typer(policies_app, name="policies")

@@ -2,8 +2,9 @@
 access log. Every metadata read of non-public material is logged, as the policy asks.
 
 A tier change writes a new OCFL version holding the updated ``custos/access.json`` and
-``custos/premis.xml`` (:func:`archive.versions.append_version`), then the catalog (access rows,
-the version, a ``tier change`` event) and the public search index, in one transaction.
+``custos/premis.xml`` (:func:`access.records.write_access`), then the catalog (access rows,
+the version, a ``tier change`` event) and the public search index, in one transaction. A
+pending review of the assignment it replaces is closed as ``superseded``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from access.export import ExportResult, export
 from access.reads import package_head, package_id_of
+from access.records import links_of, read_access, what_of, write_access
+from access.reviews import supersede_reviews
 from access.rules import Principal, access_event, access_policy, load_rules, may_see, must_log
-from archive.catalog.index import ACCESS_JSON, PREMIS_XML, replace_access, run_index_hooks
 from archive.catalog.tables import (
     Depositor,
     Event,
@@ -28,14 +30,12 @@ from archive.catalog.tables import (
     JusticeRequest,
     Package,
 )
-from archive.custody import new_event, parse_premis, premis_xml, record_events
+from archive.custody import new_event
 from archive.errors import InputRejected, NotFound
 from archive.findings import Finding
-from archive.model import EventRecord, Link
+from archive.model import EventRecord
 from archive.services import Services
-from archive.storage.ocfl import head_state, read_inventory
-from archive.versions import append_version, catalog_version, finish
-from policies.access import Assignment, covers, default_assignment
+from policies.access import Assignment, assignment_to_json, covers, default_assignment
 from policies.errors import AccessRuleError
 from policies.schema import AccessPolicy
 from policies.vocabulary import is_tier
@@ -225,60 +225,44 @@ def _write_change(
     assignment: Assignment,
     payload: dict[str, str],
 ) -> TierChange:
-    object_root = services.store.object_root(rel)
-    state = head_state(read_inventory(object_root))
-    access = json.loads((object_root / state[ACCESS_JSON]).read_bytes())
+    stored = read_access(services, rel)
+    access = stored.access
     governing = [a for a in access["assignments"] if covers(a["path"], assignment.path)]
     old = max(governing, key=lambda a: len(a["path"]), default=None)
-    new_row = {
-        "path": assignment.path,
-        "tier": assignment.tier,
-        "sunset": assignment.sunset.isoformat() if assignment.sunset else None,
-        "successor": assignment.successor,
-        "legal_basis": assignment.legal_basis,
-        "sunset_basis": assignment.sunset_basis,
-    }
     access["assignments"] = sorted(
-        [a for a in access["assignments"] if a["path"] != assignment.path] + [new_row],
+        [a for a in access["assignments"] if a["path"] != assignment.path]
+        + [assignment_to_json(assignment)],
         key=lambda a: a["path"],
     )
+    today = datetime.now(UTC).date()
+    superseded = supersede_reviews(access, assignment.path, on=today)
     policy = access_policy(services.settings)
     access["policy"] = policy.label
-    what = "the package" if assignment.path == "" else "a file or folder of the package"
+    what = what_of(assignment.path)
     until = (
         f" until {assignment.sunset.isoformat()}, then {assignment.successor}"
         if assignment.sunset
         else ""
     )
-    links = [Link("package", package_id)]
-    if assignment.path in payload:
-        links.append(Link("file", f"sha512:{payload[assignment.path]}", "tier changed"))
+    ended = "".join(f"; review {r} of the assignment replaced was closed" for r in superseded)
+    links = links_of(package_id, assignment.path, payload)
     event = new_event(
         "tier change",
         "success",
         f"{what}: {old['tier'] if old else 'undeclared'} -> {assignment.tier}{until}, by "
-        f"{reader.agent} ({policy.label}); legal basis: {assignment.legal_basis}",
+        f"{reader.agent} ({policy.label}); legal basis: {assignment.legal_basis}{ended}",
         links=links,
         agent=reader.agent,
     )
-    old_events = parse_premis((object_root / state[PREMIS_XML]).read_bytes())
-    created = datetime.now().astimezone().replace(microsecond=0)
-    message = f"Tier change by {reader.agent}"
-    body = (json.dumps(access, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
-    new = append_version(
-        services.store,
-        rel,
-        {ACCESS_JSON: body, PREMIS_XML: premis_xml([*old_events, event])},
-        message=message,
+    number = write_access(
+        services,
+        package_id,
+        stored,
+        access,
+        [event],
+        message=f"Tier change by {reader.agent}",
         agent=AGENT,
-        created=created,
     )
-    with services.session_scope() as session:
-        catalog_version(session, package_id, new, message=message, agent=AGENT)
-        replace_access(session, package_id, access)
-        record_events(session, [event], package_id=package_id)
-        run_index_hooks(session, package_id)
-    finish(services.store, new)
     return TierChange(
         package_id,
         assignment.path,
@@ -286,7 +270,7 @@ def _write_change(
         assignment.sunset,
         assignment.successor,
         assignment.legal_basis,
-        new.number,
+        number,
         event.uuid,
     )
 
@@ -404,10 +388,10 @@ def answer_request(services: Services, reader: Principal, request_id: str) -> di
 
 
 def access_log(session: Session, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-    """Access, export and tier-change events, newest first."""
+    """Access, export, tier-change and review events, newest first."""
     rows = session.execute(
         select(Event)
-        .where(Event.type.in_(("access", "export", "tier change")))
+        .where(Event.type.in_(("access", "export", "tier change", "review")))
         .order_by(Event.id.desc())
         .offset(offset)
         .limit(limit)

@@ -393,3 +393,18 @@ def require_second_factor(reader: Principal) -> None:
             f"the {reader.role} role needs a second factor for this service",
             hint="send the current 6-digit TOTP code in the X-Custos-TOTP header",
         )
+
+
+def identify(
+    session: Session, policy: AccessPolicy, name: str, *, token: str, totp: str | None
+) -> Principal:
+    """The user ``name`` on the command line, proven as the API proves them: their own API
+    token and, for roles the policy asks a second factor of, the current TOTP code. So a
+    step that must be taken by a named person (a review's approval) cannot be taken in
+    their name by whoever runs the command. Raises :class:`AuthenticationFailed` (unknown
+    name, or a token that is not theirs) and :class:`SecondFactorRequired`."""
+    user = by_name_and_key(session, name.strip(), token)
+    reader = principal(user, totp=totp.strip() if totp and totp.strip() else None)
+    if needs_second_factor(policy, reader.role):
+        require_second_factor(reader)
+    return reader

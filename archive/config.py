@@ -29,6 +29,9 @@ from pydantic import (
 from archive.errors import ConfigError
 
 ENV_PREFIX = "CUSTOS_"
+#: Not settings: a user's own credentials, which commands that act in a user's name (a
+#: registrar's review step) read instead of asking for them.
+CREDENTIAL_ENV = frozenset({f"{ENV_PREFIX}TOKEN", f"{ENV_PREFIX}TOTP"})
 DEFAULT_DATA_DIR = Path("custos-data")
 CONFIG_FILE_NAME = "custos.toml"
 
@@ -385,10 +388,11 @@ def load_settings(
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
 
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or name in {
-            f"{ENV_PREFIX}CONFIG",
-            f"{ENV_PREFIX}DATA_DIR",
-        }:
+        if (
+            not name.startswith(ENV_PREFIX)
+            or name in {f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DATA_DIR"}
+            or name in CREDENTIAL_ENV
+        ):
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         _set_nested(values, keys, _env_value(name, raw))

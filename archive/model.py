@@ -20,6 +20,7 @@ EVENT_TYPES = frozenset(
         "replication",
         "migration",
         "tier change",
+        "review",  # Custos' own: a step of a protected-identity review (opened, approved…)
         "access",
         "export",
         "timestamp",

@@ -152,8 +152,9 @@ def worker_cmd(
         typer.Option(
             "--schedule/--no-schedule",
             help="Also run the periodic jobs (due fixity cycles, sampling, replication, "
-            "sealing, the daily renewal, format migration when migration.every_minutes is "
-            "set); with --no-schedule only take queued jobs.",
+            "sealing, the daily renewal, the daily sunset run of `policies apply`, format "
+            "migration when migration.every_minutes is set); with --no-schedule only take "
+            "queued jobs.",
         ),
     ] = True,
 ) -> None:

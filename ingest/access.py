@@ -32,6 +32,7 @@ from policies.access import (
     PACKAGE,
     Assignment,
     Consent,
+    assignment_to_json,
     default_assignment,
     sunset_terms,
 )
@@ -64,17 +65,7 @@ class AccessDeclaration:
     def as_json(self, policy: AccessPolicy) -> dict[str, Any]:
         return {
             "policy": policy.label,
-            "assignments": [
-                {
-                    "path": a.path,
-                    "tier": a.tier,
-                    "sunset": a.sunset.isoformat() if a.sunset else None,
-                    "successor": a.successor,
-                    "legal_basis": a.legal_basis,
-                    "sunset_basis": a.sunset_basis,
-                }
-                for a in self.assignments
-            ],
+            "assignments": [assignment_to_json(a) for a in self.assignments],
             "consent": [{"path": c.path, "scopes": sorted(c.scopes)} for c in self.consents],
         }
 

@@ -22,10 +22,10 @@ as given, without normalisation, and must be relative, ``/``-separated, with no 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from policies.errors import AmbiguousRecords, InvalidAssignment, InvalidConsent, InvalidPath
 from policies.schema import (
@@ -118,6 +118,38 @@ class Assignment:
                 f"the sunset of the {self.tier} assignment of {self.path or 'the package'} "
                 "has no stated basis"
             )
+
+
+def assignment_to_json(a: Assignment) -> dict[str, Any]:
+    """An assignment as an object's ``custos/access.json`` holds it (dates ISO 8601)."""
+    return {
+        "path": a.path,
+        "tier": a.tier,
+        "sunset": a.sunset.isoformat() if a.sunset else None,
+        "successor": a.successor,
+        "legal_basis": a.legal_basis,
+        "sunset_basis": a.sunset_basis,
+    }
+
+
+def assignment_from_json(row: Mapping[str, Any]) -> Assignment:
+    """The assignment :func:`assignment_to_json` wrote. Raises :class:`InvalidAssignment`
+    (also for an unknown tier or a malformed date) or :class:`InvalidPath`."""
+    tier, successor = row.get("tier", ""), row.get("successor")
+    if not is_tier(tier) or (successor is not None and not is_tier(successor)):
+        raise InvalidAssignment(f"unknown tier in an assignment: {tier!r} -> {successor!r}")
+    try:
+        sunset = date.fromisoformat(row["sunset"]) if row.get("sunset") else None
+    except (TypeError, ValueError):
+        raise InvalidAssignment(f"the sunset {row['sunset']!r} is not a date") from None
+    return Assignment(
+        row.get("path", ""),
+        tier,
+        sunset,
+        successor,
+        row.get("legal_basis", ""),
+        row.get("sunset_basis", ""),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pyotp
 from sqlalchemy import update
 
-from access.rules import access_policy
+from access.registrar import change_tier
+from access.rules import Principal, access_policy
 from access.search import reindex_all
+from access.sunset import apply_due
 from access.users import NewUser, add_user
 from archive.catalog.tables import AccessAssignment
 from archive.services import Services
@@ -20,8 +22,10 @@ from tests.helpers import make_bag
 
 TIERS = ("public", "restricted", "protected-identity", "undeclared")
 CONSENTS = ("none", "public", "research", "prosecution", "withdrawn")
-#: "open": the sunset is still ahead; "passed": the date is behind, no transition recorded.
-SUNSETS = ("open", "passed")
+#: "open": the sunset is still ahead; "passed": the date is behind, no transition recorded;
+#: "applied": the sunset came and `custos policies apply` recorded it (restricted moved to
+#: public; protected-identity has a review pending, not yet approved).
+SUNSETS = ("open", "passed", "applied")
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,21 @@ class Case:
     def title(self) -> str:
         return f"Holding {self.marker} of the mechanism"
 
+    @property
+    def stored_tier(self) -> str:
+        """The tier in force: undeclared material is restricted; a restricted sunset that was
+        applied has moved to public; a protected identity under review keeps its tier."""
+        if self.tier == "undeclared":
+            return "restricted"
+        if self.tier == "restricted" and self.sunset == "applied":
+            return "public"
+        return self.tier
+
     def readable_by(self, role: str) -> bool:
         """What the issue says the public may see, written out without the policy code:
         the public tier, with consent to the purpose (anonymous: public; researchers:
         research, which public consent also covers)."""
-        if self.tier != "public":
+        if self.stored_tier != "public":
             return False
         if role == "anonymous":
             return self.consent == "public"
@@ -67,8 +81,10 @@ class Case:
 def cases() -> list[Case]:
     out = []
     for n, (tier, consent, sunset) in enumerate(itertools.product(TIERS, CONSENTS, SUNSETS)):
-        if sunset == "passed" and tier == "public":
+        if sunset != "open" and tier == "public":
             continue  # public has no sunset
+        if sunset == "applied" and tier == "undeclared":
+            continue  # declaring a sunset makes it declared: the restricted cases cover it
         out.append(Case(tier, consent, sunset, f"zq{n:02d}{tier[:3]}{consent[:3]}{sunset[:2]}"))
     return out
 
@@ -103,6 +119,28 @@ def pass_sunsets(services: Services, held: list[Case]) -> None:
                     .values(sunset=date.today() - timedelta(days=1))
                 )
         reindex_all(session, access_policy(services.settings))
+
+
+def apply_sunsets(services: Services, held: list[Case]) -> None:
+    """Bring the sunset of the 'applied' cases to today (a registrar's tier change, in
+    storage), then record what is due, as `custos policies apply` does."""
+    board = Principal("board", "registrar", None, True)
+    for c in held:
+        if c.sunset == "applied":
+            change_tier(
+                services,
+                board,
+                c.package_id,
+                path="",
+                tier=c.tier,
+                legal_basis="Matrix: the sunset comes today",
+                sunset=date.today(),
+                successor="public",
+            )
+    report = apply_due(services)
+    assert not report.failed
+    applied = [c for c in held if c.sunset == "applied"]
+    assert sorted(t.package_id for t in report.transitions) == sorted(c.package_id for c in applied)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Registrars (TOTP required): search every tier, read with a stated purpose (logged), change
-a tier, record requests from justice bodies and answer them with a court bundle, read the
-access log."""
+a tier, decide reviews of protected identities, record requests from justice bodies and
+answer them with a court bundle, read the access log."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from access.registrar import (
     record_request,
     search_all,
 )
+from access.reviews import approve_review, extend_review, list_reviews
 from access.rules import Principal
 from api.deps import PolicyDep, ServicesDep, role
 from archive.custody import record_events
@@ -107,6 +108,41 @@ def tier(
         sunset=body.sunset,
         successor=body.successor,
     ).as_dict()
+
+
+@router.get("/reviews")
+def reviews(services: ServicesDep, policy: PolicyDep, who: Registrar) -> dict[str, Any]:
+    """The open reviews of protected-identity assignments whose sunset has come, oldest
+    first, with who has approved each (listing them is logged: protected metadata)."""
+    with services.session_scope() as session:
+        found, events = list_reviews(session, policy, reader=who)
+        for event in events:
+            record_events(session, [event], package_id=event.links[0].object_id)
+    return {"reviews": found}
+
+
+@router.post("/reviews/{review_id}/approve")
+def approve(services: ServicesDep, who: Registrar, review_id: str) -> dict[str, Any]:
+    """Approve a review as the authenticated registrar. Once two different registrars have
+    approved, the successor tier applies (a new OCFL version); approving twice is refused
+    (422, REVIEW-DUPLICATE-APPROVAL) and does not count."""
+    return approve_review(services, who, review_id).as_dict()
+
+
+class ExtendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    until: date = Field(description="the new sunset, later than today (YYYY-MM-DD)")
+    reason: str = Field(max_length=2000, description="why the protection continues")
+
+
+@router.post("/reviews/{review_id}/extend")
+def extend(
+    services: ServicesDep, who: Registrar, review_id: str, body: ExtendBody
+) -> dict[str, Any]:
+    """Keep the reviewed material protected until a later date, for a stated reason, as the
+    authenticated registrar: the sunset moves and the review closes."""
+    return extend_review(services, who, review_id, until=body.until, reason=body.reason).as_dict()
 
 
 class RequestBody(BaseModel):

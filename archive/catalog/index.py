@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from archive.catalog.tables import (
     AccessAssignment,
+    AccessReview,
     Base,
     Checkpoint,
     ConsentRecord,
@@ -321,7 +322,7 @@ def index_checkpoint_seals(session: Session, storage_root: Path) -> None:
 
 
 def _index_access(session: Session, package_id: str, access: dict[str, Any]) -> None:
-    """Tier assignments and consent as ``custos/access.json`` records them."""
+    """Tier assignments, consent and reviews as ``custos/access.json`` records them."""
     rows = [
         {
             "package_id": package_id,
@@ -342,11 +343,29 @@ def _index_access(session: Session, package_id: str, access: dict[str, Any]) -> 
     ]
     if consents:
         session.execute(insert(ConsentRecord), consents)
+    reviews = [
+        {
+            "id": r["id"],
+            "package_id": package_id,
+            "path": r["path"],
+            "sunset": date.fromisoformat(r["assignment"]["sunset"]),
+            "successor": r["assignment"]["successor"],
+            "opened_on": date.fromisoformat(r["opened_on"]),
+            "outcome": r["outcome"],
+            "decided_on": date.fromisoformat(r["decided_on"]) if r.get("decided_on") else None,
+            "approvals": json.dumps(r.get("approvals", []), sort_keys=True),
+            "extension": json.dumps(r["extension"], sort_keys=True) if r.get("extension") else None,
+        }
+        for r in access.get("reviews", [])
+    ]
+    if reviews:
+        session.execute(insert(AccessReview), reviews)
 
 
 def replace_access(session: Session, package_id: str, access: dict[str, Any]) -> None:
-    """Replace the package's tier assignments and consent with ``access`` (the content of a
-    new ``custos/access.json``). The caller commits and runs the index hooks."""
+    """Replace the package's tier assignments, consent and reviews with ``access`` (the
+    content of a new ``custos/access.json``). The caller commits and runs the index hooks."""
+    session.execute(delete(AccessReview).where(AccessReview.package_id == package_id))
     session.execute(delete(AccessAssignment).where(AccessAssignment.package_id == package_id))
     session.execute(delete(ConsentRecord).where(ConsentRecord.package_id == package_id))
     _index_access(session, package_id, access)
@@ -363,6 +382,7 @@ def remove_package(session: Session, package_id: str) -> None:
         return
     deposit_id = existing.deposit_id
     session.execute(delete(File).where(File.package_id == package_id))
+    session.execute(delete(AccessReview).where(AccessReview.package_id == package_id))
     session.execute(delete(AccessAssignment).where(AccessAssignment.package_id == package_id))
     session.execute(delete(ConsentRecord).where(ConsentRecord.package_id == package_id))
     session.execute(delete(Seal).where(Seal.package_id == package_id))

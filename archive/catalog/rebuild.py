@@ -10,6 +10,7 @@ from sqlalchemy import delete
 from archive.catalog.index import index_checkpoint_seals, index_object
 from archive.catalog.tables import (
     AccessAssignment,
+    AccessReview,
     ConsentRecord,
     Deposit,
     File,
@@ -42,6 +43,7 @@ def rebuild(services: Services, *, progress: Callable[[int], None] | None = None
     """
     report = RebuildReport()
     with services.session_scope() as session:
+        session.execute(delete(AccessReview))
         session.execute(delete(AccessAssignment))
         session.execute(delete(ConsentRecord))
         session.execute(delete(File))

@@ -265,7 +265,10 @@ class AccessAssignment(Base):
     object's ``custos/access.json`` records it. Paths may identify people: never log them."""
 
     __tablename__ = "access_assignments"
-    __table_args__ = (UniqueConstraint("package_id", "path"),)
+    __table_args__ = (
+        UniqueConstraint("package_id", "path"),
+        Index("ix_access_assignments_sunset", "sunset"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
@@ -275,6 +278,31 @@ class AccessAssignment(Base):
     successor: Mapped[str | None] = mapped_column(String(32), nullable=True)
     legal_basis: Mapped[str] = mapped_column(Text)
     sunset_basis: Mapped[str] = mapped_column(Text, default="")
+
+
+class AccessReview(Base):
+    """The review a protected-identity assignment's sunset opened, as the object's
+    ``custos/access.json`` records it (its ``reviews``). ``outcome``: ``pending``,
+    ``opened``, ``extended`` or ``superseded`` (a tier change replaced the assignment).
+    ``approvals``: JSON list of ``{"registrar", "on"}``; ``extension``: JSON
+    ``{"registrar", "on", "new_sunset", "reason"}``. Paths may identify people: never log them."""
+
+    __tablename__ = "access_reviews"
+    __table_args__ = (
+        Index("ix_access_reviews_outcome", "outcome", "opened_on"),
+        Index("ix_access_reviews_package", "package_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
+    path: Mapped[str] = mapped_column(Text)
+    sunset: Mapped[date] = mapped_column(Date)
+    successor: Mapped[str] = mapped_column(String(32))
+    opened_on: Mapped[date] = mapped_column(Date)
+    outcome: Mapped[str] = mapped_column(String(16))
+    decided_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    approvals: Mapped[str] = mapped_column(Text)
+    extension: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ConsentRecord(Base):

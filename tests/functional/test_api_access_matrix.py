@@ -21,7 +21,15 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from archive.config import load_settings
 from archive.services import Services, open_services
-from tests.api_support import Case, Users, cases, deposit_case, make_users, pass_sunsets
+from tests.api_support import (
+    Case,
+    Users,
+    apply_sunsets,
+    cases,
+    deposit_case,
+    make_users,
+    pass_sunsets,
+)
 from tests.servers import PostgresServer
 
 READERS = ("anonymous", "researcher")
@@ -56,6 +64,7 @@ def holding(
     try:
         held = [deposit_case(services, tmp / "bags", c) for c in cases()]
         pass_sunsets(services, held)
+        apply_sunsets(services, held)
         users = make_users(services)
         with TestClient(create_app(settings)) as client:
             yield Holding(services, client, held, users)
@@ -85,7 +94,11 @@ ENDPOINTS = {
 
 def test_the_matrix_covers_every_combination(holding: Holding) -> None:
     combos = {(c.tier, c.consent, c.sunset) for c in holding.cases}
-    assert len(combos) == len(holding.cases) == 35
+    assert len(combos) == len(holding.cases) == 45
+    applied = [c for c in holding.cases if c.sunset == "applied"]
+    assert {c.stored_tier for c in applied} == {"public", "protected-identity"}
+    # A restricted sunset applied opens it (with consent); a protected one stays closed.
+    assert any(c.readable_by("anonymous") for c in applied)
     assert any(c.readable_by("anonymous") for c in holding.cases)
     assert any(
         c.readable_by("researcher") and not c.readable_by("anonymous") for c in holding.cases
@@ -211,6 +224,7 @@ def test_staff_endpoints_refuse_other_roles_without_telling_anything(
         f"/registrar/packages/{case.uuid}",
         f"/registrar/search?q={case.marker}",
         "/registrar/access-log",
+        "/registrar/reviews",
         f"/archivist/packages/{case.uuid}",
         "/archivist/packages",
     ):
@@ -229,16 +243,25 @@ def test_registrar_and_archivist_see_every_tier_and_each_read_is_logged(
     listed = {p["package_id"]: p["tier"] for p in r.json()["packages"]}
     assert set(listed) == {c.package_id for c in holding.cases}
     for c in holding.cases:
-        assert listed[c.package_id] == ("restricted" if c.tier == "undeclared" else c.tier)
+        assert listed[c.package_id] == c.stored_tier
     log = holding.client.get(
         "/registrar/access-log",
         params={"limit": 1000},
         headers=holding.users.bearer("registrar", totp=True),
     )
     logged = {e["package_id"] for e in log.json()["events"] if e["type"] == "access"}
-    assert logged == {c.package_id for c in holding.cases if c.tier != "public"}
+    assert logged == {c.package_id for c in holding.cases if c.stored_tier != "public"}
     for e in log.json()["events"]:
         assert "zq" not in e["detail"]  # no titles, paths or names of material in events
+    # The reviews pending are those of the protected identities whose sunset was applied.
+    reviews = holding.client.get(
+        "/registrar/reviews", headers=holding.users.bearer("registrar", totp=True)
+    )
+    assert {r["package_id"] for r in reviews.json()["reviews"]} == {
+        c.package_id
+        for c in holding.cases
+        if c.tier == "protected-identity" and c.sunset == "applied"
+    }
 
 
 def test_counting_stops_at_the_window(holding: Holding, monkeypatch: pytest.MonkeyPatch) -> None:

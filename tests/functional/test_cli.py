@@ -39,6 +39,7 @@ def test_help_lists_the_commands() -> None:
         "serve",
         "users",
         "search",
+        "policies",
     ):
         assert command in result.stdout
 
@@ -121,9 +122,9 @@ def test_unknown_package(tmp_path: Path) -> None:
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["to"] == "0006_auth"
+    assert code == 0 and body["to"] == "0007_reviews"
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["from"] == body["to"] == "0006_auth"
+    assert code == 0 and body["from"] == body["to"] == "0007_reviews"
 
 
 def test_settings_from_environment_and_toml(tmp_path: Path) -> None:

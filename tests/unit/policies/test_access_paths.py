@@ -325,3 +325,15 @@ def test_add_years() -> None:
     assert add_years(date(2027, 5, 3), 25) == date(2052, 5, 3)
     assert add_years(date(2024, 2, 29), 4) == date(2028, 2, 29)
     assert add_years(date(2024, 2, 29), 1) == date(2025, 3, 1)  # never earlier than a full year
+
+
+def test_assignments_round_trip_through_their_stored_form() -> None:
+    from policies.access import assignment_from_json, assignment_to_json
+    from policies.errors import InvalidAssignment
+
+    a = Assignment("data/a.txt", "restricted", date(2051, 1, 1), "public", "Order 1", "25 years")
+    row = assignment_to_json(a)
+    assert row["sunset"] == "2051-01-01" and assignment_from_json(row) == a
+    for bad in ({**row, "tier": "secret"}, {**row, "successor": "open"}, {**row, "sunset": "x"}):
+        with pytest.raises(InvalidAssignment):
+            assignment_from_json(bad)
