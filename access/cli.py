@@ -374,7 +374,7 @@ TotpOpt = Annotated[
 def _registrar(services: Services, name: str, token: str, totp: str) -> Principal:
     policy = access_policy(services.settings)
     with services.sessions() as session:
-        return identify(session, policy, name, token=token, totp=totp)
+        return identify(session, policy, name, token=token, totp=totp, auth=services.settings.auth)
 
 
 def _print_step(step: ReviewStep, as_json: bool) -> None:

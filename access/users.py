@@ -396,15 +396,23 @@ def require_second_factor(reader: Principal) -> None:
 
 
 def identify(
-    session: Session, policy: AccessPolicy, name: str, *, token: str, totp: str | None
+    session: Session,
+    policy: AccessPolicy,
+    name: str,
+    *,
+    token: str,
+    totp: str | None,
+    auth: AuthSettings | None = None,
 ) -> Principal:
     """The user ``name`` on the command line, proven as the API proves them: their own API
     token and, for roles the policy asks a second factor of, the current TOTP code. So a
     step that must be taken by a named person (a review's approval) cannot be taken in
     their name by whoever runs the command. Raises :class:`AuthenticationFailed` (unknown
-    name, or a token that is not theirs) and :class:`SecondFactorRequired`."""
+    name, or a token that is not theirs), :class:`SecondFactorRequired`, and
+    :class:`TooManyAttempts` (wrong codes count towards the same lock as through the API)."""
     user = by_name_and_key(session, name.strip(), token)
-    reader = principal(user, totp=totp.strip() if totp and totp.strip() else None)
+    code = totp.strip() if totp and totp.strip() else None
+    reader = principal(user, totp=code, session=session, auth=auth)
     if needs_second_factor(policy, reader.role):
         require_second_factor(reader)
     return reader
