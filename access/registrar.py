@@ -40,6 +40,8 @@ from policies.errors import AccessRuleError
 from policies.schema import AccessPolicy
 from policies.vocabulary import is_tier
 
+PROTECTED = "protected-identity"
+
 AGENT = "Custos registrar service"
 
 
@@ -229,6 +231,19 @@ def _write_change(
     access = stored.access
     governing = [a for a in access["assignments"] if covers(a["path"], assignment.path)]
     old = max(governing, key=lambda a: len(a["path"]), default=None)
+    if old and old["tier"] == PROTECTED and assignment.tier != PROTECTED:
+        # Protected identities open only through a review two different registrars approve
+        # (policies.sunset); a tier change by one registrar must not be a way round it.
+        raise _reject(
+            "TIER-PROTECTED-NEEDS-REVIEW",
+            "protected-identity material opens only through a review that two different "
+            "registrars approve; one registrar cannot lower its tier",
+            "tier",
+            "to open it before its sunset, keep the tier protected-identity and bring the "
+            "sunset forward (this same request with tier protected-identity, sunset and "
+            "successor), then run `custos policies apply`: the review that opens needs two "
+            "different registrars' approvals (POST /registrar/reviews/{id}/approve)",
+        )
     access["assignments"] = sorted(
         [a for a in access["assignments"] if a["path"] != assignment.path]
         + [assignment_to_json(assignment)],

@@ -487,8 +487,10 @@ def test_a_tier_change_of_the_path_under_review_closes_the_review(held: Held) ->
         BOARD,
         held.package_id,
         path=README,
-        tier="restricted",
+        tier="protected-identity",
         legal_basis="Court order 7/2026",
+        sunset=today() + timedelta(days=3650),
+        successor="restricted",
     )
     (record,) = held.stored_access()["reviews"]
     assert record["id"] == review_id and record["outcome"] == "superseded"
@@ -497,4 +499,36 @@ def test_a_tier_change_of_the_path_under_review_closes_the_review(held: Held) ->
     assert held.client.get("/registrar/reviews", headers=regina).json() == {"reviews": []}
     r = held.client.post(f"/registrar/reviews/{review_id}/approve", headers=regina)
     assert r.status_code == 422 and r.json()["findings"][0]["code"] == "REVIEW-CLOSED"
-    assert held.tier_of(README) == "restricted"
+    assert held.tier_of(README) == "protected-identity"
+
+
+def test_one_registrar_cannot_lower_protected_identity_by_a_tier_change(held: Held) -> None:
+    _protect(held, sunset=today() + timedelta(days=3650))
+    regina, rex = held.users.registrar, held.extra["rex"]
+    url = f"/registrar/packages/{held.uuid}/tier"
+    head = held.head()
+    for path, tier in ((README, "public"), (README, "restricted")):
+        body = {"path": path, "tier": tier, "legal_basis": "Order 9/2026"}
+        r = held.client.post(url, json=body, headers=held.headers(regina))
+        assert r.status_code == 422, (path, tier, r.text)
+        assert r.json()["findings"][0]["code"] == "TIER-PROTECTED-NEEDS-REVIEW"
+    assert held.head() == head and held.tier_of(README) == "protected-identity"
+    assert held.public_hits("README") == 0
+    # The way to open it early: bring the sunset forward, keeping the tier; the review that
+    # then opens needs two different registrars.
+    body = {
+        "path": README,
+        "tier": "protected-identity",
+        "legal_basis": "Order 9/2026: the witness consents to publication",
+        "sunset": today().isoformat(),
+        "successor": "public",
+    }
+    r = held.client.post(url, json=body, headers=held.headers(regina))
+    assert r.status_code == 200, r.text
+    (opened,) = [t for t in apply_due(held.services).transitions if t.kind == "review"]
+    assert opened.review_id and held.tier_of(README) == "protected-identity"
+    approve = f"/registrar/reviews/{opened.review_id}/approve"
+    assert held.client.post(approve, headers=held.headers(regina)).json()["outcome"] == "pending"
+    assert held.public_hits("README") == 0
+    assert held.client.post(approve, headers=held.headers(rex)).json()["outcome"] == "opened"
+    assert held.tier_of(README) == "public" and held.public_hits("README") == 1
