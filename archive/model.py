@@ -9,7 +9,11 @@ from typing import Literal
 Outcome = Literal["success", "failure", "warning"]
 OUTCOMES = ("success", "failure", "warning")
 
-#: PREMIS event types used by Custos (id.loc.gov/vocabulary/preservation/eventType labels).
+#: PREMIS event types used by Custos: the labels of id.loc.gov/vocabulary/preservation/eventType
+#: where one fits (ingestion, validation, message digest calculation, format identification,
+#: fixity check, replication, migration, recovery); Custos' own words for what that vocabulary
+#: has no term for (tier change, review, access, export, timestamp). The words are part of the
+#: hash-chained custody log, so they are never renamed.
 EVENT_TYPES = frozenset(
     {
         "ingestion",
@@ -20,7 +24,7 @@ EVENT_TYPES = frozenset(
         "replication",
         "migration",
         "tier change",
-        "review",  # Custos' own: a step of a protected-identity review (opened, approved…)
+        "review",  # a step of a protected-identity review (opened, approved, extended)
         "access",
         "export",
         "timestamp",
