@@ -49,6 +49,7 @@ from archive.errors import (
 )
 from archive.findings import Finding
 from policies.schema import AccessPolicy
+from policies.sunset import person_key
 
 #: Roles a user can be given (``anonymous`` is nobody's role: it is the absence of a token).
 USER_ROLES = ("researcher", "depositor", "archivist", "registrar")
@@ -113,8 +114,19 @@ def add_user(
         problems.append(
             Finding("USER-ORGANISATION", "error", "only depositors belong to an organisation")
         )
-    if not problems and session.execute(select(User.id).where(User.name == name)).first():
-        problems.append(Finding("USER-EXISTS", "error", "a user with this name exists", name))
+    if not problems and any(
+        person_key(taken) == person_key(name)
+        for taken in session.execute(select(User.name)).scalars()
+    ):  # reviews tell registrars apart by this key: two names for one key would be one person
+        problems.append(
+            Finding(
+                "USER-EXISTS",
+                "error",
+                "a user with this name exists (names differing only in case or spaces are "
+                "the same name)",
+                name,
+            )
+        )
     if problems:
         raise InputRejected(
             "user not created",
