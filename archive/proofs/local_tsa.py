@@ -5,11 +5,14 @@ whose only extended key usage is a critical timeStamping, RFC 3161 §2.3) is mad
 ``openssl`` command at first use and kept in its folder; the root certificate is what a verifier
 trusts. The responder is ``openssl ts -reply``: no Python library implements the TSA side, and
 OpenSSL's is the reference court experts already use to verify. Calls into it are serialised
-(its serial file is not safe under concurrency). The server binds to 127.0.0.1 only.
+(its serial file is not safe under concurrency), between threads and between processes (a
+worker and a command each run their own responder on the same folder): two tokens with one
+serial number would break RFC 3161 §2.4.2. The server binds to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import tempfile
 import threading
@@ -129,7 +132,12 @@ class LocalTSA:
 
     def reply(self, query: bytes) -> bytes:
         """A DER TimeStampResp for a DER TimeStampReq (a rejection for a bad query)."""
-        with self._lock, tempfile.TemporaryDirectory(prefix="custos-tsa-") as tmp:
+        with (
+            self._lock,
+            open(self.folder / "serial.lock", "a") as lock,
+            tempfile.TemporaryDirectory(prefix="custos-tsa-") as tmp,
+        ):
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             q, r = Path(tmp) / "q.tsq", Path(tmp) / "r.tsr"
             q.write_bytes(query)
             _openssl(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from archive.errors import ProofError
-from archive.proofs.local_tsa import DEFAULT_POLICY_OID, LocalTSAServer
+from archive.proofs.local_tsa import DEFAULT_POLICY_OID, LocalTSAServer, ensure_pki
 from archive.proofs.timestamp import build_request, check_response, request_token, verify_token
 
 
@@ -131,3 +132,34 @@ def test_pki_has_a_critical_timestamping_eku(tsa: LocalTSAServer) -> None:
     cert = x509.load_pem_x509_certificate(tsa.tsa.tsa_certificate.read_bytes())
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     assert eku.critical and list(eku.value) == [x509.oid.ExtendedKeyUsageOID.TIME_STAMPING]
+
+
+def test_two_processes_on_one_responder_folder_never_share_a_serial(tmp_path: Path) -> None:
+    """A worker and a command each run a responder on the same folder: every token still
+    gets its own serial number (OpenSSL's serial file is read, increased and written back)."""
+    folder = tmp_path / "tsa"
+    ensure_pki(folder)
+    code = (
+        "import hashlib, sys\n"
+        "from pathlib import Path\n"
+        "from archive.proofs.local_tsa import LocalTSA\n"
+        "from archive.proofs.timestamp import build_request, check_response\n"
+        "tsa = LocalTSA(Path(sys.argv[1]))\n"
+        "for n in range(25):\n"
+        "    d = hashlib.sha512(f'{sys.argv[2]}-{n}'.encode()).digest()\n"
+        "    q = build_request(d, 'sha512', nonce=n + 1)\n"
+        "    t = check_response(tsa.reply(q), d, 'sha512', nonce=n + 1, policy=None)\n"
+        "    print(t.serial_number)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(folder), name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name in ("worker", "command")
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e.decode() for _, e in outputs]
+    serials = [int(line) for out, _ in outputs for line in out.split()]
+    assert len(serials) == 50 and len(set(serials)) == 50
