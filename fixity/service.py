@@ -6,6 +6,10 @@ Each batch: read every byte of every claimed copy (:mod:`fixity.check`), repair 
 damaged from a copy that still verifies (:mod:`fixity.repair`), then one transaction writes
 the coverage rows, one PREMIS ``fixity check`` event per copy, the repairs (``replication``
 events), alerts for copies no good copy is left of, and the batch's tallies.
+
+Every stored file of every copy is checked: content files, and the objects' other files
+(version inventories and sidecars, the root inventory and sidecar, the declaration, evidence
+records and trust anchors; see :mod:`fixity.stored`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from archive.model import EventRecord, Link
 from archive.replicas import DAMAGED
 from archive.services import Services
 from archive.storage.replica import LocalFolderLocation, ReplicaLocation, open_location
-from fixity import sweep
+from fixity import stored, sweep
 from fixity.check import CheckResult, check_copy
 from fixity.policy import fixity_policy
 from fixity.repair import RepairResult, repair_copy
@@ -170,8 +174,7 @@ def run_cycle(
     unclaimed (or ``limit`` copies were checked). Raises :class:`PolicyError`."""
     policy = fixity_policy(services.settings)
     run = _Run(services, policy, "cycle", worker or worker_name(), progress)
-    with services.session_scope() as session:
-        sweep.seed(session, policy, services.store.uri, run.report.started_at)
+    run.seed()
     checked_before = run.report.started_at if full else None
     while limit is None or run.report.checked < limit:
         size = services.settings.fixity.batch_files
@@ -189,8 +192,7 @@ def run_sample(
     """Check ``count`` copies picked at random, with both digests."""
     policy = fixity_policy(services.settings)
     run = _Run(services, policy, "sample", worker or worker_name(), progress)
-    with services.session_scope() as session:
-        sweep.seed(session, policy, services.store.uri, run.report.started_at)
+    run.seed()
     if count > 0:
         run.batch(size=count, random_pick=True)
     run.report.finished_at = now()
@@ -213,6 +215,29 @@ class _Run:
         self.locations = _Locations(services)
         self.report = FixityReport(kind, worker, policy.label, now())
         self.down_ids: set[int] = set()
+
+    def seed(self) -> None:
+        """Register the objects' other files (inventories, sidecars, records, anchors) and
+        add coverage rows for every copy; a primary file that does not match the catalog is
+        reported and recorded (a cycle reports it every time until it is put right)."""
+        at = self.report.started_at
+        with self.services.session_scope() as session:
+            problems = stored.register(session, self.services.store.root, at)
+            sweep.seed(session, self.policy, self.services.store.uri, at)
+            if self.report.kind != "cycle":
+                return
+            for p in problems:
+                text = f"{p.describe()}; not registered for fixity until put right"
+                self.report.unrecoverable.append(f"{p.package_id}: {text}")
+                event = new_event(
+                    "fixity check",
+                    "failure",
+                    f"ALERT: FIXITY-PRIMARY-MISMATCH: {text}",
+                    links=[Link("package", p.package_id), Link("file", p.path, PRIMARY_LOCATION)],
+                    agent=AGENT,
+                    at=at,
+                )
+                record_events(session, [event], package_id=p.package_id)
 
     def batch(
         self, *, size: int, checked_before: datetime | None = None, random_pick: bool = False
@@ -249,6 +274,8 @@ class _Run:
                 self.report.unreachable[item.location] = exc.message
                 untouched.append(item.id)
                 continue
+            if not result.ok and self._moved_on(item):
+                continue  # stays claimed: checked again when the lease runs out
             checks.append((item, result))
             if self.progress:
                 self.progress(result.size)
@@ -256,6 +283,18 @@ class _Run:
         repairs = {item.id: self._repair(item, result) for item, result in checks if not result.ok}
         self._record(checks, repairs, untouched)
         return True
+
+    def _moved_on(self, item: sweep.Claimed) -> bool:
+        """A root inventory (or sidecar) that differs because a newer version is being
+        written at that location (its ``vN+1`` inventory is there) is not damage: the row
+        stays claimed and is checked again when its lease runs out."""
+        if item.expected.content_path not in stored.ROOT_FILES:
+            return False
+        newer = f"{item.expected.object_path}/v{item.expected.version + 1}/inventory.json"
+        try:
+            return self.locations.get(item.location).stat(newer) is not None
+        except StorageError:
+            return False
 
     def _repair(self, item: sweep.Claimed, result: CheckResult) -> RepairResult:
         with self.services.sessions() as session:
