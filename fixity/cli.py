@@ -117,21 +117,25 @@ def fixity_run_cmd(
 @fixity_app.command("status")
 def fixity_status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Coverage: per location, copies tracked, checked within their cycle, never checked,
-    damaged; the oldest check."""
-    from archive.fixity_state import coverage
+    damaged; the oldest check; copies left unrecoverable (content files by digest)."""
+    from fixity.report import fixity_status
 
     services = run(as_json, state(ctx).services)
     with services.sessions() as session:
-        cov = coverage(session)
+        found = fixity_status(session)
+    cov = found.coverage
     if as_json:
-        emit_json({"status": "ok", **cov.as_dict()})
+        emit_json({"status": "ok", **found.as_dict()})
         return
     oldest = cov.oldest_check.isoformat() if cov.oldest_check else "never"
     out.print(
         f"{cov.covered} of {cov.expected} copies checked within their cycle; "
-        f"{cov.tracked} tracked; oldest check: {oldest}",
+        f"{cov.tracked} tracked; oldest check: {oldest}; {cov.bad} damaged, "
+        f"{len(found.unrecoverable)} unrecoverable",
         markup=False,
     )
+    for u in found.unrecoverable:
+        out.print(f"UNRECOVERABLE: {u.package_id} at {u.location}: {u.kind} {u.name}", markup=False)
     table = Table("location", "tracked", "in cycle", "never checked", "damaged", "oldest check")
     for c in cov.locations:
         table.add_row(
