@@ -7,11 +7,12 @@ The checks themselves, and the policy that sets each copy's ``due_at``, are in `
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import (
@@ -19,6 +20,7 @@ from archive.catalog.tables import (
     FixityCoverage,
     Package,
     Replica,
+    ReplicationPlan,
     StorageLocation,
     StoredFile,
 )
@@ -112,9 +114,15 @@ def coverage(session: Session, *, at: datetime | None = None) -> Coverage:
         .order_by(StorageLocation.name)
     ).all()
     files = session.execute(select(func.count(File.id))).scalar_one()
-    replica_files = session.execute(
-        select(func.count(File.id)).join(Replica, Replica.package_id == File.package_id)
-    ).scalar_one()
+    planned, planned_copies = _planned_copies(session)
+    replica_files = (
+        session.execute(
+            select(func.count(File.id))
+            .join(Replica, Replica.package_id == File.package_id)
+            .where(Replica.package_id.not_in(planned) if planned else true())
+        ).scalar_one()
+        + planned_copies
+    )
     return Coverage(
         expected=int(files) + int(replica_files) + _other_copies(session),
         locations=tuple(
@@ -131,6 +139,27 @@ def coverage(session: Session, *, at: datetime | None = None) -> Coverage:
         ),
         at=at,
     )
+
+
+def _planned_copies(session: Session) -> tuple[list[str], int]:
+    """Packages whose replication plan counts the content files each location holds (a
+    location may hold the payload files of some tiers only), and those copies in all."""
+    counts: dict[str, dict[str, int]] = {}
+    for pid, text in session.execute(
+        select(ReplicationPlan.package_id, ReplicationPlan.tier_locations).where(
+            ReplicationPlan.tier_locations != ""
+        )
+    ):
+        counts[pid] = json.loads(text)["files"]
+    total = 0
+    for pid, name in session.execute(
+        select(Replica.package_id, StorageLocation.name).join(
+            StorageLocation, StorageLocation.id == Replica.location_id
+        )
+    ):
+        if pid in counts:
+            total += int(counts[pid].get(name, 0))
+    return list(counts), total
 
 
 def _other_copies(session: Session) -> int:

@@ -60,9 +60,10 @@ from archive.storage.replicate import (
     prepare_storage_root,
     read_back,
 )
-from fixity.policy import package_tiers, replication_policy
+from fixity.policy import replication_policy
 from fixity.stored import is_content, register
-from policies.preservation import ReplicaPlan, ReplicationPolicy, plan_replicas
+from fixity.tiers import PackageTiers, file_tiers, layout_json, parse_layout
+from policies.preservation import PackagePlan, ReplicationPolicy, plan_for_tiers
 
 AGENT = "Custos replication"
 Progress = Callable[[int], None]
@@ -132,10 +133,24 @@ def configured_location(settings: Settings, name: str) -> ReplicaLocation:
 
 def plan_package(
     session: Any, policy: ReplicationPolicy, settings: Settings, package_id: str
-) -> ReplicaPlan:
-    """Evaluate the policy for one package and record the plan (the caller commits)."""
-    tier = package_tiers(session, [package_id]).get(package_id, "restricted")
-    plan = plan_replicas(policy, tier, list(settings.locations))
+) -> tuple[PackagePlan, PackageTiers, bool]:
+    """Evaluate the policy for one package (each payload file's own tier, the object's
+    other files the most closed) and record the plan (the caller commits). Also says whether
+    the locations per tier changed since the last plan (copies made before must be
+    completed)."""
+    tiers = file_tiers(session, [package_id])[package_id]
+    found = plan_for_tiers(policy, tiers.governing, tiers.present, list(settings.locations))
+    plan = found.plan
+    counts = {
+        loc: sum(1 for t in tiers.files.values() if found.holds(loc, t)) for loc in plan.locations
+    }
+    layout = layout_json(found.by_tier, counts)
+    before = session.get(ReplicationPlan, package_id)
+    changed = (
+        before is not None
+        and before.tier_locations != ""
+        and parse_layout(before.tier_locations)[0] != found.by_tier
+    )
     upsert(
         session,
         ReplicationPlan,
@@ -147,10 +162,11 @@ def plan_package(
             "shortfall": plan.shortfall,
             "policy": plan.policy,
             "planned_at": now(),
+            "tier_locations": layout,
         },
         key=["package_id"],
     )
-    return plan
+    return found, tiers, changed
 
 
 def replicate(
@@ -209,7 +225,10 @@ class _Run:
 
     def package(self, package_id: str) -> None:
         with self.services.session_scope() as session:
-            plan = plan_package(session, self.policy, self.services.settings, package_id)
+            found, tiers, changed = plan_package(
+                session, self.policy, self.services.settings, package_id
+            )
+            plan = found.plan
             state = replication_state(session, package_id)
             pkg = session.get(Package, package_id)
             assert pkg is not None
@@ -218,7 +237,9 @@ class _Run:
             late = late_files(session, package_id)[package_id] if state.replicas else {}
         for name in plan.locations:
             only: set[str] | None = None
-            if state.current(name):
+            # Payload files whose tier's plan does not name this location stay off it.
+            skip = {p for p, t in tiers.files.items() if not found.holds(name, t)}
+            if state.current(name) and not changed:
                 only = late.get(name)
                 if not only:
                     continue
@@ -235,6 +256,7 @@ class _Run:
                     expected,
                     progress=self.progress,
                     only=only,
+                    skip=skip,
                 )
             except (StorageError, ConfigError) as exc:
                 self._failed(package_id, name, exc)
@@ -393,13 +415,17 @@ def copy_object(
     *,
     progress: Progress | None = None,
     only: set[str] | None = None,
+    skip: set[str] | None = None,
 ) -> CopyOutcome:
     """Copy version ``head`` of the object to ``location`` and read every copy back
-    (``only``: just those files, for a copy of ``head`` already there).
+    (``only``: just those files, for a copy of ``head`` already there; ``skip``: content
+    files that this location does not hold, by their tier's plan).
 
     Raises :class:`StorageError` (:class:`ChecksumMismatch` when a primary file does not
     match the catalog, :class:`LocationUnavailable` when the location stops answering)."""
     files = object_files(object_root, head)
+    if skip:
+        files = [(rel, source) for rel, source in files if rel not in skip]
     if only is not None:
         files = [(rel, source) for rel, source in files if rel in only]
         lost = sorted(only - {rel for rel, _ in files})
@@ -409,7 +435,7 @@ def copy_object(
                 f"lists, e.g. {lost[0]}",
                 hint="run `custos fixity run` to repair the primary copy from a replica first",
             )
-    known_content = {k for k in expected if is_content(k)}
+    known_content = {k for k in expected if is_content(k) and k not in (skip or ())}
     listed = {rel for rel, _ in files}
     absent = sorted(k for k in known_content if int(k[1:].partition("/")[0]) <= head)
     absent = [k for k in absent if k not in listed]

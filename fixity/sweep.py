@@ -2,8 +2,9 @@
 location, with its last check and when the next is due; and how workers claim rows.
 
 - :func:`seed` adds a row for every copy the catalog knows (every file in the primary storage
-  root; every file up to the replicated version at each location holding a replica) and keeps
-  each row's tier (the package's governing tier) up to date.
+  root; every file up to the replicated version at each location holding a replica, a payload
+  file only where its tier's plan puts it) and keeps each row's tier up to date (a payload
+  file's own tier; the package's most closed for its other files).
 - :func:`claim` takes a batch of due rows for one worker in one statement:
   ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING id``. On
   PostgreSQL concurrent workers skip each other's rows; on SQLite the statement runs under the
@@ -29,6 +30,7 @@ from archive.catalog.tables import (
     FixityCoverage,
     Package,
     Replica,
+    ReplicationPlan,
     StorageLocation,
     StoredFile,
 )
@@ -37,7 +39,7 @@ from archive.config import PRIMARY_LOCATION
 from archive.replicas import location_id
 from fixity import stored
 from fixity.check import Expected
-from fixity.policy import package_tiers
+from fixity.tiers import PackageTiers, file_tiers, parse_layout
 from policies.preservation import FixityPolicy
 
 FC = FixityCoverage
@@ -59,7 +61,7 @@ class Claimed:
 def seed(session: Session, policy: FixityPolicy, primary_uri: str, at: datetime) -> int:
     """Add rows for copies not tracked yet and refresh tiers; return rows added."""
     primary = location_id(session, PRIMARY_LOCATION, "local", primary_uri, at)
-    tiers = package_tiers(session)
+    tiers = file_tiers(session)
     replicated: dict[str, list[tuple[int, int, datetime | None]]] = {}
     for pid, loc, version, verified in session.execute(
         select(Replica.package_id, Replica.location_id, Replica.version, Replica.verified_at)
@@ -104,28 +106,37 @@ def seed(session: Session, policy: FixityPolicy, primary_uri: str, at: datetime)
 def _copies(
     session: Session,
     primary: int,
-    tiers: dict[str, str],
+    tiers: dict[str, PackageTiers],
     replicated: dict[str, list[tuple[int, int, datetime | None]]],
 ) -> Iterator[tuple[str, str, str, list[int]]]:
     """(package, path in the object, tier, locations holding a copy) of every file fixity
-    checks: content files, then the object's other files (``stored_files``) and its root
-    inventory and sidecar (at each location, those of the version it holds)."""
+    checks: content files (each with its own tier, at the locations its tier's plan names),
+    then the object's other files (``stored_files``) and its root inventory and sidecar (at
+    each location, those of the version it holds), with the package's most closed tier."""
+    names = {i: n for n, i in location_ids(session).items()}
+    by_tier = planned_by_tier(session)
     for pid, path, version in session.execute(
         select(File.package_id, File.content_path, File.version)
     ):
-        tier = tiers.get(pid, "restricted")
+        tier = tiers[pid].of(path) if pid in tiers else "restricted"
+        plan = by_tier.get(pid)
         yield (
             pid,
             path,
             tier,
-            [primary] + [loc for loc, v, _ in replicated.get(pid, []) if v >= version],
+            [primary]
+            + [
+                loc
+                for loc, v, _ in replicated.get(pid, [])
+                if v >= version and (plan is None or names[loc] in plan.get(tier, ()))
+            ],
         )
     heads = dict(session.execute(select(Package.id, Package.head)).all())
     inventories: set[tuple[str, int]] = set()
     for pid, path, version, added in session.execute(
         select(SF.package_id, SF.path, SF.version, SF.added_at)
     ):
-        tier = tiers.get(pid, "restricted")
+        tier = tiers[pid].governing if pid in tiers else "restricted"
         if stored.kind_of(path) == "inventory" and version > 0:
             inventories.add((pid, version))
         # A version's files are at every copy of that version; a file outside the version
@@ -142,7 +153,7 @@ def _copies(
             ],
         )
     for pid, head in heads.items():
-        tier = tiers.get(pid, "restricted")
+        tier = tiers[pid].governing if pid in tiers else "restricted"
         places = [primary] if (pid, head) in inventories else []
         places += [loc for loc, v, _ in replicated.get(pid, []) if (pid, v) in inventories]
         if places:
@@ -332,6 +343,19 @@ def finish(session: Session, worker: str, at: datetime, results: Sequence[Result
             )
             owned.update(session.execute(stmt).scalars().all())
     return owned
+
+
+def planned_by_tier(session: Session) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Per package, the locations each tier's payload files are at, as replication planned
+    them; packages planned before files had their own tiers are left out (every replica
+    holds every file)."""
+    return {
+        pid: parse_layout(text)[0]
+        for pid, text in session.execute(
+            select(ReplicationPlan.package_id, ReplicationPlan.tier_locations)
+        )
+        if text
+    }
 
 
 def location_ids(session: Session) -> dict[str, int]:

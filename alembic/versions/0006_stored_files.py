@@ -1,4 +1,5 @@
-"""stored files: inventories, sidecars, evidence records and trust anchors, for fixity
+"""stored files (inventories, sidecars, evidence records, trust anchors) for fixity; each
+replication plan's locations per tier
 
 Revision ID: 0006_stored_files
 Revises: 0005_api
@@ -33,7 +34,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("package_id", "path"),
     )
+    with op.batch_alter_table("replication_plans") as batch:
+        batch.add_column(sa.Column("tier_locations", sa.Text(), nullable=False, server_default=""))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("replication_plans") as batch:
+        batch.drop_column("tier_locations")
     op.drop_table("stored_files")

@@ -302,6 +302,11 @@ class ReplicationPlan(Base):
     shortfall: Mapped[int] = mapped_column(Integer)
     policy: Mapped[str] = mapped_column(String(128))
     planned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: Per tier present in the package, the locations holding its payload files, and how
+    #: many content files each location holds, as JSON (``{"tiers": {"public": ["offsite"],
+    #: …}, "files": {"offsite": 12, …}}``); "" for a plan made before files had their own
+    #: tiers (every location holds every file).
+    tier_locations: Mapped[str] = mapped_column(Text, default="")
 
 
 class StoredFile(Base):

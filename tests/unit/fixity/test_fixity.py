@@ -58,6 +58,11 @@ def replicated_archive(
     return services, packages
 
 
+def expected_copies(services: Services) -> int:
+    with services.sessions() as s:
+        return coverage(s).expected
+
+
 def locations(services: Services) -> dict[str, ReplicaLocation]:
     found: dict[str, ReplicaLocation] = {
         PRIMARY_LOCATION: LocalFolderLocation(PRIMARY_LOCATION, services.store.root, fsync=False)
@@ -105,7 +110,7 @@ def test_random_faults_are_all_found_and_repaired(
     first = run_cycle(services, full=True)
     assert first.ok and first.damage == [], first.as_dict()
     copies = first.checked
-    assert copies == coverage(services.sessions()).expected
+    assert copies == expected_copies(services)
 
     rng = random.Random(seed)
     places = locations(services)
@@ -170,7 +175,7 @@ def test_a_cycle_checks_only_what_is_due(
         ).scalar_one()
     assert others >= 3  # v1's inventory and sidecar, the declaration (and any records)
     assert report.checked == 3 * (files + others + 2)  # + the root inventory and sidecar
-    assert report.checked == coverage(services.sessions()).expected - first.checked
+    assert report.checked == expected_copies(services) - first.checked
 
 
 def test_no_good_copy_left_is_unrecoverable_and_alerts(

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 from archive.audit import verify_log
 from archive.catalog.tables import Event, FixityCoverage, Package, StorageLocation, StoredFile
 from archive.config import PRIMARY_LOCATION, ProofSettings
-from archive.fixity_state import coverage
 from archive.proofs.renew import renew
 from archive.proofs.seal import seal_now
 from archive.services import Services
@@ -27,7 +26,7 @@ from fixity.service import run_cycle
 from tests.servers import SeaweedServer
 from tests.unit.fixity.conftest import ArchiveFactory, add_package, local_settings, s3_settings
 from tests.unit.fixity.faults import inject
-from tests.unit.fixity.test_fixity import locations, three_copies
+from tests.unit.fixity.test_fixity import expected_copies, locations, three_copies
 
 FAULTS = ("flip", "truncate", "delete")
 
@@ -68,7 +67,7 @@ def test_damage_to_inventories_sidecars_and_records_is_found_and_repaired(
     services, pid = sealed_archive(archive, tmp_path, seaweedfs)
     first = run_cycle(services, full=True)
     assert first.ok and first.damage == [], first.as_dict()
-    assert first.checked == coverage(services.sessions()).expected
+    assert first.checked == expected_copies(services)
     paths = stored_paths(services, pid)
     assert {"inventory", "sidecar", "declaration", "record", "anchor"} <= set(paths)
 
@@ -208,7 +207,7 @@ def test_records_sealed_or_renewed_after_replication_reach_the_replicas(
         assert place.stat(f"{paths['object']}/{path}") is not None
     # and fixity checks every one of them at every copy
     cycle = run_cycle(services, full=True)
-    assert cycle.ok and cycle.checked == coverage(services.sessions()).expected
+    assert cycle.ok and cycle.checked == expected_copies(services)
     with services.sessions() as s:
         at_replica = s.execute(
             select(func.count())
