@@ -31,7 +31,7 @@ from archive.catalog.tables import (
     StorageLocation,
 )
 from archive.config import PRIMARY_LOCATION
-from archive.custody import new_event, now, record_events
+from archive.custody import new_event, now, record_batches, record_events
 from archive.errors import StorageError
 from archive.fixity_state import coverage
 from archive.model import EventRecord, Link
@@ -135,6 +135,18 @@ class FixityReport:
                 for (loc, tier), t in sorted(self.tallies.items())
             ],
         }
+
+
+@dataclass
+class _Outcome:
+    """What one checked copy adds to the batch's record, prepared before the transaction."""
+
+    package_id: str
+    key: tuple[str, str]  # location, tier
+    events: list[EventRecord]
+    tally: Tally
+    lines: list[tuple[str, str]] = field(default_factory=list)  # report list, line
+    damaged: bool = False
 
 
 class _Locations:
@@ -333,6 +345,9 @@ class _Run:
     ) -> None:
         at = now()
         results: list[sweep.Result] = []
+        outcomes: dict[int, _Outcome] = {}
+        # Everything that needs no catalog is prepared before the transaction: it holds the
+        # catalog's write lock (SQLite's only one), which other workers wait for.
         for item, result in checks:
             full = set(result.algorithms) == {"sha512", "sha256"}
             outcome, due = "ok", at + self.policy.period(item.tier)
@@ -345,7 +360,7 @@ class _Run:
                 else:
                     outcome, due = "repair-failed", at + RETRY_DAMAGED
             results.append(sweep.Result(item.id, outcome, due, full))
-        by_id = {item.id: (item, result) for item, result in checks}
+            outcomes[item.id] = self._outcome(item, result, repairs.get(item.id), at)
         with self.services.session_scope() as session:
             sweep.release(session, self.worker, untouched)
             owned = sweep.finish(session, self.worker, at, results)
@@ -355,67 +370,14 @@ class _Run:
             for r in results:
                 if r.id not in owned:
                     continue  # taken over after the lease ran out: the other worker records it
-                item, result = by_id[r.id]
-                pid = item.expected.package_id
-                tally = tallies.setdefault((item.location, item.tier), Tally())
-                tally.files += 1
-                tally.bytes += result.size
-                links = [
-                    Link("package", pid),
-                    Link("file", item.expected.content_path, item.location),
-                ]
-                events.setdefault(pid, []).append(
-                    new_event(
-                        "fixity check",
-                        "success" if result.ok else "failure",
-                        f"{result.describe()}; policy {self.policy.label}",
-                        links=links,
-                        agent=AGENT,
-                        at=at,
-                    )
-                )
-                if result.ok:
-                    continue
-                tally.failures += 1
-                self.report.damage.append(f"{pid}: {result.describe()}")
-                fix = repairs[r.id]
-                if fix.repaired:
-                    tally.repairs += 1
-                    version = f" (new object version {fix.version_id})" if fix.version_id else ""
-                    text = (
-                        f"repair of {item.expected.content_path} at {item.location} from "
-                        f"{fix.source}: new copy written{version} and read back intact"
-                    )
-                    self.report.repairs.append(f"{pid}: {text}")
-                    events[pid].append(
-                        new_event("replication", "success", text, links=links, agent=AGENT, at=at)
-                    )
-                elif fix.source is None:
-                    tally.unrecoverable += 1
-                    tried = "; ".join(fix.tried) or "no other copy is recorded"
-                    text = (
-                        f"ALERT: FIXITY-UNRECOVERABLE: no intact copy of "
-                        f"{item.expected.content_path} is left to repair the copy at "
-                        f"{item.location} from (tried: {tried}); marked unrecoverable"
-                    )
-                    self.report.unrecoverable.append(f"{pid}: {text}")
-                    events[pid].append(
-                        new_event("fixity check", "failure", text, links=links, agent=AGENT, at=at)
-                    )
-                    damaged_replicas.add((pid, item.location))
-                else:
-                    text = (
-                        f"repair of {item.expected.content_path} at {item.location} from "
-                        f"{fix.source} refused: {fix.error}; checked again after "
-                        f"{RETRY_DAMAGED}"
-                    )
-                    self.report.refused.append(f"{pid}: {text}")
-                    events[pid].append(
-                        new_event("replication", "failure", text, links=links, agent=AGENT, at=at)
-                    )
-                    damaged_replicas.add((pid, item.location))
-            for pid, batch in events.items():
-                record_events(session, batch, package_id=pid)
+                o = outcomes[r.id]
+                events.setdefault(o.package_id, []).extend(o.events)
+                tallies.setdefault(o.key, Tally()).add(o.tally)
+                for kind, line in o.lines:
+                    getattr(self.report, kind).append(line)
+                if o.damaged:
+                    damaged_replicas.add((o.package_id, o.key[0]))
+            record_batches(session, list(events.items()))
             for (loc, tier), t in tallies.items():
                 session.add(
                     FixityTally(
@@ -453,6 +415,64 @@ class _Run:
                     )
                 ).scalars()
                 self.down_ids.update(ids)
+
+    def _outcome(
+        self, item: sweep.Claimed, result: CheckResult, fix: RepairResult | None, at: datetime
+    ) -> _Outcome:
+        """The events, tallies and report lines of one checked copy."""
+        pid = item.expected.package_id
+        tally = Tally(files=1, bytes=result.size)
+        links = [Link("package", pid), Link("file", item.expected.content_path, item.location)]
+        events = [
+            new_event(
+                "fixity check",
+                "success" if result.ok else "failure",
+                f"{result.describe()}; policy {self.policy.label}",
+                links=links,
+                agent=AGENT,
+                at=at,
+            )
+        ]
+        out = _Outcome(pid, (item.location, item.tier), events, tally)
+        if result.ok or fix is None:
+            return out
+        tally.failures += 1
+        out.lines.append(("damage", f"{pid}: {result.describe()}"))
+        path = item.expected.content_path
+        if fix.repaired:
+            tally.repairs += 1
+            version = f" (new object version {fix.version_id})" if fix.version_id else ""
+            text = (
+                f"repair of {path} at {item.location} from {fix.source}: new copy "
+                f"written{version} and read back intact"
+            )
+            out.lines.append(("repairs", f"{pid}: {text}"))
+            events.append(
+                new_event("replication", "success", text, links=links, agent=AGENT, at=at)
+            )
+        elif fix.source is None:
+            tally.unrecoverable += 1
+            tried = "; ".join(fix.tried) or "no other copy is recorded"
+            text = (
+                f"ALERT: FIXITY-UNRECOVERABLE: no intact copy of {path} is left to repair the "
+                f"copy at {item.location} from (tried: {tried}); marked unrecoverable"
+            )
+            out.lines.append(("unrecoverable", f"{pid}: {text}"))
+            events.append(
+                new_event("fixity check", "failure", text, links=links, agent=AGENT, at=at)
+            )
+            out.damaged = True
+        else:
+            text = (
+                f"repair of {path} at {item.location} from {fix.source} refused: {fix.error}; "
+                f"checked again after {RETRY_DAMAGED}"
+            )
+            out.lines.append(("refused", f"{pid}: {text}"))
+            events.append(
+                new_event("replication", "failure", text, links=links, agent=AGENT, at=at)
+            )
+            out.damaged = True
+        return out
 
     def snapshot(self) -> None:
         """Record coverage now, for the report's chart."""
