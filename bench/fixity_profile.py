@@ -21,8 +21,8 @@ import cProfile
 import hashlib
 import io
 import multiprocessing
-import pstats
 import os
+import pstats
 import time
 from pathlib import Path
 from typing import Any
