@@ -24,8 +24,9 @@ def replicate_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy packages to the locations the replication policy requires, read every copy back,
-    and record it.
+    """Copy packages to the locations the replication policy requires (each payload file where
+    its own tier's rule puts it), read every copy back, and record it; add evidence records
+    sealed or renewed since a copy was made.
 
     Exit status 0 when every package named (or every package) is safely stored afterwards,
     1 otherwise (each reason on stderr)."""
@@ -75,13 +76,14 @@ def fixity_run_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the copies due in their tier's cycle (policies/fixity.toml): read every byte,
-    compare with the catalog's digests, repair damage from a copy that still verifies, and
-    record a fixity check event per file per copy.
+    """Check the copies due in their tier's cycle (policies/fixity.toml) of every stored file
+    (content files, version inventories and sidecars, evidence records, trust anchors): read
+    every byte, compare with the catalog's digests, repair damage from a copy that still
+    verifies, and record a fixity check event per file per copy.
 
     Exit status 0 when every copy checked is intact or was repaired; 3 when a copy could not
-    be repaired (no intact copy left, or the location refused) or a location could not be
-    read."""
+    be repaired (no intact copy left, or the location refused), a primary inventory does not
+    match the catalog, or a location could not be read."""
     from fixity.service import run_cycle, run_sample
 
     services = run(as_json, state(ctx).services)
