@@ -62,9 +62,9 @@ def stored_paths(services: Services, pid: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("where", [PRIMARY_LOCATION, "second", "offsite"])
 def test_damage_to_inventories_sidecars_and_records_is_found_and_repaired(
-    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer, where: str
+    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer, where: str, catalog_url: str
 ) -> None:
-    services, pid = sealed_archive(archive, tmp_path, seaweedfs)
+    services, pid = sealed_archive(archive, tmp_path, seaweedfs, catalog_url)
     first = run_cycle(services, full=True)
     assert first.ok and first.damage == [], first.as_dict()
     assert first.checked == expected_copies(services)
@@ -155,10 +155,10 @@ def test_a_primary_inventory_that_does_not_match_the_catalog_is_never_passed(
 
 @pytest.mark.parametrize("name", ["second", "offsite"])
 def test_records_sealed_or_renewed_after_replication_reach_the_replicas(
-    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer, name: str
+    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer, name: str, catalog_url: str
 ) -> None:
     where = local_settings(tmp_path / "r") if name == "second" else s3_settings(seaweedfs)
-    services = archive(**{name: where})
+    services = archive(catalog_url, **{name: where})
     pid = add_package(services, tmp_path, files=2)
     assert replicate(services).ok  # before any seal: no records yet
     place = locations(services)[name]
