@@ -179,12 +179,16 @@ def replicate(
     with services.session_scope() as session:
         if package is not None:
             targets = [resolve_package_id(session, package)]
-        register(session, services.store.root, now(), None if package is None else targets)
+        problems = register(
+            session, services.store.root, now(), None if package is None else targets
+        )
     with services.sessions() as session:
         if package is None:
             targets = sorted(set(replication_summary(session).waiting) | set(late_files(session)))
     report = ReplicationReport()
     run = _Run(services, policy, report, progress)
+    for p in problems:  # a primary file that does not verify is not spread (fixity reports it)
+        run.unverified.setdefault(p.package_id, set()).add(p.path)
     try:
         for pid in targets:
             run.package(pid)
@@ -214,6 +218,7 @@ class _Run:
         self.down: dict[str, str] = {}  # location -> why, for the rest of the run
         self.pending: list[tuple[str, int, ReplicaLocation, CopyOutcome]] = []
         self.failed_events: list[tuple[str, EventRecord]] = []
+        self.unverified: dict[str, set[str]] = {}  # package -> primary files not registered
 
     def location(self, name: str) -> ReplicaLocation:
         if name not in self.ready:
@@ -239,6 +244,7 @@ class _Run:
             only: set[str] | None = None
             # Payload files whose tier's plan does not name this location stay off it.
             skip = {p for p, t in tiers.files.items() if not found.holds(name, t)}
+            skip |= self.unverified.get(package_id, set())
             if state.current(name) and not changed:
                 only = late.get(name)
                 if not only:

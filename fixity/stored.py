@@ -9,11 +9,13 @@ any other extension file, with the digests fixity checks their copies against.
   sidecar line for that digest (OCFL 1.1 §3.5.6);
 - a trust anchor ``…/trust/<sha256>.pem`` must have the sha256 its name gives;
 - the declaration ``0=ocfl_object_1.1`` must hold its fixed text;
-- an evidence record, or another extension file, is taken as the primary holds it when first
-  seen (records are written once and never overwritten).
+- an evidence record must be a readable RFC 4998 record (its structure parses); it, or another
+  extension file, is taken as the primary holds it when first seen (records are written once
+  and never overwritten).
 
-A primary file that does not match what the catalog says is not registered: it is returned
-as a problem, which the fixity cycle reports (and records) every time until it is put right.
+A primary file that does not match what the catalog says (or a record that does not parse) is
+not registered: it is returned as a problem, which the fixity cycle reports (and records) every
+time until it is put right, and replication does not spread it.
 
 The root ``inventory.json`` and its sidecar are byte copies of the head version's, so they have
 no rows of their own: a copy's expected digests are those of ``v<its version>/…``.
@@ -34,6 +36,8 @@ from archive.catalog.tables import Package, Seal, StoredFile, Version
 from archive.catalog.upsert import insert_ignore
 from archive.config import PRIMARY_LOCATION
 from archive.digest import digest_bytes, digest_file
+from archive.errors import ProofError
+from archive.proofs.evidence import parse_record
 from archive.storage import ocfl
 from archive.storage.replicate import ROOT_INVENTORY, ROOT_SIDECAR
 
@@ -219,6 +223,17 @@ def _row(rel: str, path: Path, inventories: dict[int, str]) -> tuple[dict[str, A
     if data is not None:
         digests = {"sha512": digest_bytes(data, "sha512"), "sha256": digest_bytes(data, "sha256")}
         return _values(kind, number, len(data), digests), ""
+    if kind == "record":
+        record = path.read_bytes()
+        try:
+            parse_record(record)  # damage that breaks its structure is not taken as it is
+        except ProofError as exc:
+            return None, f"IS NOT A READABLE EVIDENCE RECORD ({exc.message})"
+        digests = {
+            "sha512": digest_bytes(record, "sha512"),
+            "sha256": digest_bytes(record, "sha256"),
+        }
+        return _values(kind, number, len(record), digests), ""
     got = digest_file(path)
     return _values(kind, number, got.size, got.digests), ""
 

@@ -22,6 +22,7 @@ from archive.services import Services
 from archive.storage.replica import LocalFolderLocation
 from archive.storage.replicate import read_back
 from fixity.replication import replicate
+from fixity.report import fixity_status
 from fixity.service import run_cycle
 from tests.servers import SeaweedServer
 from tests.unit.fixity.conftest import ArchiveFactory, add_package, local_settings, s3_settings
@@ -221,3 +222,47 @@ def test_records_sealed_or_renewed_after_replication_reach_the_replicas(
 def _events(services: Services, type_: str) -> list[str]:
     with services.sessions() as s:
         return list(s.execute(select(Event.detail).where(Event.type == type_)).scalars())
+
+
+def test_a_record_damaged_in_every_copy_is_unrecoverable_and_named_by_its_path(
+    archive: ArchiveFactory, tmp_path: Path, seaweedfs: SeaweedServer
+) -> None:
+    services, pid = sealed_archive(archive, tmp_path, seaweedfs)
+    paths = stored_paths(services, pid)
+    record = paths["record"]
+    rng = random.Random(5)
+    for place in locations(services).values():
+        inject(place, f"{paths['object']}/{record}", "flip", rng, seaweedfs.client())
+    report = run_cycle(services, full=True)
+    assert not report.ok and len(report.unrecoverable) == 3
+    assert all(record in line and "FIXITY-UNRECOVERABLE" in line for line in report.unrecoverable)
+    with services.sessions() as s:
+        found = fixity_status(s)
+    assert {(u.location, u.kind, u.name) for u in found.unrecoverable} == {
+        (where, "record", record) for where in (PRIMARY_LOCATION, "second", "offsite")
+    }
+    assert found.coverage.bad == 3
+
+
+def test_a_broken_record_in_the_primary_is_reported_and_not_spread(
+    archive: ArchiveFactory, tmp_path: Path
+) -> None:
+    services = archive(second=local_settings(tmp_path / "r"))
+    pid = add_package(services, tmp_path, files=2)
+    seal_now(services)
+    with services.sessions() as s:
+        obj = s.execute(select(Package.object_path).where(Package.id == pid)).scalar_one()
+    records = sorted((services.store.root / obj).rglob("*.ers"))
+    assert records
+    broken = records[0]
+    broken.write_bytes(broken.read_bytes()[:40])  # before anything registered it
+    rel = broken.relative_to(services.store.root / obj).as_posix()
+
+    report = replicate(services)
+    assert not (tmp_path / "r" / obj / rel).exists()  # not spread
+    assert (tmp_path / "r" / obj / records[1].relative_to(services.store.root / obj)).is_file()
+    assert report.ok
+    cycle = run_cycle(services, full=True)
+    assert not cycle.ok
+    assert [line for line in cycle.unrecoverable if rel in line]
+    assert "IS NOT A READABLE EVIDENCE RECORD" in cycle.unrecoverable[0]
