@@ -133,11 +133,22 @@ def record_events(
     """Append events to the custody log in one batch per table. The caller commits.
 
     Raises :class:`CatalogError` if the log head is missing."""
-    if not events:
+    record_batches(session, [(package_id, events)])
+
+
+def record_batches(
+    session: Session, batches: Sequence[tuple[str | None, Sequence[EventRecord]]]
+) -> None:
+    """Append several packages' events (``(package id, events)`` each, in that order) under
+    one lock of the log head, in one batch per table. The caller commits.
+
+    Raises :class:`CatalogError` if the log head is missing."""
+    flat = [(package_id, e) for package_id, events in batches for e in events]
+    if not flat:
         return
     chain, seq, prev = lock_head(session)
     rows = []
-    for e in events:
+    for package_id, e in flat:
         seq += 1
         digest = entry_hash(
             chain=chain,
@@ -186,7 +197,7 @@ def record_events(
             "object_id": link.object_id,
             "role": link.role,
         }
-        for e in events
+        for _, e in flat
         for link in e.links
     ]
     if link_rows:

@@ -7,14 +7,23 @@ The checks themselves, and the policy that sets each copy's ``due_at``, are in `
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
-from archive.catalog.tables import File, FixityCoverage, Replica, StorageLocation
+from archive.catalog.tables import (
+    File,
+    FixityCoverage,
+    Package,
+    Replica,
+    ReplicationPlan,
+    StorageLocation,
+    StoredFile,
+)
 from archive.custody import now
 
 #: Outcomes of a last check that leave a copy in need of attention.
@@ -46,7 +55,8 @@ class LocationCoverage:
 @dataclass(frozen=True, slots=True)
 class Coverage:
     """``expected``: copies that exist by the catalog (every file in the primary storage root
-    and at each location with a recorded replica); ``tracked``: those fixity has seen."""
+    and at each location with a recorded replica: content files, inventories and sidecars,
+    evidence records, trust anchors); ``tracked``: those fixity has seen."""
 
     expected: int
     locations: tuple[LocationCoverage, ...]
@@ -104,11 +114,17 @@ def coverage(session: Session, *, at: datetime | None = None) -> Coverage:
         .order_by(StorageLocation.name)
     ).all()
     files = session.execute(select(func.count(File.id))).scalar_one()
-    replica_files = session.execute(
-        select(func.count(File.id)).join(Replica, Replica.package_id == File.package_id)
-    ).scalar_one()
+    planned, planned_copies = _planned_copies(session)
+    replica_files = (
+        session.execute(
+            select(func.count(File.id))
+            .join(Replica, Replica.package_id == File.package_id)
+            .where(Replica.package_id.not_in(planned) if planned else true())
+        ).scalar_one()
+        + planned_copies
+    )
     return Coverage(
-        expected=int(files) + int(replica_files),
+        expected=int(files) + int(replica_files) + _other_copies(session),
         locations=tuple(
             LocationCoverage(
                 name,
@@ -123,6 +139,55 @@ def coverage(session: Session, *, at: datetime | None = None) -> Coverage:
         ),
         at=at,
     )
+
+
+def _planned_copies(session: Session) -> tuple[list[str], int]:
+    """Packages whose replication plan counts the content files each location holds (a
+    location may hold the payload files of some tiers only), and those copies in all."""
+    counts: dict[str, dict[str, int]] = {}
+    for pid, text in session.execute(
+        select(ReplicationPlan.package_id, ReplicationPlan.tier_locations).where(
+            ReplicationPlan.tier_locations != ""
+        )
+    ):
+        counts[pid] = json.loads(text)["files"]
+    total = 0
+    for pid, name in session.execute(
+        select(Replica.package_id, StorageLocation.name).join(
+            StorageLocation, StorageLocation.id == Replica.location_id
+        )
+    ):
+        if pid in counts:
+            total += int(counts[pid].get(name, 0))
+    return list(counts), total
+
+
+def _other_copies(session: Session) -> int:
+    """Copies of the objects' other files (``stored_files``: inventories, sidecars, records,
+    anchors) and of each object's root inventory and sidecar, where the catalog says they are:
+    a version's files at each copy of that version, a record at a replica read back after it
+    was registered."""
+    sf = StoredFile
+    primary = session.execute(select(func.count(sf.id))).scalar_one()
+    at_replicas = session.execute(
+        select(func.count(sf.id))
+        .select_from(sf)
+        .join(Replica, Replica.package_id == sf.package_id)
+        .where(
+            or_(
+                and_(sf.version > 0, Replica.version >= sf.version),
+                and_(sf.version == 0, Replica.verified_at >= sf.added_at),
+            )
+        )
+    ).scalar_one()
+    with_rows = select(sf.package_id).distinct().scalar_subquery()
+    packages = session.execute(
+        select(func.count(Package.id)).where(Package.id.in_(with_rows))
+    ).scalar_one()
+    replicas = session.execute(
+        select(func.count(Replica.id)).where(Replica.package_id.in_(with_rows))
+    ).scalar_one()
+    return int(primary) + int(at_replicas) + 2 * (int(packages) + int(replicas))
 
 
 def _aware(value: Any) -> datetime | None:

@@ -22,10 +22,18 @@ class Expected:
     sha512: str
     sha256: str
     version: int
+    #: Where another copy of the same bytes is read from when repairing, if not the same
+    #: path: a root inventory (or sidecar) is repaired from ``vN/inventory.json`` (``…sha512``)
+    #: of the version it must equal, which every copy of that version holds.
+    source_path: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.object_path}/{self.content_path}"
+
+    @property
+    def source_key(self) -> str:
+        return f"{self.object_path}/{self.source_path or self.content_path}"
 
 
 @dataclass(frozen=True, slots=True)

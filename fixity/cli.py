@@ -24,8 +24,9 @@ def replicate_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy packages to the locations the replication policy requires, read every copy back,
-    and record it.
+    """Copy packages to the locations the replication policy requires (each payload file where
+    its own tier's rule puts it), read every copy back, and record it; add evidence records
+    sealed or renewed since a copy was made.
 
     Exit status 0 when every package named (or every package) is safely stored afterwards,
     1 otherwise (each reason on stderr)."""
@@ -75,13 +76,14 @@ def fixity_run_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the copies due in their tier's cycle (policies/fixity.toml): read every byte,
-    compare with the catalog's digests, repair damage from a copy that still verifies, and
-    record a fixity check event per file per copy.
+    """Check the copies due in their tier's cycle (policies/fixity.toml) of every stored file
+    (content files, version inventories and sidecars, evidence records, trust anchors): read
+    every byte, compare with the catalog's digests, repair damage from a copy that still
+    verifies, and record a fixity check event per file per copy.
 
     Exit status 0 when every copy checked is intact or was repaired; 3 when a copy could not
-    be repaired (no intact copy left, or the location refused) or a location could not be
-    read."""
+    be repaired (no intact copy left, or the location refused), a primary inventory does not
+    match the catalog, or a location could not be read."""
     from fixity.service import run_cycle, run_sample
 
     services = run(as_json, state(ctx).services)
@@ -117,21 +119,25 @@ def fixity_run_cmd(
 @fixity_app.command("status")
 def fixity_status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Coverage: per location, copies tracked, checked within their cycle, never checked,
-    damaged; the oldest check."""
-    from archive.fixity_state import coverage
+    damaged; the oldest check; copies left unrecoverable (content files by digest)."""
+    from fixity.report import fixity_status
 
     services = run(as_json, state(ctx).services)
     with services.sessions() as session:
-        cov = coverage(session)
+        found = fixity_status(session)
+    cov = found.coverage
     if as_json:
-        emit_json({"status": "ok", **cov.as_dict()})
+        emit_json({"status": "ok", **found.as_dict()})
         return
     oldest = cov.oldest_check.isoformat() if cov.oldest_check else "never"
     out.print(
         f"{cov.covered} of {cov.expected} copies checked within their cycle; "
-        f"{cov.tracked} tracked; oldest check: {oldest}",
+        f"{cov.tracked} tracked; oldest check: {oldest}; {cov.bad} damaged, "
+        f"{len(found.unrecoverable)} unrecoverable",
         markup=False,
     )
+    for u in found.unrecoverable:
+        out.print(f"UNRECOVERABLE: {u.package_id} at {u.location}: {u.kind} {u.name}", markup=False)
     table = Table("location", "tracked", "in cycle", "never checked", "damaged", "oldest check")
     for c in cov.locations:
         table.add_row(

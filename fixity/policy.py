@@ -1,16 +1,12 @@
 """The replication and fixity policies in force, loaded from ``settings.policy_dir`` (or the
-shipped defaults) and translated into Custos errors; each package's governing tier."""
+shipped defaults) and translated into Custos errors. Each file's tier: :mod:`fixity.tiers`."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from archive.catalog.tables import AccessAssignment
 from archive.config import Settings
 from archive.errors import PolicyError
 from policies.load import PolicyFileError, load_fixity_policy, load_replication_policy
-from policies.preservation import FixityPolicy, ReplicationPolicy, package_tier
+from policies.preservation import FixityPolicy, ReplicationPolicy
 
 
 def replication_policy(settings: Settings) -> ReplicationPolicy:
@@ -31,15 +27,3 @@ def fixity_policy(settings: Settings) -> FixityPolicy:
         raise PolicyError(
             str(exc), hint="fix the policy file (or the policy_dir setting) and run again"
         ) from exc
-
-
-def package_tiers(session: Session, package_ids: list[str] | None = None) -> dict[str, str]:
-    """The governing tier of each package that has assignments (the most closed one);
-    packages without any are left out (callers treat them as restricted)."""
-    stmt = select(AccessAssignment.package_id, AccessAssignment.tier)
-    if package_ids is not None:
-        stmt = stmt.where(AccessAssignment.package_id.in_(package_ids))
-    found: dict[str, list[str]] = {}
-    for pid, tier in session.execute(stmt):
-        found.setdefault(pid, []).append(tier)
-    return {pid: package_tier(tiers) for pid, tiers in found.items()}

@@ -59,7 +59,7 @@ def repair_copy(
             continue
         try:
             if isinstance(source, LocalFolderLocation):
-                path = source.root.joinpath(*expected.key.split("/"))
+                path = source.root.joinpath(*expected.source_key.split("/"))
                 if not path.is_file():
                     tried.append(f"{source.name}: missing")
                     continue
@@ -102,7 +102,7 @@ class _TargetError(StorageError):
 
 def _download(source: ReplicaLocation, expected: Expected, local: Path) -> bool:
     """Copy the source's bytes to ``local``, digesting them; whether they verify."""
-    with source.open(expected.key) as reader:
+    with source.open(expected.source_key) as reader:
         got = copy_with_digests(reader, local, ("sha512", "sha256"), size_hint=expected.size)
     return (
         got.size == expected.size

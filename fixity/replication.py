@@ -18,6 +18,11 @@ For each package (one, or every package not safely stored):
 
 A location that cannot be reached stops that location for the run, with one ``replication``
 event (outcome failure); nothing is recorded as stored that was not read back.
+
+Files added to an object outside its versions after a copy was made (evidence records sealed
+or renewed later, their trust anchors: ``stored_files`` rows registered after the copy was
+last read back) are copied to each current copy by the next run, read back, and recorded the
+same way, without waiting for a new version.
 """
 
 from __future__ import annotations
@@ -27,10 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from archive.catalog.queries import resolve_package_id
-from archive.catalog.tables import File, Package, Replica, ReplicationPlan, Version
+from archive.catalog.tables import (
+    File,
+    Package,
+    Replica,
+    ReplicationPlan,
+    StorageLocation,
+    StoredFile,
+    Version,
+)
 from archive.catalog.upsert import upsert
 from archive.config import Settings
 from archive.custody import new_event, now, record_events
@@ -47,8 +60,10 @@ from archive.storage.replicate import (
     prepare_storage_root,
     read_back,
 )
-from fixity.policy import package_tiers, replication_policy
-from policies.preservation import ReplicaPlan, ReplicationPolicy, plan_replicas
+from fixity.policy import replication_policy
+from fixity.stored import is_content, register
+from fixity.tiers import PackageTiers, file_tiers, layout_json, parse_layout
+from policies.preservation import PackagePlan, ReplicationPolicy, plan_for_tiers
 
 AGENT = "Custos replication"
 Progress = Callable[[int], None]
@@ -71,6 +86,7 @@ class CopyOutcome:
     files: int
     bytes: int
     written: int  # files put (the rest were already there and read back intact)
+    late: bool = False  # only files added after the copy (records sealed later)
 
 
 @dataclass
@@ -94,6 +110,7 @@ class ReplicationReport:
                     "files": c.files,
                     "bytes": c.bytes,
                     "written": c.written,
+                    "late_files_only": c.late,
                 }
                 for pid, c in self.copied
             ],
@@ -116,10 +133,24 @@ def configured_location(settings: Settings, name: str) -> ReplicaLocation:
 
 def plan_package(
     session: Any, policy: ReplicationPolicy, settings: Settings, package_id: str
-) -> ReplicaPlan:
-    """Evaluate the policy for one package and record the plan (the caller commits)."""
-    tier = package_tiers(session, [package_id]).get(package_id, "restricted")
-    plan = plan_replicas(policy, tier, list(settings.locations))
+) -> tuple[PackagePlan, PackageTiers, bool]:
+    """Evaluate the policy for one package (each payload file's own tier, the object's
+    other files the most closed) and record the plan (the caller commits). Also says whether
+    the locations per tier changed since the last plan (copies made before must be
+    completed)."""
+    tiers = file_tiers(session, [package_id])[package_id]
+    found = plan_for_tiers(policy, tiers.governing, tiers.present, list(settings.locations))
+    plan = found.plan
+    counts = {
+        loc: sum(1 for t in tiers.files.values() if found.holds(loc, t)) for loc in plan.locations
+    }
+    layout = layout_json(found.by_tier, counts)
+    before = session.get(ReplicationPlan, package_id)
+    changed = (
+        before is not None
+        and before.tier_locations != ""
+        and parse_layout(before.tier_locations)[0] != found.by_tier
+    )
     upsert(
         session,
         ReplicationPlan,
@@ -131,10 +162,11 @@ def plan_package(
             "shortfall": plan.shortfall,
             "policy": plan.policy,
             "planned_at": now(),
+            "tier_locations": layout,
         },
         key=["package_id"],
     )
-    return plan
+    return found, tiers, changed
 
 
 def replicate(
@@ -144,13 +176,19 @@ def replicate(
     safely stored. Raises :class:`NotFound`, :class:`PolicyError`; location failures are
     recorded and reported, not raised (see the module docstring)."""
     policy = replication_policy(services.settings)
-    with services.sessions() as session:
+    with services.session_scope() as session:
         if package is not None:
             targets = [resolve_package_id(session, package)]
-        else:
-            targets = list(replication_summary(session).waiting)
+        problems = register(
+            session, services.store.root, now(), None if package is None else targets
+        )
+    with services.sessions() as session:
+        if package is None:
+            targets = sorted(set(replication_summary(session).waiting) | set(late_files(session)))
     report = ReplicationReport()
     run = _Run(services, policy, report, progress)
+    for p in problems:  # a primary file that does not verify is not spread (fixity reports it)
+        run.unverified.setdefault(p.package_id, set()).add(p.path)
     try:
         for pid in targets:
             run.package(pid)
@@ -180,6 +218,7 @@ class _Run:
         self.down: dict[str, str] = {}  # location -> why, for the rest of the run
         self.pending: list[tuple[str, int, ReplicaLocation, CopyOutcome]] = []
         self.failed_events: list[tuple[str, EventRecord]] = []
+        self.unverified: dict[str, set[str]] = {}  # package -> primary files not registered
 
     def location(self, name: str) -> ReplicaLocation:
         if name not in self.ready:
@@ -191,15 +230,25 @@ class _Run:
 
     def package(self, package_id: str) -> None:
         with self.services.session_scope() as session:
-            plan = plan_package(session, self.policy, self.services.settings, package_id)
+            found, tiers, changed = plan_package(
+                session, self.policy, self.services.settings, package_id
+            )
+            plan = found.plan
             state = replication_state(session, package_id)
             pkg = session.get(Package, package_id)
             assert pkg is not None
             head, object_path = pkg.head, pkg.object_path
             expected = _expected(session, package_id)
+            late = late_files(session, package_id)[package_id] if state.replicas else {}
         for name in plan.locations:
-            if state.current(name):
-                continue
+            only: set[str] | None = None
+            # Payload files whose tier's plan does not name this location stay off it.
+            skip = {p for p, t in tiers.files.items() if not found.holds(name, t)}
+            skip |= self.unverified.get(package_id, set())
+            if state.current(name) and not changed:
+                only = late.get(name)
+                if not only:
+                    continue
             if name in self.down:
                 self.report.failures.append((package_id, name, self.down[name]))
                 continue
@@ -212,6 +261,8 @@ class _Run:
                     head,
                     expected,
                     progress=self.progress,
+                    only=only,
+                    skip=skip,
                 )
             except (StorageError, ConfigError) as exc:
                 self._failed(package_id, name, exc)
@@ -256,11 +307,17 @@ class _Run:
                     },
                     key=["package_id", "location_id"],
                 )
+                what = (
+                    f"{outcome.files} file(s) added to the object since its copy there was "
+                    "last read back (evidence records, trust anchors)"
+                    if outcome.late
+                    else f"{outcome.files} files"
+                )
                 by_package.setdefault(package_id, []).append(
                     new_event(
                         "replication",
                         "success",
-                        f"copy of v{head} at {loc.name} ({loc.uri}): {outcome.files} files, "
+                        f"copy of v{head} at {loc.name} ({loc.uri}): {what}, "
                         f"{outcome.bytes} bytes, every one read back with sha512 and sha256 "
                         f"({outcome.written} written, {outcome.files - outcome.written} "
                         f"already there); policy {self.policy.label}",
@@ -295,6 +352,37 @@ def _expected(session: Any, package_id: str) -> dict[str, Expected]:
         select(Version.number, Version.inventory_sha512).where(Version.package_id == package_id)
     ):
         out[f"v{number}/inventory.json"] = Expected(digest, None, None)
+    for path, sha512, sha256, size in session.execute(
+        select(StoredFile.path, StoredFile.sha512, StoredFile.sha256, StoredFile.size).where(
+            StoredFile.package_id == package_id
+        )
+    ):
+        out[path] = Expected(sha512, sha256, size)
+    return out
+
+
+def late_files(session: Any, package_id: str | None = None) -> dict[str, dict[str, set[str]]]:
+    """Package -> location -> files outside the version folders (evidence records sealed,
+    or renewed, and trust anchors added after the copy there was last read back) that a
+    current copy lacks. With ``package_id``, that package only (present even if empty)."""
+    stmt = (
+        select(StorageLocation.name, Replica.package_id, StoredFile.path)
+        .join(Replica, Replica.location_id == StorageLocation.id)
+        .join(Package, Package.id == Replica.package_id)
+        .join(StoredFile, StoredFile.package_id == Replica.package_id)
+        .where(
+            Replica.status == STORED,
+            Replica.version == Package.head,
+            StoredFile.version == 0,
+            or_(Replica.verified_at.is_(None), StoredFile.added_at > Replica.verified_at),
+        )
+    )
+    out: dict[str, dict[str, set[str]]] = {}
+    if package_id is not None:
+        stmt = stmt.where(Replica.package_id == package_id)
+        out[package_id] = {}
+    for name, pid, path in session.execute(stmt):
+        out.setdefault(pid, {}).setdefault(name, set()).add(path)
     return out
 
 
@@ -332,17 +420,32 @@ def copy_object(
     expected: dict[str, Expected],
     *,
     progress: Progress | None = None,
+    only: set[str] | None = None,
+    skip: set[str] | None = None,
 ) -> CopyOutcome:
-    """Copy version ``head`` of the object to ``location`` and read every copy back.
+    """Copy version ``head`` of the object to ``location`` and read every copy back
+    (``only``: just those files, for a copy of ``head`` already there; ``skip``: content
+    files that this location does not hold, by their tier's plan).
 
     Raises :class:`StorageError` (:class:`ChecksumMismatch` when a primary file does not
     match the catalog, :class:`LocationUnavailable` when the location stops answering)."""
     files = object_files(object_root, head)
-    known_content = {k for k in expected if "/content/" in k}
+    if skip:
+        files = [(rel, source) for rel, source in files if rel not in skip]
+    if only is not None:
+        files = [(rel, source) for rel, source in files if rel in only]
+        lost = sorted(only - {rel for rel, _ in files})
+        if lost:
+            raise StorageError(
+                f"the primary copy of {object_path} lacks {len(lost)} file(s) the catalog "
+                f"lists, e.g. {lost[0]}",
+                hint="run `custos fixity run` to repair the primary copy from a replica first",
+            )
+    known_content = {k for k in expected if is_content(k) and k not in (skip or ())}
     listed = {rel for rel, _ in files}
     absent = sorted(k for k in known_content if int(k[1:].partition("/")[0]) <= head)
     absent = [k for k in absent if k not in listed]
-    if absent:
+    if absent and only is None:
         raise StorageError(
             f"the primary copy of {object_path} lacks {len(absent)} file(s) the catalog lists, "
             f"e.g. {absent[0]}",
@@ -381,4 +484,4 @@ def copy_object(
         total += check.size or 0
         if progress:
             progress(check.size or 0)
-    return CopyOutcome(location.name, len(files), total, written)
+    return CopyOutcome(location.name, len(files), total, written, only is not None)

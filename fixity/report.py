@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from archive.catalog.tables import FixityCoverage, FixitySnapshot, FixityTally, StorageLocation
+from archive.catalog.tables import (
+    File,
+    FixityCoverage,
+    FixitySnapshot,
+    FixityTally,
+    StorageLocation,
+)
 from archive.custody import now
 from archive.errors import StorageError
-from archive.fixity_state import _aware
+from archive.fixity_state import Coverage, _aware, coverage
+from fixity.stored import kind_of
 
 COLUMNS = (
     "location",
@@ -126,17 +134,97 @@ def build_report(session: Session, *, since: datetime | None = None) -> FixityAu
     )
 
 
+def csv_text(report: FixityAuditReport) -> str:
+    """One row per location and tier, with a header row (RFC 4180 line ends)."""
+    buffer = io.StringIO()
+    out = csv.writer(buffer)
+    out.writerow(COLUMNS)
+    for r in report.rows:
+        d = r.as_dict()
+        out.writerow(["" if d[c] is None else d[c] for c in COLUMNS])
+    return buffer.getvalue()
+
+
 def write_csv(report: FixityAuditReport, path: Path) -> None:
     """One row per location and tier. Raises :class:`StorageError` if it cannot be written."""
     try:
         with open(path, "w", newline="", encoding="utf-8") as fh:
-            out = csv.writer(fh)
-            out.writerow(COLUMNS)
-            for r in report.rows:
-                d = r.as_dict()
-                out.writerow(["" if d[c] is None else d[c] for c in COLUMNS])
+            fh.write(csv_text(report))
     except OSError as exc:
         raise StorageError(f"cannot write the CSV report to {path}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Unrecoverable:
+    """A copy no good copy was left to repair from. A content file is named by its digest,
+    never its path (paths may identify people); the objects' other files by their path."""
+
+    package_id: str
+    location: str
+    kind: str  # content, or the stored file's kind (inventory, sidecar, record, …)
+    name: str  # sha512:<hex> for content; the path in the object otherwise
+    last_checked_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "package_id": self.package_id,
+            "location": self.location,
+            "kind": self.kind,
+            "file": self.name,
+            "last_checked_at": self.last_checked_at.isoformat() if self.last_checked_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FixityStatus:
+    """Coverage now, damage outstanding and the copies left unrecoverable."""
+
+    coverage: Coverage
+    unrecoverable: tuple[Unrecoverable, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.coverage.as_dict(),
+            "damage_outstanding": self.coverage.bad,
+            "unrecoverable": [u.as_dict() for u in self.unrecoverable],
+        }
+
+
+def fixity_status(session: Session, *, limit: int = 1000) -> FixityStatus:
+    """Coverage per location (see :func:`archive.fixity_state.coverage`) and up to ``limit``
+    copies whose last check left them unrecoverable."""
+    cov = coverage(session)
+    rows = session.execute(
+        select(
+            FixityCoverage.package_id,
+            StorageLocation.name,
+            FixityCoverage.content_path,
+            FixityCoverage.last_checked_at,
+            File.sha512,
+        )
+        .join(StorageLocation, StorageLocation.id == FixityCoverage.location_id)
+        .outerjoin(
+            File,
+            and_(
+                File.package_id == FixityCoverage.package_id,
+                File.content_path == FixityCoverage.content_path,
+            ),
+        )
+        .where(FixityCoverage.last_outcome == "unrecoverable")
+        .order_by(FixityCoverage.package_id, StorageLocation.name, FixityCoverage.id)
+        .limit(limit)
+    ).all()
+    lost = tuple(
+        Unrecoverable(
+            pid,
+            loc,
+            "content" if sha512 else kind_of(path),
+            f"sha512:{sha512}" if sha512 else path,
+            _aware(checked),
+        )
+        for pid, loc, path, checked, sha512 in rows
+    )
+    return FixityStatus(cov, lost)
 
 
 def coverage_svg(points: tuple[tuple[datetime, int, int], ...], width: int = 640) -> str:

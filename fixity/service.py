@@ -6,6 +6,10 @@ Each batch: read every byte of every claimed copy (:mod:`fixity.check`), repair 
 damaged from a copy that still verifies (:mod:`fixity.repair`), then one transaction writes
 the coverage rows, one PREMIS ``fixity check`` event per copy, the repairs (``replication``
 events), alerts for copies no good copy is left of, and the batch's tallies.
+
+Every stored file of every copy is checked: content files, and the objects' other files
+(version inventories and sidecars, the root inventory and sidecar, the declaration, evidence
+records and trust anchors; see :mod:`fixity.stored`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from archive.catalog.tables import (
     FixitySnapshot,
@@ -27,14 +32,14 @@ from archive.catalog.tables import (
     StorageLocation,
 )
 from archive.config import PRIMARY_LOCATION
-from archive.custody import new_event, now, record_events
+from archive.custody import new_event, now, record_batches, record_events
 from archive.errors import StorageError
 from archive.fixity_state import coverage
 from archive.model import EventRecord, Link
 from archive.replicas import DAMAGED
 from archive.services import Services
 from archive.storage.replica import LocalFolderLocation, ReplicaLocation, open_location
-from fixity import sweep
+from fixity import stored, sweep
 from fixity.check import CheckResult, check_copy
 from fixity.policy import fixity_policy
 from fixity.repair import RepairResult, repair_copy
@@ -133,6 +138,18 @@ class FixityReport:
         }
 
 
+@dataclass
+class _Outcome:
+    """What one checked copy adds to the batch's record, prepared before the transaction."""
+
+    package_id: str
+    key: tuple[str, str]  # location, tier
+    events: list[EventRecord]
+    tally: Tally
+    lines: list[tuple[str, str]] = field(default_factory=list)  # report list, line
+    damaged: bool = False
+
+
 class _Locations:
     """Locations by name, opened once per run: the primary storage root and the settings'."""
 
@@ -170,15 +187,21 @@ def run_cycle(
     unclaimed (or ``limit`` copies were checked). Raises :class:`PolicyError`."""
     policy = fixity_policy(services.settings)
     run = _Run(services, policy, "cycle", worker or worker_name(), progress)
-    with services.session_scope() as session:
-        sweep.seed(session, policy, services.store.uri, run.report.started_at)
+    run.seed()
     checked_before = run.report.started_at if full else None
-    while limit is None or run.report.checked < limit:
+
+    def next_size() -> int:
         size = services.settings.fixity.batch_files
         if limit is not None:
-            size = min(size, limit - run.report.checked)
-        if not run.batch(checked_before=checked_before, size=size):
-            break
+            size = max(0, min(size, limit - run.report.checked))
+        return size
+
+    try:
+        while next_size() > 0:
+            if not run.batch(checked_before=checked_before, size=next_size(), ahead=next_size):
+                break
+    finally:
+        run.give_back()
     run.snapshot()
     return run.report
 
@@ -189,8 +212,7 @@ def run_sample(
     """Check ``count`` copies picked at random, with both digests."""
     policy = fixity_policy(services.settings)
     run = _Run(services, policy, "sample", worker or worker_name(), progress)
-    with services.session_scope() as session:
-        sweep.seed(session, policy, services.store.uri, run.report.started_at)
+    run.seed()
     if count > 0:
         run.batch(size=count, random_pick=True)
     run.report.finished_at = now()
@@ -213,27 +235,76 @@ class _Run:
         self.locations = _Locations(services)
         self.report = FixityReport(kind, worker, policy.label, now())
         self.down_ids: set[int] = set()
+        #: The next batch, claimed in the transaction that recorded the last one (one write
+        #: transaction per batch instead of two: fewer turns at SQLite's write lock).
+        self.next: tuple[list[int], list[sweep.Claimed]] | None = None
+        self.checked_before: datetime | None = None
+
+    def seed(self) -> None:
+        """Register the objects' other files (inventories, sidecars, records, anchors) and
+        add coverage rows for every copy; a primary file that does not match the catalog is
+        reported and recorded (a cycle reports it every time until it is put right)."""
+        at = self.report.started_at
+        with self.services.session_scope() as session:
+            problems = stored.register(session, self.services.store.root, at)
+            sweep.seed(session, self.policy, self.services.store.uri, at)
+            if self.report.kind != "cycle":
+                return
+            for p in problems:
+                text = f"{p.describe()}; not registered for fixity until put right"
+                self.report.unrecoverable.append(f"{p.package_id}: {text}")
+                event = new_event(
+                    "fixity check",
+                    "failure",
+                    f"ALERT: FIXITY-PRIMARY-MISMATCH: {text}",
+                    links=[Link("package", p.package_id), Link("file", p.path, PRIMARY_LOCATION)],
+                    agent=AGENT,
+                    at=at,
+                )
+                record_events(session, [event], package_id=p.package_id)
+
+    def give_back(self) -> None:
+        """Release a batch claimed ahead and not checked (the run stopped)."""
+        if self.next and self.next[0]:
+            with self.services.session_scope() as session:
+                sweep.release(session, self.worker, self.next[0])
+        self.next = None
+
+    def _claim(
+        self, session: Session, size: int, checked_before: datetime | None, random_pick: bool
+    ) -> tuple[list[int], list[sweep.Claimed]]:
+        ids = sweep.claim(
+            session,
+            self.worker,
+            size,
+            at=now(),
+            lease=timedelta(seconds=self.services.settings.fixity.claim_timeout),
+            checked_before=checked_before,
+            random_pick=random_pick,
+            skip_locations=self.down_ids,
+        )
+        return ids, sweep.load(session, ids)
 
     def batch(
-        self, *, size: int, checked_before: datetime | None = None, random_pick: bool = False
+        self,
+        *,
+        size: int,
+        checked_before: datetime | None = None,
+        random_pick: bool = False,
+        ahead: Callable[[], int] | None = None,
     ) -> bool:
-        """Claim, check, repair and record one batch; False when nothing was left to claim."""
-        settings = self.services.settings
-        lease = timedelta(seconds=settings.fixity.claim_timeout)
-        with self.services.session_scope() as session:
-            ids = sweep.claim(
-                session,
-                self.worker,
-                size,
-                at=now(),
-                lease=lease,
-                checked_before=checked_before,
-                random_pick=random_pick,
-                skip_locations=self.down_ids,
-            )
-            claimed = sweep.load(session, ids)
+        """Claim, check, repair and record one batch; False when nothing was left to claim.
+        With ``ahead``, the transaction that records it also claims the next batch (of the
+        size ``ahead()`` gives then)."""
+        if self.next is not None:
+            ids, claimed = self.next
+            self.next = None
+        else:
+            with self.services.session_scope() as session:
+                ids, claimed = self._claim(session, size, checked_before, random_pick)
         if not ids:
             return False
+        self.checked_before = checked_before
         checks: list[tuple[sweep.Claimed, CheckResult]] = []
         untouched: list[int] = []
         for item in claimed:
@@ -249,13 +320,27 @@ class _Run:
                 self.report.unreachable[item.location] = exc.message
                 untouched.append(item.id)
                 continue
+            if not result.ok and self._moved_on(item):
+                continue  # stays claimed: checked again when the lease runs out
             checks.append((item, result))
             if self.progress:
                 self.progress(result.size)
         _fault_point(self.services)
         repairs = {item.id: self._repair(item, result) for item, result in checks if not result.ok}
-        self._record(checks, repairs, untouched)
+        self._record(checks, repairs, untouched, ahead)
         return True
+
+    def _moved_on(self, item: sweep.Claimed) -> bool:
+        """A root inventory (or sidecar) that differs because a newer version is being
+        written at that location (its ``vN+1`` inventory is there) is not damage: the row
+        stays claimed and is checked again when its lease runs out."""
+        if item.expected.content_path not in stored.ROOT_FILES:
+            return False
+        newer = f"{item.expected.object_path}/v{item.expected.version + 1}/inventory.json"
+        try:
+            return self.locations.get(item.location).stat(newer) is not None
+        except StorageError:
+            return False
 
     def _repair(self, item: sweep.Claimed, result: CheckResult) -> RepairResult:
         with self.services.sessions() as session:
@@ -291,9 +376,13 @@ class _Run:
         checks: list[tuple[sweep.Claimed, CheckResult]],
         repairs: dict[int, RepairResult],
         untouched: list[int],
+        ahead: Callable[[], int] | None = None,
     ) -> None:
         at = now()
         results: list[sweep.Result] = []
+        outcomes: dict[int, _Outcome] = {}
+        # Everything that needs no catalog is prepared before the transaction: it holds the
+        # catalog's write lock (SQLite's only one), which other workers wait for.
         for item, result in checks:
             full = set(result.algorithms) == {"sha512", "sha256"}
             outcome, due = "ok", at + self.policy.period(item.tier)
@@ -306,7 +395,7 @@ class _Run:
                 else:
                     outcome, due = "repair-failed", at + RETRY_DAMAGED
             results.append(sweep.Result(item.id, outcome, due, full))
-        by_id = {item.id: (item, result) for item, result in checks}
+            outcomes[item.id] = self._outcome(item, result, repairs.get(item.id), at)
         with self.services.session_scope() as session:
             sweep.release(session, self.worker, untouched)
             owned = sweep.finish(session, self.worker, at, results)
@@ -316,67 +405,14 @@ class _Run:
             for r in results:
                 if r.id not in owned:
                     continue  # taken over after the lease ran out: the other worker records it
-                item, result = by_id[r.id]
-                pid = item.expected.package_id
-                tally = tallies.setdefault((item.location, item.tier), Tally())
-                tally.files += 1
-                tally.bytes += result.size
-                links = [
-                    Link("package", pid),
-                    Link("file", item.expected.content_path, item.location),
-                ]
-                events.setdefault(pid, []).append(
-                    new_event(
-                        "fixity check",
-                        "success" if result.ok else "failure",
-                        f"{result.describe()}; policy {self.policy.label}",
-                        links=links,
-                        agent=AGENT,
-                        at=at,
-                    )
-                )
-                if result.ok:
-                    continue
-                tally.failures += 1
-                self.report.damage.append(f"{pid}: {result.describe()}")
-                fix = repairs[r.id]
-                if fix.repaired:
-                    tally.repairs += 1
-                    version = f" (new object version {fix.version_id})" if fix.version_id else ""
-                    text = (
-                        f"repair of {item.expected.content_path} at {item.location} from "
-                        f"{fix.source}: new copy written{version} and read back intact"
-                    )
-                    self.report.repairs.append(f"{pid}: {text}")
-                    events[pid].append(
-                        new_event("replication", "success", text, links=links, agent=AGENT, at=at)
-                    )
-                elif fix.source is None:
-                    tally.unrecoverable += 1
-                    tried = "; ".join(fix.tried) or "no other copy is recorded"
-                    text = (
-                        f"ALERT: FIXITY-UNRECOVERABLE: no intact copy of "
-                        f"{item.expected.content_path} is left to repair the copy at "
-                        f"{item.location} from (tried: {tried}); marked unrecoverable"
-                    )
-                    self.report.unrecoverable.append(f"{pid}: {text}")
-                    events[pid].append(
-                        new_event("fixity check", "failure", text, links=links, agent=AGENT, at=at)
-                    )
-                    damaged_replicas.add((pid, item.location))
-                else:
-                    text = (
-                        f"repair of {item.expected.content_path} at {item.location} from "
-                        f"{fix.source} refused: {fix.error}; checked again after "
-                        f"{RETRY_DAMAGED}"
-                    )
-                    self.report.refused.append(f"{pid}: {text}")
-                    events[pid].append(
-                        new_event("replication", "failure", text, links=links, agent=AGENT, at=at)
-                    )
-                    damaged_replicas.add((pid, item.location))
-            for pid, batch in events.items():
-                record_events(session, batch, package_id=pid)
+                o = outcomes[r.id]
+                events.setdefault(o.package_id, []).extend(o.events)
+                tallies.setdefault(o.key, Tally()).add(o.tally)
+                for kind, line in o.lines:
+                    getattr(self.report, kind).append(line)
+                if o.damaged:
+                    damaged_replicas.add((o.package_id, o.key[0]))
+            record_batches(session, list(events.items()))
             for (loc, tier), t in tallies.items():
                 session.add(
                     FixityTally(
@@ -414,6 +450,66 @@ class _Run:
                     )
                 ).scalars()
                 self.down_ids.update(ids)
+            if ahead is not None and ahead() > 0:
+                self.next = self._claim(session, ahead(), self.checked_before, False)
+
+    def _outcome(
+        self, item: sweep.Claimed, result: CheckResult, fix: RepairResult | None, at: datetime
+    ) -> _Outcome:
+        """The events, tallies and report lines of one checked copy."""
+        pid = item.expected.package_id
+        tally = Tally(files=1, bytes=result.size)
+        links = [Link("package", pid), Link("file", item.expected.content_path, item.location)]
+        events = [
+            new_event(
+                "fixity check",
+                "success" if result.ok else "failure",
+                f"{result.describe()}; policy {self.policy.label}",
+                links=links,
+                agent=AGENT,
+                at=at,
+            )
+        ]
+        out = _Outcome(pid, (item.location, item.tier), events, tally)
+        if result.ok or fix is None:
+            return out
+        tally.failures += 1
+        out.lines.append(("damage", f"{pid}: {result.describe()}"))
+        path = item.expected.content_path
+        if fix.repaired:
+            tally.repairs += 1
+            version = f" (new object version {fix.version_id})" if fix.version_id else ""
+            text = (
+                f"repair of {path} at {item.location} from {fix.source}: new copy "
+                f"written{version} and read back intact"
+            )
+            out.lines.append(("repairs", f"{pid}: {text}"))
+            events.append(
+                new_event("replication", "success", text, links=links, agent=AGENT, at=at)
+            )
+        elif fix.source is None:
+            tally.unrecoverable += 1
+            tried = "; ".join(fix.tried) or "no other copy is recorded"
+            text = (
+                f"ALERT: FIXITY-UNRECOVERABLE: no intact copy of {path} is left to repair the "
+                f"copy at {item.location} from (tried: {tried}); marked unrecoverable"
+            )
+            out.lines.append(("unrecoverable", f"{pid}: {text}"))
+            events.append(
+                new_event("fixity check", "failure", text, links=links, agent=AGENT, at=at)
+            )
+            out.damaged = True
+        else:
+            text = (
+                f"repair of {path} at {item.location} from {fix.source} refused: {fix.error}; "
+                f"checked again after {RETRY_DAMAGED}"
+            )
+            out.lines.append(("refused", f"{pid}: {text}"))
+            events.append(
+                new_event("replication", "failure", text, links=links, agent=AGENT, at=at)
+            )
+            out.damaged = True
+        return out
 
     def snapshot(self) -> None:
         """Record coverage now, for the report's chart."""

@@ -2,8 +2,9 @@
 location, with its last check and when the next is due; and how workers claim rows.
 
 - :func:`seed` adds a row for every copy the catalog knows (every file in the primary storage
-  root; every file up to the replicated version at each location holding a replica) and keeps
-  each row's tier (the package's governing tier) up to date.
+  root; every file up to the replicated version at each location holding a replica, a payload
+  file only where its tier's plan puts it) and keeps each row's tier up to date (a payload
+  file's own tier; the package's most closed for its other files).
 - :func:`claim` takes a batch of due rows for one worker in one statement:
   ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING id``. On
   PostgreSQL concurrent workers skip each other's rows; on SQLite the statement runs under the
@@ -15,7 +16,7 @@ location, with its last check and when the next is due; and how workers claim ro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,16 +30,20 @@ from archive.catalog.tables import (
     FixityCoverage,
     Package,
     Replica,
+    ReplicationPlan,
     StorageLocation,
+    StoredFile,
 )
 from archive.catalog.upsert import insert_ignore
 from archive.config import PRIMARY_LOCATION
 from archive.replicas import location_id
+from fixity import stored
 from fixity.check import Expected
-from fixity.policy import package_tiers
+from fixity.tiers import PackageTiers, file_tiers, parse_layout
 from policies.preservation import FixityPolicy
 
 FC = FixityCoverage
+SF = StoredFile
 CHUNK = 5000
 
 
@@ -56,12 +61,12 @@ class Claimed:
 def seed(session: Session, policy: FixityPolicy, primary_uri: str, at: datetime) -> int:
     """Add rows for copies not tracked yet and refresh tiers; return rows added."""
     primary = location_id(session, PRIMARY_LOCATION, "local", primary_uri, at)
-    tiers = package_tiers(session)
-    replicated: dict[str, list[tuple[int, int]]] = {}
-    for pid, loc, version in session.execute(
-        select(Replica.package_id, Replica.location_id, Replica.version)
+    tiers = file_tiers(session)
+    replicated: dict[str, list[tuple[int, int, datetime | None]]] = {}
+    for pid, loc, version, verified in session.execute(
+        select(Replica.package_id, Replica.location_id, Replica.version, Replica.verified_at)
     ):
-        replicated.setdefault(pid, []).append((loc, version))
+        replicated.setdefault(pid, []).append((loc, version, verified))
     have: dict[tuple[int, str, str], tuple[int, str, datetime | None]] = {
         (loc, pid, path): (row_id, tier, last)
         for row_id, loc, pid, path, tier, last in session.execute(
@@ -72,11 +77,7 @@ def seed(session: Session, policy: FixityPolicy, primary_uri: str, at: datetime)
     }
     new: list[dict[str, Any]] = []
     retier: dict[tuple[str, str], list[int]] = {}
-    for pid, path, version in session.execute(
-        select(File.package_id, File.content_path, File.version)
-    ):
-        tier = tiers.get(pid, "restricted")
-        places = [primary] + [loc for loc, v in replicated.get(pid, []) if v >= version]
+    for pid, path, tier, places in _copies(session, primary, tiers, replicated):
         for loc in places:
             found = have.get((loc, pid, path))
             if found is None:
@@ -100,6 +101,64 @@ def seed(session: Session, policy: FixityPolicy, primary_uri: str, at: datetime)
         for i in range(0, len(ids), CHUNK):
             session.execute(update(FC).where(FC.id.in_(ids[i : i + CHUNK])).values(**values))
     return len(new)
+
+
+def _copies(
+    session: Session,
+    primary: int,
+    tiers: dict[str, PackageTiers],
+    replicated: dict[str, list[tuple[int, int, datetime | None]]],
+) -> Iterator[tuple[str, str, str, list[int]]]:
+    """(package, path in the object, tier, locations holding a copy) of every file fixity
+    checks: content files (each with its own tier, at the locations its tier's plan names),
+    then the object's other files (``stored_files``) and its root inventory and sidecar (at
+    each location, those of the version it holds), with the package's most closed tier."""
+    names = {i: n for n, i in location_ids(session).items()}
+    by_tier = planned_by_tier(session)
+    for pid, path, version in session.execute(
+        select(File.package_id, File.content_path, File.version)
+    ):
+        tier = tiers[pid].of(path) if pid in tiers else "restricted"
+        plan = by_tier.get(pid)
+        yield (
+            pid,
+            path,
+            tier,
+            [primary]
+            + [
+                loc
+                for loc, v, _ in replicated.get(pid, [])
+                if v >= version and (plan is None or names[loc] in plan.get(tier, ()))
+            ],
+        )
+    heads = dict(session.execute(select(Package.id, Package.head)).all())
+    inventories: set[tuple[str, int]] = set()
+    for pid, path, version, added in session.execute(
+        select(SF.package_id, SF.path, SF.version, SF.added_at)
+    ):
+        tier = tiers[pid].governing if pid in tiers else "restricted"
+        if stored.kind_of(path) == "inventory" and version > 0:
+            inventories.add((pid, version))
+        # A version's files are at every copy of that version; a file outside the version
+        # folders (an evidence record sealed later) once a replication run read it back there.
+        yield (
+            pid,
+            path,
+            tier,
+            [primary]
+            + [
+                loc
+                for loc, v, verified in replicated.get(pid, [])
+                if (v >= version if version > 0 else verified is not None and verified >= added)
+            ],
+        )
+    for pid, head in heads.items():
+        tier = tiers[pid].governing if pid in tiers else "restricted"
+        places = [primary] if (pid, head) in inventories else []
+        places += [loc for loc, v, _ in replicated.get(pid, []) if (pid, v) in inventories]
+        if places:
+            for path in stored.ROOT_FILES:
+                yield pid, path, tier, places
 
 
 def claim(
@@ -172,9 +231,69 @@ def load(session: Session, ids: Sequence[int]) -> list[Claimed]:
         Claimed(r[0], r[1], r[2], r[3], Expected(r[4], r[5], r[6], r[7], r[8], r[9], r[10]))
         for r in rows
     ]
+    found += _load_stored(session, set(ids) - {c.id for c in found})
+    found.sort(key=lambda c: (c.location, c.id))
     orphans = set(ids) - {c.id for c in found}
     if orphans:
         session.execute(delete(FC).where(FC.id.in_(orphans)))
+    return found
+
+
+def _load_stored(session: Session, ids: set[int]) -> list[Claimed]:
+    """Claimed rows of files that are not content files (see :mod:`fixity.stored`)."""
+    if not ids:
+        return []
+    rows = session.execute(
+        select(
+            FC.id,
+            StorageLocation.name,
+            FC.tier,
+            FC.last_full_at,
+            FC.package_id,
+            Package.object_path,
+            FC.content_path,
+            Package.head,
+            Replica.version,
+        )
+        .join(StorageLocation, StorageLocation.id == FC.location_id)
+        .join(Package, Package.id == FC.package_id)
+        .outerjoin(
+            Replica,
+            and_(Replica.package_id == FC.package_id, Replica.location_id == FC.location_id),
+        )
+        .where(FC.id.in_(list(ids)))
+    ).all()
+    wanted: dict[int, tuple[Any, str]] = {}
+    for r in rows:
+        version = r.head if r.name == PRIMARY_LOCATION else r.version
+        if version is None:
+            continue
+        wanted[r.id] = (r, stored.root_source(r.content_path, version) or r.content_path)
+    pairs = {(r.package_id, path) for r, path in wanted.values()}
+    known: dict[tuple[str, str], Any] = {}
+    for pid in {p for p, _ in pairs}:
+        for row in session.execute(
+            select(SF.path, SF.size, SF.sha512, SF.sha256, SF.version).where(SF.package_id == pid)
+        ):
+            if (pid, row.path) in pairs:
+                known[(pid, row.path)] = row
+    found = []
+    for r, path in wanted.values():
+        sf = known.get((r.package_id, path))
+        if sf is None:
+            continue
+        source = "" if path == r.content_path else path
+        expected = Expected(
+            r.package_id,
+            r.object_path,
+            r.content_path,
+            sf.size,
+            sf.sha512,
+            sf.sha256,
+            sf.version,
+            source,
+        )
+        found.append(Claimed(r.id, r.name, r.tier, r.last_full_at, expected))
     return found
 
 
@@ -224,6 +343,19 @@ def finish(session: Session, worker: str, at: datetime, results: Sequence[Result
             )
             owned.update(session.execute(stmt).scalars().all())
     return owned
+
+
+def planned_by_tier(session: Session) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Per package, the locations each tier's payload files are at, as replication planned
+    them; packages planned before files had their own tiers are left out (every replica
+    holds every file)."""
+    return {
+        pid: parse_layout(text)[0]
+        for pid, text in session.execute(
+            select(ReplicationPlan.package_id, ReplicationPlan.tier_locations)
+        )
+        if text
+    }
 
 
 def location_ids(session: Session) -> dict[str, int]:

@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, field_validator, model_validator
 
+from policies.access import effective
+from policies.errors import AccessRuleError
 from policies.schema import PolicyHeader, _Strict
 from policies.vocabulary import TIERS, Tier
 
@@ -94,13 +96,78 @@ class ReplicaPlan:
 
 
 def package_tier(tiers: Iterable[str]) -> str:
-    """The tier that governs a whole package for replication and fixity: the most closed of
-    the tiers assigned in it; none assigned is ``restricted`` (undeclared material is
+    """The tier that governs a whole package (its inventories, metadata and evidence records,
+    which list every file) for replication and fixity: the most closed of the tiers assigned
+    in it; none assigned is ``restricted`` (undeclared material is
     restricted)."""
     found = [TIERS.index(t) if t in TIERS else len(TIERS) - 1 for t in tiers]
     if not found:
         return "restricted"
     return TIERS[max(found)]
+
+
+#: Where a package's payload files are in the object (``bag/data/…``); access records name
+#: them from ``data/…``.
+PAYLOAD_PREFIX = "bag/"
+
+
+class Assigned(NamedTuple):
+    """A tier assigned to a path of a package (``""``: the package), as access records say."""
+
+    path: str
+    tier: str
+
+
+def file_tier(logical_path: str, assigned: Sequence[Assigned], governing: str) -> str:
+    """The tier that governs one file of a package for replication and fixity.
+
+    A payload file (``bag/data/…``) has its own: the tier of the assignment that governs it
+    (:func:`policies.access.effective`: the longest path covering it); covered by none, or
+    ambiguously, ``restricted`` (undeclared material is restricted). Every other file of the
+    object (tag files, Custos metadata, derivatives, inventories, evidence records) lists or
+    derives from all of them and takes the package's ``governing`` tier (the most closed)."""
+    if not logical_path.startswith(PAYLOAD_PREFIX + "data/"):
+        return governing
+    try:
+        found = effective(logical_path.removeprefix(PAYLOAD_PREFIX), assigned)
+    except AccessRuleError:
+        return "restricted"
+    return "restricted" if found is None else found.tier
+
+
+@dataclass(frozen=True, slots=True)
+class PackagePlan:
+    """Where a package's copies go, per tier: ``by_tier`` names the locations holding the
+    payload files of each tier present in it (beside the primary); ``plan`` is the whole
+    object's: every location of any tier (which holds the object's inventories, metadata and
+    evidence records too), as many copies as the most demanding tier needs."""
+
+    plan: ReplicaPlan
+    by_tier: dict[str, tuple[str, ...]]
+
+    def holds(self, location: str, tier: str) -> bool:
+        """Whether ``location`` must hold the files of ``tier``."""
+        return location in self.by_tier.get(tier, self.plan.locations)
+
+
+def plan_for_tiers(
+    policy: ReplicationPolicy, governing: str, tiers: Iterable[str], configured: Sequence[str]
+) -> PackagePlan:
+    """The plan of a package whose governing tier is ``governing`` and whose files have
+    ``tiers``: each tier's own plan (:func:`plan_replicas`), and their union for the object."""
+    present = sorted({governing, *tiers}, key=lambda t: TIERS.index(t) if t in TIERS else 99)
+    plans = {t: plan_replicas(policy, t, configured) for t in present}
+    locations: list[str] = []
+    for t in present:
+        locations += [loc for loc in plans[t].locations if loc not in locations]
+    whole = ReplicaPlan(
+        governing,
+        max(p.copies for p in plans.values()),
+        tuple(locations),
+        max(p.shortfall for p in plans.values()),
+        policy.label,
+    )
+    return PackagePlan(whole, {t: p.locations for t, p in plans.items()})
 
 
 def plan_replicas(policy: ReplicationPolicy, tier: str, configured: Sequence[str]) -> ReplicaPlan:

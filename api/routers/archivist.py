@@ -4,10 +4,11 @@ tier, logged when not public; content only as the policy decides); the format ri
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 
 from access.archivist import detail, packages
 from access.compat import check_fixity
@@ -16,6 +17,7 @@ from access.rules import Principal
 from api.deps import PolicyDep, ServicesDep, role
 from archive.custody import record_events
 from archive.status import status
+from fixity.report import build_report, csv_text, fixity_status
 from migration.report import render_html
 from migration.service import report
 
@@ -72,6 +74,49 @@ def fixity(services: ServicesDep, who: Archivist, package: str) -> dict[str, Any
     """Hash every stored file of the package against its OCFL inventory now."""
     result = check_fixity(services, package)
     return {"package_id": result.package_id, **result.as_storage_service()}
+
+
+@router.get("/fixity")
+def fixity_status_(services: ServicesDep, who: Archivist) -> dict[str, Any]:
+    """Fixity coverage per location (copies tracked, checked within their cycle, never
+    checked, damaged; the oldest and newest check), damage outstanding and the copies left
+    unrecoverable (content files by their sha512, never their path): `custos fixity status`."""
+    with services.sessions() as session:
+        return fixity_status(session).as_dict()
+
+
+@router.get("/fixity/report")
+def fixity_report(
+    services: ServicesDep,
+    who: Archivist,
+    since: Annotated[date | None, Query(description="Only checks from this day (UTC) on.")] = None,
+) -> dict[str, Any]:
+    """The auditor's report: per location and tier, copies, files checked, bytes read,
+    failures, repairs, unrecoverable copies, the oldest check; coverage over time. The same
+    numbers as `custos fixity report --json`."""
+    with services.sessions() as session:
+        return build_report(session, since=_start(since)).as_dict()
+
+
+@router.get("/fixity/report.csv", response_class=PlainTextResponse)
+def fixity_report_csv(
+    services: ServicesDep,
+    who: Archivist,
+    since: Annotated[date | None, Query(description="Only checks from this day (UTC) on.")] = None,
+) -> PlainTextResponse:
+    """The report's table as CSV (one row per location and tier), as `custos fixity report
+    --csv` writes it."""
+    with services.sessions() as session:
+        text = csv_text(build_report(session, since=_start(since)))
+    return PlainTextResponse(
+        text,
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="fixity-report.csv"'},
+    )
+
+
+def _start(day: date | None) -> datetime | None:
+    return None if day is None else datetime.combine(day, time(), tzinfo=UTC)
 
 
 @router.get("/status")

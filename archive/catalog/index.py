@@ -34,6 +34,7 @@ from archive.catalog.tables import (
     ReplicationPlan,
     Seal,
     SealBatch,
+    StoredFile,
     Version,
 )
 from archive.checkpoints import records_of
@@ -388,6 +389,7 @@ def remove_package(session: Session, package_id: str) -> None:
     session.execute(delete(Seal).where(Seal.package_id == package_id))
     session.execute(delete(Replica).where(Replica.package_id == package_id))
     session.execute(delete(ReplicationPlan).where(ReplicationPlan.package_id == package_id))
+    session.execute(delete(StoredFile).where(StoredFile.package_id == package_id))
     session.execute(delete(Version).where(Version.package_id == package_id))
     session.execute(delete(Package).where(Package.id == package_id))
     session.execute(delete(Deposit).where(Deposit.id == deposit_id))

@@ -19,6 +19,7 @@ from archive.catalog.tables import (
     ReplicationPlan,
     Seal,
     SealBatch,
+    StoredFile,
     Version,
 )
 from archive.checkpoints import record_restart
@@ -49,6 +50,7 @@ def rebuild(services: Services, *, progress: Callable[[int], None] | None = None
         session.execute(delete(File))
         session.execute(delete(Replica))
         session.execute(delete(ReplicationPlan))
+        session.execute(delete(StoredFile))
         session.execute(delete(Seal))
         session.execute(delete(SealBatch))
         session.execute(delete(Version))

@@ -330,6 +330,37 @@ class ReplicationPlan(Base):
     shortfall: Mapped[int] = mapped_column(Integer)
     policy: Mapped[str] = mapped_column(String(128))
     planned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: Per tier present in the package, the locations holding its payload files, and how
+    #: many content files each location holds, as JSON (``{"tiers": {"public": ["offsite"],
+    #: …}, "files": {"offsite": 12, …}}``); "" for a plan made before files had their own
+    #: tiers (every location holds every file).
+    tier_locations: Mapped[str] = mapped_column(Text, default="")
+
+
+class StoredFile(Base):
+    """A file of a package's OCFL object that is not a content file: a version's inventory
+    and its sidecar, the object's declaration, an evidence record, a trust anchor, any other
+    extension file. Fixity checks every copy of these as it does content files.
+
+    ``version``: the version folder holding it (``vN/…``); 0 for a file outside the version
+    folders other than the declaration (records, trust anchors), which may be added after a
+    replica was made: a replica holds it once it was read back there after ``added_at``.
+    Digests are the catalog's (inventories, sidecars: from ``versions``; trust anchors: from
+    their names) or, for a file only the object describes, the primary copy's when first seen.
+    """
+
+    __tablename__ = "stored_files"
+    __table_args__ = (UniqueConstraint("package_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
+    path: Mapped[str] = mapped_column(Text)  # relative to the object root
+    kind: Mapped[str] = mapped_column(String(16))  # inventory | sidecar | declaration | record …
+    version: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha512: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class FixityCoverage(Base):

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from archive.audit import verify_log
-from archive.catalog.tables import Event, File, FixityCoverage, Package
+from archive.catalog.tables import Event, File, FixityCoverage, Package, StoredFile
 from archive.config import PRIMARY_LOCATION
 from archive.errors import PolicyError
 from archive.fixity_state import coverage
@@ -56,6 +56,11 @@ def replicated_archive(
     report = replicate(services)
     assert report.ok, report.as_dict()
     return services, packages
+
+
+def expected_copies(services: Services) -> int:
+    with services.sessions() as s:
+        return coverage(s).expected
 
 
 def locations(services: Services) -> dict[str, ReplicaLocation]:
@@ -105,7 +110,7 @@ def test_random_faults_are_all_found_and_repaired(
     first = run_cycle(services, full=True)
     assert first.ok and first.damage == [], first.as_dict()
     copies = first.checked
-    assert copies == coverage(services.sessions()).expected
+    assert copies == expected_copies(services)
 
     rng = random.Random(seed)
     places = locations(services)
@@ -159,12 +164,18 @@ def test_a_cycle_checks_only_what_is_due(
     first = run_cycle(services)
     assert first.checked > 0
     assert run_cycle(services).checked == 0  # nothing due until the tier's period has passed
-    add_package(services, tmp_path, files=2)
+    new = add_package(services, tmp_path, files=2)
     replicate(services)
-    # the new package's copies (3 of each file) are due, nothing else
+    # the new package's copies (3 of each of its files) are due, nothing else
+    report = run_cycle(services)
     with services.sessions() as s:
-        files = s.execute(select(func.count(File.id))).scalar_one()
-    assert run_cycle(services).checked == 3 * files - first.checked
+        files = s.execute(select(func.count(File.id)).where(File.package_id == new)).scalar_one()
+        others = s.execute(
+            select(func.count(StoredFile.id)).where(StoredFile.package_id == new)
+        ).scalar_one()
+    assert others >= 3  # v1's inventory and sidecar, the declaration (and any records)
+    assert report.checked == 3 * (files + others + 2)  # + the root inventory and sidecar
+    assert report.checked == expected_copies(services) - first.checked
 
 
 def test_no_good_copy_left_is_unrecoverable_and_alerts(

@@ -1,0 +1,248 @@
+"""The files of each OCFL object that are not content files (``stored_files``): version
+inventories and their sidecars, the object's declaration, evidence records, trust anchors and
+any other extension file, with the digests fixity checks their copies against.
+
+:func:`register` adds the rows a package lacks, reading the primary copy:
+
+- ``vN/inventory.json`` must have the sha512 the catalog holds for version N (``versions``,
+  which is also what its sidecar says); ``vN/inventory.json.sha512`` must be exactly the
+  sidecar line for that digest (OCFL 1.1 §3.5.6);
+- a trust anchor ``…/trust/<sha256>.pem`` must have the sha256 its name gives;
+- the declaration ``0=ocfl_object_1.1`` must hold its fixed text;
+- an evidence record must be a readable RFC 4998 record (its structure parses); it, or another
+  extension file, is taken as the primary holds it when first seen (records are written once
+  and never overwritten).
+
+A primary file that does not match what the catalog says (or a record that does not parse) is
+not registered: it is returned as a problem, which the fixity cycle reports (and records) every
+time until it is put right, and replication does not spread it.
+
+The root ``inventory.json`` and its sidecar are byte copies of the head version's, so they have
+no rows of their own: a copy's expected digests are those of ``v<its version>/…``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archive.catalog.tables import Package, Seal, StoredFile, Version
+from archive.catalog.upsert import insert_ignore
+from archive.config import PRIMARY_LOCATION
+from archive.digest import digest_bytes, digest_file
+from archive.errors import ProofError
+from archive.proofs.evidence import parse_record
+from archive.storage import ocfl
+from archive.storage.replicate import ROOT_INVENTORY, ROOT_SIDECAR
+
+#: Root files that mirror the head version's inventory and sidecar.
+ROOT_FILES = {ROOT_INVENTORY: "inventory.json", ROOT_SIDECAR: "inventory.json.sha512"}
+DECLARATION = b"ocfl_object_1.1\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A primary file that does not match what the catalog says it must be."""
+
+    package_id: str
+    path: str
+    why: str
+
+    def describe(self) -> str:
+        return f"{PRIMARY_LOCATION}: {self.path}: {self.why}"
+
+
+def root_source(path: str, version: int) -> str | None:
+    """The version file a root inventory or sidecar copy must equal (None: not a root file)."""
+    name = ROOT_FILES.get(path)
+    return None if name is None else f"v{version}/{name}"
+
+
+def sidecar_bytes(sha512: str) -> bytes:
+    return f"{sha512}  inventory.json\n".encode()
+
+
+def version_of(path: str) -> int:
+    """N for a file in ``vN/``; 1 for the declaration; 0 for anything else (extensions)."""
+    first = path.partition("/")[0]
+    if path == ocfl.OBJECT_NAMASTE:
+        return 1
+    if "/" in path and first.startswith("v") and first[1:].isdigit():
+        return int(first[1:])
+    return 0
+
+
+def is_content(path: str) -> bool:
+    """Whether ``path`` is a content file (``vN/content/…``)."""
+    parts = path.split("/")
+    return len(parts) > 2 and parts[1] == "content" and parts[0] == f"v{version_of(path)}"
+
+
+def kind_of(path: str) -> str:
+    name = path.rpartition("/")[2]
+    if path == ocfl.OBJECT_NAMASTE:
+        return "declaration"
+    if name == "inventory.json":
+        return "inventory"
+    if name.startswith("inventory.json."):
+        return "sidecar"
+    if name.endswith(".ers"):
+        return "record"
+    if "/trust/" in path and name.endswith(".pem"):
+        return "anchor"
+    return "extension"
+
+
+def stale(session: Session, package_ids: Iterable[str] | None = None) -> list[str]:
+    """Packages whose rows are incomplete by the catalog: a version inventory or an evidence
+    record (``seals``) without a row, or no row at all."""
+    ids = None if package_ids is None else list(package_ids)
+    have: dict[str, set[str]] = {}
+    stmt = select(StoredFile.package_id, StoredFile.path)
+    if ids is not None:
+        stmt = stmt.where(StoredFile.package_id.in_(ids))
+    for pid, path in session.execute(stmt):
+        have.setdefault(pid, set()).add(path)
+    wanted: dict[str, set[str]] = {}
+    vstmt = select(Version.package_id, Version.number)
+    sstmt = select(Seal.package_id, Seal.record_path).where(Seal.package_id.is_not(None))
+    if ids is not None:
+        vstmt = vstmt.where(Version.package_id.in_(ids))
+        sstmt = sstmt.where(Seal.package_id.in_(ids))
+    for pid, number in session.execute(vstmt):
+        wanted.setdefault(pid, set()).add(f"v{number}/inventory.json")
+    for owner, record in session.execute(sstmt):
+        if owner is not None:
+            wanted.setdefault(owner, set()).add(record)
+    return sorted(pid for pid, paths in wanted.items() if not paths <= have.get(pid, set()))
+
+
+def register(
+    session: Session, store_root: Path, at: datetime, package_ids: Iterable[str] | None = None
+) -> list[Problem]:
+    """Add the rows the packages (default: every package) lack; the caller commits."""
+    problems: list[Problem] = []
+    todo = stale(session, package_ids)
+    for i in range(0, len(todo), 500):
+        chunk = todo[i : i + 500]
+        packages = dict(
+            session.execute(
+                select(Package.id, Package.object_path).where(Package.id.in_(chunk))
+            ).all()
+        )
+        heads = dict(
+            session.execute(select(Package.id, Package.head).where(Package.id.in_(chunk))).all()
+        )
+        inventories: dict[str, dict[int, str]] = {}
+        for pid, number, digest in session.execute(
+            select(Version.package_id, Version.number, Version.inventory_sha512).where(
+                Version.package_id.in_(chunk)
+            )
+        ):
+            inventories.setdefault(pid, {})[number] = digest
+        have: set[tuple[str, str]] = {
+            (owner, path)
+            for owner, path in session.execute(
+                select(StoredFile.package_id, StoredFile.path).where(
+                    StoredFile.package_id.in_(chunk)
+                )
+            )
+        }
+        rows: list[dict[str, Any]] = []
+        for pid in chunk:
+            if pid not in packages:
+                continue
+            root = store_root / packages[pid]
+            for rel, path in _object_extras(root, heads[pid]):
+                if (pid, rel) in have:
+                    continue
+                row, why = _row(rel, path, inventories.get(pid, {}))
+                if row is None:
+                    problems.append(Problem(pid, rel, why))
+                    continue
+                rows.append({"package_id": pid, "path": rel, "added_at": at, **row})
+        insert_ignore(session, StoredFile, rows, key=["package_id", "path"])
+    return problems
+
+
+def _object_extras(root: Path, head: int) -> list[tuple[str, Path]]:
+    """Every file of the object that is neither a content file nor a root inventory file,
+    up to version ``head`` (a version appended meanwhile is registered once catalogued)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        rel = path.relative_to(root).as_posix()
+        if rel in ROOT_FILES or rel.endswith(".tmp"):
+            continue
+        if is_content(rel) or (
+            rel.partition("/")[0] == f"v{version_of(rel)}" and version_of(rel) > head
+        ):
+            continue
+        found.append((rel, path))
+    return found
+
+
+def _row(rel: str, path: Path, inventories: dict[int, str]) -> tuple[dict[str, Any] | None, str]:
+    """The row's digests, or None and why the primary file cannot be registered."""
+    kind = kind_of(rel)
+    number = version_of(rel)
+    data: bytes | None = None
+    if kind in ("inventory", "sidecar") and number in inventories:
+        want = inventories[number]
+        if kind == "sidecar":
+            data = sidecar_bytes(want)
+            if path.read_bytes() != data:
+                return None, f"DOES NOT MATCH the sidecar of v{number}'s inventory ({want})"
+        else:
+            got = digest_file(path)
+            if got.digests["sha512"] != want:
+                return None, (
+                    f"DOES NOT MATCH the sha512 the catalog and sidecar hold for v{number}'s "
+                    f"inventory ({got.digests['sha512']} instead of {want})"
+                )
+            return _values(kind, number, got.size, got.digests), ""
+    elif kind == "declaration":
+        data = DECLARATION
+        if path.read_bytes() != data:
+            return None, "DOES NOT MATCH the OCFL object declaration (ocfl_object_1.1)"
+    elif kind == "anchor":
+        named = path.name.removesuffix(".pem")
+        got = digest_file(path)
+        if got.digests["sha256"] != named:
+            return None, f"DOES NOT MATCH the sha256 its name gives ({got.digests['sha256']})"
+        return _values(kind, number, got.size, got.digests), ""
+    if data is not None:
+        digests = {"sha512": digest_bytes(data, "sha512"), "sha256": digest_bytes(data, "sha256")}
+        return _values(kind, number, len(data), digests), ""
+    if kind == "record":
+        record = path.read_bytes()
+        try:
+            parse_record(record)  # damage that breaks its structure is not taken as it is
+        except ProofError as exc:
+            return None, f"IS NOT A READABLE EVIDENCE RECORD ({exc.message})"
+        digests = {
+            "sha512": digest_bytes(record, "sha512"),
+            "sha256": digest_bytes(record, "sha256"),
+        }
+        return _values(kind, number, len(record), digests), ""
+    got = digest_file(path)
+    return _values(kind, number, got.size, got.digests), ""
+
+
+def _values(kind: str, version: int, size: int, digests: dict[str, str]) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "version": version,
+        "size": size,
+        "sha512": digests["sha512"],
+        "sha256": digests["sha256"],
+    }
