@@ -1,28 +1,21 @@
-"""Format identification to PRONOM PUIDs with FIDO (opf-fido), one process per batch.
+"""Format identification to PRONOM PUIDs with FIDO (opf-fido), in worker processes.
 
-FIDO's Python API depends on module-level defaults set by its own ``main``, so it is driven
-through its command line with a machine-readable match format, on a list of files, with a
-time limit. Where FIDO offers several matches, its first (best) one is kept; the basis
-(signature, container or extension) is recorded with it.
+Each worker process loads FIDO once (:mod:`ingest.fido_engine`, which sets FIDO's signature
+files as its own command line does) and identifies chunks of files; a chunk past its time
+limit stops the whole pool. Where FIDO offers several matches, its first (best) one is kept,
+as its command line prints it first; the basis (signature, container or extension) is
+recorded with it.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
+import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from archive.errors import CustosError
-
-MATCH = (
-    "OK\t%(info.group_index)s\t%(info.puid)s\t%(info.mimetype)s\t%(info.matchtype)s"
-    "\t%(info.formatname)s\t%(info.filename)s\n"
-)
-NOMATCH = "KO\t%(info.filename)s\n"
+from ingest import fido_engine
 
 
 class IdentificationError(CustosError):
@@ -43,9 +36,9 @@ def tool_version() -> str:
     return f"fido {__version__}"
 
 
-#: Files per FIDO process: large enough to amortise its start-up (~0.4 s), small enough for
-#: steady progress and for both cores to share the work.
-BATCH = 1000
+#: Files sent to a worker process at a time: small enough for steady progress and for the
+#: processes to share the work evenly, large enough to keep the hand-over cheap.
+CHUNK = 200
 
 
 def identify(
@@ -57,67 +50,35 @@ def identify(
 ) -> dict[Path, Identification]:
     """Identify every file; a file FIDO cannot match gets ``puid=None`` and basis ``none``.
 
-    Batches run in up to ``workers`` FIDO processes at once.
-    Raises :class:`IdentificationError` if FIDO fails to run or exceeds its time limit.
+    FIDO is loaded once in each of up to ``workers`` processes, which share the files
+    (:mod:`ingest.fido_engine`: FIDO's own matching, the same verdicts, less work).
+    Raises :class:`IdentificationError` if the identifier fails or exceeds its time limit
+    (``timeout_per_file`` per file of a chunk, plus start-up).
     """
-    batches = [list(paths[i : i + BATCH]) for i in range(0, len(paths), BATCH)]
-    found: dict[Path, Identification] = {}
-    with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
-        for batch, result in zip(
-            batches, pool.map(lambda b: _run_fido(b, timeout_per_file), batches), strict=True
-        ):
-            found.update(result)
-            if progress:
-                progress(len(batch))
-    return found
-
-
-def _run_fido(paths: list[Path], timeout_per_file: float) -> dict[Path, Identification]:
     if not paths:
         return {}
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as listing:
-        listing.write("".join(f"{p}\n" for p in paths))
-        listing.flush()
-        cmd = [
-            sys.executable,
-            "-c",
-            "from fido.fido import main; main()",
-            "-q",
-            "-matchprintf",
-            MATCH,
-            "-nomatchprintf",
-            NOMATCH,
-            "-input",
-            listing.name,
-        ]
-        try:
-            proc = subprocess.run(
-                cmd,
-                capture_output=True,
-                timeout=30 + timeout_per_file * len(paths),
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise IdentificationError(
-                f"format identification of {len(paths)} files timed out",
-                hint="retry later; the package itself is stored and unaffected",
-            ) from exc
-    if proc.returncode != 0:
-        raise IdentificationError(
-            f"FIDO exited with status {proc.returncode}: "
-            f"{proc.stderr.decode('utf-8', 'replace').strip()[-300:]}"
-        )
+    chunks = [[str(p) for p in paths[i : i + CHUNK]] for i in range(0, len(paths), CHUNK)]
+    processes = max(1, min(workers, len(chunks)))
     found: dict[Path, Identification] = {}
-    for line in proc.stdout.decode("utf-8", "surrogateescape").splitlines():
-        fields = line.split("\t")
-        if fields[0] == "OK" and len(fields) >= 7:
-            path = Path("\t".join(fields[6:]))
-            if fields[1] != "1" or path in found:
-                continue
-            mime = fields[3] if fields[3] not in ("None", "") else None
-            found[path] = Identification(fields[2], mime, fields[5], fields[4])
-        elif fields[0] == "KO" and len(fields) >= 2:
-            found.setdefault(Path("\t".join(fields[1:])), Identification(None, None, None, "none"))
-    for p in paths:
-        found.setdefault(p, Identification(None, None, None, "none"))
+    pool = multiprocessing.get_context("spawn").Pool(processes, initializer=fido_engine.load)
+    try:
+        results = pool.imap(fido_engine.identify_paths, chunks)
+        for chunk in chunks:
+            try:
+                verdicts = results.next(timeout=60 + timeout_per_file * len(chunk))
+            except multiprocessing.TimeoutError as exc:
+                raise IdentificationError(
+                    f"format identification of {len(chunk)} files (from {chunk[0]}) timed out",
+                    hint="retry later; the package itself is stored and unaffected",
+                ) from exc
+            except Exception as exc:
+                raise IdentificationError(f"FIDO failed on files from {chunk[0]}: {exc}") from exc
+            for path, (puid, mime, name, basis) in zip(chunk, verdicts, strict=True):
+                found[Path(path)] = Identification(puid, mime, name, basis)
+            if progress:
+                progress(len(chunk))
+        pool.close()
+    finally:
+        pool.terminate()  # also stops a worker stuck past its time limit
+        pool.join()
     return found
