@@ -70,6 +70,7 @@ bench: install
 	$(BIN)/python bench/migrate.py
 	$(BIN)/python bench/fixity.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/identify.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

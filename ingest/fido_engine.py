@@ -6,7 +6,8 @@ container signature file again for every ZIP or OLE2 file. This engine keeps FID
 ``Fido`` class, its signature files, its order of formats and its priority rules, and
 changes only how the same questions are asked:
 
-1. every pattern is compiled once, kept with its position as plain tuples;
+1. every pattern is parsed once at load and compiled once on first use, kept with its
+   position in plain lists;
 2. a format whose every signature needs a byte at offset 0 that the file does not start
    with is not walked (it could not match: FIDO would append nothing for it);
 3. within a signature, beginning-of-file patterns are tried before end-of-file and
@@ -37,19 +38,21 @@ _BROKEN = object()
 Result = tuple[str | None, str | None, str | None, str]  # puid, mime, format name, basis
 
 
-def _constraint(regex: bytes) -> tuple[int, frozenset[int]] | None:
+def _parse(regex: bytes) -> Any:
+    """Python's own parse of a FIDO pattern (raises what :func:`re.compile` would)."""
+    from re import _parser  # type: ignore[attr-defined]
+
+    return _parser.parse(regex.decode("latin-1"), 0)
+
+
+def _constraint(parsed: Any) -> tuple[int, frozenset[int]] | None:
     """(offset, bytes): a match of ``regex`` (tried with ``re.match``, so from offset 0) needs
     one of these bytes at this offset; None when that cannot be read off the pattern safely.
 
     Read from Python's own parse of the pattern: after ``\\A``, items of width one (a byte,
     a class, any byte) and fixed repeats of them, up to the first byte or class."""
-    try:
-        from re import _constants as c  # type: ignore[attr-defined]
-        from re import _parser  # type: ignore[attr-defined]
+    from re import _constants as c  # type: ignore[attr-defined]
 
-        parsed = _parser.parse(regex.decode("latin-1"), 0)
-    except Exception:
-        return None
     if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
         return None
     offset = 0
@@ -88,16 +91,11 @@ def _class(items: Any, c: Any) -> frozenset[int] | None:
     return frozenset(allowed)
 
 
-def _tail_width(regex: bytes) -> int | None:
+def _tail_width(regex: bytes, parsed: Any) -> int | None:
     """For a pattern that can only match at the end (ending in ``\\Z``) and spans at most N
     bytes, N; otherwise None."""
-    try:
-        from re import _constants as c  # type: ignore[attr-defined]
-        from re import _parser  # type: ignore[attr-defined]
+    from re import _constants as c  # type: ignore[attr-defined]
 
-        parsed = _parser.parse(regex.decode("latin-1"), 0)
-    except Exception:
-        return None
     items = list(parsed)
     if not items or items[-1] != (c.AT, c.AT_END_STRING):
         return None
@@ -155,7 +153,7 @@ class Engine:
 
     def _compile(self) -> None:
         fido = self.fido
-        self.formats: list[tuple[Any, str, list[tuple[str, list[tuple[Any, Any, int | None]]]]]]
+        self.formats: list[tuple[Any, str, list[tuple[str, list[list[Any]]]]]]
         self.formats = []
         self._priority: dict[str, frozenset[str]] = fido.puid_has_priority_over_map
         self._by_extension: dict[str, list[tuple[Any, str]]] = {}
@@ -166,26 +164,26 @@ class Engine:
         any_start: list[int] = []
         by_offset: dict[int, list[list[int]]] = {}
         for fmt in fido.formats:
-            sigs: list[tuple[str, list[tuple[Any, Any, int | None]]]] = []
+            sigs: list[tuple[str, list[list[Any]]]] = []
             exact = False  # walk this format exactly as FIDO does (original pattern order)
             needs: list[tuple[int, frozenset[int]]] | None = []  # one per signature
             for sig in fmt.findall("signature"):
-                pats: list[tuple[Any, Any, int | None]] = []
+                pats: list[list[Any]] = []
                 sig_need: tuple[int, frozenset[int]] | None = None
                 for pat in sig.findall("pattern"):
                     pos = pat.findtext("position")
                     text = pat.findtext("regex")
                     try:
                         regex = text.encode("utf8")  # type: ignore[union-attr,unused-ignore]
-                        compiled: Any = re.compile(regex)
+                        parsed = _parse(regex)
                     except Exception:
-                        pats.append((pos, _BROKEN, None))
+                        pats.append([pos, _BROKEN, None])
                         exact = True
                         continue
-                    tail = _tail_width(regex) if pos == EOF else None
-                    pats.append((pos, compiled, tail))
+                    tail = _tail_width(regex, parsed) if pos == EOF else None
+                    pats.append([pos, regex, tail])  # compiled on first use (see _match)
                     if pos == BOF and sig_need is None:
-                        sig_need = _constraint(regex)
+                        sig_need = _constraint(parsed)
                 if not exact:
                     pats.sort(key=lambda p: _COST.get(p[0], 3))
                 sigs.append((sig.findtext("name"), pats))
@@ -247,10 +245,13 @@ class Engine:
             broken = False
             for name, pats in sigs:
                 success = True
-                for pos, rx, tail in pats:
+                for pat in pats:
+                    pos, rx, tail = pat
                     if rx is _BROKEN:
                         broken = True  # FIDO: an exception, the rest of the format skipped
                         break
+                    if type(rx) is bytes:  # first use: compile it once (it parsed at load)
+                        rx = pat[1] = re.compile(rx)
                     if pos == BOF:
                         if not rx.match(bof):
                             success = False

@@ -1,15 +1,16 @@
 """Format identification to PRONOM PUIDs with FIDO (opf-fido), in worker processes.
 
 Each worker process loads FIDO once (:mod:`ingest.fido_engine`, which sets FIDO's signature
-files as its own command line does) and identifies chunks of files; a chunk past its time
-limit stops the whole pool. Where FIDO offers several matches, its first (best) one is kept,
-as its command line prints it first; the basis (signature, container or extension) is
-recorded with it.
+files as its own command line does), is kept for later calls, and identifies chunks of
+files; a chunk past its time limit stops the processes (new ones start on the next call).
+Where FIDO offers several matches, its first (best) one is kept, as its command line prints
+it first; the basis (signature, container or extension) is recorded with it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.pool
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,26 @@ def tool_version() -> str:
 #: processes to share the work evenly, large enough to keep the hand-over cheap.
 CHUNK = 200
 
+#: The worker processes of this process, kept between calls (each loads FIDO once): a
+#: running worker or ``custos serve`` pays the start-up once, not per deposit.
+_POOLS: dict[int, multiprocessing.pool.Pool] = {}
+
+
+def _pool(processes: int) -> multiprocessing.pool.Pool:
+    pool = _POOLS.get(processes)
+    if pool is None:
+        context = multiprocessing.get_context("spawn")  # no inherited threads or locks
+        pool = _POOLS[processes] = context.Pool(processes, initializer=fido_engine.load)
+    return pool
+
+
+def _discard_pool(processes: int) -> None:
+    """Stop the worker processes (a chunk ran past its time limit, or a worker failed)."""
+    pool = _POOLS.pop(processes, None)
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+
 
 def identify(
     paths: Sequence[Path],
@@ -50,19 +71,20 @@ def identify(
 ) -> dict[Path, Identification]:
     """Identify every file; a file FIDO cannot match gets ``puid=None`` and basis ``none``.
 
-    FIDO is loaded once in each of up to ``workers`` processes, which share the files
-    (:mod:`ingest.fido_engine`: FIDO's own matching, the same verdicts, less work).
-    Raises :class:`IdentificationError` if the identifier fails or exceeds its time limit
-    (``timeout_per_file`` per file of a chunk, plus start-up).
+    ``workers`` processes, each with FIDO loaded once and kept for later calls, share the
+    files (:mod:`ingest.fido_engine`: FIDO's own matching, the same verdicts, less work).
+    Raises :class:`IdentificationError` if the identifier fails or a chunk exceeds its time
+    limit (start-up, plus ``timeout_per_file`` per file); the processes are then stopped.
     """
     if not paths:
         return {}
-    chunks = [[str(p) for p in paths[i : i + CHUNK]] for i in range(0, len(paths), CHUNK)]
-    processes = max(1, min(workers, len(chunks)))
+    processes = max(1, workers)
+    # Small sets in small chunks too, so that every process has a share.
+    size = max(1, min(CHUNK, -(-len(paths) // (processes * 4))))
+    chunks = [[str(p) for p in paths[i : i + size]] for i in range(0, len(paths), size)]
     found: dict[Path, Identification] = {}
-    pool = multiprocessing.get_context("spawn").Pool(processes, initializer=fido_engine.load)
+    results = _pool(processes).imap(fido_engine.identify_paths, chunks)
     try:
-        results = pool.imap(fido_engine.identify_paths, chunks)
         for chunk in chunks:
             try:
                 verdicts = results.next(timeout=60 + timeout_per_file * len(chunk))
@@ -77,8 +99,7 @@ def identify(
                 found[Path(path)] = Identification(puid, mime, name, basis)
             if progress:
                 progress(len(chunk))
-        pool.close()
-    finally:
-        pool.terminate()  # also stops a worker stuck past its time limit
-        pool.join()
+    except BaseException:
+        _discard_pool(processes)  # also stops a worker stuck past its time limit
+        raise
     return found
