@@ -151,8 +151,9 @@ def worker_cmd(
         bool,
         typer.Option(
             "--schedule/--no-schedule",
-            help="Also run the periodic jobs (due fixity cycles, sampling, replication, "
-            "sealing, the daily renewal); with --no-schedule only take queued jobs.",
+            help="Also run the periodic jobs (characterisation of what is pending, due "
+            "fixity cycles, sampling, replication, sealing, the daily renewal); with "
+            "--no-schedule only take queued jobs.",
         ),
     ] = True,
 ) -> None:
