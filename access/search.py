@@ -115,12 +115,15 @@ def index_package(session: Session, package_id: str, policy: AccessPolicy) -> in
         level = audience_of(policy, rules, path)
         if level is not None:
             visible.append((path, size, format_name, puid, sha512, level))
-    # Extracted text only for what a public reader may see (decided just above): the text
-    # of anything else is never read here, so it cannot reach the index.
-    texts = _texts(session, [v[4] for v in visible])
-    for path, size, format_name, puid, sha512, level in visible:
-        fmt = format_name or ""
-        entries.append(
+    session.execute(insert(SearchEntry), entries)
+    count = len(entries)
+    # In batches: the extracted text of a large package need not be held at once.
+    for start in range(0, len(visible), 1000):
+        batch = visible[start : start + 1000]
+        # Extracted text only for what a public reader may see (decided just above): the
+        # text of anything else is never read here, so it cannot reach the index.
+        texts = _texts(session, [v[4] for v in batch])
+        entries = [
             {
                 "package_id": package_id,
                 "kind": "file",
@@ -128,17 +131,24 @@ def index_package(session: Session, package_id: str, policy: AccessPolicy) -> in
                 "title": title,
                 "depositor": depositor,
                 "year": year,
-                "format": fmt,
+                "format": format_name or "",
                 "size": size,
                 "audience": max(level, package_audience),
                 "document": " ".join(
-                    [_words(path.removeprefix("data/")), fmt, puid or "", texts.get(sha512, "")]
+                    [
+                        _words(path.removeprefix("data/")),
+                        format_name or "",
+                        puid or "",
+                        texts.get(sha512, ""),
+                    ]
                 ),
             }
-        )
-    for i in range(0, len(entries), 5000):
-        session.execute(insert(SearchEntry), entries[i : i + 5000])
-    return len(entries)
+            for path, size, format_name, puid, sha512, level in batch
+        ]
+        if entries:
+            session.execute(insert(SearchEntry), entries)
+        count += len(entries)
+    return count
 
 
 def _texts(session: Session, digests: list[str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ The adapter decides nothing about access: callers hand it only files the public 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -35,6 +36,7 @@ def extractable(mime_type: str | None) -> bool:
     return mime_type == PDF or mime_type in PLAIN_TEXT
 
 
+@functools.cache
 def pdftotext_version() -> str | None:
     """``pdftotext <version>``, or None when poppler-utils is not installed."""
     exe = shutil.which(PDFTOTEXT)
@@ -82,7 +84,8 @@ def extract(
 
 
 def _kept(text: str, max_chars: int, tool: str) -> Extracted:
-    text = " ".join(text.split())[:max_chars]
+    # Whitespace runs made one space; NUL (which PostgreSQL text cannot hold) made a space.
+    text = " ".join(text.replace("\0", " ").split())[:max_chars]
     return Extracted("text" if text else "none", tool, text)
 
 
