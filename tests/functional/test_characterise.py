@@ -255,3 +255,29 @@ def test_text_limits_are_kept(make_services: MakeServices, tmp_path: Path) -> No
     with services.sessions() as session:
         texts = dict(session.execute(select(ExtractedText.outcome, ExtractedText.text)).all())
     assert texts["text"] == "alpha beta gamma del" and texts["too-large"] == ""
+
+
+def test_cli_queues_with_no_identify_and_status_says_what_is_pending(tmp_path: Path) -> None:
+    from tests.functional.test_cli import custos
+
+    data = tmp_path / "data"
+    code, stored, _ = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "S", "--no-identify", "--json"
+    )
+    assert code == 0 and stored["identification"] == {"status": "queued"}
+    code, status, _ = custos(data, "status", "--json")
+    pending_work = status["characterisation"]
+    assert pending_work["files_awaiting_identification"] == 5
+    assert pending_work["packages_awaiting_identification"] == 1
+    assert pending_work["jobs_queued"] >= 1  # the characterise job (and replication)
+    code, done, _ = custos(data, "identify", "--json")
+    assert (
+        code == 0 and done["packages"][0]["identified"] + done["packages"][0]["unidentified"] == 5
+    )
+    # The sample's public text files and PDF were read; the restricted letter was not.
+    assert done["texts"].get("text", 0) >= 2
+    code, status, _ = custos(data, "status", "--json")
+    assert status["characterisation"]["files_awaiting_identification"] == 0
+    assert status["characterisation"]["public_files_awaiting_text"] == 0
+    code, again, _ = custos(data, "identify", "--json")
+    assert again == {"status": "ok", "packages": [], "texts": {}}
