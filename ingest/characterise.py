@@ -4,7 +4,7 @@ thread of ``custos serve`` and ``custos identify`` call.
 
 Every step only does what is still pending, so running it again (a job queued twice, a
 worker and ``custos serve`` both at work) does nothing twice: identification takes only
-files without a format (results reused by sha512, see :func:`ingest.service.identify_package`),
+files without a format (results reused by sha512 and extension, see :func:`ingest.service.identify_package`),
 extraction only digests without an ``extracted_texts`` row.
 
 Which files are read for text: those the public search index holds, i.e. those
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -54,18 +54,6 @@ class CharacteriseReport:
             "texts": dict(sorted(self.texts.items())),
             "failures": self.failures,
         }
-
-
-def pending_text(services: Services) -> tuple[int, int]:
-    """(packages, files) whose public documents await text extraction."""
-    if not services.settings.characterisation.extract_text:
-        return 0, 0
-    q = public_files_without_text().subquery()
-    with services.sessions() as session:
-        packages, files = session.execute(
-            select(func.count(func.distinct(q.c.package_id)), func.count())
-        ).one()
-    return int(packages), int(files)
 
 
 def pending_packages(services: Services) -> list[str]:
