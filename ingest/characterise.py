@@ -4,8 +4,9 @@ thread of ``custos serve`` and ``custos identify`` call.
 
 Every step only does what is still pending, so running it again (a job queued twice, a
 worker and ``custos serve`` both at work) does nothing twice: identification takes only
-files without a format (results reused by sha512 and extension, see :func:`ingest.service.identify_package`),
-extraction only digests without an ``extracted_texts`` row.
+files without a format (results reused by sha512 and extension, see
+:func:`ingest.service.identify_package`), extraction only digests without an
+``extracted_texts`` row.
 
 Which files are read for text: those the public search index holds, i.e. those
 :func:`access.rules.may_see` lets a public reader see, as decided when the package was last
