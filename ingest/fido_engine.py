@@ -322,8 +322,9 @@ class Engine:
                 self._handle(path, matches, 0.0, fido.matchtype)
             else:
                 self._handle(path, self._match_extensions(path), 0.0, "extension")
-        except OSError:
-            return (None, None, None, "none")
+        except Exception:  # unreadable, or FIDO's container code failing on damaged bytes:
+            return (None, None, None, "none")  # unidentified, as FIDO says of a file it
+            # cannot read (its command line would stop the whole run on the latter)
         return self._found[0] if self._found else (None, None, None, "none")
 
 
