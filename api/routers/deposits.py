@@ -9,10 +9,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from access.deposits import deposit_status, receipt
 from access.rules import Principal
-from api.deps import PolicyDep, ServicesDep, role
+from api.deps import PolicyDep, ServicesDep, queue_characterisation_of, role
 from archive.custody import record_events
 from archive.errors import Forbidden
-from ingest.characterise import queue_characterisation
 from ingest.upload import UploadSink, after_commit, check_request, store_upload
 
 router = APIRouter(prefix="/deposits", tags=["depositors"])
@@ -60,9 +59,7 @@ async def upload(
         lambda: store_upload(services, sink, user=who.name, organisation=who.organisation or "")
     )
     # Identification and text extraction are queued work: the answer does not wait for them.
-    await run_in_threadpool(queue_characterisation, services, stored.package_id)
-    if request.app.state.characteriser is not None:
-        request.app.state.characteriser.wake()
+    await run_in_threadpool(queue_characterisation_of, request, services, stored.package_id)
     if stored.state == "stored":
         background.add_task(after_commit, services, stored.package_id)
     with services.sessions() as session:

@@ -21,9 +21,8 @@ from access.registrar import (
     search_all,
 )
 from access.rules import Principal
-from api.deps import PolicyDep, ServicesDep, role
+from api.deps import PolicyDep, ServicesDep, queue_characterisation_of, role
 from archive.custody import record_events
-from ingest.characterise import queue_characterisation
 
 router = APIRouter(prefix="/registrar", tags=["registrars"])
 Registrar = Annotated[Principal, role("registrar", second_factor=True)]
@@ -110,9 +109,7 @@ def tier(
         successor=body.successor,
     )
     # Files now public may have text to extract for the search: queued, after the commit.
-    queue_characterisation(services, changed.package_id)
-    if request.app.state.characteriser is not None:
-        request.app.state.characteriser.wake()
+    queue_characterisation_of(request, services, changed.package_id)
     return changed.as_dict()
 
 
