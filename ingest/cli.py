@@ -60,7 +60,12 @@ def ingest_cmd(
     if identify and services.settings.identify_formats:
         report["identification"] = _identify_after_commit(services, result.package_id, as_json)
         if services.settings.characterisation.extract_text:
-            report["texts"] = _extract_after_commit(services, result.package_id)
+            report["texts"] = texts = _extract_after_commit(services, result.package_id)
+            if texts and not as_json:
+                err.print(
+                    "text of public files, for the search: "
+                    + ", ".join(f"{k} {n}" for k, n in sorted(texts.items()))
+                )
     else:
         queued = queue_characterisation(services, result.package_id)
         report["identification"] = {"status": "queued" if queued else "not-queued"}

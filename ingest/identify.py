@@ -9,6 +9,7 @@ it first; the basis (signature, container or extension) is recorded with it.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import multiprocessing.pool
 from collections.abc import Callable, Sequence
@@ -52,6 +53,13 @@ def _pool(processes: int) -> multiprocessing.pool.Pool:
         context = multiprocessing.get_context("spawn")  # no inherited threads or locks
         pool = _POOLS[processes] = context.Pool(processes, initializer=fido_engine.load)
     return pool
+
+
+@atexit.register
+def _close_pools() -> None:
+    """Stop the worker processes before the interpreter tears its modules down."""
+    for processes in list(_POOLS):
+        _discard_pool(processes)
 
 
 def _discard_pool(processes: int) -> None:
