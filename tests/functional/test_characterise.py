@@ -237,6 +237,13 @@ def test_a_tier_change_to_public_makes_the_text_findable(
     with services.sessions() as session:
         held = set(session.execute(select(ExtractedText.sha512)).scalars())
     assert _sha512(services, "data/closed/witness.pdf") not in held
+    # A catalog rebuilt in place from storage keeps the tier change and finds the text.
+    from archive.catalog.rebuild import rebuild
+
+    rebuild(services)
+    found = _search(client, RESTRICTED_WORD)
+    assert [h["path"] for h in found["results"]] == ["data/closed/minutes.pdf"]
+    assert _search(client, PROTECTED_WORD)["total"] == 0
 
 
 def test_text_limits_are_kept(make_services: MakeServices, tmp_path: Path) -> None:
