@@ -72,6 +72,7 @@ bench: install
 	$(BIN)/python bench/fixity.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/sunset.py
+	$(BIN)/python bench/identify.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

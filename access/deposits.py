@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from access.reads import AWAITING, SEALED, payload_files, sealed_subjects
@@ -30,6 +30,7 @@ class DepositStatus:
     finished_at: datetime
     message: str
     identification: str  # pending | done
+    files_awaiting_identification: int
     seal: str  # sealed | awaiting seal
 
     def as_dict(self) -> dict[str, Any]:
@@ -45,6 +46,7 @@ class DepositStatus:
             "finished_at": self.finished_at.isoformat(),
             "message": self.message,
             "identification": self.identification,
+            "files_awaiting_identification": self.files_awaiting_identification,
             "seal": self.seal,
         }
 
@@ -62,18 +64,17 @@ def _own_upload(session: Session, reader: Principal, upload_id: str) -> Upload:
 def deposit_status(session: Session, reader: Principal, upload_id: str) -> DepositStatus:
     """Where a deposit of ``reader``'s organisation stands. Raises :class:`NotFound`."""
     row = _own_upload(session, reader, upload_id)
-    identification, seal = "pending", AWAITING
+    identification, seal, waiting = "pending", AWAITING, 0
     if row.package_id:
-        pending = session.execute(
-            select(File.id)
-            .where(
+        # Identification is queued work (the characterise job): pending until it has run.
+        waiting = session.execute(
+            select(func.count(File.id)).where(
                 File.package_id == row.package_id,
                 File.role == "payload",
                 File.format_name.is_(None),
             )
-            .limit(1)
-        ).first()
-        identification = "pending" if pending else "done"
+        ).scalar_one()
+        identification = "pending" if waiting else "done"
         sealed = sealed_subjects(session, row.package_id)
         seal = SEALED if "v1/inventory.json" in sealed else AWAITING
     return DepositStatus(
@@ -88,6 +89,7 @@ def deposit_status(session: Session, reader: Principal, upload_id: str) -> Depos
         row.finished_at,
         row.message,
         identification,
+        int(waiting),
         seal,
     )
 

@@ -3,8 +3,9 @@
 :func:`index_hook` runs whenever a package's catalog rows are (re)written (ingest, format
 identification, a tier change, ``custos catalog rebuild``; see
 :func:`archive.catalog.index.run_index_hooks`) and replaces the package's entries: one for the
-package (title, description, bag-info) and one per payload file (its path's words, its format),
-each only if :func:`access.rules.may_see` allows it. ``audience`` 1: anyone (purpose
+package (title, description, bag-info) and one per payload file (its path's words, its format,
+the text extracted from it by the characterisation job where there is some), each only if
+:func:`access.rules.may_see` allows it. ``audience`` 1: anyone (purpose
 ``public``); 2: researchers stating the purpose ``research``. Material no public reader may
 see never enters the table, so no count, facet, total or timing of a search can depend on it.
 
@@ -34,7 +35,14 @@ from access.rules import (
     may_see,
     today,
 )
-from archive.catalog.tables import Deposit, Depositor, File, Package, SearchEntry
+from archive.catalog.tables import (
+    Deposit,
+    Depositor,
+    ExtractedText,
+    File,
+    Package,
+    SearchEntry,
+)
 from archive.config import Settings
 from archive.errors import InputRejected
 from archive.findings import Finding
@@ -97,17 +105,25 @@ def index_package(session: Session, package_id: str, policy: AccessPolicy) -> in
         }
     ]
     files = session.execute(
-        select(File.logical_path, File.size, File.format_name, File.puid)
+        select(File.logical_path, File.size, File.format_name, File.puid, File.sha512)
         .where(File.package_id == package_id, File.role == "payload")
         .order_by(File.logical_path)
-    )
-    for logical, size, format_name, puid in files:
+    ).all()
+    visible = []
+    for logical, size, format_name, puid, sha512 in files:
         path = logical.removeprefix("bag/")
         level = audience_of(policy, rules, path)
-        if level is None:
-            continue
-        fmt = format_name or ""
-        entries.append(
+        if level is not None:
+            visible.append((path, size, format_name, puid, sha512, level))
+    session.execute(insert(SearchEntry), entries)
+    count = len(entries)
+    # In batches: the extracted text of a large package need not be held at once.
+    for start in range(0, len(visible), 1000):
+        batch = visible[start : start + 1000]
+        # Extracted text only for what a public reader may see (decided just above): the
+        # text of anything else is never read here, so it cannot reach the index.
+        texts = _texts(session, [v[4] for v in batch])
+        entries = [
             {
                 "package_id": package_id,
                 "kind": "file",
@@ -115,15 +131,40 @@ def index_package(session: Session, package_id: str, policy: AccessPolicy) -> in
                 "title": title,
                 "depositor": depositor,
                 "year": year,
-                "format": fmt,
+                "format": format_name or "",
                 "size": size,
                 "audience": max(level, package_audience),
-                "document": " ".join([_words(path.removeprefix("data/")), fmt, puid or ""]),
+                "document": " ".join(
+                    [
+                        _words(path.removeprefix("data/")),
+                        format_name or "",
+                        puid or "",
+                        texts.get(sha512, ""),
+                    ]
+                ),
             }
+            for path, size, format_name, puid, sha512, level in batch
+        ]
+        if entries:
+            session.execute(insert(SearchEntry), entries)
+        count += len(entries)
+    return count
+
+
+def _texts(session: Session, digests: list[str]) -> dict[str, str]:
+    """The extracted text held for each of ``digests`` that has some (``extracted_texts``,
+    filled by the characterisation job; see ``ingest/characterise.py``)."""
+    out: dict[str, str] = {}
+    unique = sorted(set(digests))
+    for i in range(0, len(unique), 500):
+        out.update(
+            session.execute(
+                select(ExtractedText.sha512, ExtractedText.text).where(
+                    ExtractedText.sha512.in_(unique[i : i + 500]), ExtractedText.outcome == "text"
+                )
+            ).all()
         )
-    for i in range(0, len(entries), 5000):
-        session.execute(insert(SearchEntry), entries[i : i + 5000])
-    return len(entries)
+    return out
 
 
 def _bag_info(session: Session, package_id: str) -> list[str]:

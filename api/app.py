@@ -17,6 +17,7 @@ from api import errors
 from api.routers import archivematica, archivist, deposits, health, public, reading_room, registrar
 from archive.config import Settings
 from archive.services import open_services
+from ingest.characterise import Characteriser
 
 DESCRIPTION = """\
 The Custos service API. Researchers and anonymous readers see the public tier only; every
@@ -26,17 +27,27 @@ registrars add the current TOTP code in `X-Custos-TOTP`. Errors are `application
 """
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, characterise_in_background: bool = False) -> FastAPI:
+    """The application. With ``characterise_in_background`` (what ``custos serve`` passes from
+    ``characterisation.in_serve``), a thread of the server identifies formats and extracts
+    text of what deposits left pending, so that no worker is needed on one machine."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = open_services(settings)
         app.state.services = services
+        app.state.characteriser = None
+        if characterise_in_background:
+            app.state.characteriser = Characteriser(services)
+            app.state.characteriser.start()
         # A few threads wait for a server database at once: enough to overlap its work with
         # ours, few enough that they do not fight over the interpreter.
         app.state.database_waits = anyio.CapacityLimiter(3)
         try:
             yield
         finally:
+            if app.state.characteriser is not None:
+                app.state.characteriser.stop()
             services.close()
 
     app = FastAPI(

@@ -32,7 +32,10 @@ def serve_cmd(
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the API (OpenAPI at /openapi.json) and the reading room (/search) until
-    interrupted (Ctrl-C or SIGTERM), then exit cleanly."""
+    interrupted (Ctrl-C or SIGTERM), then exit cleanly.
+
+    Unless `characterisation.in_serve = false`, the server also identifies formats and
+    extracts text of what deposits left pending (no worker needed on one machine)."""
     st = state(ctx)
     settings = run(False, st.settings)  # refuse bad settings before anything starts
     err.print(
@@ -50,7 +53,8 @@ def serve_cmd(
         spawn.Process(
             target=_serve,
             args=(st.data_dir, st.config, host, port, log_level),
-            kwargs={"reuse_port": True},
+            # One process characterises: the others would only wait for its lock.
+            kwargs={"reuse_port": True, "characterise": n == 0},
             name=f"custos-serve-{n}",
         )
         for n in range(workers)
@@ -94,8 +98,11 @@ def _serve(
     log_level: str,
     *,
     reuse_port: bool,
+    characterise: bool = True,
 ) -> None:
-    """One serving process (also the whole server without --workers)."""
+    """One serving process (also the whole server without --workers); with ``characterise``
+    it also identifies and extracts what deposits left pending (see
+    :class:`ingest.characterise.Characteriser`): one process of N does."""
     import uvicorn
 
     from api.app import create_app
@@ -110,7 +117,11 @@ def _serve(
         err.print(f"[red]error:[/] cannot serve on {host}:{port}: {text}")
         sys.exit(1)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(
+            settings,
+            # One serving process characterises (the others would only wait for its lock).
+            characterise_in_background=characterise and settings.characterisation.in_serve,
+        ),
         log_level=log_level,
         proxy_headers=False,
         server_header=False,

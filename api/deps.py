@@ -27,6 +27,7 @@ from access.users import (
 from archive.catalog.tables import User
 from archive.errors import AuthenticationFailed, Forbidden, SecondFactorRequired
 from archive.services import Services
+from ingest.characterise import queue_characterisation
 from policies.schema import AccessPolicy
 
 # Cheap dependencies are coroutines: a plain function would cost a trip to the thread pool
@@ -120,6 +121,15 @@ async def reader(
 
 
 ReaderDep = Annotated[Principal, Depends(reader)]
+
+
+def queue_characterisation_of(request: Request, services: Services, package_id: str) -> None:
+    """Queue the characterise job for a committed package and wake this server's own
+    characterisation thread, if it runs one (``characterisation.in_serve``)."""
+    queue_characterisation(services, package_id)
+    characteriser = getattr(request.app.state, "characteriser", None)
+    if characteriser is not None:
+        characteriser.wake()
 
 
 def role(*allowed: str, second_factor: bool = False) -> Any:

@@ -354,8 +354,9 @@ def seal_renew_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 @app.command("status")
 def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Holdings, replication (packages safely stored), fixity coverage, the seal backlog (and
-    its age), and the custody log's last sealed checkpoint."""
+    """Holdings, characterisation pending (formats, text) and jobs queued, replication
+    (packages safely stored), fixity coverage, the seal backlog (and its age), and the
+    custody log's last sealed checkpoint."""
     from archive.status import status
 
     services = run(as_json, state(ctx).services)
@@ -368,12 +369,17 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         f"{human_bytes(st.payload_bytes)}",
         markup=False,
     )
-    if st.unidentified:
+    queued = "unknown (the queue did not answer)" if st.jobs_queued is None else st.jobs_queued
+    if st.unidentified or st.text_pending:
         out.print(
-            f"identification backlog: {st.unidentified} payload file(s) not identified yet "
-            "(custos identify)",
+            f"characterisation backlog: {st.unidentified} payload file(s) in "
+            f"{st.unidentified_packages} package(s) not identified yet, {st.text_pending} public "
+            f"file(s) not yet read for text; jobs queued: {queued} (a worker, `custos serve` "
+            "or `custos identify` does this work)",
             markup=False,
         )
+    else:
+        out.print(f"characterisation: nothing pending; jobs queued: {queued}", markup=False)
     r = st.replication
     out.print(
         f"replication: {r.safely_stored} of {r.packages} package(s) safely stored (every "

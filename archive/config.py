@@ -262,6 +262,28 @@ class AuthSettings(BaseModel):
     #: ...for this many minutes, during which no code is even checked.
     totp_lockout_minutes: int = Field(default=15, ge=1, le=1440)
 
+class CharacterisationSettings(BaseModel):
+    """Where and how format identification and text extraction run after a deposit.
+
+    ``custos ingest`` identifies at once (unless ``--no-identify``); API deposits are queued
+    (job ``characterise``) and answered before identification. ``custos serve`` consumes that
+    work itself in a thread of its own when ``in_serve`` is true (the embedded default, where
+    no worker runs); set it false where ``custos worker`` processes do it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    in_serve: bool = True
+    #: How often ``custos serve`` (and the worker's schedule) looks for work left pending.
+    every_minutes: int = Field(default=5, ge=1, le=1440)
+    #: Plain text of public documents for the reading-room search (PDF via pdftotext).
+    extract_text: bool = True
+    #: Files larger than this are not read for text.
+    source_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    #: Characters of text kept (and indexed) per file; the rest is cut off.
+    text_max_chars: int = Field(default=200_000, ge=1, le=2_000_000)
+    #: pdftotext is killed after this many seconds (the file is recorded as failed).
+    time_limit_seconds: float = Field(default=60.0, gt=0)
+
 
 class Settings(BaseModel):
     """Everything Custos needs to know about where it runs."""
@@ -285,6 +307,7 @@ class Settings(BaseModel):
     migration: MigrationSettings = MigrationSettings()
     policy_dir: Path | None = None
     identify_formats: bool = True
+    characterisation: CharacterisationSettings = CharacterisationSettings()
     fsync: bool = True
     #: Cores to use: FIDO runs this many processes, small files get two copy processes each.
     workers: int = Field(default=2, ge=1, le=64)

@@ -125,6 +125,28 @@ def pending(settings: Settings) -> int:
         raise QueueError(f"cannot read the job queue ({_where(settings)}): {exc}") from exc
 
 
+def run_queued(services: Services, *, limit: int = 1000) -> int:
+    """Run the jobs waiting in the queue, one after the other, in this process (no worker);
+    return how many ran. For one-shot use (tests, a cron line) where no worker is running.
+
+    Raises :class:`QueueError` when the queue cannot be read."""
+    _WORKER.update(services=services, table=job_table(services.settings))
+    huey, _ = _queue(services.settings)
+    ran = 0
+    while ran < limit:
+        try:
+            task = huey.dequeue()
+        except Exception as exc:
+            raise QueueError(
+                f"cannot read the job queue ({_where(services.settings)}): {exc}"
+            ) from exc
+        if task is None:
+            break
+        huey.execute(task)
+        ran += 1
+    return ran
+
+
 def job_table(settings: Settings) -> JobTable:
     """Handlers and schedule from every installed ``custos.jobs`` entry point (each is called
     as ``register(table, settings)``)."""

@@ -1,6 +1,7 @@
 """`custos status`: what the archive holds and what awaits work, read from the catalog alone.
 
-Reports holdings, the files awaiting format identification, how many packages are safely
+Reports holdings, the files awaiting format identification and public files awaiting text
+extraction (and the jobs queued), how many packages are safely
 stored (every copy the replication plan requires written and read back), the seal backlog
 (with its age and the back-off before the next attempt), the custody log's head and last
 sealed checkpoint, and the fixity coverage (copies checked within their tier's period, the
@@ -15,9 +16,19 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from archive.catalog.tables import Checkpoint, CustodyHead, Deposit, File, Package, Seal
+from archive.catalog.queries import public_files_without_text
+from archive.catalog.tables import (
+    Checkpoint,
+    CustodyHead,
+    Deposit,
+    ExtractedText,
+    File,
+    Package,
+    Seal,
+)
 from archive.custody import now
 from archive.fixity_state import Coverage, coverage
+from archive.jobs import QueueError, pending
 from archive.proofs.seal import Backlog, backlog
 from archive.replicas import ReplicationSummary, replication_summary
 from archive.services import Services
@@ -29,6 +40,10 @@ class Status:
     payload_files: int
     payload_bytes: int
     unidentified: int  # payload files whose format has not been identified yet
+    unidentified_packages: int
+    text_pending: int  # public files (distinct bytes aside) whose text is not read yet
+    text_outcomes: dict[str, int]  # extracted_texts rows by outcome
+    jobs_queued: int | None  # None: the queue could not be read
     seal: Backlog
     log_entries: int
     log_chain: str
@@ -47,6 +62,13 @@ class Status:
                 "payload_bytes": self.payload_bytes,
             },
             "identification_backlog": self.unidentified,
+            "characterisation": {
+                "files_awaiting_identification": self.unidentified,
+                "packages_awaiting_identification": self.unidentified_packages,
+                "public_files_awaiting_text": self.text_pending,
+                "texts": self.text_outcomes,
+                "jobs_queued": self.jobs_queued,
+            },
             "replication": self.replication.as_dict(),
             "fixity": self.fixity.as_dict(),
             "seal_backlog": self.seal.as_dict(self.at),
@@ -63,6 +85,10 @@ class Status:
 
 def status(services: Services) -> Status:
     """The archive's state now. Raises :class:`CatalogError` if the catalog cannot be read."""
+    try:
+        jobs_queued: int | None = pending(services.settings)
+    except QueueError:
+        jobs_queued = None
     with services.sessions() as session:
         packages, files, size = session.execute(
             select(
@@ -71,9 +97,19 @@ def status(services: Services) -> Status:
                 func.coalesce(func.sum(Deposit.payload_bytes), 0),
             ).join(Deposit, Deposit.id == Package.deposit_id)
         ).one()
-        unidentified = session.execute(
-            select(func.count(File.id)).where(File.role == "payload", File.format_name.is_(None))
+        unidentified, unidentified_packages = session.execute(
+            select(func.count(File.id), func.count(func.distinct(File.package_id))).where(
+                File.role == "payload", File.format_name.is_(None)
+            )
+        ).one()
+        text_pending = session.execute(
+            select(func.count()).select_from(public_files_without_text().subquery())
         ).scalar_one()
+        text_outcomes = dict(
+            session.execute(
+                select(ExtractedText.outcome, func.count()).group_by(ExtractedText.outcome)
+            ).all()
+        )
         head = session.get(CustodyHead, 1)
         chain = head.chain if head else ""
         last = session.execute(
@@ -88,6 +124,10 @@ def status(services: Services) -> Status:
             payload_files=int(files),
             payload_bytes=int(size),
             unidentified=int(unidentified),
+            unidentified_packages=int(unidentified_packages),
+            text_pending=int(text_pending),
+            text_outcomes={k: int(v) for k, v in sorted(text_outcomes.items())},
+            jobs_queued=jobs_queued,
             seal=backlog(session, services.settings),
             log_entries=head.seq if head else 0,
             log_chain=chain,

@@ -157,10 +157,10 @@ def worker_cmd(
         bool,
         typer.Option(
             "--schedule/--no-schedule",
-            help="Also run the periodic jobs (due fixity cycles, sampling, replication, "
-            "sealing, the daily renewal, the daily sunset run of `policies apply`, format "
-            "migration when migration.every_minutes is set); with --no-schedule only take "
-            "queued jobs.",
+            help="Also run the periodic jobs (characterisation of what is pending, due "
+            "fixity cycles, sampling, replication, sealing, the daily renewal, the daily "
+            "sunset run of `policies apply`, format migration when migration.every_minutes "
+            "is set); with --no-schedule only take queued jobs.",
         ),
     ] = True,
 ) -> None:

@@ -15,6 +15,7 @@ from archive.jobs import enqueue
 from archive.proofs.seal import seal_now
 from archive.services import Services
 from ingest import service
+from ingest.characterise import extract_texts, pending_packages, queue_characterisation
 from ingest.unpack import source_size
 
 
@@ -26,8 +27,9 @@ def ingest_cmd(
         bool,
         typer.Option(
             "--identify/--no-identify",
-            help="Identify formats (PRONOM) right after the package is stored; "
-            "with --no-identify run `custos identify` later.",
+            help="Identify formats (PRONOM) and extract the text of public documents right "
+            "after the package is stored; with --no-identify that work is queued for "
+            "`custos worker` (or `custos serve`, or run `custos identify`).",
         ),
     ] = True,
     seal: Annotated[
@@ -57,6 +59,22 @@ def ingest_cmd(
     # An already-held package may still await identification (an earlier run was stopped).
     if identify and services.settings.identify_formats:
         report["identification"] = _identify_after_commit(services, result.package_id, as_json)
+        if services.settings.characterisation.extract_text:
+            report["texts"] = texts = _extract_after_commit(services, result.package_id)
+            if texts and not as_json:
+                err.print(
+                    "text of public files, for the search: "
+                    + ", ".join(f"{k} {n}" for k, n in sorted(texts.items()))
+                )
+    else:
+        queued = queue_characterisation(services, result.package_id)
+        report["identification"] = {"status": "queued" if queued else "not-queued"}
+        if not as_json:
+            err.print(
+                "formats and text: "
+                + ("queued for a worker" if queued else "not queued (the queue did not answer)")
+                + f"; `custos identify {result.package_id}` does it now"
+            )
     if seal:
         report["seal"] = _seal_after_commit(services, as_json)
     report["replication"] = _queue_replication(services, result.package_id, as_json)
@@ -99,6 +117,11 @@ def _identify_after_commit(services: Services, package_id: str, quiet: bool) -> 
     return {"status": "ok", **done.as_dict()}
 
 
+def _extract_after_commit(services: Services, package_id: str) -> dict[str, int]:
+    """Text of the package's public documents, for the search (failures are recorded)."""
+    return extract_texts(services, package_id)
+
+
 def _seal_after_commit(services: Services, quiet: bool) -> dict[str, Any]:
     """The package is stored: a TSA that does not answer leaves its manifests awaiting seal."""
     try:
@@ -135,20 +158,25 @@ def identify_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Identify the formats (PRONOM PUIDs) of payload files not yet identified."""
+    """Identify the formats (PRONOM PUIDs) of payload files not yet identified, then extract
+    the text of public documents not yet read (what the `characterise` job does)."""
     services = run(as_json, state(ctx).services)
-    targets = [package] if package else service.pending_identification(services)
+    targets = [package] if package else run(as_json, partial(pending_packages, services))
     results = []
+    texts: dict[str, int] = {}
     for target in targets:
         with progress_bar(f"identifying {target}", None, not as_json, unit="items") as tick:
-            results.append(
-                run(as_json, partial(service.identify_package, services, target, progress=tick))
-            )
+            done = run(as_json, partial(service.identify_package, services, target, progress=tick))
+        results.append(done)
+        if services.settings.characterisation.extract_text:
+            got = run(as_json, partial(extract_texts, services, done.package_id))
+            for outcome, n in got.items():
+                texts[outcome] = texts.get(outcome, 0) + n
     if as_json:
-        emit_json({"status": "ok", "packages": [r.as_dict() for r in results]})
+        emit_json({"status": "ok", "packages": [r.as_dict() for r in results], "texts": texts})
         return
     if not results:
-        out.print("nothing to identify: every payload file has a format")
+        out.print("nothing to identify: every payload file has a format and public text is read")
     for r in results:
         kinds = ", ".join(f"{puid} ×{n}" for puid, n in sorted(r.formats.items()))
         where = f" (recorded in version v{r.version})" if r.version else ""
@@ -156,6 +184,10 @@ def identify_cmd(
             f"{r.package_id}: {r.identified} identified, {r.unidentified} unidentified"
             f"{where}{': ' + kinds if kinds else ''}",
             markup=False,
+        )
+    if texts:
+        out.print(
+            "text of public files: " + ", ".join(f"{k} {n}" for k, n in sorted(texts.items()))
         )
 
 

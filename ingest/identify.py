@@ -1,28 +1,23 @@
-"""Format identification to PRONOM PUIDs with FIDO (opf-fido), one process per batch.
+"""Format identification to PRONOM PUIDs with FIDO (opf-fido), in worker processes.
 
-FIDO's Python API depends on module-level defaults set by its own ``main``, so it is driven
-through its command line with a machine-readable match format, on a list of files, with a
-time limit. Where FIDO offers several matches, its first (best) one is kept; the basis
-(signature, container or extension) is recorded with it.
+Each worker process loads FIDO once (:mod:`ingest.fido_engine`, which sets FIDO's signature
+files as its own command line does), is kept for later calls, and identifies chunks of
+files; a chunk past its time limit stops the processes (new ones start on the next call).
+Where FIDO offers several matches, its first (best) one is kept, as its command line prints
+it first; the basis (signature, container or extension) is recorded with it.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
+import atexit
+import multiprocessing
+import multiprocessing.pool
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from archive.errors import CustosError
-
-MATCH = (
-    "OK\t%(info.group_index)s\t%(info.puid)s\t%(info.mimetype)s\t%(info.matchtype)s"
-    "\t%(info.formatname)s\t%(info.filename)s\n"
-)
-NOMATCH = "KO\t%(info.filename)s\n"
+from ingest import fido_engine
 
 
 class IdentificationError(CustosError):
@@ -43,9 +38,36 @@ def tool_version() -> str:
     return f"fido {__version__}"
 
 
-#: Files per FIDO process: large enough to amortise its start-up (~0.4 s), small enough for
-#: steady progress and for both cores to share the work.
-BATCH = 1000
+#: Files sent to a worker process at a time: small enough for steady progress and for the
+#: processes to share the work evenly, large enough to keep the hand-over cheap.
+CHUNK = 200
+
+#: The worker processes of this process, kept between calls (each loads FIDO once): a
+#: running worker or ``custos serve`` pays the start-up once, not per deposit.
+_POOLS: dict[int, multiprocessing.pool.Pool] = {}
+
+
+def _pool(processes: int) -> multiprocessing.pool.Pool:
+    pool = _POOLS.get(processes)
+    if pool is None:
+        context = multiprocessing.get_context("spawn")  # no inherited threads or locks
+        pool = _POOLS[processes] = context.Pool(processes, initializer=fido_engine.load)
+    return pool
+
+
+@atexit.register
+def _close_pools() -> None:
+    """Stop the worker processes before the interpreter tears its modules down."""
+    for processes in list(_POOLS):
+        _discard_pool(processes)
+
+
+def _discard_pool(processes: int) -> None:
+    """Stop the worker processes (a chunk ran past its time limit, or a worker failed)."""
+    pool = _POOLS.pop(processes, None)
+    if pool is not None:
+        pool.terminate()
+        pool.join()
 
 
 def identify(
@@ -57,67 +79,35 @@ def identify(
 ) -> dict[Path, Identification]:
     """Identify every file; a file FIDO cannot match gets ``puid=None`` and basis ``none``.
 
-    Batches run in up to ``workers`` FIDO processes at once.
-    Raises :class:`IdentificationError` if FIDO fails to run or exceeds its time limit.
+    ``workers`` processes, each with FIDO loaded once and kept for later calls, share the
+    files (:mod:`ingest.fido_engine`: FIDO's own matching, the same verdicts, less work).
+    Raises :class:`IdentificationError` if the identifier fails or a chunk exceeds its time
+    limit (start-up, plus ``timeout_per_file`` per file); the processes are then stopped.
     """
-    batches = [list(paths[i : i + BATCH]) for i in range(0, len(paths), BATCH)]
-    found: dict[Path, Identification] = {}
-    with ThreadPoolExecutor(max(1, min(workers, len(batches)))) as pool:
-        for batch, result in zip(
-            batches, pool.map(lambda b: _run_fido(b, timeout_per_file), batches), strict=True
-        ):
-            found.update(result)
-            if progress:
-                progress(len(batch))
-    return found
-
-
-def _run_fido(paths: list[Path], timeout_per_file: float) -> dict[Path, Identification]:
     if not paths:
         return {}
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as listing:
-        listing.write("".join(f"{p}\n" for p in paths))
-        listing.flush()
-        cmd = [
-            sys.executable,
-            "-c",
-            "from fido.fido import main; main()",
-            "-q",
-            "-matchprintf",
-            MATCH,
-            "-nomatchprintf",
-            NOMATCH,
-            "-input",
-            listing.name,
-        ]
-        try:
-            proc = subprocess.run(
-                cmd,
-                capture_output=True,
-                timeout=30 + timeout_per_file * len(paths),
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise IdentificationError(
-                f"format identification of {len(paths)} files timed out",
-                hint="retry later; the package itself is stored and unaffected",
-            ) from exc
-    if proc.returncode != 0:
-        raise IdentificationError(
-            f"FIDO exited with status {proc.returncode}: "
-            f"{proc.stderr.decode('utf-8', 'replace').strip()[-300:]}"
-        )
+    processes = max(1, workers)
+    # Small sets in small chunks too, so that every process has a share.
+    size = max(1, min(CHUNK, -(-len(paths) // (processes * 4))))
+    chunks = [[str(p) for p in paths[i : i + size]] for i in range(0, len(paths), size)]
     found: dict[Path, Identification] = {}
-    for line in proc.stdout.decode("utf-8", "surrogateescape").splitlines():
-        fields = line.split("\t")
-        if fields[0] == "OK" and len(fields) >= 7:
-            path = Path("\t".join(fields[6:]))
-            if fields[1] != "1" or path in found:
-                continue
-            mime = fields[3] if fields[3] not in ("None", "") else None
-            found[path] = Identification(fields[2], mime, fields[5], fields[4])
-        elif fields[0] == "KO" and len(fields) >= 2:
-            found.setdefault(Path("\t".join(fields[1:])), Identification(None, None, None, "none"))
-    for p in paths:
-        found.setdefault(p, Identification(None, None, None, "none"))
+    results = _pool(processes).imap(fido_engine.identify_paths, chunks)
+    try:
+        for chunk in chunks:
+            try:
+                verdicts = results.next(timeout=60 + timeout_per_file * len(chunk))
+            except multiprocessing.TimeoutError as exc:
+                raise IdentificationError(
+                    f"format identification of {len(chunk)} files (from {chunk[0]}) timed out",
+                    hint="retry later; the package itself is stored and unaffected",
+                ) from exc
+            except Exception as exc:
+                raise IdentificationError(f"FIDO failed on files from {chunk[0]}: {exc}") from exc
+            for path, (puid, mime, name, basis) in zip(chunk, verdicts, strict=True):
+                found[Path(path)] = Identification(puid, mime, name, basis)
+            if progress:
+                progress(len(chunk))
+    except BaseException:
+        _discard_pool(processes)  # also stops a worker stuck past its time limit
+        raise
     return found

@@ -476,26 +476,38 @@ def _pending_files(services: Services, package_id: str) -> list[tuple[int, str, 
         ]
 
 
+def _extension(path: str) -> str:
+    """What FIDO falls back on when no signature matches: the lower-cased extension."""
+    return os.path.splitext(path)[1].lower()
+
+
 def _known_formats(services: Services, file_ids: list[int]) -> dict[int, Identification]:
-    """Identifications already held for files with the same bytes (by sha512)."""
+    """Identifications already held for files with the same bytes (by sha512) and the same
+    extension (FIDO's verdict depends on nothing else: the bytes, and the extension when no
+    signature matches)."""
     out: dict[int, Identification] = {}
     with services.sessions() as session:
         for i in range(0, len(file_ids), 500):
             chunk = file_ids[i : i + 500]
-            digests = dict(
-                session.execute(select(File.id, File.sha512).where(File.id.in_(chunk))).all()
-            )
-            held = {
-                digest: (puid, mime, name)
-                for digest, puid, mime, name in session.execute(
-                    select(File.sha512, File.puid, File.mime_type, File.format_name).where(
-                        File.sha512.in_(set(digests.values())), File.format_name.is_not(None)
-                    )
+            mine = {
+                file_id: (digest, _extension(logical))
+                for file_id, digest, logical in session.execute(
+                    select(File.id, File.sha512, File.logical_path).where(File.id.in_(chunk))
                 )
             }
-            for file_id, digest in digests.items():
-                if digest in held:
-                    puid, mime, name = held[digest]
+            held: dict[tuple[str, str], tuple[str | None, str | None, str | None]] = {}
+            for digest, logical, puid, mime, name in session.execute(
+                select(
+                    File.sha512, File.logical_path, File.puid, File.mime_type, File.format_name
+                ).where(
+                    File.sha512.in_({d for d, _ in mine.values()}),
+                    File.format_name.is_not(None),
+                )
+            ):
+                held.setdefault((digest, _extension(logical)), (puid, mime, name))
+            for file_id, key in mine.items():
+                if key in held:
+                    puid, mime, name = held[key]
                     out[file_id] = Identification(
                         puid, mime, None if name == UNIDENTIFIED else name, CACHED
                     )
@@ -523,15 +535,35 @@ def identify_package(
     if not pending:
         return IdentifyResult(package_id, 0, 0, None)
     # The same bytes are never identified twice: results held for another file with the same
-    # sha512 are reused; only the others go to the identifier.
+    # sha512 (and extension) are reused; only the others go to the identifier.
     known = _known_formats(services, [file_id for file_id, _, _ in pending])
+    # Within the package too: one file per (bytes, extension) goes to the identifier.
+    with services.sessions() as session:
+        digests = dict(
+            session.execute(
+                select(File.id, File.sha512).where(
+                    File.package_id == package_id, File.role == "payload"
+                )
+            ).all()
+        )
+    first: dict[tuple[str, str], Path] = {}
+    copies: list[tuple[Path, Path]] = []  # (file, the file with its bytes that is identified)
+    for file_id, logical, content in pending:
+        if file_id in known:
+            continue
+        key = (digests[file_id], _extension(logical))
+        if key in first:
+            copies.append((object_root / content, first[key]))
+        else:
+            first[key] = object_root / content
     found = identify(  # the long part, outside the lock
-        [object_root / content for file_id, _, content in pending if file_id not in known],
-        workers=services.settings.workers,
-        progress=progress,
+        list(first.values()), workers=services.settings.workers, progress=progress
     )
-    if progress and known:
-        progress(len(known))
+    if progress and (known or copies):
+        progress(len(known) + len(copies))
+    for path, same in copies:
+        ident = found[same]
+        found[path] = Identification(ident.puid, ident.mime_type, ident.format_name, CACHED)
     for file_id, _, content in pending:
         if file_id in known:
             found[object_root / content] = known[file_id]

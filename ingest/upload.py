@@ -4,12 +4,14 @@ The upload is written in chunks into staging (never held in memory) while its SH
 SHA-512 is computed; the digest the client declared (``X-Custos-Checksum: sha256:<hex>``)
 must match before :func:`ingest.service.ingest` sees the file. Whatever happens, the upload
 file is removed afterwards: a refused or broken upload leaves nothing behind (the bag's own
-refusal is recorded by ingest as one event, as for any deposit). Format identification and
-sealing run after the commit (:func:`after_commit`).
+refusal is recorded by ingest as one event, as for any deposit). Sealing runs after the
+response (:func:`after_commit`); format identification and text extraction are queued work
+(the ``characterise`` job), so a large deposit's answer never waits for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
@@ -24,7 +26,7 @@ from archive.findings import Finding
 from archive.journal import Journal
 from archive.proofs.seal import seal_now
 from archive.services import Services
-from ingest.service import identify_package, ingest
+from ingest.service import ingest
 
 SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 _CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
@@ -168,11 +170,8 @@ def store_upload(services: Services, sink: UploadSink, *, user: str, organisatio
 
 
 def after_commit(services: Services, package_id: str) -> None:
-    """Identify formats and seal, once the deposit is committed. A failure leaves the work
-    for ``custos identify`` and ``custos seal`` (and the status shows it pending)."""
-    try:
-        if services.settings.identify_formats:
-            identify_package(services, package_id)
+    """Seal the new manifests once the deposit is committed (after the response). A TSA that
+    does not answer leaves them for ``custos seal`` (the status shows them awaiting seal).
+    Characterisation is queued work (:func:`ingest.characterise.queue_characterisation`)."""
+    with contextlib.suppress(CustosError):
         seal_now(services)
-    except CustosError:
-        pass

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from access.deposits import deposit_status, receipt
 from access.rules import Principal
-from api.deps import PolicyDep, ServicesDep, role
+from api.deps import PolicyDep, ServicesDep, queue_characterisation_of, role
 from archive.custody import record_events
 from archive.errors import Forbidden
 from ingest.upload import UploadSink, after_commit, check_request, store_upload
@@ -42,7 +42,8 @@ async def upload(
     ] = None,
 ) -> dict[str, Any]:
     """Upload a bag. It is written to disk in chunks, its checksum verified, then ingested
-    as a deposit of your organisation. Formats are identified and manifests sealed after."""
+    as a deposit of your organisation. The answer comes once it is stored: formats are
+    identified (queued work) and manifests sealed after; follow them at GET /deposits/{id}."""
     if not who.organisation:
         raise Forbidden("this depositor is bound to no organisation", hint="recreate the user")
     name, algorithm, expected = check_request(filename, checksum)
@@ -57,6 +58,8 @@ async def upload(
     stored = await run_in_threadpool(
         lambda: store_upload(services, sink, user=who.name, organisation=who.organisation or "")
     )
+    # Identification and text extraction are queued work: the answer does not wait for them.
+    await run_in_threadpool(queue_characterisation_of, request, services, stored.package_id)
     if stored.state == "stored":
         background.add_task(after_commit, services, stored.package_id)
     with services.sessions() as session:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +22,7 @@ from access.registrar import (
 )
 from access.reviews import approve_review, extend_review, list_reviews
 from access.rules import Principal
-from api.deps import PolicyDep, ServicesDep, role
+from api.deps import PolicyDep, ServicesDep, queue_characterisation_of, role
 from archive.custody import record_events
 
 router = APIRouter(prefix="/registrar", tags=["registrars"])
@@ -94,11 +94,12 @@ class TierChangeBody(BaseModel):
 
 @router.post("/packages/{package}/tier")
 def tier(
-    services: ServicesDep, who: Registrar, package: str, body: TierChangeBody
+    request: Request, services: ServicesDep, who: Registrar, package: str, body: TierChangeBody
 ) -> dict[str, Any]:
     """Change the tier of the package or of a file or folder in it (legal basis required):
-    a new OCFL version with the updated custos/access.json and a tier change event."""
-    return change_tier(
+    a new OCFL version with the updated custos/access.json and a tier change event. Text of
+    documents it opens to the public is extracted after (queued work)."""
+    changed = change_tier(
         services,
         who,
         package,
@@ -107,7 +108,10 @@ def tier(
         legal_basis=body.legal_basis,
         sunset=body.sunset,
         successor=body.successor,
-    ).as_dict()
+    )
+    # Files now public may have text to extract for the search: queued, after the commit.
+    queue_characterisation_of(request, services, changed.package_id)
+    return changed.as_dict()
 
 
 @router.get("/reviews")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, and_, func, literal, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from archive.catalog.tables import (
@@ -11,8 +11,10 @@ from archive.catalog.tables import (
     Deposit,
     Depositor,
     Event,
+    ExtractedText,
     File,
     Package,
+    SearchEntry,
 )
 from archive.errors import NotFound
 from archive.model import (
@@ -187,3 +189,26 @@ def deposit_by_fingerprint(session: Session, fingerprint: str) -> tuple[str, str
         .where(Deposit.fingerprint == fingerprint)
     ).first()
     return (row[0], row[1]) if row else None
+
+
+def public_files_without_text() -> Select[str, str, str | None, str]:
+    """(package id, sha512, MIME type, content path) of identified payload files that the
+    public search index holds and whose bytes have no ``extracted_texts`` row yet: the text
+    extraction backlog. Files the public may not see are never in the index, so never here."""
+    return (
+        select(File.package_id, File.sha512, File.mime_type, File.content_path)
+        .join(
+            SearchEntry,
+            and_(
+                SearchEntry.package_id == File.package_id,
+                SearchEntry.kind == "file",
+                literal("bag/") + SearchEntry.path == File.logical_path,
+            ),
+        )
+        .outerjoin(ExtractedText, ExtractedText.sha512 == File.sha512)
+        .where(
+            File.role == "payload",
+            File.format_name.is_not(None),
+            ExtractedText.sha512.is_(None),
+        )
+    )

@@ -470,6 +470,26 @@ class SearchEntry(Base):
     document: Mapped[str] = mapped_column(Text)
 
 
+class ExtractedText(Base):
+    """Plain text found in a file's bytes (by sha512), for the public search.
+
+    A cache of derived data, not a record: the text can always be derived again from the
+    stored bytes, so it lives in the catalog (not in the OCFL objects, which hold what was
+    received and what was done to it) and is not rebuilt from storage; the characterisation
+    job fills it again. Only files the public may see are ever read for text (see
+    ``ingest/characterise.py``); ``outcome`` is ``text``, ``none``, ``too-large`` or
+    ``failed``."""
+
+    __tablename__ = "extracted_texts"
+
+    sha512: Mapped[str] = mapped_column(String(128), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    tool: Mapped[str] = mapped_column(Text)
+    chars: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    extracted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Upload(Base):
     """A bag uploaded through the API, and what became of it."""
 

@@ -25,7 +25,7 @@ from archive.proofs.seal import seal_now
 from archive.services import open_services
 from ingest.service import identify_package, ingest
 from tests.conftest import SAMPLE
-from tests.helpers import make_bag, staging_debris
+from tests.helpers import make_bag, make_pdf, staging_debris, zip_folder
 from tests.servers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -259,6 +259,37 @@ def test_fixity_scanall_succeeds_then_reports_the_altered_package(
     good = server.public_id.removeprefix("urn:uuid:")
     assert f"Fixity scan failed for AIP: {bad}" in done.stderr
     assert f"Fixity scan succeeded for AIP: {good}" in done.stderr
+
+
+def test_serve_alone_identifies_an_uploaded_deposit(server: Server, tmp_path: Path) -> None:
+    """No worker runs: the server's own thread identifies what the upload left pending.
+    (After the scanall test, which counts the packages held.)"""
+    bag = make_bag(
+        tmp_path / "bag",
+        {"memo.pdf": make_pdf("a memo about the bridge"), "list.txt": b"one\ntwo\n"},
+        info={"Title": "Served deposit"},
+    )
+    archive = zip_folder(bag, tmp_path / "bag.zip")
+    headers = {"Authorization": f"Bearer {server.depositor.token}"}
+    r = httpx.put(
+        server.url + "/deposits",
+        params={"filename": "bag.zip"},
+        content=archive.read_bytes(),
+        headers={
+            **headers,
+            "X-Custos-Checksum": "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest(),
+        },
+        timeout=120,
+    )
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 120  # a bound on waiting, not a timing assertion
+    status = r.json()
+    while status["identification"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = httpx.get(
+            f"{server.url}/deposits/{status['upload_id']}", headers=headers, timeout=10
+        ).json()
+    assert status["identification"] == "done" and status["files_awaiting_identification"] == 0
 
 
 def test_openapi_is_published_and_the_server_exits_cleanly(server: Server) -> None:

@@ -1,0 +1,127 @@
+"""Plain text out of a document, for the public search: ``pdftotext`` (poppler-utils) for PDF,
+plain text files read directly. Bounded: a file above ``source_max_bytes`` is not read, at
+most ``max_chars`` characters are kept, pdftotext is killed after ``time_limit`` seconds.
+
+The adapter decides nothing about access: callers hand it only files the public may see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+#: MIME types read as they are (FIDO's results); other text types (HTML, XML) hold markup.
+PLAIN_TEXT = ("text/plain", "text/csv", "text/markdown")
+PDF = "application/pdf"
+PDFTOTEXT = "pdftotext"
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    outcome: str  # text | none | too-large | failed
+    tool: str
+    text: str = ""
+    why: str = ""
+
+
+def extractable(mime_type: str | None) -> bool:
+    """Whether a file of this MIME type is read for text at all."""
+    return mime_type == PDF or mime_type in PLAIN_TEXT
+
+
+@functools.cache
+def pdftotext_version() -> str | None:
+    """``pdftotext <version>``, or None when poppler-utils is not installed."""
+    exe = shutil.which(PDFTOTEXT)
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [exe, "-v"], capture_output=True, timeout=10, check=False, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = (proc.stderr or proc.stdout).decode("utf-8", "replace").split()
+    version = next((w for w in words if w[:1].isdigit()), "")
+    return f"pdftotext {version}".strip()
+
+
+def extract(
+    path: Path,
+    mime_type: str | None,
+    *,
+    source_max_bytes: int,
+    max_chars: int,
+    time_limit: float,
+    pdf_tool: str | None,
+) -> Extracted:
+    """The text of ``path`` (of type ``mime_type``); never raises for a bad file: a file the
+    tool cannot read is ``failed`` with the reason, and the caller records it."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return Extracted("failed", "", why=f"cannot read the stored file: {exc.strerror}")
+    if not extractable(mime_type):
+        return Extracted("none", "", why="not a document read for text")
+    if size > source_max_bytes:
+        return Extracted("too-large", "", why=f"{size} bytes > {source_max_bytes}")
+    if mime_type == PDF:
+        if pdf_tool is None:
+            return Extracted("failed", "", why="pdftotext is not installed (poppler-utils)")
+        return _pdftotext(path, max_chars, time_limit, pdf_tool)
+    with open(path, "rb") as fh:
+        raw = fh.read(max_chars * 4)  # UTF-8: at most 4 bytes a character
+    if b"\0" in raw:
+        return Extracted("none", "plain text", why="binary content")
+    return _kept(raw.decode("utf-8", "replace"), max_chars, "plain text")
+
+
+def _kept(text: str, max_chars: int, tool: str) -> Extracted:
+    # Whitespace runs made one space; NUL (which PostgreSQL text cannot hold) made a space.
+    text = " ".join(text.replace("\0", " ").split())[:max_chars]
+    return Extracted("text" if text else "none", tool, text)
+
+
+def _pdftotext(path: Path, max_chars: int, time_limit: float, tool: str) -> Extracted:
+    exe = shutil.which(PDFTOTEXT) or PDFTOTEXT
+    # Standard input closed, no shell, its own process group (killed whole on the time
+    # limit), the text read from stdout only up to what is kept; -q: no messages.
+    proc = subprocess.Popen(
+        [exe, "-q", "-enc", "UTF-8", "-nopgbrk", str(path), "-"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    timer = threading.Timer(time_limit, _kill, (proc,))
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        out = proc.stdout.read(max_chars * 4)  # UTF-8: at most 4 bytes a character
+        if proc.stdout.read(1):
+            _kill(proc)  # more text than is kept: no need to wait for the rest
+            cut = True
+        else:
+            cut = False
+        proc.stdout.close()
+        status = proc.wait()
+    finally:
+        timer.cancel()
+    if not cut and status == -signal.SIGKILL:
+        return Extracted("failed", tool, why=f"pdftotext ran past {time_limit:g} s and was killed")
+    if not cut and status != 0:
+        # 1: cannot open, 3: copying text not permitted (encrypted) ... see pdftotext(1)
+        return Extracted("failed", tool, why=f"pdftotext exited with status {status}")
+    return _kept(out.decode("utf-8", "replace"), max_chars, tool)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)

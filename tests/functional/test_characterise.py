@@ -1,0 +1,290 @@
+"""Characterisation as queued work, and extracted text in the public search.
+
+An API deposit is answered before its formats are identified; the queued ``characterise``
+job then identifies it, and running it again does nothing twice. The text of public
+documents is found by the researcher search and the reading room; the text of restricted
+and protected-identity documents is never read, so no hit, count or facet reveals it,
+until a tier change opens the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from api.app import create_app
+from archive.catalog.tables import Event, ExtractedText, File, SearchEntry, Version
+from archive.jobs import job_table, pending, run_queued
+from archive.services import Services
+from ingest.characterise import characterise
+from ingest.service import ingest
+from tests.api_support import Users, make_users
+from tests.conftest import SAMPLE, MakeServices
+from tests.helpers import make_bag, make_pdf, zip_folder
+
+
+def upload(client: TestClient, users: Users, archive: Path) -> dict[str, Any]:
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    r = client.put(
+        "/deposits",
+        params={"filename": "bag.zip"},
+        content=archive.read_bytes(),
+        headers={**users.bearer("depositor"), "X-Custos-Checksum": f"sha256:{digest}"},
+    )
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def counts(services: Services, package_id: str) -> tuple[int, int, int]:
+    """(unidentified payload files, versions, identification events) of a package."""
+    with services.sessions() as session:
+        unidentified = session.execute(
+            select(func.count()).where(
+                File.package_id == package_id,
+                File.role == "payload",
+                File.format_name.is_(None),
+            )
+        ).scalar_one()
+        versions = session.execute(
+            select(func.count()).where(Version.package_id == package_id)
+        ).scalar_one()
+        events = session.execute(
+            select(func.count()).where(Event.type == "format identification")
+        ).scalar_one()
+    return unidentified, versions, events
+
+
+def test_api_deposit_is_answered_before_identification_and_the_job_identifies_it_once(
+    services: Services, tmp_path: Path
+) -> None:
+    users = make_users(services)
+    archive = zip_folder(SAMPLE, tmp_path / "sample.zip")
+    with TestClient(create_app(services.settings)) as client:  # no worker, no serve thread
+        body = upload(client, users, archive)
+        package_id = body["package_id"]
+        # The answer came before identification: every payload file still lacks a format.
+        assert body["identification"] == "pending" and body["files_awaiting_identification"] == 5
+        assert counts(services, package_id) == (5, 1, 0)
+        receipt = client.get(
+            f"/deposits/{body['upload_id']}/receipt", headers=users.bearer("depositor")
+        )
+        assert receipt.status_code == 200 and len(receipt.json()["files"]) == 5
+        assert pending(services.settings) == 1  # the characterise job, queued after commit
+        # The job registered through the custos.jobs entry point runs from the queue.
+        assert "characterise" in job_table(services.settings).handlers
+        assert run_queued(services) == 1
+        unidentified, versions, events = counts(services, package_id)
+        assert unidentified == 0 and versions == 2 and events == 5
+        status = client.get(f"/deposits/{body['upload_id']}", headers=users.bearer("depositor"))
+        assert status.json()["identification"] == "done"
+        assert status.json()["files_awaiting_identification"] == 0
+        with services.sessions() as session:
+            texts = session.execute(select(func.count(ExtractedText.sha512))).scalar_one()
+        # Run again: nothing is identified or read twice, no version is added.
+        job = job_table(services.settings).handlers["characterise"]
+        job(services, package_id=package_id)
+        job(services)
+        assert counts(services, package_id) == (0, 2, 5)
+        with services.sessions() as session:
+            assert session.execute(select(func.count(ExtractedText.sha512))).scalar_one() == texts
+        assert characterise(services).as_dict() == {"identified": [], "texts": {}, "failures": []}
+
+
+def test_serve_identifies_api_deposits_itself_when_no_worker_runs(
+    services: Services, tmp_path: Path
+) -> None:
+    users = make_users(services)
+    archive = zip_folder(SAMPLE, tmp_path / "sample.zip")
+    app = create_app(services.settings, characterise_in_background=True)
+    with TestClient(app) as client:
+        body = upload(client, users, archive)
+        deadline = time.monotonic() + 120  # a bound on waiting, not a timing assertion
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = client.get(
+                f"/deposits/{body['upload_id']}", headers=users.bearer("depositor")
+            ).json()
+            if status["identification"] == "done":
+                break
+            time.sleep(0.2)
+        assert status["identification"] == "done"
+    assert counts(services, body["package_id"])[0] == 0
+
+
+# --- extracted text in the public search ---------------------------------------------------
+
+PUBLIC_WORD = "quokkafrond"
+RESTRICTED_WORD = "wombatquill"
+PROTECTED_WORD = "numbatglade"
+NOWHERE_WORD = "dingoplume"
+
+ACCESS_SIDECAR = (
+    "data/closed/minutes.pdf\trestricted\t-\t-\tpublic\tClosed by order 1\n"
+    "data/closed/witness.pdf\tprotected-identity\t-\t-\tprosecution\tProtects a witness\n"
+)
+
+
+@pytest.fixture
+def text_holding(
+    make_services: MakeServices, catalog_url: str, tmp_path: Path
+) -> Iterator[tuple[Services, TestClient, Users, str]]:
+    services = make_services(catalog_url)
+    bag = make_bag(
+        tmp_path / "bag",
+        {
+            "open/report.pdf": make_pdf(f"Field report {PUBLIC_WORD} recorded at the site"),
+            "open/notes.txt": b"Plain notes about the ferryman crossing\n",
+            "closed/minutes.pdf": make_pdf(f"Closed minutes {RESTRICTED_WORD} of the meeting"),
+            "closed/witness.pdf": make_pdf(f"Statement {PROTECTED_WORD} of a witness"),
+            "open/broken.pdf": make_pdf("cut short")[:120],
+        },
+        info={
+            "Title": "Holding with documents",
+            "Access-Tier": "public",
+            "Access-Legal-Basis": "Published",
+            "Consent-Scopes": "public, research",
+        },
+        extra_tag_files={"custos-access.txt": ACCESS_SIDECAR.encode()},
+    )
+    package_id = ingest(services, bag, depositor="Text Mechanism").package_id
+    report = characterise(services)
+    assert report.failures == []
+    users = make_users(services)
+    with TestClient(create_app(services.settings)) as client:
+        yield services, client, users, package_id.removeprefix("urn:uuid:")
+
+
+def _search(client: TestClient, word: str, headers: dict[str, str] | None = None) -> Any:
+    r = client.get("/public/search", params={"q": word}, headers=headers or {})
+    assert r.status_code == 200
+    return r.json()
+
+
+def _sha512(services: Services, path: str) -> str:
+    with services.sessions() as session:
+        return session.execute(
+            select(File.sha512).where(File.logical_path == f"bag/{path}")
+        ).scalar_one()
+
+
+@pytest.mark.postgres
+def test_words_of_public_documents_are_found_and_restricted_ones_never(
+    text_holding: tuple[Services, TestClient, Users, str],
+) -> None:
+    services, client, users, _ = text_holding
+    researcher = users.bearer("researcher")
+    for headers in (None, researcher):
+        found = _search(client, PUBLIC_WORD, headers)
+        assert found["total"] == 1
+        assert [h["path"] for h in found["results"]] == ["data/open/report.pdf"]
+        assert found["facets"]["format"][0]["count"] == 1
+        notes = _search(client, "ferryman", headers)
+        assert [h["path"] for h in notes["results"]] == ["data/open/notes.txt"]
+        # Words only inside restricted and protected-identity documents: no hit, no count,
+        # no facet, the same answer as a word that is nowhere.
+        nowhere = _search(client, NOWHERE_WORD, headers)
+        for word in (RESTRICTED_WORD, PROTECTED_WORD):
+            hidden = _search(client, word, headers)
+            assert hidden["total"] == 0 and hidden["results"] == []
+            assert all(v == [] for v in hidden["facets"].values())
+            assert {**hidden, "query": ""} == {**nowhere, "query": ""}
+    # The reading room, the same.
+    page = client.get("/search", params={"q": PUBLIC_WORD})
+    assert page.status_code == 200 and "report.pdf" in page.text
+    for word in (RESTRICTED_WORD, PROTECTED_WORD):
+        hidden_page = client.get("/search", params={"q": word}).text
+        nowhere_page = client.get("/search", params={"q": NOWHERE_WORD}).text
+        assert hidden_page.replace(word, "W") == nowhere_page.replace(NOWHERE_WORD, "W")
+        assert "minutes" not in hidden_page and "witness" not in hidden_page
+    # The restricted bytes were never read for text: no row, nothing in the index.
+    with services.sessions() as session:
+        held = dict(session.execute(select(ExtractedText.sha512, ExtractedText.outcome)).all())
+        documents = " ".join(session.execute(select(SearchEntry.document)).scalars())
+    assert _sha512(services, "data/closed/minutes.pdf") not in held
+    assert _sha512(services, "data/closed/witness.pdf") not in held
+    assert RESTRICTED_WORD not in documents and PROTECTED_WORD not in documents
+    # A PDF that pdftotext cannot read is recorded as failed, and nothing else broke.
+    assert held[_sha512(services, "data/open/broken.pdf")] == "failed"
+    assert held[_sha512(services, "data/open/report.pdf")] == "text"
+
+
+@pytest.mark.postgres
+def test_a_tier_change_to_public_makes_the_text_findable(
+    text_holding: tuple[Services, TestClient, Users, str],
+) -> None:
+    services, client, users, uuid = text_holding
+    assert _search(client, RESTRICTED_WORD)["total"] == 0
+    r = client.post(
+        f"/registrar/packages/{uuid}/tier",
+        json={"path": "data/closed/minutes.pdf", "tier": "public", "legal_basis": "Order 9"},
+        headers=users.bearer("registrar", totp=True),
+    )
+    assert r.status_code == 200, r.text
+    # The extraction is queued work after the change; a worker (here: the queue, run once).
+    assert run_queued(services) >= 1
+    found = _search(client, RESTRICTED_WORD)
+    assert [h["path"] for h in found["results"]] == ["data/closed/minutes.pdf"]
+    # The protected-identity document stays unread and unfound.
+    assert _search(client, PROTECTED_WORD)["total"] == 0
+    with services.sessions() as session:
+        held = set(session.execute(select(ExtractedText.sha512)).scalars())
+    assert _sha512(services, "data/closed/witness.pdf") not in held
+    # A catalog rebuilt in place from storage keeps the tier change and finds the text.
+    from archive.catalog.rebuild import rebuild
+
+    rebuild(services)
+    found = _search(client, RESTRICTED_WORD)
+    assert [h["path"] for h in found["results"]] == ["data/closed/minutes.pdf"]
+    assert _search(client, PROTECTED_WORD)["total"] == 0
+
+
+def test_text_limits_are_kept(make_services: MakeServices, tmp_path: Path) -> None:
+    services = make_services(characterisation={"source_max_bytes": 2000, "text_max_chars": 20})
+    bag = make_bag(
+        tmp_path / "bag",
+        {
+            "big.txt": b"padding " * 400 + b"farawayword\n",
+            "small.txt": b"alpha beta gamma delta epsilon zeta eta theta\n",
+        },
+        info={"Access-Tier": "public", "Access-Legal-Basis": "x", "Consent-Scopes": "public"},
+    )
+    ingest(services, bag, depositor="Limits Mechanism")
+    report = characterise(services)
+    assert report.texts == {"text": 1, "too-large": 1}
+    with services.sessions() as session:
+        texts = dict(session.execute(select(ExtractedText.outcome, ExtractedText.text)).all())
+    assert texts["text"] == "alpha beta gamma del" and texts["too-large"] == ""
+
+
+def test_cli_queues_with_no_identify_and_status_says_what_is_pending(tmp_path: Path) -> None:
+    from tests.functional.test_cli import custos
+
+    data = tmp_path / "data"
+    code, stored, _ = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "S", "--no-identify", "--json"
+    )
+    assert code == 0 and stored["identification"] == {"status": "queued"}
+    code, status, _ = custos(data, "status", "--json")
+    pending_work = status["characterisation"]
+    assert pending_work["files_awaiting_identification"] == 5
+    assert pending_work["packages_awaiting_identification"] == 1
+    assert pending_work["jobs_queued"] >= 1  # the characterise job (and replication)
+    code, done, _ = custos(data, "identify", "--json")
+    assert (
+        code == 0 and done["packages"][0]["identified"] + done["packages"][0]["unidentified"] == 5
+    )
+    # The sample's public text files and PDF were read; the restricted letter was not.
+    assert done["texts"].get("text", 0) >= 2
+    code, status, _ = custos(data, "status", "--json")
+    assert status["characterisation"]["files_awaiting_identification"] == 0
+    assert status["characterisation"]["public_files_awaiting_text"] == 0
+    code, again, _ = custos(data, "identify", "--json")
+    assert again == {"status": "ok", "packages": [], "texts": {}}
