@@ -262,6 +262,7 @@ class AuthSettings(BaseModel):
     #: ...for this many minutes, during which no code is even checked.
     totp_lockout_minutes: int = Field(default=15, ge=1, le=1440)
 
+
 class CharacterisationSettings(BaseModel):
     """Where and how format identification and text extraction run after a deposit.
 
