@@ -121,6 +121,9 @@ class MigrationSettings(BaseModel):
 
     #: The worker runs ``migrate`` every this many minutes (0: only when a job is queued).
     every_minutes: int = Field(default=0, ge=0, le=1440)
+    #: The ``characterise`` job queues ``migrate`` for each package it has just identified
+    #: (where ``custos worker`` runs; off by default: the embedded default has no worker).
+    after_identification: bool = False
 
 
 #: A location's key: lowercase, so that ``CUSTOS_LOCATIONS__<KEY>__...`` can reach it.

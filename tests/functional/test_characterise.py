@@ -81,6 +81,7 @@ def test_api_deposit_is_answered_before_identification_and_the_job_identifies_it
         # The job registered through the custos.jobs entry point runs from the queue.
         assert "characterise" in job_table(services.settings).handlers
         assert run_queued(services) == 1
+        assert pending(services.settings) == 0  # no migration queued unless asked for
         unidentified, versions, events = counts(services, package_id)
         assert unidentified == 0 and versions == 2 and events == 5
         status = client.get(f"/deposits/{body['upload_id']}", headers=users.bearer("depositor"))
@@ -262,6 +263,32 @@ def test_text_limits_are_kept(make_services: MakeServices, tmp_path: Path) -> No
     with services.sessions() as session:
         texts = dict(session.execute(select(ExtractedText.outcome, ExtractedText.text)).all())
     assert texts["text"] == "alpha beta gamma del" and texts["too-large"] == ""
+
+
+def test_identification_queues_the_migration_where_asked(
+    make_services: MakeServices, tmp_path: Path
+) -> None:
+    services = make_services(migration={"after_identification": True})
+    users = make_users(services)
+    archive = zip_folder(SAMPLE, tmp_path / "sample.zip")
+    with TestClient(create_app(services.settings)) as client:
+        package_id = upload(client, users, archive)["package_id"]
+    assert run_queued(services, limit=1) == 1  # characterise: identifies, queues migrate
+    assert counts(services, package_id)[:2] == (0, 2)
+    assert pending(services.settings) == 1
+    assert run_queued(services) == 1  # migrate: the sample's PDF gets its PDF/A copy
+    with services.sessions() as session:
+        made = (
+            session.execute(
+                select(File.logical_path).where(
+                    File.package_id == package_id, File.role == "derivative"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert any(p.endswith(".pdf") for p in made)
+    assert counts(services, package_id)[1] == 3
 
 
 def test_cli_queues_with_no_identify_and_status_says_what_is_pending(tmp_path: Path) -> None:
