@@ -29,13 +29,17 @@ Risk = Literal["low", "medium", "high"]
 Action = Literal["keep", "migrate", "access", "migrate+access"]
 Role = Literal["preservation", "access"]
 Validator = Literal["pdfinfo", "identify", "ffprobe"]
+#: What reads the original's significant properties: a validator, or dcraw for raw camera
+#: files (which no validator opens).
+SourceReader = Literal["pdfinfo", "identify", "ffprobe", "dcraw"]
 Property = Literal["page_count", "pixel_dimensions", "frame_count", "duration", "audio_channels"]
 
-#: What each validator can read, from the source and from the output.
+#: What each validator (or source reader) can read, from the source and from the output.
 READABLE: dict[str, frozenset[str]] = {
     "pdfinfo": frozenset({"page_count"}),
     "identify": frozenset({"pixel_dimensions", "frame_count"}),
     "ffprobe": frozenset({"duration", "pixel_dimensions", "audio_channels"}),
+    "dcraw": frozenset({"pixel_dimensions"}),
 }
 #: Placeholders an argument template may use; each is replaced by a path the service chooses.
 PLACEHOLDERS = frozenset({"input", "output", "outdir", "workdir", "workdir_url", "policy_dir"})
@@ -72,7 +76,11 @@ class Pathway(_Strict):
     target_puids: tuple[PUID, ...] = Field(min_length=1)
     target_mime: NonBlank
     validator: Validator
+    #: Reads the original's properties; the validator when not given.
+    source_reader: SourceReader | None = None
     properties: tuple[Property, ...] = ()
+    #: The tool writes the copy to its standard output, which the runner streams to {output}.
+    output_is_stdout: bool = False
     #: The output's XMP must declare this PDF/A part and conformance (e.g. "2B"); pdfinfo only.
     declares_pdfa: Annotated[str, StringConstraints(pattern=r"^[1-4][ABU]?$")] | None = None
     duration_tolerance_seconds: float = Field(default=0.5, ge=0, le=60)
@@ -92,19 +100,39 @@ class Pathway(_Strict):
                 used.add(name)
         if "input" not in used:
             problems.append("the arguments never name {input}")
-        if not used & {"output", "outdir"}:
-            problems.append("the arguments name neither {output} nor {outdir}")
+        if self.output_is_stdout and used & {"output", "outdir"}:
+            problems.append(
+                "output_is_stdout: the copy is the tool's standard output, so the arguments "
+                "must name neither {output} nor {outdir}"
+            )
+        if not self.output_is_stdout and not used & {"output", "outdir"}:
+            problems.append(
+                "the arguments name neither {output} nor {outdir} "
+                "(or set output_is_stdout = true)"
+            )
         unreadable = [p for p in self.properties if p not in READABLE[self.validator]]
         if unreadable:
             problems.append(
                 f"validator {self.validator} cannot read {', '.join(unreadable)} "
                 f"(it reads {', '.join(sorted(READABLE[self.validator]))})"
             )
+        if self.source_reader is not None:
+            unread = [p for p in self.properties if p not in READABLE[self.source_reader]]
+            if unread:
+                problems.append(
+                    f"source_reader {self.source_reader} cannot read {', '.join(unread)} "
+                    f"(it reads {', '.join(sorted(READABLE[self.source_reader]))})"
+                )
         if self.declares_pdfa and self.validator != "pdfinfo":
             problems.append("declares_pdfa needs validator = 'pdfinfo'")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def reads_source_with(self) -> SourceReader:
+        """What reads the original's significant properties."""
+        return self.source_reader or self.validator
 
 
 class Rule(_Strict):

@@ -115,7 +115,7 @@ def test_every_pathway_makes_a_valid_copy_and_leaves_the_originals(
         assert ("package", package_id, "") in e["links"]
         assert ("file", e["source"], "source") in e["links"]
         pathway_name = EXPECTED[outcome]
-        assert e["detail"].startswith(f"{pathway_name} (formats v1): ")
+        assert e["detail"].startswith(f"{pathway_name} (formats v2): ")
         assert f"output sha512:{row.sha512}" in e["detail"]
         assert "source sha512:" in e["detail"] and "with arguments [" in e["detail"]
         assert e["agent"].split()[0] == POLICY.pathways[pathway_name].tool
@@ -257,7 +257,7 @@ def test_cli_plan_run_report(tmp_path: Path) -> None:
     package_id = body["package_id"]
 
     code, plan, _ = custos(data, "migrate", "plan", "--json")
-    assert code == 0 and plan["policy"] == "formats v1"
+    assert code == 0 and plan["policy"] == "formats v2"
     rows = {r["puid"]: r for r in plan["formats"]}
     assert rows["fmt/116"]["action"] == "migrate" and rows["fmt/116"]["to_do"] == 1
     assert rows["fmt/116"]["format_name"] == "Windows Bitmap"

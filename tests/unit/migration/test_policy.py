@@ -18,7 +18,7 @@ def shipped() -> dict[str, Any]:
 
 def test_shipped_policy_loads_and_covers_the_issue_formats() -> None:
     policy = load_format_policy()
-    assert policy.label == "formats v1"
+    assert policy.label == "formats v2"
     expect = {
         "fmt/18": ("migrate", "pdf-to-pdfa-2b"),  # PDF 1.4
         "fmt/40": ("migrate", "office-to-pdfa-2b"),  # DOC
