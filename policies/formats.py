@@ -107,8 +107,7 @@ class Pathway(_Strict):
             )
         if not self.output_is_stdout and not used & {"output", "outdir"}:
             problems.append(
-                "the arguments name neither {output} nor {outdir} "
-                "(or set output_is_stdout = true)"
+                "the arguments name neither {output} nor {outdir} (or set output_is_stdout = true)"
             )
         unreadable = [p for p in self.properties if p not in READABLE[self.validator]]
         if unreadable:
