@@ -112,7 +112,9 @@ def plan_formats(services: Services) -> Plan:
     for name, tool in sorted(policy.tools.items()):
         statuses.append(_tool_status(name, partial(tools.resolve, name, tool)))
     validators = ("pdfinfo", "identify", "ffprobe")
-    readers = {p.reads_source_with for p in policy.pathways.values()} - set(validators)
+    # A source reader that is also a pathway's tool (dcraw) is listed once, as the tool.
+    readers = {p.reads_source_with for p in policy.pathways.values()}
+    readers -= {*validators, *policy.tools}
     for name in (*validators, *sorted(readers)):
         statuses.append(_tool_status(name, partial(validator, name)))
     if any(p.declares_pdfa for p in policy.pathways.values()):

@@ -185,7 +185,9 @@ def test_raw_camera_samples_migrate_to_tiff(services: Services, tmp_path: Path) 
         assert row.to_do == row.files, puid
     assert plan["fmt/353"].action == "keep"  # a plain TIFF is not a raw file
     assert plan["fmt/154"].files == 2 and plan["fmt/593"].files == 2  # the cut ones too
-    tools_ = {t.name: t for t in service.plan_formats(services).tools}
+    listed = service.plan_formats(services).tools
+    tools_ = {t.name: t for t in listed}
+    assert len(tools_) == len(listed)  # dcraw, tool and source reader, listed once
     assert tools_["dcraw"].available and "9.28" in tools_["dcraw"].detail
 
     result = service.migrate(services)  # no crash, whatever the files hold
