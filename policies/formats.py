@@ -4,13 +4,16 @@ A *rule* names PRONOM PUIDs, a risk and an action: ``keep`` (the format is judge
 derivative), ``migrate`` (make a preservation copy), ``access`` (make an access copy) or
 ``migrate+access``. A *pathway* says how a copy is made and checked: the tool and its argument
 template, the target format (extension, the PUIDs and MIME type the output must have), the
-validator that opens the output, the significant properties compared with the source, and the
-time limit after which the tool is killed. A *tool* names the program a pathway runs, and how
+validator that opens the output, what reads the original's properties when the validator cannot
+(``source_reader``: dcraw for raw camera files), the significant properties compared with the
+source, whether the tool writes the copy to its standard output, and the time limit after which
+the tool is killed. A *tool* names the program a pathway runs, and how
 to ask its version.
 
 Loading is strict (unknown keys, names or placeholders are errors) and checks the links: every
 pathway a rule names exists and has the role of the slot it fills, every tool a pathway names
-is declared, a PUID belongs to one rule at most, a property is one the validator can read.
+is declared, a PUID belongs to one rule at most, a property is one the validator (and the
+source reader, when the pathway names one) can read.
 The originals are never touched by any of this: a pathway only ever adds a copy.
 
 Pure data and pure functions: no subprocess runs here (see ``migration.tools``).
