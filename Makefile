@@ -14,10 +14,10 @@ SAMPLE := samples/sample-holding
 # shared by workers; Chromium, driven by Playwright (never a browser of its own), for the
 # reading-room tests. The format migration pathways' tools (policies/formats.toml) and their
 # validators: Ghostscript, LibreOffice (headless), ImageMagick, FLAC, FFmpeg (ffprobe),
-# poppler-utils (pdfinfo).
+# poppler-utils (pdfinfo), dcraw (raw camera files).
 DEBIAN_PACKAGES := postgresql openssl xxd libbcpkix-java openjdk-17-jdk-headless redis-server \
 	chromium ghostscript libreoffice-writer-nogui libreoffice-calc-nogui \
-	libreoffice-impress-nogui imagemagick flac ffmpeg poppler-utils
+	libreoffice-impress-nogui imagemagick flac ffmpeg poppler-utils dcraw
 
 .PHONY: install demo system-deps test lint typecheck pytest lock bench clean
 

@@ -2,7 +2,8 @@
 
 Custos: ``migration.service.migrate()`` with ``workers=1`` on a package holding one sample of
 each kind the shipped policy migrates (PDF, RTF, DOC, XLSX, PPT, WordPerfect, GIF, BMP, WAV,
-AIFF, WMV, MP4, MKV: 15 copies, LibreOffice, Ghostscript, ImageMagick, FLAC and FFmpeg). It
+AIFF, WMV, MP4, MKV, and the Canon, Kodak and Nikon raw camera files: 18 copies,
+LibreOffice, Ghostscript, ImageMagick, FLAC, FFmpeg and dcraw). It
 counts everything a migration is: copying the original into staging with its digest,
 reading the original's significant properties, the tool, FIDO and the validator on the
 output, the digests, one new OCFL version and the catalog rows and events (fsync on).
@@ -50,6 +51,9 @@ KINDS = (
     "video/BlastOff.wmv",
     "video/YawSpinHeadSkin.mp4",
     "video/SampleVideo_1280x720_1mb.mkv",
+    "raw-camera/RAW_CANON_S30.CRW",
+    "raw-camera/RAW_KODAK_DC120.KDC",
+    "raw-camera/RAW_NIKON_D1.NEF",
 )
 
 
@@ -89,8 +93,11 @@ def baseline(tasks: list[Task], originals: Path) -> float:
             }  # fmt: skip
             argv = [tool.executable, *tools.expand(pathway.args, values)]
             secs, result = timed(
-                lambda a=argv, w=work, p=pathway: tools.run(
-                    a, cwd=w, time_limit=p.time_limit_seconds
+                lambda a=argv, w=work, p=pathway, o=output: tools.run(
+                    a,
+                    cwd=w,
+                    time_limit=p.time_limit_seconds,
+                    stdout=o if p.output_is_stdout else None,
                 )
             )
             if not result.ok or not output.is_file():

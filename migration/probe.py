@@ -1,5 +1,6 @@
 """Open a file with a validator (pdfinfo, ImageMagick's identify, ffprobe) and read its
-significant properties; identify its format with FIDO.
+significant properties; identify its format with FIDO. dcraw reads a raw camera file's
+(which no validator opens): the pixel dimensions of the image it decodes to.
 
 Each reader runs a Debian program from an argument list, with a time limit, in the work
 folder; what it prints is parsed here and nothing else is kept (no content ever reaches a log).
@@ -22,7 +23,8 @@ from policies.formats import Tool
 PROBE_TIME_LIMIT = 120.0
 FIDO_TIME_LIMIT = 120.0
 
-#: The validators, as tools: found and version-checked like the pathways' tools.
+#: The validators (and dcraw, a source reader), as tools: found and version-checked like the
+#: pathways' tools.
 VALIDATORS: dict[str, Tool] = {
     "pdfinfo": Tool(commands=("pdfinfo",), version_args=("-v",), debian_package="poppler-utils"),
     "identify": Tool(
@@ -36,6 +38,10 @@ VALIDATORS: dict[str, Tool] = {
         version_args=("-version",),
         identifies_as="ffprobe version",
         debian_package="ffmpeg",
+    ),
+    # dcraw has no version option: run bare, it prints its name and version ("v9.28").
+    "dcraw": Tool(
+        commands=("dcraw",), version_args=(), identifies_as='"dcraw"', debian_package="dcraw"
     ),
 }
 
@@ -79,6 +85,8 @@ def read_properties(kind: str, path: Path, workdir: Path) -> Properties:
         return _identify(path, workdir)
     if kind == "ffprobe":
         return _ffprobe(path, workdir)
+    if kind == "dcraw":
+        return _dcraw(path, workdir)
     raise ValueError(f"unknown validator {kind!r}")
 
 
@@ -146,6 +154,20 @@ def _ffprobe(path: Path, workdir: Path) -> Properties:
         "pixel_dimensions": f"{video['width']}x{video['height']}" if video else None,
         "audio_channels": int(audio["channels"]) if audio and "channels" in audio else None,
     }
+
+
+_DCRAW_SIZE = re.compile(r"^Output size:\s+(\d+)\s*x\s*(\d+)\s*$", re.MULTILINE)
+
+
+def _dcraw(path: Path, workdir: Path) -> Properties:
+    """``dcraw -i -v``: "Output size" is the size of the image dcraw writes (after its
+    rotation and pixel-aspect correction), so what its TIFF must measure."""
+    exe = validator("dcraw").executable
+    text = _run([exe, "-i", "-v", str(path)], workdir, "dcraw")
+    size = _DCRAW_SIZE.search(text)
+    if size is None:
+        raise Unreadable("dcraw reported no output size")
+    return {"pixel_dimensions": f"{size.group(1)}x{size.group(2)}"}
 
 
 _MATCH = "OK\t%(info.puid)s\t%(info.mimetype)s\t%(info.matchtype)s\t%(info.formatname)s\n"

@@ -111,7 +111,11 @@ def plan_formats(services: Services) -> Plan:
     statuses: list[ToolStatus] = []
     for name, tool in sorted(policy.tools.items()):
         statuses.append(_tool_status(name, partial(tools.resolve, name, tool)))
-    for name in ("pdfinfo", "identify", "ffprobe"):
+    validators = ("pdfinfo", "identify", "ffprobe")
+    # A source reader that is also a pathway's tool (dcraw) is listed once, as the tool.
+    readers = {p.reads_source_with for p in policy.pathways.values()}
+    readers -= {*validators, *policy.tools}
+    for name in (*validators, *sorted(readers)):
         statuses.append(_tool_status(name, partial(validator, name)))
     if any(p.declares_pdfa for p in policy.pathways.values()):
         from archive.proofs.pades import describe
@@ -241,13 +245,14 @@ def run_tasks(
 
     Each package that gets at least one valid copy gets one new version; failures and
     deferrals are recorded as events. Raises :class:`PolicyError` for an invalid policy,
-    :class:`tools.ToolUnavailable` (before anything runs) when a tool or validator the tasks
-    need is not installed, and :class:`ConfigError` when PDF/A copies are to be made and the
-    archive seal (``pades.*``) cannot be read."""
+    :class:`tools.ToolUnavailable` (before anything runs) when a tool, validator or source
+    reader the tasks need is not installed, and :class:`ConfigError` when PDF/A copies are to
+    be made and the archive seal (``pades.*``) cannot be read."""
     policy, policy_dir = load_policy(services)
     needed = {policy.pathways[t.pathway_name].tool for t in todo}
     resolved = {name: tools.resolve(name, policy.tools[name]) for name in sorted(needed)}
-    for kind in sorted({policy.pathways[t.pathway_name].validator for t in todo}):
+    pathways = [policy.pathways[t.pathway_name] for t in todo]
+    for kind in sorted({p.validator for p in pathways} | {p.reads_source_with for p in pathways}):
         validator(kind)
     by_package: dict[str, list[Task]] = {}
     for t in todo:
@@ -384,7 +389,12 @@ def _attempt(
             "policy_dir": str(kit.policy_dir),
         }
         argv = [tool.executable, *tools.expand(pathway.args, values)]
-        ran = tools.run(argv, cwd=folder, time_limit=pathway.time_limit_seconds)
+        ran = tools.run(
+            argv,
+            cwd=folder,
+            time_limit=pathway.time_limit_seconds,
+            stdout=output if pathway.output_is_stdout else None,
+        )
         if ran.status == "timed-out":
             return failure(
                 f"{tool.name} was killed after the pathway's time limit of "

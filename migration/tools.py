@@ -134,14 +134,21 @@ class RunResult:
 
 
 def run(
-    argv: Sequence[str], *, cwd: Path, time_limit: float, env: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    time_limit: float,
+    env: Mapping[str, str] | None = None,
+    stdout: Path | None = None,
 ) -> RunResult:
     """Run ``argv`` in ``cwd``; kill its process group after ``time_limit`` seconds.
 
-    Standard output and errors go to ``tool.stdout`` and ``tool.stderr`` in ``cwd``."""
+    Standard output goes to ``stdout`` (a tool that writes its copy there), by default to
+    ``tool.stdout`` in ``cwd``; errors go to ``tool.stderr`` in ``cwd``."""
     environment = dict(env) if env is not None else tool_environment(cwd)
     started = time.monotonic()
-    with open(cwd / "tool.stdout", "wb") as out, open(cwd / "tool.stderr", "wb") as err:
+    target = stdout if stdout is not None else cwd / "tool.stdout"
+    with open(target, "wb") as out, open(cwd / "tool.stderr", "wb") as err:
         try:
             proc = subprocess.Popen(
                 list(argv),

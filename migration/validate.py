@@ -108,12 +108,13 @@ def compare(pathway: Pathway, source: Properties, output: Properties) -> list[Fi
 
 
 def read_source(pathway: Pathway, original: Path, workdir: Path) -> Properties:
-    """The original's significant properties (empty if the pathway compares none).
+    """The original's significant properties (empty if the pathway compares none), read by
+    the pathway's source reader (its validator unless it names another).
 
-    Raises :class:`Unreadable` if the validator cannot open the original."""
+    Raises :class:`Unreadable` if the reader cannot open the original."""
     if not pathway.properties:
         return {}
     try:
-        return read_properties(pathway.validator, original, workdir)
+        return read_properties(pathway.reads_source_with, original, workdir)
     except Unreadable as exc:
         raise Unreadable(f"the original cannot be read: {exc}") from exc

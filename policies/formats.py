@@ -4,13 +4,16 @@ A *rule* names PRONOM PUIDs, a risk and an action: ``keep`` (the format is judge
 derivative), ``migrate`` (make a preservation copy), ``access`` (make an access copy) or
 ``migrate+access``. A *pathway* says how a copy is made and checked: the tool and its argument
 template, the target format (extension, the PUIDs and MIME type the output must have), the
-validator that opens the output, the significant properties compared with the source, and the
-time limit after which the tool is killed. A *tool* names the program a pathway runs, and how
+validator that opens the output, what reads the original's properties when the validator cannot
+(``source_reader``: dcraw for raw camera files), the significant properties compared with the
+source, whether the tool writes the copy to its standard output, and the time limit after which
+the tool is killed. A *tool* names the program a pathway runs, and how
 to ask its version.
 
 Loading is strict (unknown keys, names or placeholders are errors) and checks the links: every
 pathway a rule names exists and has the role of the slot it fills, every tool a pathway names
-is declared, a PUID belongs to one rule at most, a property is one the validator can read.
+is declared, a PUID belongs to one rule at most, a property is one the validator (and the
+source reader, when the pathway names one) can read.
 The originals are never touched by any of this: a pathway only ever adds a copy.
 
 Pure data and pure functions: no subprocess runs here (see ``migration.tools``).
@@ -29,13 +32,17 @@ Risk = Literal["low", "medium", "high"]
 Action = Literal["keep", "migrate", "access", "migrate+access"]
 Role = Literal["preservation", "access"]
 Validator = Literal["pdfinfo", "identify", "ffprobe"]
+#: What reads the original's significant properties: a validator, or dcraw for raw camera
+#: files (which no validator opens).
+SourceReader = Literal["pdfinfo", "identify", "ffprobe", "dcraw"]
 Property = Literal["page_count", "pixel_dimensions", "frame_count", "duration", "audio_channels"]
 
-#: What each validator can read, from the source and from the output.
+#: What each validator (or source reader) can read, from the source and from the output.
 READABLE: dict[str, frozenset[str]] = {
     "pdfinfo": frozenset({"page_count"}),
     "identify": frozenset({"pixel_dimensions", "frame_count"}),
     "ffprobe": frozenset({"duration", "pixel_dimensions", "audio_channels"}),
+    "dcraw": frozenset({"pixel_dimensions"}),
 }
 #: Placeholders an argument template may use; each is replaced by a path the service chooses.
 PLACEHOLDERS = frozenset({"input", "output", "outdir", "workdir", "workdir_url", "policy_dir"})
@@ -72,7 +79,11 @@ class Pathway(_Strict):
     target_puids: tuple[PUID, ...] = Field(min_length=1)
     target_mime: NonBlank
     validator: Validator
+    #: Reads the original's properties; the validator when not given.
+    source_reader: SourceReader | None = None
     properties: tuple[Property, ...] = ()
+    #: The tool writes the copy to its standard output, which the runner streams to {output}.
+    output_is_stdout: bool = False
     #: The output's XMP must declare this PDF/A part and conformance (e.g. "2B"); pdfinfo only.
     declares_pdfa: Annotated[str, StringConstraints(pattern=r"^[1-4][ABU]?$")] | None = None
     duration_tolerance_seconds: float = Field(default=0.5, ge=0, le=60)
@@ -92,19 +103,38 @@ class Pathway(_Strict):
                 used.add(name)
         if "input" not in used:
             problems.append("the arguments never name {input}")
-        if not used & {"output", "outdir"}:
-            problems.append("the arguments name neither {output} nor {outdir}")
+        if self.output_is_stdout and used & {"output", "outdir"}:
+            problems.append(
+                "output_is_stdout: the copy is the tool's standard output, so the arguments "
+                "must name neither {output} nor {outdir}"
+            )
+        if not self.output_is_stdout and not used & {"output", "outdir"}:
+            problems.append(
+                "the arguments name neither {output} nor {outdir} (or set output_is_stdout = true)"
+            )
         unreadable = [p for p in self.properties if p not in READABLE[self.validator]]
         if unreadable:
             problems.append(
                 f"validator {self.validator} cannot read {', '.join(unreadable)} "
                 f"(it reads {', '.join(sorted(READABLE[self.validator]))})"
             )
+        if self.source_reader is not None:
+            unread = [p for p in self.properties if p not in READABLE[self.source_reader]]
+            if unread:
+                problems.append(
+                    f"source_reader {self.source_reader} cannot read {', '.join(unread)} "
+                    f"(it reads {', '.join(sorted(READABLE[self.source_reader]))})"
+                )
         if self.declares_pdfa and self.validator != "pdfinfo":
             problems.append("declares_pdfa needs validator = 'pdfinfo'")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def reads_source_with(self) -> SourceReader:
+        """What reads the original's significant properties."""
+        return self.source_reader or self.validator
 
 
 class Rule(_Strict):

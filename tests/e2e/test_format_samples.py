@@ -57,5 +57,13 @@ def test_format_samples_stored_and_identified(
         row for path, row in rows.items() if path.startswith("documents/") and path.endswith(".pdf")
     ]
     assert pdfs and all(r.mime_type == "application/pdf" and r.puid for r in pdfs)
+    # Raw camera files, which the format policy migrates to TIFF: FIDO names the NEF a NEF
+    # (libmagic says TIFF) and the Kodak KDC TIFF/EP, never plain TIFF (fmt/353, kept).
+    raws = {path: row.puid for path, row in rows.items() if path.startswith("raw-camera/")}
+    assert raws == {
+        "raw-camera/RAW_CANON_S30.CRW": "fmt/593",
+        "raw-camera/RAW_KODAK_DC120.KDC": "fmt/154",
+        "raw-camera/RAW_NIKON_D1.NEF": "fmt/202",
+    }
     pngs = [row for path, row in rows.items() if path.endswith(".png")]
     assert all(r.puid in {"fmt/11", "fmt/12", "fmt/13"} for r in pngs)

@@ -5,6 +5,8 @@ so, in a clone without ../shared."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from tests.functional.migrate_helpers import (
     av,
     corpus,
     derivatives,
+    dimensions,
+    fido,
     migration_events,
     object_root,
     pages,
@@ -156,3 +160,86 @@ def test_edge_cases_end_with_a_recorded_outcome(
     rows = {r.puid: r for r in service.plan_formats(services).rows}
     assert rows["fmt/134"].action == "keep"
     assert sum(r.failed for r in rows.values()) == sum(a.outcome == "failure" for a in run.attempts)
+
+
+RAW = {  # sample: the PUID FIDO gives it
+    "raw-camera/RAW_CANON_S30.CRW": "fmt/593",  # Canon CRW
+    "raw-camera/RAW_KODAK_DC120.KDC": "fmt/154",  # TIFF/EP (a Kodak raw built on it)
+    "raw-camera/RAW_NIKON_D1.NEF": "fmt/202",  # NEF (libmagic calls it TIFF; FIDO does not)
+}
+
+
+def test_raw_camera_samples_migrate_to_tiff(services: Services, tmp_path: Path) -> None:
+    payload = corpus(*RAW, "images/G31DS.TIF")
+    crw = payload["raw-camera/RAW_CANON_S30.CRW"]
+    kdc = payload["raw-camera/RAW_KODAK_DC120.KDC"]
+    payload["cut/crw-tenth.CRW"] = crw[: len(crw) // 10]  # dcraw cannot even read its size
+    payload["cut/kdc-half.KDC"] = kdc[: len(kdc) // 2]  # its size reads, its pixels do not
+    package_id = store(services, tmp_path / "bag", payload)
+    before = stored_payload_digests(services, package_id)
+
+    plan = {r.puid: r for r in service.plan_formats(services).rows}
+    for puid in RAW.values():
+        row = plan[puid]
+        assert (row.action, row.risk, row.migrate) == ("migrate", "high", "raw-to-tiff"), puid
+        assert row.to_do == row.files, puid
+    assert plan["fmt/353"].action == "keep"  # a plain TIFF is not a raw file
+    assert plan["fmt/154"].files == 2 and plan["fmt/593"].files == 2  # the cut ones too
+    listed = service.plan_formats(services).tools
+    tools_ = {t.name: t for t in listed}
+    assert len(tools_) == len(listed)  # dcraw, tool and source reader, listed once
+    assert tools_["dcraw"].available and "9.28" in tools_["dcraw"].detail
+
+    result = service.migrate(services)  # no crash, whatever the files hold
+    (run,) = result.packages
+    outcomes = {a.task.file.logical_path.removeprefix("bag/data/"): a for a in run.attempts}
+    assert set(outcomes) == {*RAW, "cut/crw-tenth.CRW", "cut/kdc-half.KDC"}  # TIFF: kept
+    made = derivatives(services, package_id)
+    root = object_root(services, package_id)
+    for sample in RAW:
+        attempt = outcomes[sample]
+        assert attempt.outcome == "success", (sample, attempt.reason)
+        tiff = made[f"custos/derivatives/preservation/bag/data/{sample}.tiff"]
+        assert tiff.puid == "fmt/353" and tiff.mime_type == "image/tiff"
+        path = root / tiff.content_path
+        assert fido(path) == "fmt/353"
+        assert (
+            dimensions(path)
+            == dcraw_size(CORPUS / sample)
+            == attempt.reason.split("pixel dimensions kept: ")[1].split(" -> ")[1]
+        )
+        assert depth(path) == 16
+    assert dimensions(root / made[
+        "custos/derivatives/preservation/bag/data/raw-camera/RAW_KODAK_DC120.KDC.tiff"
+    ].content_path) == "1301x976"  # fmt: skip  # 848 sensor columns, stretched to square pixels
+
+    cut_crw, cut_kdc = outcomes["cut/crw-tenth.CRW"], outcomes["cut/kdc-half.KDC"]
+    assert cut_crw.outcome == cut_kdc.outcome == "failure"
+    assert cut_crw.reason.startswith("the original cannot be read: dcraw exited with status")
+    assert cut_kdc.reason.startswith("dcraw exited with status 1")
+    events = {
+        e["source"].removeprefix("bag/data/"): e for e in migration_events(services, package_id)
+    }
+    assert events["cut/kdc-half.KDC"]["outcome"] == "failure"
+    assert "raw-to-tiff (formats v2): no preservation copy" in events["cut/kdc-half.KDC"]["detail"]
+    assert events["raw-camera/RAW_NIKON_D1.NEF"]["agent"].startswith("dcraw 9.28")
+    assert len(made) == 3
+    assert stored_payload_digests(services, package_id) == before
+    assert staging_debris(services.store.staging) == []
+    validate_storage(services)
+
+
+def dcraw_size(path: Path) -> str:
+    """The "Output size" dcraw reports for a raw file, read here without migration.probe."""
+    out = subprocess.run(["dcraw", "-i", "-v", str(path)], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    line = next(ln for ln in out.splitlines() if ln.startswith("Output size:"))
+    width, _, height = line.removeprefix("Output size:").split()
+    return f"{width}x{height}"
+
+
+def depth(path: Path) -> int:
+    exe = shutil.which("identify") or "identify-im6.q16"
+    out = subprocess.run([exe, "-format", "%z", str(path)], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    return int(out)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 def migration_runs(pool: Workers) -> int:
-    return pool.log(0).count("migration run (formats v1)")
+    return pool.log(0).count("migration run (formats v2)")
 
 
 def wait_for(what: Any, timeout: float = 180) -> None:

@@ -37,6 +37,13 @@ def bmp(width: int = 9, height: int = 6) -> bytes:
     return header + dib + pixels
 
 
+def tiff() -> bytes:
+    """A plain 8-bit RGB TIFF (fmt/353, kept by the policy), made by ImageMagick from bmp()."""
+    exe = shutil.which("convert") or "convert-im6.q16"
+    done = subprocess.run([exe, "bmp:-", "tiff:-"], input=bmp(), capture_output=True, check=True)
+    return done.stdout
+
+
 def wav(seconds: int = 1, channels: int = 2, rate: int = 8000) -> bytes:
     buf = io.BytesIO()
     with wave.open(buf, "wb") as wf:
@@ -45,6 +52,53 @@ def wav(seconds: int = 1, channels: int = 2, rate: int = 8000) -> bytes:
         wf.setframerate(rate)
         wf.writeframes(bytes(range(256)) * (rate * channels * 2 * seconds // 256))
     return buf.getvalue()
+
+
+def dng(width: int = 64, height: int = 48) -> bytes:
+    """A minimal DNG 1.4 raw camera file (little-endian TIFF, one uncompressed 16-bit Bayer
+    CFA image), written by hand: FIDO names it fmt/730 and dcraw decodes it."""
+    pixels = b"".join(
+        struct.pack("<H", (x * 997 + y * 613) % 4096) for y in range(height) for x in range(width)
+    )
+    tags: list[tuple[int, int, int, bytes]] = []  # tag, TIFF type, count, value bytes
+
+    def add(tag: int, kind: int, fmt: str, *values: int) -> None:
+        tags.append((tag, kind, len(values), struct.pack(f"<{len(values)}{fmt}", *values)))
+
+    def ascii_(tag: int, text: str) -> None:
+        data = text.encode() + b"\0"
+        tags.append((tag, 2, len(data), data))
+
+    add(254, 4, "I", 0)  # NewSubfileType: the main image
+    add(256, 4, "I", width)
+    add(257, 4, "I", height)
+    add(258, 3, "H", 16)  # BitsPerSample
+    add(259, 3, "H", 1)  # no compression
+    add(262, 3, "H", 32803)  # PhotometricInterpretation: CFA
+    ascii_(271, "Custos")
+    ascii_(272, "Test DNG")
+    add(273, 4, "I", 0)  # StripOffsets: set below
+    add(277, 3, "H", 1)
+    add(278, 4, "I", height)
+    add(279, 4, "I", len(pixels))
+    add(284, 3, "H", 1)
+    add(33421, 3, "H", 2, 2)  # CFARepeatPatternDim
+    add(33422, 1, "B", 0, 1, 1, 2)  # CFAPattern: RGGB
+    add(50706, 1, "B", 1, 4, 0, 0)  # DNGVersion 1.4.0.0
+    add(50717, 4, "I", 4095)  # WhiteLevel
+    tags.sort()
+    extra_at = 8 + 2 + 12 * len(tags) + 4
+    ifd, extra = bytearray(struct.pack("<H", len(tags))), bytearray()
+    for tag, kind, count, data in tags:
+        if len(data) <= 4:
+            ifd += struct.pack("<HHI", tag, kind, count) + data.ljust(4, b"\0")
+        else:
+            ifd += struct.pack("<HHII", tag, kind, count, extra_at + len(extra))
+            extra += data + b"\0" * (len(data) % 2)
+    ifd += struct.pack("<I", 0)
+    at = 2 + 12 * [t[0] for t in tags].index(273) + 8
+    ifd[at : at + 4] = struct.pack("<I", extra_at + len(extra))
+    return b"II*\0" + struct.pack("<I", 8) + bytes(ifd) + bytes(extra) + pixels
 
 
 def store(services: Services, folder: Path, payload: dict[str, bytes]) -> str:

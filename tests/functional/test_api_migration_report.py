@@ -47,7 +47,7 @@ def test_archivists_read_the_report_as_json_and_html(
     assert r.status_code == 200, r.text
     body = r.json()
     assert without_time(body) == without_time(service.report(services).as_dict())
-    assert body["policy"] == "formats v1"
+    assert body["policy"] == "formats v2"
     rows = {row["puid"]: row for row in body["formats"]}
     assert rows["fmt/116"]["format_name"] == "Windows Bitmap"
     assert (rows["fmt/116"]["action"], rows["fmt/116"]["preserved"]) == ("migrate", 1)

@@ -24,6 +24,7 @@ from tests.functional.migrate_helpers import (
     bmp,
     derivatives,
     dimensions,
+    dng,
     fido,
     head,
     migration_events,
@@ -32,6 +33,7 @@ from tests.functional.migrate_helpers import (
     policy_folder,
     store,
     stored_payload_digests,
+    tiff,
     validate_storage,
     wav,
 )
@@ -50,6 +52,7 @@ def payload() -> dict[str, bytes]:
         "audio/tone.wav": wav(seconds=2),
         "office/letter.odt": (CC0 / "LibreOfficeWriter_odt_1.3.odt").read_bytes(),
         "video/clip.mov": (CC0 / "photo-jpeg.mov").read_bytes(),
+        "images/raw.dng": dng(),
     }
 
 
@@ -60,6 +63,7 @@ EXPECTED = {
     f"{D}/preservation/bag/data/office/letter.odt.pdf": "office-to-pdfa-2b",
     f"{D}/preservation/bag/data/video/clip.mov.mkv": "video-to-ffv1-mkv",
     f"{D}/access/bag/data/video/clip.mov.mp4": "video-to-mp4-access",
+    f"{D}/preservation/bag/data/images/raw.dng.tiff": "raw-to-tiff",
 }
 
 
@@ -97,6 +101,7 @@ def test_every_pathway_makes_a_valid_copy_and_leaves_the_originals(
     )
     assert pages(out[f"{D}/preservation/bag/data/office/letter.odt.pdf"]) >= 1
     assert dimensions(out[f"{D}/preservation/bag/data/images/bitmap.bmp.png"]) == "9x6"
+    assert dimensions(out[f"{D}/preservation/bag/data/images/raw.dng.tiff"]) == "64x48"
     flac = av(out[f"{D}/preservation/bag/data/audio/tone.wav.flac"])
     assert flac["audio"] == [("flac", 2)] and abs(flac["duration"] - 2.0) < 0.01
     mov = av(src / "video/clip.mov")
@@ -115,7 +120,7 @@ def test_every_pathway_makes_a_valid_copy_and_leaves_the_originals(
         assert ("package", package_id, "") in e["links"]
         assert ("file", e["source"], "source") in e["links"]
         pathway_name = EXPECTED[outcome]
-        assert e["detail"].startswith(f"{pathway_name} (formats v1): ")
+        assert e["detail"].startswith(f"{pathway_name} (formats v2): ")
         assert f"output sha512:{row.sha512}" in e["detail"]
         assert "source sha512:" in e["detail"] and "with arguments [" in e["detail"]
         assert e["agent"].split()[0] == POLICY.pathways[pathway_name].tool
@@ -129,6 +134,39 @@ def test_every_pathway_makes_a_valid_copy_and_leaves_the_originals(
     # Nothing left to do: a second run makes no version.
     again = service.migrate(services)
     assert again.packages == () and head(services, package_id) == 3
+
+
+def test_a_raw_file_dcraw_cannot_decode_is_a_recorded_failure(
+    services: Services, tmp_path: Path
+) -> None:
+    raw = dng()
+    package_id = store(
+        services,
+        tmp_path / "bag",
+        {"raw/cut.dng": raw[: len(raw) // 2], "raw/whole.dng": raw, "raw/plain.tif": tiff()},
+    )
+    plan = {r.puid: r for r in service.plan_formats(services).rows}
+    assert (plan["fmt/730"].action, plan["fmt/730"].files) == ("migrate", 2)  # DNG 1.4
+    assert plan["fmt/353"].action == "keep"  # a plain TIFF is not a raw file
+    before = stored_payload_digests(services, package_id)
+    (run,) = service.migrate(services).packages
+    outcomes = {a.task.file.logical_path: a for a in run.attempts}
+    assert set(outcomes) == {"bag/data/raw/cut.dng", "bag/data/raw/whole.dng"}
+    cut = outcomes["bag/data/raw/cut.dng"]
+    assert cut.outcome == "failure" and cut.reason == "dcraw exited with status 1"
+    assert outcomes["bag/data/raw/whole.dng"].outcome == "success"
+    assert list(derivatives(services, package_id)) == [
+        f"{D}/preservation/bag/data/raw/whole.dng.tiff"
+    ]
+    events = {e["source"]: e for e in migration_events(services, package_id)}
+    assert events["bag/data/raw/cut.dng"]["outcome"] == "failure"
+    assert (
+        "no preservation copy: dcraw exited with status 1"
+        in events["bag/data/raw/cut.dng"]["detail"]
+    )
+    assert stored_payload_digests(services, package_id) == before
+    assert staging_debris(services.store.staging) == []
+    assert service.pending_tasks(services) == []  # not tried again under this policy version
 
 
 def test_derivatives_survive_a_catalog_rebuild(services: Services, tmp_path: Path) -> None:
@@ -257,7 +295,7 @@ def test_cli_plan_run_report(tmp_path: Path) -> None:
     package_id = body["package_id"]
 
     code, plan, _ = custos(data, "migrate", "plan", "--json")
-    assert code == 0 and plan["policy"] == "formats v1"
+    assert code == 0 and plan["policy"] == "formats v2"
     rows = {r["puid"]: r for r in plan["formats"]}
     assert rows["fmt/116"]["action"] == "migrate" and rows["fmt/116"]["to_do"] == 1
     assert rows["fmt/116"]["format_name"] == "Windows Bitmap"

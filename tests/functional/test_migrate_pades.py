@@ -122,7 +122,7 @@ def test_no_timestamp_authority_defers_the_copy_and_the_next_run_makes_it(
     deferrals = [e for e in shown["events"] if e["type"] == "migration"]
     assert [e["outcome"] for e in deferrals] == ["warning"]
     assert (
-        "pdf-to-pdfa-2b (formats v1): no preservation copy yet, deferred"
+        "pdf-to-pdfa-2b (formats v2): no preservation copy yet, deferred"
         in (deferrals[0]["detail"])
     )
 

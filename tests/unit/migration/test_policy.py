@@ -18,7 +18,7 @@ def shipped() -> dict[str, Any]:
 
 def test_shipped_policy_loads_and_covers_the_issue_formats() -> None:
     policy = load_format_policy()
-    assert policy.label == "formats v1"
+    assert policy.label == "formats v2"
     expect = {
         "fmt/18": ("migrate", "pdf-to-pdfa-2b"),  # PDF 1.4
         "fmt/40": ("migrate", "office-to-pdfa-2b"),  # DOC
@@ -38,6 +38,16 @@ def test_shipped_policy_loads_and_covers_the_issue_formats() -> None:
         "x-fmt/384": ("migrate+access", "video-to-ffv1-mkv"),  # MOV
         "fmt/131": ("migrate+access", "video-to-ffv1-mkv"),  # WMV (ASF)
         "fmt/199": ("migrate+access", "video-to-ffv1-mkv"),  # MP4
+        "fmt/593": ("migrate", "raw-to-tiff"),  # Canon CRW
+        "fmt/592": ("migrate", "raw-to-tiff"),  # Canon CR2
+        "fmt/202": ("migrate", "raw-to-tiff"),  # Nikon NEF
+        "fmt/1127": ("migrate", "raw-to-tiff"),  # Sony ARW
+        "fmt/436": ("migrate", "raw-to-tiff"),  # DNG
+        "fmt/668": ("migrate", "raw-to-tiff"),  # Olympus ORF
+        "fmt/642": ("migrate", "raw-to-tiff"),  # Fujifilm RAF
+        "fmt/662": ("migrate", "raw-to-tiff"),  # Panasonic RW2
+        "fmt/1781": ("migrate", "raw-to-tiff"),  # Pentax PEF
+        "fmt/154": ("migrate", "raw-to-tiff"),  # TIFF/EP (Kodak KDC, as FIDO names it)
     }
     for puid, (action, migrate) in expect.items():
         rule = policy.rule_for(puid)
@@ -47,6 +57,12 @@ def test_shipped_policy_loads_and_covers_the_issue_formats() -> None:
         rule = policy.rule_for(safe)
         assert rule is not None and rule.action == "keep", safe
     assert policy.rule_for("fmt/199").access == "video-to-mp4-access"  # type: ignore[union-attr]
+    raw = policy.pathways["raw-to-tiff"]
+    assert (raw.tool, raw.validator, raw.reads_source_with) == ("dcraw", "identify", "dcraw")
+    assert raw.output_is_stdout and "-6" in raw.args  # 16 bits per sample
+    assert policy.rule_for("fmt/353").action == "keep"  # type: ignore[union-attr]  # plain TIFF
+    cr3 = policy.rule_for("fmt/1595")  # no Debian decoder: kept, at risk
+    assert cr3 is not None and (cr3.action, cr3.risk) == ("keep", "high")
     assert policy.rule_for("fmt/999999") is None
     assert policy.rule_for(None) is None
     assert (POLICY_DIR / "pdfa_def.ps").is_file()  # named by the PDF/A pathway's arguments
@@ -110,6 +126,28 @@ def test_properties_must_be_readable_by_the_validator() -> None:
     raw = shipped()
     raw["pathways"]["audio-to-flac"]["time_limit_seconds"] = 0
     assert "time_limit_seconds" in refused(raw)
+
+
+def test_source_readers_and_standard_output_are_checked() -> None:
+    raw = shipped()
+    raw["pathways"]["raw-to-tiff"]["properties"] = ["pixel_dimensions", "frame_count"]
+    assert "source_reader dcraw cannot read frame_count" in refused(raw)
+
+    raw = shipped()
+    raw["pathways"]["raw-to-tiff"]["source_reader"] = "exiftool"
+    assert "source_reader" in refused(raw)
+
+    raw = shipped()
+    raw["pathways"]["raw-to-tiff"]["validator"] = "dcraw"  # reads raw files, not TIFFs
+    assert "validator" in refused(raw)
+
+    raw = shipped()
+    raw["pathways"]["raw-to-tiff"]["args"] = ["-c", "-T", "{input}", "{output}"]
+    assert "must name neither {output} nor {outdir}" in refused(raw)
+
+    raw = shipped()
+    del raw["pathways"]["raw-to-tiff"]["output_is_stdout"]
+    assert "or set output_is_stdout = true" in refused(raw)
 
 
 def test_a_broken_policy_file_is_named(tmp_path: Path) -> None:

@@ -83,3 +83,14 @@ def test_output_is_streamed_to_files_and_the_exit_status_kept(tmp_path: Path) ->
 def test_a_program_that_cannot_start_is_reported(tmp_path: Path) -> None:
     result = tools.run([str(tmp_path / "missing")], cwd=tmp_path, time_limit=5)
     assert result.status == "not-started" and result.describe() == "could not be started"
+
+
+def test_standard_output_can_be_the_copy(tmp_path: Path) -> None:
+    # A pathway with output_is_stdout (dcraw -c) has its copy streamed to the output file.
+    (tmp_path / "out").mkdir()
+    output = tmp_path / "out" / "input.tiff"
+    argv = ["/bin/sh", "-c", "head -c 2000000 /dev/zero; echo note >&2"]
+    result = tools.run(argv, cwd=tmp_path, time_limit=30, stdout=output)
+    assert result.ok and result.stderr_tail == "note"
+    assert output.stat().st_size == 2_000_000
+    assert not (tmp_path / "tool.stdout").exists()
