@@ -308,12 +308,15 @@ _WINDOW_COLUMNS = (
 
 
 def _planner(session: Session, plan_cache: str, scans: str) -> None:
-    """Set (for this transaction) how PostgreSQL plans the next statements."""
+    """Set (for this transaction) how PostgreSQL plans the next statements. JIT compilation
+    stays off for the rest of it: the planner's estimates for a common word cross
+    ``jit_above_cost``, and compiling costs more than these short statements run."""
     session.execute(
         text(
             "SELECT set_config('plan_cache_mode', :plan_cache, true), "
             "set_config('enable_seqscan', :scans, true), "
-            "set_config('enable_indexscan', :scans, true)"
+            "set_config('enable_indexscan', :scans, true), "
+            "set_config('jit', 'off', true)"
         ),
         {"plan_cache": plan_cache, "scans": scans},
     )
