@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from alembic import context
+from archive.catalog.session import set_wal
 from archive.catalog.tables import Base
 
 target_metadata = Base.metadata
@@ -30,7 +31,7 @@ def _sqlite_migration_engine(engine: Engine) -> Engine:
     @event.listens_for(migration, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        set_wal(dbapi_conn)
         dbapi_conn.execute("PRAGMA foreign_keys=OFF")
 
     @event.listens_for(migration, "begin")

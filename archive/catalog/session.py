@@ -6,6 +6,8 @@ with foreign keys on and a busy timeout, so a worker and a command can share it.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,35 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            set_wal(dbapi_conn)
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
     return engine
+
+
+def set_wal(dbapi_conn: Any, *, wait: float = 30.0) -> None:
+    """Put a SQLite database in WAL mode. Switching the mode takes the database's exclusive
+    lock, and SQLite refuses it at once ("database is locked", without its busy handler)
+    while another process holds a write transaction: two processes opening a new catalog at
+    once (one creating the schema) met that. So the switch is tried again for ``wait``
+    seconds."""
+    deadline = time.monotonic() + wait
+    cur = dbapi_conn.cursor()
+    try:
+        while True:
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        cur.close()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
