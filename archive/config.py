@@ -239,6 +239,9 @@ class FixitySettings(BaseModel):
 
     #: Copies a worker claims at a time (their results are written in one transaction).
     batch_files: int = Field(default=500, ge=1, le=100_000)
+    #: ...and at most this many bytes of content (one file if it is larger): large files are
+    #: shared out between workers rather than claimed all at once by the first.
+    batch_bytes: int = Field(default=128 * 1024 * 1024, ge=1)
     #: A claim older than this (seconds) is taken to belong to a dead worker and is released.
     claim_timeout: float = Field(default=900.0, gt=0)
     #: The worker's schedule, in minutes: look for due copies, sample, seal what is pending.

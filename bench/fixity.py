@@ -12,12 +12,15 @@ cold run; results say "warm" if it cannot be):
 4. files/s of a two-worker cycle over 100,000 small files (cold).
 
 Routine cycles recompute sha256 only (policies/fixity.toml): an untimed first cycle, which
-reads every copy with sha512 and sha256, runs before the timed ones. The catalog is SQLite.
+reads every copy with sha512 and sha256, runs before the timed ones. The catalog is SQLite
+(the embedded default; the archive is made once and reused), or with ``--catalog postgres``
+a throwaway PostgreSQL server (the scale-out set-up; the archive is ingested afresh).
 
 Run (as root, from the project folder)::
 
     .venv/bin/python bench/fixity.py
     .venv/bin/python bench/fixity.py --large-mib 256 --small-files 10000   # quick check
+    .venv/bin/python bench/fixity.py --catalog postgres
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,9 +43,11 @@ from common import (
     build_once,
     cache_dir,
     cpu_summary,
+    fresh_database,
     fresh_dir,
     log,
     median,
+    postgres_admin_url,
     print_table,
     timed,
 )
@@ -65,6 +71,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 case")
+    parser.add_argument("--catalog", choices=["sqlite", "postgres"], default="sqlite")
     return parser.parse_args()
 
 
@@ -83,23 +90,30 @@ def make_bag(folder: Path, files: int, size: int, per_folder: int = 1000) -> Non
     bagit.make_bag(str(folder), checksums=["sha512"], processes=2)
 
 
-def archive_of(out: Path, name: str, bag: Path, extra: dict[str, object]) -> Settings:
-    """A data folder holding the bag as one package (made once, then reused)."""
+def archive_of(
+    stack: ExitStack, out: Path, name: str, bag: Path, admin_url: str | None
+) -> Settings:
+    """A data folder holding the bag as one package: on SQLite made once and reused; on
+    PostgreSQL (``admin_url``) ingested into a fresh folder and database, both removed when
+    ``stack`` closes."""
 
-    def build(tmp: Path) -> None:
-        settings = load_settings(
-            data_dir=tmp, environ={}, overrides={"fsync": False, "identify_formats": False}
-        )
+    def build(tmp: Path, overrides: dict[str, Any]) -> None:
+        settings = load_settings(data_dir=tmp, environ={}, overrides=overrides)
         services = open_services(settings)
         try:
+            log(f"ingesting {bag.name} ...")
             ingest(services, bag, depositor="Custos benchmark")
         finally:
             services.close()
 
-    data = build_once(cache_dir(out, name), build)
-    return load_settings(
-        data_dir=data, environ={}, overrides={"fsync": False, "identify_formats": False, **extra}
-    )
+    overrides: dict[str, Any] = {"fsync": False, "identify_formats": False}
+    if admin_url is None:
+        data = build_once(cache_dir(out, name), lambda tmp: build(tmp, overrides))
+    else:
+        data = stack.enter_context(fresh_dir(out, "pg-"))
+        overrides["database_url"] = stack.enter_context(fresh_database(admin_url))
+        build(data, overrides)
+    return load_settings(data_dir=data, environ={}, overrides=overrides)
 
 
 def _worker(settings: Settings, name: str, barrier: Any, queue: Any) -> None:
@@ -153,6 +167,12 @@ def cat_secs(files: list[str]) -> float:
 
 def main() -> None:
     args = parse_args()
+    with ExitStack() as stack:
+        admin = stack.enter_context(postgres_admin_url(None, args.catalog == "postgres"))
+        run(args, stack, admin)
+
+
+def run(args: argparse.Namespace, stack: ExitStack, admin: str | None) -> None:
     log(cpu_summary())
     cache = PageCache()
     rows: list[Row] = []
@@ -161,7 +181,7 @@ def main() -> None:
         cache_dir(args.out, f"fixity-large-{args.large_mib}MiB"),
         lambda tmp: make_bag(tmp, args.large_files, size),
     )
-    settings = archive_of(args.out, f"fixity-archive-{args.large_mib}MiB", big_bag, {})
+    settings = archive_of(stack, args.out, f"fixity-archive-{args.large_mib}MiB", big_bag, admin)
     files = content_files(settings)
     total = sum(os.path.getsize(f) for f in files)
     log(f"large: {len(files)} content files, {total / MIB:.0f} MiB; first (untimed) cycle ...")
@@ -175,7 +195,7 @@ def main() -> None:
         cold_two.append(cycle(settings, 2)[0])
         log(f"  cold run {i + 1}: cat {cold_cat[-1]:.2f}s, two workers {cold_two[-1]:.2f}s")
     base, ours = total / median(cold_cat) / 1e6, total / median(cold_two) / 1e6
-    rows.append(Row("cycle, 2 workers, cold", "sqlite", f"{base:.0f} MB/s (cat)",
+    rows.append(Row("cycle, 2 workers, cold", args.catalog, f"{base:.0f} MB/s (cat)",
                     f"{ours:.0f} MB/s", ours / base))  # fmt: skip
 
     cat_secs(files)  # warm the cache
@@ -185,7 +205,7 @@ def main() -> None:
         warm_two.append(cycle(settings, 2)[0])
         log(f"  warm run {i + 1}: one worker {warm_one[-1]:.2f}s, two {warm_two[-1]:.2f}s")
     one, two = total / median(warm_one) / 1e6, total / median(warm_two) / 1e6
-    rows.append(Row("cycle, 2 vs 1 worker, warm", "sqlite", f"{one:.0f} MB/s (1 worker)",
+    rows.append(Row("cycle, 2 vs 1 worker, warm", args.catalog, f"{one:.0f} MB/s (1 worker)",
                     f"{two:.0f} MB/s (2 workers)", two / one, target=1.6, warm=True))  # fmt: skip
 
     if not args.no_s3:
@@ -243,7 +263,9 @@ def main() -> None:
         cache_dir(args.out, f"fixity-small-{args.small_files}x{args.small_kib}KiB"),
         lambda tmp: make_bag(tmp, args.small_files, args.small_kib * 1024),
     )
-    small = archive_of(args.out, f"fixity-small-archive-{args.small_files}", small_bag, {})
+    small = archive_of(
+        stack, args.out, f"fixity-small-archive-{args.small_files}", small_bag, admin
+    )
     small_files = content_files(small)
     cycle(small, 2)
     cats, twos = [], []
@@ -256,7 +278,7 @@ def main() -> None:
         log(f"  small run {i + 1}: cat {cats[-1]:.2f}s, two workers {secs:.2f}s ({checked} files)")
     base = len(small_files) / median(cats)
     ours = len(small_files) / median(twos)
-    rows.append(Row(f"{len(small_files)} small files, 2 workers, cold", "sqlite",
+    rows.append(Row(f"{len(small_files)} small files, 2 workers, cold", args.catalog,
                     f"{base:.0f} files/s (cat)", f"{ours:.0f} files/s", ours / base))  # fmt: skip
     log("\nfixity cycles (full, sha256), medians")
     print_table(rows, 0.8, cache)

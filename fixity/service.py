@@ -282,6 +282,8 @@ class _Run:
             checked_before=checked_before,
             random_pick=random_pick,
             skip_locations=self.down_ids,
+            # a sample is one batch of the size asked for
+            max_bytes=None if random_pick else self.services.settings.fixity.batch_bytes,
         )
         return ids, sweep.load(session, ids)
 
@@ -412,7 +414,6 @@ class _Run:
                     getattr(self.report, kind).append(line)
                 if o.damaged:
                     damaged_replicas.add((o.package_id, o.key[0]))
-            record_batches(session, list(events.items()))
             for (loc, tier), t in tallies.items():
                 session.add(
                     FixityTally(
@@ -452,6 +453,9 @@ class _Run:
                 self.down_ids.update(ids)
             if ahead is not None and ahead() > 0:
                 self.next = self._claim(session, ahead(), self.checked_before, False)
+            # Last: appending to the custody log locks its head until the commit, and other
+            # workers' batches wait for it (on PostgreSQL; SQLite has one write lock anyway).
+            record_batches(session, list(events.items()))
 
     def _outcome(
         self, item: sweep.Claimed, result: CheckResult, fix: RepairResult | None, at: datetime

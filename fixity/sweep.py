@@ -171,12 +171,17 @@ def claim(
     checked_before: datetime | None = None,
     random_pick: bool = False,
     skip_locations: Iterable[int] = (),
+    max_bytes: int | None = None,
 ) -> list[int]:
     """Claim up to ``limit`` rows for ``worker``; the caller commits at once.
 
     Rows are due when ``due_at`` has passed (or they were never checked); with
     ``checked_before`` (a full cycle started then) when not checked since; with
-    ``random_pick``, any rows, in random order (sampling)."""
+    ``random_pick``, any rows, in random order (sampling). With ``max_bytes``, the claim
+    stops before the content file that would take it past that many bytes (it always takes
+    at least one row): a few large files are shared out between workers instead of going,
+    all of them, to the first that asks. The objects' other files (inventories, sidecars,
+    records) count as empty here; ``limit`` bounds them."""
     due: ColumnElement[bool]
     free = or_(FC.claimed_at.is_(None), FC.claimed_at < at - lease)
     if random_pick:
@@ -187,16 +192,30 @@ def claim(
         due = or_(FC.due_at.is_(None), FC.due_at <= at)
     skip = list(skip_locations)
     where = and_(free, due, FC.location_id.not_in(skip)) if skip else and_(free, due)
+    # The candidates are locked (PostgreSQL: other workers skip them) until the claim
+    # commits; on SQLite the UPDATE's own test of ``free`` keeps two claims apart.
     pick = (
-        select(FC.id)
+        select(FC.id, func.coalesce(File.size, 0))
+        .outerjoin(
+            File, and_(File.package_id == FC.package_id, File.content_path == FC.content_path)
+        )
         .where(where)
         .order_by(func.random() if random_pick else FC.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=FC)
     )
+    ids: list[int] = []
+    total = 0
+    for row_id, size in session.execute(pick):
+        if max_bytes is not None and ids and total + size > max_bytes:
+            break
+        ids.append(row_id)
+        total += size
+    if not ids:
+        return []
     stmt = (
         update(FC)
-        .where(FC.id.in_(pick), free)
+        .where(FC.id.in_(ids), free)
         .values(claimed_by=worker, claimed_at=at)
         .returning(FC.id)
     )

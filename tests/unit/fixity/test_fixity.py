@@ -268,3 +268,58 @@ def test_bad_fixity_policy_is_refused(archive: ArchiveFactory, tmp_path: Path) -
     assert "fixity.toml" in caught.value.diagnostics() and "algorithm" in caught.value.message
     with services.sessions() as s:
         assert s.execute(select(func.count()).select_from(FixityCoverage)).scalar_one() == 0
+
+
+def test_claims_share_out_large_files_by_bytes(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str
+) -> None:
+    """A claim stops before the content file that would take it past ``max_bytes`` (but
+    always takes one row), so two workers asking in turn both get large files; claims never
+    overlap and together take every row."""
+    from datetime import timedelta
+
+    from archive.custody import now
+    from fixity import sweep
+    from fixity.policy import fixity_policy
+
+    services = archive(catalog_url)
+    add_package(services, tmp_path, files=6, size=40_000)
+    at = now()
+    with services.session_scope() as s:
+        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    sizes: dict[int, int] = {}
+    with services.sessions() as s:
+        for row_id, size in s.execute(
+            select(FixityCoverage.id, File.size).join(
+                File,
+                (File.package_id == FixityCoverage.package_id)
+                & (File.content_path == FixityCoverage.content_path),
+            )
+        ):
+            sizes[row_id] = size
+        rows = s.execute(select(func.count(FixityCoverage.id))).scalar_one()
+    big = [i for i, n in sizes.items() if n >= 40_000]
+    assert len(big) == 6
+    claims: list[list[int]] = []
+    for turn in range(100):
+        with services.session_scope() as s:
+            ids = sweep.claim(
+                s, f"w{turn % 2}", 500, at=at, lease=timedelta(hours=1), max_bytes=100_000
+            )
+        if not ids:
+            break
+        claims.append(ids)
+    taken = [i for c in claims for i in c]
+    assert len(taken) == len(set(taken)) == rows  # every row once, none twice
+    for c in claims:
+        content = sum(sizes.get(i, 0) for i in c)
+        assert content <= 100_000 or len([i for i in c if i in sizes]) == 1
+    # 6 files of ~40 kB: two per claim at most, so at least three claims hold large files,
+    # and both workers got some
+    holding = [c for c in claims if set(c) & set(big)]
+    assert len(holding) >= 3
+    assert {claims.index(c) % 2 for c in holding} == {0, 1}
+    # with no byte bound, the first claim takes everything
+    with services.session_scope() as s:
+        s.execute(FixityCoverage.__table__.update().values(claimed_by=None, claimed_at=None))
+        assert len(sweep.claim(s, "w0", 500, at=at, lease=timedelta(hours=1))) == rows
