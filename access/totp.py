@@ -118,7 +118,8 @@ def _refuse_if_locked(user: User, now: datetime) -> None:
             "the second factor of this user is locked after too many wrong codes",
             retry_after=int((user.totp_locked_until - now).total_seconds()) + 1,
             hint="wait until the time in Retry-After; if the codes were not yours, ask "
-            "an administrator to replace the token (custos users token NAME)",
+            "an administrator to replace the token (custos users token NAME; with "
+            "--new-totp the lock is lifted too)",
         )
 
 

@@ -57,7 +57,10 @@ AuthHeader = Annotated[
 ]
 TotpHeader = Annotated[
     str | None,
-    Header(alias="X-Custos-TOTP", description="The current TOTP code (roles that need one)"),
+    Header(
+        alias="X-Custos-TOTP",
+        description="The current TOTP code (roles that need one); each code is accepted once",
+    ),
 ]
 
 
