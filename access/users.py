@@ -10,8 +10,10 @@ Guessing is bounded: :class:`FailureWindow` counts wrong credentials per client 
 (in each serving process), and a user's second factor is locked in the catalog after
 ``auth.totp_attempts`` wrong codes in a row, for ``auth.totp_lockout_minutes``, during which
 no code is checked at all (a six-digit code would otherwise fall to a few hours of guessing
-with a stolen token). A leaked token is withdrawn with :func:`disable_user` or replaced with
-:func:`replace_token`.
+with a stolen token). Codes are checked in :mod:`access.totp`, each accepted once. A leaked
+token is withdrawn with :func:`disable_user` or replaced with :func:`replace_token`. Adding,
+disabling and replacing are ``user administration`` custody events (the operator where known,
+the user, the role, the reason; never a token, its hash or a TOTP secret).
 
 Raises :class:`AuthenticationFailed` for unknown or wrong credentials (the same words for
 both), :class:`SecondFactorRequired` for a missing or wrong code, :class:`TooManyAttempts`
@@ -36,9 +38,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access import totp
 from access.rules import Principal
-from access.totp import require_code
+from access.totp import new_secret, provisioning_uri, require_code, reset
 from archive.catalog.tables import User
 from archive.config import AuthSettings
 from archive.custody import new_event, record_events
@@ -143,7 +144,7 @@ def add_user(
             "[--organisation ORG for depositors]",
         )
     token_id, token = _new_token()
-    totp_secret = totp.new_secret() if needs_second_factor(policy, role) else None
+    totp_secret = new_secret() if needs_second_factor(policy, role) else None
     session.add(
         User(
             name=name,
@@ -160,7 +161,7 @@ def add_user(
     session.flush()
     enrolled = "second factor (TOTP) enrolled" if totp_secret else "no second factor"
     _record(session, name, f"added: {_role(role, org)}, {enrolled}", by=by, reason=reason)
-    return NewUser(name, role, org, token, totp_secret, totp.provisioning_uri(name, totp_secret))
+    return NewUser(name, role, org, token, totp_secret, provisioning_uri(name, totp_secret))
 
 
 def _new_token() -> tuple[str, str]:
@@ -239,7 +240,7 @@ def replace_token(
     user.active, user.disabled_at, user.disabled_reason = True, None, None
     secret = None
     if new_second_factor or (user.totp_secret is None and needs_second_factor(policy, user.role)):
-        secret = totp.reset(user)
+        secret = reset(user)
     what = "a new API token" + (" and a new TOTP secret" if secret else "")
     _record(
         session,
@@ -255,7 +256,7 @@ def replace_token(
         user.organisation,
         token,
         secret,
-        totp.provisioning_uri(user.name, secret),
+        provisioning_uri(user.name, secret),
     )
 
 
