@@ -3,6 +3,8 @@ the access services."""
 
 from __future__ import annotations
 
+import os
+import pwd
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -83,8 +85,25 @@ def register(app: typer.Typer) -> None:
 
 
 users_app = typer.Typer(
-    help="Users of the API: roles, tokens, second factors.", no_args_is_help=True
+    help="Users of the API: roles, tokens, second factors. Adding, disabling and giving a new "
+    "token are custody events naming the system account that ran the command and the reason "
+    "(never a token or a secret).",
+    no_args_is_help=True,
 )
+
+
+def _operator() -> str:
+    """The acting operator, as far as a command knows: the system account running it."""
+    try:
+        account = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        account = f"uid {os.geteuid()}"
+    return f"operator {account} (system account)"
+
+
+ReasonOpt = Annotated[
+    str, typer.Option("--reason", help="Why (recorded in the custody log with the change).")
+]
 search_app = typer.Typer(help="The public search index.", no_args_is_help=True)
 
 
@@ -99,16 +118,28 @@ def users_add_cmd(
         str | None,
         typer.Option(help="For a depositor: the organisation it deposits for (as in ingest)."),
     ] = None,
+    reason: ReasonOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Create a user and print its API token once (and, for roles that need a second
-    factor, the TOTP secret and its otpauth:// URI, once). Only hashes are kept."""
+    factor, the TOTP secret and its otpauth:// URI, once). Only hashes are kept.
+
+    A custody event records the user, the role, the reason and the system account that ran
+    the command."""
     services = run(as_json, state(ctx).services)
 
     def go() -> NewUser:
         policy = access_policy(services.settings)
         with services.session_scope() as session:
-            return add_user(session, name, role=role, policy=policy, organisation=organisation)
+            return add_user(
+                session,
+                name,
+                role=role,
+                policy=policy,
+                organisation=organisation,
+                by=_operator(),
+                reason=reason,
+            )
 
     _print_new(as_json, run(as_json, go), "created")
 
@@ -139,16 +170,21 @@ def _print_new(as_json: bool, user: NewUser, status: str) -> None:
 def users_disable_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The user to disable.")],
-    reason: Annotated[str, typer.Option(help="Why (kept with the user).")] = "",
+    reason: Annotated[
+        str, typer.Option(help="Why (required; kept with the user and in the custody log).")
+    ] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Refuse every request with the user's token from now on (a leaked token, someone who
-    left). `custos users token NAME` enables the user again with a new token."""
+    left). `custos users token NAME` enables the user again with a new token.
+
+    A custody event records the user, the role, the reason and the system account that ran
+    the command."""
     services = run(as_json, state(ctx).services)
 
     def go() -> str:
         with services.session_scope() as session:
-            return disable_user(session, name, reason=reason).name
+            return disable_user(session, name, reason=reason, by=_operator()).name
 
     who = run(as_json, go)
     if as_json:
@@ -162,18 +198,33 @@ def users_token_cmd(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The user to give a new token.")],
     new_totp: Annotated[
-        bool, typer.Option("--new-totp", help="Enrol a new TOTP secret as well.")
+        bool,
+        typer.Option(
+            "--new-totp",
+            help="Enrol a new TOTP secret as well (also lifts a lock after wrong codes).",
+        ),
     ] = False,
+    reason: ReasonOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Give a user a new API token, printed once (the old one stops working at once), and
-    enable the user if disabled; with --new-totp a new second-factor secret too."""
+    enable the user if disabled; with --new-totp a new second-factor secret too.
+
+    A custody event records the user, the role, what was replaced, the reason and the
+    system account that ran the command (never the token or the secret)."""
     services = run(as_json, state(ctx).services)
 
     def go() -> NewUser:
         policy = access_policy(services.settings)
         with services.session_scope() as session:
-            return replace_token(session, name, policy=policy, new_second_factor=new_totp)
+            return replace_token(
+                session,
+                name,
+                policy=policy,
+                new_second_factor=new_totp,
+                by=_operator(),
+                reason=reason,
+            )
 
     _print_new(as_json, run(as_json, go), "token replaced")
 
@@ -366,7 +417,8 @@ TotpOpt = Annotated[
         prompt="Current TOTP code of the registrar",
         show_default=False,
         help="That registrar's current 6-digit TOTP code (env CUSTOS_TOTP; asked for if "
-        "not given).",
+        "not given). A code is accepted once: a code already used (here or by the API) is "
+        "refused like a wrong one and counts towards the lock; wait for the next.",
     ),
 ]
 

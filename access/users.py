@@ -10,8 +10,10 @@ Guessing is bounded: :class:`FailureWindow` counts wrong credentials per client 
 (in each serving process), and a user's second factor is locked in the catalog after
 ``auth.totp_attempts`` wrong codes in a row, for ``auth.totp_lockout_minutes``, during which
 no code is checked at all (a six-digit code would otherwise fall to a few hours of guessing
-with a stolen token). A leaked token is withdrawn with :func:`disable_user` or replaced with
-:func:`replace_token`.
+with a stolen token). Codes are checked in :mod:`access.totp`, each accepted once. A leaked
+token is withdrawn with :func:`disable_user` or replaced with :func:`replace_token`. Adding,
+disabling and replacing are ``user administration`` custody events (the operator where known,
+the user, the role, the reason; never a token, its hash or a TOTP secret).
 
 Raises :class:`AuthenticationFailed` for unknown or wrong credentials (the same words for
 both), :class:`SecondFactorRequired` for a missing or wrong code, :class:`TooManyAttempts`
@@ -29,17 +31,18 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from access.rules import Principal
+from access.totp import new_secret, provisioning_uri, require_code, reset
 from archive.catalog.tables import User
 from archive.config import AuthSettings
+from archive.custody import new_event, record_events
 from archive.errors import (
     AuthenticationFailed,
     InputRejected,
@@ -48,6 +51,7 @@ from archive.errors import (
     TooManyAttempts,
 )
 from archive.findings import Finding
+from archive.model import Link
 from policies.schema import AccessPolicy
 from policies.sunset import person_key
 
@@ -56,7 +60,8 @@ USER_ROLES = ("researcher", "depositor", "archivist", "registrar")
 TOKEN_PREFIX = "custos"  # noqa: S105 - the public prefix of every token, not a secret
 _TOKEN = re.compile(r"^custos_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
-ISSUER = "Custos"
+#: The agent of a user administration event whose operator is not known.
+AGENT = "Custos"
 BAD_CREDENTIALS = "the credentials are not valid"
 BAD_CREDENTIALS_HINT = (
     "send `Authorization: Bearer <token>` with the token `custos users add` printed, "
@@ -91,11 +96,15 @@ def add_user(
     role: str,
     policy: AccessPolicy,
     organisation: str | None = None,
+    by: str | None = None,
+    reason: str = "",
 ) -> NewUser:
     """Create a user; return the token (and TOTP secret) to show once. The caller commits.
 
-    Raises :class:`InputRejected` for a bad name, an unknown role, a depositor without an
-    organisation (or another role with one), or a name already taken."""
+    The creation is a ``user administration`` custody event naming ``by`` (the operator,
+    where known), the user, the role and ``reason``. Raises :class:`InputRejected` for a bad
+    name, an unknown role, a depositor without an organisation (or another role with one),
+    or a name already taken."""
     problems = []
     if not _NAME.match(name):
         problems.append(
@@ -135,7 +144,7 @@ def add_user(
             "[--organisation ORG for depositors]",
         )
     token_id, token = _new_token()
-    totp_secret = pyotp.random_base32() if needs_second_factor(policy, role) else None
+    totp_secret = new_secret() if needs_second_factor(policy, role) else None
     session.add(
         User(
             name=name,
@@ -150,7 +159,9 @@ def add_user(
         )
     )
     session.flush()
-    return NewUser(name, role, org, token, totp_secret, _totp_uri(name, totp_secret))
+    enrolled = "second factor (TOTP) enrolled" if totp_secret else "no second factor"
+    _record(session, name, f"added: {_role(role, org)}, {enrolled}", by=by, reason=reason)
+    return NewUser(name, role, org, token, totp_secret, provisioning_uri(name, totp_secret))
 
 
 def _new_token() -> tuple[str, str]:
@@ -158,10 +169,26 @@ def _new_token() -> tuple[str, str]:
     return token_id, f"{TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
 
 
-def _totp_uri(name: str, secret: str | None) -> str | None:
-    if secret is None:
-        return None
-    return pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=ISSUER)
+def _role(role: str, organisation: str | None) -> str:
+    return f"role {role}" + (f" of {organisation}" if organisation else "")
+
+
+def _record(session: Session, name: str, what: str, *, by: str | None, reason: str) -> None:
+    """The custody event of a change to a user: who, the user, the change, why. Never a
+    token, its hash or a TOTP secret."""
+    why = " ".join(reason.split()) or "none stated"
+    record_events(
+        session,
+        [
+            new_event(
+                "user administration",
+                "success",
+                f"user {name} {what}; by {by or 'an operator not named'}; reason: {why}",
+                links=[Link("user", name)],
+                agent=by or AGENT,
+            )
+        ],
+    )
 
 
 def _named(session: Session, name: str) -> User:
@@ -171,9 +198,10 @@ def _named(session: Session, name: str) -> User:
     return user
 
 
-def disable_user(session: Session, name: str, *, reason: str) -> User:
+def disable_user(session: Session, name: str, *, reason: str, by: str | None = None) -> User:
     """Refuse every request with ``name``'s token from now on (every serving process reads
-    the row on each request). The caller commits. Raises :class:`NotFound`,
+    the row on each request); a custody event names ``by``, the user and the reason. The
+    caller commits. Raises :class:`NotFound`,
     :class:`InputRejected` without a reason."""
     why = reason.strip()
     if not why:
@@ -186,27 +214,49 @@ def disable_user(session: Session, name: str, *, reason: str) -> User:
     user.active = False
     user.disabled_at = datetime.now(UTC)
     user.disabled_reason = why
+    what = f"({_role(user.role, user.organisation)}) disabled"
+    _record(session, user.name, what, by=by, reason=why)
     log.warning("user %s disabled", user.name)
     return user
 
 
 def replace_token(
-    session: Session, name: str, *, policy: AccessPolicy, new_second_factor: bool = False
+    session: Session,
+    name: str,
+    *,
+    policy: AccessPolicy,
+    new_second_factor: bool = False,
+    by: str | None = None,
+    reason: str = "",
 ) -> NewUser:
     """Give ``name`` a new token (the old one stops working at once) and enable the user if
-    disabled; with ``new_second_factor``, a new TOTP secret too. The caller commits.
-    Raises :class:`NotFound`."""
+    disabled; with ``new_second_factor``, a new TOTP secret too (its lock and the last code
+    used go with the old one). A custody event names ``by``, the user, what changed and
+    ``reason``. The caller commits. Raises :class:`NotFound`."""
     user = _named(session, name)
     token_id, token = _new_token()
     user.token_id, user.token_hash = token_id, _hasher.hash(token)
+    enabled = "" if user.active else "; enabled again"
     user.active, user.disabled_at, user.disabled_reason = True, None, None
     secret = None
     if new_second_factor or (user.totp_secret is None and needs_second_factor(policy, user.role)):
-        user.totp_secret = secret = pyotp.random_base32()
-        user.totp_failures, user.totp_locked_until = 0, None
-    log.warning("user %s given a new token%s", user.name, " and TOTP secret" if secret else "")
+        secret = reset(user)
+    what = "a new API token" + (" and a new TOTP secret" if secret else "")
+    _record(
+        session,
+        user.name,
+        f"({_role(user.role, user.organisation)}) given {what}{enabled}",
+        by=by,
+        reason=reason,
+    )
+    log.warning("user %s given %s", user.name, what)
     return NewUser(
-        user.name, user.role, user.organisation, token, secret, _totp_uri(user.name, secret)
+        user.name,
+        user.role,
+        user.organisation,
+        token,
+        secret,
+        provisioning_uri(user.name, secret),
     )
 
 
@@ -340,63 +390,20 @@ def principal(
     user: User,
     *,
     totp: str | None,
-    session: Session | None = None,
+    session: Session,
     auth: AuthSettings | None = None,
 ) -> Principal:
-    """The reader for a request of ``user``, with ``totp`` (the ``X-Custos-TOTP`` header).
+    """The reader for a request of ``user``, with ``totp`` (the ``X-Custos-TOTP`` header),
+    ``user`` read in ``session``.
 
-    A code given is always checked: a wrong one is refused, never ignored. With the
-    ``session`` ``user`` was read in, wrong codes are counted and lock the second factor
-    (committed here, as the request then fails). Raises :class:`SecondFactorRequired`,
-    :class:`TooManyAttempts`."""
+    A code given is always checked (:func:`access.totp.require_code`: accepted once only,
+    wrong codes counted and locking the second factor; committed there): a wrong one is
+    refused, never ignored. Raises :class:`SecondFactorRequired`, :class:`TooManyAttempts`."""
     second = False
     if totp is not None:
-        limits = auth or AuthSettings()
-        now = datetime.now(UTC)
-        if user.totp_locked_until is not None and user.totp_locked_until > now:
-            raise TooManyAttempts(
-                "the second factor of this user is locked after too many wrong codes",
-                retry_after=int((user.totp_locked_until - now).total_seconds()) + 1,
-                hint="wait until the time in Retry-After; if the codes were not yours, ask "
-                "an administrator to replace the token (custos users token NAME)",
-            )
-        code = totp.strip()
-        valid = (
-            user.totp_secret is not None
-            and re.fullmatch(r"[0-9]{6}", code) is not None
-            and pyotp.TOTP(user.totp_secret).verify(code, valid_window=1)
-        )
-        if not valid:
-            if session is not None:
-                _count_wrong_code(session, user, limits, now)
-            raise SecondFactorRequired(
-                "the TOTP code in X-Custos-TOTP is not valid",
-                hint="send the current 6-digit code of the authenticator enrolled with "
-                "`custos users add` (codes change every 30 seconds; check the clock)",
-            )
-        if session is not None and (user.totp_failures or user.totp_locked_until):
-            user.totp_failures, user.totp_locked_until = 0, None
-            session.commit()
+        require_code(session, user, totp, auth=auth or AuthSettings())
         second = True
     return Principal(user.name, user.role, user.organisation, second)
-
-
-def _count_wrong_code(session: Session, user: User, limits: AuthSettings, now: datetime) -> None:
-    # Counted in the database, so that processes answering at once never lose a count.
-    session.execute(
-        update(User).where(User.id == user.id).values(totp_failures=User.totp_failures + 1)
-    )
-    session.refresh(user)
-    if user.totp_failures >= limits.totp_attempts:
-        user.totp_failures = 0
-        user.totp_locked_until = now + timedelta(minutes=limits.totp_lockout_minutes)
-        log.warning(
-            "second factor of user %s locked for %d minutes after %d wrong codes",
-            user.name,
-            limits.totp_lockout_minutes,
-            limits.totp_attempts,
-        )
-    session.commit()
 
 
 def require_second_factor(reader: Principal) -> None:

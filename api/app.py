@@ -23,7 +23,8 @@ DESCRIPTION = """\
 The Custos service API. Researchers and anonymous readers see the public tier only; every
 read of restricted or protected-identity material states a purpose and is recorded in the
 custody log. Credentials: `Authorization: Bearer <token>` (from `custos users add`);
-registrars add the current TOTP code in `X-Custos-TOTP`. Errors are `application/problem+json`.
+registrars add the current TOTP code in `X-Custos-TOTP` (each code is accepted once: a new
+code for each request). Errors are `application/problem+json`.
 """
 
 

@@ -57,7 +57,10 @@ AuthHeader = Annotated[
 ]
 TotpHeader = Annotated[
     str | None,
-    Header(alias="X-Custos-TOTP", description="The current TOTP code (roles that need one)"),
+    Header(
+        alias="X-Custos-TOTP",
+        description="The current TOTP code (roles that need one); each code is accepted once",
+    ),
 ]
 
 
@@ -171,7 +174,7 @@ def compat_reader(
         else:
             assert username is not None and api_key is not None
             user = by_name_and_key(session, username, api_key)
-        return principal(user, totp=None)
+        return principal(user, totp=None, session=session)
 
     who = _identify(request, services, check)
     if who.role != "archivist":

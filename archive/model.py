@@ -12,8 +12,8 @@ OUTCOMES = ("success", "failure", "warning")
 #: PREMIS event types used by Custos: the labels of id.loc.gov/vocabulary/preservation/eventType
 #: where one fits (ingestion, validation, message digest calculation, format identification,
 #: fixity check, replication, migration, recovery); Custos' own words for what that vocabulary
-#: has no term for (tier change, review, access, export, timestamp). The words are part of the
-#: hash-chained custody log, so they are never renamed.
+#: has no term for (tier change, review, access, export, timestamp, user administration). The
+#: words are part of the hash-chained custody log, so they are never renamed.
 EVENT_TYPES = frozenset(
     {
         "ingestion",
@@ -29,6 +29,7 @@ EVENT_TYPES = frozenset(
         "export",
         "timestamp",
         "recovery",
+        "user administration",  # a user added, disabled, or given a new token or TOTP secret
     }
 )
 
@@ -37,7 +38,7 @@ EVENT_TYPES = frozenset(
 class Link:
     """An object an event concerns (PREMIS linkingObjectIdentifier)."""
 
-    object_type: Literal["package", "deposit", "file", "source", "depositor", "custody-log"]
+    object_type: Literal["package", "deposit", "file", "source", "depositor", "custody-log", "user"]
     object_id: str
     role: str = ""
 

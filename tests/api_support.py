@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-import pyotp
 from sqlalchemy import update
 
 from access.registrar import change_tier
@@ -19,6 +18,7 @@ from archive.catalog.tables import AccessAssignment
 from archive.services import Services
 from ingest.service import identify_package, ingest
 from tests.helpers import make_bag
+from tests.totp import fresh_code
 
 TIERS = ("public", "restricted", "protected-identity", "undeclared")
 CONSENTS = ("none", "public", "research", "prosecution", "withdrawn")
@@ -151,11 +151,12 @@ class Users:
     registrar: NewUser
 
     def bearer(self, role: str, *, totp: bool = False) -> dict[str, str]:
+        """Credentials for one request of ``role`` (with ``totp``, a code not used before:
+        call again for each request)."""
         user: NewUser = getattr(self, role)
         headers = {"Authorization": f"Bearer {user.token}"}
         if totp:
-            assert user.totp_secret
-            headers["X-Custos-TOTP"] = pyotp.TOTP(user.totp_secret).now()
+            headers["X-Custos-TOTP"] = fresh_code(user.totp_secret)
         return headers
 
 

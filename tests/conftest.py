@@ -18,11 +18,20 @@ from tests.servers import (
     start_redis,
     start_seaweedfs,
 )
+from tests.totp import CLOCK, TotpClock
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = ROOT / "tests" / "data" / "bagit-conformance"
 SHARED_CORPORA = ROOT.parent / "shared" / "corpora"
 SAMPLE = ROOT / "samples" / "sample-holding"
+
+
+@pytest.fixture(autouse=True)
+def totp_clock(monkeypatch: pytest.MonkeyPatch) -> TotpClock:
+    """The server checks TOTP codes at :data:`tests.totp.CLOCK`'s time (real time
+    until a test asks for a fresh code), so tests need not wait 30 seconds per request."""
+    monkeypatch.setattr("access.totp.clock", CLOCK)
+    return CLOCK
 
 
 @pytest.fixture(scope="session")

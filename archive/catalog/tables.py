@@ -196,7 +196,7 @@ class EventLink(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
-    object_type: Mapped[str] = mapped_column(String(32))  # package | deposit | file | source
+    object_type: Mapped[str] = mapped_column(String(32))  # package | file | user …
     object_id: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(32), default="")
 
@@ -442,6 +442,9 @@ class User(Base):
     #: Wrong TOTP codes in a row, and until when the second factor is locked after too many.
     totp_failures: Mapped[int] = mapped_column(Integer, default=0)
     totp_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The RFC 6238 time step of the last code accepted: a code is accepted for a later step
+    #: only, so no code is accepted twice (``access.totp``).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: Why and when the user was disabled (``active`` false); a new token enables again.
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)

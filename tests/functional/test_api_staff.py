@@ -50,29 +50,32 @@ def test_registrar_reads_with_a_purpose_and_every_read_is_logged(
     held: tuple[Services, TestClient, Users, str],
 ) -> None:
     services, client, users, uuid = held
-    headers = users.bearer("registrar", totp=True)
+
+    def headers() -> dict[str, str]:  # a new TOTP code for each request
+        return users.bearer("registrar", totp=True)
+
     url = f"/registrar/packages/{uuid}/files/{LETTER}"
-    r = client.get(url, headers=headers)
+    r = client.get(url, headers=headers())
     assert r.status_code == 422 and r.json()["findings"][0]["code"] == "ACCESS-PURPOSE-REQUIRED"
-    r = client.get(url, params={"purpose": "research"}, headers=headers)
+    r = client.get(url, params={"purpose": "research"}, headers=headers())
     assert r.status_code == 403 and "CONSENT-NOT-GIVEN" in r.json()["detail"]
-    r = client.get(url, params={"purpose": "made-up"}, headers=headers)
+    r = client.get(url, params={"purpose": "made-up"}, headers=headers())
     assert r.status_code == 422
     assert events_of(services, "access") == []  # refusals read nothing
-    r = client.get(url, params={"purpose": "prosecution"}, headers=headers)
+    r = client.get(url, params={"purpose": "prosecution"}, headers=headers())
     assert r.status_code == 200 and r.content == (SAMPLE / LETTER).read_bytes()
     (event,) = events_of(services, "access")
     agent, detail, links = event
     assert agent == "registrar regina" and "purpose: prosecution" in detail
     assert "transfer-letter" not in detail and not any("letter" in link for link in links)
     assert any(link.startswith("sha512:") for link in links)
-    log = client.get("/registrar/access-log", headers=headers).json()["events"]
+    log = client.get("/registrar/access-log", headers=headers()).json()["events"]
     assert log[0]["detail"] == detail
     # A public file needs no logging.
     r = client.get(
         f"/registrar/packages/{uuid}/files/data/README.txt",
         params={"purpose": "public"},
-        headers=headers,
+        headers=headers(),
     )
     assert r.status_code == 200 and len(events_of(services, "access")) == 1
 
@@ -94,16 +97,19 @@ def test_tier_change_is_a_new_version_an_event_and_reaches_the_index(
     held: tuple[Services, TestClient, Users, str],
 ) -> None:
     services, client, users, uuid = held
-    headers = users.bearer("registrar", totp=True)
+
+    def headers() -> dict[str, str]:  # a new TOTP code for each request
+        return users.bearer("registrar", totp=True)
+
     url = f"/registrar/packages/{uuid}/tier"
     r = client.post(
         url,
         json={"path": "data/README.txt", "tier": "restricted", "legal_basis": " "},
-        headers=headers,
+        headers=headers(),
     )
     assert r.status_code == 422 and r.json()["findings"][0]["code"] == "TIER-LEGAL-BASIS"
     r = client.post(
-        url, json={"path": "data/nope", "tier": "restricted", "legal_basis": "x"}, headers=headers
+        url, json={"path": "data/nope", "tier": "restricted", "legal_basis": "x"}, headers=headers()
     )
     assert r.status_code == 422 and r.json()["findings"][0]["code"] == "TIER-UNKNOWN-PATH"
     before = client.get("/public/search", params={"q": "README"}).json()
@@ -111,7 +117,7 @@ def test_tier_change_is_a_new_version_an_event_and_reaches_the_index(
     r = client.post(
         url,
         json={"path": "data/README.txt", "tier": "restricted", "legal_basis": "Order 5/2026"},
-        headers=headers,
+        headers=headers(),
     )
     assert r.status_code == 200, r.text
     change = r.json()
@@ -146,11 +152,14 @@ def test_justice_request_answered_with_a_court_bundle(
 ) -> None:
     services, client, users, uuid = held
     seal_now(services)
-    headers = users.bearer("registrar", totp=True)
+
+    def headers() -> dict[str, str]:  # a new TOTP code for each request
+        return users.bearer("registrar", totp=True)
+
     bad = client.post(
         "/registrar/requests",
         json={"requester": "", "reference": "", "purpose": "revenge", "package": uuid},
-        headers=headers,
+        headers=headers(),
     )
     assert bad.status_code == 422
     assert {f["code"] for f in bad.json()["findings"]} == {
@@ -167,20 +176,20 @@ def test_justice_request_answered_with_a_court_bundle(
             "package": uuid,
             "paths": ["data/README.txt"],
         },
-        headers=headers,
+        headers=headers(),
     )
     assert r.status_code == 201, r.text
     request_id = r.json()["request_id"]
-    answered = client.post(f"/registrar/requests/{request_id}/answer", headers=headers)
+    answered = client.post(f"/registrar/requests/{request_id}/answer", headers=headers())
     assert answered.status_code == 200, answered.text
     body = answered.json()
     assert body["state"] == "answered" and body["export"]["files"] == ["data/README.txt"]
     bundle = Path(body["bundle"])
     assert (bundle / "data" / "VERIFY.txt").is_file()
-    again = client.post(f"/registrar/requests/{request_id}/answer", headers=headers)
+    again = client.post(f"/registrar/requests/{request_id}/answer", headers=headers())
     assert again.status_code == 422
     assert [
-        r["state"] for r in client.get("/registrar/requests", headers=headers).json()["requests"]
+        r["state"] for r in client.get("/registrar/requests", headers=headers()).json()["requests"]
     ] == ["answered"]
     assert len(events_of(services, "export")) == 1
 
@@ -190,13 +199,15 @@ def test_a_registrar_releases_what_the_policy_allows_for_the_request_purpose(
 ) -> None:
     services, client, users, uuid = held
     seal_now(services)
-    headers = users.bearer("registrar", totp=True)
+
+    def headers() -> dict[str, str]:  # a new TOTP code for each request
+        return users.bearer("registrar", totp=True)
 
     def request(purpose: str, paths: list[str]) -> str:
         body = {"requester": "Special Tribunal", "reference": f"ST/{purpose}", "package": uuid}
         r = client.post(
             "/registrar/requests", json={**body, "purpose": purpose, "paths": paths},
-            headers=headers,
+            headers=headers(),
         )  # fmt: skip
         assert r.status_code == 201, r.text
         return str(r.json()["request_id"])
@@ -204,7 +215,7 @@ def test_a_registrar_releases_what_the_policy_allows_for_the_request_purpose(
     # The letter is restricted, with consent for prosecution only: a third party's request
     # naming it is refused, saying why, and leaves no bundle and no event.
     third = request("third-party-justice", [LETTER])
-    r = client.post(f"/registrar/requests/{third}/answer", headers=headers)
+    r = client.post(f"/registrar/requests/{third}/answer", headers=headers())
     assert r.status_code == 422
     finding = r.json()["findings"][0]
     assert finding["code"] == "EXPORT-NOT-RELEASABLE" and finding["path"] == LETTER
@@ -212,11 +223,11 @@ def test_a_registrar_releases_what_the_policy_allows_for_the_request_purpose(
     assert not (services.settings.data_dir / "exports" / third).exists()
     assert events_of(services, "export") == []
     states = {q["request_id"]: q["state"] for q in client.get(
-        "/registrar/requests", headers=headers).json()["requests"]}  # fmt: skip
+        "/registrar/requests", headers=headers()).json()["requests"]}  # fmt: skip
     assert states[third] == "open"
     # A prosecution request for everything: the public files and the letter.
     prosecution = request("prosecution", [])
-    r = client.post(f"/registrar/requests/{prosecution}/answer", headers=headers)
+    r = client.post(f"/registrar/requests/{prosecution}/answer", headers=headers())
     assert r.status_code == 200, r.text
     files = r.json()["export"]["files"]
     assert LETTER in files and "data/README.txt" in files

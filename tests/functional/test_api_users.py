@@ -18,6 +18,7 @@ from archive.errors import TooManyAttempts
 from archive.services import Services
 from tests.api_support import make_users
 from tests.functional.test_cli import custos
+from tests.totp import CLOCK, fresh_code
 
 
 def test_users_add_prints_the_token_once_and_keeps_only_a_hash(tmp_path: Path) -> None:
@@ -89,7 +90,9 @@ def test_credentials_and_second_factor(services: Services, client: TestClient) -
         assert r.status_code == 401 and "X-Custos-TOTP" in r.json()["hint"]
         wrong = {**users.bearer("registrar"), "X-Custos-TOTP": "000000"}
         assert users.registrar.totp_secret
-        if pyotp.TOTP(users.registrar.totp_secret).verify("000000", valid_window=1):
+        if pyotp.TOTP(users.registrar.totp_secret).verify(
+            "000000", for_time=CLOCK(), valid_window=1
+        ):
             wrong["X-Custos-TOTP"] = "999999"
         r = client.get("/registrar/access-log", headers=wrong)
         assert r.status_code == 401 and "not valid" in r.json()["detail"]
@@ -117,7 +120,11 @@ def test_tokens_are_stored_as_argon2_hashes(services: Services) -> None:
 def _wrong_code(secret: str) -> str:
     """A six-digit code the authenticator does not show now (nor half a minute either way)."""
     totp = pyotp.TOTP(secret)
-    return next(c for c in ("000000", "999999", "123456") if not totp.verify(c, valid_window=1))
+    return next(
+        c
+        for c in ("000000", "999999", "123456")
+        if not totp.verify(c, for_time=CLOCK(), valid_window=1)
+    )
 
 
 def test_a_disabled_user_is_refused_and_a_new_token_replaces_the_old(tmp_path: Path) -> None:
@@ -164,7 +171,7 @@ def test_wrong_totp_codes_lock_the_second_factor_everywhere(tmp_path: Path) -> N
         for _ in range(3):
             r = client.get("/registrar/access-log", headers=wrong)
             assert r.status_code == 401 and "not valid" in r.json()["detail"]
-        right = {"Authorization": f"Bearer {token}", "X-Custos-TOTP": pyotp.TOTP(secret).now()}
+        right = {"Authorization": f"Bearer {token}", "X-Custos-TOTP": fresh_code(secret)}
         r = client.get("/registrar/access-log", headers=right)
         assert r.status_code == 429 and "locked" in r.json()["detail"]
         assert 500 < int(r.headers["retry-after"]) <= 601
@@ -180,7 +187,7 @@ def test_wrong_totp_codes_lock_the_second_factor_everywhere(tmp_path: Path) -> N
     with TestClient(create_app(settings)) as client:
         ok = {
             "Authorization": f"Bearer {new['token']}",
-            "X-Custos-TOTP": pyotp.TOTP(new["totp_secret"]).now(),
+            "X-Custos-TOTP": fresh_code(new["totp_secret"]),
         }
         assert client.get("/registrar/access-log", headers=ok).status_code == 200
 
@@ -193,7 +200,7 @@ def test_a_right_code_resets_the_count_of_wrong_ones(tmp_path: Path) -> None:
         for _ in range(5):  # two wrong, one right, never three wrong in a row
             for _ in range(2):
                 assert client.get("/registrar/access-log", headers=wrong).status_code == 401
-            right = {"Authorization": f"Bearer {token}", "X-Custos-TOTP": pyotp.TOTP(secret).now()}
+            right = {"Authorization": f"Bearer {token}", "X-Custos-TOTP": fresh_code(secret)}
             assert client.get("/registrar/access-log", headers=right).status_code == 200
 
 

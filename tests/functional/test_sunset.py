@@ -11,7 +11,6 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from ocfl import Object  # type: ignore[import-untyped]
@@ -32,6 +31,7 @@ from archive.services import Services
 from ingest.service import ingest
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
+from tests.totp import fresh_code
 
 README = "data/README.txt"
 BOARD = Principal("board", "registrar", None, True)  # the registrar who sets up each case
@@ -53,7 +53,7 @@ class Held:
         assert user.totp_secret
         return {
             "Authorization": f"Bearer {user.token}",
-            "X-Custos-TOTP": pyotp.TOTP(user.totp_secret).now(),
+            "X-Custos-TOTP": fresh_code(user.totp_secret),
         }
 
     def public_hits(self, q: str, headers: dict[str, str] | None = None) -> int:
@@ -322,20 +322,24 @@ def test_a_pending_review_survives_a_rebuild(held: Held) -> None:
 def test_extension_moves_the_sunset_and_closes_the_review(held: Held) -> None:
     review_id = _open_review(held)
     url = f"/registrar/reviews/{review_id}/extend"
-    regina = held.headers(held.users.registrar)
+    regina = held.users.registrar
     head = held.head()
     bad: list[tuple[dict[str, Any], str]] = [
         ({"until": today().isoformat(), "reason": "Witness still at risk"}, "REVIEW-BAD-EXTENSION"),
         ({"until": "2051-01-01", "reason": "   "}, "REVIEW-BAD-EXTENSION"),
     ]
     for body, code in bad:
-        r = held.client.post(url, json=body, headers=regina)
+        r = held.client.post(url, json=body, headers=held.headers(regina))
         assert r.status_code == 422 and r.json()["findings"][0]["code"] == code, r.text
-    r = held.client.post(url, json={"until": "not a date", "reason": "x"}, headers=regina)
+    r = held.client.post(
+        url, json={"until": "not a date", "reason": "x"}, headers=held.headers(regina)
+    )
     assert r.status_code == 422
     assert held.head() == head
     r = held.client.post(
-        url, json={"until": "2051-01-01", "reason": "Witness still at risk"}, headers=regina
+        url,
+        json={"until": "2051-01-01", "reason": "Witness still at risk"},
+        headers=held.headers(regina),
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -345,7 +349,9 @@ def test_extension_moves_the_sunset_and_closes_the_review(held: Held) -> None:
     assert readme["sunset"] == "2051-01-01" and "Witness still at risk" in readme["sunset_basis"]
     (record,) = held.stored_access()["reviews"]
     assert record["outcome"] == "extended" and record["extension"]["registrar"] == "regina"
-    assert held.client.get("/registrar/reviews", headers=regina).json() == {"reviews": []}
+    assert held.client.get("/registrar/reviews", headers=held.headers(regina)).json() == {
+        "reviews": []
+    }
     assert held.public_hits("README") == 0
     (agent, detail) = held.events("review")[-1]
     assert agent == "registrar regina" and "until 2051-01-01" in detail
@@ -391,7 +397,7 @@ def _cli(held: Held, *args: str, user: NewUser | None = None) -> tuple[int, Any,
     if user is not None:
         assert user.totp_secret
         env["CUSTOS_TOKEN"] = user.token
-        env["CUSTOS_TOTP"] = pyotp.TOTP(user.totp_secret).now()
+        env["CUSTOS_TOTP"] = fresh_code(user.totp_secret)
     result = runner.invoke(
         get_app(), ["--data-dir", str(held.services.settings.data_dir), *args, "--json"], env=env
     )
@@ -499,9 +505,11 @@ def test_a_tier_change_of_the_path_under_review_closes_the_review(held: Held) ->
     (record,) = held.stored_access()["reviews"]
     assert record["id"] == review_id and record["outcome"] == "superseded"
     assert f"review {review_id}" in held.events("tier change")[-1][1]
-    regina = held.headers(held.users.registrar)
-    assert held.client.get("/registrar/reviews", headers=regina).json() == {"reviews": []}
-    r = held.client.post(f"/registrar/reviews/{review_id}/approve", headers=regina)
+    regina = held.users.registrar
+    assert held.client.get("/registrar/reviews", headers=held.headers(regina)).json() == {
+        "reviews": []
+    }
+    r = held.client.post(f"/registrar/reviews/{review_id}/approve", headers=held.headers(regina))
     assert r.status_code == 422 and r.json()["findings"][0]["code"] == "REVIEW-CLOSED"
     assert held.tier_of(README) == "protected-identity"
 
