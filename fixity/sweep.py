@@ -45,6 +45,8 @@ from policies.preservation import FixityPolicy
 FC = FixityCoverage
 SF = StoredFile
 CHUNK = 5000
+#: Picks a claim makes before it gives up (the second runs under the write lock; see claim).
+_CLAIM_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,11 @@ def claim(
     skip = list(skip_locations)
     where = and_(free, due, FC.location_id.not_in(skip)) if skip else and_(free, due)
     # The candidates are locked (PostgreSQL: other workers skip them) until the claim
-    # commits; on SQLite the UPDATE's own test of ``free`` keeps two claims apart.
+    # commits. SQLite cannot lock rows: another worker may claim some of them between this
+    # SELECT and the UPDATE, whose own test of ``free`` then leaves them out. If it leaves
+    # nothing, the pick is made again; the UPDATE has taken SQLite's write lock by then, so
+    # the second pick sees every claim made meanwhile. (Returning nothing would tell the
+    # worker that no work is left.)
     pick = (
         select(FC.id, func.coalesce(File.size, 0))
         .outerjoin(
@@ -204,22 +210,26 @@ def claim(
         .limit(limit)
         .with_for_update(skip_locked=True, of=FC)
     )
-    ids: list[int] = []
-    total = 0
-    for row_id, size in session.execute(pick):
-        if max_bytes is not None and ids and total + size > max_bytes:
-            break
-        ids.append(row_id)
-        total += size
-    if not ids:
-        return []
-    stmt = (
-        update(FC)
-        .where(FC.id.in_(ids), free)
-        .values(claimed_by=worker, claimed_at=at)
-        .returning(FC.id)
-    )
-    return sorted(session.execute(stmt).scalars().all())
+    for _ in range(_CLAIM_TRIES):
+        ids: list[int] = []
+        total = 0
+        for row_id, size in session.execute(pick):
+            if max_bytes is not None and ids and total + size > max_bytes:
+                break
+            ids.append(row_id)
+            total += size
+        if not ids:
+            return []
+        stmt = (
+            update(FC)
+            .where(FC.id.in_(ids), free)
+            .values(claimed_by=worker, claimed_at=at)
+            .returning(FC.id)
+        )
+        got = sorted(session.execute(stmt).scalars().all())
+        if got:
+            return got
+    return []
 
 
 def load(session: Session, ids: Sequence[int]) -> list[Claimed]:

@@ -323,3 +323,52 @@ def test_claims_share_out_large_files_by_bytes(
     with services.session_scope() as s:
         s.execute(FixityCoverage.__table__.update().values(claimed_by=None, claimed_at=None))
         assert len(sweep.claim(s, "w0", 500, at=at, lease=timedelta(hours=1))) == rows
+
+
+def test_a_claim_that_loses_a_race_claims_other_rows(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str
+) -> None:
+    """Another worker claims rows between this claim's pick and its UPDATE (forced here, at
+    the UPDATE): the claim still takes rows, other ones, and does not come back empty, which
+    would tell its worker that no work is left (on SQLite, which cannot lock the rows it
+    picks, a worker used to stop its cycle that way)."""
+    from datetime import timedelta
+
+    from sqlalchemy import event
+
+    from archive.custody import now
+    from fixity import sweep
+    from fixity.policy import fixity_policy
+
+    services = archive(catalog_url)
+    add_package(services, tmp_path, files=6, size=1000)
+    at = now()
+    with services.session_scope() as s:
+        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    lease = timedelta(hours=1)
+    other: list[int] = []
+    raced: list[bool] = []
+
+    def cut_in(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE FIXITY_COVERAGE") and not raced:
+            raced.append(True)
+            with services.session_scope() as s2:  # a second connection: the other worker
+                other.extend(sweep.claim(s2, "other", 3, at=at, lease=lease))
+
+    event.listen(services.engine, "before_cursor_execute", cut_in)
+    try:
+        with services.session_scope() as s:
+            mine = sweep.claim(s, "mine", 3, at=at, lease=lease)
+    finally:
+        event.remove(services.engine, "before_cursor_execute", cut_in)
+    assert len(other) == 3
+    assert len(mine) == 3 and not set(mine) & set(other)
+    with services.sessions() as s:
+        holders = dict(
+            s.execute(
+                select(FixityCoverage.id, FixityCoverage.claimed_by).where(
+                    FixityCoverage.claimed_by.is_not(None)
+                )
+            ).all()
+        )
+    assert holders == {**{i: "mine" for i in mine}, **{i: "other" for i in other}}
