@@ -18,13 +18,19 @@ from sqlalchemy.orm import Session
 from archive.catalog.tables import (
     File,
     FixityCoverage,
+    LogFile,
     Package,
     Replica,
     ReplicationPlan,
     StorageLocation,
     StoredFile,
 )
+from archive.config import PRIMARY_LOCATION
 from archive.custody import now
+
+#: The package key under which ``fixity_coverage`` holds the custody log's files in the
+#: storage root (no package: see ``fixity.logfiles``; package ids are UUIDs).
+LOG_KEY = "custody-log"
 
 #: Outcomes of a last check that leave a copy in need of attention.
 BAD_OUTCOMES = ("damaged", "unrecoverable", "repair-failed")
@@ -187,7 +193,22 @@ def _other_copies(session: Session) -> int:
     replicas = session.execute(
         select(func.count(Replica.id)).where(Replica.package_id.in_(with_rows))
     ).scalar_one()
-    return int(primary) + int(at_replicas) + 2 * (int(packages) + int(replicas))
+    # The custody log's files (``log_files``): at the primary, and at each location whose
+    # copy replication read back (its coverage row under the log's reserved package key).
+    log = session.execute(select(func.count(LogFile.id))).scalar_one()
+    log_at_replicas = session.execute(
+        select(func.count(FixityCoverage.id))
+        .join(LogFile, LogFile.path == FixityCoverage.content_path)
+        .join(StorageLocation, StorageLocation.id == FixityCoverage.location_id)
+        .where(FixityCoverage.package_id == LOG_KEY, StorageLocation.name != PRIMARY_LOCATION)
+    ).scalar_one()
+    return (
+        int(primary)
+        + int(at_replicas)
+        + 2 * (int(packages) + int(replicas))
+        + int(log)
+        + int(log_at_replicas)
+    )
 
 
 def _aware(value: Any) -> datetime | None:

@@ -29,11 +29,13 @@ class Expected:
 
     @property
     def key(self) -> str:
-        return f"{self.object_path}/{self.content_path}"
+        """Its key at a location: in the object's folder; a file at the storage root's
+        level (``object_path`` empty: the custody log's) under its own path."""
+        return "/".join(p for p in (self.object_path, self.content_path) if p)
 
     @property
     def source_key(self) -> str:
-        return f"{self.object_path}/{self.source_path or self.content_path}"
+        return "/".join(p for p in (self.object_path, self.source_path or self.content_path) if p)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,14 @@ Files added to an object outside its versions after a copy was made (evidence re
 or renewed later, their trust anchors: ``stored_files`` rows registered after the copy was
 last read back) are copied to each current copy by the next run, read back, and recorded the
 same way, without waiting for a new version.
+
+A run over every package also copies the custody log's files in the storage root
+(``extensions/custos-custody-log/…``: checkpoints, their evidence records, trust anchors;
+see :mod:`fixity.logfiles`) to every configured location, at the same key: each file a
+location holds no read-back copy of yet (records renewed or added later are copied by the
+next run), each read back against its registered sha512 and sha256. A location's copies are
+recorded (their fixity coverage rows, one package-less ``replication`` event) only when all
+of that run's files read back; a location that fails midway records nothing but a failure.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from archive.catalog.tables import (
     Version,
 )
 from archive.catalog.upsert import upsert
+from archive.checkpoints import LOG_DIR
 from archive.config import Settings
 from archive.custody import new_event, now, record_events
 from archive.digest import digest_file
@@ -60,6 +69,7 @@ from archive.storage.replicate import (
     prepare_storage_root,
     read_back,
 )
+from fixity import logfiles
 from fixity.policy import replication_policy
 from fixity.stored import is_content, register
 from fixity.tiers import PackageTiers, file_tiers, layout_json, parse_layout
@@ -87,6 +97,7 @@ class CopyOutcome:
     bytes: int
     written: int  # files put (the rest were already there and read back intact)
     late: bool = False  # only files added after the copy (records sealed later)
+    kinds: str = ""  # the custody log's files: what they were (checkpoints, records, …)
 
 
 @dataclass
@@ -94,6 +105,8 @@ class ReplicationReport:
     """What a run did: copies recorded, failures, and each package's state after it."""
 
     copied: list[tuple[str, CopyOutcome]] = field(default_factory=list)
+    #: The custody log's files copied, per location (see :mod:`fixity.logfiles`).
+    log_copies: list[CopyOutcome] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # package, location, why
     states: dict[str, Any] = field(default_factory=dict)
 
@@ -113,6 +126,16 @@ class ReplicationReport:
                     "late_files_only": c.late,
                 }
                 for pid, c in self.copied
+            ],
+            "custody_log": [
+                {
+                    "location": c.location,
+                    "files": c.files,
+                    "bytes": c.bytes,
+                    "written": c.written,
+                    "kinds": c.kinds,
+                }
+                for c in self.log_copies
             ],
             "failures": [
                 {"package_id": p, "location": loc, "reason": why} for p, loc, why in self.failures
@@ -173,8 +196,9 @@ def replicate(
     services: Services, package: str | None = None, *, progress: Progress | None = None
 ) -> ReplicationReport:
     """Replicate one package (``package``: id or unique UUID prefix) or every package not
-    safely stored. Raises :class:`NotFound`, :class:`PolicyError`; location failures are
-    recorded and reported, not raised (see the module docstring)."""
+    safely stored and, then, the custody log's files. Raises :class:`NotFound`,
+    :class:`PolicyError`; location failures are recorded and reported, not raised (see the
+    module docstring)."""
     policy = replication_policy(services.settings)
     with services.session_scope() as session:
         if package is not None:
@@ -182,6 +206,8 @@ def replicate(
         problems = register(
             session, services.store.root, now(), None if package is None else targets
         )
+        if package is None:  # a log file that does not match the catalog is not spread
+            problems += logfiles.register(session, services.store.root, now())
     with services.sessions() as session:
         if package is None:
             targets = sorted(set(replication_summary(session).waiting) | set(late_files(session)))
@@ -194,6 +220,8 @@ def replicate(
             run.package(pid)
     finally:
         run.flush()
+    if package is None:
+        run.log()
     with services.sessions() as session:
         for pid in targets:
             report.states[pid] = replication_state(session, pid).as_dict()
@@ -284,6 +312,80 @@ class _Run:
             agent=AGENT,
         )
         self.failed_events.append((package_id, event))
+
+    def log(self) -> None:
+        """Copy the custody log's files each configured location lacks, read each back, and
+        record each location's copies (coverage rows, one event) in one transaction."""
+        with self.services.sessions() as session:
+            files = logfiles.wanted(session)
+            held = logfiles.held(session)
+        if not files:
+            return
+        bad = self.unverified.get(logfiles.LOG_KEY, set())
+        at_locations: list[tuple[ReplicaLocation, CopyOutcome, list[str]]] = []
+        failed: list[EventRecord] = []
+        for name in sorted(self.services.settings.locations):
+            todo = [f for f in files if f.path not in held.get(name, set()) and f.path not in bad]
+            if not todo:
+                continue
+            if name in self.down:
+                self.report.failures.append((logfiles.LOG_KEY, name, self.down[name]))
+                continue
+            try:
+                loc = self.location(name)
+                total = written = 0
+                for f in todo:
+                    source = self.services.store.root.joinpath(*f.path.split("/"))
+                    if not source.is_file():
+                        raise StorageError(
+                            f"the primary storage root lacks {f.path}, which the catalog "
+                            "registered",
+                            hint="run `custos fixity run` to repair the primary copy first",
+                        )
+                    want = Expected(f.sha512, f.sha256, f.size)
+                    size, put = copy_file(loc, f.path, source, want, self.progress)
+                    total += size
+                    written += put
+            except (StorageError, ConfigError) as exc:
+                self.report.failures.append((logfiles.LOG_KEY, name, exc.message))
+                if isinstance(exc, LocationUnavailable | ConfigError):
+                    self.down[name] = exc.message
+                failed.append(
+                    new_event(
+                        "replication",
+                        "failure",
+                        f"custody-log files: no copy recorded at {name}: {exc.message}",
+                        agent=AGENT,
+                    )
+                )
+                continue
+            paths = [f.path for f in todo]
+            kinds = logfiles.describe_kinds(paths)
+            outcome = CopyOutcome(name, len(todo), total, written, kinds=kinds)
+            at_locations.append((loc, outcome, paths))
+            self.report.log_copies.append(outcome)
+        if not at_locations and not failed:
+            return
+        at = now()
+        with self.services.session_scope() as session:
+            events = list(failed)
+            for loc, outcome, paths in at_locations:
+                logfiles.add_copies(
+                    session, location_id(session, loc.name, _kind(loc), loc.uri, at), paths
+                )
+                events.append(
+                    new_event(
+                        "replication",
+                        "success",
+                        f"custody-log files at {loc.name} ({loc.uri}): {outcome.files} file(s) "
+                        f"({outcome.kinds}) of {LOG_DIR}, {outcome.bytes} bytes, every "
+                        f"one read back with sha512 and sha256 ({outcome.written} written, "
+                        f"{outcome.files - outcome.written} already there)",
+                        agent=AGENT,
+                        at=at,
+                    )
+                )
+            record_events(session, events)
 
     def flush(self) -> None:
         """Record the copies read back so far, and the failures, in one transaction."""
@@ -463,25 +565,37 @@ def copy_object(
                     hint="run `custos fixity run` to repair the primary copy first",
                 )
             want = Expected(got.digests["sha512"], got.digests["sha256"], got.size)
-        assert want.sha512 is not None and want.sha256 is not None
-        key = f"{object_path}/{rel}"
-        info = location.stat(key)
-        if info is not None and (want.size is None or info.size == want.size):
-            check = read_back(location, key, sha512=want.sha512, sha256=want.sha256, size=want.size)
-            if check.ok:
-                total += check.size or 0
-                if progress:
-                    progress(check.size or 0)
-                continue
-        location.put(key, source, sha256=want.sha256, sha512=want.sha512)
-        written += 1
-        check = read_back(location, key, sha512=want.sha512, sha256=want.sha256, size=want.size)
-        if not check.ok:
-            raise StorageError(
-                f"the copy just written did not read back intact: {check.describe()}",
-                hint=f"check the location {location.name}; nothing was recorded as stored",
-            )
-        total += check.size or 0
-        if progress:
-            progress(check.size or 0)
+        size, put = copy_file(location, f"{object_path}/{rel}", source, want, progress)
+        total += size
+        written += put
     return CopyOutcome(location.name, len(files), total, written, only is not None)
+
+
+def copy_file(
+    location: ReplicaLocation,
+    key: str,
+    source: Path,
+    want: Expected,
+    progress: Progress | None = None,
+) -> tuple[int, bool]:
+    """Put ``source`` at ``key`` unless a copy there already reads back intact, and read the
+    new copy back in full; (bytes, whether it was written). Raises :class:`StorageError`
+    (:class:`ChecksumMismatch`: the source does not have the expected digests)."""
+    assert want.sha512 is not None and want.sha256 is not None
+    info = location.stat(key)
+    if info is not None and (want.size is None or info.size == want.size):
+        check = read_back(location, key, sha512=want.sha512, sha256=want.sha256, size=want.size)
+        if check.ok:
+            if progress:
+                progress(check.size or 0)
+            return check.size or 0, False
+    location.put(key, source, sha256=want.sha256, sha512=want.sha512)
+    check = read_back(location, key, sha512=want.sha512, sha256=want.sha256, size=want.size)
+    if not check.ok:
+        raise StorageError(
+            f"the copy just written did not read back intact: {check.describe()}",
+            hint=f"check the location {location.name}; nothing was recorded as stored",
+        )
+    if progress:
+        progress(check.size or 0)
+    return check.size or 0, True

@@ -39,7 +39,7 @@ from archive.model import EventRecord, Link
 from archive.replicas import DAMAGED
 from archive.services import Services
 from archive.storage.replica import LocalFolderLocation, ReplicaLocation, open_location
-from fixity import stored, sweep
+from fixity import logfiles, stored, sweep
 from fixity.check import CheckResult, check_copy
 from fixity.policy import fixity_policy
 from fixity.repair import RepairResult, repair_copy
@@ -247,21 +247,26 @@ class _Run:
         at = self.report.started_at
         with self.services.session_scope() as session:
             problems = stored.register(session, self.services.store.root, at)
+            problems += logfiles.register(session, self.services.store.root, at)
             sweep.seed(session, self.policy, self.services.store.uri, at)
             if self.report.kind != "cycle":
                 return
             for p in problems:
                 text = f"{p.describe()}; not registered for fixity until put right"
                 self.report.unrecoverable.append(f"{p.package_id}: {text}")
+                owner = None if p.package_id == logfiles.LOG_KEY else p.package_id
                 event = new_event(
                     "fixity check",
                     "failure",
                     f"ALERT: FIXITY-PRIMARY-MISMATCH: {text}",
-                    links=[Link("package", p.package_id), Link("file", p.path, PRIMARY_LOCATION)],
+                    links=[
+                        *([Link("package", owner)] if owner else []),
+                        Link("file", p.path, PRIMARY_LOCATION),
+                    ],
                     agent=AGENT,
                     at=at,
                 )
-                record_events(session, [event], package_id=p.package_id)
+                record_events(session, [event], package_id=owner)
 
     def give_back(self) -> None:
         """Release a batch claimed ahead and not checked (the run stopped)."""
@@ -346,18 +351,21 @@ class _Run:
 
     def _repair(self, item: sweep.Claimed, result: CheckResult) -> RepairResult:
         with self.services.sessions() as session:
-            holders = [
-                name
-                for (name,) in session.execute(
-                    select(StorageLocation.name)
-                    .join(Replica, Replica.location_id == StorageLocation.id)
-                    .where(
-                        Replica.package_id == item.expected.package_id,
-                        Replica.version >= item.expected.version,
+            if item.expected.package_id == logfiles.LOG_KEY:
+                holders = logfiles.holders(session, item.expected.content_path)
+            else:
+                holders = [
+                    name
+                    for (name,) in session.execute(
+                        select(StorageLocation.name)
+                        .join(Replica, Replica.location_id == StorageLocation.id)
+                        .where(
+                            Replica.package_id == item.expected.package_id,
+                            Replica.version >= item.expected.version,
+                        )
+                        .order_by(StorageLocation.name)
                     )
-                    .order_by(StorageLocation.name)
-                )
-            ]
+                ]
         sources: list[ReplicaLocation] = []
         for name in [PRIMARY_LOCATION, *holders]:
             if name == item.location or name in self.report.unreachable:
@@ -401,18 +409,19 @@ class _Run:
         with self.services.session_scope() as session:
             sweep.release(session, self.worker, untouched)
             owned = sweep.finish(session, self.worker, at, results)
-            events: dict[str, list[EventRecord]] = {}
+            events: dict[str | None, list[EventRecord]] = {}
             tallies: dict[tuple[str, str], Tally] = {}
             damaged_replicas: set[tuple[str, str]] = set()
             for r in results:
                 if r.id not in owned:
                     continue  # taken over after the lease ran out: the other worker records it
                 o = outcomes[r.id]
-                events.setdefault(o.package_id, []).extend(o.events)
+                owner = None if o.package_id == logfiles.LOG_KEY else o.package_id
+                events.setdefault(owner, []).extend(o.events)
                 tallies.setdefault(o.key, Tally()).add(o.tally)
                 for kind, line in o.lines:
                     getattr(self.report, kind).append(line)
-                if o.damaged:
+                if o.damaged and owner is not None:
                     damaged_replicas.add((o.package_id, o.key[0]))
             for (loc, tier), t in tallies.items():
                 session.add(
@@ -463,7 +472,9 @@ class _Run:
         """The events, tallies and report lines of one checked copy."""
         pid = item.expected.package_id
         tally = Tally(files=1, bytes=result.size)
-        links = [Link("package", pid), Link("file", item.expected.content_path, item.location)]
+        links = [Link("file", item.expected.content_path, item.location)]
+        if pid != logfiles.LOG_KEY:
+            links.insert(0, Link("package", pid))
         events = [
             new_event(
                 "fixity check",

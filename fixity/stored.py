@@ -162,7 +162,7 @@ def register(
             for rel, path in _object_extras(root, heads[pid]):
                 if (pid, rel) in have:
                     continue
-                row, why = _row(rel, path, inventories.get(pid, {}))
+                row, why = expected_row(rel, path, inventories.get(pid, {}))
                 if row is None:
                     problems.append(Problem(pid, rel, why))
                     continue
@@ -191,7 +191,9 @@ def _object_extras(root: Path, head: int) -> list[tuple[str, Path]]:
     return found
 
 
-def _row(rel: str, path: Path, inventories: dict[int, str]) -> tuple[dict[str, Any] | None, str]:
+def expected_row(
+    rel: str, path: Path, inventories: dict[int, str]
+) -> tuple[dict[str, Any] | None, str]:
     """The row's digests, or None and why the primary file cannot be registered."""
     kind = kind_of(rel)
     number = version_of(rel)

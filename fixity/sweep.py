@@ -28,6 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from archive.catalog.tables import (
     File,
     FixityCoverage,
+    LogFile,
     Package,
     Replica,
     ReplicationPlan,
@@ -37,7 +38,7 @@ from archive.catalog.tables import (
 from archive.catalog.upsert import insert_ignore
 from archive.config import PRIMARY_LOCATION
 from archive.replicas import location_id
-from fixity import stored
+from fixity import logfiles, stored
 from fixity.check import Expected
 from fixity.tiers import PackageTiers, file_tiers, parse_layout
 from policies.preservation import FixityPolicy
@@ -88,6 +89,18 @@ def seed(session: Session, policy: FixityPolicy, primary_uri: str, at: datetime)
                 )
             elif found[1] != tier:
                 retier.setdefault((found[1], tier), []).append(found[0])
+    # The custody log's files in the primary storage root; a replica location's rows are
+    # added by replication once its copy was read back (see fixity.logfiles).
+    for path in session.execute(select(LogFile.path)).scalars():
+        if (primary, logfiles.LOG_KEY, path) not in have:
+            new.append(
+                {
+                    "location_id": primary,
+                    "package_id": logfiles.LOG_KEY,
+                    "content_path": path,
+                    "tier": logfiles.LOG_TIER,
+                }
+            )
     for i in range(0, len(new), CHUNK):
         insert_ignore(
             session,
@@ -261,6 +274,7 @@ def load(session: Session, ids: Sequence[int]) -> list[Claimed]:
         for r in rows
     ]
     found += _load_stored(session, set(ids) - {c.id for c in found})
+    found += _load_log(session, set(ids) - {c.id for c in found})
     found.sort(key=lambda c: (c.location, c.id))
     orphans = set(ids) - {c.id for c in found}
     if orphans:
@@ -324,6 +338,37 @@ def _load_stored(session: Session, ids: set[int]) -> list[Claimed]:
         )
         found.append(Claimed(r.id, r.name, r.tier, r.last_full_at, expected))
     return found
+
+
+def _load_log(session: Session, ids: set[int]) -> list[Claimed]:
+    """Claimed rows of the custody log's files (keys relative to the storage root)."""
+    if not ids:
+        return []
+    rows = session.execute(
+        select(
+            FC.id,
+            StorageLocation.name,
+            FC.tier,
+            FC.last_full_at,
+            LogFile.path,
+            LogFile.size,
+            LogFile.sha512,
+            LogFile.sha256,
+        )
+        .join(StorageLocation, StorageLocation.id == FC.location_id)
+        .join(LogFile, LogFile.path == FC.content_path)
+        .where(FC.id.in_(list(ids)), FC.package_id == logfiles.LOG_KEY)
+    ).all()
+    return [
+        Claimed(
+            r.id,
+            r.name,
+            r.tier,
+            r.last_full_at,
+            Expected(logfiles.LOG_KEY, "", r.path, r.size, r.sha512, r.sha256, 0),
+        )
+        for r in rows
+    ]
 
 
 def release(session: Session, worker: str, ids: Sequence[int]) -> None:

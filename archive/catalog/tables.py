@@ -363,6 +363,25 @@ class StoredFile(Base):
     added_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class LogFile(Base):
+    """A file of the custody log's extension folder in the storage root
+    (``extensions/custos-custody-log/…``: checkpoints, their evidence records, trust anchors),
+    with the digests every copy of it must have: a checkpoint's sha512 is the catalog's
+    (``checkpoints``), a trust anchor's sha256 its name; the rest are the primary's when first
+    seen (records are written once and never overwritten). Its copies are checked by fixity
+    under the reserved package key ``custody-log`` (see :mod:`fixity.logfiles`)."""
+
+    __tablename__ = "log_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)  # relative to the storage root
+    kind: Mapped[str] = mapped_column(String(16))  # checkpoint | record | anchor | extension
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha512: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class FixityCoverage(Base):
     """The last check of one file's copy at one location (the primary storage root is a
     location too). A worker claims rows (``claimed_by``/``claimed_at``, a lease) before
