@@ -26,10 +26,12 @@ def replicate_cmd(
 ) -> None:
     """Copy packages to the locations the replication policy requires (each payload file where
     its own tier's rule puts it), read every copy back, and record it; add evidence records
-    sealed or renewed since a copy was made.
+    sealed or renewed since a copy was made. Without PACKAGE, also copy the custody log's
+    checkpoints, their evidence records and trust anchors (extensions/custos-custody-log/ in
+    the storage root) to every configured location, each read back before it is recorded.
 
-    Exit status 0 when every package named (or every package) is safely stored afterwards,
-    1 otherwise (each reason on stderr)."""
+    Exit status 0 when every package named (or every package) is safely stored afterwards
+    and no copy failed, 1 otherwise (each reason on stderr)."""
     services = run(as_json, state(ctx).services)
     with progress_bar("replicating", None, not as_json) as tick:
         report = run(as_json, lambda: replication.replicate(services, package, progress=tick))
@@ -39,6 +41,12 @@ def replicate_cmd(
         for pid, c in report.copied:
             out.print(
                 f"{pid}: copy at {c.location} read back ({c.files} files, "
+                f"{human_bytes(c.bytes)}; {c.written} written)",
+                markup=False,
+            )
+        for c in report.log_copies:
+            out.print(
+                f"custody log: copy at {c.location} read back ({c.files} files: {c.kinds}; "
                 f"{human_bytes(c.bytes)}; {c.written} written)",
                 markup=False,
             )

@@ -96,3 +96,39 @@ def test_worker_and_replicate_refuse_clearly(tmp_path: Path) -> None:
     config.write_text('[locations.primary]\nkind = "local"\npath = "/tmp/x"\n')
     code, _, err = custos(tmp_path / "f", "fixity", "status", config=config)
     assert code == 78 and "primary" in err
+
+
+def test_replicate_copies_the_custody_log_and_fixity_counts_it(tmp_path: Path) -> None:
+    replica = tmp_path / "replica"
+    config = tmp_path / "custos.toml"
+    config.write_text(f'[locations.second]\nkind = "local"\npath = "{replica}"\n')
+    data = tmp_path / "data"
+    code, _, _ = custos(data, "ingest", str(SAMPLE), "--depositor", "M", "--json", config=config)
+    assert code == 0
+    code, body, _ = custos(data, "seal", "--json", config=config)
+    assert code == 0, body
+
+    code, body, _ = custos(data, "replicate", "--json", config=config)
+    assert code == 0 and body["status"] == "ok", body
+    [log] = body["custody_log"]
+    assert log["location"] == "second" and log["files"] >= 3 and "checkpoint" in log["kinds"]
+    base = "extensions/custos-custody-log"
+    primary = sorted(p.relative_to(data / "storage") for p in (data / "storage" / base).rglob("*"))
+    assert primary and primary == sorted(
+        p.relative_to(replica) for p in (replica / base).rglob("*")
+    )
+    result = runner.invoke(
+        get_app(), ["--data-dir", str(data), "--config", str(config), "replicate"],
+        env={"CUSTOS_FSYNC": "false"},
+    )  # fmt: skip
+    assert result.exit_code == 0 and "custody log" not in result.stdout  # nothing left to copy
+
+    code, body, _ = custos(data, "fixity", "run", "--json", config=config)
+    assert code == 0 and body["damage"] == []
+    code, cov, _ = custos(data, "fixity", "status", "--json", config=config)
+    assert cov["copies_covered"] == cov["copies_expected"] == body["checked"]
+    (replica / next(p for p in primary if p.suffix == ".json")).write_text("{}")
+    code, body, _ = custos(data, "fixity", "run", "--all", "--json", config=config)
+    assert code == 0 and len(body["repairs"]) == 1 and "custody-log" in body["repairs"][0]
+    code, audit, _ = custos(data, "audit", "verify", "--json", config=config)
+    assert code == 0 and audit["checkpoints_sealed"] >= 1

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from archive.audit import verify_log
 from archive.catalog.tables import Event, FixityCoverage, LogFile, StorageLocation
