@@ -391,6 +391,13 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         ),
         markup=False,
     )
+    if r.log_files:
+        held = ", ".join(f"{n} at {name}" for name, n in r.log_held) or "none at any replica"
+        out.print(
+            f"custody log: {r.log_files} checkpoint file(s) in the storage root; read-back "
+            f"copies: {held}",
+            markup=False,
+        )
     fx = st.fixity
     if fx.tracked == 0:
         out.print(f"fixity: no copy checked yet ({fx.expected} copies to check)", markup=False)

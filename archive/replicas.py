@@ -18,8 +18,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from archive.catalog.tables import Package, Replica, ReplicationPlan, StorageLocation
+from archive.catalog.tables import (
+    FixityCoverage,
+    LogFile,
+    Package,
+    Replica,
+    ReplicationPlan,
+    StorageLocation,
+)
 from archive.catalog.upsert import insert_ignore
+from archive.config import PRIMARY_LOCATION
+from archive.fixity_state import LOG_KEY
 
 #: Replica statuses: written and read back in full; or found damaged and not repaired.
 STORED = "stored"
@@ -168,6 +177,10 @@ class ReplicationSummary:
     safely_stored: int
     not_planned: int
     waiting: tuple[str, ...]  # package ids not safely stored (planned or not)
+    #: The custody log's files in the storage root (checkpoints, records, anchors) and how
+    #: many of them each replica location holds a read-back copy of.
+    log_files: int = 0
+    log_held: tuple[tuple[str, int], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -176,11 +189,12 @@ class ReplicationSummary:
             "not_safely_stored": self.packages - self.safely_stored,
             "not_planned": self.not_planned,
             "waiting": list(self.waiting[:100]),
+            "custody_log": {"files": self.log_files, "held": dict(self.log_held)},
         }
 
 
 def replication_summary(session: Session) -> ReplicationSummary:
-    """Every package's state in three queries."""
+    """Every package's state in three queries, and the custody log's copies in two."""
     heads = dict(session.execute(select(Package.id, Package.head)).all())
     plans = {p.package_id: _plan(p) for p in session.execute(select(ReplicationPlan)).scalars()}
     current: dict[str, set[str]] = {}
@@ -198,8 +212,22 @@ def replication_summary(session: Session) -> ReplicationSummary:
         or plan.shortfall
         or not set(plan.locations) <= current.get(pid, set())
     )
+    log_files = session.execute(select(func.count(LogFile.id))).scalar_one()
+    log_held = session.execute(
+        select(StorageLocation.name, func.count(FixityCoverage.id))
+        .join(StorageLocation, StorageLocation.id == FixityCoverage.location_id)
+        .join(LogFile, LogFile.path == FixityCoverage.content_path)
+        .where(FixityCoverage.package_id == LOG_KEY, StorageLocation.name != PRIMARY_LOCATION)
+        .group_by(StorageLocation.name)
+        .order_by(StorageLocation.name)
+    ).all()
     return ReplicationSummary(
-        len(heads), len(heads) - len(waiting), len(heads) - len(plans), tuple(waiting)
+        len(heads),
+        len(heads) - len(waiting),
+        len(heads) - len(plans),
+        tuple(waiting),
+        int(log_files),
+        tuple((name, int(n)) for name, n in log_held),
     )
 
 

@@ -123,6 +123,10 @@ def test_replicate_copies_the_custody_log_and_fixity_counts_it(tmp_path: Path) -
     )  # fmt: skip
     assert result.exit_code == 0 and "custody log" not in result.stdout  # nothing left to copy
 
+    code, status, _ = custos(data, "status", "--json", config=config)
+    rows = len([p for p in primary if (data / "storage" / p).is_file()])
+    assert status["replication"]["custody_log"] == {"files": rows, "held": {"second": rows}}
+
     code, body, _ = custos(data, "fixity", "run", "--json", config=config)
     assert code == 0 and body["damage"] == []
     code, cov, _ = custos(data, "fixity", "status", "--json", config=config)
