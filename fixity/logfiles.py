@@ -32,7 +32,6 @@ from archive.catalog.tables import Checkpoint, FixityCoverage, LogFile, StorageL
 from archive.catalog.upsert import insert_ignore
 from archive.checkpoints import LOG_DIR
 from archive.config import PRIMARY_LOCATION
-from archive.errors import StorageError
 from fixity.stored import Problem, expected_row, kind_of
 
 #: The package key of the custody log's files in ``fixity_coverage`` (and in reports).
@@ -51,22 +50,22 @@ class Wanted:
     sha256: str
 
 
-def on_disk(store_root: Path) -> list[tuple[str, Path]]:
+def on_disk(store_root: Path) -> tuple[list[tuple[str, Path]], list[Problem]]:
     """(path relative to the storage root, file) of every file under the log's folder,
-    leaving out files being written (``.tmp``). Refuses links and special files."""
+    leaving out files being written (``.tmp``); and links or special files found there, as
+    problems (never followed, never copied)."""
     base = store_root / LOG_DIR
     if not base.is_dir():
-        return []
+        return [], []
     found = []
+    odd = []
     for path in sorted(base.rglob("*")):
+        rel = path.relative_to(store_root).as_posix()
         if path.is_symlink() or not (path.is_dir() or path.is_file()):
-            raise StorageError(
-                f"{path} is not a plain file or folder",
-                hint="the custody log's folder holds only what Custos writes; move it away",
-            )
-        if path.is_file() and not path.name.endswith(".tmp"):
-            found.append((path.relative_to(store_root).as_posix(), path))
-    return found
+            odd.append(Problem(LOG_KEY, rel, "IS NOT A PLAIN FILE OR FOLDER; move it away"))
+        elif path.is_file() and not path.name.endswith(".tmp"):
+            found.append((rel, path))
+    return found, odd
 
 
 def register(session: Session, store_root: Path, at: datetime) -> list[Problem]:
@@ -76,8 +75,8 @@ def register(session: Session, store_root: Path, at: datetime) -> list[Problem]:
     have = set(session.execute(select(LogFile.path)).scalars())
     checkpoints = dict(session.execute(select(Checkpoint.path, Checkpoint.sha512)).all())
     rows: list[dict[str, Any]] = []
-    problems: list[Problem] = []
-    for rel, path in on_disk(store_root):
+    files, problems = on_disk(store_root)
+    for rel, path in files:
         if rel in have:
             continue
         row, why = expected_row(rel, path, {})

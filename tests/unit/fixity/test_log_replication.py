@@ -218,6 +218,8 @@ def test_a_checkpoint_changed_before_registration_is_not_spread(
     target = next((services.store.root / LOG_DIR).rglob("checkpoint-*.json"))
     rel = target.relative_to(services.store.root).as_posix()
     target.write_text(target.read_text().replace('"seq"', '"seq" ', 1))
+    link = target.parent / "elsewhere.json"
+    link.symlink_to(tmp_path / "outside.json")  # never followed, never copied
 
     report = replicate(services)
     assert report.ok, report.as_dict()
@@ -227,6 +229,10 @@ def test_a_checkpoint_changed_before_registration_is_not_spread(
     cycle = run_cycle(services, full=True)
     assert not cycle.ok
     assert any(rel in line and "DOES NOT MATCH" in line for line in cycle.unrecoverable)
+    assert any(
+        "elsewhere.json" in line and "NOT A PLAIN FILE" in line for line in cycle.unrecoverable
+    )
+    assert not any(p.name == "elsewhere.json" for p in (tmp_path / "r").rglob("*"))
 
 
 def test_s3_killed_mid_copy_claims_nothing_and_resumes(
