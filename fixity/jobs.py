@@ -27,6 +27,8 @@ log = logging.getLogger("custos.fixity")
 
 def replicate_job(services: Services, package_id: str | None = None) -> None:
     report = replication.replicate(services, package_id)
+    for c in report.log_copies:
+        log.info("custody log: %s file(s) (%s) read back at %s", c.files, c.kinds, c.location)
     for pid, loc, why in report.failures:
         log.error("replication of %s to %s failed: %s", pid, loc, why)
 
