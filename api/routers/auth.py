@@ -46,4 +46,8 @@ def end(request: Request, services: ServicesDep, who: User) -> dict[str, Any]:
     """End the session this request is made with: its token is refused from now on."""
     with services.session_scope() as session:
         at = end_session(session, who, address=client_address(request))
-    return {"status": "ended", "session": who.session, "ended_at": at.isoformat()}
+    return {
+        "status": "ended",
+        "session": who.session,
+        "ended_at": at.isoformat().replace("+00:00", "Z"),
+    }
