@@ -46,6 +46,15 @@ NOT_AVAILABLE = "no such package or file is available to you"
 NOT_AVAILABLE_HINT = "check the identifier; search shows what you may read"
 
 
+#: The one answer to wrong credentials: an unknown, wrong or disabled user's token, and an
+#: unknown, expired or ended session's token, get the same words (nothing to tell apart).
+BAD_CREDENTIALS = "the credentials are not valid"
+BAD_CREDENTIALS_HINT = (
+    "send `Authorization: Bearer <token>` with the token `custos users add` printed, "
+    "or ask an administrator for a new one"
+)
+
+
 def not_available() -> NotFound:
     return NotFound(NOT_AVAILABLE, hint=NOT_AVAILABLE_HINT)
 
@@ -53,12 +62,15 @@ def not_available() -> NotFound:
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated reader (or ``anonymous``). ``second_factor``: a TOTP code was
-    verified for this request. ``organisation``: a depositor's organisation."""
+    verified for this request, or for the session it came in (``session``: that session's
+    id; None for a request made with an API token). ``organisation``: a depositor's
+    organisation."""
 
     name: str
     role: str
     organisation: str | None = None
     second_factor: bool = False
+    session: str | None = None
 
     @property
     def agent(self) -> str:
@@ -66,6 +78,11 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous", "anonymous")
+
+
+def needs_second_factor(policy: AccessPolicy, role: str) -> bool:
+    """Whether any row of the policy asks ``role`` for a verified second factor."""
+    return any(r.role == role and r.second_factor for r in policy.rules)
 
 
 @dataclass(frozen=True, slots=True)
