@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
 users_app = typer.Typer(
     help="Users of the API: roles, tokens, second factors. Adding, disabling and giving a new "
     "token are custody events naming the system account that ran the command and the reason "
-    "(never a token or a secret).",
+    "(never a token or a secret); disabling and giving a new token end the user's sessions.",
     no_args_is_help=True,
 )
 
@@ -176,7 +176,8 @@ def users_disable_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Refuse every request with the user's token from now on (a leaked token, someone who
-    left). `custos users token NAME` enables the user again with a new token.
+    left), and end every session of the user (POST /auth/sessions). `custos users token NAME`
+    enables the user again with a new token.
 
     A custody event records the user, the role, the reason and the system account that ran
     the command."""
@@ -190,7 +191,9 @@ def users_disable_cmd(
     if as_json:
         emit_json({"status": "disabled", "name": who, "reason": reason.strip()})
     else:
-        out.print(f"user {who} disabled: their token is refused from now on", markup=False)
+        out.print(
+            f"user {who} disabled: their token and sessions are refused from now on", markup=False
+        )
 
 
 @users_app.command("token")
@@ -207,8 +210,9 @@ def users_token_cmd(
     reason: ReasonOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Give a user a new API token, printed once (the old one stops working at once), and
-    enable the user if disabled; with --new-totp a new second-factor secret too.
+    """Give a user a new API token, printed once (the old one and every session of the user
+    stop working at once), and enable the user if disabled; with --new-totp a new
+    second-factor secret too.
 
     A custody event records the user, the role, what was replaced, the reason and the
     system account that ran the command (never the token or the secret)."""

@@ -23,11 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archive.catalog.queries import access_rows
-from archive.catalog.tables import AccessAssignment, ConsentRecord
 from archive.config import Settings
 from archive.custody import new_event
 from archive.errors import CatalogError, ConfigError, NotFound
@@ -46,6 +44,15 @@ NOT_AVAILABLE = "no such package or file is available to you"
 NOT_AVAILABLE_HINT = "check the identifier; search shows what you may read"
 
 
+#: The one answer to wrong credentials: an unknown, wrong or disabled user's token, and an
+#: unknown, expired or ended session's token, get the same words (nothing to tell apart).
+BAD_CREDENTIALS = "the credentials are not valid"
+BAD_CREDENTIALS_HINT = (
+    "send `Authorization: Bearer <token>` with the token `custos users add` printed, "
+    "or ask an administrator for a new one"
+)
+
+
 def not_available() -> NotFound:
     return NotFound(NOT_AVAILABLE, hint=NOT_AVAILABLE_HINT)
 
@@ -53,12 +60,15 @@ def not_available() -> NotFound:
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated reader (or ``anonymous``). ``second_factor``: a TOTP code was
-    verified for this request. ``organisation``: a depositor's organisation."""
+    verified for this request, or for the session it came in (``session``: that session's
+    id; None for a request made with an API token). ``organisation``: a depositor's
+    organisation."""
 
     name: str
     role: str
     organisation: str | None = None
     second_factor: bool = False
+    session: str | None = None
 
     @property
     def agent(self) -> str:
@@ -66,6 +76,11 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous", "anonymous")
+
+
+def needs_second_factor(policy: AccessPolicy, role: str) -> bool:
+    """Whether any row of the policy asks ``role`` for a verified second factor."""
+    return any(r.role == role and r.second_factor for r in policy.rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,38 +140,6 @@ def rules_from_rows(package_id: str, depositor: str, rows: Iterable[AccessRow]) 
 
 def load_rules(session: Session, package_id: str, depositor: str) -> Rules:
     return rules_from_rows(package_id, depositor, access_rows(session, package_id))
-
-
-def load_rules_many(session: Session, depositors: dict[str, str]) -> dict[str, Rules]:
-    """:func:`load_rules` for several packages (package id -> depositor) in two queries."""
-    if not depositors:
-        return {}
-    ids = list(depositors)
-    consents: dict[str, dict[str, tuple[str, ...]]] = {pid: {} for pid in ids}
-    for pid, path, scopes in session.execute(
-        select(ConsentRecord.package_id, ConsentRecord.path, ConsentRecord.scopes).where(
-            ConsentRecord.package_id.in_(ids)
-        )
-    ):
-        consents[pid][path] = tuple(x for x in scopes.split(",") if x)
-    rows: dict[str, list[AccessRow]] = {pid: [] for pid in ids}
-    for a in session.execute(
-        select(AccessAssignment).where(AccessAssignment.package_id.in_(ids))
-    ).scalars():
-        rows[a.package_id].append(
-            AccessRow(
-                a.path,
-                a.tier,
-                a.sunset,
-                a.successor,
-                a.legal_basis,
-                consents[a.package_id].pop(a.path, None),
-                a.sunset_basis,
-            )
-        )
-    for pid, left in consents.items():
-        rows[pid] += [AccessRow(p, "", None, None, "", c) for p, c in left.items()]
-    return {pid: rules_from_rows(pid, depositors[pid], rows[pid]) for pid in ids}
 
 
 def decide_path(

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from sqlalchemy import delete, insert, select, text
@@ -31,10 +32,11 @@ from access.rules import (
     Rules,
     access_policy,
     load_rules,
-    load_rules_many,
     may_see,
+    rules_from_rows,
     today,
 )
+from archive.catalog.queries import AssignmentRow, merge_access_rows
 from archive.catalog.tables import (
     Deposit,
     Depositor,
@@ -46,6 +48,7 @@ from archive.catalog.tables import (
 from archive.config import Settings
 from archive.errors import InputRejected
 from archive.findings import Finding
+from archive.model import AccessRow
 from policies.schema import AccessPolicy
 
 RESEARCHER = Principal("index", "researcher")
@@ -307,20 +310,22 @@ _WINDOW_COLUMNS = (
 )
 
 
-def _planner(session: Session, plan_cache: str, indexscan: str) -> None:
-    """Set (for this transaction) how PostgreSQL plans the next statements.
-
-    JIT compilation and parallel workers stay off for the rest of it: the planner's
+def _plan_for_words(session: Session) -> None:
+    """Set, for the rest of this transaction, how PostgreSQL plans a word search: each
+    statement for its own words (psycopg's prepared statements would otherwise get one plan
+    for every word); no index scans (see :func:`_window`); no JIT compilation (the planner's
     estimates for a common word cross ``jit_above_cost``, and compiling costs more than these
-    short statements run; a parallel scan takes cores the other requests are waiting for."""
+    short statements run); no parallel workers (they take cores the other requests wait
+    for). The settings end with the transaction, and the search's only later statement (the
+    page's recheck, a lookup by package id) plans well under them: a caller ends the
+    transaction after the search rather than pay a round trip to reset them."""
     session.execute(
         text(
-            "SELECT set_config('plan_cache_mode', :plan_cache, true), "
-            "set_config('enable_indexscan', :indexscan, true), "
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+            "set_config('enable_indexscan', 'off', true), "
             "set_config('jit', 'off', true), "
             "set_config('max_parallel_workers_per_gather', '0', true)"
-        ),
-        {"plan_cache": plan_cache, "indexscan": indexscan},
+        )
     )
 
 
@@ -331,6 +336,8 @@ class Window:
     size: int
     facets: dict[str, list[tuple[str, int]]]
     page: list[Hit]
+    #: The stored access records of the page's packages, read by the same statement.
+    access: dict[str, tuple[AccessRow, ...]]
 
 
 def _window(
@@ -379,7 +386,7 @@ def _window(
         # itself it would rather walk the primary key and test every row's tsvector, which
         # is slow for any word that is neither rare nor common, so index scans are off; and
         # psycopg's prepared statements would get one plan for every word.
-        _planner(session, "force_custom_plan", "off")
+        _plan_for_words(session)
         params["match"] = " ".join(terms)
         where.append("e.tsv @@ plainto_tsquery('simple', :match)")
         matches = (
@@ -393,8 +400,12 @@ def _window(
         )
     # The page's columns, empty (but typed, for PostgreSQL's UNION) in the count rows.
     none = ", ".join(f"CAST(NULL AS {t})" for t in ("TEXT",) * 5 + ("INTEGER", "TEXT", "BIGINT"))
+    # Kinds 5 and 6: the stored access records (tier assignments, consents) of the page's
+    # packages, for the recheck, in the same statement (one round trip fewer) and so from
+    # the same snapshot as the page. Their columns ride in the page's text columns.
     sql = (
-        f"WITH m AS MATERIALIZED ({matches}) "
+        f"WITH m AS MATERIALIZED ({matches}), "
+        "p AS MATERIALIZED (SELECT * FROM m ORDER BY m.id LIMIT :limit OFFSET :offset) "
         f"SELECT 0, '', count(*), {none} FROM m "
         f"UNION ALL SELECT 1, depositor, count(*), {none} FROM m WHERE depositor <> '' "
         "GROUP BY depositor "
@@ -402,26 +413,41 @@ def _window(
         "GROUP BY year "
         f"UNION ALL SELECT 3, format, count(*), {none} FROM m WHERE format <> '' "
         "GROUP BY format "
-        "UNION ALL SELECT * FROM (SELECT 4, '', m.id, m.package_id, m.kind, m.path, m.title, "
-        "m.depositor, m.year, m.format, m.size FROM m "
-        "ORDER BY m.id LIMIT :limit OFFSET :offset) AS page"
+        "UNION ALL SELECT 4, '', p.id, p.package_id, p.kind, p.path, p.title, "
+        "p.depositor, p.year, p.format, p.size FROM p "
+        "UNION ALL SELECT 5, a.package_id, 0, a.path, a.tier, a.successor, a.legal_basis, "
+        "a.sunset_basis, CAST(NULL AS INTEGER), CAST(a.sunset AS TEXT), CAST(NULL AS BIGINT) "
+        "FROM access_assignments a WHERE a.package_id IN (SELECT package_id FROM p) "
+        "UNION ALL SELECT 6, c.package_id, 0, c.path, c.scopes, CAST(NULL AS TEXT), "
+        "CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS INTEGER), CAST(NULL AS TEXT), "
+        "CAST(NULL AS BIGINT) FROM consents c WHERE c.package_id IN (SELECT package_id FROM p)"
     )
     size = 0
-    page: list[Hit] = []
-    rows = list(session.execute(text(sql), params))
-    if terms and not sqlite:
-        _planner(session, "auto", "on")
+    page: list[tuple[int, Hit]] = []
+    assigned: dict[str, list[AssignmentRow]] = {}
+    consents: dict[str, dict[str, str]] = {}
     facets: dict[str, list[tuple[str, int]]] = {name: [] for name in FACETS}
-    for kind, value, number, *entry in rows:
+    for kind, value, number, *entry in session.execute(text(sql), params):
         if kind == 0:
             size = int(number)
         elif kind == 4:
-            page.append(Hit(*entry))
+            page.append((int(number), Hit(*entry)))
+        elif kind == 5:
+            path, tier, successor, basis, sunset_basis, _, sunset, _ = entry
+            day = date.fromisoformat(str(sunset)[:10]) if sunset else None
+            assigned.setdefault(value, []).append((path, tier, day, successor, basis, sunset_basis))
+        elif kind == 6:
+            consents.setdefault(value, {})[entry[0]] = entry[1]
         else:
             facets[FACETS[kind - 1]].append((str(value), int(number)))
     for name, counts in facets.items():
         facets[name] = sorted(counts, key=lambda kv: (-kv[1], kv[0]))[:20]
-    return Window(size, facets, page)
+    hits = [hit for _, hit in sorted(page, key=lambda item: item[0])]
+    access = {
+        pid: merge_access_rows(assigned.get(pid, []), consents.get(pid, {}))
+        for pid in {h.package_id for h in hits}
+    }
+    return Window(size, facets, hits, access)
 
 
 def search(
@@ -436,6 +462,8 @@ def search(
     limit: int = 20,
 ) -> SearchResult:
     """Search the public index as ``reader``; an empty query browses everything visible.
+    On PostgreSQL a word search sets how the rest of the transaction is planned
+    (:func:`_plan_for_words`): end the transaction after it.
 
     Raises :class:`InputRejected` for a bad query, purpose, offset or limit."""
     level, _ = audience_for(reader, purpose)
@@ -447,19 +475,22 @@ def search(
         )
     terms = match_terms(query)
     window = _window(session, terms, level, filters, offset=offset, limit=limit)
-    hits = _recheck(session, policy, window.page, level)
+    hits = _recheck(policy, window, level)
     exact = window.size < WINDOW
     return SearchResult(query, window.size, offset, limit, hits, window.facets, exact)
 
 
-def _recheck(session: Session, policy: AccessPolicy, hits: list[Hit], level: int) -> list[Hit]:
+def _recheck(policy: AccessPolicy, window: Window, level: int) -> list[Hit]:
     """Each hit checked against the stored assignment again (the index is derived data)."""
     _, reader, purpose = AUDIENCES[level - 1]
-    rules = load_rules_many(session, {h.package_id: h.depositor for h in hits})
+    rules = {
+        h.package_id: rules_from_rows(h.package_id, h.depositor, window.access[h.package_id])
+        for h in window.page
+    }
     day = today()
     return [
         h
-        for h in hits
+        for h in window.page
         if may_see(
             policy,
             rules[h.package_id],

@@ -11,9 +11,10 @@ Guessing is bounded: :class:`FailureWindow` counts wrong credentials per client 
 ``auth.totp_attempts`` wrong codes in a row, for ``auth.totp_lockout_minutes``, during which
 no code is checked at all (a six-digit code would otherwise fall to a few hours of guessing
 with a stolen token). Codes are checked in :mod:`access.totp`, each accepted once. A leaked
-token is withdrawn with :func:`disable_user` or replaced with :func:`replace_token`. Adding,
-disabling and replacing are ``user administration`` custody events (the operator where known,
-the user, the role, the reason; never a token, its hash or a TOTP secret).
+token is withdrawn with :func:`disable_user` or replaced with :func:`replace_token`; both end
+every session of the user (:mod:`access.sessions`) at once. Adding, disabling and replacing
+are ``user administration`` custody events (the operator where known, the user, the role, the
+reason; never a token, its hash or a TOTP secret).
 
 Raises :class:`AuthenticationFailed` for unknown or wrong credentials (the same words for
 both), :class:`SecondFactorRequired` for a missing or wrong code, :class:`TooManyAttempts`
@@ -38,7 +39,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access.rules import Principal
+from access.rules import BAD_CREDENTIALS, BAD_CREDENTIALS_HINT, Principal, needs_second_factor
+from access.sessions import end_user_sessions
 from access.totp import new_secret, provisioning_uri, require_code, reset
 from archive.catalog.tables import User
 from archive.config import AuthSettings
@@ -62,11 +64,6 @@ _TOKEN = re.compile(r"^custos_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 #: The agent of a user administration event whose operator is not known.
 AGENT = "Custos"
-BAD_CREDENTIALS = "the credentials are not valid"
-BAD_CREDENTIALS_HINT = (
-    "send `Authorization: Bearer <token>` with the token `custos users add` printed, "
-    "or ask an administrator for a new one"
-)
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 log = logging.getLogger("custos.access")
@@ -82,11 +79,6 @@ class NewUser:
     token: str
     totp_secret: str | None
     totp_uri: str | None
-
-
-def needs_second_factor(policy: AccessPolicy, role: str) -> bool:
-    """Whether any row of the policy asks ``role`` for a verified second factor."""
-    return any(r.role == role and r.second_factor for r in policy.rules)
 
 
 def add_user(
@@ -200,9 +192,9 @@ def _named(session: Session, name: str) -> User:
 
 def disable_user(session: Session, name: str, *, reason: str, by: str | None = None) -> User:
     """Refuse every request with ``name``'s token from now on (every serving process reads
-    the row on each request); a custody event names ``by``, the user and the reason. The
-    caller commits. Raises :class:`NotFound`,
-    :class:`InputRejected` without a reason."""
+    the row on each request) and end the user's sessions; a custody event names ``by``, the
+    user and the reason (and one more each session ended). The caller commits. Raises
+    :class:`NotFound`, :class:`InputRejected` without a reason."""
     why = reason.strip()
     if not why:
         raise InputRejected(
@@ -216,6 +208,7 @@ def disable_user(session: Session, name: str, *, reason: str, by: str | None = N
     user.disabled_reason = why
     what = f"({_role(user.role, user.organisation)}) disabled"
     _record(session, user.name, what, by=by, reason=why)
+    end_user_sessions(session, user, reason="the user was disabled", by=by)
     log.warning("user %s disabled", user.name)
     return user
 
@@ -229,10 +222,11 @@ def replace_token(
     by: str | None = None,
     reason: str = "",
 ) -> NewUser:
-    """Give ``name`` a new token (the old one stops working at once) and enable the user if
-    disabled; with ``new_second_factor``, a new TOTP secret too (its lock and the last code
-    used go with the old one). A custody event names ``by``, the user, what changed and
-    ``reason``. The caller commits. Raises :class:`NotFound`."""
+    """Give ``name`` a new token (the old one stops working at once, and every session of
+    the user ends) and enable the user if disabled; with ``new_second_factor``, a new TOTP
+    secret too (its lock and the last code used go with the old one). A custody event names
+    ``by``, the user, what changed and ``reason``. The caller commits. Raises
+    :class:`NotFound`."""
     user = _named(session, name)
     token_id, token = _new_token()
     user.token_id, user.token_hash = token_id, _hasher.hash(token)
@@ -249,6 +243,7 @@ def replace_token(
         by=by,
         reason=reason,
     )
+    end_user_sessions(session, user, reason=f"the user was given {what}", by=by)
     log.warning("user %s given %s", user.name, what)
     return NewUser(
         user.name,

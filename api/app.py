@@ -1,8 +1,9 @@
 """The FastAPI application: ``create_app(settings)``; the lifespan opens the services.
 
 One router per user group (``api/routers``): the public reading room and its JSON twin for
-researchers, depositors, registrars, archivists, and the Archivematica Storage Service
-interface. Routers are thin: parse, call one service function in ``access``, render.
+researchers, depositors, registrars, archivists, the Archivematica Storage Service
+interface, and sessions (``/auth``). Routers are thin: parse, call one service function in
+``access``, render.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ import anyio
 from fastapi import FastAPI
 
 from api import errors
-from api.routers import archivematica, archivist, deposits, health, public, reading_room, registrar
+from api.routers import (
+    archivematica,
+    archivist,
+    auth,
+    deposits,
+    health,
+    public,
+    reading_room,
+    registrar,
+)
 from archive.config import Settings
 from archive.services import open_services
 from ingest.characterise import Characteriser
@@ -23,8 +33,9 @@ DESCRIPTION = """\
 The Custos service API. Researchers and anonymous readers see the public tier only; every
 read of restricted or protected-identity material states a purpose and is recorded in the
 custody log. Credentials: `Authorization: Bearer <token>` (from `custos users add`);
-registrars add the current TOTP code in `X-Custos-TOTP` (each code is accepted once: a new
-code for each request). Errors are `application/problem+json`.
+registrars add the current TOTP code in `X-Custos-TOTP` (each code is accepted once), or start
+a session with one code (`POST /auth/sessions`) and send its token instead, with no code,
+until it expires. Errors are `application/problem+json`.
 """
 
 
@@ -62,6 +73,7 @@ def create_app(settings: Settings, *, characterise_in_background: bool = False) 
     errors.install(app)
     for router in (
         health.router,
+        auth.router,
         public.router,
         reading_room.router,
         deposits.router,

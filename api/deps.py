@@ -3,6 +3,9 @@
 Credentials: ``Authorization: Bearer <token>`` (or ``ApiKey <user>:<token>``, the Archivematica
 Storage Service form); no header is the anonymous reader. A header that is present but wrong
 is refused (401), never downgraded to anonymous. ``X-Custos-TOTP`` carries the second factor.
+``Bearer <session token>`` (``POST /auth/sessions``, :mod:`access.sessions`) stands for its
+user with the second factor verified when the session started; a code sent with it is not
+read (neither checked nor used up).
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from access.rules import ANONYMOUS, Principal, access_policy
-from access.users import (
+from access.rules import (
+    ANONYMOUS,
     BAD_CREDENTIALS,
     BAD_CREDENTIALS_HINT,
+    Principal,
+    access_policy,
+)
+from access.sessions import is_session_token, session_principal
+from access.users import (
     FailureWindow,
     by_name_and_key,
     by_token,
@@ -25,6 +33,7 @@ from access.users import (
     require_second_factor,
 )
 from archive.catalog.tables import User
+from archive.config import AuthSettings
 from archive.errors import AuthenticationFailed, Forbidden, SecondFactorRequired
 from archive.services import Services
 from ingest.characterise import queue_characterisation
@@ -52,16 +61,30 @@ AuthHeader = Annotated[
     str | None,
     Header(
         alias="Authorization",
-        description="`Bearer <token>`, or `ApiKey <user>:<token>`; none for anonymous reading",
+        description="`Bearer <token>` (an API token, or a session token from "
+        "`POST /auth/sessions`), or `ApiKey <user>:<token>`; none for anonymous reading",
     ),
 ]
 TotpHeader = Annotated[
     str | None,
     Header(
         alias="X-Custos-TOTP",
-        description="The current TOTP code (roles that need one); each code is accepted once",
+        description="The current TOTP code (roles that need one, with an API token); each "
+        "code is accepted once. Not read with a session token (the session carries it)",
     ),
 ]
+
+
+def _credentials(
+    session: Session, header: str, *, totp: str | None, auth: AuthSettings
+) -> Principal:
+    """Who ``header`` (and ``totp``) prove the caller to be: a session token's user and
+    second factor (``totp`` not read), else the API token's user with ``totp`` checked."""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer" and is_session_token(value):
+        return session_principal(session, value)
+    user = _user_from_header(session, header)
+    return principal(user, totp=totp, session=session, auth=auth)
 
 
 def _user_from_header(session: Session, header: str) -> User:
@@ -82,7 +105,7 @@ def _failures(request: Request, services: Services) -> FailureWindow:
     return window
 
 
-def _address(request: Request) -> str:
+def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
@@ -91,7 +114,7 @@ def _identify(
 ) -> Principal:
     """Run ``check`` unless this address has used up its wrong credentials for the minute;
     count it if the credentials are wrong."""
-    window, address = _failures(request, services), _address(request)
+    window, address = _failures(request, services), client_address(request)
     window.check(address)
     try:
         with services.sessions() as session:
@@ -117,8 +140,7 @@ async def reader(
     header, auth = authorization, services.settings.auth
 
     def check(session: Session) -> Principal:
-        user = _user_from_header(session, header)
-        return principal(user, totp=totp, session=session, auth=auth)
+        return _credentials(session, header, totp=totp, auth=auth)
 
     return await run_in_threadpool(_identify, request, services, check)
 
@@ -170,10 +192,9 @@ def compat_reader(
 
     def check(session: Session) -> Principal:
         if authorization is not None:
-            user = _user_from_header(session, authorization)
-        else:
-            assert username is not None and api_key is not None
-            user = by_name_and_key(session, username, api_key)
+            return _credentials(session, authorization, totp=None, auth=services.settings.auth)
+        assert username is not None and api_key is not None
+        user = by_name_and_key(session, username, api_key)
         return principal(user, totp=None, session=session)
 
     who = _identify(request, services, check)

@@ -254,7 +254,7 @@ class FixitySettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """Limits on guessing credentials through the API."""
+    """Limits on guessing credentials through the API, and the lifetime of sessions."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -267,6 +267,10 @@ class AuthSettings(BaseModel):
     totp_attempts: int = Field(default=5, ge=1, le=100)
     #: ...for this many minutes, during which no code is even checked.
     totp_lockout_minutes: int = Field(default=15, ge=1, le=1440)
+    #: How long a session (``POST /auth/sessions``: one TOTP code for many requests) lasts.
+    session_minutes: int = Field(default=15, ge=1, le=480)
+    #: Sessions one user may hold at once; starting another is refused (429) until one ends.
+    sessions_per_user: int = Field(default=20, ge=1, le=1000)
 
 
 class CharacterisationSettings(BaseModel):

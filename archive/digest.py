@@ -102,8 +102,11 @@ def _pump(
     """Read ``src`` to its end once, feeding every hasher and ``dst``; return the byte count."""
     total = 0
     if size_hint < PARALLEL_THRESHOLD:
+        # A read of n bytes allocates n first: for a small file, ask for its expected size
+        # (and one more byte, so that the end is usually found in the same read).
+        want = min(CHUNK, size_hint + 1) if size_hint > 0 else CHUNK
         while True:
-            chunk = src.read(CHUNK)
+            chunk = src.read(want)
             if not chunk:
                 return total
             total += len(chunk)

@@ -12,7 +12,8 @@ OUTCOMES = ("success", "failure", "warning")
 #: PREMIS event types used by Custos: the labels of id.loc.gov/vocabulary/preservation/eventType
 #: where one fits (ingestion, validation, message digest calculation, format identification,
 #: fixity check, replication, migration, recovery); Custos' own words for what that vocabulary
-#: has no term for (tier change, review, access, export, timestamp, user administration). The
+#: has no term for (tier change, review, access, export, timestamp, user administration, user
+#: session). The
 #: words are part of the hash-chained custody log, so they are never renamed.
 EVENT_TYPES = frozenset(
     {
@@ -30,6 +31,7 @@ EVENT_TYPES = frozenset(
         "timestamp",
         "recovery",
         "user administration",  # a user added, disabled, or given a new token or TOTP secret
+        "user session",  # a session started (one TOTP code for many requests) or ended
     }
 )
 

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012_log_files"
-# 0011_sessions is not on main yet; until it is, this chains on 0010_totp_replay.
-down_revision = "0010_totp_replay"
+down_revision = "0011_sessions"
 branch_labels = None
 depends_on = None
 

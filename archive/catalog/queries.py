@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, and_, func, literal, or_, select
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import (
+    Date,
+    Select,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session, selectinload
 
 from archive.catalog.tables import (
@@ -150,35 +168,80 @@ def package_detail(session: Session, ref: str) -> PackageDetail:
     )
 
 
+def _access_rows_statement() -> Any:
+    a, c = AccessAssignment, ConsentRecord
+    ids: Any = bindparam("ids", expanding=True)
+    assignments = select(
+        literal(0).label("kind"),
+        a.package_id,
+        a.path,
+        a.tier,
+        a.sunset,
+        a.successor,
+        a.legal_basis,
+        a.sunset_basis,
+        cast(null(), Text).label("scopes"),
+    ).where(a.package_id.in_(ids))
+    consents = select(
+        literal(1),
+        c.package_id,
+        c.path,
+        cast(null(), String),
+        cast(null(), Date),
+        cast(null(), String),
+        cast(null(), Text),
+        cast(null(), Text),
+        c.scopes,
+    ).where(c.package_id.in_(ids))
+    return union_all(assignments, consents)
+
+
+#: Built once: a search rechecks every page's hits with it.
+_ACCESS_ROWS = _access_rows_statement()
+
+
 def access_rows(session: Session, package_id: str) -> tuple[AccessRow, ...]:
     """The package's tier assignments with the consent on the same paths, package first."""
-    consents = {
-        path: tuple(s for s in scopes.split(",") if s)
-        for path, scopes in session.execute(
-            select(ConsentRecord.path, ConsentRecord.scopes).where(
-                ConsentRecord.package_id == package_id
-            )
+    return access_rows_many(session, [package_id])[package_id]
+
+
+def access_rows_many(
+    session: Session, package_ids: Sequence[str]
+) -> dict[str, tuple[AccessRow, ...]]:
+    """:func:`access_rows` of several packages, in one statement (a search's page rechecks
+    its hits with it, and every statement is a round trip to a server database)."""
+    ids = list(dict.fromkeys(package_ids))
+    if not ids:
+        return {}
+    result: Any = session.execute(_ACCESS_ROWS, {"ids": ids})
+    found: dict[str, tuple[list[AssignmentRow], dict[str, str]]] = {pid: ([], {}) for pid in ids}
+    for kind, pid, path, tier, sunset, successor, basis, sunset_basis, scopes in result:
+        if kind == 0:
+            found[pid][0].append((path, tier, sunset, successor, basis, sunset_basis))
+        else:
+            found[pid][1][path] = scopes
+    return {pid: merge_access_rows(rows, consent) for pid, (rows, consent) in found.items()}
+
+
+#: A tier assignment as stored: path, tier, sunset, successor, legal basis, sunset basis.
+AssignmentRow = tuple[str, str, date | None, str | None, str, str]
+
+
+def merge_access_rows(
+    assignments: Iterable[AssignmentRow], consents: Mapping[str, str]
+) -> tuple[AccessRow, ...]:
+    """A package's assignments (by path), each with the consent recorded on the same path,
+    then the consents on paths without an assignment. ``consents``: path -> the stored
+    comma-separated scopes."""
+    left = {path: tuple(s for s in scopes.split(",") if s) for path, scopes in consents.items()}
+    rows = [
+        AccessRow(path, tier, sunset, successor, basis, left.pop(path, None), sunset_basis)
+        for path, tier, sunset, successor, basis, sunset_basis in sorted(
+            assignments, key=lambda r: r[0]
         )
-    }
-    rows = session.execute(
-        select(AccessAssignment)
-        .where(AccessAssignment.package_id == package_id)
-        .order_by(AccessAssignment.path)
-    ).scalars()
-    out = [
-        AccessRow(
-            a.path,
-            a.tier,
-            a.sunset,
-            a.successor,
-            a.legal_basis,
-            consents.pop(a.path, None),
-            a.sunset_basis,
-        )
-        for a in rows
     ]
-    out += [AccessRow(p, "", None, None, "", c) for p, c in sorted(consents.items())]
-    return tuple(out)
+    rows += [AccessRow(p, "", None, None, "", c) for p, c in sorted(left.items())]
+    return tuple(rows)
 
 
 def deposit_by_fingerprint(session: Session, fingerprint: str) -> tuple[str, str] | None:

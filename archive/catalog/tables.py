@@ -469,6 +469,29 @@ class User(Base):
     disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class AuthSession(Base):
+    """A session of a user (``POST /auth/sessions``): its token stands for the user, with the
+    second factor verified when it started, until ``expires_at`` or ``ended_at``.
+
+    Only the SHA-256 of the token is kept (``access.sessions`` says why a fast hash is right
+    for it); ``id`` is the session's public name, used in custody events."""
+
+    __tablename__ = "auth_sessions"
+    __table_args__ = (Index("ix_auth_sessions_user", "user_id", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: A TOTP code was verified for the request that started it.
+    second_factor: Mapped[bool] = mapped_column(Boolean)
+    client_address: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Why it ended before its time: ended by its client, user disabled, new token.
+    ended_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class SearchEntry(Base):
     """One public package or file in the search index (``kind`` package | file).
 

@@ -446,7 +446,9 @@ class LocalFolderLocation:
             os.close(folder)
 
     def open(self, key: str, *, version_id: str | None = None) -> ObjectReader:
-        path = os.path.join(self._root_text, *check_key(key).split("/"))
+        # A checked key has no empty, "." or ".." segment and no leading "/": joining it
+        # with a "/" is os.path.join's result, for less (this runs once per copy).
+        path = f"{self._root_text}/{check_key(key)}"
         self._no_versions(version_id)
         try:
             fd = self._open_inside(path)
