@@ -16,6 +16,7 @@ location, with its last check and when the next is due; and how workers claim ro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +49,8 @@ SF = StoredFile
 CHUNK = 5000
 #: Picks a claim makes before it gives up (the second runs under the write lock; see claim).
 _CLAIM_TRIES = 3
+#: Seconds a claim waits for rows another worker's claim holds locked (see claim).
+_LOCKED_WAIT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,12 +210,14 @@ def claim(
         due = or_(FC.due_at.is_(None), FC.due_at <= at)
     skip = list(skip_locations)
     where = and_(free, due, FC.location_id.not_in(skip)) if skip else and_(free, due)
-    # The candidates are locked (PostgreSQL: other workers skip them) until the claim
-    # commits. SQLite cannot lock rows: another worker may claim some of them between this
-    # SELECT and the UPDATE, whose own test of ``free`` then leaves them out. If it leaves
-    # nothing, the pick is made again; the UPDATE has taken SQLite's write lock by then, so
-    # the second pick sees every claim made meanwhile. (Returning nothing would tell the
-    # worker that no work is left.)
+    # Returning nothing tells the worker that no work is left, so an empty claim must mean
+    # it. The candidates are locked until the claim commits (PostgreSQL: other workers'
+    # picks skip them), all of them, though the byte bound may take only the first: a pick
+    # that finds every due row locked by another claim in progress waits for that claim to
+    # commit (those it did not take are free again) rather than come back empty. SQLite
+    # cannot lock rows: another worker may claim some between this SELECT and the UPDATE,
+    # whose own test of ``free`` then leaves them out; if that leaves nothing, the pick is
+    # made again, under the write lock the UPDATE has taken, so it sees every claim made.
     pick = (
         select(FC.id, func.coalesce(File.size, 0))
         .outerjoin(
@@ -223,7 +228,8 @@ def claim(
         .limit(limit)
         .with_for_update(skip_locked=True, of=FC)
     )
-    for _ in range(_CLAIM_TRIES):
+    lost, waited_since = 0, None
+    while lost < _CLAIM_TRIES:
         ids: list[int] = []
         total = 0
         for row_id, size in session.execute(pick):
@@ -232,7 +238,13 @@ def claim(
             ids.append(row_id)
             total += size
         if not ids:
-            return []
+            if not _held_by_a_claim(session, where):
+                return []
+            waited_since = waited_since or time.monotonic()
+            if time.monotonic() - waited_since > _LOCKED_WAIT:
+                return []
+            time.sleep(0.01)
+            continue
         stmt = (
             update(FC)
             .where(FC.id.in_(ids), free)
@@ -242,7 +254,16 @@ def claim(
         got = sorted(session.execute(stmt).scalars().all())
         if got:
             return got
+        lost += 1
     return []
+
+
+def _held_by_a_claim(session: Session, where: ColumnElement[bool]) -> bool:
+    """Whether due rows exist that the pick skipped: PostgreSQL rows locked by another
+    worker's claim that has not committed yet (SQLite locks no rows)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    return session.execute(select(FC.id).where(where).limit(1)).first() is not None
 
 
 def load(session: Session, ids: Sequence[int]) -> list[Claimed]:

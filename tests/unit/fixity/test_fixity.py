@@ -372,3 +372,40 @@ def test_a_claim_that_loses_a_race_claims_other_rows(
             ).all()
         )
     assert holders == {**{i: "mine" for i in mine}, **{i: "other" for i in other}}
+
+
+def test_a_claim_waits_for_rows_another_claim_holds_locked(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str
+) -> None:
+    """On PostgreSQL a claim locks every row it picked until it commits, though it may take
+    only the first (the byte bound): another worker's pick then finds every due row locked.
+    It waits for that claim to commit instead of coming back empty, which would end its
+    cycle with work left. (SQLite locks no rows; the test holds its write lock instead.)"""
+    import threading
+    from datetime import timedelta
+
+    from archive.custody import now
+    from fixity import sweep
+    from fixity.policy import fixity_policy
+
+    services = archive(catalog_url)
+    add_package(services, tmp_path, files=3, size=1000)
+    at = now()
+    with services.session_scope() as s:
+        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    postgres = services.engine.dialect.name == "postgresql"
+    other = services.sessions()
+    if postgres:  # another claim in progress: every due row locked, none taken yet
+        locked = other.execute(select(FixityCoverage.id).with_for_update(skip_locked=True)).all()
+        assert locked
+    else:  # another writer holding SQLite's write lock
+        other.execute(
+            FixityCoverage.__table__.update().where(FixityCoverage.id < 0).values(claimed_by=None)
+        )
+    threading.Timer(0.5, other.commit).start()
+    try:
+        with services.session_scope() as s:
+            mine = sweep.claim(s, "mine", 500, at=at, lease=timedelta(hours=1), max_bytes=1)
+    finally:
+        other.close()
+    assert len(mine) == 1  # the byte bound: one row, not an empty claim
