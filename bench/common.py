@@ -7,6 +7,7 @@ timing, medians and the closing table. Nothing here is imported by the project i
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import socket
@@ -73,6 +74,30 @@ class PageCache:
     @property
     def label(self) -> str:
         return "warm" if self.warm else "cold"
+
+
+# --- worker processes ------------------------------------------------------------------
+
+
+def run_workers(target: Callable[..., None], args: tuple[Any, ...], workers: int) -> list[Any]:
+    """Start ``workers`` processes (spawned, as `custos worker` processes are separate) each
+    running ``target(*args, name, barrier, queue)`` with names ``bench-0``…; return what each
+    put on the queue. ``target`` waits at the barrier once its start-up is done."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    barrier = ctx.Barrier(workers)
+    procs = [
+        ctx.Process(target=target, args=(*args, f"bench-{i}", barrier, queue))
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    done = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"a worker exited with {p.exitcode}")
+    return done
 
 
 # --- timing --------------------------------------------------------------------------------

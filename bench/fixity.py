@@ -26,7 +26,6 @@ Run (as root, from the project folder)::
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from common import (
     median,
     postgres_admin_url,
     print_table,
+    run_workers,
     timed,
 )
 from sqlalchemy import text
@@ -133,20 +133,7 @@ def _worker(settings: Settings, name: str, barrier: Any, queue: Any) -> None:
 def cycle(settings: Settings, workers: int) -> tuple[float, int]:
     """Wall time of a full cycle split between ``workers`` processes (from the moment all are
     ready to the last one's end); copies checked."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    barrier = ctx.Barrier(workers)
-    procs = [
-        ctx.Process(target=_worker, args=(settings, f"bench-{i}", barrier, queue))
-        for i in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    done = [queue.get() for _ in procs]
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            raise RuntimeError(f"a worker exited with {p.exitcode}")
+    done = run_workers(_worker, (settings,), workers)
     if workers > 1:  # how the claims shared the work out
         log("    " + "; ".join(f"{d[2]} copies, {d[3] / MIB:.0f} MiB" for d in done))
     return max(d[1] for d in done) - min(d[0] for d in done), sum(d[2] for d in done)

@@ -20,14 +20,13 @@ import argparse
 import cProfile
 import hashlib
 import io
-import multiprocessing
 import os
 import pstats
 import time
 from pathlib import Path
 from typing import Any
 
-from common import Row, build_once, cache_dir, cpu_summary, log, median
+from common import Row, build_once, cache_dir, cpu_summary, log, median, run_workers
 from sqlalchemy import text
 
 from archive.config import Settings, load_settings
@@ -146,20 +145,7 @@ def workers_cycle(settings: Settings, workers: int) -> tuple[float, float, int]:
     """Summed CPU seconds of the workers' cycles, summed wall seconds inside catalog
     transactions, copies checked."""
     reset(settings)
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    barrier = ctx.Barrier(workers)
-    procs = [
-        ctx.Process(target=_worker, args=(settings, f"bench-{i}", barrier, queue))
-        for i in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    done = [queue.get() for _ in procs]
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            raise RuntimeError(f"a worker exited with {p.exitcode}")
+    done = run_workers(_worker, (settings,), workers)
     return sum(d[0] for d in done), sum(d[1] for d in done), sum(d[2] for d in done)
 
 

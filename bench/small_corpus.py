@@ -11,6 +11,10 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import common  # noqa: F401  (puts the project folder on sys.path)
+
+from tests.helpers import make_pdf
+
 WORDS = [
     "witness",
     "statement",
@@ -50,29 +54,6 @@ WORDS = [
 
 def _sentence(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-def _pdf(text: str) -> bytes:
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("ascii")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-        b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
-        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for n, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{n} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\n".encode()
-    out += f"startxref\n{xref}\n%%EOF\n".encode()
-    return bytes(out)
 
 
 def _png(rng: random.Random) -> bytes:
@@ -142,7 +123,7 @@ def make(i: int, rng: random.Random) -> tuple[str, bytes]:
             "{\\rtf1\\ansi\\deff0 {\\fonttbl {\\f0 Times;}} " + s + "}\n"
         ).encode()
     if kind == 7:
-        return f"report-{i}.pdf", _pdf(f"{i} {s}")
+        return f"report-{i}.pdf", make_pdf(f"{i} {s}")
     if kind == 8:
         return f"photo-{i}.png", _png(rng)
     if kind == 9:
