@@ -4,6 +4,7 @@ few packages in them."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from archive.services import Services
+from fixity.replication import ReplicationReport, replicate
 from ingest.service import ingest
 from tests.conftest import MakeServices
 from tests.helpers import make_bag
@@ -44,6 +46,30 @@ def add_package(services: Services, folder: Path, files: int = 4, size: int = 30
     payload = {f"f{i:03d}-{name}.bin": os.urandom(size + i) for i in range(files)}
     bag = make_bag(folder / f"bag-{name}", payload)
     return ingest(services, bag, depositor="Test Mechanism").package_id
+
+
+def kill_after(server: SeaweedServer, copies: int) -> Callable[[int], None]:
+    """A replication progress callback that kills the S3 server at the ``copies``-th copy."""
+    seen = 0
+
+    def progress(_n: int) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == copies:
+            server.kill()
+
+    return progress
+
+
+def replicate_until_ok(services: Services, seconds: float = 60.0) -> ReplicationReport:
+    """Replicate until a run succeeds (S3 may answer after a restart before its volume server
+    is ready, so a run may still fail, and say so, before one succeeds)."""
+    deadline = time.monotonic() + seconds
+    report = replicate(services)
+    while not report.ok and time.monotonic() < deadline:
+        time.sleep(1)
+        report = replicate(services)
+    return report
 
 
 ArchiveFactory = Callable[..., Services]

@@ -7,7 +7,6 @@ midway claims nothing."""
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,14 @@ from fixity.replication import replicate
 from fixity.report import fixity_status
 from fixity.service import run_cycle
 from tests.servers import SeaweedServer, start_seaweedfs
-from tests.unit.fixity.conftest import ArchiveFactory, add_package, local_settings, s3_settings
+from tests.unit.fixity.conftest import (
+    ArchiveFactory,
+    add_package,
+    kill_after,
+    local_settings,
+    replicate_until_ok,
+    s3_settings,
+)
 from tests.unit.fixity.faults import inject
 from tests.unit.fixity.test_fixity import expected_copies, locations
 
@@ -245,26 +251,14 @@ def test_s3_killed_mid_copy_claims_nothing_and_resumes(
         seal_now(services)
         assert replicate(services, pid).ok  # the package alone: the log's files wait
         assert held(services, "offsite") == set()
-        copied = 0
-
-        def kill_midway(_n: int) -> None:
-            nonlocal copied
-            copied += 1
-            if copied == 2:
-                server.kill()
-
-        report = replicate(services, progress=kill_midway)
+        report = replicate(services, progress=kill_after(server, 2))
         assert not report.ok and report.log_copies == []
         assert report.failures and report.failures[0][:2] == (LOG_KEY, "offsite")
         assert held(services, "offsite") == set()
         assert [o for o, _, _ in log_events(services)] == ["failure"]
 
         server.restart()
-        deadline = time.monotonic() + 60
-        resumed = replicate(services)
-        while not resumed.ok and time.monotonic() < deadline:
-            time.sleep(1)
-            resumed = replicate(services)
+        resumed = replicate_until_ok(services)
         assert resumed.ok, resumed.as_dict()
         outcome = resumed.log_copies[0]
         assert 0 < outcome.written < outcome.files  # what was there was read back, not resent

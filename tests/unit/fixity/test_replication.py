@@ -3,7 +3,6 @@ only when every copy its plan needs is there. On a folder and on S3 (real Seawee
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,9 @@ from tests.servers import SeaweedServer, start_seaweedfs
 from tests.unit.fixity.conftest import (
     ArchiveFactory,
     add_package,
+    kill_after,
     local_settings,
+    replicate_until_ok,
     s3_settings,
 )
 
@@ -191,15 +192,7 @@ def test_s3_killed_mid_replication_claims_nothing_and_resumes(
     try:
         services = archive(offsite=s3_settings(server))
         pid = add_package(services, tmp_path, files=30)
-        copied = 0
-
-        def kill_midway(_n: int) -> None:
-            nonlocal copied
-            copied += 1
-            if copied == 12:
-                server.kill()
-
-        report = replicate(services, progress=kill_midway)
+        report = replicate(services, progress=kill_after(server, 12))
         assert not report.ok and report.copied == []
         assert "did not answer" in report.failures[0][2]
         assert replica_rows(services) == 0
@@ -208,13 +201,7 @@ def test_s3_killed_mid_replication_claims_nothing_and_resumes(
         assert [o for o, _ in events(services, "replication")] == ["failure"]
 
         server.restart()
-        # Work resumes once the server serves again: S3 may answer before its volume server
-        # is ready, so a run may still fail (and say so) before one succeeds.
-        deadline = time.monotonic() + 60
-        resumed = replicate(services)
-        while not resumed.ok and time.monotonic() < deadline:
-            time.sleep(1)
-            resumed = replicate(services)
+        resumed = replicate_until_ok(services)  # work resumes once the server serves again
         assert resumed.ok, resumed.as_dict()
         outcome = resumed.copied[0][1]
         assert 0 < outcome.written < outcome.files  # what was there was read back, not resent
