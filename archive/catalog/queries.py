@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
@@ -170,10 +170,8 @@ def package_detail(session: Session, ref: str) -> PackageDetail:
 
 def _access_rows_statement() -> Any:
     a, c = AccessAssignment, ConsentRecord
-    ids: Any = bindparam("ids", expanding=True)
     assignments = select(
         literal(0).label("kind"),
-        a.package_id,
         a.path,
         a.tier,
         a.sunset,
@@ -181,10 +179,9 @@ def _access_rows_statement() -> Any:
         a.legal_basis,
         a.sunset_basis,
         cast(null(), Text).label("scopes"),
-    ).where(a.package_id.in_(ids))
+    ).where(a.package_id == bindparam("package_id"))
     consents = select(
         literal(1),
-        c.package_id,
         c.path,
         cast(null(), String),
         cast(null(), Date),
@@ -192,35 +189,26 @@ def _access_rows_statement() -> Any:
         cast(null(), Text),
         cast(null(), Text),
         c.scopes,
-    ).where(c.package_id.in_(ids))
+    ).where(c.package_id == bindparam("package_id"))
     return union_all(assignments, consents)
 
 
-#: Built once: a search rechecks every page's hits with it.
+#: Built once: every access decision on a package reads it.
 _ACCESS_ROWS = _access_rows_statement()
 
 
 def access_rows(session: Session, package_id: str) -> tuple[AccessRow, ...]:
-    """The package's tier assignments with the consent on the same paths, package first."""
-    return access_rows_many(session, [package_id])[package_id]
-
-
-def access_rows_many(
-    session: Session, package_ids: Sequence[str]
-) -> dict[str, tuple[AccessRow, ...]]:
-    """:func:`access_rows` of several packages, in one statement (a search's page rechecks
-    its hits with it, and every statement is a round trip to a server database)."""
-    ids = list(dict.fromkeys(package_ids))
-    if not ids:
-        return {}
-    result: Any = session.execute(_ACCESS_ROWS, {"ids": ids})
-    found: dict[str, tuple[list[AssignmentRow], dict[str, str]]] = {pid: ([], {}) for pid in ids}
-    for kind, pid, path, tier, sunset, successor, basis, sunset_basis, scopes in result:
+    """The package's tier assignments with the consent on the same paths, package first,
+    in one statement."""
+    result: Any = session.execute(_ACCESS_ROWS, {"package_id": package_id})
+    assigned: list[AssignmentRow] = []
+    consents: dict[str, str] = {}
+    for kind, path, tier, sunset, successor, basis, sunset_basis, scopes in result:
         if kind == 0:
-            found[pid][0].append((path, tier, sunset, successor, basis, sunset_basis))
+            assigned.append((path, tier, sunset, successor, basis, sunset_basis))
         else:
-            found[pid][1][path] = scopes
-    return {pid: merge_access_rows(rows, consent) for pid, (rows, consent) in found.items()}
+            consents[path] = scopes
+    return merge_access_rows(assigned, consents)
 
 
 #: A tier assignment as stored: path, tier, sunset, successor, legal basis, sunset basis.
