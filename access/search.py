@@ -350,12 +350,12 @@ def _window(
     limit: int,
 ) -> Window:
     """Count, facet and page the first :data:`WINDOW` matches, in one statement, inside the
-    database.
+    database, which also reads the page's stored access records.
 
-    The window is driven by the full-text index, so that the scan stops at :data:`WINDOW`
-    entries: FTS5 in row order on SQLite; on PostgreSQL the GIN-indexed tsvector, in
-    storage order (rows are appended, so that is row order but for space reused after
-    deletions). Browsing without words walks the entries (or a facet's index) in row order."""
+    The scan stops at :data:`WINDOW` entries: FTS5 in row order on SQLite; on PostgreSQL the
+    GIN-indexed tsvector, or for a very common word the table itself, in storage order (rows
+    are appended, so that is row order but for space reused after deletions). Browsing
+    without words walks the entries (or a facet's index) in row order."""
     where = ["e.audience <= :audience"]
     params: dict[str, Any] = {
         "audience": audience,
