@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from archive.config import load_settings
 from archive.jobs import enqueue
 from archive.services import Services, open_services
 from fixity.replication import replicate
+from policies.load import POLICY_DIR
 from tests.servers import PostgresServer, RedisServer, SeaweedServer
 from tests.unit.fixity.conftest import add_package, local_settings, s3_settings
 
@@ -104,6 +106,17 @@ def workers() -> Iterator[list[Workers]]:
     yield made
     for w in made:
         w.stop()
+
+
+def no_sampling(tmp_path: Path) -> Path:
+    """The shipped policies with the random sampling between cycles turned off."""
+    folder = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    fixity = folder / "fixity.toml"
+    text = fixity.read_text()
+    assert "files_per_hour = 60" in text
+    fixity.write_text(text.replace("files_per_hour = 60", "files_per_hour = 0"))
+    return folder
 
 
 def checks_per_copy(services: Services) -> dict[tuple[str | None, str, str], int]:
@@ -193,6 +206,9 @@ def test_a_worker_killed_mid_cycle_loses_nothing_and_records_nothing_twice(
         "identify_formats": False,
         # A lease long enough that a live worker's claims never run out on a loaded machine.
         "fixity": {"batch_files": 5, "claim_timeout": 10.0},
+        # The schedule's random sampling (at every tenth minute of the clock) would check
+        # some copies a second time when the run crosses such a minute.
+        "policy_dir": str(no_sampling(tmp_path)),
         "locations": {"second": local_settings(tmp_path / "replica")},
     }
     data = tmp_path / "data"
