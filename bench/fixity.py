@@ -54,6 +54,7 @@ from common import (
 from sqlalchemy import text
 
 from archive.config import Settings, load_settings
+from archive.jobs import settle
 from archive.services import open_services
 from fixity.replication import replicate
 from fixity.service import run_cycle
@@ -118,6 +119,7 @@ def archive_of(
 
 def _worker(settings: Settings, name: str, barrier: Any, queue: Any) -> None:
     services = open_services(settings, recover=False)
+    settle()  # as `custos worker` does once started
     try:
         # A worker is a long-lived process: its first statements (connection, compiled
         # statement cache) are not timed; after the untimed first cycle nothing is due.

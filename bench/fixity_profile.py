@@ -30,6 +30,7 @@ from common import Row, build_once, cache_dir, cpu_summary, log, median, run_wor
 from sqlalchemy import text
 
 from archive.config import Settings, load_settings
+from archive.jobs import settle
 from archive.services import open_services
 from fixity.service import run_cycle
 from ingest.service import ingest
@@ -97,6 +98,7 @@ def profiled_cycle(settings: Settings, top: int) -> tuple[float, int, str]:
     """CPU seconds of one in-process cycle (the profiler's own overhead excluded by timing a
     second, unprofiled cycle), copies checked, and the profile's top lines."""
     services = open_services(settings, recover=False)
+    settle()  # as `custos worker` does once started
     try:
         reset(settings)
         start = time.process_time()
@@ -120,6 +122,7 @@ def _worker(settings: Settings, name: str, barrier: Any, queue: Any) -> None:
     from sqlalchemy import event
 
     services = open_services(settings, recover=False)
+    settle()
     in_tx = [0.0]
     began: list[float] = []
 

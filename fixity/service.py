@@ -190,10 +190,11 @@ def run_cycle(
     run.seed()
     checked_before = run.report.started_at if full else None
 
-    def next_size() -> int:
+    def next_size(pending: int = 0) -> int:
+        """The next batch's size, once ``pending`` more copies are checked."""
         size = services.settings.fixity.batch_files
         if limit is not None:
-            size = max(0, min(size, limit - run.report.checked))
+            size = max(0, min(size, limit - run.report.checked - pending))
         return size
 
     try:
@@ -235,9 +236,10 @@ class _Run:
         self.locations = _Locations(services)
         self.report = FixityReport(kind, worker, policy.label, now())
         self.down_ids: set[int] = set()
-        #: The next batch, claimed in the transaction that recorded the last one (one write
-        #: transaction per batch instead of two: fewer turns at SQLite's write lock).
-        self.next: tuple[list[int], list[sweep.Claimed]] | None = None
+        #: The rows of the next batch, claimed in the transaction that recorded the last one
+        #: (one write transaction per batch instead of two: fewer turns at SQLite's write
+        #: lock), and loaded after it.
+        self.next: list[int] | None = None
         self.checked_before: datetime | None = None
 
     def seed(self) -> None:
@@ -270,15 +272,15 @@ class _Run:
 
     def give_back(self) -> None:
         """Release a batch claimed ahead and not checked (the run stopped)."""
-        if self.next and self.next[0]:
+        if self.next:
             with self.services.session_scope() as session:
-                sweep.release(session, self.worker, self.next[0])
+                sweep.release(session, self.worker, self.next)
         self.next = None
 
     def _claim(
         self, session: Session, size: int, checked_before: datetime | None, random_pick: bool
-    ) -> tuple[list[int], list[sweep.Claimed]]:
-        ids = sweep.claim(
+    ) -> list[int]:
+        return sweep.claim(
             session,
             self.worker,
             size,
@@ -290,7 +292,6 @@ class _Run:
             # a sample is one batch of the size asked for
             max_bytes=None if random_pick else self.services.settings.fixity.batch_bytes,
         )
-        return ids, sweep.load(session, ids)
 
     def batch(
         self,
@@ -298,19 +299,22 @@ class _Run:
         size: int,
         checked_before: datetime | None = None,
         random_pick: bool = False,
-        ahead: Callable[[], int] | None = None,
+        ahead: Callable[[int], int] | None = None,
     ) -> bool:
         """Claim, check, repair and record one batch; False when nothing was left to claim.
         With ``ahead``, the transaction that records it also claims the next batch (of the
-        size ``ahead()`` gives then)."""
+        size ``ahead(copies in this batch)`` gives)."""
         if self.next is not None:
-            ids, claimed = self.next
-            self.next = None
+            ids = self.next
         else:
             with self.services.session_scope() as session:
-                ids, claimed = self._claim(session, size, checked_before, random_pick)
+                ids = self._claim(session, size, checked_before, random_pick)
         if not ids:
+            self.next = None
             return False
+        with self.services.session_scope() as session:
+            claimed = sweep.load(session, ids)  # writes only to drop rows of deleted files
+        self.next = None
         self.checked_before = checked_before
         checks: list[tuple[sweep.Claimed, CheckResult]] = []
         untouched: list[int] = []
@@ -386,7 +390,7 @@ class _Run:
         checks: list[tuple[sweep.Claimed, CheckResult]],
         repairs: dict[int, RepairResult],
         untouched: list[int],
-        ahead: Callable[[], int] | None = None,
+        ahead: Callable[[int], int] | None = None,
     ) -> None:
         at = now()
         results: list[sweep.Result] = []
@@ -407,6 +411,17 @@ class _Run:
             results.append(sweep.Result(item.id, outcome, due, full))
             outcomes[item.id] = self._outcome(item, result, repairs.get(item.id), at)
         with self.services.session_scope() as session:
+            if self.report.unreachable and untouched:
+                ids = session.execute(
+                    select(StorageLocation.id).where(
+                        StorageLocation.name.in_(list(self.report.unreachable))
+                    )
+                ).scalars()
+                self.down_ids.update(ids)
+            # The next batch first: its pick only reads, and on SQLite runs before the write
+            # lock is taken (by its UPDATE), which the rest of the transaction holds.
+            if ahead is not None and ahead(len(results)) > 0:
+                self.next = self._claim(session, ahead(len(results)), self.checked_before, False)
             sweep.release(session, self.worker, untouched)
             owned = sweep.finish(session, self.worker, at, results)
             events: dict[str | None, list[EventRecord]] = {}
@@ -453,15 +468,6 @@ class _Run:
                     )
                     .values(status=DAMAGED)
                 )
-            if self.report.unreachable and untouched:
-                ids = session.execute(
-                    select(StorageLocation.id).where(
-                        StorageLocation.name.in_(list(self.report.unreachable))
-                    )
-                ).scalars()
-                self.down_ids.update(ids)
-            if ahead is not None and ahead() > 0:
-                self.next = self._claim(session, ahead(), self.checked_before, False)
             # Last: appending to the custody log locks its head until the commit, and other
             # workers' batches wait for it (on PostgreSQL; SQLite has one write lock anyway).
             record_batches(session, list(events.items()))

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import hashlib
+import json
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 
-from archive.custody import new_event, parse_premis, premis_xml
+from archive.custody import _EntryParts, entry_bytes, new_event, parse_premis, premis_xml
 from archive.model import EventRecord, Link
 
 
@@ -30,3 +33,56 @@ def test_event_values_are_checked() -> None:
         new_event("teleportation", "success")
     with pytest.raises(ValueError, match="time zone"):
         EventRecord("u", "ingestion", datetime(2026, 1, 1), "a", "success")
+
+
+def test_event_identifiers_are_unique_and_ordered_by_time() -> None:
+    """Version 7 UUIDs: new events' keys sort after the ones before (the catalog's unique
+    index on them grows at one end), and never repeat."""
+    ids = [new_event("fixity check", "success").uuid for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert {uuid.UUID(i).version for i in ids} == {7}
+
+
+@pytest.mark.parametrize(
+    "package_id, detail, links",
+    [
+        ("urn:uuid:1", "sha256 matches (1024 bytes read)", [("package", "urn:uuid:1", "")]),
+        (None, "", []),
+        (
+            'pkg "quoted" \\ back',
+            'naïve café ✓ <&> "q" \t tab \u2028 line \x01 control',
+            [("file", "data/é/b.txt", "replica-b"), ("file", "data/a.txt", ""), ("user", "x", "")],
+        ),
+    ],
+)
+def test_entry_parts_give_the_canonical_bytes(
+    package_id: str | None, detail: str, links: list[tuple[str, str, str]]
+) -> None:
+    """The log's appender encodes entries in pieces before it takes the head; joined, they
+    are exactly entry_bytes (the definition an outside verifier re-implements)."""
+    event = new_event(
+        "fixity check",
+        "failure",
+        detail,
+        links=[Link(t, i, r) for t, i, r in links],  # type: ignore[arg-type]
+        agent="Custos ✓",
+        at=datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=UTC),
+    )
+    chain, prev = str(uuid.uuid4()), hashlib.sha512(b"x").hexdigest()
+    for seq in (1, 12345678901):
+        expected = entry_bytes(
+            chain=chain,
+            seq=seq,
+            prev=prev,
+            uuid=event.uuid,
+            type_=event.type,
+            occurred_at=event.occurred_at,
+            agent=event.agent,
+            outcome=event.outcome,
+            detail=event.detail,
+            package_id=package_id,
+            links=links,
+        )
+        parts = _EntryParts.of(package_id, event)
+        assert parts.join(json.dumps(chain).encode(), seq, prev) == expected
