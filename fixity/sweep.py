@@ -218,6 +218,8 @@ def claim(
     # cannot lock rows: another worker may claim some between this SELECT and the UPDATE,
     # whose own test of ``free`` then leaves them out; if that leaves nothing, the pick is
     # made again, under the write lock the UPDATE has taken, so it sees every claim made.
+    # The pick may run before that lock is taken (see fixity.service: the next batch is
+    # picked first in the transaction that records the last).
     pick = (
         select(FC.id, func.coalesce(File.size, 0))
         .outerjoin(
@@ -245,9 +247,12 @@ def claim(
                 return []
             time.sleep(0.01)
             continue
+        # The UPDATE tests the whole condition again, not only ``free``: on SQLite another
+        # worker may have claimed, checked and recorded a picked row since the pick, leaving
+        # it free but no longer due (it was checked twice in a cycle that way).
         stmt = (
             update(FC)
-            .where(FC.id.in_(ids), free)
+            .where(FC.id.in_(ids), where)
             .values(claimed_by=worker, claimed_at=at)
             .returning(FC.id)
         )

@@ -374,6 +374,54 @@ def test_a_claim_that_loses_a_race_claims_other_rows(
     assert holders == {**{i: "mine" for i in mine}, **{i: "other" for i in other}}
 
 
+def test_a_claim_never_takes_rows_checked_since_its_pick(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str
+) -> None:
+    """Between a claim's pick and its UPDATE (forced here, at the UPDATE), another worker
+    claims the same rows, checks them and records the results, so they are free again but
+    no longer due. The UPDATE must not take them: on SQLite, which cannot lock the rows a
+    pick reads, that checked copies twice in one cycle."""
+    from datetime import timedelta
+
+    from sqlalchemy import event
+
+    from archive.custody import now
+    from fixity import sweep
+    from fixity.policy import fixity_policy
+
+    services = archive(catalog_url)
+    add_package(services, tmp_path, files=6, size=1000)
+    at = now()
+    with services.session_scope() as s:
+        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    lease = timedelta(hours=1)
+    other: list[int] = []
+    raced: list[bool] = []
+
+    def cut_in(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE FIXITY_COVERAGE") and not raced:
+            raced.append(True)
+            with services.session_scope() as s2:  # the other worker's whole batch
+                other.extend(sweep.claim(s2, "other", 3, at=at, lease=lease))
+            with services.session_scope() as s2:
+                results = [sweep.Result(i, "ok", at + timedelta(days=1), False) for i in other]
+                assert sweep.finish(s2, "other", at, results) == set(other)
+
+    event.listen(services.engine, "before_cursor_execute", cut_in)
+    try:
+        with services.session_scope() as s:
+            mine = sweep.claim(s, "mine", 3, at=at, lease=lease)
+    finally:
+        event.remove(services.engine, "before_cursor_execute", cut_in)
+    assert len(other) == 3
+    assert mine and not set(mine) & set(other)
+    with services.sessions() as s:
+        checked = s.execute(
+            select(FixityCoverage.id).where(FixityCoverage.last_checked_at.is_not(None))
+        ).scalars()
+        assert set(checked) == set(other)
+
+
 def test_a_claim_waits_for_rows_another_claim_holds_locked(
     archive: ArchiveFactory, tmp_path: Path, catalog_url: str
 ) -> None:
