@@ -17,11 +17,12 @@ import functools
 import hashlib
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 import uuid_utils
-from sqlalchemy import insert, select, update
+from sqlalchemy import Dialect, select, update
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import Base, CustodyHead, Event
@@ -118,12 +119,16 @@ def lock_head(session: Session) -> tuple[str, int, str]:
     A no-op UPDATE first: on PostgreSQL it locks the row until commit, on SQLite it takes the
     database's write lock, so concurrent appenders queue here. Raises :class:`CatalogError`
     when the head row is gone (the catalog was altered by hand)."""
-    row = session.execute(
-        update(CustodyHead)
-        .where(CustodyHead.id == 1)
-        .values(seq=CustodyHead.seq)
-        .returning(CustodyHead.chain, CustodyHead.seq, CustodyHead.hash)
-    ).first()
+    row = (
+        session.connection()
+        .execute(
+            update(CustodyHead)
+            .where(CustodyHead.id == 1)
+            .values(seq=CustodyHead.seq)
+            .returning(CustodyHead.chain, CustodyHead.seq, CustodyHead.hash)
+        )
+        .first()
+    )
     if row is None:
         raise CatalogError(
             "the custody log has no head row: the catalog was altered outside Custos",
@@ -154,55 +159,85 @@ def record_batches(
     # Each entry is encoded before the head is taken (other appenders wait for it until this
     # transaction commits); only its place in the chain is filled in under the lock.
     parts = [_EntryParts.of(package_id, e) for package_id, e in flat]
+    conn = session.connection()
+    sql = _InsertSQL.of(conn.dialect)
     chain, seq, prev = lock_head(session)
     chain_json = _json(chain).encode()
+    times: dict[datetime, Any] = {}
     rows = []
     for (package_id, e), part in zip(flat, parts, strict=True):
         seq += 1
         digest = hashlib.sha512(part.join(chain_json, seq, prev)).hexdigest()
+        at = times.get(e.occurred_at)
+        if at is None:
+            at = times[e.occurred_at] = sql.bind_time(e.occurred_at)
         rows.append(
-            {
-                "chain": chain,
-                "seq": seq,
-                "prev_hash": prev,
-                "hash": digest,
-                "uuid": e.uuid,
-                "type": e.type,
-                "occurred_at": e.occurred_at,
-                "agent": e.agent,
-                "outcome": e.outcome,
-                "detail": e.detail,
-                "package_id": package_id,
-            }
+            (chain, seq, prev, digest, e.uuid, e.type, at, e.agent, e.outcome, e.detail, package_id)
         )
         prev = digest
-    # Core executemany on the tables (the ORM bulk path, and RETURNING, cost several times
-    # more per row); the new rows' ids are then read back by their place in the chain, which
-    # this transaction holds (the head is locked).
-    session.execute(insert(EVENTS), rows)
-    returned = session.execute(
+    # The driver's executemany, straight (SQLAlchemy's own, even Core, spent more per row
+    # on its parameters than the database on the row); the new rows' ids are then read back
+    # by their place in the chain, which this transaction holds (the head is locked).
+    conn.exec_driver_sql(sql.events, rows)
+    returned = session.connection().execute(
         select(Event.uuid, Event.id).where(
             Event.chain == chain, Event.seq > seq - len(rows), Event.seq <= seq
         )
     )
-    session.execute(update(CustodyHead).where(CustodyHead.id == 1).values(seq=seq, hash=prev))
+    session.connection().execute(
+        update(CustodyHead).where(CustodyHead.id == 1).values(seq=seq, hash=prev)
+    )
     ids = {u: i for u, i in returned}
     link_rows = [
-        {
-            "event_id": ids[e.uuid],
-            "object_type": link.object_type,
-            "object_id": link.object_id,
-            "role": link.role,
-        }
+        (ids[e.uuid], link.object_type, link.object_id, link.role)
         for _, e in flat
         for link in e.links
     ]
     if link_rows:
-        session.execute(insert(EVENT_LINKS), link_rows)
+        conn.exec_driver_sql(sql.links, link_rows)
+
+
+class _InsertSQL:
+    """The two INSERTs of :func:`record_batches` in the driver's own parameter style, and
+    how the catalog's time column binds a value (``UTCDateTime``, then the dialect's)."""
+
+    _made: ClassVar[dict[str, _InsertSQL]] = {}
+    EVENT_COLUMNS = (
+        "chain, seq, prev_hash, hash, uuid, type, occurred_at, agent, outcome, detail, package_id"
+    )
+    LINK_COLUMNS = "event_id, object_type, object_id, role"
+
+    def __init__(self, dialect: Dialect) -> None:
+        marks = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+        mark = marks.get(str(dialect.paramstyle))
+        if mark is None:
+            raise CatalogError(
+                f"the catalog's database driver uses the {dialect.paramstyle} parameter style",
+                hint="use SQLite or PostgreSQL (psycopg) for the catalog",
+            )
+        self.events = (
+            f"INSERT INTO {EVENTS.name} ({self.EVENT_COLUMNS}) VALUES ({', '.join([mark] * 11)})"
+        )
+        self.links = (
+            f"INSERT INTO {EVENT_LINKS.name} ({self.LINK_COLUMNS}) VALUES ({', '.join([mark] * 4)})"
+        )
+        process = EVENTS.c.occurred_at.type.bind_processor(dialect)
+        self.bind_time: Callable[[datetime], Any] = process or (lambda value: value)
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> _InsertSQL:
+        made = cls._made.get(dialect.name)
+        if made is None:
+            made = cls._made[dialect.name] = cls(dialect)
+        return made
 
 
 #: The canonical JSON encoder (one instance: ``json.dumps`` with options makes one per call).
 _json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+#: The string encoder ``_json`` uses (ensure_ascii off), called directly: once per field of
+#: every entry, the encoder's own dispatch cost more than the encoding.
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+_FORMAT_JSON = _quote(LOG_FORMAT)
 
 
 @functools.lru_cache(maxsize=256)
@@ -226,13 +261,18 @@ class _EntryParts:
 
     @classmethod
     def of(cls, package_id: str | None, e: EventRecord) -> _EntryParts:
-        links = sorted([k.object_type, k.object_id, k.role] for k in e.links)
-        head = f'{{"agent":{_json(e.agent)},"at":{_at_json(e.occurred_at)},"chain":'
-        mid = (
-            f',"detail":{_json(e.detail)},"format":{_json(LOG_FORMAT)},"links":{_json(links)},'
-            f'"outcome":{_json(e.outcome)},"package":{_json(package_id)},"prev":'
+        q = _quote  # JSON's own string encoder: what json.dumps does to each string here
+        links = ",".join(
+            f"[{q(t)},{q(i)},{q(r)}]"
+            for t, i, r in sorted((k.object_type, k.object_id, k.role) for k in e.links)
         )
-        tail = f',"type":{_json(e.type)},"uuid":{_json(e.uuid)}}}'
+        package = "null" if package_id is None else q(package_id)
+        head = f'{{"agent":{q(e.agent)},"at":{_at_json(e.occurred_at)},"chain":'
+        mid = (
+            f',"detail":{q(e.detail)},"format":{_FORMAT_JSON},"links":[{links}],'
+            f'"outcome":{q(e.outcome)},"package":{package},"prev":'
+        )
+        tail = f',"type":{q(e.type)},"uuid":{q(e.uuid)}}}'
         return cls(head.encode(), mid.encode(), tail.encode())
 
     def join(self, chain_json: bytes, seq: int, prev: str) -> bytes:

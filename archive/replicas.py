@@ -234,14 +234,22 @@ def replication_summary(session: Session) -> ReplicationSummary:
 def location_id(session: Session, name: str, kind: str, uri: str, at: datetime) -> int:
     """The ``storage_locations`` row of a location, added (or its kind and URI brought up to
     date) as needed."""
-    # Two workers may add the same location at once: the second insert is skipped.
-    insert_ignore(
-        session,
-        StorageLocation,
-        [{"name": name, "kind": kind, "uri": uri, "created_at": at}],
-        key=["name"],
-    )
-    row = session.execute(select(StorageLocation).where(StorageLocation.name == name)).scalar_one()
+    # Read first: an insert, even one that adds nothing, takes SQLite's write lock until the
+    # caller commits (a fixity worker's seed held it for a second, and the other waited).
+    row = session.execute(
+        select(StorageLocation).where(StorageLocation.name == name)
+    ).scalar_one_or_none()
+    if row is None:
+        # Two workers may add the same location at once: the second insert is skipped.
+        insert_ignore(
+            session,
+            StorageLocation,
+            [{"name": name, "kind": kind, "uri": uri, "created_at": at}],
+            key=["name"],
+        )
+        row = session.execute(
+            select(StorageLocation).where(StorageLocation.name == name)
+        ).scalar_one()
     if (row.kind, row.uri) != (kind, uri):
         row.kind, row.uri = kind, uri
         session.flush()

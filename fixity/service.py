@@ -241,6 +241,8 @@ class _Run:
         #: lock), and loaded after it.
         self.next: list[int] | None = None
         self.checked_before: datetime | None = None
+        #: The highest row claimed in this run: the next pick starts after it (see claim).
+        self.cursor = 0
 
     def seed(self) -> None:
         """Register the objects' other files (inventories, sidecars, records, anchors) and
@@ -280,7 +282,7 @@ class _Run:
     def _claim(
         self, session: Session, size: int, checked_before: datetime | None, random_pick: bool
     ) -> list[int]:
-        return sweep.claim(
+        ids = sweep.claim(
             session,
             self.worker,
             size,
@@ -291,7 +293,11 @@ class _Run:
             skip_locations=self.down_ids,
             # a sample is one batch of the size asked for
             max_bytes=None if random_pick else self.services.settings.fixity.batch_bytes,
+            after=self.cursor,
         )
+        if ids and not random_pick:
+            self.cursor = max(ids)
+        return ids
 
     def batch(
         self,

@@ -374,6 +374,43 @@ def test_a_claim_that_loses_a_race_claims_other_rows(
     assert holders == {**{i: "mine" for i in mine}, **{i: "other" for i in other}}
 
 
+def test_a_claim_past_its_cursor_still_finds_rows_given_back_below_it(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str
+) -> None:
+    """A run's picks start after the highest row it claimed; a row below that is due again
+    (given back by a worker whose location did not answer) is still claimed before a claim
+    comes back empty, and then every row was claimed exactly once."""
+    from datetime import timedelta
+
+    from archive.custody import now
+    from fixity import sweep
+    from fixity.policy import fixity_policy
+
+    services = archive(catalog_url)
+    add_package(services, tmp_path, files=6, size=1000)
+    at = now()
+    with services.session_scope() as s:
+        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+        rows = s.execute(select(func.count(FixityCoverage.id))).scalar_one()
+    lease = timedelta(hours=1)
+
+    def take(after: int) -> list[int]:
+        with services.session_scope() as s:
+            return sweep.claim(s, "w", 3, at=at, lease=lease, after=after)
+
+    first = take(0)
+    assert len(first) == 3
+    rest: list[int] = []
+    while got := take(max(first + rest)):
+        assert min(got) > max(first + rest)  # past the cursor
+        rest += got
+    assert sorted(first + rest) == sorted(set(first + rest)) and len(first + rest) == rows
+    with services.session_scope() as s:
+        sweep.release(s, "w", [first[0]])
+    assert take(max(rest)) == [first[0]]
+    assert take(first[0]) == []
+
+
 def test_a_claim_never_takes_rows_checked_since_its_pick(
     archive: ArchiveFactory, tmp_path: Path, catalog_url: str
 ) -> None:
