@@ -51,3 +51,29 @@ def test_two_processes_making_a_new_catalog_at_once_both_succeed(tmp_path: Path)
     engine = make_engine(url)
     assert current_revision(engine) == head_revision(engine)
     engine.dispose()
+
+
+def test_the_custody_log_links_are_found_through_their_partial_index(tmp_path: Path) -> None:
+    """Links are indexed by object only where they are the custody log's own (the index of
+    every link by object cost each fixity batch hundreds of scattered pages): the partial
+    index names the link type the log uses, and SQLite picks it for the log's lookup."""
+    from sqlalchemy import select
+
+    from archive.catalog.session import make_engine, upgrade
+    from archive.catalog.tables import EventLink
+    from archive.checkpoints import CHAIN_LINK
+
+    index = next(i for i in EventLink.__table__.indexes if i.name == "ix_event_links_chain")
+    for dialect in ("sqlite", "postgresql"):
+        assert str(index.dialect_options[dialect]["where"]) == f"object_type = '{CHAIN_LINK}'"
+    engine = make_engine(f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+    try:
+        upgrade(engine)
+        query = select(EventLink.object_id).where(EventLink.object_type == CHAIN_LINK)
+        with engine.connect() as conn:
+            plan = conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {query.compile(engine)}", (CHAIN_LINK,)
+            ).all()
+    finally:
+        engine.dispose()
+    assert any("ix_event_links_chain" in str(row) for row in plan), plan
