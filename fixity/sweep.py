@@ -76,12 +76,10 @@ def seed(session: Session, policy: FixityPolicy, primary_uri: str, at: datetime)
         select(Replica.package_id, Replica.location_id, Replica.version, Replica.verified_at)
     ):
         replicated.setdefault(pid, []).append((loc, version, verified))
-    have: dict[tuple[int, str, str], tuple[int, str, datetime | None]] = {
-        (loc, pid, path): (row_id, tier, last)
-        for row_id, loc, pid, path, tier, last in session.connection().execute(
-            select(
-                FC.id, FC.location_id, FC.package_id, FC.content_path, FC.tier, FC.last_checked_at
-            )
+    have: dict[tuple[int, str, str], tuple[int, str]] = {
+        (loc, pid, path): (row_id, tier)
+        for row_id, loc, pid, path, tier in session.connection().execute(
+            select(FC.id, FC.location_id, FC.package_id, FC.content_path, FC.tier)
         )
     }
     new: list[dict[str, Any]] = []

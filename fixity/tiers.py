@@ -46,10 +46,10 @@ def file_tiers(
     if ids is not None:
         stmt = stmt.where(AccessAssignment.package_id.in_(ids))
         files = files.where(File.package_id.in_(ids))
-    for pid, path, tier in session.execute(stmt):
+    for pid, path, tier in session.connection().execute(stmt):
         assigned.setdefault(pid, []).append(Assigned(path, tier))
     out: dict[str, PackageTiers] = {}
-    for pid, content, logical in session.execute(files):
+    for pid, content, logical in session.connection().execute(files):
         found = out.get(pid)
         if found is None:
             rules = assigned.get(pid, [])
