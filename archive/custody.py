@@ -226,7 +226,7 @@ class _InsertSQL:
         )
         process = EVENTS.c.occurred_at.type.bind_processor(dialect)
         self.bind_time: Callable[[datetime], Any] = process or (lambda value: value)
-        self.copy = dialect.name == "postgresql"
+        self.copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
         self.columns = {
             "events": (EVENTS.name, self.EVENT_COLUMNS),
             "links": (EVENT_LINKS.name, self.LINK_COLUMNS),
@@ -234,7 +234,7 @@ class _InsertSQL:
 
     def insert(self, conn: Connection, which: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert ``rows`` into ``events`` or ``links``, in this transaction. On PostgreSQL
-        through COPY: an executemany runs one INSERT per row on the server, which cost
+        (psycopg) through COPY: an executemany runs one INSERT per row on the server, which cost
         PostgreSQL more than the rest of a fixity batch's catalog work."""
         if not self.copy:
             conn.exec_driver_sql(self.events if which == "events" else self.links, rows)
