@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -270,6 +271,22 @@ def test_bad_fixity_policy_is_refused(archive: ArchiveFactory, tmp_path: Path) -
         assert s.execute(select(func.count()).select_from(FixityCoverage)).scalar_one() == 0
 
 
+def seeded(
+    services: Services, tmp_path: Path, *, files: int, size: int
+) -> tuple[Services, datetime]:
+    """An archive holding one package of ``files`` files, its coverage rows made (the claim
+    tests' start); and the time they were made."""
+    from archive.custody import now
+    from fixity import sweep
+    from fixity.policy import fixity_policy
+
+    add_package(services, tmp_path, files=files, size=size)
+    at = now()
+    with services.session_scope() as s:
+        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    return services, at
+
+
 def test_claims_share_out_large_files_by_bytes(
     archive: ArchiveFactory, tmp_path: Path, catalog_url: str
 ) -> None:
@@ -278,15 +295,9 @@ def test_claims_share_out_large_files_by_bytes(
     overlap and together take every row."""
     from datetime import timedelta
 
-    from archive.custody import now
     from fixity import sweep
-    from fixity.policy import fixity_policy
 
-    services = archive(catalog_url)
-    add_package(services, tmp_path, files=6, size=40_000)
-    at = now()
-    with services.session_scope() as s:
-        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    services, at = seeded(archive(catalog_url), tmp_path, files=6, size=40_000)
     sizes: dict[int, int] = {}
     with services.sessions() as s:
         for row_id, size in s.execute(
@@ -336,15 +347,9 @@ def test_a_claim_that_loses_a_race_claims_other_rows(
 
     from sqlalchemy import event
 
-    from archive.custody import now
     from fixity import sweep
-    from fixity.policy import fixity_policy
 
-    services = archive(catalog_url)
-    add_package(services, tmp_path, files=6, size=1000)
-    at = now()
-    with services.session_scope() as s:
-        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    services, at = seeded(archive(catalog_url), tmp_path, files=6, size=1000)
     lease = timedelta(hours=1)
     other: list[int] = []
     raced: list[bool] = []
@@ -382,15 +387,10 @@ def test_a_claim_past_its_cursor_still_finds_rows_given_back_below_it(
     comes back empty, and then every row was claimed exactly once."""
     from datetime import timedelta
 
-    from archive.custody import now
     from fixity import sweep
-    from fixity.policy import fixity_policy
 
-    services = archive(catalog_url)
-    add_package(services, tmp_path, files=6, size=1000)
-    at = now()
-    with services.session_scope() as s:
-        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    services, at = seeded(archive(catalog_url), tmp_path, files=6, size=1000)
+    with services.sessions() as s:
         rows = s.execute(select(func.count(FixityCoverage.id))).scalar_one()
     lease = timedelta(hours=1)
 
@@ -422,15 +422,9 @@ def test_a_claim_never_takes_rows_checked_since_its_pick(
 
     from sqlalchemy import event
 
-    from archive.custody import now
     from fixity import sweep
-    from fixity.policy import fixity_policy
 
-    services = archive(catalog_url)
-    add_package(services, tmp_path, files=6, size=1000)
-    at = now()
-    with services.session_scope() as s:
-        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    services, at = seeded(archive(catalog_url), tmp_path, files=6, size=1000)
     lease = timedelta(hours=1)
     other: list[int] = []
     raced: list[bool] = []
@@ -469,15 +463,9 @@ def test_a_claim_waits_for_rows_another_claim_holds_locked(
     import threading
     from datetime import timedelta
 
-    from archive.custody import now
     from fixity import sweep
-    from fixity.policy import fixity_policy
 
-    services = archive(catalog_url)
-    add_package(services, tmp_path, files=3, size=1000)
-    at = now()
-    with services.session_scope() as s:
-        sweep.seed(s, fixity_policy(services.settings), services.store.uri, at)
+    services, at = seeded(archive(catalog_url), tmp_path, files=3, size=1000)
     postgres = services.engine.dialect.name == "postgresql"
     other = services.sessions()
     if postgres:  # another claim in progress: every due row locked, none taken yet
