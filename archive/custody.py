@@ -182,14 +182,12 @@ def record_batches(
     # parameters than the database on the row); the new rows' ids are then read back by
     # their place in the chain, which this transaction holds (the head is locked).
     sql.insert(conn, "events", rows)
-    returned = session.connection().execute(
+    returned = conn.execute(
         select(Event.uuid, Event.id).where(
             Event.chain == chain, Event.seq > seq - len(rows), Event.seq <= seq
         )
     )
-    session.connection().execute(
-        update(CustodyHead).where(CustodyHead.id == 1).values(seq=seq, hash=prev)
-    )
+    conn.execute(update(CustodyHead).where(CustodyHead.id == 1).values(seq=seq, hash=prev))
     ids = {u: i for u, i in returned}
     link_rows = [
         (ids[e.uuid], link.object_type, link.object_id, link.role)
@@ -218,28 +216,30 @@ class _InsertSQL:
                 f"the catalog's database driver uses the {dialect.paramstyle} parameter style",
                 hint="use SQLite or PostgreSQL (psycopg) for the catalog",
             )
-        self.events = (
-            f"INSERT INTO {EVENTS.name} ({self.EVENT_COLUMNS}) VALUES ({', '.join([mark] * 11)})"
-        )
-        self.links = (
-            f"INSERT INTO {EVENT_LINKS.name} ({self.LINK_COLUMNS}) VALUES ({', '.join([mark] * 4)})"
-        )
+        #: per table: its name, its columns, the INSERT
+        self.tables: dict[str, tuple[str, str, str]] = {}
+        for which, name, columns in (
+            ("events", EVENTS.name, self.EVENT_COLUMNS),
+            ("links", EVENT_LINKS.name, self.LINK_COLUMNS),
+        ):
+            values = ", ".join([mark] * len(columns.split(",")))
+            self.tables[which] = (
+                name,
+                columns,
+                f"INSERT INTO {name} ({columns}) VALUES ({values})",
+            )
         process = EVENTS.c.occurred_at.type.bind_processor(dialect)
         self.bind_time: Callable[[datetime], Any] = process or (lambda value: value)
         self.copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
-        self.columns = {
-            "events": (EVENTS.name, self.EVENT_COLUMNS),
-            "links": (EVENT_LINKS.name, self.LINK_COLUMNS),
-        }
 
     def insert(self, conn: Connection, which: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert ``rows`` into ``events`` or ``links``, in this transaction. On PostgreSQL
         (psycopg) through COPY: an executemany runs one INSERT per row on the server, which cost
         PostgreSQL more than the rest of a fixity batch's catalog work."""
+        table, columns, insert = self.tables[which]
         if not self.copy:
-            conn.exec_driver_sql(self.events if which == "events" else self.links, rows)
+            conn.exec_driver_sql(insert, rows)
             return
-        table, columns = self.columns[which]
         driver = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
         with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:

@@ -236,9 +236,8 @@ def location_id(session: Session, name: str, kind: str, uri: str, at: datetime) 
     date) as needed."""
     # Read first: an insert, even one that adds nothing, takes SQLite's write lock until the
     # caller commits (a fixity worker's seed held it for a second, and the other waited).
-    row = session.execute(
-        select(StorageLocation).where(StorageLocation.name == name)
-    ).scalar_one_or_none()
+    query = select(StorageLocation).where(StorageLocation.name == name)
+    row = session.execute(query).scalar_one_or_none()
     if row is None:
         # Two workers may add the same location at once: the second insert is skipped.
         insert_ignore(
@@ -247,9 +246,7 @@ def location_id(session: Session, name: str, kind: str, uri: str, at: datetime) 
             [{"name": name, "kind": kind, "uri": uri, "created_at": at}],
             key=["name"],
         )
-        row = session.execute(
-            select(StorageLocation).where(StorageLocation.name == name)
-        ).scalar_one()
+        row = session.execute(query).scalar_one()
     if (row.kind, row.uri) != (kind, uri):
         row.kind, row.uri = kind, uri
         session.flush()
