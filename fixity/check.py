@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from archive.digest import digest_stream
+from archive.digest import CopyResult, digest_stream
 from archive.storage.replica import ObjectMissing, ReplicaLocation
 from archive.storage.replicate import Verdict
 
@@ -79,12 +79,30 @@ def check_copy(
     Raises :class:`StorageError` (:class:`LocationUnavailable`) only when the location could
     not be read; a missing, short or different copy is a verdict."""
     algs = tuple(algorithms)
+    return judge(
+        location.name, expected, algs, read_copy(location, expected.key, algs, expected.size)
+    )
+
+
+#: What reading a copy found: its size and digests, or ``None`` when nothing is stored there.
+Read = CopyResult | None
+
+
+def read_copy(location: ReplicaLocation, key: str, algorithms: tuple[str, ...], size: int) -> Read:
+    """Read every byte stored under ``key`` once and digest it (``size``: what the catalog
+    expects, to choose how to read). Raises :class:`StorageError` as :func:`check_copy`."""
     try:
-        reader = location.open(expected.key)
+        reader = location.open(key)
     except ObjectMissing:
-        return CheckResult(location.name, expected, Verdict.MISSING, algs, 0, {})
+        return None
     with reader:
-        got = digest_stream(reader, algs, size_hint=expected.size)
+        return digest_stream(reader, algorithms, size_hint=size)
+
+
+def judge(location: str, expected: Expected, algs: tuple[str, ...], got: Read) -> CheckResult:
+    """The verdict on what :func:`read_copy` found of ``expected`` at ``location``."""
+    if got is None:
+        return CheckResult(location, expected, Verdict.MISSING, algs, 0, {})
     matches = got.size == expected.size and all(
         got.digests[a] == getattr(expected, a) for a in algs
     )
@@ -94,4 +112,4 @@ def check_copy(
         verdict = Verdict.TRUNCATED
     else:
         verdict = Verdict.MISMATCH
-    return CheckResult(location.name, expected, verdict, algs, got.size, dict(got.digests))
+    return CheckResult(location, expected, verdict, algs, got.size, dict(got.digests))

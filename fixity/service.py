@@ -39,8 +39,8 @@ from archive.model import EventRecord, Link
 from archive.replicas import DAMAGED
 from archive.services import Services
 from archive.storage.replica import LocalFolderLocation, ReplicaLocation, open_location
-from fixity import logfiles, stored, sweep
-from fixity.check import CheckResult, check_copy
+from fixity import logfiles, reader, stored, sweep
+from fixity.check import CheckResult, judge
 from fixity.policy import fixity_policy
 from fixity.repair import RepairResult, repair_copy
 from policies.preservation import FixityPolicy
@@ -214,8 +214,11 @@ def run_sample(
     policy = fixity_policy(services.settings)
     run = _Run(services, policy, "sample", worker or worker_name(), progress)
     run.seed()
-    if count > 0:
-        run.batch(size=count, random_pick=True)
+    try:
+        if count > 0:
+            run.batch(size=count, random_pick=True)
+    finally:
+        run.give_back()
     run.report.finished_at = now()
     return run.report
 
@@ -236,10 +239,14 @@ class _Run:
         self.locations = _Locations(services)
         self.report = FixityReport(kind, worker, policy.label, now())
         self.down_ids: set[int] = set()
-        #: The rows of the next batch, claimed in the transaction that recorded the last one
-        #: (one write transaction per batch instead of two: fewer turns at SQLite's write
-        #: lock), and loaded after it.
+        #: The rows of the batch after the one being read, claimed in the transaction that
+        #: recorded the last one (one write transaction per batch instead of two: fewer turns
+        #: at SQLite's write lock). Its reads start as soon as the current batch's are in, and
+        #: run (in a helper process, see fixity.reader) while that batch is recorded.
         self.next: list[int] | None = None
+        #: The batch being read: its rows and its reads under way.
+        self.reading: tuple[list[sweep.Claimed], reader.Pending] | None = None
+        self.reader = reader.Reader(self.locations.get)
         self.checked_before: datetime | None = None
         #: The highest row claimed in this run: the next pick starts after it (see claim).
         self.cursor = 0
@@ -273,11 +280,16 @@ class _Run:
                 record_events(session, [event], package_id=owner)
 
     def give_back(self) -> None:
-        """Release a batch claimed ahead and not checked (the run stopped)."""
-        if self.next:
+        """Release the batches claimed ahead and not recorded (the run stopped or ended), and
+        stop the helper that read them."""
+        self.reader.close()
+        held = list(self.next or [])
+        if self.reading is not None:
+            held += [item.id for item in self.reading[0]]
+        if held:
             with self.services.session_scope() as session:
-                sweep.release(session, self.worker, self.next)
-        self.next = None
+                sweep.release(session, self.worker, held)
+        self.next, self.reading = None, None
 
     def _claim(
         self, session: Session, size: int, checked_before: datetime | None, random_pick: bool
@@ -308,35 +320,39 @@ class _Run:
         ahead: Callable[[int], int] | None = None,
     ) -> bool:
         """Claim, check, repair and record one batch; False when nothing was left to claim.
-        With ``ahead``, the transaction that records it also claims the next batch (of the
-        size ``ahead(copies in this batch)`` gives)."""
-        if self.next is not None:
-            ids = self.next
-        else:
-            with self.services.session_scope() as session:
-                ids = self._claim(session, size, checked_before, random_pick)
-        if not ids:
-            self.next = None
-            return False
-        with self.services.session_scope() as session:
-            claimed = sweep.load(session, ids)  # writes only to drop rows of deleted files
-        self.next = None
+        With ``ahead``, the batch after this one is read while this one is recorded, and the
+        transaction that records it claims the one after that (of the size ``ahead(copies
+        checked or being read meanwhile)`` gives)."""
         self.checked_before = checked_before
+        if self.reading is None:
+            ids = self.next if self.next is not None else self._claim_alone(size, random_pick)
+            self.next = None
+            if not ids:
+                return False
+            if ahead is not None and ahead(len(ids)) > 0:
+                # A run of more than one batch: the next is claimed now, so that its reads
+                # can start while this one is recorded.
+                self.next = self._claim_alone(ahead(len(ids)), False)
+            self.reading = self._start(ids)
+        claimed, pending = self.reading
+        reads = pending.results(skip=lambda name: name in self.report.unreachable)
+        self.reading = None
+        in_flight = 0
+        if self.next:
+            in_flight = len(self.next)
+            self.reading = self._start(self.next)
+        self.next = None
         checks: list[tuple[sweep.Claimed, CheckResult]] = []
         untouched: list[int] = []
-        for item in claimed:
-            if item.location in self.report.unreachable:
+        for item, job, got in zip(claimed, pending.jobs, reads, strict=True):
+            if item.location in self.report.unreachable or isinstance(got, reader.Skipped):
                 untouched.append(item.id)
                 continue
-            try:
-                algorithms: tuple[str, ...] = ("sha512", "sha256")
-                if self.report.kind == "cycle":
-                    algorithms = self.policy.algorithms(item.last_full_at, now())
-                result = check_copy(self.locations.get(item.location), item.expected, algorithms)
-            except StorageError as exc:
-                self.report.unreachable[item.location] = exc.message
+            if isinstance(got, StorageError):
+                self.report.unreachable[item.location] = got.message
                 untouched.append(item.id)
                 continue
+            result = judge(item.location, item.expected, job.algorithms, got)
             if not result.ok and self._moved_on(item):
                 continue  # stays claimed: checked again when the lease runs out
             checks.append((item, result))
@@ -344,8 +360,30 @@ class _Run:
                 self.progress(result.size)
         _fault_point(self.services)
         repairs = {item.id: self._repair(item, result) for item, result in checks if not result.ok}
-        self._record(checks, repairs, untouched, ahead)
+        self._record(
+            checks, repairs, untouched, None if ahead is None else lambda n: ahead(n + in_flight)
+        )
         return True
+
+    def _claim_alone(self, size: int, random_pick: bool) -> list[int]:
+        with self.services.session_scope() as session:
+            return self._claim(session, size, self.checked_before, random_pick)
+
+    def _start(self, ids: list[int]) -> tuple[list[sweep.Claimed], reader.Pending]:
+        """Load the claimed rows and start reading their copies (in the helper when this run
+        has more than one batch)."""
+        with self.services.session_scope() as session:
+            claimed = sweep.load(session, ids)  # writes only to drop rows of deleted files
+        jobs = []
+        for item in claimed:
+            algorithms: tuple[str, ...] = ("sha512", "sha256")
+            if self.report.kind == "cycle":
+                algorithms = self.policy.algorithms(item.last_full_at, now())
+            jobs.append(
+                reader.Job(item.location, item.expected.key, algorithms, item.expected.size)
+            )
+        more = bool(self.next) or self.reading is not None
+        return claimed, self.reader.start(jobs, helper=more)
 
     def _moved_on(self, item: sweep.Claimed) -> bool:
         """A root inventory (or sidecar) that differs because a newer version is being

@@ -20,6 +20,7 @@ sweeps and repair are built on top of it.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -130,8 +131,12 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-#: Where Linux shows the path of each open file descriptor.
-_PROC_FD = Path("/proc/self/fd")
+@functools.cache
+def _proc_fd() -> bool:
+    """Whether ``/proc/self/fd`` shows the path of each open file descriptor (Linux)."""
+    return Path("/proc/self/fd").is_dir()
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -426,11 +431,12 @@ class LocalFolderLocation:
         """Open ``path`` for reading, refusing a folder on its way that leads outside the root
         and a link in its place. Where ``/proc/self/fd`` shows where an open folder really is
         (Linux), the folder is opened once, its real path checked and the file opened relative
-        to it (a few system calls, and no gap between the check and the open); elsewhere the
-        folder's path is resolved first. Strings, not ``Path``: this runs once per copy."""
+        to it (a few system calls, no gap between the check and the open, and no file outside
+        the root is ever opened, not even a device); elsewhere the folder's path is resolved
+        first. Strings, not ``Path``: this runs once per copy."""
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         parent, name = os.path.split(path)
-        if not _PROC_FD.is_dir():
+        if not _proc_fd():
             self._require_inside(Path(parent))
             return os.open(path, flags)
         folder = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

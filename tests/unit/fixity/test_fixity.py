@@ -99,15 +99,19 @@ def fixity_events(services: Services) -> list[tuple[str, str]]:
         ]
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+# batches of 500: one batch, read in the run; of 4: local copies read by the helper process
+@pytest.mark.parametrize(("seed", "batch"), [(1, 500), (2, 4)])
 def test_random_faults_are_all_found_and_repaired(
     archive: ArchiveFactory,
     tmp_path: Path,
     seaweedfs: SeaweedServer,
     catalog_url: str,
     seed: int,
+    batch: int,
 ) -> None:
     services, _ = replicated_archive(archive, tmp_path, seaweedfs, catalog_url)
+    fixity = services.settings.fixity.model_copy(update={"batch_files": batch})
+    services.settings = services.settings.model_copy(update={"fixity": fixity})
     first = run_cycle(services, full=True)
     assert first.ok and first.damage == [], first.as_dict()
     copies = first.checked
