@@ -11,7 +11,8 @@ last one. Copies at other locations (S3) are read by the run itself, when their 
 asked for.
 
 The helper is a new interpreter (not a fork: the worker holds catalog connections and
-threads), started only for a run of more than one batch. It ends when its end of the pipe
+threads), started only for a run of more than one batch, while its first batch is read in
+the run (it takes about 70 ms to start). It ends when its end of the pipe
 closes: when the run ends, or when the run's process dies, SIGKILL included. If it dies, the
 batch is read in the run.
 """
@@ -88,6 +89,11 @@ class Reader:
                 self._lost()
                 sent = []
         return Pending(self, list(jobs), opened, sent)
+
+    def warm(self) -> None:
+        """Start the helper now, so that it is ready when the next batch is sent to it."""
+        if not self._broken:
+            self._connection()
 
     def _connection(self) -> Connection | None:
         if self._conn is None:

@@ -331,16 +331,19 @@ class _Run:
                 return False
             if ahead is not None and ahead(len(ids)) > 0:
                 # A run of more than one batch: the next is claimed now, so that its reads
-                # can start while this one is recorded.
+                # can start while this one is recorded (by the helper, which starts up while
+                # this batch is read here).
                 self.next = self._claim_alone(ahead(len(ids)), False)
-            self.reading = self._start(ids)
+                if self.next:
+                    self.reader.warm()
+            self.reading = self._start(ids, helper=False)
         claimed, pending = self.reading
         reads = pending.results(skip=lambda name: name in self.report.unreachable)
         self.reading = None
         in_flight = 0
         if self.next:
             in_flight = len(self.next)
-            self.reading = self._start(self.next)
+            self.reading = self._start(self.next, helper=True)
         self.next = None
         checks: list[tuple[sweep.Claimed, CheckResult]] = []
         untouched: list[int] = []
@@ -369,9 +372,9 @@ class _Run:
         with self.services.session_scope() as session:
             return self._claim(session, size, self.checked_before, random_pick)
 
-    def _start(self, ids: list[int]) -> tuple[list[sweep.Claimed], reader.Pending]:
-        """Load the claimed rows and start reading their copies (in the helper when this run
-        has more than one batch)."""
+    def _start(self, ids: list[int], *, helper: bool) -> tuple[list[sweep.Claimed], reader.Pending]:
+        """Load the claimed rows and start reading their copies (``helper``: local copies in
+        the helper process)."""
         with self.services.session_scope() as session:
             claimed = sweep.load(session, ids)  # writes only to drop rows of deleted files
         jobs = []
@@ -382,8 +385,7 @@ class _Run:
             jobs.append(
                 reader.Job(item.location, item.expected.key, algorithms, item.expected.size)
             )
-        more = bool(self.next) or self.reading is not None
-        return claimed, self.reader.start(jobs, helper=more)
+        return claimed, self.reader.start(jobs, helper=helper)
 
     def _moved_on(self, item: sweep.Claimed) -> bool:
         """A root inventory (or sidecar) that differs because a newer version is being

@@ -32,13 +32,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from archive.config import LocalLocationSettings, LocationSettings
 from archive.digest import Digest, copy_with_digests
 from archive.errors import StorageError
 from archive.storage import ocfl
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+
+    from archive.config import LocationSettings
 
 #: S3's limit on a key, in UTF-8 bytes; the same limit is kept for every location.
 MAX_KEY_BYTES = 1024
@@ -538,6 +539,10 @@ class LocalFolderLocation:
 def open_location(name: str, entry: LocationSettings) -> ReplicaLocation:
     """The location described by ``[locations.<name>]``; nothing is contacted until used
     (call ``ensure()`` first). boto3 is imported only when an S3 location is opened."""
+    # Imported here: the fixity reader's helper process imports this module and no settings
+    # (pydantic alone took most of its start-up).
+    from archive.config import LocalLocationSettings
+
     if isinstance(entry, LocalLocationSettings):
         return LocalFolderLocation(name, entry.path, fsync=entry.fsync)
     from archive.storage.s3 import S3Location
