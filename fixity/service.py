@@ -51,6 +51,8 @@ Progress = Callable[[int], None]
 RETRY_DAMAGED = timedelta(hours=1)
 #: ...and a copy no good copy is left of, daily (each check raises the alert again).
 RETRY_UNRECOVERABLE = timedelta(days=1)
+#: A run reads ahead (see fixity.reader) when its first batch's copies average less than this.
+READ_AHEAD_BELOW = 1 << 20
 
 
 _batches_checked = 0
@@ -239,11 +241,15 @@ class _Run:
         self.locations = _Locations(services)
         self.report = FixityReport(kind, worker, policy.label, now())
         self.down_ids: set[int] = set()
-        #: The rows of the batch after the one being read, claimed in the transaction that
-        #: recorded the last one (one write transaction per batch instead of two: fewer turns
-        #: at SQLite's write lock). Its reads start as soon as the current batch's are in, and
-        #: run (in a helper process, see fixity.reader) while that batch is recorded.
+        #: The rows of the next batch, claimed in the transaction that recorded the last one
+        #: (one write transaction per batch instead of two: fewer turns at SQLite's write
+        #: lock). When reading ahead, the batch after the one being read: its reads start as
+        #: soon as the current batch's are in, and run (in a helper process, see
+        #: fixity.reader) while that batch is recorded.
         self.next: list[int] | None = None
+        #: Whether the next batch is read while one is recorded (decided by the first batch:
+        #: see _small).
+        self.read_ahead: bool | None = None
         #: The batch being read: its rows and its reads under way.
         self.reading: tuple[list[sweep.Claimed], reader.Pending] | None = None
         self.reader = reader.Reader(self.locations.get)
@@ -320,31 +326,33 @@ class _Run:
         ahead: Callable[[int], int] | None = None,
     ) -> bool:
         """Claim, check, repair and record one batch; False when nothing was left to claim.
-        With ``ahead``, the batch after this one is read while this one is recorded, and the
-        transaction that records it claims the one after that (of the size ``ahead(copies
-        checked or being read meanwhile)`` gives)."""
+        With ``ahead``, the transaction that records it claims the next batch (of the size
+        ``ahead(copies checked or being read meanwhile)`` gives); and when the copies are
+        small, the batch after this one is read (by the helper) while this one is recorded."""
         self.checked_before = checked_before
         if self.reading is None:
             ids = self.next if self.next is not None else self._claim_alone(size, random_pick)
             self.next = None
             if not ids:
                 return False
-            if ahead is not None and ahead(len(ids)) > 0:
-                # A run of more than one batch: the next is claimed now, so that its reads
-                # can start while this one is recorded (by the helper, which starts up while
-                # this batch is read here).
-                self.next = self._claim_alone(ahead(len(ids)), False)
-                if self.next:
-                    self.reader.warm()
-            self.reading = self._start(ids, helper=False)
+            self.reading = self._start(ids, helper=bool(self.read_ahead))
+            if ahead is not None and self.read_ahead is None:
+                self.read_ahead = self._small(self.reading[0]) and ahead(len(ids)) > 0
+                if self.read_ahead:
+                    # The next batch is claimed now, so that its reads can start while this
+                    # one is recorded (in the helper, which starts up while this batch is read
+                    # here).
+                    self.next = self._claim_alone(ahead(len(ids)), False)
+                    if self.next:
+                        self.reader.warm()
         claimed, pending = self.reading
         reads = pending.results(skip=lambda name: name in self.report.unreachable)
         self.reading = None
         in_flight = 0
-        if self.next:
+        if self.next and self.read_ahead:
             in_flight = len(self.next)
             self.reading = self._start(self.next, helper=True)
-        self.next = None
+            self.next = None
         checks: list[tuple[sweep.Claimed, CheckResult]] = []
         untouched: list[int] = []
         for item, job, got in zip(claimed, pending.jobs, reads, strict=True):
@@ -367,6 +375,17 @@ class _Run:
             checks, repairs, untouched, None if ahead is None else lambda n: ahead(n + in_flight)
         )
         return True
+
+    @staticmethod
+    def _small(claimed: list[sweep.Claimed]) -> bool:
+        """Whether a run's first batch is of small copies (1 MiB on average, or less). Those
+        the helper reads ahead: each costs the catalog about as much as reading it. A large
+        one costs the catalog nothing beside its reading, which is already spread over a
+        thread and the digest (see archive.digest); reading ahead would only make the run
+        hold one more claim of it, leaving the other workers less to share out at the end."""
+        return bool(claimed) and sum(c.expected.size for c in claimed) < READ_AHEAD_BELOW * len(
+            claimed
+        )
 
     def _claim_alone(self, size: int, random_pick: bool) -> list[int]:
         with self.services.session_scope() as session:

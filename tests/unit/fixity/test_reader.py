@@ -22,7 +22,7 @@ from archive.digest import digest_bytes
 from archive.errors import StorageError
 from archive.services import Services
 from archive.storage.replica import LocalFolderLocation, LocationUnavailable, ObjectReader
-from fixity import reader
+from fixity import reader, service
 from fixity.replication import replicate
 from fixity.service import run_cycle
 from tests.unit.fixity.conftest import ArchiveFactory, add_package, local_settings
@@ -86,6 +86,19 @@ def test_a_run_of_several_batches_reads_in_a_helper_and_checks_each_copy_once(
     # the helper has ended with the run
     with pytest.raises(ProcessLookupError):
         os.kill(started[0], 0)
+
+
+def test_a_run_of_large_copies_reads_them_itself(
+    archive: ArchiveFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = two_local_copies(archive, tmp_path)
+    small_batches(services, 4)
+    started = helpers_started(monkeypatch)
+    monkeypatch.setattr(service, "READ_AHEAD_BELOW", 100)  # these copies are about 3,000 bytes
+    report = run_cycle(services, full=True)
+    assert report.ok and started == []
+    counts = checks_per_copy(services)
+    assert set(counts.values()) == {1} and len(counts) == report.checked
 
 
 def test_damage_read_by_the_helper_is_found_and_repaired(
@@ -162,7 +175,7 @@ def test_the_helper_ends_when_the_process_that_started_it_is_killed(tmp_path: Pa
         import sys, time
         from pathlib import Path
         from archive.storage.replica import LocalFolderLocation, LocationUnavailable, ObjectReader
-        from fixity import reader
+        from fixity import reader, service
         folder = LocalFolderLocation("primary", Path({str(tmp_path / "root")!r}), fsync=False)
         helper = reader.Reader(lambda name: folder)
         helper.start([reader.Job("primary", "x", ("sha256",), 1)], helper=True).results(
