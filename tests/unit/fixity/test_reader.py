@@ -94,7 +94,7 @@ def test_a_run_of_large_copies_reads_them_itself(
     services = two_local_copies(archive, tmp_path)
     small_batches(services, 4)
     started = helpers_started(monkeypatch)
-    monkeypatch.setattr(service, "READ_AHEAD_BELOW", 100)  # these copies are about 3,000 bytes
+    monkeypatch.setattr(service, "READ_AHEAD_BELOW", 1)  # no batch here averages under a byte
     report = run_cycle(services, full=True)
     assert report.ok and started == []
     counts = checks_per_copy(services)
