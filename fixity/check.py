@@ -1,9 +1,10 @@
-"""Check one stored copy: read every byte once, recompute the digests the policy asks for, and
-compare them (and the length) with the catalog's. A bad copy is a verdict, not an error."""
+"""Check one stored copy: read every byte once, recompute the digests the policy asks for
+(:func:`read_copy`, in the run or in its helper process: see :mod:`fixity.reader`), and
+compare them and the length with the catalog's (:func:`judge`). A bad copy is a verdict, not
+an error."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from archive.digest import CopyResult, digest_stream
@@ -71,26 +72,16 @@ class CheckResult:
         return f"{where}: DOES NOT MATCH ({size}; " + "; ".join(differs or ["length"]) + ")"
 
 
-def check_copy(
-    location: ReplicaLocation, expected: Expected, algorithms: Sequence[str]
-) -> CheckResult:
-    """Read the copy of ``expected`` at ``location`` once and judge it.
-
-    Raises :class:`StorageError` (:class:`LocationUnavailable`) only when the location could
-    not be read; a missing, short or different copy is a verdict."""
-    algs = tuple(algorithms)
-    return judge(
-        location.name, expected, algs, read_copy(location, expected.key, algs, expected.size)
-    )
-
-
 #: What reading a copy found: its size and digests, or ``None`` when nothing is stored there.
 Read = CopyResult | None
 
 
 def read_copy(location: ReplicaLocation, key: str, algorithms: tuple[str, ...], size: int) -> Read:
     """Read every byte stored under ``key`` once and digest it (``size``: what the catalog
-    expects, to choose how to read). Raises :class:`StorageError` as :func:`check_copy`."""
+    expects, to choose how to read; never taken as the size).
+
+    Raises :class:`StorageError` (:class:`LocationUnavailable`) only when the location could
+    not be read; a missing, short or different copy is a verdict (:func:`judge`)."""
     try:
         reader = location.open(key)
     except ObjectMissing:
