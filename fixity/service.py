@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from archive.catalog import locks
 from archive.catalog.tables import (
     FixitySnapshot,
     FixityTally,
@@ -51,6 +52,8 @@ Progress = Callable[[int], None]
 RETRY_DAMAGED = timedelta(hours=1)
 #: ...and a copy no good copy is left of, daily (each check raises the alert again).
 RETRY_UNRECOVERABLE = timedelta(days=1)
+#: The lock a run holds while it seeds the coverage rows (see _Run.seed).
+SEED_LOCK = "fixity-seed"
 #: A run reads ahead (see fixity.reader) when its first batch's copies average less than this.
 READ_AHEAD_BELOW = 1 << 20
 
@@ -254,13 +257,27 @@ class _Run:
         self.reading: tuple[list[sweep.Claimed], reader.Pending] | None = None
         self.reader = reader.Reader(self.locations.get)
         self.checked_before: datetime | None = None
+        #: Whether another run was seeding when this one started (see seed).
+        self.seed_skipped = False
         #: The highest row claimed in this run: the next pick starts after it (see claim).
         self.cursor = 0
 
     def seed(self) -> None:
         """Register the objects' other files (inventories, sidecars, records, anchors) and
         add coverage rows for every copy; a primary file that does not match the catalog is
-        reported and recorded (a cycle reports it every time until it is put right)."""
+        reported and recorded (a cycle reports it every time until it is put right).
+
+        Skipped while another run (another worker's) is seeding: that seed covers what this
+        one would, but for what the catalog gained in the second or so between the two starts,
+        which the next run's seed adds. Workers started together seed once, not once each (at
+        100,000 copies, about a second of each worker's time). See :meth:`batch` for a first
+        claim that finds nothing because the other run's seed has not committed yet."""
+        with locks.held(self.services.engine, SEED_LOCK) as alone:
+            if alone:
+                self._seed()
+            self.seed_skipped = not alone
+
+    def _seed(self) -> None:
         at = self.report.started_at
         with self.services.session_scope() as session:
             problems = stored.register(session, self.services.store.root, at)
@@ -333,6 +350,13 @@ class _Run:
         if self.reading is None:
             ids = self.next if self.next is not None else self._claim_alone(size, random_pick)
             self.next = None
+            if not ids and self.seed_skipped:
+                # Nothing due, maybe because the seed this run skipped has not committed yet
+                # (a first cycle's rows are all added by it): wait for it, and claim again.
+                self.seed_skipped = False
+                with locks.held(self.services.engine, SEED_LOCK, wait=True):
+                    pass
+                ids = self._claim_alone(size, random_pick)
             if not ids:
                 return False
             self.reading = self._start(ids, helper=bool(self.read_ahead))

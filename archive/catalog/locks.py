@@ -1,0 +1,58 @@
+"""Named locks shared by every process that uses one catalog, released when their holder ends
+(a process killed with SIGKILL included).
+
+PostgreSQL: an advisory lock on a connection of its own (workers on many machines share it).
+SQLite, whose users are on one machine: ``flock`` on a file beside the catalog, as SQLite has
+no lock of its own that a process could hold without blocking writers; an in-memory catalog
+has one process, which always gets it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, func, select
+
+
+def _key(name: str) -> int:
+    return zlib.crc32(f"custos:{name}".encode())
+
+
+def _lock_file(engine: Engine, name: str) -> str | None:
+    path = engine.url.database
+    return None if not path or path == ":memory:" else f"{path}.{name}.lock"
+
+
+@contextmanager
+def held(engine: Engine, name: str, *, wait: bool = False) -> Iterator[bool]:
+    """Hold the lock ``name`` for the block; yield whether it is held. Without ``wait``, a lock
+    another process holds is not waited for (the block runs, told False)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            take = func.pg_advisory_lock if wait else func.pg_try_advisory_lock
+            got = conn.execute(select(take(_key(name)))).scalar() is not False
+            conn.commit()  # a session-level lock: it outlives this transaction
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(select(func.pg_advisory_unlock(_key(name))))
+                    conn.commit()
+        return
+    path = _lock_file(engine, name)
+    if path is None:
+        yield True
+        return
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
