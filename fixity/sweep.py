@@ -29,6 +29,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from archive.catalog.idlist import id_in
 from archive.catalog.tables import (
     File,
     FixityCoverage,
@@ -285,7 +286,7 @@ def _take(
         # it free but no longer due (it was checked twice in a cycle that way).
         stmt = (
             update(FC)
-            .where(FC.id.in_(ids), where)
+            .where(id_in(session, FC.id, ids), where)
             .values(claimed_by=worker, claimed_at=at)
             .returning(FC.id)
         )
@@ -329,7 +330,7 @@ def load(session: Session, ids: Sequence[int]) -> list[Claimed]:
                 File, and_(File.package_id == FC.package_id, File.content_path == FC.content_path)
             )
             .join(Package, Package.id == File.package_id)
-            .where(FC.id.in_(ids))
+            .where(id_in(session, FC.id, ids))
             .order_by(StorageLocation.name, FC.id)
         )
         .all()
@@ -449,7 +450,7 @@ def release(session: Session, worker: str, ids: Sequence[int]) -> None:
     if ids:
         session.connection().execute(
             update(FC)
-            .where(FC.id.in_(ids), FC.claimed_by == worker)
+            .where(id_in(session, FC.id, ids), FC.claimed_by == worker)
             .values(claimed_by=None, claimed_at=None)
         )
 
@@ -484,7 +485,7 @@ def finish(session: Session, worker: str, at: datetime, results: Sequence[Result
         for i in range(0, len(ids), CHUNK):
             stmt = (
                 update(FC)
-                .where(FC.id.in_(ids[i : i + CHUNK]), FC.claimed_by == worker)
+                .where(id_in(session, FC.id, ids[i : i + CHUNK]), FC.claimed_by == worker)
                 .values(**values)
                 .returning(FC.id)
             )
