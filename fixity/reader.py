@@ -11,10 +11,10 @@ last one. Copies at other locations (S3) are read by the run itself, when their 
 asked for.
 
 The helper is a new interpreter (not a fork: the worker holds catalog connections and
-threads), started only for a run of more than one batch, while its first batch is read in
-the run (it takes about 70 ms to start). It ends when its end of the pipe
-closes: when the run ends, or when the run's process dies, SIGKILL included. If it dies, the
-batch is read in the run.
+threads), started only for a run of more than one batch of small copies (see
+fixity.service), while its first batch is read in the run (it takes about 70 ms to start).
+It ends when its end of the pipe closes: when the run ends, or when the run's process dies,
+SIGKILL included. If it dies, the batch is read in the run.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ Outcome = Read | StorageError | Skipped
 
 
 class Reader:
-    """Reads batches of jobs, in a helper process once :meth:`start` is told a run has more
-    than one batch. ``resolve`` opens a location by name (raising :class:`StorageError`)."""
+    """Reads batches of jobs: the local ones in a helper process when :meth:`start` is told
+    to. ``resolve`` opens a location by name (raising :class:`StorageError`)."""
 
     def __init__(self, resolve: Callable[[str], ReplicaLocation]) -> None:
         self.resolve = resolve

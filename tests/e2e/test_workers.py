@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from archive.catalog.tables import Event, EventLink, FixityCoverage, FixityTally
+from archive.catalog.tables import FixityCoverage, FixityTally
 from archive.config import load_settings
 from archive.jobs import enqueue
 from archive.services import Services, open_services
 from fixity.replication import replicate
 from policies.load import POLICY_DIR
 from tests.servers import PostgresServer, RedisServer, SeaweedServer
-from tests.unit.fixity.conftest import add_package, local_settings, s3_settings
+from tests.unit.fixity.conftest import add_package, checks_per_copy, local_settings, s3_settings
 
 pytestmark = pytest.mark.slow
 
@@ -117,17 +117,6 @@ def no_sampling(tmp_path: Path) -> Path:
     assert "files_per_hour = 60" in text
     fixity.write_text(text.replace("files_per_hour = 60", "files_per_hour = 0"))
     return folder
-
-
-def checks_per_copy(services: Services) -> dict[tuple[str | None, str, str], int]:
-    with services.sessions() as s:
-        rows = s.execute(
-            select(Event.package_id, EventLink.object_id, EventLink.role, func.count())
-            .join(EventLink, EventLink.event_id == Event.id)
-            .where(Event.type == "fixity check", EventLink.object_type == "file")
-            .group_by(Event.package_id, EventLink.object_id, EventLink.role)
-        ).all()
-    return {(p, f, loc): n for p, f, loc, n in rows}
 
 
 def wait_until_covered(services: Services, timeout: float = 180) -> int:

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from archive.catalog.tables import Event, EventLink
 from archive.services import Services
 from fixity.replication import ReplicationReport, replicate
 from ingest.service import ingest
@@ -46,6 +48,24 @@ def add_package(services: Services, folder: Path, files: int = 4, size: int = 30
     payload = {f"f{i:03d}-{name}.bin": os.urandom(size + i) for i in range(files)}
     bag = make_bag(folder / f"bag-{name}", payload)
     return ingest(services, bag, depositor="Test Mechanism").package_id
+
+
+def checks_per_copy(services: Services) -> dict[tuple[str | None, str, str], int]:
+    """How many fixity events each copy (package, file, location) has."""
+    with services.sessions() as s:
+        rows = s.execute(
+            select(Event.package_id, EventLink.object_id, EventLink.role, func.count())
+            .join(EventLink, EventLink.event_id == Event.id)
+            .where(Event.type == "fixity check", EventLink.object_type == "file")
+            .group_by(Event.package_id, EventLink.object_id, EventLink.role)
+        ).all()
+    return {(p, f, loc): n for p, f, loc, n in rows}
+
+
+def small_batches(services: Services, files: int) -> None:
+    """Runs claim ``files`` copies at a time (several batches: the helper reads ahead)."""
+    fixity = services.settings.fixity.model_copy(update={"batch_files": files})
+    services.settings = services.settings.model_copy(update={"fixity": fixity})
 
 
 def kill_after(server: SeaweedServer, copies: int) -> Callable[[int], None]:

@@ -33,7 +33,13 @@ from fixity.replication import replicate
 from fixity.service import run_cycle, run_sample
 from policies.load import POLICY_DIR
 from tests.servers import SeaweedServer
-from tests.unit.fixity.conftest import ArchiveFactory, add_package, local_settings, s3_settings
+from tests.unit.fixity.conftest import (
+    ArchiveFactory,
+    add_package,
+    local_settings,
+    s3_settings,
+    small_batches,
+)
 from tests.unit.fixity.faults import KINDS, inject
 
 
@@ -110,8 +116,7 @@ def test_random_faults_are_all_found_and_repaired(
     batch: int,
 ) -> None:
     services, _ = replicated_archive(archive, tmp_path, seaweedfs, catalog_url)
-    fixity = services.settings.fixity.model_copy(update={"batch_files": batch})
-    services.settings = services.settings.model_copy(update={"fixity": fixity})
+    small_batches(services, batch)
     first = run_cycle(services, full=True)
     assert first.ok and first.damage == [], first.as_dict()
     copies = first.checked

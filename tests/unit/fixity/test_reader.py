@@ -11,13 +11,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
-from archive.catalog.tables import Event, EventLink
 from archive.digest import digest_bytes
 from archive.errors import StorageError
 from archive.services import Services
@@ -25,12 +22,13 @@ from archive.storage.replica import LocalFolderLocation, LocationUnavailable, Ob
 from fixity import reader, service
 from fixity.replication import replicate
 from fixity.service import run_cycle
-from tests.unit.fixity.conftest import ArchiveFactory, add_package, local_settings
-
-
-def small_batches(services: Services, files: int) -> None:
-    fixity = services.settings.fixity.model_copy(update={"batch_files": files})
-    services.settings = services.settings.model_copy(update={"fixity": fixity})
+from tests.unit.fixity.conftest import (
+    ArchiveFactory,
+    add_package,
+    checks_per_copy,
+    local_settings,
+    small_batches,
+)
 
 
 def two_local_copies(archive: ArchiveFactory, tmp_path: Path, catalog: str = "") -> Services:
@@ -39,19 +37,6 @@ def two_local_copies(archive: ArchiveFactory, tmp_path: Path, catalog: str = "")
         add_package(services, tmp_path, files=6)
     assert replicate(services).ok
     return services
-
-
-def checks_per_copy(services: Services) -> Counter[tuple[str | None, str, str]]:
-    """How many fixity events each copy (package, location, file) has."""
-    with services.sessions() as s:
-        return Counter(
-            (pid, role, path)
-            for pid, path, role in s.execute(
-                select(Event.package_id, EventLink.object_id, EventLink.role)
-                .join(Event, Event.id == EventLink.event_id)
-                .where(Event.type == "fixity check", EventLink.object_type == "file")
-            )
-        )
 
 
 def helpers_started(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -5,20 +5,22 @@ waits for that seed and claims again. Each copy is still checked exactly once.""
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from archive.catalog import locks
-from archive.catalog.tables import Event, EventLink
 from archive.fixity_state import coverage
 from fixity import service, sweep
 from fixity.replication import replicate
 from fixity.service import FixityReport, run_cycle
-from tests.unit.fixity.conftest import ArchiveFactory, add_package, local_settings
+from tests.unit.fixity.conftest import (
+    ArchiveFactory,
+    add_package,
+    checks_per_copy,
+    local_settings,
+)
 
 
 def test_the_seed_lock_is_held_by_one_at_a_time(
@@ -75,14 +77,7 @@ def test_a_run_started_during_another_runs_seed_skips_its_own_and_waits_for_it(
     assert waits == [threading.current_thread().name]
     with services.sessions() as s:
         copies = coverage(s).expected
-        checked = Counter(
-            (pid, role, path)
-            for pid, path, role in s.execute(
-                select(Event.package_id, EventLink.object_id, EventLink.role)
-                .join(Event, Event.id == EventLink.event_id)
-                .where(Event.type == "fixity check", EventLink.object_type == "file")
-            )
-        )
+    checked = checks_per_copy(services)
     assert reports[0].ok and second.ok
     assert reports[0].checked + second.checked == copies == len(checked)
     assert set(checked.values()) == {1}
