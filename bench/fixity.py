@@ -14,13 +14,16 @@ cold run; results say "warm" if it cannot be):
 Routine cycles recompute sha256 only (policies/fixity.toml): an untimed first cycle, which
 reads every copy with sha512 and sha256, runs before the timed ones. The catalog is SQLite
 (the embedded default; the archive is made once and reused), or with ``--catalog postgres``
-a throwaway PostgreSQL server (the scale-out set-up; the archive is ingested afresh).
+a throwaway PostgreSQL server (the scale-out set-up; the archive is ingested afresh); with
+``--catalog both``, each case on each, their runs taking turns within every round, so that
+both meet the same disk (whose speed here changes from minute to minute).
 
 Run (as root, from the project folder)::
 
     .venv/bin/python bench/fixity.py
     .venv/bin/python bench/fixity.py --large-mib 256 --small-files 10000   # quick check
     .venv/bin/python bench/fixity.py --catalog postgres
+    .venv/bin/python bench/fixity.py --catalog both --no-s3
 """
 
 from __future__ import annotations
@@ -72,7 +75,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 case")
-    parser.add_argument("--catalog", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--catalog",
+        choices=["sqlite", "postgres", "both"],
+        default="sqlite",
+        help="both: each case on each catalog, their runs taking turns (same disk conditions)",
+    )
     return parser.parse_args()
 
 
@@ -161,12 +169,24 @@ def cat_secs(files: list[str]) -> float:
 
 def main() -> None:
     args = parse_args()
+    catalogs = ["sqlite", "postgres"] if args.catalog == "both" else [args.catalog]
     with ExitStack() as stack:
-        admin = stack.enter_context(postgres_admin_url(None, args.catalog == "postgres"))
-        run(args, stack, admin)
+        admin = stack.enter_context(postgres_admin_url(None, "postgres" in catalogs))
+        run(args, catalogs, stack, admin)
 
 
-def run(args: argparse.Namespace, stack: ExitStack, admin: str | None) -> None:
+def archives(
+    stack: ExitStack, out: Path, name: str, bag: Path, catalogs: list[str], admin: str | None
+) -> list[tuple[str, Settings, list[str]]]:
+    """Per catalog: the archive holding ``bag`` and its content files."""
+    made = []
+    for catalog in catalogs:
+        settings = archive_of(stack, out, name, bag, admin if catalog == "postgres" else None)
+        made.append((catalog, settings, content_files(settings)))
+    return made
+
+
+def run(args: argparse.Namespace, catalogs: list[str], stack: ExitStack, admin: str | None) -> None:
     log(cpu_summary())
     cache = PageCache()
     rows: list[Row] = []
@@ -175,32 +195,55 @@ def run(args: argparse.Namespace, stack: ExitStack, admin: str | None) -> None:
         cache_dir(args.out, f"fixity-large-{args.large_mib}MiB"),
         lambda tmp: make_bag(tmp, args.large_files, size),
     )
-    settings = archive_of(stack, args.out, f"fixity-archive-{args.large_mib}MiB", big_bag, admin)
-    files = content_files(settings)
-    total = sum(os.path.getsize(f) for f in files)
-    log(f"large: {len(files)} content files, {total / MIB:.0f} MiB; first (untimed) cycle ...")
-    cycle(settings, 2)
+    large = archives(
+        stack, args.out, f"fixity-archive-{args.large_mib}MiB", big_bag, catalogs, admin
+    )
+    for catalog, settings, files in large:
+        total = sum(os.path.getsize(f) for f in files)
+        log(f"large, {catalog}: {len(files)} content files, {total / MIB:.0f} MiB; first cycle")
+        if total <= 2 * settings.fixity.batch_bytes:
+            log(f"  WARNING: one claim takes up to {settings.fixity.batch_bytes // MIB} MiB: the "
+                f"large bag is too small to share out between two workers, and its two-worker "
+                f"rows mean nothing (use --large-mib 1024 or more)")  # fmt: skip
+        cycle(settings, 2)
 
-    cold_cat, cold_two = [], []
+    # With several catalogs, their runs take turns within each round: the disk's speed, which
+    # changes from minute to minute here, is then the same for both.
+    cold_cat: dict[str, list[float]] = {c: [] for c in catalogs}
+    cold_two: dict[str, list[float]] = {c: [] for c in catalogs}
     for i in range(args.repeat):
-        cache.drop()
-        cold_cat.append(cat_secs(files))
-        cache.drop()
-        cold_two.append(cycle(settings, 2)[0])
-        log(f"  cold run {i + 1}: cat {cold_cat[-1]:.2f}s, two workers {cold_two[-1]:.2f}s")
-    base, ours = total / median(cold_cat) / 1e6, total / median(cold_two) / 1e6
-    rows.append(Row("cycle, 2 workers, cold", args.catalog, f"{base:.0f} MB/s (cat)",
-                    f"{ours:.0f} MB/s", ours / base))  # fmt: skip
+        for catalog, settings, files in large:
+            cache.drop()
+            cold_cat[catalog].append(cat_secs(files))
+            cache.drop()
+            cold_two[catalog].append(cycle(settings, 2)[0])
+            log(f"  cold run {i + 1}, {catalog}: cat {cold_cat[catalog][-1]:.2f}s, "
+                f"two workers {cold_two[catalog][-1]:.2f}s")  # fmt: skip
+    for catalog, _, files in large:
+        total = sum(os.path.getsize(f) for f in files)
+        base = total / median(cold_cat[catalog]) / 1e6
+        ours = total / median(cold_two[catalog]) / 1e6
+        rows.append(Row("cycle, 2 workers, cold", catalog, f"{base:.0f} MB/s (cat)",
+                        f"{ours:.0f} MB/s", ours / base))  # fmt: skip
 
-    cat_secs(files)  # warm the cache
-    warm_one, warm_two = [], []
+    warm_one: dict[str, list[float]] = {c: [] for c in catalogs}
+    warm_two: dict[str, list[float]] = {c: [] for c in catalogs}
+    for _, _, files in large:
+        cat_secs(files)  # warm the cache
     for i in range(args.repeat):
-        warm_one.append(cycle(settings, 1)[0])
-        warm_two.append(cycle(settings, 2)[0])
-        log(f"  warm run {i + 1}: one worker {warm_one[-1]:.2f}s, two {warm_two[-1]:.2f}s")
-    one, two = total / median(warm_one) / 1e6, total / median(warm_two) / 1e6
-    rows.append(Row("cycle, 2 vs 1 worker, warm", args.catalog, f"{one:.0f} MB/s (1 worker)",
-                    f"{two:.0f} MB/s (2 workers)", two / one, target=1.6, warm=True))  # fmt: skip
+        for catalog, settings, _ in large:
+            warm_one[catalog].append(cycle(settings, 1)[0])
+            warm_two[catalog].append(cycle(settings, 2)[0])
+            log(f"  warm run {i + 1}, {catalog}: one worker {warm_one[catalog][-1]:.2f}s, "
+                f"two {warm_two[catalog][-1]:.2f}s")  # fmt: skip
+    for catalog, _, files in large:
+        total = sum(os.path.getsize(f) for f in files)
+        one = total / median(warm_one[catalog]) / 1e6
+        two = total / median(warm_two[catalog]) / 1e6
+        rows.append(Row("cycle, 2 vs 1 worker, warm", catalog, f"{one:.0f} MB/s (1 worker)",
+                        f"{two:.0f} MB/s (2 workers)", two / one,
+                        target=1.6, warm=True))  # fmt: skip
+    total = sum(os.path.getsize(f) for f in large[0][2])
 
     if not args.no_s3:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -257,23 +300,28 @@ def run(args: argparse.Namespace, stack: ExitStack, admin: str | None) -> None:
         cache_dir(args.out, f"fixity-small-{args.small_files}x{args.small_kib}KiB"),
         lambda tmp: make_bag(tmp, args.small_files, args.small_kib * 1024),
     )
-    small = archive_of(
-        stack, args.out, f"fixity-small-archive-{args.small_files}", small_bag, admin
+    small = archives(
+        stack, args.out, f"fixity-small-archive-{args.small_files}", small_bag, catalogs, admin
     )
-    small_files = content_files(small)
-    cycle(small, 2)
-    cats, twos = [], []
+    for _, settings, _ in small:
+        cycle(settings, 2)
+    cats: dict[str, list[float]] = {c: [] for c in catalogs}
+    twos: dict[str, list[float]] = {c: [] for c in catalogs}
     for i in range(args.repeat):
-        cache.drop()
-        cats.append(cat_secs(small_files))
-        cache.drop()
-        secs, checked = cycle(small, 2)
-        twos.append(secs)
-        log(f"  small run {i + 1}: cat {cats[-1]:.2f}s, two workers {secs:.2f}s ({checked} files)")
-    base = len(small_files) / median(cats)
-    ours = len(small_files) / median(twos)
-    rows.append(Row(f"{len(small_files)} small files, 2 workers, cold", args.catalog,
-                    f"{base:.0f} files/s (cat)", f"{ours:.0f} files/s", ours / base))  # fmt: skip
+        for catalog, settings, files in small:
+            cache.drop()
+            cats[catalog].append(cat_secs(files))
+            cache.drop()
+            secs, checked = cycle(settings, 2)
+            twos[catalog].append(secs)
+            log(f"  small run {i + 1}, {catalog}: cat {cats[catalog][-1]:.2f}s, "
+                f"two workers {secs:.2f}s ({checked} files)")  # fmt: skip
+    for catalog, _, files in small:
+        base = len(files) / median(cats[catalog])
+        ours = len(files) / median(twos[catalog])
+        rows.append(Row(f"{len(files)} small files, 2 workers, cold", catalog,
+                        f"{base:.0f} files/s (cat)", f"{ours:.0f} files/s",
+                        ours / base))  # fmt: skip
     log("\nfixity cycles (full, sha256), medians")
     print_table(rows, 0.8, cache)
     log("targets: cold 2 workers vs cat >= 0.8x; warm 2 vs 1 worker >= 1.6x")
