@@ -233,17 +233,15 @@ def claim(
     # The pick may run before that lock is taken (see fixity.service: the next batch is
     # picked first in the transaction that records the last).
     if after and not random_pick:
-        scope = and_(where, FC.id > after)
-        got = _take(session, worker, where, scope, limit, at, max_bytes, wait=False)
+        got = _take(session, worker, and_(where, FC.id > after), limit, at, max_bytes, wait=False)
         if got:
             return got
-    return _take(session, worker, where, where, limit, at, max_bytes, random_pick=random_pick)
+    return _take(session, worker, where, limit, at, max_bytes, random_pick=random_pick)
 
 
 def _take(
     session: Session,
     worker: str,
-    where: ColumnElement[bool],
     scope: ColumnElement[bool],
     limit: int,
     at: datetime,
@@ -252,8 +250,8 @@ def _take(
     random_pick: bool = False,
     wait: bool = True,
 ) -> list[int]:
-    """Pick rows in ``scope`` (due rows, or a part of them) and claim them: see claim.
-    Without ``wait``, rows another claim holds locked are left to the next pick."""
+    """Pick rows in ``scope`` (due and free rows, or a part of them) and claim them: see
+    claim. Without ``wait``, rows another claim holds locked are left to the next pick."""
     pick = (
         select(FC.id, func.coalesce(File.size, 0))
         .outerjoin(
@@ -286,7 +284,7 @@ def _take(
         # it free but no longer due (it was checked twice in a cycle that way).
         stmt = (
             update(FC)
-            .where(id_in(session, FC.id, ids), where)
+            .where(id_in(session, FC.id, ids), scope)
             .values(claimed_by=worker, claimed_at=at)
             .returning(FC.id)
         )
