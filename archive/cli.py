@@ -687,8 +687,20 @@ def get_app() -> typer.Typer:
     if not _registered:
         for ep in sorted(entry_points(group="custos.commands"), key=lambda e: e.name):
             ep.load()(app)
+        _markdown_help(app)
         _registered = True
     return app
+
+
+def _markdown_help(group: typer.Typer) -> None:
+    """Help read as Markdown in every group: a group's list of commands then joins the lines
+    of each command's first paragraph (Rich's markup mode kept the docstrings' line breaks
+    there, cutting sentences mid-line), and `code` is shown as code rather than with its
+    backticks. No help text uses Rich markup (square brackets would be taken for it)."""
+    group.rich_markup_mode = "markdown"
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _markdown_help(sub.typer_instance)
 
 
 def main() -> None:

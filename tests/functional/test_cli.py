@@ -44,6 +44,21 @@ def test_help_lists_the_commands() -> None:
         assert command in result.stdout
 
 
+@pytest.mark.parametrize("group", [[], ["users"]])
+def test_help_lists_each_command_in_flowing_lines(group: list[str]) -> None:
+    """A group's list of commands joins the lines of each first paragraph (the docstrings'
+    own line breaks used to cut sentences there), and keeps what markup would eat."""
+    result = runner.invoke(get_app(), [*group, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    if not group:
+        status = next(line for line in lines if " status " in line)
+        assert "jobs queued, replication (packages safely stored), fixity coverage" in status
+    else:
+        disable = next(line for line in lines if " disable " in line)
+        assert "custos users token NAME enables the user again" in disable
+
+
 def test_ingest_list_show(tmp_path: Path, catalog_url: str) -> None:
     env = {"CUSTOS_DATABASE_URL": catalog_url} if catalog_url else {}
     code, body, _ = custos(
