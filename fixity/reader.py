@@ -11,10 +11,10 @@ last one. Copies at other locations (S3) are read by the run itself, when their 
 asked for.
 
 The helper is a new interpreter (not a fork: the worker holds catalog connections and
-threads), started only for a run of more than one batch of small copies (see
-fixity.service), while its first batch is read in the run (it takes about 70 ms to start).
-It ends when its end of the pipe closes: when the run ends, or when the run's process dies,
-SIGKILL included. If it dies, the batch is read in the run.
+threads), started when a run has more than one batch of small copies (see fixity.service),
+while the first of them is read in the run (it takes about 70 ms to start). It ends when its
+end of the pipe closes: when the run ends, or when the run's process dies, SIGKILL included.
+If it dies, the batch is read in the run.
 """
 
 from __future__ import annotations
@@ -89,6 +89,11 @@ class Reader:
                 self._lost()
                 sent = []
         return Pending(self, list(jobs), opened, sent)
+
+    @property
+    def running(self) -> bool:
+        """Whether the helper is started (and has not stopped answering)."""
+        return self._conn is not None and not self._broken
 
     def warm(self) -> None:
         """Start the helper now, so that it is ready when the next batch is sent to it."""

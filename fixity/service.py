@@ -250,9 +250,6 @@ class _Run:
         #: soon as the current batch's are in, and run (in a helper process, see
         #: fixity.reader) while that batch is recorded.
         self.next: list[int] | None = None
-        #: Whether the next batch is read while one is recorded (decided by the first batch:
-        #: see _small).
-        self.read_ahead: bool | None = None
         #: The batch being read: its rows and its reads under way.
         self.reading: tuple[list[sweep.Claimed], reader.Pending] | None = None
         self.reader = reader.Reader(self.locations.get)
@@ -359,24 +356,28 @@ class _Run:
                 ids = self._claim_alone(size, random_pick)
             if not ids:
                 return False
-            self.reading = self._start(ids, helper=bool(self.read_ahead))
-            if ahead is not None and self.read_ahead is None:
-                self.read_ahead = self._small(self.reading[0]) and ahead(len(ids)) > 0
-                if self.read_ahead:
-                    # The next batch is claimed now, so that its reads can start while this
-                    # one is recorded (in the helper, which starts up while this batch is read
-                    # here).
-                    self.next = self._claim_alone(ahead(len(ids)), False)
-                    if self.next:
-                        self.reader.warm()
+            # Read here unless the helper is running already (it starts up while this batch
+            # is read, when the batch is small: see below).
+            self.reading = self._start(ids, helper=self.reader.running)
+            if ahead is not None and self._small(self.reading[0]) and ahead(len(ids)) > 0:
+                # The next batch is claimed now, so that its reads can start (in the helper)
+                # while this one is recorded.
+                self.next = self._claim_alone(ahead(len(ids)), False)
+                if self.next:
+                    self.reader.warm()
         claimed, pending = self.reading
         reads = pending.results(skip=lambda name: name in self.report.unreachable)
         self.reading = None
         in_flight = 0
-        if self.next and self.read_ahead:
+        claim_next = ahead
+        if self.next:
             in_flight = len(self.next)
             self.reading = self._start(self.next, helper=True)
             self.next = None
+            if not self._small(self.reading[0]):
+                # Large copies, read here when their turn comes: nothing more is claimed
+                # until then (see _small).
+                claim_next = None
         checks: list[tuple[sweep.Claimed, CheckResult]] = []
         untouched: list[int] = []
         for item, job, got in zip(claimed, pending.jobs, reads, strict=True):
@@ -396,17 +397,22 @@ class _Run:
         _fault_point(self.services)
         repairs = {item.id: self._repair(item, result) for item, result in checks if not result.ok}
         self._record(
-            checks, repairs, untouched, None if ahead is None else lambda n: ahead(n + in_flight)
+            checks,
+            repairs,
+            untouched,
+            None if claim_next is None else lambda n: claim_next(n + in_flight),
         )
         return True
 
     @staticmethod
     def _small(claimed: list[sweep.Claimed]) -> bool:
-        """Whether a run's first batch is of small copies (1 MiB on average, or less). Those
-        the helper reads ahead: each costs the catalog about as much as reading it. A large
-        one costs the catalog nothing beside its reading, which is already spread over a
-        thread and the digest (see archive.digest); reading ahead would only make the run
-        hold one more claim of it, leaving the other workers less to share out at the end."""
+        """Whether a batch is of small copies (1 MiB on average, or less). Those the helper
+        reads while the batch before is recorded: each costs the catalog about as much as
+        reading it. A large one costs the catalog nothing beside its reading, which is already
+        spread over a thread and the digest (see archive.digest); reading ahead would only
+        make the run hold one more claim of it, leaving the other workers less to share out at
+        the end of a cycle. A run goes from one way to the other as its batches do (a
+        package's small tag files, then its large payload files)."""
         return bool(claimed) and sum(c.expected.size for c in claimed) < READ_AHEAD_BELOW * len(
             claimed
         )
@@ -416,8 +422,8 @@ class _Run:
             return self._claim(session, size, self.checked_before, random_pick)
 
     def _start(self, ids: list[int], *, helper: bool) -> tuple[list[sweep.Claimed], reader.Pending]:
-        """Load the claimed rows and start reading their copies (``helper``: local copies in
-        the helper process)."""
+        """Load the claimed rows and start reading their copies (``helper``: local copies of
+        a batch of small copies in the helper process)."""
         with self.services.session_scope() as session:
             claimed = sweep.load(session, ids)  # writes only to drop rows of deleted files
         jobs = []
@@ -428,7 +434,7 @@ class _Run:
             jobs.append(
                 reader.Job(item.location, item.expected.key, algorithms, item.expected.size)
             )
-        return claimed, self.reader.start(jobs, helper=helper)
+        return claimed, self.reader.start(jobs, helper=helper and self._small(claimed))
 
     def _moved_on(self, item: sweep.Claimed) -> bool:
         """A root inventory (or sidecar) that differs because a newer version is being

@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
+from archive.catalog.tables import FixityCoverage
 from archive.digest import digest_bytes
 from archive.errors import StorageError
 from archive.services import Services
@@ -84,6 +86,51 @@ def test_a_run_of_large_copies_reads_them_itself(
     assert report.ok and started == []
     counts = checks_per_copy(services)
     assert set(counts.values()) == {1} and len(counts) == report.checked
+
+
+def test_a_run_reads_ahead_only_while_its_batches_are_small(
+    archive: ArchiveFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of small copies (a package's tag files, inventories' sidecars) go to the helper
+    and the run claims the next meanwhile; a batch of large ones (here, more than 2,000 bytes
+    on average: the payload files) is read in the run, which holds no other claim meanwhile,
+    and reading ahead starts again at the next small batch."""
+    services = two_local_copies(archive, tmp_path)
+    small_batches(services, 4)
+    monkeypatch.setattr(service, "READ_AHEAD_BELOW", 2000)
+    batches: list[tuple[bool, bool]] = []  # (small, sent to the helper), in order
+    start = reader.Reader.start
+
+    def spy_start(self: reader.Reader, jobs: list[reader.Job], *, helper: bool) -> object:
+        pending = start(self, jobs, helper=helper)
+        batches.append((sum(j.size for j in jobs) < 2000 * len(jobs), bool(pending.sent)))
+        return pending
+
+    held_while_large: list[int] = []
+    read_copy = reader.read_copy
+
+    def spy_read(where: object, key: str, algorithms: tuple[str, ...], size: int) -> object:
+        if size >= 2000 and key.endswith(".bin"):  # a payload file, read in the run
+            with services.sessions() as s:
+                held_while_large.append(
+                    s.execute(
+                        select(func.count()).where(FixityCoverage.claimed_by.is_not(None))
+                    ).scalar_one()
+                )
+        return read_copy(where, key, algorithms, size)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reader.Reader, "start", spy_start)
+    monkeypatch.setattr(reader, "read_copy", spy_read)
+    report = run_cycle(services, full=True)
+    assert report.ok and report.damage == []
+    assert set(checks_per_copy(services).values()) == {1}
+    assert not any(sent for small, sent in batches if not small)  # large: never the helper
+    assert any(sent for small, sent in batches if small)
+    # reading ahead starts again after large batches
+    first_large = next(i for i, (small, _) in enumerate(batches) if not small)
+    assert any(sent for _, sent in batches[first_large:])
+    # a large batch is read while the run holds only its own claims (4 copies a batch)
+    assert held_while_large and max(held_while_large) <= 4, held_while_large
 
 
 def test_damage_read_by_the_helper_is_found_and_repaired(
