@@ -9,7 +9,7 @@ cold run; results say "warm" if it cannot be):
 2. warm, local: two workers against one worker, same cycle. Target >= 1.6x.
 3. the S3 path beside the local path: one worker's cycle over an S3 replica (SeaweedFS on
    127.0.0.1, started and stopped here) and over the local primary, warm.
-4. files/s of a two-worker cycle over 100,000 small files (cold).
+4. files/s of a two-worker cycle over 100,000 small files (cold), beside ``cat``'s: reported.
 
 Routine cycles recompute sha256 only (policies/fixity.toml): an untimed first cycle, which
 reads every copy with sha512 and sha256, runs before the timed ones. The catalog is SQLite
@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,6 +168,27 @@ def cat_secs(files: list[str]) -> float:
     return secs
 
 
+Case = tuple[str, Settings, list[str]]  # catalog, archive, its content files
+Timer = Callable[[Settings, list[str]], float]
+
+
+def take_turns(
+    cases: list[Case], repeat: int, label: str, first: tuple[str, Timer], then: tuple[str, Timer]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds of ``first`` and of ``then`` on each case, ``repeat`` rounds. With several
+    catalogs, their runs take turns within each round: the disk's speed, which changes from
+    minute to minute here, is then the same for all."""
+    a: dict[str, list[float]] = {c: [] for c, _, _ in cases}
+    b: dict[str, list[float]] = {c: [] for c, _, _ in cases}
+    for i in range(repeat):
+        for catalog, settings, files in cases:
+            a[catalog].append(first[1](settings, files))
+            b[catalog].append(then[1](settings, files))
+            log(f"  {label} run {i + 1}, {catalog}: {first[0]} {a[catalog][-1]:.2f}s, "
+                f"{then[0]} {b[catalog][-1]:.2f}s")  # fmt: skip
+    return a, b
+
+
 def main() -> None:
     args = parse_args()
     catalogs = ["sqlite", "postgres"] if args.catalog == "both" else [args.catalog]
@@ -177,7 +199,7 @@ def main() -> None:
 
 def archives(
     stack: ExitStack, out: Path, name: str, bag: Path, catalogs: list[str], admin: str | None
-) -> list[tuple[str, Settings, list[str]]]:
+) -> list[Case]:
     """Per catalog: the archive holding ``bag`` and its content files."""
     made = []
     for catalog in catalogs:
@@ -207,39 +229,37 @@ def run(args: argparse.Namespace, catalogs: list[str], stack: ExitStack, admin: 
                 f"rows mean nothing (use --large-mib 1024 or more)")  # fmt: skip
         cycle(settings, 2)
 
-    # With several catalogs, their runs take turns within each round: the disk's speed, which
-    # changes from minute to minute here, is then the same for both.
-    cold_cat: dict[str, list[float]] = {c: [] for c in catalogs}
-    cold_two: dict[str, list[float]] = {c: [] for c in catalogs}
-    for i in range(args.repeat):
-        for catalog, settings, files in large:
-            cache.drop()
-            cold_cat[catalog].append(cat_secs(files))
-            cache.drop()
-            cold_two[catalog].append(cycle(settings, 2)[0])
-            log(f"  cold run {i + 1}, {catalog}: cat {cold_cat[catalog][-1]:.2f}s, "
-                f"two workers {cold_two[catalog][-1]:.2f}s")  # fmt: skip
+    def cold_cat(settings: Settings, files: list[str]) -> float:
+        cache.drop()
+        return cat_secs(files)
+
+    def cold_cycle(settings: Settings, files: list[str]) -> float:
+        cache.drop()
+        return cycle(settings, 2)[0]
+
+    cats, twos = take_turns(
+        large, args.repeat, "cold", ("cat", cold_cat), ("two workers", cold_cycle)
+    )
     for catalog, _, files in large:
         total = sum(os.path.getsize(f) for f in files)
-        base = total / median(cold_cat[catalog]) / 1e6
-        ours = total / median(cold_two[catalog]) / 1e6
+        base = total / median(cats[catalog]) / 1e6
+        ours = total / median(twos[catalog]) / 1e6
         rows.append(Row("cycle, 2 workers, cold", catalog, f"{base:.0f} MB/s (cat)",
                         f"{ours:.0f} MB/s", ours / base))  # fmt: skip
 
-    warm_one: dict[str, list[float]] = {c: [] for c in catalogs}
-    warm_two: dict[str, list[float]] = {c: [] for c in catalogs}
     for _, _, files in large:
         cat_secs(files)  # warm the cache
-    for i in range(args.repeat):
-        for catalog, settings, _ in large:
-            warm_one[catalog].append(cycle(settings, 1)[0])
-            warm_two[catalog].append(cycle(settings, 2)[0])
-            log(f"  warm run {i + 1}, {catalog}: one worker {warm_one[catalog][-1]:.2f}s, "
-                f"two {warm_two[catalog][-1]:.2f}s")  # fmt: skip
+    ones, twos = take_turns(
+        large,
+        args.repeat,
+        "warm",
+        ("one worker", lambda settings, _: cycle(settings, 1)[0]),
+        ("two", lambda settings, _: cycle(settings, 2)[0]),
+    )
     for catalog, _, files in large:
         total = sum(os.path.getsize(f) for f in files)
-        one = total / median(warm_one[catalog]) / 1e6
-        two = total / median(warm_two[catalog]) / 1e6
+        one = total / median(ones[catalog]) / 1e6
+        two = total / median(twos[catalog]) / 1e6
         rows.append(Row("cycle, 2 vs 1 worker, warm", catalog, f"{one:.0f} MB/s (1 worker)",
                         f"{two:.0f} MB/s (2 workers)", two / one,
                         target=1.6, warm=True))  # fmt: skip
@@ -305,26 +325,20 @@ def run(args: argparse.Namespace, catalogs: list[str], stack: ExitStack, admin: 
     )
     for _, settings, _ in small:
         cycle(settings, 2)
-    cats: dict[str, list[float]] = {c: [] for c in catalogs}
-    twos: dict[str, list[float]] = {c: [] for c in catalogs}
-    for i in range(args.repeat):
-        for catalog, settings, files in small:
-            cache.drop()
-            cats[catalog].append(cat_secs(files))
-            cache.drop()
-            secs, checked = cycle(settings, 2)
-            twos[catalog].append(secs)
-            log(f"  small run {i + 1}, {catalog}: cat {cats[catalog][-1]:.2f}s, "
-                f"two workers {secs:.2f}s ({checked} files)")  # fmt: skip
+    cats, twos = take_turns(
+        small, args.repeat, "small", ("cat", cold_cat), ("two workers", cold_cycle)
+    )
     for catalog, _, files in small:
         base = len(files) / median(cats[catalog])
         ours = len(files) / median(twos[catalog])
+        # Reported: the 0.8x target is one of throughput (large files); this case gives files/s.
         rows.append(Row(f"{len(files)} small files, 2 workers, cold", catalog,
                         f"{base:.0f} files/s (cat)", f"{ours:.0f} files/s",
-                        ours / base))  # fmt: skip
+                        ours / base, reported_only=True))  # fmt: skip
     log("\nfixity cycles (full, sha256), medians")
     print_table(rows, 0.8, cache)
-    log("targets: cold 2 workers vs cat >= 0.8x; warm 2 vs 1 worker >= 1.6x")
+    log("targets: cold 2 workers vs cat >= 0.8x; warm 2 vs 1 worker >= 1.6x; S3 and small files: "
+        "reported")  # fmt: skip
 
 
 if __name__ == "__main__":
