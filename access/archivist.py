@@ -61,7 +61,11 @@ def detail(
     rules = load_rules(session, d.summary.id, d.summary.depositor)
     ok, decisions = may_see(policy, rules, "", reader=reader, action="read-metadata", purpose=None)
     if not ok:
-        raise Forbidden(f"read refused ({decisions[-1].reason_code}): {decisions[-1].explanation}")
+        last = decisions[-1]
+        raise Forbidden(
+            f"read refused ({last.reason_code}): {last.explanation}",
+            hint=f"decided under {last.policy}; a registrar can tell you what the material needs",
+        )
     files = []
     for f in d.files:
         if f.role == "payload":

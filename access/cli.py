@@ -44,14 +44,22 @@ def export_cmd(
     requester: Annotated[
         str, typer.Option(help="Who asked: the justice body or person the bundle is for.")
     ] = "",
-    purpose: Annotated[str, typer.Option(help="Why: the request the bundle answers.")] = "",
+    purpose: Annotated[
+        str,
+        typer.Option(
+            help="Why: one of the purposes the access policy declares (public, research, "
+            "prosecution, third-party-justice by default)."
+        ),
+    ] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Write a court bundle: a BagIt bag with the files, the sealed manifests that list them,
     their evidence records, tokens and TSA certificates, the custody history and VERIFY.txt.
 
-    Only public material can be exported until registrar decisions exist. The export is
-    recorded as a custody event. Exit status 2 if the request is refused."""
+    Only public material can be exported until registrar decisions exist. The purpose must be
+    one the access policy declares (public, research, prosecution, third-party-justice by
+    default). The export is recorded as a custody event. Exit status 2 if the request is
+    refused."""
     services = run(as_json, state(ctx).services)
     with progress_bar("exporting", None, not as_json) as advance:
         result = run(

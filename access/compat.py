@@ -78,7 +78,7 @@ def get_aip(services: Services, uuid: str) -> dict[str, Any]:
     with services.sessions() as session:
         p = session.get(Package, package_id)
         if p is None:
-            raise NotFound(f"no AIP {uuid}")
+            raise NotFound(f"no AIP {uuid}", hint="GET /api/v2/file/ lists the AIPs held")
         return _aip(services, p, 0)
 
 
@@ -140,7 +140,7 @@ def check_fixity(services: Services, uuid: str) -> FixityResult:
     with services.sessions() as session:
         p = session.get(Package, package_id)
         if p is None:
-            raise NotFound(f"no AIP {uuid}")
+            raise NotFound(f"no AIP {uuid}", hint="GET /api/v2/file/ lists the AIPs held")
         rel = p.object_path
     root = services.store.object_root(rel)
     result = FixityResult(package_id)

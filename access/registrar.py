@@ -13,6 +13,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -22,7 +23,15 @@ from access.export import ExportResult, export
 from access.reads import package_head, package_id_of
 from access.records import links_of, read_access, what_of, write_access
 from access.reviews import supersede_reviews
-from access.rules import Principal, access_event, access_policy, load_rules, may_see, must_log
+from access.rules import (
+    Principal,
+    access_event,
+    access_policy,
+    load_rules,
+    may_see,
+    must_log,
+    require_purpose,
+)
 from archive.catalog.tables import (
     Depositor,
     Event,
@@ -30,10 +39,11 @@ from archive.catalog.tables import (
     JusticeRequest,
     Package,
 )
+from archive.config import Settings
 from archive.custody import new_event
-from archive.errors import InputRejected, NotFound
+from archive.errors import InputRejected, NotFound, StorageError
 from archive.findings import Finding
-from archive.model import EventRecord
+from archive.model import EventRecord, Link
 from archive.services import Services
 from policies.access import Assignment, assignment_to_json, covers, default_assignment
 from policies.errors import AccessRuleError
@@ -323,25 +333,25 @@ def record_request(
     paths: list[str],
 ) -> dict[str, Any]:
     """Record a request from a justice body. Raises :class:`InputRejected`, NotFound."""
-    problems = []
+    problems, hints = [], []
     if not requester.strip():
         problems.append(Finding("REQUEST-REQUESTER", "error", "the requester is not named"))
+        hints.append("name the justice body that asks (requester)")
     if not reference.strip():
         problems.append(Finding("REQUEST-REFERENCE", "error", "the request's reference is missing"))
-    if purpose not in policy.purposes:
-        problems.append(
-            Finding(
-                "REQUEST-PURPOSE",
-                "error",
-                f"purpose must be one of {', '.join(sorted(policy.purposes))}",
-                "purpose",
-            )
-        )
+        hints.append("give the reference the request bears (reference)")
+    try:
+        purpose = require_purpose(policy, purpose)
+    except InputRejected as refused:  # reported with the others: every problem at once
+        problems.extend(refused.findings)
+        hints.append(refused.hint)
     if problems:
-        raise InputRejected("request not recorded", problems)
+        raise InputRejected("request not recorded", problems, hint="; ".join(hints))
     package_id = package_id_of(package)
     if package_head(session, package_id) is None:
-        raise NotFound(f"no package {package_id}")
+        raise NotFound(
+            f"no package {package_id}", hint="GET /registrar/search?q= finds the packages held"
+        )
     row = JusticeRequest(
         id=str(uuid.uuid4()),
         received_at=datetime.now(UTC),
@@ -369,13 +379,17 @@ def answer_request(services: Services, reader: Principal, request_id: str) -> di
     access policy lets ``reader`` read for the request's purpose, whatever their tier.
     Raises what the export raises, and NotFound."""
     with services.sessions() as session:
-        row = session.get(JusticeRequest, request_id) if len(request_id) <= 36 else None
-        if row is None:
-            raise NotFound(f"no justice request {request_id!r}")
+        row = _request(session, request_id)
         if row.state != "open":
-            raise _reject("REQUEST-ANSWERED", "this request was answered already", "request_id")
+            raise _reject(
+                "REQUEST-ANSWERED",
+                "this request was answered already",
+                "request_id",
+                "download its bundle (GET /registrar/requests/{id}/bundle); a further request "
+                "from the justice body is recorded as a new one (POST /registrar/requests)",
+            )
         paths = json.loads(row.paths)
-        target = services.settings.data_dir.resolve() / "exports" / row.id
+        target = _bundle_folder(services.settings, row.id)
     result: ExportResult = export(
         services,
         row.package_id,
@@ -397,9 +411,85 @@ def answer_request(services: Services, reader: Principal, request_id: str) -> di
                 bundle=str(result.bundle),
             )
         )
-        row = session.get(JusticeRequest, request_id)
-        assert row is not None
-        return {**_request_dict(row), "export": result.as_dict()}
+        return {**_request_dict(_request(session, request_id)), "export": result.as_dict()}
+
+
+def _bundle_folder(settings: Settings, request_id: str) -> Path:
+    """Where the bundle answering a request is written, and read back from."""
+    return settings.data_dir.resolve() / "exports" / request_id
+
+
+def _request(session: Session, request_id: str) -> JusticeRequest:
+    row = session.get(JusticeRequest, request_id) if len(request_id) <= 36 else None
+    if row is None:
+        raise NotFound(
+            f"no justice request {request_id!r}",
+            hint="GET /registrar/requests lists the requests recorded, with their ids",
+        )
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class BundleDownload:
+    """The court bundle of an answered request, ready to send: its folder and files (paths
+    relative to the folder, POSIX), and the ``access`` event that records the download."""
+
+    request_id: str
+    package_id: str
+    export_id: str
+    folder: Path
+    files: tuple[str, ...]
+    event: EventRecord
+
+    @property
+    def name(self) -> str:
+        """The bundle's name outside the archive: the top folder of its zip, and the zip's
+        name with ``.zip``."""
+        return f"custos-bundle-{self.export_id}"
+
+
+def bundle_of(
+    session: Session, settings: Settings, reader: Principal, request_id: str
+) -> BundleDownload:
+    """The court bundle a request was answered with, for ``reader`` to download, and the
+    ``access`` event naming them, the request and the export (never a path). The caller
+    records the event.
+
+    Raises :class:`NotFound` for an unknown request or one not answered yet, and
+    :class:`StorageError` when its bundle is no longer whole on the server (the folder gone,
+    or holding something other than plain files and folders)."""
+    row = _request(session, request_id)
+    if row.state != "answered" or not row.export_id or not row.bundle:
+        raise NotFound(
+            f"justice request {request_id!r} is not answered yet: it has no bundle",
+            hint="answer it first (POST /registrar/requests/{id}/answer), then download its bundle",
+        )
+    folder = _bundle_folder(settings, row.id)
+    lost = StorageError(
+        f"the court bundle {row.export_id} of justice request {row.id} is no longer whole on "
+        "the server",
+        hint=f"restore the folder exports/{row.id} of the data folder from a backup; the "
+        "export event in the custody log names the files it held",
+    )
+    if folder.is_symlink() or not folder.is_dir():
+        raise lost
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise lost  # nothing but the bundle's own files leaves the server
+        if path.is_file():
+            files.append(path.relative_to(folder).as_posix())
+    if "bagit.txt" not in files:
+        raise lost
+    event = new_event(
+        "access",
+        "success",
+        f"court bundle {row.export_id} of justice request {row.id} downloaded as a zip; by "
+        f"{reader.agent}; purpose: {row.purpose}",
+        links=[Link("package", row.package_id)],
+        agent=reader.agent,
+    )
+    return BundleDownload(row.id, row.package_id, row.export_id, folder, tuple(files), event)
 
 
 def access_log(session: Session, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 from archive.catalog.queries import access_rows
 from archive.config import Settings
 from archive.custody import new_event
-from archive.errors import CatalogError, ConfigError, NotFound
+from archive.errors import CatalogError, ConfigError, InputRejected, NotFound
+from archive.findings import Finding
 from archive.model import AccessRow, EventRecord, Link
 from policies.access import Assignment, Consent, effective, effective_consent
 from policies.decide import Decision, decide
@@ -76,6 +77,25 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous", "anonymous")
+
+
+def require_purpose(policy: AccessPolicy, purpose: str) -> str:
+    """The stated purpose, stripped, if the access policy declares it: the one check of a
+    purpose given with a justice request or an export.
+
+    Raises :class:`InputRejected` (finding ``REQUEST-PURPOSE``; message and hint list the
+    purposes the policy declares) for an empty purpose or one the policy does not declare."""
+    stated = purpose.strip()
+    if stated in policy.purposes:
+        return stated
+    said = f"the purpose {stated!r} is not" if stated else "no purpose is stated: it must be"
+    accepted = ", ".join(policy.purposes)  # in the policy's order
+    message = f"{said} one the access policy declares ({accepted})"
+    raise InputRejected(
+        f"purpose refused: {message}",
+        [Finding("REQUEST-PURPOSE", "error", message, "purpose")],
+        hint=f"state one of the purposes the access policy declares: {accepted}",
+    )
 
 
 def needs_second_factor(policy: AccessPolicy, role: str) -> bool:

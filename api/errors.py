@@ -118,7 +118,12 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404:
         # Unknown routes answer like unavailable material: nothing to tell apart.
         return problem(404, "Not Found", NOT_AVAILABLE, hint=NOT_AVAILABLE_HINT, code="NotFound")
-    return problem(exc.status_code, str(exc.detail), str(exc.detail))
+    return problem(
+        exc.status_code,
+        str(exc.detail),
+        str(exc.detail),
+        hint="GET /openapi.json lists the routes, the methods each accepts and their parameters",
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,6 +1,6 @@
 """Registrars (TOTP required): search every tier, read with a stated purpose (logged), change
 a tier, decide reviews of protected identities, record requests from justice bodies and
-answer them with a court bundle, read the access log."""
+answer them with a court bundle (downloaded as a zip), read the access log."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from access.reads import read_file, read_package
 from access.registrar import (
     access_log,
     answer_request,
+    bundle_of,
     change_tier,
     list_requests,
     record_request,
@@ -22,6 +23,7 @@ from access.registrar import (
 )
 from access.reviews import approve_review, extend_review, list_reviews
 from access.rules import Principal
+from access.zipstream import zip_chunks
 from api.deps import PolicyDep, ServicesDep, queue_characterisation_of, role
 from archive.custody import record_events
 
@@ -189,6 +191,25 @@ def answer(services: ServicesDep, who: Registrar, request_id: str) -> dict[str, 
     """Answer a request with a court bundle (custos export): a BagIt bag with the files,
     sealed manifests, evidence records and VERIFY.txt."""
     return answer_request(services, who, request_id)
+
+
+class ZipResponse(StreamingResponse):
+    media_type = "application/zip"
+
+
+@router.get("/requests/{request_id}/bundle", response_class=ZipResponse)
+def bundle(services: ServicesDep, who: Registrar, request_id: str) -> ZipResponse:
+    """Download the court bundle that answered a request, as a zip (streamed) whose one top
+    folder, custos-bundle-<export id>/, is the BagIt bag (check it with
+    `custos verify --bundle`). The download is an access event naming the registrar, the
+    request and the export."""
+    with services.session_scope() as session:
+        download = bundle_of(session, services.settings, who, request_id)
+        record_events(session, [download.event], package_id=download.package_id)
+    return ZipResponse(
+        zip_chunks(download.folder, download.files, top=download.name),
+        headers={"Content-Disposition": f'attachment; filename="{download.name}.zip"'},
+    )
 
 
 @router.get("/access-log")
