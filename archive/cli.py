@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -36,6 +36,9 @@ from archive.config import Settings, load_settings
 from archive.errors import CustosError, InputRejected
 from archive.findings import Finding
 from archive.services import Services, open_services
+
+if TYPE_CHECKING:
+    from archive.proofs.seal import SealReport
 
 T = TypeVar("T")
 
@@ -314,15 +317,55 @@ def seal_cmd(
     if as_json:
         emit_json({"status": "ok", **result})
         return
+    _print_sealed(report)
+
+
+def _print_sealed(report: SealReport) -> None:
+    from archive.proofs.fileseal import is_subject
+
+    result = report.as_dict()
     if not result["sealed"]:
         out.print("nothing awaits a seal", markup=False)
-        return
-    out.print(f"sealed {len(result['sealed'])} manifest(s)", markup=False)
+    versions = sum(1 for s in report.sealed if is_subject(s.subject_path))
+    if len(report.sealed) > versions:
+        out.print(f"sealed {len(report.sealed) - versions} manifest(s)", markup=False)
+    if versions:
+        out.print(
+            f"sealed {report.files} file(s) of {versions} version(s), each on its own",
+            markup=False,
+        )
     for t in result["tokens"]:
         line = f"  token from {t['tsa']} at {t['gen_time']} (serial {t['serial']})"
         out.print(line, markup=False)
     for failure in result["failures"]:
         err.print(f"[yellow]not answered:[/] {escape(failure)}")
+
+
+@seal_app.command("files")
+def seal_files_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Seal each file of every version not yet sealed file by file: the proof a court bundle
+    gives for one file without naming any other. New deposits get it with their seal; this
+    brings an archive sealed before then up to date (the worker's seal job does too, a batch
+    at a time). Exit status 3 when no authority answered (what was sealed stays sealed)."""
+    from archive.proofs.seal import files_backlog, seal_now
+
+    services = run(as_json, state(ctx).services)
+    with services.sessions() as session:
+        versions, _ = files_backlog(session, services.settings.proofs.algorithm)
+    with progress_bar("sealing versions", versions, not as_json, unit="items") as advance:
+        report = run(
+            as_json,
+            lambda: seal_now(
+                services,
+                manifests=False,
+                files=None,
+                progress=advance,
+            ),
+        )
+    if as_json:
+        emit_json({"status": "ok", **report.as_dict()})
+        return
+    _print_sealed(report)
 
 
 @seal_app.command("renew")
@@ -428,6 +471,14 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             )
         when = b.next_attempt.isoformat() if b.next_attempt else "now"
         out.print(f"  next attempt due: {when}", markup=False)
+    if b.files_versions:
+        out.print(
+            f"file seals: {b.files_versions} version(s) of {b.files_packages} package(s) await "
+            "the seal of each file on its own (`custos seal files`, or the worker's seal job)",
+            markup=False,
+        )
+    else:
+        out.print("file seals: every version's files are sealed on their own", markup=False)
     sealed = (
         f"last sealed checkpoint at entry {st.last_sealed_checkpoint} (written "
         f"{st.last_checkpoint_at.isoformat()})"

@@ -39,6 +39,7 @@ from archive.catalog.tables import (
 )
 from archive.checkpoints import records_of
 from archive.custody import parse_premis, record_events
+from archive.digest import digest_file
 from archive.errors import StorageError
 from archive.proofs.evidence import parse_record
 from archive.proofs.timestamp import token_from_der
@@ -259,6 +260,10 @@ def _index_seals(
     for name in inventory["versions"]:
         sidecar = object_root / name / "inventory.json.sha512"
         digest_of[f"{name}/inventory.json"] = sidecar.read_text().split()[0]
+        # A version's file seals (archive.proofs.fileseal): their subject is the sidecar's.
+        for seal in (folder / name).glob("files-*.json"):
+            subject = f"{name}/{seal.name.removesuffix('.json')}"
+            digest_of[subject] = digest_file(seal, ("sha512",)).digests["sha512"]
     for path in sorted(folder.rglob("*.ers")):
         rel = path.relative_to(folder).as_posix()
         m = _RECORD_NAME.match(rel)

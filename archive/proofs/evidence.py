@@ -217,6 +217,32 @@ def _assemble(der: bytes, algorithms: Sequence[str], chain_ders: Sequence[bytes]
     return _tlv(0x30, body + _tlv(0x30, b"".join(chain_ders)))
 
 
+def extend_first_path(der: bytes, document: bytes, below: Sequence[Sequence[bytes]]) -> bytes:
+    """The record of a leaf of a tree whose root was the record's document (digest
+    ``document``): ``below`` (the leaf's reduced hash tree up to that root) goes in front of
+    the first archive timestamp's own tree, whose first list then keeps only the value beside
+    the old document. Timestamp renewals after it are kept as stored: they cover the timestamp
+    before them, not the document (RFC 4998 §5.2). Raises :class:`ProofError` for a record
+    with more than one chain (a hash-tree renewal rehashes the document itself)."""
+    view = parse_record(der)
+    if len(view.chains) != 1:
+        raise ProofError(
+            "the record was renewed with another hash algorithm: a record for a leaf below its "
+            "document cannot be derived from it"
+        )
+    first = view.chains[0][0]
+    above = first.path
+    if above:  # [document, sibling], then one value per level
+        mate = [v for v in above[0] if v != document]
+        if len(mate) != 1:
+            raise ProofError("the record's first list does not hold the document beside one value")
+        above = ((mate[0],), *above[1:])
+    chain = ArchiveTimeStampChain.load(view.chain_ders[0])
+    later = b"".join(chain[k].dump() for k in range(1, len(chain)))
+    head = ats_der(first.algorithm, [*below, *above], first.token)
+    return _assemble(der, view.algorithms, [_tlv(0x30, head + later)])
+
+
 def renewal_leaf(view: RecordView) -> bytes:
     """What a timestamp renewal covers (RFC 4998 §5.2): the hash of the last timeStamp."""
     return hashlib.new(view.last.algorithm, view.last.token).digest()

@@ -30,7 +30,7 @@ from archive.catalog.tables import Package, Seal, SealBatch
 from archive.custody import new_event, now, record_events
 from archive.errors import ProofError
 from archive.model import Link
-from archive.proofs import merkle
+from archive.proofs import fileseal, merkle
 from archive.proofs.evidence import (
     RecordView,
     parse_record,
@@ -85,6 +85,7 @@ class Renewal:
 class RenewReport:
     renewed: list[Renewal] = field(default_factory=list)
     lapsed: list[tuple[str, str]] = field(default_factory=list)  # (record, why)
+    superseded: list[tuple[str, str]] = field(default_factory=list)  # file seals: (record, why)
     tokens: list[tuple[str, datetime, int]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     checked: int = 0
@@ -104,6 +105,7 @@ class RenewReport:
                 for r in self.renewed
             ],
             "lapsed": [{"record": rec, "reason": why} for rec, why in self.lapsed],
+            "superseded": [{"record": rec, "reason": why} for rec, why in self.superseded],
             "tokens": [
                 {"tsa": tsa, "gen_time": when.isoformat(), "serial": serial}
                 for tsa, when, serial in self.tokens
@@ -185,6 +187,7 @@ def renew_with(
         with services.sessions() as session:
             currents = current_records(services, session)
         report.checked = len(currents)
+        have = {(c.subject.package_id, c.subject.subject_path) for c in currents}
         plans: dict[tuple[Kind, str], list[tuple[Current, bytes, str]]] = {}
         for cur in currents:
             last = token_from_der(cur.view.last.token)
@@ -197,6 +200,24 @@ def renew_with(
                         f"the certificate of the TSA that made its newest timestamp (serial "
                         f"{last.serial_number}) expired on {expires.isoformat()} before it was "
                         "renewed; the manifest can only be sealed afresh",
+                    )
+                )
+            elif cur.view.last.algorithm in policy.retired_algorithms and fileseal.is_subject(
+                cur.subject.subject_path
+            ):
+                version, _ = fileseal.parse_subject(cur.subject.subject_path)
+                fresh = fileseal.subject_path(version, policy.algorithm)
+                if (cur.subject.package_id, fresh) in have:
+                    continue  # sealed afresh already
+                # Each file's record is derived from the root's, which a hash-tree renewal
+                # would not allow (archive.proofs.fileseal): `custos seal` makes the version a
+                # new file seal under proofs.algorithm instead; this one keeps its history.
+                report.superseded.append(
+                    (
+                        where,
+                        f"{cur.view.last.algorithm} is retired by the proof policy: the "
+                        f"version's files are sealed afresh under {policy.algorithm} by "
+                        "`custos seal files`",
                     )
                 )
             elif cur.view.last.algorithm in policy.retired_algorithms:

@@ -23,22 +23,29 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, distinct, exists, func, literal, select
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import Checkpoint, Event, File, Package, Seal, SealBatch, Version
 from archive.checkpoints import LOG_DIR, write_checkpoint
 from archive.config import Settings
 from archive.custody import new_event, now, record_events
-from archive.errors import ProofError
+from archive.digest import digest_file
+from archive.errors import ProofError, StorageError
 from archive.model import Link
-from archive.proofs import merkle
+from archive.proofs import fileseal, merkle
 from archive.proofs.evidence import RecordWriter
 from archive.proofs.local_tsa import DEFAULT_POLICY_OID, LocalTSAServer
 from archive.proofs.timestamp import TimestampToken, request_token
 from archive.services import Services
+from archive.storage import ocfl
 
 EXTENSION = "extensions/custos-evidence-records"
+#: Files sealed on their own per run of :func:`seal_pending` (``custos seal files`` has no bound):
+#: an archive sealed before file seals existed catches up run by run, never in one long run.
+FILES_PER_RUN = 200_000
+#: File seals per batch (one token per authority each).
+VERSIONS_PER_BATCH = 1_000
 _MANIFEST = re.compile(r"^v1/content/bag/(tag)?manifest-[A-Za-z0-9_-]+\.txt$")
 
 
@@ -93,6 +100,12 @@ class Backlog:
     last_failure: datetime | None
     last_failure_detail: str
     next_attempt: datetime | None  # None: due now (or nothing pending)
+    files_versions: int = 0  # versions awaiting their file seal
+    files_packages: int = 0  # in how many packages
+
+    @property
+    def due(self) -> bool:
+        return bool(self.pending or self.files_versions)
 
     def as_dict(self, at: datetime | None = None) -> dict[str, Any]:
         at = at or now()
@@ -106,6 +119,10 @@ class Backlog:
             "last_failure": self.last_failure.isoformat() if self.last_failure else None,
             "last_failure_detail": self.last_failure_detail,
             "next_attempt": self.next_attempt.isoformat() if self.next_attempt else None,
+            "file_seals_pending": {
+                "versions": self.files_versions,
+                "packages": self.files_packages,
+            },
         }
 
 
@@ -114,6 +131,7 @@ class SealReport:
     sealed: list[Subject] = field(default_factory=list)
     tokens: list[tuple[str, datetime, int]] = field(default_factory=list)  # tsa, time, serial
     failures: list[str] = field(default_factory=list)  # authorities that did not answer
+    files: int = 0  # files sealed on their own (file seals)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -130,15 +148,23 @@ class SealReport:
                 for tsa, when, serial in self.tokens
             ],
             "failures": self.failures,
+            "files_sealed_on_their_own": self.files,
         }
 
 
-def seal_now(services: Services) -> SealReport:
-    """Seal what is pending with the configured authorities (the local one started for it).
+def seal_now(
+    services: Services,
+    *,
+    manifests: bool = True,
+    files: int | None = FILES_PER_RUN,
+    progress: Callable[[int], None] | None = None,
+) -> SealReport:
+    """Seal what is pending with the configured authorities (the local one started for it);
+    the arguments are :func:`seal_pending`'s.
 
     Raises :class:`ProofError` when none answers."""
     with authorities(services.settings) as tsas:
-        return seal_pending(services, tsas)
+        return seal_pending(services, tsas, manifests=manifests, files=files, progress=progress)
 
 
 def pending(session: Session) -> list[Subject]:
@@ -198,7 +224,8 @@ def backlog(session: Session, settings: Settings) -> Backlog:
         if last_failure is None:
             last_failure, detail = occurred, text
     next_attempt = None
-    if waiting and failures and last_failure is not None:
+    versions, packages = files_backlog(session, settings.proofs.algorithm)
+    if (waiting or versions) and failures and last_failure is not None:
         delay = min(settings.tsa.retry_max, settings.tsa.retry_base * 2 ** (failures - 1))
         next_attempt = last_failure + timedelta(seconds=delay)
     return Backlog(
@@ -208,6 +235,8 @@ def backlog(session: Session, settings: Settings) -> Backlog:
         last_failure=last_failure,
         last_failure_detail=detail,
         next_attempt=next_attempt,
+        files_versions=versions,
+        files_packages=packages,
     )
 
 
@@ -218,7 +247,7 @@ def seal_if_due(services: Services, *, at: datetime | None = None) -> SealReport
     attempt failed (it is recorded, and the next one is put off further)."""
     with services.sessions() as session:
         state = backlog(session, services.settings)
-    if state.pending == 0 or (state.next_attempt and (at or now()) < state.next_attempt):
+    if not state.due or (state.next_attempt and (at or now()) < state.next_attempt):
         return None
     return seal_now(services)
 
@@ -248,99 +277,241 @@ def seal_with_retry(
             sleep(max(0.0, wait))
 
 
-def seal_pending(services: Services, authorities: Sequence[Authority]) -> SealReport:
-    """Seal everything pending now. Raises :class:`ProofError` when no authority answers
-    (nothing is changed then; the manifests stay pending)."""
+def seal_pending(
+    services: Services,
+    authorities: Sequence[Authority],
+    *,
+    manifests: bool = True,
+    files: int | None = FILES_PER_RUN,
+    progress: Callable[[int], None] | None = None,
+) -> SealReport:
+    """Seal everything pending now: the manifests (unless ``manifests`` is false), then the
+    versions awaiting their file seal, about ``files`` files of them (None: all).
+    ``progress`` is told how many versions each batch of file seals sealed.
+
+    Raises :class:`ProofError` when no authority answers (nothing of that batch is changed
+    then; its manifests or versions stay pending)."""
     report = SealReport()
+    algorithm = services.settings.proofs.algorithm
     with services.store.commit_lock():
-        with services.session_scope() as session:
-            write_checkpoint(session, services.store.root, fsync=services.settings.fsync)
-        with services.sessions() as session:
-            subjects = pending(session)
-        if not subjects:
-            return report
-        algorithm = services.settings.proofs.algorithm
-        digest_of = {s: subject_digest(services, s, algorithm) for s in subjects}
-        leaves = sorted(set(digest_of.values()))
-        batch = merkle.build(algorithm, leaves)
-        tokens: list[tuple[Authority, TimestampToken]] = []
-        for authority in authorities:
-            try:
-                token = request_token(
-                    authority.url, batch.root, algorithm, policy=authority.policy or None,
-                    timeout=services.settings.tsa.timeout,
-                )  # fmt: skip
-                tokens.append((authority, token))
-            except ProofError as exc:
-                report.failures.append(f"{authority.name}: {exc.message}")
-        if not tokens:
-            failure = NoAuthorityAnswered(
-                f"no timestamp authority answered; {len(subjects)} manifest(s) stay awaiting "
-                "their seal",
-                hint="; ".join(report.failures) or "configure tsa.local or tsa.urls",
-            )
+        if manifests:
             with services.session_scope() as session:
-                record_events(
-                    session,
-                    [
-                        new_event(
-                            "timestamp",
-                            "failure",
-                            f"{failure.message}: {failure.hint}",
-                        )
-                    ],
+                write_checkpoint(session, services.store.root, fsync=services.settings.fsync)
+            with services.sessions() as session:
+                subjects = pending(session)
+            if subjects:
+                digest_of = {s: subject_digest(services, s, algorithm) for s in subjects}
+                _seal_batch(services, authorities, subjects, digest_of, algorithm, report)
+        done = 0
+        skip: set[tuple[str, int]] = set()
+        while files is None or done < files:
+            with services.sessions() as session:
+                todo = pending_files(
+                    session, algorithm, limit=VERSIONS_PER_BATCH + len(skip), skip=skip
                 )
-            raise failure
-        records = _write_records(services, subjects, batch, tokens, digest_of, algorithm)
-        with services.session_scope() as session:
-            for authority, token in tokens:
-                row = SealBatch(
-                    created_at=token.gen_time,
-                    algorithm=algorithm,
-                    root=batch.root.hex(),
-                    tsa=authority_tag(authority),
-                    token=token.token,
-                    gen_time=token.gen_time,
-                    serial_number=str(token.serial_number),
-                )
-                session.add(row)
-                session.flush()
-                session.add_all(
-                    Seal(
-                        package_id=s.package_id,
-                        subject_path=s.subject_path,
-                        subject_sha512=s.sha512,
-                        batch_id=row.id,
-                        record_path=records[(s, token.serial_number)],
+            if not todo:
+                break
+            subjects, digest_of, count = [], {}, 0
+            for version in todo:
+                try:
+                    subject, root, n = _file_seal(services, version, algorithm)
+                except (ProofError, StorageError) as exc:
+                    skip.add((version.package_id, version.number))
+                    report.failures.append(
+                        f"{version.package_id} v{version.number}: not sealed file by file: "
+                        f"{exc.message}"
                     )
-                    for s in subjects
-                )
-                report.tokens.append((authority.name, token.gen_time, token.serial_number))
-            by_package: dict[str | None, list[Subject]] = {}
-            for s in subjects:
-                by_package.setdefault(s.package_id, []).append(s)
-            for package_id, items in by_package.items():
-                names = ", ".join(sorted(s.subject_path for s in items))
-                links = [Link("package", package_id)] if package_id else []
-                when = ", ".join(
-                    f"{a.name} at {t.gen_time.isoformat()} (serial {t.serial_number})"
-                    for a, t in tokens
-                )
-                record_events(
-                    session,
-                    [
-                        new_event(
-                            "timestamp",
-                            "success",
-                            f"sealed {names}: RFC 3161 token(s) from {when}; RFC 4998 "
-                            f"evidence records in {EXTENSION if package_id else LOG_DIR}",
-                            links=links,
-                        )
-                    ],
-                    package_id=package_id,
-                )
-        report.sealed = subjects
+                    continue
+                subjects.append(subject)
+                digest_of[subject] = root
+                count += n
+            if subjects:
+                _seal_batch(services, authorities, subjects, digest_of, algorithm, report)
+                report.files += count
+                done += count
+                if progress:
+                    progress(len(subjects))
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class PendingVersion:
+    """A version awaiting its file seal under the proof policy's algorithm."""
+
+    package_id: str
+    object_path: str
+    number: int
+    since: datetime
+
+
+def pending_files(
+    session: Session,
+    algorithm: str,
+    *,
+    limit: int | None = None,
+    skip: set[tuple[str, int]] | None = None,
+) -> list[PendingVersion]:
+    """Versions without a file seal under ``algorithm``, oldest first."""
+    subject = literal("v") + cast(Version.number, String) + literal(f"/files-{algorithm}")
+    sealed = exists().where(Seal.package_id == Version.package_id, Seal.subject_path == subject)
+    stmt = (
+        select(Version.package_id, Package.object_path, Version.number, Version.created_at)
+        .join(Package, Package.id == Version.package_id)
+        .where(~sealed)
+        .order_by(Version.created_at, Version.package_id, Version.number)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [
+        PendingVersion(pid, path, number, created)
+        for pid, path, number, created in session.execute(stmt)
+        if (pid, number) not in (skip or set())
+    ]
+
+
+def files_backlog(session: Session, algorithm: str) -> tuple[int, int]:
+    """(versions, packages) awaiting their file seal under ``algorithm``."""
+    subject = literal("v") + cast(Version.number, String) + literal(f"/files-{algorithm}")
+    sealed = exists().where(Seal.package_id == Version.package_id, Seal.subject_path == subject)
+    versions, packages = session.execute(
+        select(func.count(), func.count(distinct(Version.package_id))).where(~sealed)
+    ).one()
+    return int(versions), int(packages)
+
+
+def _file_seal(
+    services: Services, version: PendingVersion, algorithm: str
+) -> tuple[Subject, bytes, int]:
+    """The version's file seal, written to storage if it is not there yet (a crash after the
+    sidecar was written finds it again: a file seal is never made twice). Returns its subject,
+    its root and how many files it seals.
+
+    Raises :class:`StorageError` if the object cannot be read, :class:`ProofError` if a
+    sidecar found in storage is not sound."""
+    root = services.store.object_root(version.object_path)
+    subject_path = fileseal.subject_path(version.number, algorithm)
+    sidecar = root / fileseal.sidecar_path(subject_path, EXTENSION)
+    if sidecar.is_file():
+        data = sidecar.read_bytes()
+        seal = fileseal.load(data)
+    else:
+        inventory = ocfl.read_inventory(root)
+        prefix = f"v{version.number}/content/"
+        added = [
+            (path, digest)
+            for digest, paths in inventory["manifest"].items()
+            for path in paths
+            if path.startswith(prefix)
+        ]
+        if algorithm == inventory.get("digestAlgorithm"):
+            digests = [(path, bytes.fromhex(d)) for path, d in added]
+        else:
+            digests = [
+                (path, bytes.fromhex(digest_file(root / path, (algorithm,)).digests[algorithm]))
+                for path, _ in added
+            ]
+        seal = fileseal.make(algorithm, version.number, digests)
+        data = seal.to_json()
+        _write_new(sidecar, data)
+    subject = Subject(
+        version.package_id,
+        version.object_path,
+        subject_path,
+        hashlib.sha512(data).hexdigest(),
+        version.since,
+    )
+    return subject, seal.root, len(seal.entries)
+
+
+def _seal_batch(
+    services: Services,
+    authorities: Sequence[Authority],
+    subjects: list[Subject],
+    digest_of: dict[Subject, bytes],
+    algorithm: str,
+    report: SealReport,
+) -> None:
+    """One hash tree over ``subjects``, a token from each authority, a record each, their
+    catalog rows and an event per package. Raises :class:`NoAuthorityAnswered` (recorded as
+    a failed timestamp event) when no authority answers."""
+    leaves = sorted(set(digest_of.values()))
+    batch = merkle.build(algorithm, leaves)
+    tokens: list[tuple[Authority, TimestampToken]] = []
+    failures: list[str] = []
+    for authority in authorities:
+        try:
+            token = request_token(
+                authority.url, batch.root, algorithm, policy=authority.policy or None,
+                timeout=services.settings.tsa.timeout,
+            )  # fmt: skip
+            tokens.append((authority, token))
+        except ProofError as exc:
+            failures.append(f"{authority.name}: {exc.message}")
+    report.failures.extend(failures)
+    if not tokens:
+        failure = NoAuthorityAnswered(
+            f"no timestamp authority answered; {len(subjects)} manifest(s) or file seal(s) stay "
+            "awaiting their seal",
+            hint="; ".join(failures) or "configure tsa.local or tsa.urls",
+        )
+        with services.session_scope() as session:
+            record_events(
+                session, [new_event("timestamp", "failure", f"{failure.message}: {failure.hint}")]
+            )
+        raise failure
+    records = _write_records(services, subjects, batch, tokens, digest_of, algorithm)
+    with services.session_scope() as session:
+        for authority, token in tokens:
+            row = SealBatch(
+                created_at=token.gen_time,
+                algorithm=algorithm,
+                root=batch.root.hex(),
+                tsa=authority_tag(authority),
+                token=token.token,
+                gen_time=token.gen_time,
+                serial_number=str(token.serial_number),
+            )
+            session.add(row)
+            session.flush()
+            session.add_all(
+                Seal(
+                    package_id=s.package_id,
+                    subject_path=s.subject_path,
+                    subject_sha512=s.sha512,
+                    batch_id=row.id,
+                    record_path=records[(s, token.serial_number)],
+                )
+                for s in subjects
+            )
+            report.tokens.append((authority.name, token.gen_time, token.serial_number))
+        by_package: dict[str | None, list[Subject]] = {}
+        for s in subjects:
+            by_package.setdefault(s.package_id, []).append(s)
+        when = ", ".join(
+            f"{a.name} at {t.gen_time.isoformat()} (serial {t.serial_number})" for a, t in tokens
+        )
+        for package_id, items in by_package.items():
+            names = ", ".join(sorted(s.subject_path for s in items))
+            what = (
+                "each file of the version(s) on its own, salted"
+                if all(fileseal.is_subject(s.subject_path) for s in items)
+                else "the manifest(s)"
+            )
+            links = [Link("package", package_id)] if package_id else []
+            record_events(
+                session,
+                [
+                    new_event(
+                        "timestamp",
+                        "success",
+                        f"sealed {names} ({what}): RFC 3161 token(s) from {when}; RFC 4998 "
+                        f"evidence records in {EXTENSION if package_id else LOG_DIR}",
+                        links=links,
+                    )
+                ],
+                package_id=package_id,
+            )
+    report.sealed.extend(subjects)
 
 
 def _write_records(

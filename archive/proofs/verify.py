@@ -21,8 +21,10 @@ from archive.catalog.queries import resolve_package_id
 from archive.catalog.tables import Package, Seal
 from archive.digest import digest_file
 from archive.errors import ProofError, StorageError
+from archive.proofs import fileseal
 from archive.proofs.evidence import parse_record, verify_record
 from archive.proofs.renew import current_only, digest_all
+from archive.proofs.seal import EXTENSION
 from archive.services import Services
 from archive.storage import ocfl
 
@@ -102,17 +104,81 @@ def verify_package(
     by_subject: dict[str, list[tuple[str, str]]] = {}
     for subject, digest, record in seals:
         by_subject.setdefault(subject, []).append((digest, record))
-    subjects = sorted(by_subject) if not paths else _subjects_for(report, root, inventory, paths)
+    checked: dict[str, str] = {}
+    subjects = (
+        sorted(by_subject) if not paths else _subjects_for(report, root, inventory, paths, checked)
+    )
     if not by_subject:
         report.failed("No manifest of this package has been sealed yet (run `custos seal`).")
         return report
     for subject in subjects:
         _verify_subject(report, root, subject, by_subject.get(subject, []), anchors, at)
+    if checked:
+        _verify_files_alone(report, root, checked, by_subject, anchors, at)
     return report
 
 
+def _verify_files_alone(
+    report: VerifyReport,
+    root: Path,
+    checked: dict[str, str],
+    by_subject: dict[str, list[tuple[str, str]]],
+    anchors: list[bytes],
+    at: datetime | None,
+) -> None:
+    """Each file's own proof (its file seal, :mod:`archive.proofs.fileseal`): the record a
+    court bundle would carry for it, derived from the version's sealed root and checked
+    against the file's bytes."""
+    by_version: dict[str, list[str]] = {}
+    for content in checked:
+        by_version.setdefault(content.split("/", 1)[0], []).append(content)
+    for version, contents in sorted(by_version.items()):
+        subjects = [s for s in by_subject if fileseal.is_subject(s) and s.startswith(f"{version}/")]
+        if not subjects:
+            report.failed(
+                f"the files of {version} are not yet sealed each on its own (run `custos seal "
+                "files`)."
+            )
+            continue
+        for subject in sorted(subjects):
+            try:
+                seal = fileseal.load(
+                    (root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
+                )
+                trees = seal.paths(contents)
+            except (ProofError, OSError) as exc:
+                reason = exc.message if isinstance(exc, ProofError) else str(exc)
+                report.failed(f"{subject}: the file seal cannot be read: {reason}")
+                continue
+            views = [(r, parse_record((root / r).read_bytes())) for _, r in by_subject[subject]]
+            for i in current_only(views):
+                record_path = views[i][0]
+                for content in sorted(contents):
+                    own = seal.record_for((root / record_path).read_bytes(), trees[content])
+                    digest = (
+                        bytes.fromhex(checked[content])
+                        if seal.algorithm == "sha512"
+                        else bytes.fromhex(
+                            digest_file(root / content, (seal.algorithm,)).digests[seal.algorithm]
+                        )
+                    )
+                    try:
+                        check = verify_record(own, digest, roots=anchors, at=at)
+                    except ProofError as exc:
+                        report.failed(f"{content}: its own proof ({subject}) fails: {exc.message}")
+                        continue
+                    report.passed(
+                        f"{content}: sealed on its own at {check.gen_time.isoformat()} "
+                        f"({subject}, {record_path}), without naming any other file."
+                    )
+
+
 def _subjects_for(
-    report: VerifyReport, root: Path, inventory: dict[str, Any], paths: list[str]
+    report: VerifyReport,
+    root: Path,
+    inventory: dict[str, Any],
+    paths: list[str],
+    checked: dict[str, str],
 ) -> list[str]:
     """Check each file's stored bytes; return the inventories that must then be verified."""
     state = ocfl.head_state(inventory)
@@ -147,6 +213,7 @@ def _subjects_for(
             f"of {version} records."
         )
         needed.add(f"{version}/inventory.json")
+        checked[content] = actual
     return sorted(needed)
 
 
@@ -161,9 +228,19 @@ def _verify_subject(
     if not records:
         report.failed(f"{subject}: not sealed yet (run `custos seal`).")
         return
-    data = (root / subject).read_bytes()
+    if fileseal.is_subject(subject):
+        try:
+            data = (root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
+            seal = fileseal.load(data)
+        except (ProofError, OSError) as exc:
+            reason = exc.message if isinstance(exc, ProofError) else str(exc)
+            report.failed(f"{subject}: the file seal cannot be read: {reason}")
+            return
+        digests = {seal.algorithm: seal.root}
+    else:
+        data = (root / subject).read_bytes()
+        digests = digest_all(data)
     actual = hashlib.sha512(data).hexdigest()
-    digests = digest_all(data)
     views = []
     for sealed_digest, record_path in records:
         try:

@@ -69,7 +69,9 @@ def test_records_are_renewed_before_the_tsa_certificate_expires(
     assert code == 0, err
     assert tsa.requests == requests + 1  # every record renewed in one batch
     kinds = {r["kind"] for r in body["renewed"]}
-    assert kinds == {"timestamp"} and len(body["renewed"]) == 7  # 6 manifests + the log head
+    assert (
+        kinds == {"timestamp"} and len(body["renewed"]) == 9
+    )  # 6 manifests, 2 file seals, the log head
     for r in body["renewed"]:
         assert "within 180 days" in r["reason"] and r["new_record"] != r["old_record"]
     storage = data / "storage"
@@ -117,7 +119,7 @@ def test_a_lapsed_record_is_reported_not_renewed(tmp_path: Path, tsa: FakeTimeTS
     tsa.clock = None
     code, body, _ = custos(data, "seal", "renew", "--json", env=env)
     assert code == 3 and body["status"] == "lapsed"
-    assert len(body["lapsed"]) == 7 and body["renewed"] == []
+    assert len(body["lapsed"]) == 9 and body["renewed"] == []
     assert "sealed afresh" in body["lapsed"][0]["reason"]
     code, v, _ = custos(data, "verify", package, "--json", env=env)
     assert code == 3 and any("expired" in s["text"] for s in v["steps"] if not s["ok"])
@@ -134,11 +136,20 @@ def test_a_retired_algorithm_gets_a_hash_tree_renewal(tmp_path: Path, tsa: FakeT
     assert code == 0, err
     assert {r["kind"] for r in body["renewed"]} == {"hash-tree"} and len(body["renewed"]) == 7
     assert "sha256 is retired" in body["renewed"][0]["reason"]
+    # Each file's own proof cannot be rehashed: the versions are sealed afresh under sha512.
+    assert len(body["superseded"]) == 2
+    assert all("custos seal files" in s["reason"] for s in body["superseded"])
     code, v, _ = custos(data, "verify", package, "--json", env=retire)
     assert code == 0 and v["verified"]
     assert any("rehashed with sha512" in s["text"] for s in v["steps"])
+    code, sealed, err = custos(data, "seal", "files", "--json", env=retire)
+    assert code == 0 and sealed["files_sealed_on_their_own"] > 0, err
+    assert sorted(s["manifest"] for s in sealed["sealed"]) == ["v1/files-sha512", "v2/files-sha512"]
+    code, v, _ = custos(data, "verify", package, "data/images/site-photo.png", "--json", env=retire)
+    assert code == 0 and v["verified"]
+    assert any("sealed on its own" in s["text"] and "files-sha512" in s["text"] for s in v["steps"])
     code, again, _ = custos(data, "seal", "renew", "--json", env=retire)
-    assert code == 0 and again["renewed"] == []
+    assert code == 0 and again["renewed"] == [] and again["superseded"] == []
 
 
 def test_a_policy_retiring_its_own_algorithm_is_refused(tmp_path: Path) -> None:

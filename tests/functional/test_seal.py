@@ -10,10 +10,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, select
 
 from archive.catalog.tables import Event, Seal, SealBatch
 from archive.checkpoints import LOG_DIR
+from archive.errors import ProofError
+from archive.proofs import fileseal
 from archive.proofs.evidence import verify_record
 from archive.proofs.local_tsa import LocalTSAServer, ensure_pki
 from archive.proofs.seal import EXTENSION
@@ -76,13 +79,38 @@ def test_ingest_seals_every_manifest(tmp_path: Path) -> None:
         "v1/content/bag/manifest-sha512.txt",
         "v1/content/bag/tagmanifest-sha256.txt",
         "v1/content/bag/tagmanifest-sha512.txt",
+        "v1/files-sha512",
         "v1/inventory.json",
+        "v2/files-sha512",
         "v2/inventory.json",
     ]
     object_root = tmp_path / "storage" / body["object_path"]
     anchors = list((object_root / EXTENSION / "trust").glob("*.pem"))
     assert len(anchors) == 1  # the trust anchor travels with the proof
     for subject, digest, record_path in sealed:
+        if fileseal.is_subject(subject):
+            # Each file of the version on its own: the record proves the sidecar's root, and
+            # every file's record derived from it proves that file's bytes.
+            sidecar = (object_root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
+            assert hashlib.sha512(sidecar).hexdigest() == digest
+            seal = fileseal.load(sidecar)
+            root_record = (object_root / record_path).read_bytes()
+            verify_record(root_record, seal.root, roots=[anchors[0].read_bytes()])
+            paths = seal.paths(e.path for e in seal.entries)
+            assert paths and {len(p) for p in paths.values()} == {1 + fileseal.HEIGHT}
+            for path, tree in paths.items():
+                own = seal.record_for(root_record, tree)
+                content = (object_root / path).read_bytes()
+                verify_record(
+                    own, hashlib.sha512(content).digest(), roots=[anchors[0].read_bytes()]
+                )
+                with pytest.raises(ProofError):
+                    verify_record(
+                        own,
+                        hashlib.sha512(content + b"x").digest(),
+                        roots=[anchors[0].read_bytes()],
+                    )
+            continue
         stored = (object_root / subject).read_bytes()
         assert hashlib.sha512(stored).hexdigest() == digest
         check = verify_record(
@@ -118,9 +146,9 @@ def test_no_authority_answers_then_later_one_does(tmp_path: Path) -> None:
     code, failed, err = custos(tmp_path, "seal", "--json", env=offline)
     assert code == 3 and "no timestamp authority answered" in failed["message"]
     code, done, _ = custos(tmp_path, "seal", "--json")
-    assert code == 0 and len(done["sealed"]) == 7 and done["tokens"][0]["tsa"] == "local"
+    assert code == 0 and len(done["sealed"]) == 7 + 2 and done["tokens"][0]["tsa"] == "local"
     assert [s["manifest"].startswith(LOG_DIR) for s in done["sealed"]].count(True) == 1
-    assert query(tmp_path, SealBatch.tsa) == [("local",)]
+    assert query(tmp_path, SealBatch.tsa) == [("local",), ("local",)]  # manifests; files
 
 
 def test_rebuild_recovers_the_seals(tmp_path: Path) -> None:
@@ -175,7 +203,7 @@ def test_sealing_retries_with_back_off_until_the_authority_returns(tmp_path: Pat
         timer.join()
         server.stop()
     assert code == 0, err
-    assert len(done["sealed"]) == 7 and done["tokens"][0]["tsa"].startswith("http://127.0.0.1")
+    assert len(done["sealed"]) == 7 + 2 and done["tokens"][0]["tsa"].startswith("http://127.0.0.1")
     failures = query(
         data, Event.detail, where=(Event.type == "timestamp") & (Event.outcome == "failure")
     )
@@ -220,13 +248,14 @@ def test_two_authorities_give_two_independent_tokens(tmp_path: Path) -> None:
         code, body, err = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json", env=env)
         assert code == 0, err
         tokens = body["seal"]["tokens"]
-        assert len(tokens) == 2 and {t["tsa"] for t in tokens} == {"local", external.url}
+        # Two batches (the manifests; each file on its own), each timestamped by both.
+        assert len(tokens) == 4 and {t["tsa"] for t in tokens} == {"local", external.url}
         by_subject: dict[str, int] = {}
         for subject, _, _ in seals(data):
             by_subject[subject] = by_subject.get(subject, 0) + 1
         assert set(by_subject.values()) == {2}
         roots = {r for (r,) in query(data, SealBatch.root)}
-        assert len(roots) == 1  # one tree, timestamped twice
+        assert len(roots) == 2  # two trees, each timestamped twice
         code, verified, _ = custos(data, "verify", body["package_id"], "--json", env=env)
         assert code == 0 and verified["verified"]
         passed = [s["text"] for s in verified["steps"] if s["ok"]]

@@ -19,7 +19,7 @@ def test_every_seal_verifies(tmp_path: Path) -> None:
     code, report, _ = custos(tmp_path, "verify", package_id, "--json")
     assert code == 0 and report["verified"] is True
     texts = [s["text"] for s in report["steps"]]
-    assert sum("is sealed by" in t for t in texts) == 6
+    assert sum("is sealed by" in t for t in texts) == 6 + 2  # and v1, v2's file seals
     assert all("certificate chain verify" in t for t in texts if "is sealed by" in t)
 
 
@@ -30,6 +30,10 @@ def test_a_file_is_proved_through_its_inventory(tmp_path: Path) -> None:
     texts = [s["text"] for s in report["steps"]]
     assert any(t.startswith("data/images/site-photo.png: the stored bytes hash") for t in texts)
     assert any(t.startswith("v1/inventory.json") and "sealed by" in t for t in texts)
+    # and by itself, the proof a court bundle carries for it
+    assert any(
+        t.startswith("v1/content/bag/data/images/site-photo.png: sealed on its own") for t in texts
+    )
 
 
 def test_an_altered_file_is_named(tmp_path: Path) -> None:
