@@ -1,21 +1,30 @@
-"""``custos export``: a court bundle of chosen files with everything needed to prove them.
+"""``custos export``: a court bundle of chosen files, each with its own proof, naming nothing
+that was withheld.
 
-The bundle (layout in :mod:`archive.proofs.bundle`) holds the files, the sealed manifests that
-list them, the manifests' current evidence records, the tokens inside them, the TSA
-certificates and trust anchors, the package's custody history and a ``VERIFY.txt`` that walks
-an outside expert through every check with ``sha512sum``, ``xxd`` and ``openssl`` alone.
+What may leave is decided by the access decision (:func:`access.rules.may_see`, action
+``read-content``), never by a check of its own: ``custos export`` releases what anyone may read
+(the ``anonymous`` role, purpose ``public``); a registrar answering a justice body's request
+(:func:`access.registrar.answer_request`) releases, besides, what the policy lets that
+registrar read for the request's purpose. The purpose must be one the policy declares.
 
-``custos export`` releases only public material whose consent is not withdrawn. A registrar
-answering a justice body's request (:func:`access.registrar.answer_request`) releases what the
-access policy lets that registrar read for the request's purpose (:func:`access.rules.may_see`
-with the action ``read-content``: tier, consent, purpose, second factor), so restricted and
-protected-identity files go out only where the policy's table and the recorded consent allow;
-the custody event names the registrar and links non-public files by digest, never by path
-(paths may name people). A file asked for by name that may not be released refuses the
-export, naming it and the reason. Files are checked against the sealed inventory as they are copied
-(each byte read once): a stored file that no longer matches refuses the export. The bundle is
-built beside its target and renamed into place; the export is a custody event, recorded in
-the bundle's own history too.
+The bundle (layout in :mod:`archive.proofs.bundle`) holds the released files and, for each, its
+own RFC 4998 evidence records, derived from its version's file seal
+(:mod:`archive.proofs.fileseal`): a record proves that one file's bytes and reveals only the
+hash of that file's secret salt and hashes over other files' salts. With them: the tokens, the
+TSA certificates, the trust anchors, the custody history of the released files and a
+``VERIFY.txt`` that walks an outside expert through every check with ``sha512sum``, ``xxd`` and
+``openssl`` alone. Nothing in it names a file that was withheld: no path, digest, salt or
+count, in the index, ``VERIFY.txt``, ``bag-info.txt``, the proofs' file names or the history
+(an event is kept only when every file it links was released; an event about the whole
+package only when it is an ingestion or a seal, and anyone may read the package's metadata;
+the package's id and depositor likewise). When every payload file is released, the deposit's
+sealed bag manifests and their records come too (the proof the
+archive has always given).
+
+Files are checked against their sealed digests as they are copied (each byte read once): a
+stored file that no longer matches refuses the export. The bundle is built beside its target
+and renamed into place; the export is a custody event, recorded in the bundle's own history
+too; it links non-public files by digest, never by path (paths may name people).
 """
 
 from __future__ import annotations
@@ -34,29 +43,44 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
 from access.reads import package_head
-from access.rules import Principal, Rules, access_policy, may_see, rules_from_rows
+from access.rules import (
+    ANONYMOUS,
+    Principal,
+    Rules,
+    access_policy,
+    may_see,
+    require_purpose,
+    rules_from_rows,
+)
 from archive.catalog.queries import access_rows, package_events, resolve_package_id
 from archive.catalog.tables import Package, Seal
 from archive.custody import new_event, premis_xml, record_events
 from archive.digest import copy_with_digests, digest_file
 from archive.errors import ConfigError, InputRejected, StorageError
 from archive.findings import Finding
-from archive.model import AccessRow, Link
-from archive.proofs import merkle
+from archive.model import AccessRow, EventRecord, Link
+from archive.proofs import fileseal, merkle
 from archive.proofs.bundle import BUNDLE_FORMAT, INDEX
-from archive.proofs.evidence import RecordView, parse_record
+from archive.proofs.evidence import RecordView, parse_record, verify_record
 from archive.proofs.renew import current_only
 from archive.proofs.seal import EXTENSION
 from archive.proofs.timestamp import signer_certificate, token_from_der
 from archive.proofs.verify import trust_anchors
 from archive.services import Services
 from archive.storage import ocfl
-from policies.access import Assignment, Consent, effective, effective_consent
+from policies.access import Assignment, effective
 from policies.errors import AccessRuleError
-from policies.vocabulary import is_scope, is_tier
+from policies.vocabulary import is_tier
 
 AGENT = "Custos export"
 _MANIFESTS = ("manifest-sha512.txt", "manifest-sha256.txt")
+#: Events about the whole package that a bundle may carry (when its metadata may be read):
+#: they name the deposit and the seals, never a file, a tier or a count of files.
+_WHOLE_PACKAGE_EVENTS = frozenset({"ingestion", "timestamp"})
+#: Links that name the package rather than a file.
+_PACKAGE_LINKS = frozenset({"package", "deposit", "depositor", "source"})
+#: The purpose under which anyone may read public material (the reading room's).
+PUBLIC_PURPOSE = "public"
 
 
 @dataclass
@@ -65,7 +89,7 @@ class ExportResult:
     export_id: str
     package_id: str
     files: list[str] = field(default_factory=list)
-    left_out: int = 0  # files not public (only when no path was named)
+    left_out: int = 0  # files that may not be released (only when no path was named)
     manifests: int = 0
     records: int = 0
     payload_bytes: int = 0
@@ -76,7 +100,7 @@ class ExportResult:
             "export_id": self.export_id,
             "package_id": self.package_id,
             "files": self.files,
-            "left_out_not_public": self.left_out,
+            "left_out_not_releasable": self.left_out,
             "manifests": self.manifests,
             "evidence_records": self.records,
             "payload_bytes": self.payload_bytes,
@@ -87,18 +111,59 @@ def _refuse(message: str, findings: list[Finding], hint: str = "") -> InputRejec
     return InputRejected(message, findings, hint=hint)
 
 
-def _rules(rows: Iterable[AccessRow]) -> tuple[list[Assignment], list[Consent]]:
-    """The catalog's access rows as the policy's values (validated again on the way)."""
-    assignments, consents = [], []
-    for r in rows:
-        if r.tier and is_tier(r.tier):
-            successor = r.successor if r.successor and is_tier(r.successor) else None
-            assignments.append(
-                Assignment(r.path, r.tier, r.sunset, successor, r.legal_basis, r.sunset_basis)
+def _rules(rows: Iterable[AccessRow]) -> list[Assignment]:
+    """The catalog's tier assignments as the policy's values (validated again on the way)."""
+    return [
+        Assignment(
+            r.path,
+            r.tier,
+            r.sunset,
+            r.successor if r.successor and is_tier(r.successor) else None,
+            r.legal_basis,
+            r.sunset_basis,
+        )
+        for r in rows
+        if r.tier and is_tier(r.tier)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What the access decision lets this bundle carry."""
+
+    why_not: Callable[[str], str | None]  # None: the file may be released
+    package_known: bool  # anyone may read the package's own metadata (id, depositor, history)
+
+
+def _decision(
+    services: Services, rules: Rules, purpose: str, releaser: Principal | None
+) -> _Decision:
+    """The access decision (:func:`access.rules.may_see`) for everyone (``anonymous``,
+    purpose ``public``), and for ``releaser`` reading for ``purpose`` when there is one:
+    a file may be released if either may read it."""
+    policy = access_policy(services.settings)
+    readers = [(ANONYMOUS, PUBLIC_PURPOSE)]
+    if releaser is not None:
+        readers.append((releaser, purpose))
+
+    def why_not(path: str) -> str | None:
+        reason = ""
+        for reader, stated in readers:
+            ok, decisions = may_see(
+                policy, rules, path, reader=reader, action="read-content", purpose=stated
             )
-        if r.consent is not None:
-            consents.append(Consent(r.path, frozenset(s for s in r.consent if is_scope(s))))
-    return assignments, consents
+            if ok:
+                return None
+            reason = decisions[-1].explanation
+        return reason
+
+    # The package itself (its id, depositor, the events about it as a whole) is named only
+    # when anyone may read its metadata: a registrar may read a closed package's metadata,
+    # but releasing files from it does not release what the package is.
+    known = may_see(
+        policy, rules, "", reader=ANONYMOUS, action="read-metadata", purpose=PUBLIC_PURPOSE
+    )[0]
+    return _Decision(why_not, known)
 
 
 def export(
@@ -114,17 +179,18 @@ def export(
 ) -> ExportResult:
     """Write a court bundle of ``paths`` (default: every file that may be released) to ``to``.
 
-    Without ``releaser``, only public files may be released; with it (a registrar answering a
-    request), the files the access policy lets ``releaser`` read for ``purpose``.
+    Without ``releaser``, only what anyone may read is released; with it (a registrar
+    answering a request), also what the access policy lets ``releaser`` read for ``purpose``.
 
-    Raises :class:`InputRejected` (bad request, file that may not be released or unknown,
-    manifest not yet sealed, target not empty), :class:`NotFound` for an unknown package, and
-    :class:`StorageError` when a stored file no longer matches its sealed inventory."""
-    requester, purpose = requester.strip(), purpose.strip()
+    Raises :class:`InputRejected` (bad request, purpose the policy does not declare, file that
+    may not be released or unknown, file not yet sealed on its own, target not empty),
+    :class:`NotFound` for an unknown package, and :class:`StorageError` when a stored file no
+    longer matches its sealed digest."""
+    requester = requester.strip()
     problems = []
     if not requester:
         problems.append(Finding("EXPORT-REQUESTER", "error", "the requester is not named"))
-    if not purpose:
+    if not purpose.strip():
         problems.append(Finding("EXPORT-PURPOSE", "error", "the purpose is not stated"))
     to = to.absolute()
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
@@ -132,7 +198,13 @@ def export(
             Finding("EXPORT-TARGET", "error", "exists and is not an empty folder", str(to))
         )
     if problems:
-        raise _refuse("export refused: the request is incomplete", problems)
+        raise _refuse(
+            "export refused: the request is incomplete",
+            problems,
+            hint="name the requester (--requester), state a purpose the access policy "
+            "declares (--purpose), and give a new or empty folder (--to)",
+        )
+    purpose = require_purpose(access_policy(services.settings), purpose)
 
     with services.sessions() as session:
         package_id = resolve_package_id(session, package_ref)
@@ -145,11 +217,15 @@ def export(
             select(Seal.subject_path, Seal.record_path).where(Seal.package_id == package_id)
         ).all()
     try:
-        assignments, consents = _rules(rows)
+        assignments = _rules(rows)
+        rules = rules_from_rows(package_id, head.depositor, rows)
     except AccessRuleError as exc:
         raise ConfigError(
-            f"the catalog's access records of {package_id} are invalid: {exc}"
+            f"the catalog's access records of {package_id} are invalid: {exc}",
+            hint="put the package's custos/access.json right with a tier change, then "
+            "rebuild the catalog (`custos catalog rebuild`)",
         ) from exc
+    decision = _decision(services, rules, purpose, releaser)
     object_root = services.store.object_root(pkg.object_path)
     inventory = ocfl.read_inventory(object_root)
     state = ocfl.head_state(inventory)
@@ -158,29 +234,22 @@ def export(
         for logical, content in state.items()
         if logical.startswith("bag/data/")
     }
-    why_not = _public_only(assignments, consents)
-    if releaser is not None:  # what anyone may have, and what the policy lets releaser read
-        why_not = _either(why_not, _as_policy_allows(services, releaser, purpose, rules_from_rows(
-            package_id, head.depositor, rows
-        )))  # fmt: skip
-    chosen = _choose(payload, paths, why_not, public_only=releaser is None)
+    chosen = _choose(payload, paths, decision.why_not, public_only=releaser is None)
     left_out = 0 if paths else len(payload) - len(chosen)
     digest_of = {p: d for d, ps in inventory["manifest"].items() for p in ps}
     closed = [p for p in chosen if _tier(p, assignments) != "public"]
 
-    # The sealed manifests that list the chosen files, and their current records.
     records_of: dict[str, list[str]] = {}
     for subject, record in seals:
         records_of.setdefault(subject, []).append(record)
-    needed = sorted({payload[p].split("/", 1)[0] + "/inventory.json" for p in chosen})
-    needed += [f"v1/content/bag/{m}" for m in _MANIFESTS if f"bag/{m}" in state]
-    unsealed = [m for m in needed if m not in records_of]
-    if unsealed:
-        raise _refuse(
-            "export refused: a manifest that proves these files is not sealed yet",
-            [Finding("EXPORT-NOT-SEALED", "error", "awaits its seal", m) for m in unsealed],
-            hint="run `custos seal`, then export again",
-        )
+    file_seals = _file_seals(chosen, payload, records_of)
+    # The deposit's bag manifests prove the files too, when they name nothing withheld.
+    whole = set(chosen) == set(payload) and all(payload[p] == f"v1/content/bag/{p}" for p in chosen)
+    manifests = [
+        f"v1/content/bag/{m}"
+        for m in _MANIFESTS
+        if whole and f"bag/{m}" in state and f"v1/content/bag/{m}" in records_of
+    ]
 
     export_id = str(uuid.uuid4())
     result = ExportResult(to, export_id, package_id)
@@ -188,8 +257,8 @@ def export(
     work.mkdir(parents=True)
     try:
         index = _write(
-            services, work, object_root, inventory, chosen, payload, needed, records_of, result,
-            progress,
+            services, work, object_root, chosen, payload, digest_of, file_seals, manifests,
+            records_of, result, progress,
         )  # fmt: skip
         released = (
             f", released by {releaser.agent} under {access_policy(services.settings).label}"
@@ -201,7 +270,7 @@ def export(
             "export",
             "success",
             f"court bundle {export_id} for {requester} (purpose: {purpose}): "
-            f"{len(chosen)} file(s){released}, {result.manifests} sealed manifest(s), "
+            f"{len(chosen)} file(s){released}, each with its own proof; "
             f"{result.records} evidence record(s)",
             links=[
                 Link("package", package_id),
@@ -215,9 +284,12 @@ def export(
             agent=releaser.agent if releaser is not None else AGENT,
             at=datetime.now(UTC),
         )
+        history = _history(
+            [*events, event], chosen, payload, digest_of, package_known=decision.package_known
+        )
         custody = work / "data" / "custody"
         custody.mkdir(parents=True)
-        (custody / "premis.xml").write_bytes(premis_xml([*events, event]))
+        (custody / "premis.xml").write_bytes(premis_xml(history))
         for f in index["files"]:  # so that the recipient knows how to keep each file
             f["tier"] = _tier(f["original_path"], assignments)
         index.update(
@@ -229,9 +301,18 @@ def export(
                 "custody": "custody/premis.xml",
             }
         )
+        if decision.package_known:
+            index["package_id"] = package_id
         (work / INDEX).write_bytes((json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
         (work / "data" / "VERIFY.txt").write_text(_verify_text(index), encoding="utf-8")
-        _bag_it(work, package_id, export_id, requester, purpose, event.occurred_at)
+        _bag_it(
+            work,
+            package_id if decision.package_known else None,
+            export_id,
+            requester,
+            purpose,
+            event.occurred_at,
+        )
         if to.exists():
             to.rmdir()
         work.rename(to)
@@ -254,44 +335,61 @@ def _tier(path: str, assignments: list[Assignment]) -> str:
     return a.tier if a is not None else "undeclared"
 
 
-def _public_only(
-    assignments: list[Assignment], consents: list[Consent]
-) -> Callable[[str], str | None]:
-    def why_not(path: str) -> str | None:
-        a = effective(path, assignments)
-        c = effective_consent(path, consents)
-        if a is None or a.tier != "public":
-            return f"is {a.tier if a else 'undeclared'}"
-        if c is not None and c.withdrawn:
-            return "has its consent withdrawn"
-        return None
+def _file_seals(
+    chosen: list[str], payload: dict[str, str], records_of: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """For each version holding a chosen file, its file seals (subjects) that have records.
 
-    return why_not
-
-
-def _as_policy_allows(
-    services: Services, releaser: Principal, purpose: str, rules: Rules
-) -> Callable[[str], str | None]:
-    policy = access_policy(services.settings)
-
-    def why_not(path: str) -> str | None:
-        ok, decisions = may_see(
-            policy, rules, path, reader=releaser, action="read-content", purpose=purpose
+    Raises :class:`InputRejected` when a chosen file's version has none yet."""
+    out: dict[str, list[str]] = {}
+    for p in chosen:
+        version = payload[p].split("/", 1)[0]
+        if version not in out:
+            out[version] = sorted(
+                s for s in records_of if fileseal.is_subject(s) and s.startswith(f"{version}/")
+            )
+    unsealed = sorted(v for v, subjects in out.items() if not subjects)
+    if unsealed:
+        raise _refuse(
+            "export refused: the files asked for are not yet sealed each on its own",
+            [
+                Finding("EXPORT-NOT-SEALED", "error", "its files await their own seal", v)
+                for v in unsealed
+            ],
+            hint="run `custos seal files` (or `custos seal`), then export again",
         )
-        return None if ok else decisions[-1].explanation
-
-    return why_not
+    return out
 
 
-def _either(
-    first: Callable[[str], str | None], then: Callable[[str], str | None]
-) -> Callable[[str], str | None]:
-    """Allowed if either allows; the second's reason when neither does."""
-
-    def why_not(path: str) -> str | None:
-        return None if first(path) is None else then(path)
-
-    return why_not
+def _history(
+    events: list[EventRecord],
+    chosen: list[str],
+    payload: dict[str, str],
+    digest_of: dict[str, str],
+    *,
+    package_known: bool,
+) -> list[EventRecord]:
+    """The custody history a bundle may carry: events whose every file link names a released
+    file; events about the whole package only of the kinds that name no file, tier or count
+    (and only when the package may be known); links to the package dropped otherwise."""
+    released = set()
+    for p in chosen:
+        released |= {f"bag/{p}", payload[p], f"sha512:{digest_of[payload[p]]}"}
+    kept = []
+    for e in events:
+        files = [lk for lk in e.links if lk.object_type == "file"]
+        others = [lk for lk in e.links if lk.object_type != "file"]
+        if any(lk.object_id not in released for lk in files):
+            continue
+        if any(lk.object_type not in _PACKAGE_LINKS for lk in others):
+            continue  # users, custody-log entries: not about this package's files
+        if not files and (not package_known or e.type not in _WHOLE_PACKAGE_EVENTS):
+            continue
+        if not package_known:
+            e = EventRecord(e.uuid, e.type, e.occurred_at, e.agent, e.outcome, e.detail,
+                            tuple(files))  # fmt: skip
+        kept.append(e)
+    return kept
 
 
 def _choose(
@@ -307,7 +405,7 @@ def _choose(
             raise _refuse(
                 "export refused: the package holds no file that may be released",
                 [Finding("EXPORT-NOTHING", "error", "no payload file may be released")],
-                hint="custos export releases public files only; a registrar answering a "
+                hint="custos export releases what anyone may read; a registrar answering a "
                 "request releases what the access policy allows for its purpose"
                 if public_only
                 else "the access policy allows none of its files for this purpose: check "
@@ -327,7 +425,7 @@ def _choose(
                 Finding(
                     "EXPORT-NOT-PUBLIC" if public_only else "EXPORT-NOT-RELEASABLE",
                     "error",
-                    f"{why}: custos export releases public files only; a registrar answers "
+                    f"{why}: custos export releases what anyone may read; a registrar answers "
                     "requests for other files"
                     if public_only
                     else f"may not be released for this request: {why}",
@@ -338,7 +436,22 @@ def _choose(
         if path not in chosen:
             chosen.append(path)
     if findings:
-        raise _refuse("export refused", findings)
+        codes = {f.code for f in findings}
+        hints = []
+        if "EXPORT-NO-SUCH-FILE" in codes:
+            hints.append("give payload paths as `custos show PACKAGE` lists them (data/…)")
+        if "EXPORT-NOT-PUBLIC" in codes:
+            hints.append(
+                "name only files anyone may read, or none to export all of them; a registrar "
+                "answers requests for other files (POST /registrar/requests)"
+            )
+        if "EXPORT-NOT-RELEASABLE" in codes:
+            hints.append(
+                "leave these files out of the request, or record a new request for a purpose "
+                "that the access policy and the files' recorded consent allow them for; a "
+                "request naming no file releases every file that may be released"
+            )
+        raise _refuse("export refused", findings, hint="; ".join(hints))
     return chosen
 
 
@@ -346,72 +459,106 @@ def _write(
     services: Services,
     work: Path,
     object_root: Path,
-    inventory: dict[str, Any],
     chosen: list[str],
     payload: dict[str, str],
-    needed: list[str],
+    digest_of: dict[str, str],
+    file_seals: dict[str, list[str]],
+    manifests: list[str],
     records_of: dict[str, list[str]],
     result: ExportResult,
     progress: Callable[[int], None] | None,
 ) -> dict[str, Any]:
     data = work / "data"
-    digest_of = {p: d for d, ps in inventory["manifest"].items() for p in ps}
+    anchors_pem = trust_anchors(services)
+    tokens: dict[str, dict[str, Any]] = {}
+    certs: dict[str, str] = {}
+    # Each version's file seals: loaded once, each chosen file's path in their trees.
+    trees: dict[str, tuple[fileseal.FileSeal, dict[str, Any], list[tuple[str, bytes]]]] = {}
+    for version, subjects in file_seals.items():
+        contents = [payload[p] for p in chosen if payload[p].startswith(f"{version}/")]
+        for subject in subjects:
+            seal = fileseal.load(
+                (object_root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
+            )
+            views = [(r, parse_record((object_root / r).read_bytes())) for r in records_of[subject]]
+            current = [
+                (views[i][0], (object_root / views[i][0]).read_bytes()) for i in current_only(views)
+            ]
+            trees[subject] = (seal, seal.paths(contents), current)
     files = []
     for path in chosen:
         content = payload[path]
-        target = data / "files" / path.removeprefix("data/")
+        rel = path.removeprefix("data/")
+        target = data / "files" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(object_root / content, "rb") as src:
-            copied = copy_with_digests(src, target)
+            copied = copy_with_digests(src, target, ("sha512", "sha256", "sha384"))
         if copied.digests["sha512"] != digest_of[content]:
             raise StorageError(
                 f"{path} of {result.package_id} in storage no longer matches its sealed "
-                "inventory; nothing was exported",
+                "digest; nothing was exported",
                 hint="run `custos verify` on the package and repair the file from a replica",
             )
         result.payload_bytes += copied.size
-        files.append(
-            {
-                "path": f"files/{path.removeprefix('data/')}",
-                "original_path": path,
-                "manifest": f"manifests/{content.split('/', 1)[0]}/inventory.json",
-                "entry": content,
-                "sha512": copied.digests["sha512"],
-                "sha256": copied.digests["sha256"],
-            }
-        )
+        records = []
+        chains = []
+        version = content.split("/", 1)[0]
+        for subject in file_seals[version]:
+            seal, paths, current = trees[subject]
+            for record_path, root_der in current:
+                der = seal.record_for(root_der, paths[content])
+                # No bundle leaves with a proof that does not hold.
+                verify_record(der, bytes.fromhex(copied.digests[seal.algorithm]), roots=anchors_pem)
+                suffix = record_path.removeprefix(f"{EXTENSION}/{subject}")  # .local-3.ers
+                name = f"proofs/files/{rel}{suffix}"
+                (data / name).parent.mkdir(parents=True, exist_ok=True)
+                (data / name).write_bytes(der)
+                view = parse_record(der)
+                _tokens(view, data, tokens, certs)
+                records.append(name)
+                chains.append(_chain_info(view))
+                result.records += 1
+        entry = {
+            "path": f"files/{rel}",
+            "original_path": path,
+            "sha512": copied.digests["sha512"],
+            "sha256": copied.digests["sha256"],
+            "records": records,
+            "chains": chains,
+        }
+        if manifests:
+            entry.update({"manifest": f"manifests/bag/{_MANIFESTS[0]}", "entry": path})
+        files.append(entry)
         if progress:
             progress(copied.size)
-    manifests = []
-    tokens: dict[str, dict[str, Any]] = {}
-    certs: dict[str, str] = {}
-    for subject in needed:
-        rel = subject.removeprefix("v1/content/")  # bag/manifest-….txt; vN/inventory.json
+    listed = []
+    for subject in manifests:
+        rel = subject.removeprefix("v1/content/")  # bag/manifest-….txt
         target = data / "manifests" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(object_root / subject, target)
-        views = [(r, parse_record((object_root / r).read_bytes())) for r in records_of[subject]]
-        current = [views[i] for i in current_only(views)]
+        stored = [(r, parse_record((object_root / r).read_bytes())) for r in records_of[subject]]
+        newest = [stored[i] for i in current_only(stored)]
         entries = []
-        for record, view in current:
-            name = record.removeprefix(f"{EXTENSION}/")  # v1/inventory.json.local-2.ers
+        for record, view in newest:
+            name = record.removeprefix(f"{EXTENSION}/")  # v1/content/bag/manifest-…local-2.ers
             (data / "proofs" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(object_root / record, data / "proofs" / name)
             entries.append(f"proofs/{name}")
             _tokens(view, data, tokens, certs)
             result.records += 1
-        manifests.append(
+        listed.append(
             {
                 "path": f"manifests/{rel}",
                 "subject": subject,
                 "sha512": digest_file(target, ("sha512",)).digests["sha512"],
                 "records": entries,
-                "chains": [_chain_info(view) for _, view in current],
+                "chains": [_chain_info(view) for _, view in newest],
             }
         )
         result.manifests += 1
     anchors = []
-    for pem in trust_anchors(services):
+    for pem in anchors_pem:
         digest = hashlib.sha256(pem).hexdigest()
         rel = f"proofs/certs/root-{digest[:16]}.pem"
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -419,9 +566,8 @@ def _write(
         anchors.append({"path": rel, "sha256": digest})
     return {
         "format": BUNDLE_FORMAT,
-        "package_id": result.package_id,
         "files": files,
-        "manifests": manifests,
+        "manifests": listed,
         "tokens": list(tokens.values()),
         "trust_anchors": anchors,
     }
@@ -482,52 +628,86 @@ def _verify_text(index: dict[str, Any]) -> str:
         "HOW TO VERIFY THIS BUNDLE",
         "=========================",
         "",
-        f"Package {index['package_id']}, exported by Custos (bundle format {BUNDLE_FORMAT}).",
-        "Everything below can be checked with standard tools: sha512sum, xxd and openssl.",
-        "Run the commands from the folder that holds this file (data/). With Custos",
+        f"Court bundle {index['export_id']}, exported by Custos (bundle format {BUNDLE_FORMAT}).",
+        "Everything below can be checked with standard tools: sha512sum, sha256sum, xxd and",
+        "openssl. Run the commands from the folder that holds this file (data/). With Custos",
         "installed, one command does it all: custos verify --bundle <the bundle's folder>",
         "",
+        "Each file carries its own proof: an RFC 4998 evidence record whose hash tree starts",
+        "from the file's own hash and a salt's hash, and leads to a timestamp. The values on",
+        "the way are hashes over other files' secret salts: they tell nothing of any other",
+        "file, nor how many there are.",
+        "",
+        "What openssl prints besides its verdict is expected:",
+        "  'Using configuration from .../openssl.cnf', and",
+        "  'Warning: certificate from proofs/certs/tsa-... is not a CA cert'",
+        "(that file is the timestamp authority's own certificate, given so that the token's",
+        "signer is found; the chain of trust ends at the root certificate).",
+        "",
         "0. Trust anchors. The timestamps chain to the root certificate(s) below. Compare their",
-        "   SHA-256 fingerprints with the ones the archive publishes:",
+        "   fingerprints with the ones the archive publishes (GET /trust on its web address):",
         *(
             f"     sha256sum {a['path']}  # must print {a['sha256']}"
             for a in index["trust_anchors"]
         ),
+        "   (or: openssl x509 -in <root>.pem -noout -fingerprint -sha256, compared with the",
+        "   certificate_sha256 that /trust lists)",
         "",
-        "1. The files. Each must hash to the digest its sealed manifest lists for it:",
+        "1. The bag. From the bundle's top folder (the one holding bagit.txt), every line of",
+        "   these must end in OK:",
+        "     (cd .. && sha512sum -c manifest-sha512.txt && sha512sum -c tagmanifest-sha512.txt)",
+        "",
+        "2. The files, each with its own proof.",
     ]
     for f in index["files"]:
-        lines += [
-            f"   sha512sum {f['path']}",
-            f"     must print {f['sha512']}",
-            f"     as {f['manifest']} lists for {f['entry']}",
-        ]
-    lines += ["", "2. The manifests, and the timestamps that prove when they existed."]
-    for m in index["manifests"]:
-        lines += ["", f"   sha512sum {m['path']}", f"     must print {m['sha512']}"]
-        for record, chains in zip(m["records"], m["chains"], strict=True):
+        lines += ["", f"   sha512sum {f['path']}", f"     must print {f['sha512']}"]
+        for record, chains in zip(f["records"], f["chains"], strict=True):
             lines.append(f"   Its evidence record {record} (RFC 4998):")
             previous = ""
             for c, chain in enumerate(chains, start=1):
                 for n, ats in enumerate(chain, start=1):
-                    lines += _timestamp_steps(m, ats, c, n, previous, token_by_sha, anchor)
+                    lines += _timestamp_steps(f["path"], ats, c, n, previous, token_by_sha, anchor)
                     previous = token_by_sha[ats["token_sha256"]]["path"]
+    if index["manifests"]:
+        lines += [
+            "",
+            "   Every file of the deposit is in this bundle, so its bag manifest, sealed when it",
+            "   was received, proves them too: each file's sha512 above is the one",
+        ]
+        for f in index["files"]:
+            if "manifest" in f:
+                lines.append(f"     {f['manifest']} lists for {f['entry']}")
+        lines += [
+            "",
+            "3. The deposit's sealed manifests, and the timestamps that prove when they existed.",
+        ]
+        for m in index["manifests"]:
+            lines += ["", f"   sha512sum {m['path']}", f"     must print {m['sha512']}"]
+            for record, chains in zip(m["records"], m["chains"], strict=True):
+                lines.append(f"   Its evidence record {record} (RFC 4998):")
+                previous = ""
+                for c, chain in enumerate(chains, start=1):
+                    for n, ats in enumerate(chain, start=1):
+                        lines += _timestamp_steps(
+                            m["path"], ats, c, n, previous, token_by_sha, anchor
+                        )
+                        previous = token_by_sha[ats["token_sha256"]]["path"]
     lines += [
         "",
-        "3. Renewals. A later timestamp in a record covers the one before it and was made while",
+        "4. Renewals. A later timestamp in a record covers the one before it and was made while",
         "   the earlier TSA certificate was still valid: each openssl command above checks a",
         "   timestamp at the time it was made (-attime); a record is sound today when the",
         "   certificate of its newest timestamp is still valid (openssl without -attime).",
         "",
-        "4. The custody history of the package, this export included: custody/premis.xml",
-        "   (PREMIS 3).",
+        "5. The custody history of the files in this bundle, this export included:",
+        "   custody/premis.xml (PREMIS 3).",
         "",
     ]
     return "\n".join(lines)
 
 
 def _timestamp_steps(
-    manifest: dict[str, Any],
+    document: str,
     ats: dict[str, Any],
     chain: int,
     number: int,
@@ -539,9 +719,9 @@ def _timestamp_steps(
     alg = ats["algorithm"]
     tool = f"{alg}sum"
     if chain == 1 and number == 1:
-        leaf = f"the manifest's hash ({tool} {manifest['path']})"
+        leaf = f"the hash of {document} ({tool} {document})"
     elif number == 1:
-        leaf = "H(H(manifest) + H(the earlier chains, DER)): a hash-tree renewal (custos verify)"
+        leaf = "H(H(document) + H(the earlier chains, DER)): a hash-tree renewal (custos verify)"
     else:
         leaf = f"the hash of the timestamp before it ({tool} {previous})"
     lines = [f"     chain {chain}, timestamp {number}: its leaf is {leaf}"]
@@ -562,9 +742,15 @@ def _timestamp_steps(
 
 
 def _bag_it(
-    work: Path, package_id: str, export_id: str, requester: str, purpose: str, at: datetime
+    work: Path,
+    package_id: str | None,
+    export_id: str,
+    requester: str,
+    purpose: str,
+    at: datetime,
 ) -> None:
-    """Make ``work`` a BagIt 1.0 bag: manifests over the payload, bag-info, tag manifests."""
+    """Make ``work`` a BagIt 1.0 bag: manifests over the payload, bag-info, tag manifests.
+    ``package_id``: None when the package may not be named."""
     data = work / "data"
     payload = sorted(p for p in data.rglob("*") if p.is_file())
     manifests: dict[str, list[str]] = {"sha512": [], "sha256": []}
@@ -580,7 +766,7 @@ def _bag_it(
     )
     info = {
         "Source-Organization": "Custos archive",
-        "External-Identifier": package_id,
+        **({"External-Identifier": package_id} if package_id else {}),
         "Bag-Group-Identifier": export_id,
         "Bagging-Date": at.date().isoformat(),
         "External-Description": f"Court bundle for {requester}; purpose: {purpose}",

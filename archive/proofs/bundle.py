@@ -2,19 +2,24 @@
 
 A bundle is a BagIt bag (RFC 8493, sha512 and sha256 manifests). Its payload::
 
-    data/files/…                   the chosen files, by their path in the deposit (minus data/)
-    data/manifests/…               the manifests that cover them, as stored: each version's
-                                   inventory.json (vN/inventory.json) and the deposit's own bag
-                                   manifests (bag/manifest-*.txt)
-    data/proofs/<manifest>.<tsa>-<serial>.ers   their current RFC 4998 evidence records
-    data/proofs/tokens/<serial>.tst             each RFC 3161 token, DER, for `openssl ts`
+    data/files/…                   the released files, by their path in the deposit (minus data/)
+    data/proofs/files/<path>.<tsa>-<serial>.ers   each file's own RFC 4998 evidence record(s),
+                                   derived from its version's file seal
+                                   (:mod:`archive.proofs.fileseal`)
+    data/manifests/bag/manifest-*.txt   only when every payload file of the deposit is
+                                   released: the deposit's bag manifests, as stored, and
+    data/proofs/v1/content/bag/<manifest>.<tsa>-<serial>.ers   their evidence records
+    data/proofs/tokens/<serial>-<sha256>.tst    each RFC 3161 token, DER, for `openssl ts`
     data/proofs/certs/tsa-<sha256>.pem          the TSA certificates that signed them
     data/proofs/certs/root-<sha256>.pem         the archive's trust anchors
-    data/custody/premis.xml        the custody history of the package (PREMIS 3), export included
+    data/custody/premis.xml        the custody history of the released files (PREMIS 3)
     data/custos-bundle.json        the index :func:`verify_bundle` reads
     data/VERIFY.txt                how to check all of it with sha512sum and openssl alone
 
-The writer is ``access.export`` (it decides what may leave the archive); this module only reads.
+Nothing in a bundle names a file that was withheld (``access.export`` decides what may leave
+the archive and writes it; this module only reads). Bundles of the first format
+(``custos-court-bundle/1``: each file proven through the sealed inventory that lists it) are
+still verified.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from archive.proofs.evidence import verify_record
 from archive.proofs.renew import digest_all
 
 INDEX = "data/custos-bundle.json"
-BUNDLE_FORMAT = "custos-court-bundle/1"
+BUNDLE_FORMAT = "custos-court-bundle/2"
+_FORMATS = ("custos-court-bundle/1", BUNDLE_FORMAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +91,7 @@ def _index(bundle: Path) -> dict[str, Any]:
             f"{bundle} has an unreadable index",
             [Finding("BUNDLE-INDEX", "error", str(exc), INDEX)],
         ) from exc
-    if data.get("format") != BUNDLE_FORMAT:
+    if data.get("format") not in _FORMATS:
         raise InputRejected(
             f"{bundle} is a bundle of an unknown format",
             [Finding("BUNDLE-FORMAT", "error", f"format {data.get('format')!r}", INDEX)],
@@ -163,10 +169,34 @@ def verify_bundle(
                 + (f", renewed {check.renewals} time(s)" if check.renewals else "")
                 + "."
             )
-    # 3. Each file: its bytes against the sealed manifest that lists it.
+    # 3. Each file: its own evidence records, and the sealed manifest that lists it, if any.
     for f in index.get("files", []):
         path = _inside(bundle, f["path"])
-        actual = digest_file(path, ("sha512",)).digests["sha512"]
+        hexes = digest_file(path, ("sha512", "sha384", "sha256")).digests
+        actual = hexes["sha512"]
+        if not f.get("records") and not f.get("manifest"):
+            report.failed(f"{f['path']}: no proof of it in the bundle.")
+            continue
+        for rec in f.get("records", []):
+            try:
+                check = verify_record(
+                    _inside(bundle, rec).read_bytes(),
+                    {a: bytes.fromhex(d) for a, d in hexes.items()},
+                    roots=trust,
+                    at=at,
+                )
+            except (ProofError, OSError) as exc:
+                reason = exc.message if isinstance(exc, ProofError) else str(exc)
+                report.failed(f"{f['path']}: its evidence record {rec} fails: {reason}")
+                continue
+            report.passed(
+                f"{f['path']} (sha512 {actual[:16]}…) existed at {check.gen_time.isoformat()}: "
+                f"its own record {rec} verifies"
+                + (f", renewed {check.renewals} time(s)" if check.renewals else "")
+                + "."
+            )
+        if not f.get("manifest"):
+            continue
         listed = _listed(bundle, f["manifest"], f["entry"])
         if listed is None:
             report.failed(f"{f['path']}: {f['manifest']} does not list {f['entry']}.")

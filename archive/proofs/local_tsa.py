@@ -13,6 +13,7 @@ serial number would break RFC 3161 §2.4.2. The server binds to 127.0.0.1 only.
 from __future__ import annotations
 
 import fcntl
+import re
 import subprocess
 import tempfile
 import threading
@@ -33,7 +34,7 @@ _TSA_CNF = """\
 default_tsa = tsa_config
 
 [ tsa_config ]
-dir = {folder}
+dir = .
 serial = $dir/serial
 crypto_device = builtin
 signer_cert = $dir/tsa.pem
@@ -83,7 +84,15 @@ def ensure_pki(folder: Path, *, policy: str = DEFAULT_POLICY_OID, days: int = 36
     """
     folder.mkdir(parents=True, exist_ok=True)
     root = folder / "root.pem"
-    if root.is_file() and (folder / "tsa.pem").is_file() and (folder / "tsa.cnf").is_file():
+    cnf = folder / "tsa.cnf"
+    if root.is_file() and (folder / "tsa.pem").is_file() and cnf.is_file():
+        # The responder runs in the folder itself (`dir = .`), so a data folder moved or
+        # restored elsewhere signs with its own key and serial. Configurations written before
+        # named the folder's absolute path: they are brought to the relative form.
+        text = cnf.read_text()
+        relative = re.sub(r"(?m)^dir = .*$", "dir = .", text)
+        if relative != text:
+            cnf.write_text(relative)
         return root
     _openssl(
         "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes",
@@ -107,7 +116,7 @@ def ensure_pki(folder: Path, *, policy: str = DEFAULT_POLICY_OID, days: int = 36
         cwd=folder,
     )  # fmt: skip
     (folder / "serial").write_text("01\n")
-    (folder / "tsa.cnf").write_text(_TSA_CNF.format(folder=folder, policy=policy))
+    cnf.write_text(_TSA_CNF.format(policy=policy))
     for key in ("root.key", "tsa.key"):
         (folder / key).chmod(0o600)
     return root

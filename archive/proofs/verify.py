@@ -141,36 +141,55 @@ def _verify_files_alone(
             )
             continue
         for subject in sorted(subjects):
-            try:
-                seal = fileseal.load(
-                    (root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
+            _verify_seal_of(
+                report, root, subject, by_subject[subject], contents, checked, anchors, at
+            )
+
+
+def _verify_seal_of(
+    report: VerifyReport,
+    root: Path,
+    subject: str,
+    records: list[tuple[str, str]],
+    contents: list[str],
+    checked: dict[str, str],
+    anchors: list[bytes],
+    at: datetime | None,
+) -> None:
+    """Each of ``contents`` against its own record, derived from one file seal's records."""
+    try:
+        data = (root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
+        actual = hashlib.sha512(data).hexdigest()
+        sealed = {digest for digest, _ in records}
+        if sealed != {actual}:
+            raise ProofError(f"its sidecar now hashes to {actual[:16]}…, not what was sealed")
+        seal = fileseal.load(data)
+        trees = seal.paths(contents)
+        views = [(r, parse_record((root / r).read_bytes())) for _, r in records]
+        current = [(views[i][0], (root / views[i][0]).read_bytes()) for i in current_only(views)]
+    except (ProofError, OSError) as exc:
+        reason = exc.message if isinstance(exc, ProofError) else str(exc)
+        report.failed(f"{subject}: the file seal cannot be used: {reason}")
+        return
+    for record_path, der in current:
+        for content in sorted(contents):
+            digest = (
+                bytes.fromhex(checked[content])
+                if seal.algorithm == "sha512"
+                else bytes.fromhex(
+                    digest_file(root / content, (seal.algorithm,)).digests[seal.algorithm]
                 )
-                trees = seal.paths(contents)
-            except (ProofError, OSError) as exc:
-                reason = exc.message if isinstance(exc, ProofError) else str(exc)
-                report.failed(f"{subject}: the file seal cannot be read: {reason}")
+            )
+            try:
+                own = seal.record_for(der, trees[content])
+                check = verify_record(own, digest, roots=anchors, at=at)
+            except ProofError as exc:
+                report.failed(f"{content}: its own proof ({subject}) fails: {exc.message}")
                 continue
-            views = [(r, parse_record((root / r).read_bytes())) for _, r in by_subject[subject]]
-            for i in current_only(views):
-                record_path = views[i][0]
-                for content in sorted(contents):
-                    own = seal.record_for((root / record_path).read_bytes(), trees[content])
-                    digest = (
-                        bytes.fromhex(checked[content])
-                        if seal.algorithm == "sha512"
-                        else bytes.fromhex(
-                            digest_file(root / content, (seal.algorithm,)).digests[seal.algorithm]
-                        )
-                    )
-                    try:
-                        check = verify_record(own, digest, roots=anchors, at=at)
-                    except ProofError as exc:
-                        report.failed(f"{content}: its own proof ({subject}) fails: {exc.message}")
-                        continue
-                    report.passed(
-                        f"{content}: sealed on its own at {check.gen_time.isoformat()} "
-                        f"({subject}, {record_path}), without naming any other file."
-                    )
+            report.passed(
+                f"{content}: sealed on its own at {check.gen_time.isoformat()} "
+                f"({subject}, {record_path}), without naming any other file."
+            )
 
 
 def _subjects_for(

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import SAMPLE
 from tests.functional.test_cli import custos
+from tests.helpers import make_bag
 
 RESTRICTED = "data/documents/transfer-letter.txt"
 
@@ -38,7 +39,7 @@ def export(data: Path, package: str, *args: str, to: Path) -> tuple[int, Any, st
         "--requester",
         "Residual Mechanism",
         "--purpose",
-        "Request 2026/17",
+        "prosecution",
         "--json",
     )
 
@@ -54,9 +55,16 @@ def test_a_bundle_holds_the_public_files_and_verifies(
     bundle = tmp_path / "bundle"
     code, body, err = export(data, package, to=bundle)
     assert code == 0, err
-    assert body["left_out_not_public"] == 1 and len(body["files"]) == 4
+    assert body["left_out_not_releasable"] == 1 and len(body["files"]) == 4
     assert RESTRICTED not in body["files"]
     assert not (bundle / "data" / "files" / "documents" / "transfer-letter.txt").exists()
+    # Each file carries its own proof; a manifest that names the withheld file does not come.
+    index = json.loads((bundle / "data" / "custos-bundle.json").read_text())
+    assert index["manifests"] == [] and not (bundle / "data" / "manifests").exists()
+    for f in index["files"]:
+        assert f["records"] == [
+            f"proofs/files/{f['original_path'].removeprefix('data/')}.local-3.ers"
+        ]
     bagit.Bag(str(bundle)).validate()  # an independent BagIt validator agrees
     for name in body["files"]:
         original = SAMPLE / name
@@ -68,7 +76,7 @@ def test_a_bundle_holds_the_public_files_and_verifies(
     # The export is a custody event, in the catalog and in the bundle's own history.
     code, shown, _ = custos(data, "show", package, "--json")
     [event] = [e for e in shown["events"] if e["type"] == "export"]
-    assert "Residual Mechanism" in event["detail"] and "Request 2026/17" in event["detail"]
+    assert "Residual Mechanism" in event["detail"] and "purpose: prosecution" in event["detail"]
     premis = (bundle / "data" / "custody" / "premis.xml").read_text()
     assert body["export_id"] in premis and "<premis:eventType>export" in premis
     code, audit, _ = custos(data, "audit", "verify", "--json")
@@ -95,6 +103,14 @@ def test_verify_txt_checks_out_with_standard_tools_alone(
         printed = (done.stdout + done.stderr).strip()
         assert done.returncode == 0, (command, printed)
         assert expected in printed, (command, printed, expected)
+    # The bag as a whole, as VERIFY.txt's step 1 says.
+    assert "sha512sum -c manifest-sha512.txt" in text
+    done = subprocess.run(
+        ["sha512sum", "-c", "manifest-sha512.txt", "tagmanifest-sha512.txt"],
+        cwd=bundle, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0 and "FAILED" not in done.stdout
+    assert "is not a CA cert" in text  # the openssl warning to expect is named
     # Altered bytes make the same commands fail.
     photo = bundle / "data" / "files" / "images" / "site-photo.png"
     photo.write_bytes(photo.read_bytes() + b"\0")
@@ -143,22 +159,19 @@ def test_tampering_with_a_bundle_is_caught(tmp_path: Path, held: tuple[Path, str
     # A changed file: the bag's own manifests catch it.
     code, report, _ = verify_bundle(altered("a", "files/documents/site-report.pdf"))
     assert code == 3 and "not an intact BagIt bag" in report["steps"][0]["text"]
-    # A changed file, re-bagged to hide it: the sealed inventory catches it.
+    # A changed file, re-bagged to hide it: its own evidence record catches it.
     rebagged = altered("b", "files/documents/site-report.pdf")
     _rebag(rebagged)
     code, report, _ = verify_bundle(rebagged)
     failed = [s["text"] for s in report["steps"] if not s["ok"]]
-    assert code == 3 and any("not the one received" in t for t in failed)
-    # A changed inventory, re-bagged: its evidence record catches it.
-    inventory = altered("c", "manifests/v1/inventory.json")
-    _rebag(inventory)
-    code, report, _ = verify_bundle(inventory)
-    assert code == 3 and any("hashes to" in s["text"] for s in report["steps"] if not s["ok"])
+    assert code == 3 and failed, failed
+    assert all(t.startswith("files/documents/site-report.pdf: its evidence record") for t in failed)
     # A changed evidence record, re-bagged.
-    record = altered("d", "proofs/v1/inventory.json.local-2.ers")
+    record = altered("d", "proofs/files/images/site-photo.png.local-3.ers")
     _rebag(record)
     code, report, _ = verify_bundle(record)
-    assert code == 3 and any("fails" in s["text"] for s in report["steps"] if not s["ok"])
+    failed = [s["text"] for s in report["steps"] if not s["ok"]]
+    assert code == 3 and any("site-photo.png" in t and "fails" in t for t in failed), failed
     # Another trust anchor than the archive's: the timestamps do not verify.
     other = tmp_path / "other-root.pem"
     from archive.proofs.local_tsa import ensure_pki
@@ -169,6 +182,48 @@ def test_tampering_with_a_bundle_is_caught(tmp_path: Path, held: tuple[Path, str
     # Not a bundle at all.
     code, body, _ = verify_bundle(tmp_path)
     assert code == 2 and body["findings"][0]["code"] == "BUNDLE-NO-INDEX"
+
+
+def test_a_whole_deposit_also_carries_its_sealed_bag_manifests(tmp_path: Path) -> None:
+    """Every payload file released: the deposit's bag manifests (which then name nothing
+    withheld) and their records come too, and prove each file as well."""
+    bag = make_bag(
+        tmp_path / "bag",
+        {"a.txt": b"first\n", "sub/b.txt": b"second\n"},
+        algorithms=("sha512", "sha256"),
+        info={
+            "Access-Tier": "public",
+            "Access-Legal-Basis": "published by the depositor",
+            "Consent-Scopes": "public, research",
+        },
+    )
+    data = tmp_path / "data"
+    code, body, err = custos(data, "ingest", str(bag), "--depositor", "S", "--json")
+    assert code == 0 and body["seal"]["status"] == "sealed", err
+    bundle = tmp_path / "bundle"
+    code, exported, err = export(data, body["package_id"], to=bundle)
+    assert code == 0 and exported["manifests"] == 2, err
+    index = json.loads((bundle / "data" / "custos-bundle.json").read_text())
+    assert {m["path"] for m in index["manifests"]} == {
+        "manifests/bag/manifest-sha512.txt",
+        "manifests/bag/manifest-sha256.txt",
+    }
+    assert all(f["manifest"] == "manifests/bag/manifest-sha512.txt" for f in index["files"])
+    code, report, _ = verify_bundle(bundle)
+    assert code == 0 and report["verified"]
+    assert (
+        sum("as the sealed manifests/bag/manifest-sha512.txt" in s["text"] for s in report["steps"])
+        == 2
+    )
+    # A changed file, re-bagged: its own record and the sealed manifest both catch it.
+    shutil.copytree(bundle, tmp_path / "changed")
+    target = tmp_path / "changed" / "data" / "files" / "a.txt"
+    target.write_bytes(b"altered\n")
+    _rebag(tmp_path / "changed")
+    code, report, _ = verify_bundle(tmp_path / "changed")
+    failed = [s["text"] for s in report["steps"] if not s["ok"]]
+    assert code == 3 and any("not the one received" in t for t in failed)
+    assert any("its evidence record" in t and "fails" in t for t in failed)
 
 
 def _rebag(bundle: Path) -> None:
@@ -190,7 +245,7 @@ def test_refused_exports_leave_nothing(
 ) -> None:
     data, package = held
     bundle = tmp_path / "bundle"
-    options = {"--requester": "R", "--purpose": "P", **extra}
+    options = {"--requester": "R", "--purpose": "prosecution", **extra}
     flat = [x for k, v in options.items() for x in (k, v)]
     status, body, _ = custos(data, "export", package, *args, "--to", str(bundle), *flat, "--json")
     assert status == 2 and code in {f["code"] for f in body["findings"]}
@@ -216,7 +271,7 @@ def test_unsealed_manifests_refuse_the_export(tmp_path: Path) -> None:
     assert code == 0
     code, refused, _ = custos(
         data, "export", body["package_id"], "--to", str(tmp_path / "b"), "--requester", "R",
-        "--purpose", "P", "--json", env=offline,
+        "--purpose", "prosecution", "--json", env=offline,
     )  # fmt: skip
     assert code == 2 and {f["code"] for f in refused["findings"]} == {"EXPORT-NOT-SEALED"}
     assert not (tmp_path / "b").exists()
@@ -229,7 +284,7 @@ def test_an_altered_stored_file_is_never_exported(tmp_path: Path, held: tuple[Pa
     stored.write_bytes(stored.read_bytes() + b"tampered")
     bundle = tmp_path / "bundle"
     code, body, _ = export(data, package, "data/documents/site-report.pdf", to=bundle)
-    assert code == 74 and "no longer matches its sealed inventory" in body["message"]
+    assert code == 74 and "no longer matches its sealed digest" in body["message"]
     assert not bundle.exists() and not list(tmp_path.glob(".custos-export-*"))
 
 

@@ -88,8 +88,8 @@ def test_records_are_renewed_before_the_tsa_certificate_expires(
     # A court bundle carries the renewed records; they verify on their own.
     bundle = tmp_path / "bundle"
     code, _, err = custos(
-        data, "export", package, "--to", str(bundle), "--requester", "R", "--purpose", "P",
-        "--json", env=env,
+        data, "export", package, "--to", str(bundle), "--requester", "R",
+        "--purpose", "prosecution", "--json", env=env,
     )  # fmt: skip
     assert code == 0, err
     code, checked, _ = custos(

@@ -33,17 +33,13 @@ SAMPLE_PAYLOAD = (
 _NEW_RECORD = re.compile(r"^v[1-9][0-9]*/files-sha512(\.json|\.local-[0-9]+\.ers)$")
 
 
-def copy_fixture(tmp_path: Path, *, point_tsa_here: bool = True) -> Path:
-    """A copy of the fixture's data folder. Its local TSA's openssl config names the folder
-    the previous release made it in (ensure_pki writes ``dir = <absolute path>``); unless told
-    not to, the copy's config is pointed at the copy's own folder, as an operator moving a
-    data folder has to do today (test_a_copied_data_folder_seals_with_its_own_authority)."""
+def copy_fixture(tmp_path: Path) -> Path:
+    """A copy of the fixture's data folder. Its local TSA's openssl configuration still names
+    the folder the previous release made it in (``dir = <absolute path>``): the current code
+    brings it to ``dir = .`` when it starts the authority
+    (test_a_copied_data_folder_seals_with_its_own_authority)."""
     data = tmp_path / "data"
     shutil.copytree(FIXTURE, data, ignore=shutil.ignore_patterns("README.md"))
-    if point_tsa_here:
-        cnf = data / "tsa" / "tsa.cnf"
-        text = re.sub(r"(?m)^dir = .*$", f"dir = {data / 'tsa'}", cnf.read_text())
-        cnf.write_text(text)
     return data
 
 
@@ -283,7 +279,7 @@ def test_an_altered_file_seal_fails_a_files_own_proof(tmp_path: Path, how: str) 
 def test_a_copied_data_folder_seals_with_its_own_authority(tmp_path: Path) -> None:
     """A data folder moved or restored elsewhere keeps sealing with its own local TSA (its
     key, its serial file), not with whatever is at the path it was first made in."""
-    data = copy_fixture(tmp_path, point_tsa_here=False)
+    data = copy_fixture(tmp_path)
     serial = (data / "tsa" / "serial").read_text()
     code, body, err = custos(data, "seal", "files", "--json")
     assert code == 0, (body, err)
