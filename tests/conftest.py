@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,19 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+BC_JARS = [Path("/usr/share/java") / j for j in ("bcprov.jar", "bcpkix.jar", "bcutil.jar")]
+
+
+@pytest.fixture(scope="session")
+def bouncycastle(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The command that runs tests/ers/ErsCheck.java (compiled once) against BouncyCastle, an
+    RFC 4998 implementation that is not ours: ``[*bouncycastle, RECORD, DOCUMENT]``."""
+    missing = [str(j) for j in BC_JARS if not j.exists()]
+    assert not missing, f"{missing} absent: `make test` installs Debian's libbcpkix-java"
+    out = tmp_path_factory.mktemp("ers-check")
+    classpath = ":".join(str(j) for j in BC_JARS)
+    source = Path(__file__).resolve().parent / "ers" / "ErsCheck.java"
+    subprocess.run(["javac", "-cp", classpath, "-d", str(out), str(source)], check=True)
+    return ["java", "-cp", f"{classpath}:{out}", "ErsCheck"]

@@ -98,21 +98,6 @@ def test_garbage_is_not_a_record() -> None:
         verify_record(b"\x30\x03\x02\x01\x01", b"x" * 64, roots=[])
 
 
-BC_JARS = [Path("/usr/share/java") / j for j in ("bcprov.jar", "bcpkix.jar", "bcutil.jar")]
-
-
-@pytest.fixture(scope="module")
-def bouncycastle(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """The command that runs tests/ers/ErsCheck.java (compiled once) against BouncyCastle."""
-    missing = [str(j) for j in BC_JARS if not j.exists()]
-    assert not missing, f"{missing} absent: `make test` installs Debian's libbcpkix-java"
-    out = tmp_path_factory.mktemp("ers-check")
-    classpath = ":".join(str(j) for j in BC_JARS)
-    source = Path(__file__).resolve().parents[2] / "ers" / "ErsCheck.java"
-    subprocess.run(["javac", "-cp", classpath, "-d", str(out), str(source)], check=True)
-    return ["java", "-cp", f"{classpath}:{out}", "ErsCheck"]
-
-
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_bouncycastle_validates_our_records(
     tsa: LocalTSAServer, tmp_path: Path, bouncycastle: list[str], n: int
