@@ -16,8 +16,11 @@ from cryptography import x509
 from sqlalchemy import create_engine, select
 
 from archive.catalog.tables import Seal, SealBatch
+from archive.config import load_settings
 from archive.proofs import fileseal
-from archive.proofs.seal import EXTENSION
+from archive.proofs.seal import EXTENSION, backlog
+from archive.services import open_services
+from fixity.jobs import seal_job
 from tests.conftest import ROOT
 from tests.functional.test_cli import custos
 
@@ -287,3 +290,20 @@ def test_a_copied_data_folder_seals_with_its_own_authority(tmp_path: Path) -> No
     sample, _ = packages(data)
     code, report, err = custos(data, "verify", sample, "data/images/site-photo.png", "--json")
     assert code == 0 and report["verified"], (report, err)
+
+
+def test_the_workers_seal_job_seals_the_files_too(tmp_path: Path) -> None:
+    """With nothing else awaiting a seal, the scheduled seal job still sees the versions
+    without a file seal as due, and seals them."""
+    data = copy_fixture(tmp_path)
+    services = open_services(load_settings(data_dir=data, overrides={"fsync": False}))
+    try:
+        with services.sessions() as session:
+            before = backlog(session, services.settings)
+        assert before.pending == 0 and before.files_versions == 4 and before.due
+        seal_job(services)
+        with services.sessions() as session:
+            after = backlog(session, services.settings)
+        assert after.files_versions == 0 and not after.due
+    finally:
+        services.close()
