@@ -36,7 +36,9 @@ def export_cmd(
     package: Annotated[str, typer.Argument(help="Package id, or a unique prefix of its UUID.")],
     paths: Annotated[
         list[str] | None,
-        typer.Argument(help="Files to export (e.g. data/report.pdf); default: every public one."),
+        typer.Argument(
+            help="Files to export (e.g. data/report.pdf); default: every one anyone may read."
+        ),
     ] = None,
     to: Annotated[Path, typer.Option("--to", help="A new (or empty) folder for the bundle.")] = (
         Path("bundle")
@@ -53,13 +55,19 @@ def export_cmd(
     ] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a court bundle: a BagIt bag with the files, the sealed manifests that list them,
-    their evidence records, tokens and TSA certificates, the custody history and VERIFY.txt.
+    """Write a court bundle: a BagIt bag with the released files, each with its own evidence
+    records (RFC 4998), the tokens, TSA certificates and trust anchors, the custody history of
+    those files, and VERIFY.txt (every check with sha512sum, xxd and openssl).
 
-    Only public material can be exported until registrar decisions exist. The purpose must be
-    one the access policy declares (public, research, prosecution, third-party-justice by
-    default). The export is recorded as a custody event. Exit status 2 if the request is
-    refused."""
+    Releases what anyone may read (the access decision for `anonymous`, purpose `public`);
+    registrars answer requests for other files through the API. A bundle never contains a
+    withheld file's path, name, digest, salt or bytes, a count of the package's files or
+    tiers, an event that links a withheld file, the bag manifests or inventories when any file
+    is withheld, nor, unless anyone may read the package's metadata, its id or depositor. The
+    purpose must be one the access policy declares (public, research, prosecution,
+    third-party-justice by default). The export is a custody event. Exit status 2 if the
+    request is refused (a file that may not be released, a purpose not declared, files not
+    yet sealed each on its own: `custos seal files`)."""
     services = run(as_json, state(ctx).services)
     with progress_bar("exporting", None, not as_json) as advance:
         result = run(

@@ -272,7 +272,8 @@ def list_cmd(
 
 
 seal_app = typer.Typer(
-    help="Timestamp what awaits a seal; `custos seal renew` renews evidence records.",
+    help="Timestamp what awaits a seal; `custos seal files` seals each file on its own; "
+    "`custos seal renew` renews evidence records.",
     invoke_without_command=True,
 )
 app.add_typer(seal_app, name="seal")
@@ -295,8 +296,9 @@ def seal_cmd(
 ) -> None:
     """Timestamp every manifest awaiting its seal (RFC 3161 token, RFC 4998 evidence records).
 
-    Also seals the custody log's head. Exit status 3 when no authority answered (the attempt
-    is recorded; the manifests stay pending)."""
+    Also seals the custody log's head, and each file of up to 200,000 files' worth of versions
+    awaiting their file seal (`custos seal files` seals them all). Exit status 3 when no
+    authority answered (the attempt is recorded; the manifests stay pending)."""
     if ctx.invoked_subcommand is not None:
         return
     from archive.proofs.seal import Backlog, seal_now, seal_with_retry
