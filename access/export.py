@@ -56,12 +56,12 @@ from archive.catalog.queries import access_rows, package_events, resolve_package
 from archive.catalog.tables import Package, Seal
 from archive.custody import new_event, premis_xml, record_events
 from archive.digest import copy_with_digests, digest_file
-from archive.errors import ConfigError, InputRejected, StorageError
+from archive.errors import ConfigError, InputRejected, ProofError, StorageError
 from archive.findings import Finding
 from archive.model import AccessRow, EventRecord, Link
 from archive.proofs import fileseal, merkle
 from archive.proofs.bundle import BUNDLE_FORMAT, INDEX
-from archive.proofs.evidence import RecordView, parse_record, verify_record
+from archive.proofs.evidence import LeafRecords, RecordView, parse_record
 from archive.proofs.renew import current_only
 from archive.proofs.seal import EXTENSION
 from archive.proofs.timestamp import signer_certificate, token_from_der
@@ -472,8 +472,11 @@ def _write(
     anchors_pem = trust_anchors(services)
     tokens: dict[str, dict[str, Any]] = {}
     certs: dict[str, str] = {}
-    # Each version's file seals: loaded once, each chosen file's path in their trees.
-    trees: dict[str, tuple[fileseal.FileSeal, dict[str, Any], list[tuple[str, bytes]]]] = {}
+    # Each version's file seals, loaded once: the chosen files' paths in their trees, and each
+    # current record of the root ready to be extended down to a file (its tokens are the files').
+    trees: dict[
+        str, tuple[fileseal.FileSeal, dict[str, Any], list[tuple[str, LeafRecords, bytes]]]
+    ] = {}
     for version, subjects in file_seals.items():
         contents = [payload[p] for p in chosen if payload[p].startswith(f"{version}/")]
         for subject in subjects:
@@ -481,9 +484,12 @@ def _write(
                 (object_root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
             )
             views = [(r, parse_record((object_root / r).read_bytes())) for r in records_of[subject]]
-            current = [
-                (views[i][0], (object_root / views[i][0]).read_bytes()) for i in current_only(views)
-            ]
+            current = []
+            for i in current_only(views):
+                leaf = LeafRecords((object_root / views[i][0]).read_bytes(), seal.root)
+                _tokens(leaf.view, data, tokens, certs)
+                imprint = token_from_der(leaf.view.chains[0][0].token).imprint
+                current.append((views[i][0], leaf, imprint))
             trees[subject] = (seal, seal.paths(contents), current)
     files = []
     for path in chosen:
@@ -505,18 +511,29 @@ def _write(
         version = content.split("/", 1)[0]
         for subject in file_seals[version]:
             seal, paths, current = trees[subject]
-            for record_path, root_der in current:
-                der = seal.record_for(root_der, paths[content])
-                # No bundle leaves with a proof that does not hold.
-                verify_record(der, bytes.fromhex(copied.digests[seal.algorithm]), roots=anchors_pem)
+            for record_path, leaf, imprint in current:
+                # No bundle leaves with a proof that does not hold: the file's own digest
+                # must lead, through its path, to what the token covers.
+                full = leaf.path(paths[content])
+                actual = bytes.fromhex(copied.digests[seal.algorithm])
+                try:
+                    holds = merkle.root_of(seal.algorithm, actual, full) == imprint
+                except ValueError:
+                    holds = False
+                if not holds:
+                    raise ProofError(
+                        f"{path} of {result.package_id}: its file seal ({subject}) does not "
+                        "lead from its bytes to the timestamp; nothing was exported",
+                        hint="run `custos verify` on the package, naming the file",
+                    )
                 suffix = record_path.removeprefix(f"{EXTENSION}/{subject}")  # .local-3.ers
                 name = f"proofs/files/{rel}{suffix}"
                 (data / name).parent.mkdir(parents=True, exist_ok=True)
-                (data / name).write_bytes(der)
-                view = parse_record(der)
-                _tokens(view, data, tokens, certs)
+                (data / name).write_bytes(leaf.record(paths[content]))
                 records.append(name)
-                chains.append(_chain_info(view))
+                [[first, *later]] = _chain_info(leaf.view)
+                tree = [[v.hex() for v in partial] for partial in full]
+                chains.append([[{**first, "tree": tree}, *later]])
                 result.records += 1
         entry = {
             "path": f"files/{rel}",

@@ -207,40 +207,77 @@ def ats_der(algorithm: str, path: Sequence[Sequence[bytes]], token: bytes) -> by
     return _tlv(0x30, _tlv(0xA0, alg.contents) + tree + token)
 
 
-def _assemble(der: bytes, algorithms: Sequence[str], chain_ders: Sequence[bytes]) -> bytes:
+def _record_prefix(der: bytes, algorithms: Sequence[str]) -> bytes:
+    """A record's fields before its ArchiveTimeStampSequence, with ``algorithms``."""
     record = EvidenceRecordASN1.load(der)
     body = record["version"].dump()
     body += _tlv(0x30, b"".join(algos.DigestAlgorithm({"algorithm": a}).dump() for a in algorithms))
     for name in ("crypto_infos", "encryption_info"):
         if record[name]:
             body += record[name].dump()
-    return _tlv(0x30, body + _tlv(0x30, b"".join(chain_ders)))
+    return bytes(body)
+
+
+def _assemble(der: bytes, algorithms: Sequence[str], chain_ders: Sequence[bytes]) -> bytes:
+    return _tlv(0x30, _record_prefix(der, algorithms) + _tlv(0x30, b"".join(chain_ders)))
+
+
+class LeafRecords:
+    """Records for the leaves of a tree whose root was one record's document (digest
+    ``document``): each leaf's reduced hash tree (up to that root) goes in front of the first
+    archive timestamp's own tree, whose first list then keeps only the value beside the old
+    document. Timestamp renewals after it are kept as stored: they cover the timestamp before
+    them, not the document (RFC 4998 §5.2). The record is parsed once; each leaf's record is
+    then only encoded (as :class:`RecordWriter` does for a batch).
+
+    Raises :class:`ProofError` for a record with more than one chain (a hash-tree renewal
+    rehashes the document itself, which cannot be carried down to a leaf) or whose first list
+    does not hold the document."""
+
+    def __init__(self, der: bytes, document: bytes) -> None:
+        view = parse_record(der)
+        if len(view.chains) != 1:
+            raise ProofError(
+                "the record was renewed with another hash algorithm: a record for a leaf below "
+                "its document cannot be derived from it"
+            )
+        first = view.chains[0][0]
+        above = first.path
+        if above:  # [document, sibling], then one value per level
+            mate = [v for v in above[0] if v != document]
+            if len(mate) != 1 or document not in above[0]:
+                raise ProofError(
+                    "the record's first list does not hold the document beside one value"
+                )
+            above = ((mate[0],), *above[1:])
+        self.view = view
+        self.algorithm = first.algorithm
+        self.above: tuple[tuple[bytes, ...], ...] = above
+        self._token = first.token
+        chain = ArchiveTimeStampChain.load(view.chain_ders[0])
+        self._later = b"".join(chain[k].dump() for k in range(1, len(chain)))
+        self._prefix = _record_prefix(der, view.algorithms)
+        self._alg_implicit = _tlv(
+            0xA0, algos.DigestAlgorithm({"algorithm": self.algorithm}).contents
+        )
+
+    def path(self, below: Sequence[Sequence[bytes]]) -> list[Sequence[bytes]]:
+        """The leaf's whole reduced hash tree in the first archive timestamp."""
+        return [*below, *self.above]
+
+    def record(self, below: Sequence[Sequence[bytes]]) -> bytes:
+        """The DER record of the leaf whose tree up to the old document is ``below``."""
+        lists = b"".join(
+            _tlv(0x30, b"".join(_tlv(0x04, v) for v in partial)) for partial in self.path(below)
+        )
+        tree = _tlv(0xA2, lists) if lists else b""  # [2] IMPLICIT reducedHashtree
+        head = _tlv(0x30, self._alg_implicit + tree + self._token)
+        return _tlv(0x30, self._prefix + _tlv(0x30, _tlv(0x30, head + self._later)))
 
 
 def extend_first_path(der: bytes, document: bytes, below: Sequence[Sequence[bytes]]) -> bytes:
-    """The record of a leaf of a tree whose root was the record's document (digest
-    ``document``): ``below`` (the leaf's reduced hash tree up to that root) goes in front of
-    the first archive timestamp's own tree, whose first list then keeps only the value beside
-    the old document. Timestamp renewals after it are kept as stored: they cover the timestamp
-    before them, not the document (RFC 4998 §5.2). Raises :class:`ProofError` for a record
-    with more than one chain (a hash-tree renewal rehashes the document itself)."""
-    view = parse_record(der)
-    if len(view.chains) != 1:
-        raise ProofError(
-            "the record was renewed with another hash algorithm: a record for a leaf below its "
-            "document cannot be derived from it"
-        )
-    first = view.chains[0][0]
-    above = first.path
-    if above:  # [document, sibling], then one value per level
-        mate = [v for v in above[0] if v != document]
-        if len(mate) != 1:
-            raise ProofError("the record's first list does not hold the document beside one value")
-        above = ((mate[0],), *above[1:])
-    chain = ArchiveTimeStampChain.load(view.chain_ders[0])
-    later = b"".join(chain[k].dump() for k in range(1, len(chain)))
-    head = ats_der(first.algorithm, [*below, *above], first.token)
-    return _assemble(der, view.algorithms, [_tlv(0x30, head + later)])
+    """The record of one leaf below the record's document (see :class:`LeafRecords`)."""
+    return LeafRecords(der, document).record(below)
 
 
 def renewal_leaf(view: RecordView) -> bytes:
