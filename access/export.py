@@ -256,9 +256,10 @@ def export(
     work = to.parent / f".custos-export-{export_id}"
     work.mkdir(parents=True)
     try:
+        known: dict[Path, tuple[dict[str, str], int]] = {}
         index = _write(
             services, work, object_root, chosen, payload, digest_of, file_seals, manifests,
-            records_of, result, progress,
+            records_of, result, progress, known,
         )  # fmt: skip
         released = (
             f", released by {releaser.agent} under {access_policy(services.settings).label}"
@@ -303,10 +304,12 @@ def export(
         )
         if decision.package_known:
             index["package_id"] = package_id
-        (work / INDEX).write_bytes((json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
+        # One line: the index of a large bundle is read by programs (C-encoded, ~8x faster).
+        (work / INDEX).write_bytes((json.dumps(index, sort_keys=True) + "\n").encode())
         (work / "data" / "VERIFY.txt").write_text(_verify_text(index), encoding="utf-8")
         _bag_it(
             work,
+            known,
             package_id if decision.package_known else None,
             export_id,
             requester,
@@ -467,7 +470,11 @@ def _write(
     records_of: dict[str, list[str]],
     result: ExportResult,
     progress: Callable[[int], None] | None,
+    known: dict[Path, tuple[dict[str, str], int]],
 ) -> dict[str, Any]:
+    """Write the files and their proofs under ``work/data``; return the bundle's index.
+    ``known`` gets the digests of what was written here as it was (so that the bag's
+    manifests need not read it again)."""
     data = work / "data"
     anchors_pem = trust_anchors(services)
     tokens: dict[str, dict[str, Any]] = {}
@@ -506,6 +513,7 @@ def _write(
                 hint="run `custos verify` on the package and repair the file from a replica",
             )
         result.payload_bytes += copied.size
+        known[target] = (copied.digests, copied.size)
         records = []
         chains = []
         version = content.split("/", 1)[0]
@@ -529,7 +537,12 @@ def _write(
                 suffix = record_path.removeprefix(f"{EXTENSION}/{subject}")  # .local-3.ers
                 name = f"proofs/files/{rel}{suffix}"
                 (data / name).parent.mkdir(parents=True, exist_ok=True)
-                (data / name).write_bytes(leaf.record(paths[content]))
+                der = leaf.record(paths[content])
+                (data / name).write_bytes(der)
+                known[data / name] = (
+                    {a: hashlib.new(a, der).hexdigest() for a in ("sha512", "sha256")},
+                    len(der),
+                )
                 records.append(name)
                 [[first, *later]] = _chain_info(leaf.view)
                 tree = [[v.hex() for v in partial] for partial in full]
@@ -677,14 +690,7 @@ def _verify_text(index: dict[str, Any]) -> str:
         "2. The files, each with its own proof.",
     ]
     for f in index["files"]:
-        lines += ["", f"   sha512sum {f['path']}", f"     must print {f['sha512']}"]
-        for record, chains in zip(f["records"], f["chains"], strict=True):
-            lines.append(f"   Its evidence record {record} (RFC 4998):")
-            previous = ""
-            for c, chain in enumerate(chains, start=1):
-                for n, ats in enumerate(chain, start=1):
-                    lines += _timestamp_steps(f["path"], ats, c, n, previous, token_by_sha, anchor)
-                    previous = token_by_sha[ats["token_sha256"]]["path"]
+        lines += _document_steps(f, token_by_sha, anchor)
     if index["manifests"]:
         lines += [
             "",
@@ -699,16 +705,7 @@ def _verify_text(index: dict[str, Any]) -> str:
             "3. The deposit's sealed manifests, and the timestamps that prove when they existed.",
         ]
         for m in index["manifests"]:
-            lines += ["", f"   sha512sum {m['path']}", f"     must print {m['sha512']}"]
-            for record, chains in zip(m["records"], m["chains"], strict=True):
-                lines.append(f"   Its evidence record {record} (RFC 4998):")
-                previous = ""
-                for c, chain in enumerate(chains, start=1):
-                    for n, ats in enumerate(chain, start=1):
-                        lines += _timestamp_steps(
-                            m["path"], ats, c, n, previous, token_by_sha, anchor
-                        )
-                        previous = token_by_sha[ats["token_sha256"]]["path"]
+            lines += _document_steps(m, token_by_sha, anchor)
     lines += [
         "",
         "4. Renewals. A later timestamp in a record covers the one before it and was made while",
@@ -721,6 +718,23 @@ def _verify_text(index: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _document_steps(
+    document: dict[str, Any], token_by_sha: dict[str, dict[str, Any]], anchor: str
+) -> list[str]:
+    """A file's or manifest's digest, then each of its records, timestamp by timestamp."""
+    lines = ["", f"   sha512sum {document['path']}", f"     must print {document['sha512']}"]
+    for record, chains in zip(document["records"], document["chains"], strict=True):
+        lines.append(f"   Its evidence record {record} (RFC 4998):")
+        previous = ""
+        for c, chain in enumerate(chains, start=1):
+            for n, ats in enumerate(chain, start=1):
+                lines += _timestamp_steps(
+                    document["path"], ats, c, n, previous, token_by_sha, anchor
+                )
+                previous = token_by_sha[ats["token_sha256"]]["path"]
+    return lines
 
 
 def _timestamp_steps(
@@ -760,6 +774,7 @@ def _timestamp_steps(
 
 def _bag_it(
     work: Path,
+    known: dict[Path, tuple[dict[str, str], int]],
     package_id: str | None,
     export_id: str,
     requester: str,
@@ -767,17 +782,22 @@ def _bag_it(
     at: datetime,
 ) -> None:
     """Make ``work`` a BagIt 1.0 bag: manifests over the payload, bag-info, tag manifests.
-    ``package_id``: None when the package may not be named."""
+    ``known``: digests and sizes of files already read; ``package_id``: None when the package
+    may not be named."""
     data = work / "data"
     payload = sorted(p for p in data.rglob("*") if p.is_file())
     manifests: dict[str, list[str]] = {"sha512": [], "sha256": []}
     total = 0
     for path in payload:
-        result = digest_file(path, ("sha512", "sha256"))
-        total += result.size
+        if path in known:
+            digests, size = known[path]
+        else:
+            result = digest_file(path, ("sha512", "sha256"))
+            digests, size = result.digests, result.size
+        total += size
         rel = path.relative_to(work).as_posix()
         for alg in manifests:
-            manifests[alg].append(f"{result.digests[alg]}  {rel}\n")
+            manifests[alg].append(f"{digests[alg]}  {rel}\n")
     (work / "bagit.txt").write_text(
         "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n", encoding="utf-8"
     )

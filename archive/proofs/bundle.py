@@ -153,22 +153,7 @@ def verify_bundle(
         if not m.get("records"):
             report.failed(f"{m['path']}: no evidence record in the bundle.")
             continue
-        digests = digest_all(data)
-        for rec in m["records"]:
-            try:
-                check = verify_record(
-                    _inside(bundle, rec).read_bytes(), digests, roots=trust, at=at
-                )
-            except (ProofError, OSError) as exc:
-                reason = exc.message if isinstance(exc, ProofError) else str(exc)
-                report.failed(f"{m['path']}: evidence record {rec} fails: {reason}")
-                continue
-            report.passed(
-                f"{m['path']} (sha512 {actual[:16]}…) existed at {check.gen_time.isoformat()}: "
-                f"{rec} verifies"
-                + (f", renewed {check.renewals} time(s)" if check.renewals else "")
-                + "."
-            )
+        _check_records(report, bundle, m["path"], m["records"], digest_all(data), trust, at)
     # 3. Each file: its own evidence records, and the sealed manifest that lists it, if any.
     for f in index.get("files", []):
         path = _inside(bundle, f["path"])
@@ -177,24 +162,8 @@ def verify_bundle(
         if not f.get("records") and not f.get("manifest"):
             report.failed(f"{f['path']}: no proof of it in the bundle.")
             continue
-        for rec in f.get("records", []):
-            try:
-                check = verify_record(
-                    _inside(bundle, rec).read_bytes(),
-                    {a: bytes.fromhex(d) for a, d in hexes.items()},
-                    roots=trust,
-                    at=at,
-                )
-            except (ProofError, OSError) as exc:
-                reason = exc.message if isinstance(exc, ProofError) else str(exc)
-                report.failed(f"{f['path']}: its evidence record {rec} fails: {reason}")
-                continue
-            report.passed(
-                f"{f['path']} (sha512 {actual[:16]}…) existed at {check.gen_time.isoformat()}: "
-                f"its own record {rec} verifies"
-                + (f", renewed {check.renewals} time(s)" if check.renewals else "")
-                + "."
-            )
+        digests = {a: bytes.fromhex(d) for a, d in hexes.items()}
+        _check_records(report, bundle, f["path"], f.get("records", []), digests, trust, at)
         if not f.get("manifest"):
             continue
         listed = _listed(bundle, f["manifest"], f["entry"])
@@ -213,6 +182,31 @@ def verify_bundle(
                 f"lists for {f['entry']}."
             )
     return report
+
+
+def _check_records(
+    report: BundleReport,
+    bundle: Path,
+    document: str,
+    records: list[str],
+    digests: dict[str, bytes],
+    trust: list[bytes],
+    at: datetime | None,
+) -> None:
+    """Each evidence record of a file or manifest, against its digests (one step each)."""
+    for rec in records:
+        try:
+            check = verify_record(_inside(bundle, rec).read_bytes(), digests, roots=trust, at=at)
+        except (ProofError, OSError) as exc:
+            reason = exc.message if isinstance(exc, ProofError) else str(exc)
+            report.failed(f"{document}: its evidence record {rec} fails: {reason}")
+            continue
+        report.passed(
+            f"{document} (sha512 {digests['sha512'].hex()[:16]}…) existed at "
+            f"{check.gen_time.isoformat()}: {rec} verifies"
+            + (f", renewed {check.renewals} time(s)" if check.renewals else "")
+            + "."
+        )
 
 
 def _listed(bundle: Path, manifest: str, entry: str) -> str | None:
