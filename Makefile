@@ -67,6 +67,7 @@ bench: install
 	$(BIN)/python bench/ingest_large.py
 	$(BIN)/python bench/ingest_small.py
 	$(BIN)/python bench/seal.py
+	$(BIN)/python bench/fileseal.py
 	$(BIN)/python bench/migrate.py
 	$(BIN)/python bench/pades.py
 	$(BIN)/python bench/fixity.py
