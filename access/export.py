@@ -100,7 +100,7 @@ class ExportResult:
             "export_id": self.export_id,
             "package_id": self.package_id,
             "files": self.files,
-            "left_out_not_releasable": self.left_out,
+            "left_out_not_public": self.left_out,  # the name scripts know: not releasable
             "manifests": self.manifests,
             "evidence_records": self.records,
             "payload_bytes": self.payload_bytes,

@@ -55,7 +55,7 @@ def test_a_bundle_holds_the_public_files_and_verifies(
     bundle = tmp_path / "bundle"
     code, body, err = export(data, package, to=bundle)
     assert code == 0, err
-    assert body["left_out_not_releasable"] == 1 and len(body["files"]) == 4
+    assert body["left_out_not_public"] == 1 and len(body["files"]) == 4
     assert RESTRICTED not in body["files"]
     assert not (bundle / "data" / "files" / "documents" / "transfer-letter.txt").exists()
     # Each file carries its own proof; a manifest that names the withheld file does not come.
