@@ -302,3 +302,22 @@ def test_the_index_names_files_inside_the_bundle_only(
     _rebag(bundle)
     code, body, _ = verify_bundle(bundle)
     assert code == 3 and "outside the bundle" in body["message"]
+
+
+def test_a_bundle_of_the_first_format_still_verifies(tmp_path: Path) -> None:
+    """A bundle written before files had their own proofs (tests/data/bundle-format-1.md)."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "bundle-format-1", bundle)
+    assert json.loads((bundle / "data" / "custos-bundle.json").read_text())["format"] == (
+        "custos-court-bundle/1"
+    )
+    code, report, _ = verify_bundle(bundle)
+    assert code == 0 and report["verified"]
+    texts = [s["text"] for s in report["steps"]]
+    assert any("as the sealed manifests/v1/inventory.json lists" in t for t in texts)
+    target = bundle / "data" / "files" / "images" / "site-photo.png"
+    target.write_bytes(target.read_bytes() + b"\0")
+    _rebag(bundle)
+    code, report, _ = verify_bundle(bundle)
+    failed = [s["text"] for s in report["steps"] if not s["ok"]]
+    assert code == 3 and any("not the one received" in t for t in failed)
