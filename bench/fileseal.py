@@ -27,8 +27,8 @@ if str(PROJECT_DIR) not in sys.path:  # run as `python bench/fileseal.py` from a
 
 from access.export import export  # noqa: E402
 from archive.config import load_settings  # noqa: E402
-from archive.services import open_services  # noqa: E402
 from archive.proofs.seal import seal_now  # noqa: E402
+from archive.services import open_services  # noqa: E402
 
 
 def make_bag(folder: Path, files: int, size: int) -> None:
@@ -109,7 +109,8 @@ def main() -> None:
     print(f"cp -r of the stored files, baseline: {t_copy:.2f} s")
     print(
         f"export of {len(result.files):,} files ({result.records:,} records): {t_export:.2f} s, "
-        f"{t_export / len(result.files) * 1e6:.0f} µs per file, {t_export / t_copy:.1f}x the baseline"
+        f"{t_export / len(result.files) * 1e6:.0f} µs per file, "
+        f"{t_export / t_copy:.1f}x the baseline"
     )
 
 
