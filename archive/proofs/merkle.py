@@ -12,7 +12,6 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 #: The named constructors: ``hashlib.new`` looks the name up on every call (a third of the
 #: time of hashing a 128-byte pair).
 _HASHES = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
