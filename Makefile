@@ -1,5 +1,6 @@
 # One toolchain, one entry point. The README and .ci/run call these targets as they are.
-#   make demo   - install Custos and run the main job on the embedded default
+#   make demo   - install Custos (and the Debian tools its main job runs), then run the main
+#                 job on the embedded default and serve it on PORT (make demo PORT=8010)
 #   make test   - install everything the tests need (Debian and Python packages), then run
 #                 lint, format check, types, the import-layer contract and the whole suite
 SHELL := /bin/bash
@@ -8,6 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= custos-data
 SAMPLE := samples/sample-holding
+PORT ?= 8000
 # Debian packages the tests use: a real PostgreSQL server for the catalog suite; openssl (the
 # local timestamp authority, and independent verification); BouncyCastle and a JDK to check
 # RFC 4998 evidence records with an implementation that is not ours; Redis for the job queue
@@ -18,8 +20,23 @@ SAMPLE := samples/sample-holding
 DEBIAN_PACKAGES := postgresql openssl xxd libbcpkix-java openjdk-17-jdk-headless redis-server \
 	chromium ghostscript libreoffice-writer-nogui libreoffice-calc-nogui \
 	libreoffice-impress-nogui imagemagick flac ffmpeg poppler-utils dcraw
+# Debian packages the demo's main job runs: openssl (the local timestamp authority that seals
+# the manifests) and poppler-utils (pdftotext, the text of the sample's public PDF).
+DEMO_PACKAGES := openssl poppler-utils
 
-.PHONY: install demo system-deps test lint typecheck pytest lock bench clean
+# Install those of the Debian packages $(1) that are not installed (apt-get update first;
+# through sudo unless root). dpkg-query's status, not dpkg -s, which also succeeds for a
+# package removed with its configuration files left.
+apt_install = missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null | grep -qx installed \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+.PHONY: install demo demo-deps system-deps test lint typecheck pytest lock bench clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,20 +46,18 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 install: $(BIN)/.installed
 
-demo: install
+demo: demo-deps install
 	$(BIN)/custos --data-dir $(DATA) ingest $(SAMPLE) --depositor "Sample Closing Mechanism"
 	$(BIN)/custos --data-dir $(DATA) list
 	$(BIN)/custos --data-dir $(DATA) show "$$($(BIN)/custos --data-dir $(DATA) list --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["package_id"])')"
-	@echo "serving the API and the reading room on http://127.0.0.1:8000/search (Ctrl-C stops)"
-	$(BIN)/custos --data-dir $(DATA) serve
+	@echo "serving the API and the reading room on http://127.0.0.1:$(PORT)/search (Ctrl-C stops; another port: make demo PORT=N)"
+	$(BIN)/custos --data-dir $(DATA) serve --port $(PORT)
+
+demo-deps:
+	@$(call apt_install,$(DEMO_PACKAGES))
 
 system-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
+	@$(call apt_install,$(DEBIAN_PACKAGES))
 
 lint: install
 	$(BIN)/ruff check .

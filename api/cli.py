@@ -81,11 +81,15 @@ def serve_cmd(
 def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()  # a port taken: the caller says so
+        raise
     sock.setblocking(False)
     return sock
 
@@ -103,7 +107,10 @@ def _serve(
     """One serving process (also the whole server without --workers); with ``characterise``
     it also identifies and extracts what deposits left pending (see
     :class:`ingest.characterise.Characteriser`): one process of N does."""
+    import errno
+
     import uvicorn
+    from rich.markup import escape
 
     from api.app import create_app
     from archive.config import load_settings
@@ -114,7 +121,9 @@ def _serve(
         sock = _listen(host, port, reuse_port=reuse_port)
     except (CustosError, OSError) as exc:
         text = exc.diagnostics() if isinstance(exc, CustosError) else str(exc)
-        err.print(f"[red]error:[/] cannot serve on {host}:{port}: {text}")
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            text += f"\n  hint: port {port} is taken; choose another with --port N"
+        err.print(f"[red]error:[/] cannot serve on {host}:{port}: {escape(text)}")
         sys.exit(1)
     config = uvicorn.Config(
         create_app(
