@@ -425,6 +425,12 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         )
     else:
         out.print(f"characterisation: nothing pending; jobs queued: {queued}", markup=False)
+    for tool, n in st.texts_awaiting_tool.items():
+        out.print(
+            f"  {n} public file(s) not read for text: {tool} was not installed; once it is, "
+            "`custos identify` (or a worker, or `custos serve`) reads them",
+            markup=False,
+        )
     r = st.replication
     out.print(
         f"replication: {r.safely_stored} of {r.packages} package(s) safely stored (every "

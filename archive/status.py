@@ -1,7 +1,8 @@
 """`custos status`: what the archive holds and what awaits work, read from the catalog alone.
 
 Reports holdings, the files awaiting format identification and public files awaiting text
-extraction (and the jobs queued), how many packages are safely
+extraction (and the jobs queued), the text outcomes (files whose tool was not installed
+counted by that tool: they are read again once it is), how many packages are safely
 stored (every copy the replication plan requires written and read back), the seal backlog
 (with its age and the back-off before the next attempt), the custody log's head and last
 sealed checkpoint, and the fixity coverage (copies checked within their tier's period, the
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 
 from archive.catalog.queries import public_files_without_text
 from archive.catalog.tables import (
+    TOOL_MISSING,
     Checkpoint,
     CustodyHead,
     Deposit,
@@ -43,6 +45,7 @@ class Status:
     unidentified_packages: int
     text_pending: int  # public files (distinct bytes aside) whose text is not read yet
     text_outcomes: dict[str, int]  # extracted_texts rows by outcome
+    texts_awaiting_tool: dict[str, int]  # tool-missing rows by the tool that was missing
     jobs_queued: int | None  # None: the queue could not be read
     seal: Backlog
     log_entries: int
@@ -67,6 +70,7 @@ class Status:
                 "packages_awaiting_identification": self.unidentified_packages,
                 "public_files_awaiting_text": self.text_pending,
                 "texts": self.text_outcomes,
+                "texts_awaiting_tool": self.texts_awaiting_tool,
                 "jobs_queued": self.jobs_queued,
             },
             "replication": self.replication.as_dict(),
@@ -110,6 +114,13 @@ def status(services: Services) -> Status:
                 select(ExtractedText.outcome, func.count()).group_by(ExtractedText.outcome)
             ).all()
         )
+        awaiting_tool = dict(
+            session.execute(
+                select(ExtractedText.tool, func.count())
+                .where(ExtractedText.outcome == TOOL_MISSING)
+                .group_by(ExtractedText.tool)
+            ).all()
+        )
         head = session.get(CustodyHead, 1)
         chain = head.chain if head else ""
         last = session.execute(
@@ -127,6 +138,7 @@ def status(services: Services) -> Status:
             unidentified_packages=int(unidentified_packages),
             text_pending=int(text_pending),
             text_outcomes={k: int(v) for k, v in sorted(text_outcomes.items())},
+            texts_awaiting_tool={k: int(v) for k, v in sorted(awaiting_tool.items())},
             jobs_queued=jobs_queued,
             seal=backlog(session, services.settings),
             log_entries=head.seq if head else 0,

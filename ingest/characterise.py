@@ -6,7 +6,8 @@ Every step only does what is still pending, so running it again (a job queued tw
 worker and ``custos serve`` both at work) does nothing twice: identification takes only
 files without a format (results reused by sha512 and extension, see
 :func:`ingest.service.identify_package`), extraction only digests without an
-``extracted_texts`` row.
+``extracted_texts`` row, or whose row says the tool was missing (``tool-missing``) when that
+tool is installed now: such a row is replaced by what the tool reads; any other row stays.
 
 Which files are read for text: those the public search index holds, i.e. those
 :func:`access.rules.may_see` lets a public reader see, as decided when the package was last
@@ -31,11 +32,11 @@ from sqlalchemy.orm import Session
 
 from archive.catalog.index import run_index_hooks
 from archive.catalog.queries import public_files_without_text, resolve_package_id
-from archive.catalog.tables import ExtractedText, File, Package
+from archive.catalog.tables import TOOL_MISSING, ExtractedText, File, Package
 from archive.errors import CustosError
 from archive.jobs import enqueue
 from archive.services import Services
-from ingest.extract import Extracted, extract, pdftotext_version
+from ingest.extract import Extracted, extract, pdftotext_version, tools_found
 from ingest.service import IdentifyResult, identify_package, pending_identification
 
 log = logging.getLogger("custos.characterise")
@@ -61,7 +62,7 @@ def pending_packages(services: Services) -> list[str]:
     """Packages with files awaiting identification or (public ones) text extraction."""
     found = set(pending_identification(services)) if services.settings.identify_formats else set()
     if services.settings.characterisation.extract_text:
-        q = public_files_without_text().subquery()
+        q = public_files_without_text(tools_found=tools_found()).subquery()
         with services.sessions() as session:
             found.update(session.execute(select(q.c.package_id).distinct()).scalars())
     return sorted(found)
@@ -106,14 +107,18 @@ def characterise(services: Services, package_ref: str | None = None) -> Characte
 
 
 def extract_texts(services: Services, package_id: str) -> dict[str, int]:
-    """Extract the text of the package's public documents not yet read (by sha512), record
-    it, and re-index the package so that its words can be found. Returns outcome counts."""
+    """Extract the text of the package's public documents not yet read (by sha512), and of
+    those left ``tool-missing`` whose tool is installed now, record it, and re-index the
+    package so that its words can be found. Returns outcome counts."""
+    pdf_tool = pdftotext_version()
     with services.sessions() as session:
         object_path = session.execute(
             select(Package.object_path).where(Package.id == package_id)
         ).scalar()
         rows = session.execute(
-            public_files_without_text().where(File.package_id == package_id)
+            public_files_without_text(tools_found=tools_found()).where(
+                File.package_id == package_id
+            )
         ).all()
     if object_path is None or not rows:
         return {}
@@ -121,7 +126,6 @@ def extract_texts(services: Services, package_id: str) -> dict[str, int]:
     for _, sha512, mime, content in rows:
         todo.setdefault(sha512, (mime, content))
     c = services.settings.characterisation
-    pdf_tool = pdftotext_version()
     root = services.store.object_root(object_path)
     results: dict[str, Extracted] = {}
     for sha512, (mime, content) in todo.items():  # the long part, outside any transaction
@@ -135,7 +139,7 @@ def extract_texts(services: Services, package_id: str) -> dict[str, int]:
         )
     at = datetime.now(UTC)
     with services.session_scope() as session:
-        _insert_new(
+        _record(
             session,
             [
                 {
@@ -156,16 +160,19 @@ def extract_texts(services: Services, package_id: str) -> dict[str, int]:
     return counts
 
 
-def _insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert text rows, leaving any another process wrote meanwhile (same bytes, same text)."""
+def _record(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert text rows; a row already there is replaced only if it says the tool was missing
+    (any other was written meanwhile by another process: same bytes, same text)."""
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        pg = postgresql.insert(ExtractedText).on_conflict_do_nothing(index_elements=["sha512"])
-        session.execute(pg, list(rows))
-    else:
-        lite = sqlite.insert(ExtractedText).on_conflict_do_nothing(index_elements=["sha512"])
-        session.execute(lite, list(rows))
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(ExtractedText)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["sha512"],
+        set_={c: stmt.excluded[c] for c in ("outcome", "tool", "chars", "text", "extracted_at")},
+        where=ExtractedText.outcome == TOOL_MISSING,
+    )
+    session.execute(stmt, list(rows))
 
 
 class Characteriser:

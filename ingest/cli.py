@@ -16,6 +16,7 @@ from archive.proofs.seal import seal_now
 from archive.services import Services
 from ingest import service
 from ingest.characterise import extract_texts, pending_packages, queue_characterisation
+from ingest.extract import tool_missing_hint
 from ingest.unpack import source_size
 
 
@@ -66,6 +67,8 @@ def ingest_cmd(
                     "text of public files, for the search: "
                     + ", ".join(f"{k} {n}" for k, n in sorted(texts.items()))
                 )
+                if hint := tool_missing_hint(texts):
+                    err.print(f"  {hint}", markup=False)
     else:
         queued = queue_characterisation(services, result.package_id)
         report["identification"] = {"status": "queued" if queued else "not-queued"}
@@ -189,6 +192,8 @@ def identify_cmd(
         out.print(
             "text of public files: " + ", ".join(f"{k} {n}" for k, n in sorted(texts.items()))
         )
+        if hint := tool_missing_hint(texts):
+            out.print(f"  {hint}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Date,
     Select,
     String,
@@ -24,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, selectinload
 
 from archive.catalog.tables import (
+    TOOL_MISSING,
     AccessAssignment,
     ConsentRecord,
     Deposit,
@@ -242,10 +244,23 @@ def deposit_by_fingerprint(session: Session, fingerprint: str) -> tuple[str, str
     return (row[0], row[1]) if row else None
 
 
-def public_files_without_text() -> Select[str, str, str | None, str]:
+def public_files_without_text(
+    *, tools_found: Collection[str] = ()
+) -> Select[str, str, str | None, str]:
     """(package id, sha512, MIME type, content path) of identified payload files that the
     public search index holds and whose bytes have no ``extracted_texts`` row yet: the text
-    extraction backlog. Files the public may not see are never in the index, so never here."""
+    extraction backlog; with them, those whose row says a tool of ``tools_found`` was missing
+    (:data:`TOOL_MISSING`), to be read again now that it is installed. Files the public may
+    not see are never in the index, so never here."""
+    read: ColumnElement[bool] = ExtractedText.sha512.is_(None)
+    if tools_found:
+        read = or_(
+            read,
+            and_(
+                ExtractedText.outcome == TOOL_MISSING,
+                ExtractedText.tool.in_(sorted(tools_found)),
+            ),
+        )
     return (
         select(File.package_id, File.sha512, File.mime_type, File.content_path)
         .join(
@@ -260,6 +275,6 @@ def public_files_without_text() -> Select[str, str, str | None, str]:
         .where(
             File.role == "payload",
             File.format_name.is_not(None),
-            ExtractedText.sha512.is_(None),
+            read,
         )
     )

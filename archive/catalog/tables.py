@@ -527,6 +527,11 @@ class SearchEntry(Base):
     document: Mapped[str] = mapped_column(Text)
 
 
+#: The outcome of a file whose text could not be looked for because the tool that reads it
+#: (named in ``tool``) was not installed: read again once the tool is found.
+TOOL_MISSING = "tool-missing"
+
+
 class ExtractedText(Base):
     """Plain text found in a file's bytes (by sha512), for the public search.
 
@@ -534,8 +539,9 @@ class ExtractedText(Base):
     stored bytes, so it lives in the catalog (not in the OCFL objects, which hold what was
     received and what was done to it) and is not rebuilt from storage; the characterisation
     job fills it again. Only files the public may see are ever read for text (see
-    ``ingest/characterise.py``); ``outcome`` is ``text``, ``none``, ``too-large`` or
-    ``failed``."""
+    ``ingest/characterise.py``); ``outcome`` is ``text``, ``none``, ``too-large``,
+    ``failed`` (the tool ran and could not read it: not retried) or :data:`TOOL_MISSING`
+    (``tool`` names the tool that was not installed: retried once it is)."""
 
     __tablename__ = "extracted_texts"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from api.app import create_app
 from archive.catalog.tables import Event, ExtractedText, File, SearchEntry, Version
@@ -315,3 +315,114 @@ def test_cli_queues_with_no_identify_and_status_says_what_is_pending(tmp_path: P
     assert status["characterisation"]["public_files_awaiting_text"] == 0
     code, again, _ = custos(data, "identify", "--json")
     assert again == {"status": "ok", "packages": [], "texts": {}}
+
+
+def test_a_pdf_read_while_pdftotext_is_missing_is_read_once_it_is_installed(
+    tmp_path: Path,
+) -> None:
+    """Without pdftotext on PATH a PDF is ``tool-missing`` (not ``failed``) and left alone
+    while the tool stays missing; once it is found, `custos identify` reads it, and its words
+    reach the search. A PDF pdftotext cannot read stays ``failed`` and is not read again."""
+    from archive.cli import get_app
+    from archive.config import load_settings
+    from archive.services import open_services
+    from tests.functional.test_cli import custos, runner
+
+    no_tools = {"PATH": str(tmp_path / "empty-bin")}  # neither pdftotext nor anything else
+    (tmp_path / "empty-bin").mkdir()
+    bag = make_bag(
+        tmp_path / "bag",
+        {
+            "report.pdf": make_pdf(f"Field report {PUBLIC_WORD} recorded at the site"),
+            "broken.pdf": make_pdf("cut short")[:120],
+            "notes.txt": b"Plain notes about the ferryman crossing\n",
+        },
+        info={"Access-Tier": "public", "Access-Legal-Basis": "x", "Consent-Scopes": "public"},
+    )
+    data = tmp_path / "data"
+    code, _, said = custos(data, "ingest", str(bag), "--depositor", "T", "--no-seal", env=no_tools)
+    assert code == 0
+    assert "tool-missing 2" in said and "failed" not in said
+    assert "pdftotext is not installed (Debian: apt-get install poppler-utils)" in said
+    code, status, _ = custos(data, "status", "--json", env=no_tools)
+    texts = status["characterisation"]
+    assert texts["texts"] == {"text": 1, "tool-missing": 2}
+    assert texts["texts_awaiting_tool"] == {"pdftotext": 2}
+    human = runner.invoke(get_app(), ["--data-dir", str(data), "status"], env=no_tools)
+    assert "2 public file(s) not read for text: pdftotext was not installed" in human.stdout
+    # While the tool stays missing, nothing is pending and nothing is tried again.
+    code, again, _ = custos(data, "identify", "--json", env=no_tools)
+    assert again == {"status": "ok", "packages": [], "texts": {}}
+
+    # pdftotext found (the test machine's PATH): the next run reads both PDFs.
+    code, done, _ = custos(data, "identify", "--json")
+    assert code == 0 and done["texts"] == {"failed": 1, "text": 1}
+    code, status, _ = custos(data, "status", "--json")
+    assert status["characterisation"]["texts"] == {"failed": 1, "text": 2}
+    assert status["characterisation"]["texts_awaiting_tool"] == {}
+    # The PDF that pdftotext cannot read stays failed: not read again.
+    code, again, _ = custos(data, "identify", "--json")
+    assert again == {"status": "ok", "packages": [], "texts": {}}
+    services = open_services(load_settings(data_dir=data))
+    try:
+        with services.sessions() as session:
+            documents = " ".join(session.execute(select(SearchEntry.document)).scalars())
+    finally:
+        services.close()
+    assert PUBLIC_WORD in documents
+
+
+def test_an_archive_upgraded_reads_the_pdfs_it_failed_for_want_of_pdftotext(
+    tmp_path: Path,
+) -> None:
+    """Before revision 0014 a PDF read without pdftotext was recorded ``failed`` with no tool
+    and never read again; the upgrade forgets those rows, so the next run reads the PDF."""
+    from archive.catalog.session import make_engine
+    from tests.functional.test_cli import custos
+
+    (tmp_path / "empty-bin").mkdir()
+    bag = make_bag(
+        tmp_path / "bag",
+        {"report.pdf": make_pdf(f"Field report {PUBLIC_WORD}")},
+        info={"Access-Tier": "public", "Access-Legal-Basis": "x", "Consent-Scopes": "public"},
+    )
+    data = tmp_path / "data"
+    env = {"PATH": str(tmp_path / "empty-bin")}
+    code, stored, _ = custos(
+        data, "ingest", str(bag), "--depositor", "T", "--no-seal", "--json", env=env
+    )
+    assert code == 0 and stored["texts"] == {"tool-missing": 1}
+    # What the previous release recorded, at its schema revision.
+    engine = make_engine(f"sqlite:///{data / 'catalog.sqlite3'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE extracted_texts SET outcome = 'failed', tool = ''"))
+            conn.execute(text("UPDATE alembic_version SET version_num = '0013_event_links_index'"))
+    finally:
+        engine.dispose()
+    code, done, _ = custos(data, "identify", "--json")  # upgrades the catalog first
+    assert code == 0 and done["texts"] == {"text": 1}
+
+
+def test_the_text_of_a_pdf_left_for_want_of_its_tool_replaces_that_row(
+    make_services: MakeServices, catalog_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row that says the tool was missing is replaced by what the tool reads (on both
+    catalogs); a row of any other outcome is never written over."""
+    services = make_services(catalog_url)
+    bag = make_bag(
+        tmp_path / "bag",
+        {"report.pdf": make_pdf(f"Field report {PUBLIC_WORD}")},
+        info={"Access-Tier": "public", "Access-Legal-Basis": "x", "Consent-Scopes": "public"},
+    )
+    ingest(services, bag, depositor="Tool Mechanism")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pdftotext there
+    assert characterise(services).texts == {"tool-missing": 1}
+    assert characterise(services).texts == {}  # still missing: nothing tried again
+    monkeypatch.undo()
+    assert characterise(services).texts == {"text": 1}
+    with services.sessions() as session:
+        row = session.execute(select(ExtractedText)).scalar_one()
+        assert (row.outcome, row.tool[:10]) == ("text", "pdftotext ")
+        assert PUBLIC_WORD in row.text
+    assert characterise(services).texts == {}

@@ -137,9 +137,9 @@ def test_unknown_package(tmp_path: Path) -> None:
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["to"] == "0013_event_links_index"
+    assert code == 0 and body["to"] == "0014_text_tool_missing"
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["from"] == body["to"] == "0013_event_links_index"
+    assert code == 0 and body["from"] == body["to"] == "0014_text_tool_missing"
 
 
 def test_settings_from_environment_and_toml(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingest.extract import extract, pdftotext_version
+import pytest
+
+from ingest.extract import extract, pdftotext_version, tool_missing_hint, tools_found
 from tests.helpers import make_pdf
 
 
@@ -53,4 +55,22 @@ def test_what_is_not_read_and_what_fails(tmp_path: Path) -> None:
         broken, "application/pdf", source_max_bytes=10_000, max_chars=10, time_limit=5.0,
         pdf_tool=None,
     )  # fmt: skip
-    assert got.outcome == "failed" and "poppler-utils" in got.why
+    # pdftotext not installed: not a failure of the file, the tool named, retried later.
+    assert got.outcome == "tool-missing" and got.tool == "pdftotext"
+    assert "poppler-utils" in got.why
+
+
+def test_the_tool_is_looked_up_on_path_at_each_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that started before poppler-utils was installed finds pdftotext after."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert pdftotext_version() is None and tools_found() == ()
+    assert tool_missing_hint({"tool-missing": 1}) == (
+        "pdftotext is not installed (Debian: apt-get install poppler-utils); once it is, "
+        "`custos identify` (or a worker, or `custos serve`) reads those files"
+    )
+    assert tool_missing_hint({"failed": 1, "text": 2}) is None
+    monkeypatch.undo()
+    assert (pdftotext_version() or "").startswith("pdftotext ")
+    assert tools_found() == ("pdftotext",)
