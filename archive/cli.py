@@ -238,6 +238,8 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List the packages held."""
+    from rich.measure import Measurement
+
     from archive.catalog.queries import list_packages
 
     services = run(as_json, state(ctx).services)
@@ -252,7 +254,10 @@ def list_cmd(
             markup=False,
         )
         return
+    # Package ids are never cut (they are what `custos show` takes): a table when every
+    # column fits without breaking a word, else one block per package, its id on a line.
     table = Table("package", "depositor", "title", "stored", "files", "size", "version")
+    table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(
             *(
@@ -268,7 +273,18 @@ def list_cmd(
                 )
             )
         )
-    out.print(table)
+    if Measurement.get(out, out.options.update_width(10_000), table).minimum <= out.width:
+        out.print(table)
+        return
+    for r in rows:
+        out.print(r.id, markup=False)
+        if r.title:
+            out.print(f"  {r.title}", markup=False)
+        out.print(
+            f"  {r.depositor}; stored {r.created_at:%Y-%m-%d %H:%M}; {r.files} file(s), "
+            f"{human_bytes(r.bytes)}; v{r.head}",
+            markup=False,
+        )
 
 
 seal_app = typer.Typer(

@@ -96,6 +96,25 @@ def test_ingest_list_show(tmp_path: Path, catalog_url: str) -> None:
     assert code == 0
 
 
+@pytest.mark.parametrize("columns", [80, 200])
+def test_list_prints_whole_package_ids_at_any_width(tmp_path: Path, columns: int) -> None:
+    """The id is what `custos show` takes: never cut, whatever the terminal's width (a table
+    where every column fits, one block per package where it does not)."""
+    code, stored, _ = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "Sample Closing Mechanism", "--json",
+        "--no-identify", "--no-seal",
+    )  # fmt: skip
+    assert code == 0
+    result = runner.invoke(
+        get_app(), ["--data-dir", str(tmp_path), "list"], env={"COLUMNS": str(columns)}
+    )
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert any(stored["package_id"] in line for line in lines)
+    assert all(len(line) <= columns for line in lines)
+    assert "Sample holding (fictional records)" in " ".join(" ".join(lines).split())
+
+
 def test_same_bag_twice_is_reported_not_duplicated(tmp_path: Path) -> None:
     code, first, _ = custos(
         tmp_path, "ingest", str(SAMPLE), "--depositor", "A", "--json", "--no-identify"
