@@ -213,6 +213,25 @@ LocationSettings = Annotated[
 PRIMARY_LOCATION = "primary"
 
 
+def location_example(kind: Literal["local", "s3"], name: str) -> str:
+    """A ``[locations.NAME]`` table of ``kind`` with the keys it requires, for an operator
+    to copy into the settings file (the S3 credentials are left to the environment, whose
+    variables the text names). The values are examples to change."""
+    if kind == "local":
+        return f'[locations.{name}]\nkind = "local"\npath = "/mnt/replica/custos"\n'
+    env = f"{ENV_PREFIX}LOCATIONS__{name.upper()}"
+    return (
+        f"[locations.{name}]\n"
+        'kind = "s3"\n'
+        'endpoint_url = "https://s3.example.org"\n'
+        'bucket = "custos-replicas"\n'
+        "retention_days = 3650\n"
+        "# access_key and secret_key: best from the environment, in\n"
+        f"#   {env}__ACCESS_KEY\n"
+        f"#   {env}__SECRET_KEY\n"
+    )
+
+
 class QueueSettings(BaseModel):
     """The job queue (Huey). The embedded default is a SQLite file in the data folder (no
     server); ``redis`` lets workers on many machines share one queue."""

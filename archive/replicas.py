@@ -104,7 +104,8 @@ class ReplicationState:
                 reasons.append(f"the copy at {loc} holds v{rows[0].version}, not v{self.head}")
         if self.plan.shortfall:
             reasons.append(
-                f"{self.plan.shortfall} more location(s) needed than the settings configure"
+                f"{self.plan.shortfall} more location(s) needed than the settings configure "
+                "(add a [locations.NAME] table: `custos replicate` shows one)"
             )
         return f"NOT safely stored: {need} required; " + "; ".join(reasons)
 

@@ -56,6 +56,8 @@ def replicate_cmd(
             out.print(f"{pid}: {st['summary']}", markup=False)
         if not report.states:
             out.print("every package is safely stored", markup=False)
+        if report.hint:
+            err.print(f"hint: {report.hint}", markup=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -54,7 +54,7 @@ from archive.catalog.tables import (
 )
 from archive.catalog.upsert import upsert
 from archive.checkpoints import LOG_DIR
-from archive.config import Settings
+from archive.config import CONFIG_FILE_NAME, Settings, location_example
 from archive.custody import new_event, now, record_events
 from archive.digest import digest_file
 from archive.errors import ConfigError, StorageError
@@ -109,6 +109,8 @@ class ReplicationReport:
     log_copies: list[CopyOutcome] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # package, location, why
     states: dict[str, Any] = field(default_factory=dict)
+    #: When a package needs more locations than the settings configure: what to add.
+    hint: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -141,7 +143,33 @@ class ReplicationReport:
                 {"package_id": p, "location": loc, "reason": why} for p, loc, why in self.failures
             ],
             "packages": self.states,
+            "hint": self.hint,
         }
+
+
+def location_hint(settings: Settings, policy: ReplicationPolicy, shortfall: int) -> str:
+    """What to add to the settings when plans lack ``shortfall`` locations: where the
+    settings file is, and a ``[locations.NAME]`` table for a folder and for an S3 bucket
+    (named as the policy names them, where it names locations the settings lack)."""
+    tiers = ("public", "restricted", "protected-identity")
+    named = [n for t in tiers for n in policy.for_tier(t).locations]
+    wanted = sorted({n for n in named if n not in settings.locations})
+    folder = wanted[0] if wanted else "second-disk"
+    bucket = wanted[-1] if wanted else "offsite"
+    lead = (
+        f"the replication policy ({policy.label}) names location(s) the settings lack: "
+        f"{', '.join(wanted)}; add each under that key"
+        if wanted
+        else f"add {shortfall} more replica location(s), each under a key of its own"
+    )
+    return (
+        f"{lead}, in the settings file ({settings.data_dir / CONFIG_FILE_NAME}, or the one "
+        "given with --config or CUSTOS_CONFIG); a folder on another disk or a mounted share:\n\n"
+        f"{location_example('local', folder)}\n"
+        "or an S3 bucket (created with Object Lock if missing):\n\n"
+        f"{location_example('s3', bucket)}\n"
+        "then run `custos replicate` again (README: Settings, for every key)"
+    )
 
 
 def configured_location(settings: Settings, name: str) -> ReplicaLocation:
@@ -225,6 +253,11 @@ def replicate(
     with services.sessions() as session:
         for pid in targets:
             report.states[pid] = replication_state(session, pid).as_dict()
+    shortfall = max(
+        (s["plan"]["shortfall"] for s in report.states.values() if s["plan"]), default=0
+    )
+    if shortfall:
+        report.hint = location_hint(services.settings, policy, shortfall)
     return report
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from archive.cli import get_app
+from archive.config import load_settings
 from tests.conftest import SAMPLE
 
 runner = CliRunner()
@@ -96,6 +97,46 @@ def test_worker_and_replicate_refuse_clearly(tmp_path: Path) -> None:
     config.write_text('[locations.primary]\nkind = "local"\npath = "/tmp/x"\n')
     code, _, err = custos(tmp_path / "f", "fixity", "status", config=config)
     assert code == 78 and "primary" in err
+
+
+def test_replicate_short_of_locations_shows_the_settings_to_add(tmp_path: Path) -> None:
+    """The shipped policy wants two copies; with no location configured, replicate says
+    where the settings file is and shows a folder's and a bucket's table, which load as they
+    are; the folder's, with its path changed, is all it takes."""
+    data = tmp_path / "data"
+    code, body, _ = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "M", "--no-identify", "--no-seal", "--json"
+    )
+    assert code == 0
+    pid = body["package_id"]
+    code, _, said = custos(data, "replicate")
+    assert code == 1
+    assert str(data / "custos.toml") in said
+    assert '[locations.second-disk]\nkind = "local"\npath = "/mnt/replica/custos"\n' in said
+    assert '[locations.offsite]\nkind = "s3"\n' in said
+    assert "CUSTOS_LOCATIONS__OFFSITE__SECRET_KEY" in said
+    code, body, _ = custos(data, "replicate", "--json")
+    assert code == 1 and body["hint"] == said.removeprefix("hint: ").rstrip("\n")
+    # Both tables are settings as they stand (the bucket's keys from the environment).
+    tables = [block for block in body["hint"].split("\n\n") if block.startswith("[")]
+    settings_file = tmp_path / "both.toml"
+    settings_file.write_text("\n\n".join(tables) + "\n")
+    settings = load_settings(
+        data_dir=data,
+        config_file=settings_file,
+        environ={
+            "CUSTOS_LOCATIONS__OFFSITE__ACCESS_KEY": "a",
+            "CUSTOS_LOCATIONS__OFFSITE__SECRET_KEY": "s",
+        },
+    )
+    assert {k: v.kind for k, v in settings.locations.items()} == {
+        "second-disk": "local",
+        "offsite": "s3",
+    }
+    folder = tables[0].replace("/mnt/replica/custos", str(tmp_path / "replica"))
+    (data / "custos.toml").write_text(folder + "\n")
+    code, body, said = custos(data, "replicate", "--json")
+    assert code == 0 and body["packages"][pid]["safely_stored"] and body["hint"] is None, said
 
 
 def test_replicate_copies_the_custody_log_and_fixity_counts_it(tmp_path: Path) -> None:

@@ -10,10 +10,12 @@ from ocfl.storage_root import StorageRoot
 from sqlalchemy import func, select
 
 from archive.catalog.tables import Event, File, Package, Replica, ReplicationPlan
+from archive.config import load_settings
 from archive.errors import NotFound, PolicyError
 from archive.replicas import replication_state, replication_summary
 from archive.storage.replica import open_location
-from fixity.replication import replicate
+from fixity.replication import location_hint, replicate
+from policies.load import load_replication_policy
 from tests.servers import SeaweedServer, start_seaweedfs
 from tests.unit.fixity.conftest import (
     ArchiveFactory,
@@ -129,6 +131,31 @@ def test_no_location_configured_is_a_shortfall(archive: ArchiveFactory, tmp_path
     assert state["safely_stored"] is False
     assert state["plan"]["shortfall"] == 1
     assert "more location(s) needed" in state["summary"]
+    assert report.hint is not None and report.as_dict()["hint"] == report.hint
+    assert "add 1 more replica location(s)" in report.hint
+    assert str(services.settings.data_dir / "custos.toml") in report.hint
+    assert '[locations.second-disk]\nkind = "local"\n' in report.hint
+    assert '[locations.offsite]\nkind = "s3"\n' in report.hint
+
+
+def test_the_hint_names_the_locations_a_policy_names(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "replication.toml").write_text(
+        'id = "replication"\nversion = 4\neffective_from = "2026-01-01"\n'
+        '[tiers.public]\ncopies = 2\nlocations = ["cloud"]\n'
+        '[tiers.restricted]\ncopies = 3\nlocations = ["vault", "cloud"]\n'
+        "[tiers.protected-identity]\ncopies = 2\n"
+    )
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        environ={"CUSTOS_LOCATIONS__VAULT__KIND": "local", "CUSTOS_LOCATIONS__VAULT__PATH": "/v"},
+    )
+    hint = location_hint(settings, load_replication_policy(policies), 1)
+    assert "the replication policy (replication v4) names location(s) the settings lack: " in hint
+    assert "lack: cloud; add each under that key" in hint
+    assert "[locations.cloud]\n" in hint and "[locations.vault]" not in hint
+    assert "CUSTOS_LOCATIONS__CLOUD__ACCESS_KEY" in hint
 
 
 def test_unknown_package_and_bad_policy(archive: ArchiveFactory, tmp_path: Path) -> None:
