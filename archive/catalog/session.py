@@ -2,26 +2,31 @@
 
 The schema is made only by Alembic (``alembic/`` at the project root). SQLite runs in WAL mode
 with foreign keys on and a busy timeout, so a worker and a command can share it.
+
+Alembic itself is imported only to upgrade: whether the catalog is at the newest revision is
+read from the migration files and the version table directly (importing Alembic and loading
+every migration took a good part of a command's start-up).
 """
 
 from __future__ import annotations
 
+import ast
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from alembic import command
 from archive.errors import CatalogError, ConfigError
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+VERSION_TABLE = "alembic_version"  # Alembic's default, which alembic/env.py keeps
 
 
 def make_engine(url: str) -> Engine:
@@ -76,6 +81,8 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     if not (ALEMBIC_DIR / "env.py").is_file():
         raise ConfigError(
             f"schema migrations not found at {ALEMBIC_DIR}",
@@ -88,19 +95,71 @@ def _alembic_config(engine: Engine) -> Config:
 
 
 def head_revision(engine: Engine) -> str | None:
+    """The newest revision of the migrations: the one no other revises, read from the
+    ``revision`` and ``down_revision`` of each file in ``alembic/versions`` (what Alembic
+    reads, without importing it and every migration). When the files are anything but one
+    chain with one newest revision, Alembic answers (and raises for several heads)."""
+    head = _single_head(ALEMBIC_DIR / "versions")
+    if head is not None:
+        return head
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
 
 
+def _single_head(versions: Path) -> str | None:
+    """The one revision no other revises, or ``None`` when the files do not say it plainly
+    (a revision that is not a string literal, a merge, a branch, no files)."""
+    revised: dict[str, str | None] = {}
+    for path in sorted(versions.glob("*.py")):
+        values: dict[str, Any] = {}
+        for node in ast.parse(path.read_bytes(), str(path)).body:
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id in ("revision", "down_revision")
+                and isinstance(node.value, ast.Constant)
+            ):
+                values[node.targets[0].id] = node.value.value
+        revision, down = values.get("revision"), values.get("down_revision", ...)
+        if not isinstance(revision, str) or not (down is None or isinstance(down, str)):
+            return None
+        if revision in revised:
+            return None
+        revised[revision] = down
+    heads = set(revised) - {down for down in revised.values() if down is not None}
+    roots = [r for r, down in revised.items() if down is None]
+    if len(heads) != 1 or len(roots) != 1:
+        return None
+    return heads.pop()
+
+
 def current_revision(engine: Engine) -> str | None:
+    """The revision the catalog's schema is at (``None`` for an empty catalog), from
+    Alembic's version table. Raises :class:`CatalogError` if the catalog cannot be read or
+    records more than one revision."""
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not inspect(conn).has_table(VERSION_TABLE):
+                return None
+            found = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()
+            revisions = list(found)
     except SQLAlchemyError as exc:
         raise CatalogError(f"cannot reach the catalog at {engine.url!r}: {exc}") from exc
+    if len(revisions) > 1:
+        raise CatalogError(
+            f"the catalog at {engine.url!r} records several schema revisions: "
+            f"{', '.join(sorted(revisions))}",
+            hint="merge the branches of the migrations (alembic merge), then upgrade",
+        )
+    return revisions[0] if revisions else None
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Bring the schema to the newest revision; return (before, after)."""
+    from alembic import command
+
     before = current_revision(engine)
     try:
         command.upgrade(_alembic_config(engine), "head")

@@ -77,3 +77,51 @@ def test_the_custody_log_links_are_found_through_their_partial_index(tmp_path: P
     finally:
         engine.dispose()
     assert any("ix_event_links_chain" in str(row) for row in plan), plan
+
+
+def test_the_revisions_are_read_as_alembic_reads_them(catalog_url: str, tmp_path: Path) -> None:
+    """Opening a catalog compares its revision with the newest without importing Alembic:
+    both answers are Alembic's own, on an empty catalog, one part-way and one at the head."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from alembic import command
+    from archive.catalog.session import _alembic_config
+
+    engine = make_engine(catalog_url or f"sqlite:///{tmp_path / 'catalog.sqlite3'}")
+
+    def alembic_current() -> str | None:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    try:
+        config = _alembic_config(engine)
+        assert head_revision(engine) == ScriptDirectory.from_config(config).get_current_head()
+        assert current_revision(engine) is None
+        assert alembic_current() is None
+        command.upgrade(config, "0004")
+        assert current_revision(engine) == alembic_current() == "0004"
+        upgrade(engine)
+        assert current_revision(engine) == alembic_current() == head_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def test_migrations_that_are_not_one_plain_chain_are_left_to_alembic(tmp_path: Path) -> None:
+    from archive.catalog.session import _single_head
+
+    def write(name: str, body: str) -> None:
+        (tmp_path / f"{name}.py").write_text(body)
+
+    write("a", 'revision = "a"\ndown_revision = None\n')
+    write("b", 'revision = "b"\ndown_revision = "a"\n')
+    assert _single_head(tmp_path) == "b"
+    write("c", 'revision = "c"\ndown_revision = "a"\n')  # a branch: two newest revisions
+    assert _single_head(tmp_path) is None
+    write("c", 'revision = "c"\ndown_revision = ("a", "b")\n')  # a merge
+    assert _single_head(tmp_path) is None
+    write("c", 'revision = "c"\ndown_revision = "b"\n')
+    assert _single_head(tmp_path) == "c"
+    write("d", 'revision = make()\ndown_revision = "c"\n')  # not a literal
+    assert _single_head(tmp_path) is None
+    assert _single_head(tmp_path / "none") is None
