@@ -7,28 +7,22 @@ import os
 import pwd
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from access.export import export
-from access.reviews import ReviewStep, approve_review, extend_review, list_reviews
-from access.rules import Principal, access_policy, today
-from access.search import reindex_all
-from access.sunset import apply_due, check_date, due_packages
-from access.users import (
-    NewUser,
-    add_user,
-    disable_user,
-    identify,
-    list_users,
-    replace_token,
-)
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
 from archive.errors import InputRejected
 from archive.findings import Finding
-from archive.services import Services
+
+# The access services are imported by the commands that call them, so that `custos --help`
+# and the other commands start without them (the catalog, argon2, the bundle writer).
+if TYPE_CHECKING:
+    from access.reviews import ReviewStep
+    from access.rules import Principal
+    from access.users import NewUser
+    from archive.services import Services
 
 
 def export_cmd(
@@ -68,6 +62,8 @@ def export_cmd(
     third-party-justice by default). The export is a custody event. Exit status 2 if the
     request is refused (a file that may not be released, a purpose not declared, files not
     yet sealed each on its own: `custos seal files`)."""
+    from access.export import export
+
     services = run(as_json, state(ctx).services)
     with progress_bar("exporting", None, not as_json) as advance:
         result = run(
@@ -142,6 +138,9 @@ def users_add_cmd(
 
     A custody event records the user, the role, the reason and the system account that ran
     the command."""
+    from access.rules import access_policy
+    from access.users import add_user
+
     services = run(as_json, state(ctx).services)
 
     def go() -> NewUser:
@@ -197,6 +196,8 @@ def users_disable_cmd(
 
     A custody event records the user, the role, the reason and the system account that ran
     the command."""
+    from access.users import disable_user
+
     services = run(as_json, state(ctx).services)
 
     def go() -> str:
@@ -232,6 +233,9 @@ def users_token_cmd(
 
     A custody event records the user, the role, what was replaced, the reason and the
     system account that ran the command (never the token or the secret)."""
+    from access.rules import access_policy
+    from access.users import replace_token
+
     services = run(as_json, state(ctx).services)
 
     def go() -> NewUser:
@@ -252,6 +256,8 @@ def users_token_cmd(
 @users_app.command("list")
 def users_list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List users: name, role, organisation, whether a second factor is enrolled."""
+    from access.users import list_users
+
     services = run(as_json, state(ctx).services)
     with services.sessions() as session:
         users = list_users(session)
@@ -284,6 +290,9 @@ def users_list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @search_app.command("reindex")
 def search_reindex_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Rebuild the public search index from the catalog and the access policy."""
+    from access.rules import access_policy
+    from access.search import reindex_all
+
     services = run(as_json, state(ctx).services)
 
     def go() -> tuple[int, int]:
@@ -345,6 +354,9 @@ def policies_apply_cmd(
     review (it never opens by itself). One new version per
     package, a custody event per transition; nothing is due twice. The worker runs this
     daily. Exit status 1 if some package could not be done (listed)."""
+    from access.rules import today
+    from access.sunset import apply_due, check_date, due_packages
+
     services = run(as_json, state(ctx).services)
     day = run(as_json, lambda: _day(on, "--on")) or today()
     run(as_json, lambda: check_date(day, dry_run=dry_run))
@@ -385,6 +397,9 @@ def policies_apply_cmd(
 @policies_app.command("reviews")
 def policies_reviews_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List the open reviews of protected identities: what, since when, who approved."""
+    from access.reviews import list_reviews
+    from access.rules import access_policy
+
     services = run(as_json, state(ctx).services)
 
     def go() -> list[dict[str, Any]]:
@@ -444,6 +459,9 @@ TotpOpt = Annotated[
 
 
 def _registrar(services: Services, name: str, token: str, totp: str) -> Principal:
+    from access.rules import access_policy
+    from access.users import identify
+
     policy = access_policy(services.settings)
     with services.sessions() as session:
         return identify(session, policy, name, token=token, totp=totp, auth=services.settings.auth)
@@ -486,6 +504,8 @@ def policies_approve_cmd(
 
     The second approval by a different registrar applies the successor tier; approving twice is
     refused (exit 2) and does not count."""
+    from access.reviews import approve_review
+
     services = run(as_json, state(ctx).services)
     reader = run(as_json, lambda: _registrar(services, registrar, token, totp))
     _print_step(run(as_json, lambda: approve_review(services, reader, review)), as_json)
@@ -511,6 +531,8 @@ def policies_extend_cmd(
 
     Taken as registrar NAME (proven by their token and TOTP code): the sunset moves, the
     review closes, and a new one opens at the new sunset."""
+    from access.reviews import extend_review
+
     services = run(as_json, state(ctx).services)
     new_sunset = run(as_json, lambda: _day(until, "--until"))
     assert new_sunset is not None

@@ -19,7 +19,6 @@ from typing import Annotated, Any
 import typer
 
 from archive.cli import err, run, state
-from archive.services import open_services
 
 
 def serve_cmd(
@@ -47,6 +46,8 @@ def serve_cmd(
         return
     # The schema and the recovery of interrupted work, once, before the processes start
     # (each would otherwise try to create the schema of a new catalog at the same time).
+    from archive.services import open_services
+
     run(False, lambda: open_services(settings).close())
     spawn = multiprocessing.get_context("spawn")
     processes = [

@@ -18,34 +18,50 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+import typer.core
+import typer.main
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
-from archive.config import Settings, load_settings
 from archive.errors import CustosError, InputRejected
 from archive.findings import Finding
-from archive.services import Services, open_services
 
 if TYPE_CHECKING:
+    from typer._click import Command, Context
+
+    from archive.config import Settings
     from archive.proofs.seal import SealReport
+    from archive.services import Services
 
 T = TypeVar("T")
+
+
+class _RootGroup(typer.core.TyperGroup):
+    """The root command group. The sub-apps of the function packages are loaded only when a
+    command outside the core is named, or when every command is listed (``--help``): the core
+    commands (``custos status``, ...) start without importing them."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        self._load_sub_apps()
+        return super().list_commands(ctx)
+
+    def resolve_command(
+        self, ctx: Context, args: list[str]
+    ) -> tuple[str | None, Command | None, list[str]]:
+        if args and args[0] not in self.commands:
+            self._load_sub_apps()
+        return super().resolve_command(ctx, args)
+
+    def _load_sub_apps(self) -> None:
+        if _register_sub_apps():
+            self.commands = typer.main.get_group(app).commands
+
 
 app = typer.Typer(
     name="custos",
     help="Custos: a long-term preservation archive for evidence. BagIt in, OCFL out, "
     "every step recorded.",
+    cls=_RootGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -70,9 +86,13 @@ class State:
     _services: Services | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
+        from archive.config import load_settings
+
         return load_settings(data_dir=self.data_dir, config_file=self.config)
 
     def services(self) -> Services:
+        from archive.services import open_services
+
         if self._services is None:
             self._services = open_services(self.settings())
             for line in self._services.recovered:
@@ -155,6 +175,16 @@ def progress_bar(
     if not enabled or not err.is_terminal:
         yield None
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         (DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
         if unit == "bytes"
@@ -239,6 +269,8 @@ def list_cmd(
 ) -> None:
     """List the packages held."""
     from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
 
     from archive.catalog.queries import list_packages
 
@@ -629,6 +661,9 @@ def show_cmd(
 ) -> None:
     """Show one package: its deposit, whether it is safely stored (its replicas), versions,
     files and events."""
+    from rich.table import Table
+    from rich.text import Text
+
     from archive.catalog.queries import package_detail
     from archive.replicas import replication_state
 
@@ -758,13 +793,21 @@ _registered = False
 
 def get_app() -> typer.Typer:
     """The full command line: the core commands plus every registered sub-app (once)."""
-    global _registered
-    if not _registered:
-        for ep in sorted(entry_points(group="custos.commands"), key=lambda e: e.name):
-            ep.load()(app)
-        _markdown_help(app)
-        _registered = True
+    _register_sub_apps()
     return app
+
+
+def _register_sub_apps() -> bool:
+    """Register the sub-apps of the ``custos.commands`` entry points, unless done already;
+    say whether this call did."""
+    global _registered
+    if _registered:
+        return False
+    for ep in sorted(entry_points(group="custos.commands"), key=lambda e: e.name):
+        ep.load()(app)
+    _markdown_help(app)
+    _registered = True
+    return True
 
 
 def _markdown_help(group: typer.Typer) -> None:
@@ -779,4 +822,6 @@ def _markdown_help(group: typer.Typer) -> None:
 
 
 def main() -> None:
-    get_app()()
+    """``custos``: the core commands run without loading the sub-apps (see :class:`_RootGroup`)."""
+    _markdown_help(app)
+    app()

@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
-from fixity import replication
 
 
 def replicate_cmd(
@@ -32,6 +31,8 @@ def replicate_cmd(
 
     Exit status 0 when every package named (or every package) is safely stored afterwards
     and no copy failed, 1 otherwise (each reason on stderr)."""
+    from fixity import replication
+
     services = run(as_json, state(ctx).services)
     with progress_bar("replicating", None, not as_json) as tick:
         report = run(as_json, lambda: replication.replicate(services, package, progress=tick))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -12,10 +12,12 @@ from rich.text import Text
 
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
 from archive.errors import CustosError, StorageError
-from archive.proofs.seal import seal_now
-from archive.services import Services
-from migration import service
-from migration.report import render_html
+
+# The migration service (and the seal, the catalog) are imported by the commands that call
+# them, so that `custos --help` and the other commands start without them.
+if TYPE_CHECKING:
+    from archive.services import Services
+    from migration.service import RunReport
 
 migrate_app = typer.Typer(
     help="Preservation planning and format migration, as the format policy says "
@@ -27,6 +29,8 @@ migrate_app = typer.Typer(
 @migrate_app.command("plan")
 def plan_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Per format held: files, bytes, PRONOM name, the action and the risk; nothing runs."""
+    from migration import service
+
     services = run(as_json, state(ctx).services)
     result = run(as_json, lambda: service.plan_formats(services))
     if as_json:
@@ -92,6 +96,8 @@ def run_cmd(
     Exit status 0 when every copy was made, 5 when some failed (each failure is recorded),
     3 when some were deferred because no timestamp authority answered (the next run makes
     them)."""
+    from migration import service
+
     services = run(as_json, state(ctx).services)
     todo = run(
         as_json,
@@ -117,7 +123,7 @@ def run_cmd(
         raise typer.Exit(3)
 
 
-def _say(result: service.RunReport) -> None:
+def _say(result: RunReport) -> None:
     if not result.packages:
         out.print("nothing to migrate: every copy the policy asks for is stored", markup=False)
         return
@@ -139,6 +145,8 @@ def _say(result: service.RunReport) -> None:
 
 def _seal_after_commit(services: Services, quiet: bool) -> dict[str, Any]:
     """The copies are stored: a TSA that does not answer leaves the inventories pending."""
+    from archive.proofs.seal import seal_now
+
     try:
         result = seal_now(services).as_dict()
     except CustosError as exc:
@@ -160,6 +168,9 @@ def report_cmd(
 ) -> None:
     """The risk report: formats held, counts, bytes, PRONOM names, actions, risks, and what
     has been migrated."""
+    from migration import service
+    from migration.report import render_html
+
     services = run(as_json, state(ctx).services)
     result = run(as_json, lambda: service.report(services))
     if html is not None:
