@@ -89,6 +89,7 @@ bench: install
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/sunset.py
 	$(BIN)/python bench/identify.py
+	$(BIN)/python bench/cli_start.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
