@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
 from archive.errors import CustosError
-from archive.jobs import enqueue
-from archive.proofs.seal import seal_now
-from archive.services import Services
-from ingest import service
-from ingest.characterise import extract_texts, pending_packages, queue_characterisation
-from ingest.extract import tool_missing_hint
-from ingest.unpack import source_size
+
+# The ingest services (and the seal, the queue, the catalog) are imported by the commands
+# that call them, so that `custos --help` starts without them.
+if TYPE_CHECKING:
+    from archive.services import Services
+    from ingest.service import IngestResult
 
 
 def ingest_cmd(
@@ -48,6 +47,11 @@ def ingest_cmd(
     Exit status: 0 stored (or already held: the same payload is never stored twice),
     2 refused (every problem is listed on stderr), other non-zero values for errors.
     """
+    from ingest import service
+    from ingest.characterise import queue_characterisation
+    from ingest.extract import tool_missing_hint
+    from ingest.unpack import source_size
+
     services = run(as_json, state(ctx).services)
     with progress_bar(f"receiving {path.name}", source_size(path), not as_json) as tick:
         result = run(
@@ -85,7 +89,7 @@ def ingest_cmd(
         emit_json(report)
 
 
-def _say_stored(result: service.IngestResult) -> None:
+def _say_stored(result: IngestResult) -> None:
     if result.status == "already-held":
         err.print(
             f"[yellow]already held:[/] the same payload was deposited as {result.deposit_id}; "
@@ -103,6 +107,8 @@ def _say_stored(result: service.IngestResult) -> None:
 
 def _identify_after_commit(services: Services, package_id: str, quiet: bool) -> dict[str, Any]:
     """The package is already stored: a failure here is reported, never a refusal."""
+    from ingest import service
+
     try:
         with progress_bar("identifying formats", None, not quiet, unit="items") as tick:
             done = service.identify_package(services, package_id, progress=tick)
@@ -122,11 +128,15 @@ def _identify_after_commit(services: Services, package_id: str, quiet: bool) -> 
 
 def _extract_after_commit(services: Services, package_id: str) -> dict[str, int]:
     """Text of the package's public documents, for the search (failures are recorded)."""
+    from ingest.characterise import extract_texts
+
     return extract_texts(services, package_id)
 
 
 def _seal_after_commit(services: Services, quiet: bool) -> dict[str, Any]:
     """The package is stored: a TSA that does not answer leaves its manifests awaiting seal."""
+    from archive.proofs.seal import seal_now
+
     try:
         result = seal_now(services).as_dict()
     except CustosError as exc:
@@ -143,6 +153,8 @@ def _seal_after_commit(services: Services, quiet: bool) -> dict[str, Any]:
 
 def _queue_replication(services: Services, package_id: str, quiet: bool) -> dict[str, Any]:
     """The package is committed: queue its replication for a worker (`custos worker`)."""
+    from archive.jobs import enqueue
+
     try:
         enqueue(services.settings, "replicate", package_id=package_id)
     except CustosError as exc:
@@ -163,6 +175,10 @@ def identify_cmd(
 ) -> None:
     """Identify the formats (PRONOM PUIDs) of payload files not yet identified, then extract
     the text of public documents not yet read (what the `characterise` job does)."""
+    from ingest import service
+    from ingest.characterise import extract_texts, pending_packages
+    from ingest.extract import tool_missing_hint
+
     services = run(as_json, state(ctx).services)
     targets = [package] if package else run(as_json, partial(pending_packages, services))
     results = []
