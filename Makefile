@@ -2,7 +2,9 @@
 #   make demo   - install Custos (and the Debian tools its main job runs), then run the main
 #                 job on the embedded default and serve it on PORT (make demo PORT=8010)
 #   make test   - install everything the tests need (Debian and Python packages), then run
-#                 lint, format check, types, the import-layer contract and the whole suite
+#                 lint, format check, types, the import-layer contract, the documentation
+#                 site's strict build and the whole suite
+#   make docs   - build the documentation site into site/
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -36,7 +38,7 @@ apt_install = missing=""; for p in $(1); do \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-.PHONY: install demo demo-deps system-deps test lint typecheck pytest lock bench clean
+.PHONY: install demo demo-deps system-deps test lint typecheck docs docs-check pytest lock bench clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,10 +69,21 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml, docs/): --strict fails on a broken link or anchor, and
+# nothing is fetched from the network. NO_MKDOCS_2_WARNING quiets Material's notice about
+# MkDocs 2.0.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+docs: install
+	$(MKDOCS) build --strict --quiet
+
+docs-check: install
+	$(MKDOCS) build --strict --quiet
+
 pytest: install system-deps
 	$(BIN)/pytest -q
 
-test: system-deps install lint typecheck pytest
+test: system-deps install lint typecheck docs-check pytest
 
 # Regenerate the lock file from a fresh resolution (commit the result).
 lock:
@@ -92,4 +105,4 @@ bench: install
 	$(BIN)/python bench/cli_start.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site
