@@ -30,6 +30,7 @@ from archive.errors import (
     ProofError,
     SecondFactorRequired,
     StorageError,
+    StorageFull,
     TooManyAttempts,
 )
 
@@ -46,6 +47,7 @@ _STATUS: tuple[tuple[type[CustosError], int, str], ...] = (
     (InputRejected, 422, "Request refused"),
     (PolicyError, 403, "Refused by policy"),
     (ProofError, 502, "Proof not available"),
+    (StorageFull, 507, "Insufficient Storage"),
     (StorageError, 503, "Storage unavailable"),
     (CatalogError, 503, "Catalog unavailable"),
     (ConfigError, 500, "Server misconfigured"),

@@ -4,7 +4,9 @@ Every payload byte is read once: :func:`copy_with_digests` copies a stream into 
 while computing sha512, sha256 and any other algorithm the caller asks for (a bag's own
 manifest algorithms, for instance). On large buffers hashlib releases the GIL, so the digests
 run on separate threads in parallel with the write; small files stay on one thread, where
-hand-offs would cost more than they save.
+hand-offs would cost more than they save. A write that the target's filesystem refuses (full,
+over quota, read-only, I/O error) is :class:`WriteFailed`, never taken for a fault of the
+source.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import queue
 import re
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from archive.errors import STORAGE_ERRNOS
 
 CHUNK = 4 * 1024 * 1024
 #: Below this size a file is hashed on the calling thread only.
@@ -95,7 +99,7 @@ def _new_hashers(algorithms: Iterable[str]) -> dict[str, _Hasher]:
 
 def _pump(
     src: Source,
-    dst: BinaryIO | None,
+    dst: _Target | None,
     hashers: dict[str, _Hasher],
     size_hint: int,
 ) -> int:
@@ -121,7 +125,7 @@ def _pump(
 BUFFERS = 3
 
 
-def _pump_pipelined(src: Source, dst: BinaryIO | None, hashers: list[_Hasher]) -> int:
+def _pump_pipelined(src: Source, dst: _Target | None, hashers: list[_Hasher]) -> int:
     """Large files: a reader thread fills the next buffer while this one is digested and
     written, so the disk never waits for the CPU (cold reads are the bottleneck here)."""
     fileno = getattr(src, "fileno", None)
@@ -162,7 +166,7 @@ def _pump_pipelined(src: Source, dst: BinaryIO | None, hashers: list[_Hasher]) -
             piece = memoryview(buf)[:n]
             futures: list[Future[None]] = [pool.submit(h.update, piece) for h in rest]
             if dst is not None:
-                futures.append(pool.submit(dst.write, piece))  # type: ignore[arg-type]
+                futures.append(pool.submit(dst.write, piece))
             first.update(piece)
             for fut in futures:
                 fut.result()
@@ -171,6 +175,39 @@ def _pump_pipelined(src: Source, dst: BinaryIO | None, hashers: list[_Hasher]) -
         stop.set()
         free.put(bytearray(0))  # wake the reader if it waits for a buffer
         thread.join()
+
+
+class WriteFailed(OSError):
+    """The filesystem of a copy's target refused a write with an errno of
+    :data:`~archive.errors.STORAGE_ERRNOS` (no space, no quota, read-only, I/O error): a
+    failure of the storage, never of what was copied. An ``OSError`` (``errno``,
+    ``strerror``, ``filename``: the target), so that callers catching those still do; a
+    receiver telling its source's faults apart catches it first."""
+
+
+@contextlib.contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """Writes to ``path`` (a file or folder being made): an ``OSError`` of its filesystem
+    becomes :class:`WriteFailed`; others (it exists, a parent is a file) pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise WriteFailed(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
+class _Target:
+    """The file a copy writes to, its writes told apart from the reads of the source."""
+
+    __slots__ = ("fh", "path")
+
+    def __init__(self, fh: BinaryIO, path: Path) -> None:
+        self.fh, self.path = fh, path
+
+    def write(self, data: bytes | memoryview) -> None:
+        with writing(self.path):
+            self.fh.write(data)
 
 
 def copy_with_digests(
@@ -183,15 +220,19 @@ def copy_with_digests(
 ) -> CopyResult:
     """Copy ``src`` into a new file at ``dst_path`` and digest every byte on the way.
 
-    Raises ``FileExistsError`` if ``dst_path`` exists (a copy never overwrites), and
-    ``ValueError`` for an unknown algorithm.
+    Raises ``FileExistsError`` if ``dst_path`` exists (a copy never overwrites),
+    :class:`WriteFailed` if its filesystem refuses the write (full, read-only, I/O error),
+    ``ValueError`` for an unknown algorithm; errors reading ``src`` propagate unchanged.
     """
     hashers = _new_hashers(algorithms)
-    with open(dst_path, "xb") as dst:
-        size = _pump(src, dst, hashers, size_hint)
-        if fsync:
-            dst.flush()
-            os.fsync(dst.fileno())
+    with writing(dst_path):
+        fh = open(dst_path, "xb")  # noqa: SIM115 - closed below, its errors told apart
+    with fh:
+        size = _pump(src, _Target(fh, dst_path), hashers, size_hint)
+        with writing(dst_path):
+            fh.flush()  # what the buffer holds: so that closing cannot fail on it
+            if fsync:
+                os.fsync(fh.fileno())
     return CopyResult(size, {a: h.hexdigest() for a, h in hashers.items()})
 
 
@@ -226,7 +267,8 @@ def copy_small(src: str, dst: str, algorithms: tuple[str, ...], expected_size: i
 
     The fast path for many small files (no buffered objects, one read, one write). The
     source is opened without following links and must still be a plain regular file of the
-    expected size; otherwise :class:`SourceChanged` is raised.
+    expected size; otherwise :class:`SourceChanged` is raised. A write the target's
+    filesystem refuses is :class:`WriteFailed`.
     """
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
@@ -243,13 +285,14 @@ def copy_small(src: str, dst: str, algorithms: tuple[str, ...], expected_size: i
         os.close(fd)
     if len(data) != expected_size:
         raise SourceChanged(src)
-    out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(out, view) :]
-    finally:
-        os.close(out)
+    with writing(dst):
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+        finally:
+            os.close(out)
     return CopyResult(len(data), {a: hashlib.new(a, data).hexdigest() for a in algorithms})
 
 

@@ -8,6 +8,7 @@ The CLI maps each family to an exit status (see :data:`EXIT_CODES`).
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,37 @@ class StorageError(CustosError):
     """The storage root could not be read or written as required."""
 
     exit_code = 74  # EX_IOERR
+
+
+class StorageFull(StorageError):
+    """The filesystem written to has no space left, or its quota is used up."""
+
+
+#: What a filesystem answers when it cannot take a write: no space, no quota left (both
+#: :class:`StorageFull`), mounted read-only, an I/O error. Never the fault of the bytes written.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+STORAGE_ERRNOS = FULL_ERRNOS | {errno.EROFS, errno.EIO}
+
+
+def storage_failure(
+    code: int, reason: str, *, doing: str, where: str, then: str = "try again"
+) -> StorageError:
+    """The error for a write that the filesystem refused with errno ``code`` (one of
+    :data:`STORAGE_ERRNOS`) while ``doing`` something in ``where`` (a folder, named for the
+    operator): :class:`StorageFull` for no space or quota, else :class:`StorageError`. The
+    hint says what to fix, and ``then`` what to do once it is fixed."""
+    name = errno.errorcode.get(code, str(code))
+    message = f"{doing}: {reason} ({name}) in {where}"
+    if code in FULL_ERRNOS:
+        return StorageFull(
+            message,
+            hint=f"free space on that filesystem (or raise its quota), then {then}",
+        )
+    return StorageError(
+        message,
+        hint="check that filesystem (is it mounted read-only? I/O errors in the kernel log?), "
+        f"then {then}",
+    )
 
 
 class CatalogError(CustosError):

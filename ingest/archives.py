@@ -1,6 +1,8 @@
 """Receive a bag from a .zip, .tar or .tar.gz: every member checked before it is written
 (links, devices, escapes, non-UTF-8 names, duplicates, encryption, bombs), then unpacked once
-while digested. Python's ``zipfile``/``tarfile`` enforce none of this on their own.
+while digested. Python's ``zipfile``/``tarfile`` enforce none of this on their own. A write
+that staging's filesystem refuses is :class:`~archive.digest.WriteFailed`, passed on as it is:
+never taken for a damaged archive.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from archive.config import Limits
 from archive.digest import (
     CopyResult,
     Source,
+    WriteFailed,
     copy_with_digests,
+    writing,
 )
 from archive.findings import Finding, errors_in
 from ingest.checks import check_relative_path, display
@@ -45,7 +49,8 @@ def _write_member(
 ) -> None:
     target = _target(root, rel)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        with writing(target.parent):
+            target.parent.mkdir(parents=True, exist_ok=True)
         files[rel] = copy_with_digests(src, target, algorithms, size_hint=size)
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
         raise reject(
@@ -139,12 +144,15 @@ def unpack_zip(
             [n.rsplit("/", 1)[-1] for n, _ in members if n.count("/") <= 1]
         )
         for name in folders:  # folders of their own, empty ones included
-            _target(root, name).mkdir(parents=True, exist_ok=True)
+            with writing(root):
+                _target(root, name).mkdir(parents=True, exist_ok=True)
         for name, info in members:
             try:
                 with zf.open(info) as stream:
                     src = Capped(stream, budget, display(name), info.file_size)
                     _write_member(root, name, src, algorithms, info.file_size, files)
+            except WriteFailed:
+                raise
             except (
                 zipfile.BadZipFile,
                 zipfile.LargeZipFile,
@@ -200,7 +208,8 @@ def unpack_tar(
                     )
                 elif member.isdir():
                     if not errors_in(findings):  # folders of their own, empty ones included
-                        _target(root, name).mkdir(parents=True, exist_ok=True)
+                        with writing(root):
+                            _target(root, name).mkdir(parents=True, exist_ok=True)
                 elif not member.isreg():
                     findings.append(
                         Finding("SOURCE-SPECIAL-FILE", "error", "unsupported member type", shown)
@@ -220,6 +229,8 @@ def unpack_tar(
                     _write_member(root, name, src, BASE_ALGORITHMS, member.size, files)
                     if progress:
                         progress(member.size)
+    except WriteFailed:
+        raise
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise reject(
             "deposit refused: the tar file is damaged or truncated",

@@ -1,5 +1,7 @@
 """Receive a bag from a folder: scan it (refusing links, devices and unsafe names), then copy
 every file once into staging while digesting it; many small files go to worker processes.
+A write that staging's filesystem refuses is :class:`~archive.digest.WriteFailed`, passed on
+as it is: never a finding against the bag.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from archive.digest import (
     PARALLEL_THRESHOLD,
     CopyResult,
     SourceChanged,
+    WriteFailed,
     copy_small,
     copy_with_digests,
+    writing,
 )
 from archive.errors import InputRejected
 from archive.findings import Finding, errors_in
@@ -117,9 +121,10 @@ def receive_folder(
     if errors_in(findings):
         raise reject(f"deposit refused: {source} holds files the archive cannot accept", findings)
     algorithms = manifest_algorithms(name for name, _ in files if "/" not in name)
-    bag_dir.mkdir()
-    for folder in folders:  # parents first (the scan lists them in walk order); empty ones too
-        (bag_dir / folder).mkdir()
+    with writing(bag_dir):
+        bag_dir.mkdir()
+        for folder in folders:  # parents first (the scan lists them in walk order); empty too
+            (bag_dir / folder).mkdir()
 
     def copy_large(item: tuple[str, int]) -> tuple[str, CopyResult]:
         rel, size = item
@@ -173,11 +178,14 @@ PROCESS_THRESHOLD = 2000
 def _copy_batch(
     source: str, target: str, batch: list[tuple[str, int]], algorithms: tuple[str, ...]
 ) -> list[tuple[str, CopyResult | None]]:
-    """Worker-process side: copy a batch of small files; ``None`` marks a changed source."""
+    """Worker-process side: copy a batch of small files; ``None`` marks a changed source.
+    Raises :class:`WriteFailed` (staging refused a write)."""
     out: list[tuple[str, CopyResult | None]] = []
     for rel, size in batch:
         try:
             out.append((rel, copy_small(f"{source}/{rel}", f"{target}/{rel}", algorithms, size)))
+        except WriteFailed:
+            raise
         except (SourceChanged, OSError):
             out.append((rel, None))
     return out

@@ -4,11 +4,15 @@ Order of work (each step named for the crash tests, see :func:`_step`):
 receive (copy + digests) -> validate -> metadata -> inventory -> ready (journal) ->
 installed (object renamed into the storage root) -> committed (catalog) -> cleaned.
 A refusal at any point removes the staging folder and records one event, nothing more.
+A write that the filesystem of staging and the storage root refuses (full, over quota,
+read-only, I/O error) is a :class:`StorageError` naming that folder, never a finding against
+the bag: staging is removed, nothing is recorded.
 Format identification runs after the commit and adds version 2 to the object.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -33,8 +37,14 @@ from archive.catalog.index import (
 from archive.catalog.queries import deposit_by_fingerprint, resolve_package_id
 from archive.catalog.tables import Deposit, File, Package
 from archive.custody import new_event, parse_premis, premis_xml, record_events
-from archive.digest import digest_bytes
-from archive.errors import ConfigError, InputRejected
+from archive.digest import WriteFailed, digest_bytes
+from archive.errors import (
+    FULL_ERRNOS,
+    ConfigError,
+    InputRejected,
+    StorageError,
+    storage_failure,
+)
 from archive.findings import Finding, errors_in, warnings_in
 from archive.model import EventRecord, Link
 from archive.services import Services
@@ -161,7 +171,9 @@ def ingest(
 
     Returns ``already-held`` (storing nothing) when the same payload is already held.
     Raises :class:`InputRejected` listing every finding when the bag is refused; the
-    refusal is recorded as one event and leaves nothing in staging or storage.
+    refusal is recorded as one event and leaves nothing in staging or storage. Raises
+    :class:`StorageError` (:class:`~archive.errors.StorageFull` for no space or quota) when
+    staging or the storage root refuses a write; that leaves nothing either, and no event.
     """
     depositor = check_depositor(depositor)
     policy = load_policy(services)
@@ -171,9 +183,19 @@ def ingest(
     deposit_id = str(uuid.uuid4())
     package_id = f"urn:uuid:{uuid.uuid4()}"
     received_at = datetime.now().astimezone()
-    jr = journal_mod.Journal.begin(
-        services.store, deposit_id, deposit_id=deposit_id, source=source.name, depositor=depositor
-    )
+    try:
+        jr = journal_mod.Journal.begin(
+            services.store,
+            deposit_id,
+            deposit_id=deposit_id,
+            source=source.name,
+            depositor=depositor,
+        )
+    except OSError as exc:
+        failure = _storage_failure(services, exc)
+        if failure is None:
+            raise
+        raise failure from exc
     try:
         if not source.exists():
             raise InputRejected(
@@ -327,14 +349,42 @@ def ingest(
         services.store.discard(jr.folder)
         _record_refusal(services, deposit_id, source, depositor, exc.findings)
         raise
-    except BaseException:
+    except BaseException as exc:
+        failure = _storage_failure(services, exc)
         # Once the journal says ready, the object is complete (in staging or in the storage
-        # root): keep the journal so that the next start completes the ingest.
-        if jr.data.get("state") != journal_mod.READY:
+        # root): keep the journal so that the next start completes the ingest. A write refused
+        # before the object was in the storage root is reported as nothing stored: so it is.
+        if jr.data.get("state") != journal_mod.READY or (
+            failure is not None and not services.store.has_object(package_id)
+        ):
             services.store.discard(jr.folder)
+        if failure is not None:
+            raise failure from exc
         raise
     finally:
         jr.close()
+
+
+#: Refused writes whatever was written: a read never fails with these. (An I/O error may be
+#: the source's; it counts only where a write was told apart: :class:`WriteFailed`.)
+_WRITE_ERRNOS = FULL_ERRNOS | {errno.EROFS}
+
+
+def _storage_failure(services: Services, exc: BaseException) -> StorageError | None:
+    """The error to report for ``exc`` if staging or the storage root refused a write."""
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    if not isinstance(exc, WriteFailed) and exc.errno not in _WRITE_ERRNOS:
+        return None
+    store = services.store
+    return storage_failure(
+        exc.errno,
+        exc.strerror or str(exc),
+        doing="the deposit could not be written, so nothing was stored (the bag is not at fault)",
+        where=f"the staging folder {store.staging}, on the filesystem of the storage root "
+        f"{store.root}",
+        then="deposit the bag again",
+    )
 
 
 def _background_flush() -> threading.Thread:

@@ -4,9 +4,11 @@ The upload is written in chunks into staging (never held in memory) while its SH
 SHA-512 is computed; the digest the client declared (``X-Custos-Checksum: sha256:<hex>``)
 must match before :func:`ingest.service.ingest` sees the file. Whatever happens, the upload
 file is removed afterwards: a refused or broken upload leaves nothing behind (the bag's own
-refusal is recorded by ingest as one event, as for any deposit). Sealing runs after the
-response (:func:`after_commit`); format identification and text extraction are queued work
-(the ``characterise`` job), so a large deposit's answer never waits for them.
+refusal is recorded by ingest as one event, as for any deposit). A write that staging refuses
+(full, over quota, read-only, I/O error) is a :class:`StorageError` naming the staging
+folder. Sealing runs after the response (:func:`after_commit`); format identification and
+text extraction are queued work (the ``characterise`` job), so a large deposit's answer never
+waits for them.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import hashlib
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from archive.catalog.tables import Upload
 from archive.config import Settings
-from archive.errors import CustosError, InputRejected
+from archive.errors import STORAGE_ERRNOS, CustosError, InputRejected, storage_failure
 from archive.findings import Finding
 from archive.journal import Journal
 from archive.proofs.seal import seal_now
@@ -68,18 +72,46 @@ def check_request(filename: str, checksum: str | None) -> tuple[str, str, str]:
     return filename, m.group(1), m.group(2).lower()
 
 
+@contextlib.contextmanager
+def _writing(staging: Path) -> Iterator[None]:
+    """Writes of an upload into ``staging``: every one the filesystem refuses is its failure
+    (an upload reads nothing from disk), a :class:`StorageError` naming the folder."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        raise storage_failure(
+            exc.errno,
+            exc.strerror or str(exc),
+            doing="the upload could not be written, so nothing was stored",
+            where=f"the staging folder {staging}",
+            then="upload the bag again",
+        ) from exc
+
+
 class UploadSink:
-    """A file in staging that an upload is written to, chunk by chunk, while it is hashed."""
+    """A file in staging that an upload is written to, chunk by chunk, while it is hashed.
+
+    Raises :class:`StorageError` when staging refuses a write (the caller discards it)."""
 
     def __init__(self, settings: Settings, filename: str, algorithm: str, expected: str) -> None:
         self.id = str(uuid.uuid4())
+        self.staging = settings.staging_path
         # Locked while this process writes it: recovery elsewhere leaves a live upload alone.
-        self._journal = Journal.begin_in(
-            settings.staging_path, f"upload-{self.id}", kind="upload", upload_id=self.id
-        )
+        with _writing(self.staging):
+            self._journal = Journal.begin_in(
+                self.staging, f"upload-{self.id}", kind="upload", upload_id=self.id
+            )
         self.folder = self._journal.folder
         self.path = self.folder / filename
-        self._fh = open(self.path, "wb")  # noqa: SIM115 - closed by finish() or discard()
+        try:
+            with _writing(self.staging):
+                self._fh = open(self.path, "wb")  # noqa: SIM115 - closed by finish() or discard()
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self._journal.close()
+            raise
         self._hash = hashlib.new(algorithm)
         self._sha256 = hashlib.sha256() if algorithm != "sha256" else self._hash
         self.algorithm, self.expected = algorithm, expected
@@ -99,11 +131,14 @@ class UploadSink:
         self._hash.update(chunk)
         if self._sha256 is not self._hash:
             self._sha256.update(chunk)
-        self._fh.write(chunk)
+        with _writing(self.staging):
+            self._fh.write(chunk)
 
     def finish(self) -> str:
-        """Close the file and check the digest; return the SHA-256. Raises InputRejected."""
-        self._fh.close()
+        """Close the file and check the digest; return the SHA-256. Raises InputRejected,
+        StorageError."""
+        with _writing(self.staging):
+            self._fh.close()
         if self.size == 0:
             raise _refuse("UPLOAD-EMPTY", "the upload is empty", "body", "send the bag's bytes")
         actual = self._hash.hexdigest()
@@ -119,7 +154,8 @@ class UploadSink:
 
     def discard(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # a full disk fails the flush: the file goes
+                self._fh.close()
         shutil.rmtree(self.folder, ignore_errors=True)
         self._journal.close()
 
@@ -139,7 +175,8 @@ def store_upload(services: Services, sink: UploadSink, *, user: str, organisatio
     ``user``), and record the upload.
 
     The upload file is removed in every case. Raises :class:`InputRejected` (checksum, or
-    the bag refused: every finding listed)."""
+    the bag refused: every finding listed), :class:`StorageError` (staging or the storage
+    root refused a write: nothing was stored)."""
     try:
         sha256 = sink.finish()
         result = ingest(services, sink.path, depositor=organisation)

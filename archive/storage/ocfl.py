@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from archive.digest import CopyResult, digest_bytes
+from archive.digest import CopyResult, digest_bytes, writing
 from archive.errors import StorageError
 
 OCFL_VERSION = "1.1"
@@ -169,7 +169,7 @@ class StagedVersion:
 
     def add_bytes(self, logical_path: str, data: bytes) -> ContentEntry:
         content_path, target = self._target(logical_path)
-        with open(target, "xb") as fh:
+        with writing(target), open(target, "xb") as fh:
             fh.write(data)
             if self.fsync:
                 fh.flush()
@@ -280,12 +280,13 @@ class StagedVersion:
 
 def _write_file(path: Path, data: bytes, fsync: bool) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if fsync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    tmp.replace(path)
+    with writing(path):
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        tmp.replace(path)
 
 
 def read_inventory(object_root: Path, version: str | None = None) -> dict[str, Any]:
