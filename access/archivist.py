@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from access.paging import Listing, Page
 from access.rules import Principal, access_event, load_rules, may_see, must_log
 from archive.catalog.queries import list_packages, package_detail
 from archive.catalog.tables import Seal
@@ -20,17 +21,20 @@ from policies.schema import AccessPolicy
 
 
 def packages(
-    session: Session, policy: AccessPolicy, reader: Principal
-) -> tuple[list[dict[str, Any]], list[EventRecord]]:
-    """Every package the policy lets ``reader`` see the metadata of, with its tier."""
-    out, events = [], []
+    session: Session, policy: AccessPolicy, reader: Principal, page: Page
+) -> tuple[Listing, list[EventRecord]]:
+    """The packages the policy lets ``reader`` see the metadata of, oldest first, with their
+    tier: one page of them, with their total, and the access events of those on the page."""
+    visible = []
     for s in list_packages(session):
         rules = load_rules(session, s.id, s.depositor)
         ok, decisions = may_see(
             policy, rules, "", reader=reader, action="read-metadata", purpose=None
         )
-        if not ok:
-            continue
+        if ok:
+            visible.append((s, rules, decisions))
+    out, events = [], []
+    for s, rules, decisions in page.of(visible):
         out.append(
             {
                 "package_id": s.id,
@@ -49,7 +53,7 @@ def packages(
                     reader, s.id, "package metadata listed", purpose=None, decisions=decisions
                 )
             )
-    return out, events
+    return Listing.counted(page, out, len(visible)), events
 
 
 def detail(

@@ -1,4 +1,5 @@
-"""A depositor's view of its deposits: status and receipt, as the access policy allows."""
+"""A depositor's view of its deposits: the list, each one's status and receipt, as the access
+policy allows. A depositor sees the deposits of its own organisation only."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from access.paging import Listing, Page
 from access.reads import AWAITING, SEALED, payload_files, sealed_subjects
 from access.rules import Principal, access_event, load_rules, may_see, must_log
-from archive.catalog.tables import Deposit, File, Upload, Version
+from archive.catalog.tables import Deposit, File, Seal, Upload, Version
 from archive.errors import NotFound
 from policies.decide import Decision
 from policies.schema import AccessPolicy
@@ -63,35 +65,78 @@ def _own_upload(session: Session, reader: Principal, upload_id: str) -> Upload:
 
 def deposit_status(session: Session, reader: Principal, upload_id: str) -> DepositStatus:
     """Where a deposit of ``reader``'s organisation stands. Raises :class:`NotFound`."""
-    row = _own_upload(session, reader, upload_id)
-    identification, seal, waiting = "pending", AWAITING, 0
-    if row.package_id:
-        # Identification is queued work (the characterise job): pending until it has run.
-        waiting = session.execute(
-            select(func.count(File.id)).where(
-                File.package_id == row.package_id,
-                File.role == "payload",
-                File.format_name.is_(None),
+    return _statuses(session, [_own_upload(session, reader, upload_id)])[0]
+
+
+def list_deposits(session: Session, reader: Principal, page: Page) -> Listing:
+    """The deposits of ``reader``'s organisation, newest first, one page of them, each as
+    :func:`deposit_status` tells it; with their total."""
+    if not reader.organisation:
+        return Listing.counted(page, [], 0)
+    mine = Upload.depositor == reader.organisation
+    total = session.execute(select(func.count()).select_from(Upload).where(mine)).scalar_one()
+    rows = session.execute(
+        select(Upload)
+        .where(mine)
+        .order_by(Upload.received_at.desc(), Upload.id.desc())
+        .offset(page.offset)
+        .limit(page.limit)
+    ).scalars()
+    return Listing.counted(page, [s.as_dict() for s in _statuses(session, list(rows))], total)
+
+
+def _statuses(session: Session, rows: list[Upload]) -> list[DepositStatus]:
+    """Where each deposit stands: identification pending while a payload file of its package
+    has no format yet (the characterise job is queued work); sealed once the manifests of its
+    version 1 are."""
+    packages = [r.package_id for r in rows if r.package_id]
+    waiting: dict[str, int] = {}
+    sealed: set[str | None] = set()
+    if packages:
+        waiting = {
+            package_id: int(n)
+            for package_id, n in session.execute(
+                select(File.package_id, func.count(File.id))
+                .where(
+                    File.package_id.in_(packages),
+                    File.role == "payload",
+                    File.format_name.is_(None),
+                )
+                .group_by(File.package_id)
             )
-        ).scalar_one()
-        identification = "pending" if waiting else "done"
-        sealed = sealed_subjects(session, row.package_id)
-        seal = SEALED if "v1/inventory.json" in sealed else AWAITING
-    return DepositStatus(
-        row.id,
-        row.state,
-        row.package_id,
-        row.deposit_id,
-        row.filename,
-        row.size,
-        row.sha256,
-        row.received_at,
-        row.finished_at,
-        row.message,
-        identification,
-        int(waiting),
-        seal,
-    )
+        }
+        sealed = set(
+            session.execute(
+                select(Seal.package_id).where(
+                    Seal.package_id.in_(packages), Seal.subject_path == "v1/inventory.json"
+                )
+            ).scalars()
+        )
+    out = []
+    for row in rows:
+        identification, seal, pending = "pending", AWAITING, 0
+        if row.package_id:
+            pending = waiting.get(row.package_id, 0)
+            identification = "pending" if pending else "done"
+            seal = SEALED if row.package_id in sealed else AWAITING
+        out.append(
+            DepositStatus(
+                row.id,
+                row.state,
+                row.package_id,
+                row.deposit_id,
+                row.filename,
+                row.size,
+                row.sha256,
+                row.received_at,
+                row.finished_at,
+                row.message,
+                identification,
+                pending,
+                seal,
+            )
+        )
+    return out
 
 
 @dataclass

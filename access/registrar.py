@@ -16,10 +16,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from access.export import ExportResult, export
+from access.paging import Listing, Page
 from access.reads import package_head, package_id_of
 from access.records import links_of, read_access, what_of, write_access
 from access.reviews import supersede_reviews
@@ -368,9 +369,16 @@ def record_request(
     return _request_dict(row)
 
 
-def list_requests(session: Session) -> list[dict[str, Any]]:
-    rows = session.execute(select(JusticeRequest).order_by(JusticeRequest.received_at)).scalars()
-    return [_request_dict(r) for r in rows]
+def list_requests(session: Session, page: Page) -> Listing:
+    """The requests recorded, oldest first: one page of them, with their total."""
+    total = session.execute(select(func.count()).select_from(JusticeRequest)).scalar_one()
+    rows = session.execute(
+        select(JusticeRequest)
+        .order_by(JusticeRequest.received_at, JusticeRequest.id)
+        .offset(page.offset)
+        .limit(page.limit)
+    ).scalars()
+    return Listing.counted(page, [_request_dict(r) for r in rows], total)
 
 
 def answer_request(services: Services, reader: Principal, request_id: str) -> dict[str, Any]:
@@ -492,16 +500,21 @@ def bundle_of(
     return BundleDownload(row.id, row.package_id, row.export_id, folder, tuple(files), event)
 
 
-def access_log(session: Session, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-    """Access, export, tier-change and review events, newest first."""
-    rows = session.execute(
-        select(Event)
-        .where(Event.type.in_(("access", "export", "tier change", "review")))
-        .order_by(Event.id.desc())
-        .offset(offset)
-        .limit(limit)
-    ).scalars()
-    return [
+def access_log(session: Session, page: Page) -> Listing:
+    """Access, export, tier-change and review events, newest first: one page of them. No
+    total (counting them would read the whole custody log): whether more follow is known
+    by reading one event past the page."""
+    rows = list(
+        session.execute(
+            select(Event)
+            .where(Event.type.in_(("access", "export", "tier change", "review")))
+            .order_by(Event.id.desc())
+            .offset(page.offset)
+            .limit(page.limit + 1)
+        ).scalars()
+    )
+    more = len(rows) > page.limit
+    items = [
         {
             "uuid": e.uuid,
             "type": e.type,
@@ -511,5 +524,6 @@ def access_log(session: Session, *, offset: int = 0, limit: int = 100) -> list[d
             "detail": e.detail,
             "package_id": e.package_id,
         }
-        for e in rows
+        for e in rows[: page.limit]
     ]
+    return Listing(page, items, None, more)

@@ -41,7 +41,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access.reads import package_head
+from access.paging import Listing, Page
+from access.reads import PackageHead, package_head
 from access.records import (
     StoredAccess,
     file_digests,
@@ -66,6 +67,7 @@ from archive.findings import Finding
 from archive.model import EventRecord, Link
 from archive.services import Services
 from policies.access import Assignment, assignment_from_json, assignment_to_json
+from policies.decide import Decision
 from policies.errors import AccessRuleError, NotARegistrar, ReviewClosed
 from policies.schema import AccessPolicy
 from policies.sunset import (
@@ -163,16 +165,36 @@ def list_reviews(
     the protected metadata they show: one per package, as the policy logs those reads.
     A review is shown to ``reader`` only where the policy lets them see the path's metadata;
     without ``reader`` (the operator's command line) every pending review is listed."""
+    return _shown(_visible(session, policy, reader), reader)
+
+
+def review_page(
+    session: Session, policy: AccessPolicy, reader: Principal, page: Page
+) -> tuple[Listing, list[EventRecord]]:
+    """One page of the pending reviews ``reader`` may see (as :func:`list_reviews` lists
+    them), with their total, and the access events of the reviews on the page only."""
+    visible = _visible(session, policy, reader)
+    views, events = _shown(page.of(visible), reader)
+    return Listing.counted(page, views, len(visible)), events
+
+
+_Visible = tuple[AccessReview, PackageHead, list[Decision]]
+
+
+def _visible(session: Session, policy: AccessPolicy, reader: Principal | None) -> list[_Visible]:
+    """The pending reviews, oldest first, whose path's metadata ``reader`` may see (every one
+    without a reader), with their package and the decisions that let them be seen."""
     rows = session.execute(
         select(AccessReview)
         .where(AccessReview.outcome == PENDING)
         .order_by(AccessReview.opened_on, AccessReview.package_id, AccessReview.path)
     ).scalars()
-    views, events, logged = [], [], set()
+    out: list[_Visible] = []
     for row in rows:
         head = package_head(session, row.package_id)
         if head is None:
             continue
+        decisions: list[Decision] = []
         if reader is not None:
             rules = load_rules(session, row.package_id, head.depositor)
             ok, decisions = may_see(
@@ -180,17 +202,27 @@ def list_reviews(
             )
             if not ok:
                 continue
-            if must_log(decisions) and row.package_id not in logged:
-                logged.add(row.package_id)
-                events.append(
-                    access_event(
-                        reader,
-                        row.package_id,
-                        "open reviews of protected identities listed for a registrar",
-                        purpose=None,
-                        decisions=decisions,
-                    )
+        out.append((row, head, decisions))
+    return out
+
+
+def _shown(
+    visible: list[_Visible], reader: Principal | None
+) -> tuple[list[dict[str, Any]], list[EventRecord]]:
+    """The views of reviews shown to ``reader``, and the access events of those reads."""
+    views, events, logged = [], [], set()
+    for row, head, decisions in visible:
+        if reader is not None and must_log(decisions) and row.package_id not in logged:
+            logged.add(row.package_id)
+            events.append(
+                access_event(
+                    reader,
+                    row.package_id,
+                    "open reviews of protected identities listed for a registrar",
+                    purpose=None,
+                    decisions=decisions,
                 )
+            )
         views.append(_view(row, head.title, head.depositor))
     return views, events
 

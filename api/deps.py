@@ -17,6 +17,7 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from access.paging import LIMIT_DEFAULT, LIMIT_MAX, OFFSET_MAX, Page
 from access.rules import (
     ANONYMOUS,
     BAD_CREDENTIALS,
@@ -146,6 +147,27 @@ async def reader(
 
 
 ReaderDep = Annotated[Principal, Depends(reader)]
+
+
+async def page(
+    offset: Annotated[
+        int, Query(ge=0, le=OFFSET_MAX, description="How many items to skip (default 0).")
+    ] = 0,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=LIMIT_MAX,
+            description=f"How many items to answer (default {LIMIT_DEFAULT}, at most {LIMIT_MAX}).",
+        ),
+    ] = LIMIT_DEFAULT,
+) -> Page:
+    """The page of a list asked for: every list of the API is paged the same way (a value
+    out of bounds is refused, 422, naming the parameter)."""
+    return Page(offset, limit)
+
+
+PageDep = Annotated[Page, Depends(page)]
 
 
 def queue_characterisation_of(request: Request, services: Services, package_id: str) -> None:

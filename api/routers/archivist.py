@@ -14,7 +14,7 @@ from access.archivist import detail, packages
 from access.compat import check_fixity
 from access.reads import package_id_of, read_file
 from access.rules import Principal
-from api.deps import PolicyDep, ServicesDep, role
+from api.deps import PageDep, PolicyDep, ServicesDep, role
 from archive.custody import record_events
 from archive.status import status
 from fixity.report import build_report, csv_text, fixity_status
@@ -26,13 +26,16 @@ Archivist = Annotated[Principal, role("archivist")]
 
 
 @router.get("/packages")
-def list_all(services: ServicesDep, policy: PolicyDep, who: Archivist) -> dict[str, Any]:
-    """Every package with its tier, size and head version."""
+def list_all(
+    services: ServicesDep, policy: PolicyDep, who: Archivist, page: PageDep
+) -> dict[str, Any]:
+    """Every package with its tier, size and head version, oldest first, a page at a time
+    (`offset`, `limit`), with their `total`."""
     with services.session_scope() as session:
-        rows, events = packages(session, policy, who)
+        listing, events = packages(session, policy, who, page)
         for event in events:
             record_events(session, [event], package_id=event.links[0].object_id)
-    return {"packages": rows}
+    return listing.as_dict("packages")
 
 
 @router.get("/packages/{package}")

@@ -1,4 +1,5 @@
-"""Depositors: upload a bag (streamed to disk), follow the deposit, fetch its receipt."""
+"""Depositors: upload a bag (streamed to disk), list their deposits, follow one, fetch its
+receipt."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from access.deposits import deposit_status, receipt
+from access.deposits import deposit_status, list_deposits, receipt
 from access.rules import Principal
-from api.deps import PolicyDep, ServicesDep, queue_characterisation_of, role
+from api.deps import PageDep, PolicyDep, ServicesDep, queue_characterisation_of, role
 from archive.custody import record_events
 from archive.errors import Forbidden
 from ingest.upload import UploadSink, after_commit, check_request, store_upload
@@ -64,6 +65,15 @@ async def upload(
         background.add_task(after_commit, services, stored.package_id)
     with services.sessions() as session:
         return deposit_status(session, who, stored.upload_id).as_dict()
+
+
+@router.get("")
+def deposits(services: ServicesDep, who: Depositor, page: PageDep) -> dict[str, Any]:
+    """Your organisation's deposits, newest first, a page at a time (`offset`, `limit`), each
+    as GET /deposits/{id} tells it (stored or already held, identification, seal); `total`
+    counts them all, `next_offset` is where the next page starts (null on the last)."""
+    with services.sessions() as session:
+        return list_deposits(session, who, page).as_dict("deposits")
 
 
 @router.get("/{upload_id}")

@@ -21,10 +21,10 @@ from access.registrar import (
     record_request,
     search_all,
 )
-from access.reviews import approve_review, extend_review, list_reviews
+from access.reviews import approve_review, extend_review, review_page
 from access.rules import Principal
 from access.zipstream import zip_chunks
-from api.deps import PolicyDep, ServicesDep, queue_characterisation_of, role
+from api.deps import PageDep, PolicyDep, ServicesDep, queue_characterisation_of, role
 from archive.custody import record_events
 
 router = APIRouter(prefix="/registrar", tags=["registrars"])
@@ -117,14 +117,17 @@ def tier(
 
 
 @router.get("/reviews")
-def reviews(services: ServicesDep, policy: PolicyDep, who: Registrar) -> dict[str, Any]:
+def reviews(
+    services: ServicesDep, policy: PolicyDep, who: Registrar, page: PageDep
+) -> dict[str, Any]:
     """The open reviews of protected-identity assignments whose sunset has come, oldest
-    first, with who has approved each (listing them is logged: protected metadata)."""
+    first, with who has approved each, a page at a time (`offset`, `limit`), with their
+    `total` (listing them is logged: protected metadata)."""
     with services.session_scope() as session:
-        found, events = list_reviews(session, policy, reader=who)
+        listing, events = review_page(session, policy, who, page)
         for event in events:
             record_events(session, [event], package_id=event.links[0].object_id)
-    return {"reviews": found}
+    return listing.as_dict("reviews")
 
 
 @router.post("/reviews/{review_id}/approve")
@@ -180,10 +183,11 @@ def new_request(
 
 
 @router.get("/requests")
-def requests(services: ServicesDep, who: Registrar) -> dict[str, Any]:
-    """The requests recorded, oldest first."""
+def requests(services: ServicesDep, who: Registrar, page: PageDep) -> dict[str, Any]:
+    """The requests recorded, oldest first, a page at a time (`offset`, `limit`), with their
+    `total`."""
     with services.sessions() as session:
-        return {"requests": list_requests(session)}
+        return list_requests(session, page).as_dict("requests")
 
 
 @router.post("/requests/{request_id}/answer")
@@ -213,12 +217,9 @@ def bundle(services: ServicesDep, who: Registrar, request_id: str) -> ZipRespons
 
 
 @router.get("/access-log")
-def log(
-    services: ServicesDep,
-    who: Registrar,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
-    """Access, export and tier-change events, newest first."""
+def log(services: ServicesDep, who: Registrar, page: PageDep) -> dict[str, Any]:
+    """Access, export, tier-change and review events, newest first, a page at a time
+    (`offset`, `limit`; `total` is null: counting would read the whole custody log,
+    `next_offset` says where the next page starts)."""
     with services.sessions() as session:
-        return {"events": access_log(session, offset=offset, limit=limit)}
+        return access_log(session, page).as_dict("events")

@@ -246,7 +246,7 @@ def test_registrar_and_archivist_see_every_tier_and_each_read_is_logged(
         assert listed[c.package_id] == c.stored_tier
     log = holding.client.get(
         "/registrar/access-log",
-        params={"limit": 1000},
+        params={"limit": 500},
         headers=holding.users.bearer("registrar", totp=True),
     )
     logged = {e["package_id"] for e in log.json()["events"] if e["type"] == "access"}

@@ -16,7 +16,7 @@ from api.app import create_app
 from archive.catalog.tables import Event, Upload
 from archive.services import Services
 from tests.api_support import Users, make_users
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, MakeServices
 from tests.helpers import catalog_counts, make_bag, staging_debris, zip_folder
 
 
@@ -179,3 +179,72 @@ def test_upload_is_streamed_to_disk_in_chunks(
     assert r.status_code == 201, r.text  # type: ignore[attr-defined]
     assert sum(seen) == archive.stat().st_size
     assert r.json()["size"] == archive.stat().st_size  # type: ignore[attr-defined]
+
+
+def test_a_depositor_lists_its_organisations_deposits_page_by_page(
+    make_services: MakeServices, catalog_url: str, tmp_path: Path
+) -> None:
+    """GET /deposits: the deposits of the depositor's own organisation only, newest first,
+    each as GET /deposits/{id} tells it, paged with offset and limit, with their total."""
+    services = make_services(catalog_url)
+    users = make_users(services, organisation="Sample Mechanism")
+    dora = users.bearer("depositor")
+    otto = {"Authorization": f"Bearer {make_users_other(services)}"}
+
+    def deposit(headers: dict[str, str], n: int) -> str:
+        bag = make_bag(tmp_path / f"bag{n}", {f"letter-{n}.txt": f"letter {n}\n".encode()})
+        archive = zip_folder(bag, tmp_path / f"bag{n}.zip")
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        r = client.put(
+            "/deposits",
+            params={"filename": archive.name},
+            content=archive.read_bytes(),
+            headers={**headers, "X-Custos-Checksum": f"sha256:{digest}"},
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["upload_id"])
+
+    with TestClient(create_app(services.settings)) as client:
+        mine = [deposit(dora, n) for n in range(3)]
+        theirs = deposit(otto, 3)
+        newest_first = mine[::-1]
+
+        body = client.get("/deposits", headers=dora).json()
+        assert [d["upload_id"] for d in body["deposits"]] == newest_first
+        assert (body["total"], body["offset"], body["limit"], body["next_offset"]) == (
+            3,
+            0,
+            50,
+            None,
+        )
+        for listed in body["deposits"]:  # the same words as GET /deposits/{id}
+            one = client.get(f"/deposits/{listed['upload_id']}", headers=dora).json()
+            assert listed == one and listed["state"] == "stored"
+            assert listed["package_id"] and listed["deposit_id"] and listed["received_at"]
+            assert listed["seal"] in ("sealed", "awaiting seal")
+
+        first = client.get("/deposits", params={"limit": 2}, headers=dora).json()
+        assert [d["upload_id"] for d in first["deposits"]] == newest_first[:2]
+        assert first["total"] == 3 and first["next_offset"] == 2
+        rest = client.get("/deposits", params={"offset": 2, "limit": 2}, headers=dora).json()
+        assert [d["upload_id"] for d in rest["deposits"]] == newest_first[2:]
+        assert rest["total"] == 3 and rest["next_offset"] is None
+        past = client.get("/deposits", params={"offset": 10}, headers=dora).json()
+        assert past["deposits"] == [] and past["total"] == 3
+
+        other = client.get("/deposits", headers=otto).json()
+        assert [d["upload_id"] for d in other["deposits"]] == [theirs] and other["total"] == 1
+
+        for bad in ({"limit": 0}, {"limit": 501}, {"offset": -1}, {"limit": "all"}):
+            r = client.get("/deposits", params=bad, headers=dora)
+            assert r.status_code == 422, bad
+            assert r.headers["content-type"] == "application/problem+json"
+            problem = r.json()
+            assert problem["hint"] and problem["findings"][0]["code"] == "REQUEST-INVALID"
+            assert problem["findings"][0]["path"] == f"query.{next(iter(bad))}"
+
+        assert client.get("/deposits").status_code == 401
+        for role in ("researcher", "archivist", "registrar"):
+            r = client.get("/deposits", headers=users.bearer(role))
+            assert r.status_code in (401, 403), role
+            assert mine[0] not in r.text
