@@ -1,7 +1,9 @@
 """Engines, sessions and schema upgrades for the catalog.
 
-The schema is made only by Alembic (``alembic/`` at the project root). SQLite runs in WAL mode
-with foreign keys on and a busy timeout, so a worker and a command can share it.
+The schema is made only by Alembic, from the migrations shipped in this package
+(``archive/catalog/migrations``: package data, found beside this module wherever Custos is
+installed). SQLite runs in WAL mode with foreign keys on and a busy timeout, so a worker and a
+command can share it.
 
 Alembic itself is imported only to upgrade: whether the catalog is at the newest revision is
 read from the migration files and the version table directly (importing Alembic and loading
@@ -25,8 +27,8 @@ from archive.errors import CatalogError, ConfigError
 if TYPE_CHECKING:
     from alembic.config import Config
 
-ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
-VERSION_TABLE = "alembic_version"  # Alembic's default, which alembic/env.py keeps
+ALEMBIC_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version"  # Alembic's default, which migrations/env.py keeps
 
 
 def make_engine(url: str) -> Engine:
@@ -86,7 +88,7 @@ def _alembic_config(engine: Engine) -> Config:
     if not (ALEMBIC_DIR / "env.py").is_file():
         raise ConfigError(
             f"schema migrations not found at {ALEMBIC_DIR}",
-            hint="install Custos from its source tree (pip install -e .) so alembic/ is present",
+            hint="reinstall Custos: its wheel carries archive/catalog/migrations",
         )
     cfg = Config()
     cfg.set_main_option("script_location", str(ALEMBIC_DIR))
@@ -96,7 +98,7 @@ def _alembic_config(engine: Engine) -> Config:
 
 def head_revision(engine: Engine) -> str | None:
     """The newest revision of the migrations: the one no other revises, read from the
-    ``revision`` and ``down_revision`` of each file in ``alembic/versions`` (what Alembic
+    ``revision`` and ``down_revision`` of each file in ``migrations/versions`` (what Alembic
     reads, without importing it and every migration). When the files are anything but one
     chain with one newest revision, Alembic answers (and raises for several heads)."""
     head = _single_head(ALEMBIC_DIR / "versions")

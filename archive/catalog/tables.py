@@ -1,8 +1,8 @@
 """Catalog tables (SQLAlchemy 2.0 typed ORM).
 
-The schema is made only by Alembic migrations (``alembic/versions``); these classes describe it
-for queries. Rows stay inside the catalog package and the services: domain values
-(:mod:`archive.model`) are what crosses module boundaries.
+The schema is made only by Alembic migrations (``archive/catalog/migrations/versions``); these
+classes describe it for queries. Rows stay inside the catalog package and the services: domain
+values (:mod:`archive.model`) are what crosses module boundaries.
 """
 
 from __future__ import annotations

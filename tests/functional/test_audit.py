@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import Connection, Engine, create_engine, text
 
-from alembic import command
 from archive.catalog.session import _alembic_config, make_engine
 from archive.custody import entry_hash
 from tests.conftest import SAMPLE

@@ -82,10 +82,10 @@ def test_the_custody_log_links_are_found_through_their_partial_index(tmp_path: P
 def test_the_revisions_are_read_as_alembic_reads_them(catalog_url: str, tmp_path: Path) -> None:
     """Opening a catalog compares its revision with the newest without importing Alembic:
     both answers are Alembic's own, on an empty catalog, one part-way and one at the head."""
+    from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from alembic import command
     from archive.catalog.session import _alembic_config
 
     engine = make_engine(catalog_url or f"sqlite:///{tmp_path / 'catalog.sqlite3'}")

@@ -12,7 +12,6 @@ conditional UPDATE, so two serving processes given one code at once accept it on
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0010_totp_replay"

@@ -12,7 +12,6 @@ tsvector column with a GIN index serves full-text search.
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0005_api"

@@ -12,7 +12,6 @@ reviews without reading every object.
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0007_reviews"

@@ -13,7 +13,6 @@ SHA-256 of the token is kept (``token_sha256``), never the token.
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0011_sessions"

@@ -14,7 +14,6 @@ the stored files). The public search index copies the text of public files only.
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0009_extracted_text"

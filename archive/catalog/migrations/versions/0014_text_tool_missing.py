@@ -15,7 +15,6 @@ Create Date: 2026-12-07 10:00:00
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0014_text_tool_missing"

@@ -9,7 +9,6 @@ Create Date: 2026-11-22 13:15:00
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0012_log_files"

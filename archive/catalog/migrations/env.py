@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from alembic import context
 from sqlalchemy import Connection, Engine, create_engine, event
 
-from alembic import context
 from archive.catalog.session import set_wal
 from archive.catalog.tables import Base
 

@@ -16,8 +16,8 @@ import uuid
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-
 from alembic import op
+
 from archive.custody import GENESIS, entry_hash
 
 revision = "0003"

@@ -15,7 +15,6 @@ Create Date: 2026-11-22 16:20:00
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision = "0013_event_links_index"
