@@ -4,7 +4,8 @@
 #   make test   - install everything the tests need (Debian and Python packages), then run
 #                 lint, format check, types, the import-layer contract, the documentation
 #                 site's strict build and the whole suite
-#   make docs   - build the documentation site into site/
+#   make docs   - regenerate the settings and command-line references in docs/reference/
+#                 from the code, then build the documentation site into site/
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -75,6 +76,7 @@ typecheck: install
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
 docs: install
+	$(BIN)/python docs/gen.py
 	$(MKDOCS) build --strict --quiet
 
 docs-check: install

@@ -41,14 +41,21 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_total_bytes: int = Field(default=4 * 1024**4, gt=0)  # 4 TiB unpacked
+    #: Bytes in one deposit, unpacked.
+    max_total_bytes: int = Field(default=4 * 1024**4, gt=0)  # 4 TiB
+    #: Files in one deposit, unpacked.
     max_files: int = Field(default=2_000_000, gt=0)
+    #: Bytes out of an archive per byte in it (a compression bomb is refused).
     max_compression_ratio: float = Field(default=200.0, gt=1)
     #: The ratio limit applies once this many bytes have come out of an archive.
     ratio_floor_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
+    #: The size of one tag file other than a manifest.
     max_tag_file_bytes: int = Field(default=1024 * 1024, gt=0)  # bagit.txt, bag-info.txt, ...
+    #: The size of one manifest or tag manifest.
     max_manifest_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    #: The length of one path in the bag, in bytes (UTF-8).
     max_path_bytes: int = Field(default=1024, gt=0)
+    #: Folders nested in the bag.
     max_depth: int = Field(default=64, gt=0)
 
 
@@ -58,10 +65,13 @@ class TSASettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: Run the local timestamp authority (OpenSSL, its PKI made in DATA_DIR/tsa at first use).
     local: bool = True
+    #: External RFC 3161 timestamp authorities: each batch gets a token from each.
     urls: tuple[str, ...] = ()
     roots: tuple[Path, ...] = ()  # PEM trust anchors of the external TSAs
     policy: str = ""  # the policy OID tokens must carry ("" accepts the TSA's default)
+    #: Seconds per request to an authority.
     timeout: float = Field(default=30.0, gt=0)
     #: After a failed seal, wait this long before the next try, doubling per failure...
     retry_base: float = Field(default=30.0, gt=0)
@@ -76,8 +86,11 @@ class ProofSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: The digest algorithm of new seals and of hash-tree renewals.
     algorithm: Literal["sha256", "sha384", "sha512"] = "sha512"
+    #: Algorithms no longer trusted: records resting on them get a hash-tree renewal.
     retired_algorithms: tuple[Literal["sha256", "sha384", "sha512"], ...] = ()
+    #: A timestamp renewal is made this many days before a TSA certificate expires.
     renew_before_days: int = Field(default=180, ge=1)
 
     @model_validator(mode="after")
@@ -97,6 +110,8 @@ class PadesSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: The embedded default: a key, certificate and CA made in DATA_DIR/pades at first use
+    #: (false: production, with the key, certificate and roots below).
     local: bool = True
     key: Path | None = None  # PEM private key (unencrypted; keep the file 0600)
     certificate: Path | None = None  # PEM certificate of that key
@@ -137,8 +152,11 @@ class LocalLocationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: A folder.
     kind: Literal["local"]
+    #: The folder (another disk or a mounted share); it is made a storage root OCFL tools read.
     path: Path
+    #: Flush each copy to disk before it is counted.
     fsync: bool = True
 
 
@@ -151,22 +169,33 @@ class S3LocationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: An S3-compatible bucket with Object Lock.
     kind: Literal["s3"]
+    #: The server's http(s) URL (SeaweedFS, Ceph, MinIO, AWS…).
     endpoint_url: str
+    #: The bucket, created with Object Lock if missing (one without Object Lock is refused).
     bucket: str
+    #: A key prefix inside the bucket (optional).
     prefix: str = ""
+    #: The region the server expects.
     region: str = "us-east-1"
+    #: The access key id: best from the environment (CUSTOS_LOCATIONS__<NAME>__ACCESS_KEY).
     access_key: SecretStr
+    #: The secret key: best from the environment (CUSTOS_LOCATIONS__<NAME>__SECRET_KEY).
     secret_key: SecretStr
     #: Every object version is locked for this many days from the moment it is written.
     retention_days: int = Field(gt=0, le=36_500)
+    #: COMPLIANCE: nobody can shorten the lock; GOVERNANCE: privileged users can bypass it.
     lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    #: Seconds to connect to the server...
     connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    #: ...and to wait for its answer.
     read_timeout: float = Field(default=60.0, gt=0, le=3600)
     #: Attempts per request, the first included (botocore's "standard" retry mode).
     max_attempts: int = Field(default=3, ge=1, le=10)
     #: Files above this size are sent in parts (S3's minimum part size is 5 MiB).
     multipart_threshold_mib: int = Field(default=64, ge=5, le=5 * 1024)
+    #: The size of each part, in MiB.
     part_size_mib: int = Field(default=16, ge=5, le=5 * 1024)
 
     @field_validator("endpoint_url")
@@ -238,9 +267,12 @@ class QueueSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: sqlite: a file in the data folder (one machine); redis: one queue for many machines.
     backend: Literal["sqlite", "redis"] = "sqlite"
     path: Path | None = None  # default: DATA_DIR/queue.sqlite3
+    #: With backend = "redis": redis://HOST:PORT/DB (rediss:// for TLS).
     redis_url: str = ""
+    #: The queue's name (several archives can share one Redis).
     name: str = Field(default="custos", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     @model_validator(mode="after")
@@ -265,8 +297,11 @@ class FixitySettings(BaseModel):
     claim_timeout: float = Field(default=900.0, gt=0)
     #: The worker's schedule, in minutes: look for due copies, sample, seal what is pending.
     due_every_minutes: int = Field(default=10, ge=1, le=1440)
+    #: The worker checks copies picked at random (policies/fixity.toml's sampling) this often.
     sample_every_minutes: int = Field(default=10, ge=1, le=1440)
+    #: The worker replicates packages not safely stored this often.
     replicate_every_minutes: int = Field(default=10, ge=1, le=1440)
+    #: The worker seals what awaits a seal (with the seal's back-off) this often.
     seal_every_minutes: int = Field(default=5, ge=1, le=1440)
     #: The daily renewal of evidence records runs at this hour (UTC).
     renew_hour: int = Field(default=3, ge=0, le=23)
@@ -302,6 +337,8 @@ class CharacterisationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: ``custos serve`` does this work itself in a thread (set false where ``custos worker``
+    #: processes run).
     in_serve: bool = True
     #: How often ``custos serve`` (and the worker's schedule) looks for work left pending.
     every_minutes: int = Field(default=5, ge=1, le=1440)
@@ -320,24 +357,44 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: The data folder: the catalog, storage root, staging, queue and local PKIs by default
+    #: (``--data-dir`` or ``CUSTOS_DATA_DIR``; a settings file cannot move it).
     data_dir: Path = DEFAULT_DATA_DIR
+    #: The catalog, as an SQLAlchemy URL (``postgresql+psycopg://USER@HOST:PORT/DB``);
+    #: empty: SQLite in the data folder.
     database_url: str = ""
+    #: The OCFL storage root (default: DATA_DIR/storage).
     storage_root: Path | None = None
+    #: Where objects are built before they are renamed in: on the storage root's filesystem
+    #: (default: DATA_DIR/staging).
     staging_dir: Path | None = None
+    #: Refusal thresholds for deposits (table ``[limits]``).
     limits: Limits = Limits()
+    #: Timestamp authorities (table ``[tsa]``).
     tsa: TSASettings = TSASettings()
+    #: The proof policy (table ``[proofs]``).
     proofs: ProofSettings = ProofSettings()
     #: Replica storage locations by key (see archive/storage/replica.py); the replication
     #: policy says which of them hold each package's copies.
     locations: dict[str, LocationSettings] = Field(default_factory=dict)
+    #: The job queue of ``custos worker`` (table ``[queue]``).
     queue: QueueSettings = QueueSettings()
+    #: How fixity work is cut and scheduled (table ``[fixity]``).
     fixity: FixitySettings = FixitySettings()
+    #: Limits on guessing credentials, and sessions (table ``[auth]``).
     auth: AuthSettings = AuthSettings()
+    #: The archive seal on PDF/A copies (table ``[pades]``).
     pades: PadesSettings = PadesSettings()
+    #: When the worker runs format migration (table ``[migration]``).
     migration: MigrationSettings = MigrationSettings()
+    #: A folder holding every policy file (ingest.toml, access.toml, fixity.toml,
+    #: replication.toml, formats.toml, pdfa_def.ps); default: those shipped in policies/.
     policy_dir: Path | None = None
+    #: False: no format identification (nor text extraction) at all.
     identify_formats: bool = True
+    #: Identification and text extraction after a deposit (table ``[characterisation]``).
     characterisation: CharacterisationSettings = CharacterisationSettings()
+    #: Flush staged objects to disk before they become visible.
     fsync: bool = True
     #: Cores to use: FIDO runs this many processes, small files get two copy processes each.
     workers: int = Field(default=2, ge=1, le=64)
