@@ -2,7 +2,8 @@
 
 One router per user group (``api/routers``): the public reading room and its JSON twin for
 researchers, depositors, registrars, archivists, the Archivematica Storage Service
-interface, and sessions (``/auth``). Routers are thin: parse, call one service function in
+interface, and sessions (``/auth``); ``/docs`` describes the API from its OpenAPI document
+(``/openapi.json``) as a plain page. Routers are thin: parse, call one service function in
 ``access``, render.
 """
 
@@ -23,6 +24,7 @@ from api.routers import (
     health,
     public,
     reading_room,
+    reference,
     registrar,
 )
 from archive.config import Settings
@@ -80,6 +82,7 @@ def create_app(settings: Settings, *, characterise_in_background: bool = False) 
         registrar.router,
         archivist.router,
         archivematica.router,
+        reference.router,
     ):
         app.include_router(router)
     return app
