@@ -59,7 +59,7 @@ def export_cmd(
     tiers, an event that links a withheld file, the bag manifests or inventories when any file
     is withheld, nor, unless anyone may read the package's metadata, its id or depositor. The
     purpose must be one the access policy declares (public, research, prosecution,
-    third-party-justice by default). The export is a custody event. Exit status 2 if the
+    third-party-justice by default). The export is a custody event. Exit status 65 if the
     request is refused (a file that may not be released, a purpose not declared, files not
     yet sealed each on its own: `custos seal files`)."""
     from access.export import export
@@ -353,7 +353,7 @@ def policies_apply_cmd(
     A restricted assignment moves to its successor; a protected-identity one opens a
     review (it never opens by itself). One new version per
     package, a custody event per transition; nothing is due twice. The worker runs this
-    daily. Exit status 1 if some package could not be done (listed)."""
+    daily. Exit status 5 if some package could not be done (listed)."""
     from access.rules import today
     from access.sunset import apply_due, check_date, due_packages
 
@@ -391,7 +391,7 @@ def policies_apply_cmd(
         for package_id, reason in report.failed:
             err.print(f"[red]not done:[/] {escape(package_id)}: {escape(reason)}")
     if report.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(5)  # partly done (archive.errors.EXIT_CODES)
 
 
 @policies_app.command("reviews")
@@ -503,7 +503,7 @@ def policies_approve_cmd(
     """Approve a review as registrar NAME (proven by their token and TOTP code).
 
     The second approval by a different registrar applies the successor tier; approving twice is
-    refused (exit 2) and does not count."""
+    refused (exit 65) and does not count."""
     from access.reviews import approve_review
 
     services = run(as_json, state(ctx).services)

@@ -23,7 +23,7 @@ import typer.main
 from rich.console import Console
 from rich.markup import escape
 
-from archive.errors import CustosError, InputRejected
+from archive.errors import EXIT_CODES, CustosError, InputRejected
 from archive.findings import Finding
 
 if TYPE_CHECKING:
@@ -63,6 +63,9 @@ app = typer.Typer(
     "every step recorded.",
     cls=_RootGroup,
     no_args_is_help=True,
+    epilog="Exit status: "
+    + "; ".join(f"{code} {meaning.split(':')[0]}" for code, meaning in EXIT_CODES.items())
+    + " (archive/errors.py).",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -232,7 +235,8 @@ def db_upgrade(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 @catalog_app.command("rebuild")
 def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Recreate the catalog from the storage root alone."""
+    """Recreate the catalog from the storage root alone. Exit status 5 if some objects could
+    not be indexed (each listed)."""
     from archive.catalog.rebuild import rebuild
 
     services = run(as_json, state(ctx).services)
@@ -258,7 +262,7 @@ def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         for path, reason in report.failed:
             err.print(f"[red]not indexed:[/] {escape(path)}: {escape(reason)}")
     if report.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(5)  # partly done (archive.errors.EXIT_CODES)
 
 
 @app.command("list")
@@ -345,7 +349,7 @@ def seal_cmd(
     """Timestamp every manifest awaiting its seal (RFC 3161 token, RFC 4998 evidence records).
 
     Also seals the custody log's head, and each file of up to 200,000 files' worth of versions
-    awaiting their file seal (`custos seal files` seals them all). Exit status 3 when no
+    awaiting their file seal (`custos seal files` seals them all). Exit status 75 when no
     authority answered (the attempt is recorded; the manifests stay pending)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -396,7 +400,7 @@ def seal_files_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Seal each file of every version not yet sealed file by file: the proof a court bundle
     gives for one file without naming any other. New deposits get it with their seal; this
     brings an archive sealed before then up to date (the worker's seal job does too, a batch
-    at a time). Exit status 3 when no authority answered (what was sealed stays sealed)."""
+    at a time). Exit status 75 when no authority answered (what was sealed stays sealed)."""
     from archive.proofs.seal import files_backlog, seal_now
 
     services = run(as_json, state(ctx).services)
@@ -423,8 +427,8 @@ def seal_renew_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Renew evidence records (RFC 4998 §5.2) before their TSA certificates expire, and rehash
     those resting on an algorithm the proof policy retires (settings `proofs.*`).
 
-    Exit status 3 if renewals were due and no authority answered, or if any record has
-    lapsed (its TSA certificate expired before it was renewed)."""
+    Exit status 3 if any record has lapsed (its TSA certificate expired before it was
+    renewed); 75 if renewals were due and no authority answered."""
     from archive.proofs.renew import renew
 
     services = run(as_json, state(ctx).services)
@@ -441,6 +445,8 @@ def seal_renew_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             out.print(f"  token from {tsa} at {when.isoformat()} (serial {serial})", markup=False)
         for record, why in report.lapsed:
             err.print(f"[red]lapsed:[/] {escape(record)}: {escape(why)}")
+        for record, why in report.superseded:
+            err.print(f"[yellow]superseded:[/] {escape(record)}: {escape(why)}")
     if report.lapsed:
         raise typer.Exit(3)
 

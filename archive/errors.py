@@ -3,7 +3,8 @@
 Every error raised across a module boundary is a :class:`CustosError`. Its
 :meth:`~CustosError.diagnostics` text says what happened and what to do, in words an
 operator can act on. Third-party errors are translated where they enter (``raise ... from``).
-The CLI maps each family to an exit status (see :data:`EXIT_CODES`).
+The CLI maps each family to an exit status (see :data:`EXIT_CODES`): no status means two
+things.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ class ConfigError(CustosError):
 
 
 class InputRejected(CustosError):
-    """A deposit was refused. Carries every finding that led to the refusal."""
+    """A deposit, an export or another request was refused. Carries every finding that led to
+    the refusal."""
 
-    exit_code = 2
+    exit_code = 65  # EX_DATAERR
 
     def __init__(self, message: str, findings: Sequence[Finding] = (), *, hint: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -111,9 +113,9 @@ class NotFound(CustosError):
 
 
 class PolicyError(CustosError):
-    """A policy file is missing, malformed, or forbids the requested action."""
+    """A policy file is missing or malformed."""
 
-    exit_code = 78
+    exit_code = 79  # not 78: settings and policies are told apart
 
 
 class ProofError(CustosError):
@@ -149,3 +151,24 @@ class TooManyAttempts(AccessError):
 
 class Forbidden(AccessError):
     """The reader is known, and their role may not use this service at all."""
+
+
+#: Every exit status of the command line, and what it means (the README and the CLI reference
+#: show this table; a code is never used for two things).
+EXIT_CODES: dict[int, str] = {
+    0: "done",
+    1: "an error of no kind below (the message says what), or a server that could not run",
+    2: "usage: a command, option or argument the command line does not know",
+    3: "a check found a problem: a proof that does not verify, a custody log altered, a copy "
+    "that could not be repaired, an evidence record that lapsed",
+    4: "not found: the package, version or file named does not exist",
+    5: "partly done: some items of the work could not be done (each is listed), e.g. a "
+    "migration copy, an object not indexed, a sunset, a package not yet safely stored",
+    65: "refused: a deposit, export or request refused, every finding listed",
+    70: "the catalog could not be read or written",
+    74: "storage failed: a location could not be read or written, or is full",
+    75: "try again later: no timestamp authority answered, or the job queue is unavailable",
+    77: "not permitted: no usable credentials, or access denied",
+    78: "settings are missing, malformed or contradictory",
+    79: "a policy file is missing or malformed",
+}

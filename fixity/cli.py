@@ -30,7 +30,7 @@ def replicate_cmd(
     the storage root) to every configured location, each read back before it is recorded.
 
     Exit status 0 when every package named (or every package) is safely stored afterwards
-    and no copy failed, 1 otherwise (each reason on stderr)."""
+    and no copy failed, 5 otherwise (each reason on stderr)."""
     from fixity import replication
 
     services = run(as_json, state(ctx).services)
@@ -60,7 +60,7 @@ def replicate_cmd(
         if report.hint:
             err.print(f"hint: {report.hint}", markup=False, soft_wrap=True)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(5)  # partly done (archive.errors.EXIT_CODES)
 
 
 fixity_app = typer.Typer(

@@ -45,7 +45,8 @@ def ingest_cmd(
     """Validate a bag and store it as a new package.
 
     Exit status: 0 stored (or already held: the same payload is never stored twice),
-    2 refused (every problem is listed on stderr), other non-zero values for errors.
+    65 refused (every problem is listed on stderr), 74 storage failed (a full or read-only
+    disk: never the bag's fault), other non-zero values for errors (`custos --help`).
     """
     from ingest import service
     from ingest.characterise import queue_characterisation

@@ -94,7 +94,7 @@ def run_cmd(
     Originals are never altered; each package's valid copies go into one new OCFL version;
     PDF/A copies carry the archive seal (PAdES B-LTA) and are stored only with it.
     Exit status 0 when every copy was made, 5 when some failed (each failure is recorded),
-    3 when some were deferred because no timestamp authority answered (the next run makes
+    75 when some were deferred because no timestamp authority answered (the next run makes
     them)."""
     from migration import service
 
@@ -120,7 +120,7 @@ def run_cmd(
     if failed:
         raise typer.Exit(5)
     if deferred:
-        raise typer.Exit(3)
+        raise typer.Exit(75)  # try again later (archive.errors.EXIT_CODES)
 
 
 def _say(result: RunReport) -> None:

@@ -89,6 +89,8 @@ class Subject:
 class NoAuthorityAnswered(ProofError):
     """Sealing could not happen now: no timestamp authority answered. Nothing was changed."""
 
+    exit_code = 75  # EX_TEMPFAIL: try again later (not 3: nothing failed to verify)
+
 
 @dataclass(frozen=True, slots=True)
 class Backlog:

@@ -43,7 +43,7 @@ def test_users_add_prints_the_token_once_and_keeps_only_a_hash(tmp_path: Path) -
     # Again, or in other case: refused, naming the reason; nothing printed as a token.
     for name in ("rita", "Rita"):
         code, again, err = custos(tmp_path, "users", "add", name, "--role", "researcher", "--json")
-        assert code == 2 and again["findings"][0]["code"] == "USER-EXISTS" and "token" not in again
+        assert code == 65 and again["findings"][0]["code"] == "USER-EXISTS" and "token" not in again
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_users_add_prints_the_token_once_and_keeps_only_a_hash(tmp_path: Path) -
 )
 def test_bad_user_definitions_are_refused(tmp_path: Path, args: list[str], finding: str) -> None:
     code, body, err = custos(tmp_path, "users", "add", *args, "--json")
-    assert code == 2 and body["findings"][0]["code"] == finding, err
+    assert code == 65 and body["findings"][0]["code"] == finding, err
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_a_disabled_user_is_refused_and_a_new_token_replaces_the_old(tmp_path: P
     code, body, _ = custos(tmp_path, "users", "disable", "nobody", "--reason", "x", "--json")
     assert code == 4 and "nobody" in body["message"]
     code, body, _ = custos(tmp_path, "users", "disable", "rita", "--json")
-    assert code == 2 and body["findings"][0]["code"] == "USER-REASON"
+    assert code == 65 and body["findings"][0]["code"] == "USER-REASON"
     code, body, _ = custos(tmp_path, "users", "token", "nobody", "--json")
     assert code == 4
     _, listing, _ = custos(tmp_path, "users", "list", "--json")

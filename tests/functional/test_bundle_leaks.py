@@ -310,7 +310,7 @@ def test_a_wholly_restricted_package_names_nothing_of_itself(
     bundle = tmp_path / "bundle"
     options = ["--to", str(bundle), "--requester", "Residual Mechanism", "--purpose", "public"]
     code, body, err = custos(data, "export", package, *options, "--json")
-    assert code == 2 and body["findings"][0]["code"] == "EXPORT-NOTHING", (body, err)
+    assert code == 65 and body["findings"][0]["code"] == "EXPORT-NOTHING", (body, err)
     assert not bundle.exists() and not list(tmp_path.glob(".custos-export-*"))
     refusal = tmp_path / "refusal"
     refusal.mkdir()

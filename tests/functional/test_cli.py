@@ -131,7 +131,7 @@ def test_same_bag_twice_is_reported_not_duplicated(tmp_path: Path) -> None:
 def test_refusal_exit_status_and_findings(tmp_path: Path) -> None:
     bag = CONFORMANCE / "v0.97/invalid/extra-file-in-bag"
     code, body, err = custos(tmp_path, "ingest", str(bag), "--depositor", "A", "--json")
-    assert code == 2
+    assert code == 65
     assert body["status"] == "refused"
     assert {"code": "BAG-FILE-UNLISTED", "path": "data/bar"}.items() <= {
         k: v for f in body["findings"] for k, v in f.items() if f["code"] == "BAG-FILE-UNLISTED"
@@ -144,7 +144,7 @@ def test_refusal_exit_status_and_findings(tmp_path: Path) -> None:
 def test_refusal_text_keeps_bracketed_paths(tmp_path: Path) -> None:
     bag = make_bag(tmp_path / "bag", {"a.txt": b"a"}, omit_from_manifest=("a.txt",))
     code, _, err = custos(tmp_path / "d", "ingest", str(bag), "--depositor", "A")
-    assert code == 2
+    assert code == 65
     assert "[data/a.txt]" in err
 
 
@@ -185,7 +185,7 @@ def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
         ],
         env={"CUSTOS_FSYNC": "false"},
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 65
     assert any(f["code"] == "LIMIT-FILE-COUNT" for f in json.loads(result.stdout)["findings"])
     result = runner.invoke(
         get_app(),
@@ -196,7 +196,7 @@ def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
             "CUSTOS_LIMITS__MAX_FILES": "1",
         },
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 65
     assert (tmp_path / "e" / "catalog.sqlite3").exists()
 
 
@@ -211,7 +211,7 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["", "   ", "a\nb"])
 def test_bad_depositor_name(tmp_path: Path, name: str) -> None:
     code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", name, "--json")
-    assert code == 2
+    assert code == 65
     assert body["findings"][0]["code"] == "DEPOSITOR-NAME"
 
 

@@ -181,7 +181,7 @@ def test_tampering_with_a_bundle_is_caught(tmp_path: Path, held: tuple[Path, str
     assert code == 3 and not report["trust_anchors_from_bundle"]
     # Not a bundle at all.
     code, body, _ = verify_bundle(tmp_path)
-    assert code == 2 and body["findings"][0]["code"] == "BUNDLE-NO-INDEX"
+    assert code == 65 and body["findings"][0]["code"] == "BUNDLE-NO-INDEX"
 
 
 def test_a_whole_deposit_also_carries_its_sealed_bag_manifests(tmp_path: Path) -> None:
@@ -248,7 +248,7 @@ def test_refused_exports_leave_nothing(
     options = {"--requester": "R", "--purpose": "prosecution", **extra}
     flat = [x for k, v in options.items() for x in (k, v)]
     status, body, _ = custos(data, "export", package, *args, "--to", str(bundle), *flat, "--json")
-    assert status == 2 and code in {f["code"] for f in body["findings"]}
+    assert status == 65 and code in {f["code"] for f in body["findings"]}
     assert not bundle.exists() and not list(tmp_path.glob(".custos-export-*"))
     _, shown, _ = custos(data, "show", package, "--json")
     assert not [e for e in shown["events"] if e["type"] == "export"]
@@ -260,7 +260,7 @@ def test_a_target_that_is_not_empty_is_refused(tmp_path: Path, held: tuple[Path,
     bundle.mkdir()
     (bundle / "keep.txt").write_text("mine")
     code, body, _ = export(data, package, to=bundle)
-    assert code == 2 and body["findings"][0]["code"] == "EXPORT-TARGET"
+    assert code == 65 and body["findings"][0]["code"] == "EXPORT-TARGET"
     assert [p.name for p in bundle.iterdir()] == ["keep.txt"]
 
 
@@ -273,7 +273,7 @@ def test_unsealed_manifests_refuse_the_export(tmp_path: Path) -> None:
         data, "export", body["package_id"], "--to", str(tmp_path / "b"), "--requester", "R",
         "--purpose", "prosecution", "--json", env=offline,
     )  # fmt: skip
-    assert code == 2 and {f["code"] for f in refused["findings"]} == {"EXPORT-NOT-SEALED"}
+    assert code == 65 and {f["code"] for f in refused["findings"]} == {"EXPORT-NOT-SEALED"}
     assert not (tmp_path / "b").exists()
 
 

@@ -144,7 +144,7 @@ def test_no_authority_answers_then_later_one_does(tmp_path: Path) -> None:
     assert "await" in err
     assert seals(tmp_path) == []
     code, failed, err = custos(tmp_path, "seal", "--json", env=offline)
-    assert code == 3 and "no timestamp authority answered" in failed["message"]
+    assert code == 75 and "no timestamp authority answered" in failed["message"]
     code, done, _ = custos(tmp_path, "seal", "--json")
     assert code == 0 and len(done["sealed"]) == 7 + 2 and done["tokens"][0]["tsa"] == "local"
     assert [s["manifest"].startswith(LOG_DIR) for s in done["sealed"]].count(True) == 1
@@ -224,7 +224,7 @@ def test_retrying_gives_up_when_its_time_is_spent(tmp_path: Path) -> None:
     code, _, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "S", env=offline)
     assert code == 0
     code, body, _ = custos(tmp_path, "seal", "--retry-for", "0.5", "--json", env=offline)
-    assert code == 3 and "no timestamp authority answered" in body["message"]
+    assert code == 75 and "no timestamp authority answered" in body["message"]
     code, st, _ = custos(tmp_path, "status", "--json", env=offline)
     assert st["seal_backlog"]["pending"] == 7 and st["seal_backlog"]["failed_attempts"] >= 2
     assert st["identification_backlog"] == 0 and st["holdings"]["packages"] == 1

@@ -407,9 +407,9 @@ def test_the_command_line_applies_lists_approves_and_refuses(held: Held) -> None
     regina, rex, other_regina = held.users.registrar, held.extra["rex"], held.extra["Regina"]
     _protect(held, sunset=today())
     code, body, err = _cli(held, "policies", "apply", "--on", "2999-01-01")
-    assert code == 2 and body["findings"][0]["code"] == "SUNSET-FUTURE-DATE"
+    assert code == 65 and body["findings"][0]["code"] == "SUNSET-FUTURE-DATE"
     code, body, _ = _cli(held, "policies", "apply", "--on", "22/11/2026")
-    assert code == 2 and body["findings"][0]["code"] == "DATE-SYNTAX"
+    assert code == 65 and body["findings"][0]["code"] == "DATE-SYNTAX"
     code, body, _ = _cli(held, "policies", "apply", "--dry-run")
     assert code == 0 and body["status"] == "dry-run" and body["reviews_opened"] == 1
     assert body["versions"] == 0
@@ -450,16 +450,16 @@ def test_the_command_line_applies_lists_approves_and_refuses(held: Held) -> None
     code, body, _ = _cli(held, *approve, "regina", user=regina)
     assert code == 0 and body["status"] == "pending" and body["approvals_needed"] == 1
     code, body, err = _cli(held, *approve, "regina", user=regina)
-    assert code == 2 and body["findings"][0]["code"] == "REVIEW-DUPLICATE-APPROVAL"
+    assert code == 65 and body["findings"][0]["code"] == "REVIEW-DUPLICATE-APPROVAL"
     assert "different registrar" in err
     code, body, _ = _cli(held, *approve, "Regina", user=other_regina)
-    assert code == 2 and body["findings"][0]["code"] == "REVIEW-DUPLICATE-APPROVAL"
+    assert code == 65 and body["findings"][0]["code"] == "REVIEW-DUPLICATE-APPROVAL"
     assert held.head() == head + 1  # only the one approval was written
     extend = ("policies", "extend", review_id, "--registrar", "rex")
     code, body, _ = _cli(held, *extend, "--until", "2051-01-01", "--reason", " ", user=rex)
-    assert code == 2 and body["findings"][0]["code"] == "REVIEW-BAD-EXTENSION"
+    assert code == 65 and body["findings"][0]["code"] == "REVIEW-BAD-EXTENSION"
     code, body, _ = _cli(held, *extend, "--until", "2020-01-01", "--reason", "r", user=rex)
-    assert code == 2 and body["findings"][0]["code"] == "REVIEW-BAD-EXTENSION"
+    assert code == 65 and body["findings"][0]["code"] == "REVIEW-BAD-EXTENSION"
     assert held.head() == head + 1
 
     code, body, _ = _cli(held, *approve, "rex", user=rex)
