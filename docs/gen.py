@@ -293,6 +293,7 @@ def cli_reference() -> str:
         "## custos",
         "",
         _help(root.help),
+        *(["", _help(root.epilog)] if root.epilog else []),
         "",
         "```text",
         "custos [GLOBAL OPTIONS] COMMAND [ARGS]…",
@@ -305,6 +306,8 @@ def cli_reference() -> str:
     for path, command, sub in _commands(root, ctx, ["custos"]):
         level = "##" if len(path) == 2 else "###"
         parts += ["", f"{level} {' '.join(path)}", "", _help(command.help)]
+        if command.epilog:
+            parts += ["", _help(command.epilog)]
         parts += ["", "```text", _usage(path, command), "```"]
         params = _params(command, sub)
         if params:
