@@ -375,19 +375,11 @@ def seal_cmd(
 
 
 def _print_sealed(report: SealReport) -> None:
-    from archive.proofs.fileseal import is_subject
-
     result = report.as_dict()
     if not result["sealed"]:
         out.print("nothing awaits a seal", markup=False)
-    versions = sum(1 for s in report.sealed if is_subject(s.subject_path))
-    if len(report.sealed) > versions:
-        out.print(f"sealed {len(report.sealed) - versions} manifest(s)", markup=False)
-    if versions:
-        out.print(
-            f"sealed {report.files} file(s) of {versions} version(s), each on its own",
-            markup=False,
-        )
+    else:
+        out.print(f"sealed {report.summary()}", markup=False)
     for t in result["tokens"]:
         line = f"  token from {t['tsa']} at {t['gen_time']} (serial {t['serial']})"
         out.print(line, markup=False)

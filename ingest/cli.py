@@ -139,17 +139,16 @@ def _seal_after_commit(services: Services, quiet: bool) -> dict[str, Any]:
     from archive.proofs.seal import seal_now
 
     try:
-        result = seal_now(services).as_dict()
+        report = seal_now(services)
     except CustosError as exc:
         err.print(
             f"[yellow]not sealed yet:[/] {escape(exc.diagnostics())}\n"
             "  the package is stored; its manifests await `custos seal`"
         )
         return {"status": "pending", "message": exc.message}
-    if not quiet and result["sealed"]:
-        tokens = ", ".join(f"{t['tsa']} at {t['gen_time']}" for t in result["tokens"])
-        err.print(f"sealed {len(result['sealed'])} manifest(s): {tokens}")
-    return {"status": "sealed", **result}
+    if not quiet and report.sealed:
+        err.print(f"sealed {report.summary()}: {report.authorities()}")
+    return {"status": "sealed", **report.as_dict()}
 
 
 def _queue_replication(services: Services, package_id: str, quiet: bool) -> dict[str, Any]:

@@ -153,6 +153,21 @@ class SealReport:
             "files_sealed_on_their_own": self.files,
         }
 
+    def summary(self) -> str:
+        """What was sealed, in words: "7 manifest(s) and 14 file(s) of 2 version(s), each on
+        its own"."""
+        versions = sum(1 for s in self.sealed if fileseal.is_subject(s.subject_path))
+        parts = []
+        if len(self.sealed) > versions:
+            parts.append(f"{len(self.sealed) - versions} manifest(s)")
+        if versions:
+            parts.append(f"{self.files} file(s) of {versions} version(s), each on its own")
+        return " and ".join(parts) or "nothing"
+
+    def authorities(self) -> str:
+        """Each authority that answered, with when (one entry per authority and time)."""
+        return ", ".join(sorted({f"{tsa} at {when.isoformat()}" for tsa, when, _ in self.tokens}))
+
 
 def seal_now(
     services: Services,
