@@ -394,3 +394,23 @@ def start_redis(base: Path, *, timeout: float = 20.0) -> RedisServer:
             server.stop()
             raise RuntimeError(f"redis-server did not answer within {timeout} s")
         time.sleep(0.1)
+
+
+def wait_until_serving(
+    url: str, process: subprocess.Popen[bytes], log: Path | None = None, timeout: float = 60.0
+) -> None:
+    """Wait until ``custos serve`` at ``url`` answers ``/health``. Raises RuntimeError (with the
+    server's log, if given) when the process ends first or ``timeout`` seconds pass."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            said = log.read_text() if log is not None and log.exists() else ""
+            raise RuntimeError(f"custos serve did not start at {url}:\n{said}")
+        time.sleep(0.2)

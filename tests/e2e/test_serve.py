@@ -26,7 +26,7 @@ from archive.services import open_services
 from ingest.service import identify_package, ingest
 from tests.conftest import SAMPLE
 from tests.helpers import make_bag, make_pdf, staging_debris, zip_folder
-from tests.servers import free_port
+from tests.servers import free_port, wait_until_serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -127,17 +127,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         restricted.package_id,
         log,
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(srv.url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            srv.stop()
-            raise RuntimeError(f"custos serve did not start:\n{log.read_text()}")
-        time.sleep(0.2)
+    try:
+        wait_until_serving(srv.url, process, log)
+    except RuntimeError:
+        srv.stop()
+        raise
     try:
         yield srv
     finally:
@@ -313,15 +307,7 @@ def test_several_processes_serve_one_port_and_stop_cleanly(tmp_path: Path) -> No
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until_serving(f"http://127.0.0.1:{port}", process)
         with httpx.Client() as client:  # one connection, kept alive: answers come at once
             started = time.monotonic()
             for _ in range(20):

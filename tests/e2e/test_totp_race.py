@@ -23,7 +23,7 @@ from access.users import NewUser, add_user
 from archive.config import load_settings
 from archive.services import open_services
 from tests.e2e.test_serve import custos_bin
-from tests.servers import free_port
+from tests.servers import free_port, wait_until_serving
 
 ROUNDS = 3  # a registrar of its own per round: each round uses the current step's code
 PER_SERVER = 2  # requests sent to each server at once, all with the one code
@@ -40,16 +40,7 @@ def serving(data: Path, env: dict[str, str], log: Path) -> Iterator[str]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"custos serve did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_until_serving(url, process, log)
         yield url
     finally:
         if process.poll() is None:

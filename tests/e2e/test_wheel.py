@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import tomllib
 import venv
 from pathlib import Path
@@ -24,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, SAMPLE
-from tests.servers import free_port
+from tests.servers import free_port, wait_until_serving
 
 TITLE = "Sample holding (fictional records)"  # the sample's Title, public (custos-access.txt)
 
@@ -133,16 +132,7 @@ def test_the_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_until_serving(url, server, log)
         page = httpx.get(url + "/search", params={"q": "site report"}, timeout=30)
         assert page.status_code == 200, page.text
         assert 'class="search"' in page.text and "Custos reading room" in page.text
