@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from archive import outbox
 from archive.catalog.index import ACCESS_JSON, PREMIS_XML, replace_access, run_index_hooks
 from archive.catalog.tables import File
 from archive.custody import parse_premis, premis_xml, record_events
@@ -114,5 +115,7 @@ def write_access(
         replace_access(session, package_id, access)
         record_events(session, events, package_id=package_id)
         run_index_hooks(session, package_id)
+        # Files now public have text for the search to read.
+        outbox.add(session, outbox.CHARACTERISE, package_id)
     finish(services.store, new)
     return new.number

@@ -28,8 +28,8 @@ from api.routers import (
     registrar,
 )
 from archive.config import Settings
+from archive.outbox import CHARACTERISE, SEAL, OutboxRunner
 from archive.services import open_services
-from ingest.characterise import Characteriser
 
 DESCRIPTION = """\
 The Custos service API. Researchers and anonymous readers see the public tier only; every
@@ -41,27 +41,34 @@ until it expires. Errors are `application/problem+json`.
 """
 
 
-def create_app(settings: Settings, *, characterise_in_background: bool = False) -> FastAPI:
-    """The application. With ``characterise_in_background`` (what ``custos serve`` passes from
-    ``characterisation.in_serve``), a thread of the server identifies formats and extracts
-    text of what deposits left pending, so that no worker is needed on one machine."""
+def create_app(settings: Settings, *, run_outbox: bool = False) -> FastAPI:
+    """The application. With ``run_outbox`` (what ``custos serve`` passes from
+    ``queue.in_serve``), a thread of the server runs the work that commits leave in the
+    outbox (identify, seal, replicate, migrate), and looks for characterisation and seals
+    left pending on their schedule, so that no worker is needed on one machine."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = open_services(settings)
         app.state.services = services
-        app.state.characteriser = None
-        if characterise_in_background:
-            app.state.characteriser = Characteriser(services)
-            app.state.characteriser.start()
+        app.state.outbox_runner = None
+        if run_outbox:
+            app.state.outbox_runner = OutboxRunner(
+                services,
+                periodic=[
+                    (CHARACTERISE, settings.characterisation.every_minutes),
+                    (SEAL, settings.fixity.seal_every_minutes),
+                ],
+            )
+            app.state.outbox_runner.start()
         # A few threads wait for a server database at once: enough to overlap its work with
         # ours, few enough that they do not fight over the interpreter.
         app.state.database_waits = anyio.CapacityLimiter(3)
         try:
             yield
         finally:
-            if app.state.characteriser is not None:
-                app.state.characteriser.stop()
+            if app.state.outbox_runner is not None:
+                app.state.outbox_runner.stop()
             services.close()
 
     app = FastAPI(

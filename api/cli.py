@@ -33,8 +33,9 @@ def serve_cmd(
     """Serve the API (OpenAPI at /openapi.json) and the reading room (/search) until
     interrupted (Ctrl-C or SIGTERM), then exit cleanly.
 
-    Unless `characterisation.in_serve = false`, the server also identifies formats and
-    extracts text of what deposits left pending (no worker needed on one machine)."""
+    Unless `queue.in_serve = false`, the server also runs the work deposits and tier changes
+    queue (identify formats, extract text, seal, replicate, migrate): no worker is needed on
+    one machine."""
     st = state(ctx)
     settings = run(False, st.settings)  # refuse bad settings before anything starts
     err.print(
@@ -54,8 +55,8 @@ def serve_cmd(
         spawn.Process(
             target=_serve,
             args=(st.data_dir, st.config, host, port, log_level),
-            # One process characterises: the others would only wait for its lock.
-            kwargs={"reuse_port": True, "characterise": n == 0},
+            # One process runs the queued work: the others would only wait for its locks.
+            kwargs={"reuse_port": True, "run_outbox": n == 0},
             name=f"custos-serve-{n}",
         )
         for n in range(workers)
@@ -103,11 +104,11 @@ def _serve(
     log_level: str,
     *,
     reuse_port: bool,
-    characterise: bool = True,
+    run_outbox: bool = True,
 ) -> None:
-    """One serving process (also the whole server without --workers); with ``characterise``
-    it also identifies and extracts what deposits left pending (see
-    :class:`ingest.characterise.Characteriser`): one process of N does."""
+    """One serving process (also the whole server without --workers); with ``run_outbox``
+    it also runs the work commits queue (see :class:`archive.outbox.OutboxRunner`): one
+    process of N does."""
     import errno
 
     import uvicorn
@@ -129,8 +130,7 @@ def _serve(
     config = uvicorn.Config(
         create_app(
             settings,
-            # One serving process characterises (the others would only wait for its lock).
-            characterise_in_background=characterise and settings.characterisation.in_serve,
+            run_outbox=run_outbox and settings.queue.in_serve,
         ),
         log_level=log_level,
         proxy_headers=False,

@@ -37,7 +37,6 @@ from archive.catalog.tables import User
 from archive.config import AuthSettings
 from archive.errors import AuthenticationFailed, Forbidden, SecondFactorRequired
 from archive.services import Services
-from ingest.characterise import queue_characterisation
 from policies.schema import AccessPolicy
 
 # Cheap dependencies are coroutines: a plain function would cost a trip to the thread pool
@@ -170,13 +169,12 @@ async def page(
 PageDep = Annotated[Page, Depends(page)]
 
 
-def queue_characterisation_of(request: Request, services: Services, package_id: str) -> None:
-    """Queue the characterise job for a committed package and wake this server's own
-    characterisation thread, if it runs one (``characterisation.in_serve``)."""
-    queue_characterisation(services, package_id)
-    characteriser = getattr(request.app.state, "characteriser", None)
-    if characteriser is not None:
-        characteriser.wake()
+def wake_outbox(request: Request) -> None:
+    """A commit has queued work in the outbox: wake this server's own runner, if it runs one
+    (``queue.in_serve``); otherwise a worker finds it."""
+    runner = getattr(request.app.state, "outbox_runner", None)
+    if runner is not None:
+        runner.wake()
 
 
 def role(*allowed: str, second_factor: bool = False) -> Any:

@@ -445,9 +445,9 @@ def seal_renew_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 @app.command("status")
 def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Holdings, characterisation pending (formats, text) and jobs queued, replication
-    (packages safely stored), fixity coverage, the seal backlog (and its age), and the
-    custody log's last sealed checkpoint."""
+    """Holdings, characterisation pending (formats, text), the work queued (by job, and what
+    failed and why), replication (packages safely stored), fixity coverage, the seal backlog
+    (and its age), and the custody log's last sealed checkpoint."""
     from archive.status import status
 
     services = run(as_json, state(ctx).services)
@@ -460,17 +460,35 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         f"{human_bytes(st.payload_bytes)}",
         markup=False,
     )
-    queued = "unknown (the queue did not answer)" if st.jobs_queued is None else st.jobs_queued
+    q = st.queued
+    if q.total:
+        out.print(
+            "queued work: "
+            + ", ".join(f"{job} {n}" for job, n in sorted(q.by_job.items()))
+            + (f" ({q.running} running)" if q.running else "")
+            + " (a worker or `custos serve` runs it; `custos worker --until-idle` now)",
+            markup=False,
+        )
+        for w in q.failing:
+            out.print(
+                f"  failed {w.attempts} time(s): {w.job} {w.key}; next try "
+                f"{w.not_before:%Y-%m-%d %H:%M} UTC: {(w.last_error or '').splitlines()[0]}",
+                markup=False,
+            )
+        if q.failing_count > len(q.failing):
+            out.print(f"  ... {q.failing_count - len(q.failing)} more failed", markup=False)
+    else:
+        out.print("queued work: none", markup=False)
     if st.unidentified or st.text_pending:
         out.print(
             f"characterisation backlog: {st.unidentified} payload file(s) in "
             f"{st.unidentified_packages} package(s) not identified yet, {st.text_pending} public "
-            f"file(s) not yet read for text; jobs queued: {queued} (a worker, `custos serve` "
-            "or `custos identify` does this work)",
+            "file(s) not yet read for text (a worker, `custos serve` or `custos identify` does "
+            "this work)",
             markup=False,
         )
     else:
-        out.print(f"characterisation: nothing pending; jobs queued: {queued}", markup=False)
+        out.print("characterisation: nothing pending", markup=False)
     for tool, n in st.texts_awaiting_tool.items():
         out.print(
             f"  {n} public file(s) not read for text: {tool} was not installed; once it is, "

@@ -262,8 +262,9 @@ def location_example(kind: Literal["local", "s3"], name: str) -> str:
 
 
 class QueueSettings(BaseModel):
-    """The job queue (Huey). The embedded default is a SQLite file in the data folder (no
-    server); ``redis`` lets workers on many machines share one queue."""
+    """The job queue (Huey) of scheduled jobs, and how the outbox (the work that follows a
+    commit, kept in the catalog) is run. The embedded default keeps the queue in a SQLite
+    file in the data folder (no server); ``redis`` lets workers on many machines share it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -274,6 +275,17 @@ class QueueSettings(BaseModel):
     redis_url: str = ""
     #: The queue's name (several archives can share one Redis).
     name: str = Field(default="custos", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: ``custos serve`` runs the work that follows a commit (identify, seal, replicate,
+    #: migrate: the outbox) in a thread of its own; set false where ``custos worker``
+    #: processes run.
+    in_serve: bool = True
+    #: How often an idle worker (or ``custos serve``) looks at the outbox for work.
+    poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: A process holds an outbox entry it runs this long; if it dies, another takes the
+    #: entry once the lease has run out.
+    lease_minutes: int = Field(default=60, ge=1, le=1440)
+    #: A failed entry is tried again after 1 minute, then 2, 4 ... at most this many.
+    retry_max_minutes: int = Field(default=60, ge=1, le=1440)
 
     @model_validator(mode="after")
     def _redis_url(self) -> QueueSettings:
@@ -328,18 +340,22 @@ class AuthSettings(BaseModel):
 
 
 class CharacterisationSettings(BaseModel):
-    """Where and how format identification and text extraction run after a deposit.
-
-    ``custos ingest`` identifies at once (unless ``--no-identify``); API deposits are queued
-    (job ``characterise``) and answered before identification. ``custos serve`` consumes that
-    work itself in a thread of its own when ``in_serve`` is true (the embedded default, where
-    no worker runs); set it false where ``custos worker`` processes do it."""
+    """Format identification and text extraction after a deposit (the ``characterise`` job
+    of the outbox: ``custos ingest`` runs it at once unless ``--no-identify``; for API
+    deposits ``custos serve`` or a worker runs it, see ``queue.in_serve``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: ``custos serve`` does this work itself in a thread (set false where ``custos worker``
-    #: processes run).
-    in_serve: bool = True
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "in_serve" in value:
+            raise ValueError(
+                "characterisation.in_serve is now queue.in_serve (it covers all the work "
+                "that follows a commit): move the line to the [queue] table"
+            )
+        return value
+
     #: How often ``custos serve`` (and the worker's schedule) looks for work left pending.
     every_minutes: int = Field(default=5, ge=1, le=1440)
     #: Plain text of public documents for the reading-room search (PDF via pdftotext).

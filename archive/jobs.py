@@ -4,8 +4,12 @@ The embedded default keeps the queue in a SQLite file in the data folder
 (``DATA_DIR/queue.sqlite3``, no server); ``queue.backend = "redis"`` shares one queue between
 workers on many machines. Jobs are named (``replicate``, ``fixity-cycle`` …); their handlers
 and the periodic schedule come from the function packages through the ``custos.jobs`` entry
-points (``pyproject.toml``), so this core module never imports upward. Callers enqueue only
-after their catalog transaction has committed.
+points (``pyproject.toml``), so this core module never imports upward.
+
+Work that follows a commit is not queued here but written to the outbox in the committing
+transaction (:mod:`archive.outbox`); a worker runs it in a thread beside the queue's
+consumer, with the same handlers. The queue carries the periodic schedule and jobs asked
+for outside any commit (:func:`enqueue`: an operator's or a test's).
 
 Huey removes a job from the queue when a worker takes it: a worker killed mid-job does not
 get it back from the queue. The work itself is not lost: every handler is written to be run
@@ -25,6 +29,7 @@ from typing import Any
 
 from archive.config import Settings
 from archive.errors import CustosError
+from archive.outbox import OutboxRunner, RunReport, run_due
 from archive.services import Services
 
 log = logging.getLogger("custos.jobs")
@@ -182,10 +187,46 @@ def run_worker(
     consumer = huey.create_consumer(
         workers=1, periodic=schedule, worker_type="thread", max_delay=1.0
     )
+    # Beside the queue's consumer, a thread runs the work commits leave in the outbox.
+    runner = OutboxRunner(services, name="custos-worker-outbox")
     settle()
+    runner.start()
     if on_ready:
         on_ready()
-    consumer.run()
+    try:
+        consumer.run()
+    finally:
+        runner.stop()
+
+
+@dataclass
+class IdleReport:
+    """What ``custos worker --until-idle`` ran: outbox entries (with those that failed and
+    stay queued) and jobs of the queue."""
+
+    outbox: RunReport = field(default_factory=RunReport)
+    queued_jobs: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.outbox.as_dict(), "queued_jobs": self.queued_jobs}
+
+
+def run_until_idle(
+    services: Services, *, on_entry: Callable[[str, str], None] | None = None
+) -> IdleReport:
+    """Run what the outbox holds that is due and what the queue holds, again until neither
+    has anything left (a job may queue more: identification asks for migration); entries
+    that fail or must wait stay for later. For cron, tests and the embedded default."""
+    report = IdleReport()
+    while True:
+        done = run_due(services, on_entry=on_entry)
+        report.outbox.ran += done.ran
+        report.outbox.failed += done.failed
+        report.outbox.deferred += done.deferred
+        ran = run_queued(services)
+        report.queued_jobs += ran
+        if not done.ran and not ran:
+            return report
 
 
 def settle() -> None:

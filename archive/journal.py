@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from archive import outbox
 from archive.catalog.index import index_object
 from archive.catalog.tables import Package
 from archive.custody import new_event, record_events
@@ -218,6 +219,9 @@ def _recover_one(
     with session_scope() as session:
         if session.get(Package, object_id) is None:
             index_object(session, store.object_root(rel), rel)
+            # The work the stopped ingest would have queued with its commit.
+            outbox.add(session, outbox.CHARACTERISE, object_id)
+            outbox.add_for_new_version(session, object_id)
             record_events(
                 session,
                 [
@@ -257,6 +261,7 @@ def _recover_version(
         package = session.get(Package, object_id)
         if package is None or package.head < number:
             index_object(session, object_root, rel)
+            outbox.add_for_new_version(session, object_id)
             record_events(
                 session,
                 [

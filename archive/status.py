@@ -1,8 +1,9 @@
 """`custos status`: what the archive holds and what awaits work, read from the catalog alone.
 
 Reports holdings, the files awaiting format identification and public files awaiting text
-extraction (and the jobs queued), the text outcomes (files whose tool was not installed
-counted by that tool: they are read again once it is), how many packages are safely
+extraction, the work queued in the outbox (by job, with what failed and why), the text
+outcomes (files whose tool was not installed counted by that tool: they are read again once
+it is), how many packages are safely
 stored (every copy the replication plan requires written and read back), the seal backlog
 (with its age and the back-off before the next attempt), the custody log's head and last
 sealed checkpoint, and the fixity coverage (copies checked within their tier's period, the
@@ -30,7 +31,7 @@ from archive.catalog.tables import (
 )
 from archive.custody import now
 from archive.fixity_state import Coverage, coverage
-from archive.jobs import QueueError, pending
+from archive.outbox import OutboxSummary, summary
 from archive.proofs.seal import Backlog, backlog
 from archive.replicas import ReplicationSummary, replication_summary
 from archive.services import Services
@@ -46,7 +47,7 @@ class Status:
     text_pending: int  # public files (distinct bytes aside) whose text is not read yet
     text_outcomes: dict[str, int]  # extracted_texts rows by outcome
     texts_awaiting_tool: dict[str, int]  # tool-missing rows by the tool that was missing
-    jobs_queued: int | None  # None: the queue could not be read
+    queued: OutboxSummary  # the work commits have queued (the outbox)
     seal: Backlog
     log_entries: int
     log_chain: str
@@ -71,8 +72,8 @@ class Status:
                 "public_files_awaiting_text": self.text_pending,
                 "texts": self.text_outcomes,
                 "texts_awaiting_tool": self.texts_awaiting_tool,
-                "jobs_queued": self.jobs_queued,
             },
+            "queued": self.queued.as_dict(),
             "replication": self.replication.as_dict(),
             "fixity": self.fixity.as_dict(),
             "seal_backlog": self.seal.as_dict(self.at),
@@ -89,10 +90,6 @@ class Status:
 
 def status(services: Services) -> Status:
     """The archive's state now. Raises :class:`CatalogError` if the catalog cannot be read."""
-    try:
-        jobs_queued: int | None = pending(services.settings)
-    except QueueError:
-        jobs_queued = None
     with services.sessions() as session:
         packages, files, size = session.execute(
             select(
@@ -139,7 +136,7 @@ def status(services: Services) -> Status:
             text_pending=int(text_pending),
             text_outcomes={k: int(v) for k, v in sorted(text_outcomes.items())},
             texts_awaiting_tool={k: int(v) for k, v in sorted(awaiting_tool.items())},
-            jobs_queued=jobs_queued,
+            queued=summary(session),
             seal=backlog(session, services.settings),
             log_entries=head.seq if head else 0,
             log_chain=chain,

@@ -19,6 +19,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from archive import journal as journal_mod
+from archive import outbox
 from archive.catalog.index import role_of
 from archive.catalog.tables import File, Package, Version
 from archive.digest import CopyResult
@@ -102,7 +103,8 @@ def catalog_version(
     formats: Mapping[str, Mapping[str, str | None]] | None = None,
 ) -> None:
     """Record in the catalog a version :func:`append_version` wrote: a row per file it adds,
-    the version's row and the package's new head. ``formats`` (logical path -> ``puid``,
+    the version's row and the package's new head, and the work every new version needs
+    (sealing, replication) in the outbox. ``formats`` (logical path -> ``puid``,
     ``mime_type``, ``format_name``) gives the identification of files already identified.
     The caller's transaction commits it, with the events that go with the version."""
     known = formats or {}
@@ -137,6 +139,7 @@ def catalog_version(
         )
     )
     session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
+    outbox.add_for_new_version(session, package_id)
 
 
 def finish(store: LocalStore, version: NewVersion) -> None:

@@ -227,10 +227,10 @@ def load(
     from tests.servers import free_port
 
     port = free_port()
-    # The synthetic files exist only in the catalog: a characterisation thread in the server
-    # would spend the run failing to identify them (an archive whose deposits are
+    # The synthetic files exist only in the catalog: the server's outbox thread would spend
+    # the run failing to identify them (an archive whose deposits are
     # characterised has nothing pending, and the thread sleeps).
-    env = {**os.environ, "CUSTOS_FSYNC": "false", "CUSTOS_CHARACTERISATION__IN_SERVE": "false"}
+    env = {**os.environ, "CUSTOS_FSYNC": "false", "CUSTOS_QUEUE__IN_SERVE": "false"}
     if services.settings.database_url:
         env["CUSTOS_DATABASE_URL"] = services.settings.database_url
     server = subprocess.Popen(

@@ -174,18 +174,59 @@ def worker_cmd(
             "is set); with --no-schedule only take queued jobs.",
         ),
     ] = True,
+    until_idle: Annotated[
+        bool,
+        typer.Option(
+            "--until-idle",
+            help="Run the work that is queued (the outbox: identify, seal, replicate, "
+            "migrate; and the queue's jobs) until none is left, then exit: for cron, tests "
+            "and one machine with no worker running. Exit 5 when some of it failed (it stays "
+            "queued, and is tried again).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Run queued and scheduled jobs, one at a time, until stopped (SIGINT or SIGTERM).
+    """Run queued and scheduled jobs, one at a time, until stopped (SIGINT or SIGTERM), or
+    with --until-idle until nothing queued is left.
 
-    Any number of workers may run against one catalog and one queue (PostgreSQL and Redis
-    when on many machines; fixity work is claimed so no copy is checked twice in a cycle).
-    On SQLite, workers on one machine take turns at each catalog write."""
+    The work that deposits, new versions and tier changes queue (the outbox, in the catalog)
+    runs in a thread beside the queue's consumer. Any number of workers may run against one
+    catalog and one queue (PostgreSQL and Redis when on many machines; an outbox entry and
+    fixity work are claimed, so no entry runs twice at once and no copy is checked twice in
+    a cycle). On SQLite, workers on one machine take turns at each catalog write."""
     import logging
 
-    from archive.jobs import run_worker
+    from archive.jobs import run_until_idle, run_worker
 
+    services = run(as_json, state(ctx).services)
+    if until_idle:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+
+        def say(job: str, key: str) -> None:
+            if not as_json:
+                err.print(f"running {job}" + (f" of {key}" if key else ""), markup=False)
+
+        report = run(as_json, lambda: run_until_idle(services, on_entry=say))
+        if as_json:
+            emit_json(
+                {"status": "partly-done" if report.outbox.failed else "ok", **report.as_dict()}
+            )
+        else:
+            out.print(
+                f"ran {len(report.outbox.ran)} queued piece(s) of work and "
+                f"{report.queued_jobs} job(s) of the queue",
+                markup=False,
+            )
+            for job, key, when in report.outbox.deferred:
+                out.print(f"put off: {job} {key} until {when:%Y-%m-%d %H:%M} UTC", markup=False)
+            for job, key, why in report.outbox.failed:
+                err.print(f"[red]failed:[/] {job} {key}: {escape(why)}")
+            if report.outbox.failed:
+                err.print("  the failed work stays queued and is tried again (`custos status`)")
+        if report.outbox.failed:
+            raise typer.Exit(5)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    services = run(False, state(ctx).services)
     q = services.settings.queue
     where = q.redis_url if q.backend == "redis" else str(services.settings.queue_path)
     run(

@@ -14,9 +14,11 @@ import math
 from typing import Any
 
 from archive.config import Settings
+from archive.errors import StorageError
 from archive.jobs import JobTable, Periodic
+from archive.outbox import Deferred
 from archive.proofs.renew import renew
-from archive.proofs.seal import seal_if_due
+from archive.proofs.seal import backlog, seal_if_due
 from archive.services import Services
 from fixity import replication
 from fixity.policy import fixity_policy
@@ -26,11 +28,19 @@ log = logging.getLogger("custos.fixity")
 
 
 def replicate_job(services: Services, package_id: str | None = None) -> None:
+    """Copy what the replication plans ask for (one package, or all). A copy that failed
+    fails the job, so that its outbox entry is tried again."""
     report = replication.replicate(services, package_id)
     for c in report.log_copies:
         log.info("custody log: %s file(s) (%s) read back at %s", c.files, c.kinds, c.location)
     for pid, loc, why in report.failures:
         log.error("replication of %s to %s failed: %s", pid, loc, why)
+    if report.failures:
+        raise StorageError(
+            f"replication incomplete: {len(report.failures)} copy(ies) failed, first: "
+            + "{} to {}: {}".format(*report.failures[0]),
+            hint="it is tried again; `custos replicate` shows every location's answer",
+        )
 
 
 def cycle_job(services: Services, full: bool = False) -> None:
@@ -46,7 +56,14 @@ def sample_job(services: Services, minutes: int = 60) -> None:
 
 
 def seal_job(services: Services) -> None:
-    seal_if_due(services)
+    """Seal what is pending, unless the back-off after an authority that did not answer says
+    to wait: the outbox entry is then put off until that time."""
+    if seal_if_due(services) is not None:
+        return
+    with services.sessions() as session:
+        state = backlog(session, services.settings)
+    if state.due and state.next_attempt is not None:
+        raise Deferred("the timestamp authorities are being given time", until=state.next_attempt)
 
 
 def renew_job(services: Services) -> None:

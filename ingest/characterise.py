@@ -1,6 +1,7 @@
 """Characterisation after a deposit is stored: format identification, then plain text of the
-public documents for the reading-room search. What the worker's ``characterise`` job, the
-thread of ``custos serve`` and ``custos identify`` call.
+public documents for the reading-room search. What the ``characterise`` job (asked for in
+the outbox by each deposit and tier change, run by a worker, by ``custos serve`` or by
+``custos ingest`` itself) and ``custos identify`` call.
 
 Every step only does what is still pending, so running it again (a job queued twice, a
 worker and ``custos serve`` both at work) does nothing twice: identification takes only
@@ -19,7 +20,6 @@ counted or faceted. A tier change to public re-indexes the package and queues th
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +34,6 @@ from archive.catalog.index import run_index_hooks
 from archive.catalog.queries import public_files_without_text, resolve_package_id
 from archive.catalog.tables import TOOL_MISSING, ExtractedText, File, Package
 from archive.errors import CustosError
-from archive.jobs import enqueue
 from archive.services import Services
 from ingest.extract import Extracted, extract, pdftotext_version, tools_found
 from ingest.service import IdentifyResult, identify_package, pending_identification
@@ -66,17 +65,6 @@ def pending_packages(services: Services) -> list[str]:
         with services.sessions() as session:
             found.update(session.execute(select(q.c.package_id).distinct()).scalars())
     return sorted(found)
-
-
-def queue_characterisation(services: Services, package_id: str) -> bool:
-    """Queue the ``characterise`` job for a committed package; False if the queue could not
-    be reached (the worker's schedule, ``custos serve`` or ``custos identify`` catch up)."""
-    try:
-        enqueue(services.settings, "characterise", package_id=package_id)
-    except CustosError as exc:
-        log.warning("characterisation of %s not queued: %s", package_id, exc.diagnostics())
-        return False
-    return True
 
 
 def characterise(services: Services, package_ref: str | None = None) -> CharacteriseReport:
@@ -173,43 +161,3 @@ def _record(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         where=ExtractedText.outcome == TOOL_MISSING,
     )
     session.execute(stmt, list(rows))
-
-
-class Characteriser:
-    """A thread that characterises whatever is pending: at start, when woken (a deposit was
-    stored, a tier changed) and every ``characterisation.every_minutes``. ``custos serve``
-    runs one when ``characterisation.in_serve`` is true, so that the embedded default, with
-    no worker, still identifies and extracts what API deposits left pending."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="custos-characterise", daemon=True)
-        self.runs = 0  # completed passes, for status and tests
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask the thread to stop after its current package and wait up to ``timeout``."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        every = self.services.settings.characterisation.every_minutes * 60
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                for package_id in pending_packages(self.services):
-                    if self._stop.is_set():
-                        break
-                    characterise(self.services, package_id)
-            except Exception:  # a bad pass must not end the thread; the next one retries
-                log.exception("characterisation pass failed")
-            self.runs += 1
-            self._wake.wait(every)

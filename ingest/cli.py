@@ -49,7 +49,6 @@ def ingest_cmd(
     disk: never the bag's fault), other non-zero values for errors (`custos --help`).
     """
     from ingest import service
-    from ingest.characterise import queue_characterisation
     from ingest.extract import tool_missing_hint
     from ingest.unpack import source_size
 
@@ -62,7 +61,11 @@ def ingest_cmd(
     report = result.as_dict()
     if not as_json:
         _say_stored(result)
+    # The deposit's commit queued its follow-up work in the outbox (the same work an API
+    # deposit queues); this command does the characterisation and the seal itself, at once,
+    # and leaves replication to a worker (or `custos serve`, or `custos worker --until-idle`).
     # An already-held package may still await identification (an earlier run was stopped).
+    done: set[str] = set()
     if identify and services.settings.identify_formats:
         report["identification"] = _identify_after_commit(services, result.package_id, as_json)
         if services.settings.characterisation.extract_text:
@@ -74,20 +77,53 @@ def ingest_cmd(
                 )
                 if hint := tool_missing_hint(texts):
                     err.print(f"  {hint}", markup=False)
+        if report["identification"]["status"] == "ok":
+            done.add("characterise")
     else:
-        queued = queue_characterisation(services, result.package_id)
-        report["identification"] = {"status": "queued" if queued else "not-queued"}
+        report["identification"] = {"status": "queued"}
         if not as_json:
             err.print(
-                "formats and text: "
-                + ("queued for a worker" if queued else "not queued (the queue did not answer)")
-                + f"; `custos identify {result.package_id}` does it now"
+                "formats and text: queued for a worker (or `custos serve`); "
+                f"`custos identify {result.package_id}` does it now"
             )
     if seal:
         report["seal"] = _seal_after_commit(services, as_json)
-    report["replication"] = _queue_replication(services, result.package_id, as_json)
+        if report["seal"]["status"] == "sealed":
+            done.add("seal")
+    report["queued"] = _settle(services, result.package_id, done, as_json)
+    report["replication"] = {
+        "status": "queued" if ("replicate", result.package_id) in report["queued"] else "done"
+    }
     if as_json:
+        report["queued"] = [{"job": j, "key": k} for j, k in report["queued"]]
         emit_json(report)
+
+
+def _settle(
+    services: Services, package_id: str, done: set[str], quiet: bool
+) -> list[tuple[str, str]]:
+    """Close the outbox entries of the work this command has just done itself (running their
+    jobs finds nothing left to do); return what stays queued for this package."""
+    from archive import outbox
+
+    def work() -> list[tuple[str, str]]:
+        if done:
+            outbox.run_due(services, jobs=done, key=package_id)
+        with services.sessions() as session:
+            return [e for e in outbox.entries(session) if e[1] in (package_id, "")]
+
+    try:
+        left = work()
+    except CustosError as exc:
+        err.print(f"[yellow]queued work not read:[/] {escape(exc.diagnostics())}")
+        return []
+    if left and not quiet:
+        err.print(
+            "queued for a worker: "
+            + ", ".join(job for job, _ in left)
+            + " (`custos worker --until-idle` runs it now; `custos serve` runs it too)"
+        )
+    return left
 
 
 def _say_stored(result: IngestResult) -> None:
@@ -149,21 +185,6 @@ def _seal_after_commit(services: Services, quiet: bool) -> dict[str, Any]:
     if not quiet and report.sealed:
         err.print(f"sealed {report.summary()}: {report.authorities()}")
     return {"status": "sealed", **report.as_dict()}
-
-
-def _queue_replication(services: Services, package_id: str, quiet: bool) -> dict[str, Any]:
-    """The package is committed: queue its replication for a worker (`custos worker`)."""
-    from archive.jobs import enqueue
-
-    try:
-        enqueue(services.settings, "replicate", package_id=package_id)
-    except CustosError as exc:
-        err.print(
-            f"[yellow]replication not queued:[/] {escape(exc.diagnostics())}\n"
-            "  the package is stored; `custos replicate` or a worker's schedule copies it"
-        )
-        return {"status": "not-queued", "message": exc.message}
-    return {"status": "queued"}
 
 
 def identify_cmd(

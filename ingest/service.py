@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from archive import journal as journal_mod
+from archive import outbox
 from archive.catalog.index import (
     ACCESS_JSON,
     FORMATS_JSON,
@@ -401,7 +403,8 @@ def _commit(
     version: StagedVersion,
     inventory: dict[str, Any],
 ) -> None:
-    """Journal ready -> object into place -> catalog rows committed (under the commit lock)."""
+    """Journal ready -> object into place -> catalog rows committed (under the commit lock),
+    with the work that follows in the outbox."""
     jr.mark_ready(package_id)
     _step(services, "ready")
     rel = services.store.install(jr.object_dir, package_id)
@@ -415,8 +418,16 @@ def _commit(
             known_sizes=sizes,
             known_inventory=inventory,
         )
+        queue_after_deposit(session, package_id)
         _step(services, "indexed")
     _step(services, "committed")
+
+
+def queue_after_deposit(session: Session, package_id: str) -> None:
+    """The work a new package needs once committed: its formats identified and the text of
+    its public documents read, its manifests and files sealed, its copies made."""
+    outbox.add(session, outbox.CHARACTERISE, package_id)
+    outbox.add_for_new_version(session, package_id)
 
 
 def _already_held(
@@ -697,6 +708,8 @@ def _record_identification(
         catalog_version(session, package_id, new, message=message, agent=AGENT)
         record_events(session, events, package_id=package_id)
         run_index_hooks(session, package_id)  # formats are facets of the search index
+        if services.settings.migration.after_identification:
+            outbox.add(session, outbox.MIGRATE, package_id)
     _step(services, "version-committed")
     finish(services.store, new)
     unidentified = counts.get("unidentified", 0)

@@ -6,9 +6,9 @@ must match before :func:`ingest.service.ingest` sees the file. Whatever happens,
 file is removed afterwards: a refused or broken upload leaves nothing behind (the bag's own
 refusal is recorded by ingest as one event, as for any deposit). A write that staging refuses
 (full, over quota, read-only, I/O error) is a :class:`StorageError` naming the staging
-folder. Sealing runs after the response (:func:`after_commit`); format identification and
-text extraction are queued work (the ``characterise`` job), so a large deposit's answer never
-waits for them.
+folder. Format identification, text extraction, sealing and replication are queued in the
+outbox by the deposit's commit, as for any deposit, so a large deposit's answer never waits
+for them.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from pathlib import Path
 
 from archive.catalog.tables import Upload
 from archive.config import Settings
-from archive.errors import STORAGE_ERRNOS, CustosError, InputRejected, storage_failure
+from archive.errors import STORAGE_ERRNOS, InputRejected, storage_failure
 from archive.findings import Finding
 from archive.journal import Journal
-from archive.proofs.seal import seal_now
 from archive.services import Services
 from ingest.service import ingest
 
@@ -204,11 +203,3 @@ def store_upload(services: Services, sink: UploadSink, *, user: str, organisatio
             )
         )
     return Stored(sink.id, result.status, result.package_id, result.deposit_id)
-
-
-def after_commit(services: Services, package_id: str) -> None:
-    """Seal the new manifests once the deposit is committed (after the response). A TSA that
-    does not answer leaves them for ``custos seal`` (the status shows them awaiting seal).
-    Characterisation is queued work (:func:`ingest.characterise.queue_characterisation`)."""
-    with contextlib.suppress(CustosError):
-        seal_now(services)

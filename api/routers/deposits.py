@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from access.deposits import deposit_status, list_deposits, receipt
 from access.rules import Principal
-from api.deps import PageDep, PolicyDep, ServicesDep, queue_characterisation_of, role
+from api.deps import PageDep, PolicyDep, ServicesDep, role, wake_outbox
 from archive.custody import record_events
 from archive.errors import Forbidden
-from ingest.upload import UploadSink, after_commit, check_request, store_upload
+from ingest.upload import UploadSink, check_request, store_upload
 
 router = APIRouter(prefix="/deposits", tags=["depositors"])
 Depositor = Annotated[Principal, role("depositor")]
@@ -32,7 +32,6 @@ async def upload(
     request: Request,
     services: ServicesDep,
     who: Depositor,
-    background: BackgroundTasks,
     filename: Annotated[str, Query(max_length=200, description="e.g. holding.zip")],
     checksum: Annotated[
         str | None,
@@ -44,7 +43,8 @@ async def upload(
 ) -> dict[str, Any]:
     """Upload a bag. It is written to disk in chunks, its checksum verified, then ingested
     as a deposit of your organisation. The answer comes once it is stored: formats are
-    identified (queued work) and manifests sealed after; follow them at GET /deposits/{id}."""
+    identified, manifests sealed and copies made after (queued work, the same as for a
+    deposit from the command line); follow them at GET /deposits/{id}."""
     if not who.organisation:
         raise Forbidden("this depositor is bound to no organisation", hint="recreate the user")
     name, algorithm, expected = check_request(filename, checksum)
@@ -59,10 +59,8 @@ async def upload(
     stored = await run_in_threadpool(
         lambda: store_upload(services, sink, user=who.name, organisation=who.organisation or "")
     )
-    # Identification and text extraction are queued work: the answer does not wait for them.
-    await run_in_threadpool(queue_characterisation_of, request, services, stored.package_id)
-    if stored.state == "stored":
-        background.add_task(after_commit, services, stored.package_id)
+    # The deposit's commit queued the work that follows it; the answer does not wait for it.
+    wake_outbox(request)
     with services.sessions() as session:
         return deposit_status(session, who, stored.upload_id).as_dict()
 

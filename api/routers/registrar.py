@@ -24,7 +24,7 @@ from access.registrar import (
 from access.reviews import approve_review, extend_review, review_page
 from access.rules import Principal
 from access.zipstream import zip_chunks
-from api.deps import PageDep, PolicyDep, ServicesDep, queue_characterisation_of, role
+from api.deps import PageDep, PolicyDep, ServicesDep, role, wake_outbox
 from archive.custody import record_events
 
 router = APIRouter(prefix="/registrar", tags=["registrars"])
@@ -112,7 +112,7 @@ def tier(
         successor=body.successor,
     )
     # Files now public may have text to extract for the search: queued, after the commit.
-    queue_characterisation_of(request, services, changed.package_id)
+    wake_outbox(request)
     return changed.as_dict()
 
 

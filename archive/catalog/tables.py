@@ -590,3 +590,27 @@ class JusticeRequest(Base):
     answered_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     export_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     bundle: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class OutboxEntry(Base):
+    """Work that must follow a commit (``archive.outbox``): written in the transaction that
+    makes it needed, removed once done. One waiting entry per job and key."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("job", "key", name="uq_outbox_job_key"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job: Mapped[str] = mapped_column(String(64))
+    #: What the job is about (a package id), or "" for work about the whole archive.
+    key: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: Not to be run before this (a retry's back-off, a seal's wait for its authority).
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Added again while it ran: run it once more rather than remove it.
+    again: Mapped[bool] = mapped_column(Boolean, default=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from archive.catalog.tables import Event, Upload
+from archive.jobs import run_until_idle
 from archive.services import Services
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
@@ -54,9 +55,16 @@ def test_upload_status_and_receipt(
     assert body["state"] == "stored" and body["sha256"] == digest
     assert body["size"] == archive.stat().st_size
     upload_id, package_id = body["upload_id"], body["package_id"]
-    # The seal ran after the response; identification is queued work (no worker here).
+    # Identification and the seal are queued work (no worker here, no serve thread): the
+    # status and the receipt both say so.
     status = client.get(f"/deposits/{upload_id}", headers=users.bearer("depositor")).json()
-    assert status["identification"] == "pending" and status["seal"] == "sealed"
+    assert status["identification"] == "pending" and status["seal"] == "awaiting seal"
+    receipt = client.get(f"/deposits/{upload_id}/receipt", headers=users.bearer("depositor"))
+    assert receipt.json()["seal"]["v1/inventory.json"] == "awaiting seal"
+    # A worker runs it (here: the outbox, until idle).
+    assert not run_until_idle(services).outbox.failed
+    status = client.get(f"/deposits/{upload_id}", headers=users.bearer("depositor")).json()
+    assert status["identification"] == "done" and status["seal"] == "sealed"
     receipt = client.get(f"/deposits/{upload_id}/receipt", headers=users.bearer("depositor"))
     assert receipt.status_code == 200
     rc = receipt.json()
@@ -73,8 +81,8 @@ def test_upload_status_and_receipt(
         access = session.execute(
             select(Event.detail, Event.agent).where(Event.type == "access")
         ).all()
-    assert [a for _, a in access] == ["depositor dora"]
-    assert "transfer-letter" not in access[0][0]
+    assert [a for _, a in access] == ["depositor dora"] * 2  # each receipt read
+    assert all("transfer-letter" not in detail for detail, _ in access)
     assert staging_debris(services.store.staging) == []
     # The upload was recorded under the depositor's organisation.
     with services.sessions() as session:

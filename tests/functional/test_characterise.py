@@ -1,10 +1,10 @@
 """Characterisation as queued work, and extracted text in the public search.
 
-An API deposit is answered before its formats are identified; the queued ``characterise``
-job then identifies it, and running it again does nothing twice. The text of public
-documents is found by the researcher search and the reading room; the text of restricted
-and protected-identity documents is never read, so no hit, count or facet reveals it,
-until a tier change opens the file.
+An API deposit is answered before its formats are identified; the ``characterise`` job its
+commit put in the outbox then identifies it, and running it again does nothing twice. The
+text of public documents is found by the researcher search and the reading room; the text
+of restricted and protected-identity documents is never read, so no hit, count or facet
+reveals it, until a tier change opens the file.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from api.app import create_app
+from archive import outbox
 from archive.catalog.tables import Event, ExtractedText, File, SearchEntry, Version
-from archive.jobs import job_table, pending, run_queued
+from archive.jobs import job_table
 from archive.services import Services
 from ingest.characterise import characterise
 from ingest.service import ingest
@@ -77,11 +78,19 @@ def test_api_deposit_is_answered_before_identification_and_the_job_identifies_it
             f"/deposits/{body['upload_id']}/receipt", headers=users.bearer("depositor")
         )
         assert receipt.status_code == 200 and len(receipt.json()["files"]) == 5
-        assert pending(services.settings) == 1  # the characterise job, queued after commit
-        # The job registered through the custos.jobs entry point runs from the queue.
+        # The deposit's commit queued its work: characterise it, seal it, replicate it.
+        with services.sessions() as session:
+            assert outbox.entries(session) == [
+                ("characterise", package_id),
+                ("seal", ""),
+                ("replicate", package_id),
+            ]
+        # The job registered through the custos.jobs entry point runs from the outbox.
         assert "characterise" in job_table(services.settings).handlers
-        assert run_queued(services) == 1
-        assert pending(services.settings) == 0  # no migration queued unless asked for
+        ran = outbox.run_due(services, jobs=["characterise"])
+        assert ran.ran == [("characterise", package_id)] and not ran.failed
+        with services.sessions() as session:  # no migration queued unless asked for
+            assert [job for job, _ in outbox.entries(session)] == ["seal", "replicate"]
         unidentified, versions, events = counts(services, package_id)
         assert unidentified == 0 and versions == 2 and events == 5
         status = client.get(f"/deposits/{body['upload_id']}", headers=users.bearer("depositor"))
@@ -104,7 +113,7 @@ def test_serve_identifies_api_deposits_itself_when_no_worker_runs(
 ) -> None:
     users = make_users(services)
     archive = zip_folder(SAMPLE, tmp_path / "sample.zip")
-    app = create_app(services.settings, characterise_in_background=True)
+    app = create_app(services.settings, run_outbox=True)
     with TestClient(app) as client:
         body = upload(client, users, archive)
         deadline = time.monotonic() + 120  # a bound on waiting, not a timing assertion
@@ -229,8 +238,8 @@ def test_a_tier_change_to_public_makes_the_text_findable(
         headers=users.bearer("registrar", totp=True),
     )
     assert r.status_code == 200, r.text
-    # The extraction is queued work after the change; a worker (here: the queue, run once).
-    assert run_queued(services) >= 1
+    # The extraction is queued work after the change; a worker (here: the outbox, run once).
+    assert ("characterise", f"urn:uuid:{uuid}") in outbox.run_due(services).ran
     found = _search(client, RESTRICTED_WORD)
     assert [h["path"] for h in found["results"]] == ["data/closed/minutes.pdf"]
     # The protected-identity document stays unread and unfound.
@@ -273,10 +282,13 @@ def test_identification_queues_the_migration_where_asked(
     archive = zip_folder(SAMPLE, tmp_path / "sample.zip")
     with TestClient(create_app(services.settings)) as client:
         package_id = upload(client, users, archive)["package_id"]
-    assert run_queued(services, limit=1) == 1  # characterise: identifies, queues migrate
+    # characterise: identifies, and its version's commit asks for the migration
+    assert outbox.run_due(services, jobs=["characterise"]).ran == [("characterise", package_id)]
     assert counts(services, package_id)[:2] == (0, 2)
-    assert pending(services.settings) == 1
-    assert run_queued(services) == 1  # migrate: the sample's PDF gets its PDF/A copy
+    with services.sessions() as session:
+        assert ("migrate", package_id) in outbox.entries(session)
+    # migrate: the sample's PDF gets its PDF/A copy
+    assert ("migrate", package_id) in outbox.run_due(services, jobs=["migrate"]).ran
     with services.sessions() as session:
         made = (
             session.execute(
@@ -303,7 +315,7 @@ def test_cli_queues_with_no_identify_and_status_says_what_is_pending(tmp_path: P
     pending_work = status["characterisation"]
     assert pending_work["files_awaiting_identification"] == 5
     assert pending_work["packages_awaiting_identification"] == 1
-    assert pending_work["jobs_queued"] >= 1  # the characterise job (and replication)
+    assert status["queued"]["by_job"] == {"characterise": 1, "replicate": 1}
     code, done, _ = custos(data, "identify", "--json")
     assert (
         code == 0 and done["packages"][0]["identified"] + done["packages"][0]["unidentified"] == 5
@@ -398,6 +410,7 @@ def test_an_archive_upgraded_reads_the_pdfs_it_failed_for_want_of_pdftotext(
         with engine.begin() as conn:
             conn.execute(text("UPDATE extracted_texts SET outcome = 'failed', tool = ''"))
             conn.execute(text("UPDATE alembic_version SET version_num = '0013_event_links_index'"))
+            conn.execute(text("DROP TABLE outbox"))  # not in that revision's schema
     finally:
         engine.dispose()
     code, done, _ = custos(data, "identify", "--json")  # upgrades the catalog first

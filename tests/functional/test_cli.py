@@ -53,7 +53,7 @@ def test_help_lists_each_command_in_flowing_lines(group: list[str]) -> None:
     lines = result.stdout.splitlines()
     if not group:
         status = next(line for line in lines if " status " in line)
-        assert "jobs queued, replication (packages safely stored), fixity coverage" in status
+        assert "the work queued (by job, and what failed and why)" in status
     else:
         disable = next(line for line in lines if " disable " in line)
         assert "custos users token NAME enables the user again" in disable
@@ -156,9 +156,9 @@ def test_unknown_package(tmp_path: Path) -> None:
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["to"] == "0014_text_tool_missing"
+    assert code == 0 and body["to"] == "0015_outbox"
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["from"] == body["to"] == "0014_text_tool_missing"
+    assert code == 0 and body["from"] == body["to"] == "0015_outbox"
 
 
 def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
