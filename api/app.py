@@ -28,7 +28,8 @@ from api.routers import (
     registrar,
 )
 from archive.config import Settings
-from archive.outbox import CHARACTERISE, SEAL, OutboxRunner
+from archive.jobs import OutboxRunner
+from archive.outbox import CHARACTERISE, SEAL
 from archive.services import open_services
 
 DESCRIPTION = """\

@@ -107,7 +107,7 @@ def _serve(
     run_outbox: bool = True,
 ) -> None:
     """One serving process (also the whole server without --workers); with ``run_outbox``
-    it also runs the work commits queue (see :class:`archive.outbox.OutboxRunner`): one
+    it also runs the work commits queue (see :class:`archive.jobs.OutboxRunner`): one
     process of N does."""
     import errno
 

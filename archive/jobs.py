@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from importlib.metadata import entry_points
 from typing import Any
 
+from archive import outbox
 from archive.config import Settings
+from archive.custody import now
 from archive.errors import CustosError
-from archive.outbox import OutboxRunner, RunReport, run_due
 from archive.services import Services
 
 log = logging.getLogger("custos.jobs")
@@ -199,6 +202,150 @@ def run_worker(
         runner.stop()
 
 
+def settle() -> None:
+    """Once a long-running process has started: what it made while starting (modules, the
+    catalog's metadata, settings) lives as long as it does, so it is moved out of the cyclic
+    garbage collector's sight (``gc.freeze``). Its full passes otherwise walked all of it
+    again and again during a fixity cycle: about 20 µs of each copy's 140 µs of CPU. Objects
+    made later are collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
+def _periodic(job: str, kwargs: dict[str, Any]) -> Callable[[], None]:
+    def run() -> None:
+        _dispatch(job, kwargs)
+
+    return run
+
+
+# --- the outbox: the work commits queue -----------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    """What one pass did: entries run, failed (kept with their error) and put off."""
+
+    ran: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # job, key, error
+    deferred: list[tuple[str, str, datetime]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ran": [{"job": j, "key": k} for j, k in self.ran],
+            "failed": [{"job": j, "key": k, "error": e} for j, k, e in self.failed],
+            "deferred": [{"job": j, "key": k, "until": u.isoformat()} for j, k, u in self.deferred],
+        }
+
+
+def run_outbox(
+    services: Services,
+    *,
+    jobs: Collection[str] | None = None,
+    key: str | None = None,
+    stop: threading.Event | None = None,
+    limit: int = 10_000,
+    on_entry: Callable[[str, str], None] | None = None,
+) -> RunReport:
+    """Run due entries, one after the other, until none is left (or ``stop`` is set).
+
+    ``jobs`` limits the pass to those jobs; ``key`` to the entries about that package (and
+    those about the whole archive). Entries that fail or must wait are kept for later, so a
+    pass always ends. ``on_entry(job, key)`` is told before each entry runs."""
+    handlers = job_table(services.settings).handlers
+    report = RunReport()
+    me = outbox.worker_name()
+    retry_max = services.settings.queue.retry_max_minutes
+    while len(report.ran) + len(report.failed) + len(report.deferred) < limit:
+        if stop is not None and stop.is_set():
+            break
+        entry = outbox.claim(services, me, jobs=jobs, key=key)
+        if entry is None:
+            break
+        if on_entry is not None:
+            on_entry(entry.job, entry.key)
+        handler = handlers.get(entry.job)
+        try:
+            if handler is None:
+                raise CustosError(
+                    f"no handler for job {entry.job!r}",
+                    hint="install the package that provides it (custos.jobs entry points)",
+                )
+            handler(services, **({"package_id": entry.key} if entry.key else {}))
+        except outbox.Deferred as exc:
+            outbox.kept(services, entry, until=exc.until, error=None)
+            report.deferred.append((entry.job, entry.key, exc.until))
+            log.info("%s %s put off until %s: %s", entry.job, entry.key, exc.until, exc.message)
+        except Exception as exc:  # kept and retried: a failure is never dropped
+            text = exc.diagnostics() if isinstance(exc, CustosError) else f"{type(exc).__name__}"
+            if not isinstance(exc, CustosError):
+                log.exception("%s %s failed", entry.job, entry.key)
+            else:
+                log.error("%s %s failed: %s", entry.job, entry.key, text)
+            until = now() + outbox.backoff(retry_max, entry.attempts)
+            outbox.kept(services, entry, until=until, error=text)
+            report.failed.append((entry.job, entry.key, text))
+        else:
+            outbox.finished(services, entry)
+            report.ran.append((entry.job, entry.key))
+    return report
+
+
+class OutboxRunner:
+    """A thread that runs the outbox: when woken (a deposit was stored, a tier changed), every
+    ``queue.poll_seconds``, and at start. ``periodic`` jobs (name, minutes) are added to the
+    outbox on that schedule, so that work left pending by other means (a tool installed
+    since, an authority back after a failure) is found again without a worker.
+    ``custos serve`` runs one (``queue.in_serve``); so does ``custos worker``."""
+
+    def __init__(
+        self, services: Services, *, periodic: Sequence[tuple[str, int]] = (), name: str = ""
+    ) -> None:
+        self.services = services
+        self.periodic = list(periodic)
+        self._due: dict[str, datetime] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name or "custos-outbox", daemon=True)
+        self.passes = 0  # completed passes, for tests
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the thread to stop after its current entry and wait up to ``timeout``."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _add_periodic(self) -> None:
+        at = now()
+        due = [job for job, _ in self.periodic if self._due.get(job, at) <= at]
+        if not due:
+            return
+        with self.services.session_scope() as session:
+            for job in due:
+                outbox.add(session, job)
+        for job, minutes in self.periodic:
+            if job in due:
+                self._due[job] = at + timedelta(minutes=minutes)
+
+    def _run(self) -> None:
+        poll = self.services.settings.queue.poll_seconds
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._add_periodic()
+                run_outbox(self.services, stop=self._stop)
+            except Exception:  # a bad pass must not end the thread; the next one retries
+                log.exception("outbox pass failed")
+            self.passes += 1
+            self._wake.wait(poll)
+
+
 @dataclass
 class IdleReport:
     """What ``custos worker --until-idle`` ran: outbox entries (with those that failed and
@@ -219,7 +366,7 @@ def run_until_idle(
     that fail or must wait stay for later. For cron, tests and the embedded default."""
     report = IdleReport()
     while True:
-        done = run_due(services, on_entry=on_entry)
+        done = run_outbox(services, on_entry=on_entry)
         report.outbox.ran += done.ran
         report.outbox.failed += done.failed
         report.outbox.deferred += done.deferred
@@ -227,20 +374,3 @@ def run_until_idle(
         report.queued_jobs += ran
         if not done.ran and not ran:
             return report
-
-
-def settle() -> None:
-    """Once a long-running process has started: what it made while starting (modules, the
-    catalog's metadata, settings) lives as long as it does, so it is moved out of the cyclic
-    garbage collector's sight (``gc.freeze``). Its full passes otherwise walked all of it
-    again and again during a fixity cycle: about 20 µs of each copy's 140 µs of CPU. Objects
-    made later are collected as before."""
-    gc.collect()
-    gc.freeze()
-
-
-def _periodic(job: str, kwargs: dict[str, Any]) -> Callable[[], None]:
-    def run() -> None:
-        _dispatch(job, kwargs)
-
-    return run

@@ -1,4 +1,5 @@
 """The outbox: work that must follow a commit, written in the transaction that makes it needed.
+This module keeps the table (add, claim, finish, summarise); :mod:`archive.jobs` runs it.
 
 A deposit needs its formats identified, its manifests sealed and its copies made; a new
 version needs sealing and replicating; a tier change may open files whose text the search
@@ -38,8 +39,8 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -100,38 +101,24 @@ def add_for_new_version(session: Session, package_id: str) -> None:
     add(session, REPLICATE, package_id)
 
 
-@dataclass
-class RunReport:
-    """What one pass did: entries run, failed (kept with their error) and put off."""
-
-    ran: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str, str]] = field(default_factory=list)  # job, key, error
-    deferred: list[tuple[str, str, datetime]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ran": [{"job": j, "key": k} for j, k in self.ran],
-            "failed": [{"job": j, "key": k, "error": e} for j, k, e in self.failed],
-            "deferred": [{"job": j, "key": k, "until": u.isoformat()} for j, k, u in self.deferred],
-        }
-
-
-def _me() -> str:
+def worker_name() -> str:
+    """Who holds a claim: host, process and thread."""
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 @dataclass(frozen=True, slots=True)
-class _Claimed:
+class Claimed:
     id: int
     job: str
     key: str
     attempts: int
 
 
-def _claim(
+def claim(
     services: Services, me: str, *, jobs: Collection[str] | None, key: str | None
-) -> _Claimed | None:
-    """Take the oldest due entry no one holds (matching ``jobs`` and ``key``), or None."""
+) -> Claimed | None:
+    """Take the oldest due entry no one holds (matching ``jobs`` and ``key``) for
+    ``queue.lease_minutes``, or None."""
     lease = timedelta(minutes=services.settings.queue.lease_minutes)
     for _ in range(20):  # another process may take the one found first
         at = now()
@@ -162,11 +149,12 @@ def _claim(
                 )
             )
         if taken.rowcount == 1:
-            return _Claimed(row.id, row.job, row.key, row.attempts + 1)
+            return Claimed(row.id, row.job, row.key, row.attempts + 1)
     return None
 
 
-def _finished(services: Services, entry: _Claimed) -> None:
+def finished(services: Services, entry: Claimed) -> None:
+    """The entry's job succeeded: remove it (or free it, if it was asked for again)."""
     with services.session_scope() as session:
         gone: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             delete(OutboxEntry).where(OutboxEntry.id == entry.id, OutboxEntry.again.is_(False))
@@ -186,7 +174,8 @@ def _finished(services: Services, entry: _Claimed) -> None:
             )
 
 
-def _kept(services: Services, entry: _Claimed, *, until: datetime, error: str | None) -> None:
+def kept(services: Services, entry: Claimed, *, until: datetime, error: str | None) -> None:
+    """The entry's job failed (``error``) or must wait: free it, not to run before ``until``."""
     with services.session_scope() as session:
         session.execute(
             update(OutboxEntry)
@@ -198,61 +187,6 @@ def _kept(services: Services, entry: _Claimed, *, until: datetime, error: str | 
 def backoff(settings_minutes: int, attempts: int) -> timedelta:
     """1 minute after the first failure, doubling, at most ``settings_minutes``."""
     return timedelta(minutes=min(settings_minutes, 2 ** min(max(attempts - 1, 0), 20)))
-
-
-def run_due(
-    services: Services,
-    *,
-    jobs: Collection[str] | None = None,
-    key: str | None = None,
-    stop: threading.Event | None = None,
-    limit: int = 10_000,
-    on_entry: Callable[[str, str], None] | None = None,
-) -> RunReport:
-    """Run due entries, one after the other, until none is left (or ``stop`` is set).
-
-    ``jobs`` limits the pass to those jobs; ``key`` to the entries about that package (and
-    those about the whole archive). Entries that fail or must wait are kept for later, so a
-    pass always ends. ``on_entry(job, key)`` is told before each entry runs."""
-    from archive.jobs import job_table
-
-    handlers = job_table(services.settings).handlers
-    report = RunReport()
-    me = _me()
-    retry_max = services.settings.queue.retry_max_minutes
-    while len(report.ran) + len(report.failed) + len(report.deferred) < limit:
-        if stop is not None and stop.is_set():
-            break
-        entry = _claim(services, me, jobs=jobs, key=key)
-        if entry is None:
-            break
-        if on_entry is not None:
-            on_entry(entry.job, entry.key)
-        handler = handlers.get(entry.job)
-        try:
-            if handler is None:
-                raise CustosError(
-                    f"no handler for job {entry.job!r}",
-                    hint="install the package that provides it (custos.jobs entry points)",
-                )
-            handler(services, **({"package_id": entry.key} if entry.key else {}))
-        except Deferred as exc:
-            _kept(services, entry, until=exc.until, error=None)
-            report.deferred.append((entry.job, entry.key, exc.until))
-            log.info("%s %s put off until %s: %s", entry.job, entry.key, exc.until, exc.message)
-        except Exception as exc:  # kept and retried: a failure is never dropped
-            text = exc.diagnostics() if isinstance(exc, CustosError) else f"{type(exc).__name__}"
-            if not isinstance(exc, CustosError):
-                log.exception("%s %s failed", entry.job, entry.key)
-            else:
-                log.error("%s %s failed: %s", entry.job, entry.key, text)
-            until = now() + backoff(retry_max, entry.attempts)
-            _kept(services, entry, until=until, error=text)
-            report.failed.append((entry.job, entry.key, text))
-        else:
-            _finished(services, entry)
-            report.ran.append((entry.job, entry.key))
-    return report
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,58 +277,3 @@ def entries(session: Session, *, key: str | None = None) -> list[tuple[str, str]
     if key is not None:
         q = q.where(OutboxEntry.key == key)
     return [(j, k) for j, k in session.execute(q).all()]
-
-
-class OutboxRunner:
-    """A thread that runs the outbox: when woken (a deposit was stored, a tier changed), every
-    ``queue.poll_seconds``, and at start. ``periodic`` jobs (name, minutes) are added to the
-    outbox on that schedule, so that work left pending by other means (a tool installed
-    since, an authority back after a failure) is found again without a worker.
-    ``custos serve`` runs one (``queue.in_serve``); so does ``custos worker``."""
-
-    def __init__(
-        self, services: Services, *, periodic: Sequence[tuple[str, int]] = (), name: str = ""
-    ) -> None:
-        self.services = services
-        self.periodic = list(periodic)
-        self._due: dict[str, datetime] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name or "custos-outbox", daemon=True)
-        self.passes = 0  # completed passes, for tests
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask the thread to stop after its current entry and wait up to ``timeout``."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-
-    def _add_periodic(self) -> None:
-        at = now()
-        due = [job for job, _ in self.periodic if self._due.get(job, at) <= at]
-        if not due:
-            return
-        with self.services.session_scope() as session:
-            for job in due:
-                add(session, job)
-        for job, minutes in self.periodic:
-            if job in due:
-                self._due[job] = at + timedelta(minutes=minutes)
-
-    def _run(self) -> None:
-        poll = self.services.settings.queue.poll_seconds
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self._add_periodic()
-                run_due(self.services, stop=self._stop)
-            except Exception:  # a bad pass must not end the thread; the next one retries
-                log.exception("outbox pass failed")
-            self.passes += 1
-            self._wake.wait(poll)

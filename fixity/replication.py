@@ -62,7 +62,8 @@ from archive.model import EventRecord, Link
 from archive.replicas import STORED, location_id, replication_state, replication_summary
 from archive.services import Services
 from archive.storage import ocfl
-from archive.storage.replica import LocationUnavailable, ReplicaLocation, open_location
+from archive.storage.locations import open_location
+from archive.storage.replica import LocationUnavailable, ReplicaLocation
 from archive.storage.replicate import (
     ROOT_INVENTORY,
     ROOT_SIDECAR,

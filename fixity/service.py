@@ -39,7 +39,8 @@ from archive.fixity_state import coverage
 from archive.model import EventRecord, Link
 from archive.replicas import DAMAGED
 from archive.services import Services
-from archive.storage.replica import LocalFolderLocation, ReplicaLocation, open_location
+from archive.storage.locations import open_location
+from archive.storage.replica import LocalFolderLocation, ReplicaLocation
 from fixity import logfiles, reader, stored, sweep
 from fixity.check import CheckResult, judge
 from fixity.policy import fixity_policy

@@ -105,10 +105,11 @@ def _settle(
     """Close the outbox entries of the work this command has just done itself (running their
     jobs finds nothing left to do); return what stays queued for this package."""
     from archive import outbox
+    from archive.jobs import run_outbox
 
     def work() -> list[tuple[str, str]]:
         if done:
-            outbox.run_due(services, jobs=done, key=package_id)
+            run_outbox(services, jobs=done, key=package_id)
         with services.sessions() as session:
             return [e for e in outbox.entries(session) if e[1] in (package_id, "")]
 

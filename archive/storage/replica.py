@@ -11,11 +11,11 @@ implementation:
 - A location never judges a copy: ``replicate.read_back`` reads every byte of it and returns a
   verdict against the catalog's digests (sizes, ETags and server checksums are not trusted).
 
-This module holds the protocol, the shared values and errors, the local-folder location and
-the factory :func:`open_location`. ``replicate.py`` holds the helpers written once for every
-location (copy an object, read a copy back); ``s3.py`` holds the S3 location and is the only
-module that imports boto3. Nothing here is wired into ingest yet: replication policy, fixity
-sweeps and repair are built on top of it.
+This module holds the protocol, the shared values and errors and the local-folder location;
+``locations.py`` opens a location from its settings. ``replicate.py`` holds the helpers
+written once for every location (copy an object, read a copy back); ``s3.py`` holds the S3
+location and is the only module that imports boto3. Replication (``fixity/replication.py``),
+fixity sweeps and repair are built on top of it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from archive.storage import ocfl
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-    from archive.config import LocationSettings
 
 #: S3's limit on a key, in UTF-8 bytes; the same limit is kept for every location.
 MAX_KEY_BYTES = 1024
@@ -534,17 +533,3 @@ class LocalFolderLocation:
                 f"location {self.name} is a folder and keeps no versions "
                 f"(asked for version {version_id})"
             )
-
-
-def open_location(name: str, entry: LocationSettings) -> ReplicaLocation:
-    """The location described by ``[locations.<name>]``; nothing is contacted until used
-    (call ``ensure()`` first). boto3 is imported only when an S3 location is opened."""
-    # Imported here: the fixity reader's helper process imports this module and no settings
-    # (pydantic alone took most of its start-up).
-    from archive.config import LocalLocationSettings
-
-    if isinstance(entry, LocalLocationSettings):
-        return LocalFolderLocation(name, entry.path, fsync=entry.fsync)
-    from archive.storage.s3 import S3Location
-
-    return S3Location.from_settings(name, entry)

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, text
 from api.app import create_app
 from archive import outbox
 from archive.catalog.tables import Event, ExtractedText, File, SearchEntry, Version
-from archive.jobs import job_table
+from archive.jobs import job_table, run_outbox
 from archive.services import Services
 from ingest.characterise import characterise
 from ingest.service import ingest
@@ -87,7 +87,7 @@ def test_api_deposit_is_answered_before_identification_and_the_job_identifies_it
             ]
         # The job registered through the custos.jobs entry point runs from the outbox.
         assert "characterise" in job_table(services.settings).handlers
-        ran = outbox.run_due(services, jobs=["characterise"])
+        ran = run_outbox(services, jobs=["characterise"])
         assert ran.ran == [("characterise", package_id)] and not ran.failed
         with services.sessions() as session:  # no migration queued unless asked for
             assert [job for job, _ in outbox.entries(session)] == ["seal", "replicate"]
@@ -239,7 +239,7 @@ def test_a_tier_change_to_public_makes_the_text_findable(
     )
     assert r.status_code == 200, r.text
     # The extraction is queued work after the change; a worker (here: the outbox, run once).
-    assert ("characterise", f"urn:uuid:{uuid}") in outbox.run_due(services).ran
+    assert ("characterise", f"urn:uuid:{uuid}") in run_outbox(services).ran
     found = _search(client, RESTRICTED_WORD)
     assert [h["path"] for h in found["results"]] == ["data/closed/minutes.pdf"]
     # The protected-identity document stays unread and unfound.
@@ -283,12 +283,12 @@ def test_identification_queues_the_migration_where_asked(
     with TestClient(create_app(services.settings)) as client:
         package_id = upload(client, users, archive)["package_id"]
     # characterise: identifies, and its version's commit asks for the migration
-    assert outbox.run_due(services, jobs=["characterise"]).ran == [("characterise", package_id)]
+    assert run_outbox(services, jobs=["characterise"]).ran == [("characterise", package_id)]
     assert counts(services, package_id)[:2] == (0, 2)
     with services.sessions() as session:
         assert ("migrate", package_id) in outbox.entries(session)
     # migrate: the sample's PDF gets its PDF/A copy
-    assert ("migrate", package_id) in outbox.run_due(services, jobs=["migrate"]).ran
+    assert ("migrate", package_id) in run_outbox(services, jobs=["migrate"]).ran
     with services.sessions() as session:
         made = (
             session.execute(

@@ -7,7 +7,8 @@ import pytest
 
 from archive.config import LocalLocationSettings, S3LocationSettings, load_settings
 from archive.errors import ConfigError
-from archive.storage.replica import LocalFolderLocation, open_location
+from archive.storage.locations import open_location
+from archive.storage.replica import LocalFolderLocation
 from archive.storage.s3 import S3Location
 
 

@@ -20,12 +20,8 @@ from archive.errors import PolicyError
 from archive.fixity_state import coverage
 from archive.replicas import replication_state
 from archive.services import Services
-from archive.storage.replica import (
-    LocalFolderLocation,
-    ObjectLocked,
-    ReplicaLocation,
-    open_location,
-)
+from archive.storage.locations import open_location
+from archive.storage.replica import LocalFolderLocation, ObjectLocked, ReplicaLocation
 from archive.storage.s3 import S3Location
 from fixity.check import Expected
 from fixity.repair import repair_copy

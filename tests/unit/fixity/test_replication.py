@@ -13,7 +13,7 @@ from archive.catalog.tables import Event, File, Package, Replica, ReplicationPla
 from archive.config import load_settings
 from archive.errors import NotFound, PolicyError
 from archive.replicas import replication_state, replication_summary
-from archive.storage.replica import open_location
+from archive.storage.locations import open_location
 from fixity.replication import location_hint, replicate
 from policies.load import load_replication_policy
 from tests.servers import SeaweedServer, start_seaweedfs
