@@ -353,7 +353,8 @@ def seal_cmd(
     authority answered (the attempt is recorded; the manifests stay pending)."""
     if ctx.invoked_subcommand is not None:
         return
-    from archive.proofs.seal import Backlog, seal_now, seal_with_retry
+    from archive.proofs.backlog import Backlog
+    from archive.proofs.seal import seal_now, seal_with_retry
 
     def waiting(state: Backlog) -> None:
         if not as_json and state.next_attempt:
@@ -393,7 +394,8 @@ def seal_files_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     gives for one file without naming any other. New deposits get it with their seal; this
     brings an archive sealed before then up to date (the worker's seal job does too, a batch
     at a time). Exit status 75 when no authority answered (what was sealed stays sealed)."""
-    from archive.proofs.seal import files_backlog, seal_now
+    from archive.proofs.backlog import files_backlog
+    from archive.proofs.seal import seal_now
 
     services = run(as_json, state(ctx).services)
     with services.sessions() as session:

@@ -25,7 +25,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from archive import outbox
-from archive.catalog.index import index_object
 from archive.catalog.tables import Package
 from archive.custody import new_event, record_events
 from archive.errors import StorageError
@@ -201,6 +200,10 @@ def _recover_one(
         with session_scope() as session:
             record_events(session, [new_event("recovery", "success", what, links=links)])
         return what
+    # Indexing reads the proofs in the object (asn1crypto, cryptography): loaded only by a
+    # recovery, not by every command that opens the archive.
+    from archive.catalog.index import index_object
+
     deposit_id = str(data.get("deposit_id", folder.name))
     object_id = str(data["object_id"])
     if data.get("kind") == "version":
@@ -245,6 +248,8 @@ def _recover_version(
     data: dict[str, Any],
 ) -> str:
     """Finish a version that was fully written in staging before the process stopped."""
+    from archive.catalog.index import index_object
+
     object_id, rel, number = str(data["object_id"]), str(data["object_path"]), int(data["number"])
     object_root = store.object_root(rel)
     staged = folder / "object" / f"v{number}"

@@ -45,7 +45,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import CursorResult, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import OutboxEntry
@@ -83,7 +82,12 @@ def add(session: Session, job: str, key: str = "") -> None:
         "attempts": 0,
         "again": False,
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # The dialect's own INSERT (ON CONFLICT), imported here: `custos status` reads this
+    # module and needs neither.
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql as dialect
+    else:
+        from sqlalchemy.dialects import sqlite as dialect  # type: ignore[no-redef]
     stmt = dialect.insert(OutboxEntry).values(values)
     # Waiting already: nothing to add. Running: run once more when it ends.
     stmt = stmt.on_conflict_do_update(

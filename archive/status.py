@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -32,9 +32,11 @@ from archive.catalog.tables import (
 from archive.custody import now
 from archive.fixity_state import Coverage, coverage
 from archive.outbox import OutboxSummary, summary
-from archive.proofs.seal import Backlog, backlog
+from archive.proofs.backlog import Backlog, backlog
 from archive.replicas import ReplicationSummary, replication_summary
-from archive.services import Services
+
+if TYPE_CHECKING:
+    from archive.services import Services
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,9 @@ from archive.config import Settings
 from archive.errors import StorageError
 from archive.jobs import JobTable, Periodic
 from archive.outbox import Deferred
+from archive.proofs.backlog import backlog
 from archive.proofs.renew import renew
-from archive.proofs.seal import backlog, seal_if_due
+from archive.proofs.seal import seal_if_due
 from archive.services import Services
 from fixity import replication
 from fixity.policy import fixity_policy

@@ -31,6 +31,7 @@ from archive.custody import new_event, now, record_events
 from archive.errors import ProofError
 from archive.model import Link
 from archive.proofs import fileseal, merkle
+from archive.proofs.backlog import Subject
 from archive.proofs.evidence import (
     RecordView,
     parse_record,
@@ -42,7 +43,6 @@ from archive.proofs.evidence import (
 from archive.proofs.seal import (
     Authority,
     NoAuthorityAnswered,
-    Subject,
     _write_new,
     authorities,
     authority_tag,

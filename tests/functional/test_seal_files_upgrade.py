@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, select
 from archive.catalog.tables import Seal, SealBatch
 from archive.config import load_settings
 from archive.proofs import fileseal
-from archive.proofs.seal import EXTENSION, backlog
+from archive.proofs.backlog import backlog
+from archive.proofs.seal import EXTENSION
 from archive.services import open_services
 from fixity.jobs import seal_job
 from tests.conftest import ROOT
