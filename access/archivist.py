@@ -12,19 +12,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from access.paging import Listing, Page
-from access.rules import Principal, access_event, load_rules, may_see, must_log
+from access.rules import Principal, access_event, load_rules, may_see, must_log, record_reads
 from archive.catalog.queries import list_packages, package_detail
 from archive.catalog.tables import Seal
 from archive.errors import Forbidden
-from archive.model import EventRecord
 from policies.schema import AccessPolicy
 
 
-def packages(
-    session: Session, policy: AccessPolicy, reader: Principal, page: Page
-) -> tuple[Listing, list[EventRecord]]:
+def packages(session: Session, policy: AccessPolicy, reader: Principal, page: Page) -> Listing:
     """The packages the policy lets ``reader`` see the metadata of, oldest first, with their
-    tier: one page of them, with their total, and the access events of those on the page."""
+    tier: one page of them, with their total. The reads of those on the page that the policy
+    logs are recorded in the caller's transaction."""
     visible = []
     for s in list_packages(session):
         rules = load_rules(session, s.id, s.depositor)
@@ -53,14 +51,16 @@ def packages(
                     reader, s.id, "package metadata listed", purpose=None, decisions=decisions
                 )
             )
-    return Listing.counted(page, out, len(visible)), events
+    record_reads(session, events)
+    return Listing.counted(page, out, len(visible))
 
 
 def detail(
     session: Session, policy: AccessPolicy, reader: Principal, package_id: str
-) -> tuple[dict[str, Any], list[EventRecord]]:
+) -> dict[str, Any]:
     """Versions, files (those whose metadata the policy lets ``reader`` see), events, access
-    records and seals of a package. Raises NotFound, Forbidden."""
+    records and seals of a package; the read is recorded when the policy logs it. Raises
+    NotFound, Forbidden."""
     d = package_detail(session, package_id)
     rules = load_rules(session, d.summary.id, d.summary.depositor)
     ok, decisions = may_see(policy, rules, "", reader=reader, action="read-metadata", purpose=None)
@@ -157,4 +157,5 @@ def detail(
                 decisions=decisions,
             )
         )
-    return body, events
+    record_reads(session, events)
+    return body

@@ -405,7 +405,7 @@ def policies_reviews_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     def go() -> list[dict[str, Any]]:
         policy = access_policy(services.settings)
         with services.sessions() as session:
-            return list_reviews(session, policy)[0]
+            return list_reviews(session, policy)
 
     reviews = run(as_json, go)
     if as_json:

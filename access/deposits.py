@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from access.paging import Listing, Page
 from access.reads import AWAITING, SEALED, payload_files, sealed_subjects
-from access.rules import Principal, access_event, load_rules, may_see, must_log
+from access.rules import Principal, access_event, load_rules, may_see, must_log, record_reads
 from archive.catalog.tables import Deposit, File, Seal, Upload, Version
 from archive.errors import NotFound
 from policies.decide import Decision
@@ -161,13 +161,11 @@ class Receipt:
         }
 
 
-def receipt(
-    session: Session, policy: AccessPolicy, reader: Principal, upload_id: str
-) -> tuple[Receipt, list[Any]]:
+def receipt(session: Session, policy: AccessPolicy, reader: Principal, upload_id: str) -> Receipt:
     """The receipt of a deposit: ids, files with digests, seal status of each manifest.
 
     Each file is listed if the access policy lets the depositor read its metadata (own
-    deposits); reads it says must be logged come back as custody events to record.
+    deposits); reads it says must be logged are recorded in the caller's transaction.
     Raises :class:`NotFound`."""
     row = _own_upload(session, reader, upload_id)
     if not row.package_id or not row.deposit_id:
@@ -212,4 +210,5 @@ def receipt(
                 decisions=decisions,
             )
         )
-    return out, events
+    record_reads(session, events)
+    return out

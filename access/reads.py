@@ -26,6 +26,7 @@ from access.rules import (
     may_see,
     must_log,
     not_available,
+    record_reads,
 )
 from archive.catalog.tables import Depositor, File, Package, Seal
 from archive.config import Settings
@@ -151,7 +152,7 @@ def _file_view(f: File, sealed: set[str]) -> FileView:
 
 @dataclass
 class Read:
-    """What a read produced: the view, and the custody events to record with it."""
+    """What a read produced: the view, and the custody events recorded with it."""
 
     view: PackageView
     events: list[EventRecord] = field(default_factory=list)
@@ -225,12 +226,14 @@ def read_package(
                 decisions=decisions,
             )
         )
+    record_reads(session, read.events)
     return read
 
 
 @dataclass(frozen=True, slots=True)
 class Download:
-    """A file to stream to the reader, and the custody events of the read."""
+    """A file to stream to the reader, and the custody events of the read (recorded in the
+    transaction of the read)."""
 
     package_id: str
     disk_path: Path
@@ -288,6 +291,7 @@ def read_file(
                 files=[row.sha512],
             ),
         )
+    record_reads(session, events)
     return Download(
         package_id,
         settings.storage_path / head.object_path / row.content_path,

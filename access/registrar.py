@@ -31,6 +31,7 @@ from access.rules import (
     load_rules,
     may_see,
     must_log,
+    record_reads,
     require_purpose,
 )
 from archive.catalog.tables import (
@@ -41,7 +42,7 @@ from archive.catalog.tables import (
     Package,
 )
 from archive.config import Settings
-from archive.custody import new_event
+from archive.custody import new_event, record_events
 from archive.errors import InputRejected, NotFound, StorageError
 from archive.findings import Finding
 from archive.model import EventRecord, Link
@@ -65,11 +66,11 @@ def _reject(code: str, message: str, where: str = "", hint: str = "") -> InputRe
 
 def search_all(
     session: Session, policy: AccessPolicy, reader: Principal, query: str, *, limit: int = 50
-) -> tuple[list[dict[str, Any]], list[EventRecord]]:
+) -> list[dict[str, Any]]:
     """Packages of every tier whose title, depositor or file names hold ``query``.
 
-    Returns the hits (with each package's tier) and one access event per non-public package
-    shown (the policy logs those reads)."""
+    Returns the hits (with each package's tier), and records one access event per
+    non-public package shown (the policy logs those reads) in the caller's transaction."""
     words = query.strip()
     if not words:
         raise _reject("SEARCH-QUERY", "the search query is empty", "q", "give words to find")
@@ -123,7 +124,8 @@ def search_all(
                     decisions=decisions,
                 )
             )
-    return hits, events
+    record_reads(session, events)
+    return hits
 
 
 # --- tier change ----------------------------------------------------------------------------
@@ -497,6 +499,7 @@ def bundle_of(
         links=[Link("package", row.package_id)],
         agent=reader.agent,
     )
+    record_events(session, [event], package_id=row.package_id)
     return BundleDownload(row.id, row.package_id, row.export_id, folder, tuple(files), event)
 
 

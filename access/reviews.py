@@ -58,6 +58,7 @@ from access.rules import (
     load_rules,
     may_see,
     must_log,
+    record_reads,
     today,
 )
 from archive.catalog.tables import AccessReview, Package
@@ -160,22 +161,24 @@ def _view(row: AccessReview, title: str, depositor: str) -> dict[str, Any]:
 
 def list_reviews(
     session: Session, policy: AccessPolicy, *, reader: Principal | None = None
-) -> tuple[list[dict[str, Any]], list[EventRecord]]:
-    """The pending reviews, oldest first, and (for an API ``reader``) the access events of
-    the protected metadata they show: one per package, as the policy logs those reads.
-    A review is shown to ``reader`` only where the policy lets them see the path's metadata;
-    without ``reader`` (the operator's command line) every pending review is listed."""
-    return _shown(_visible(session, policy, reader), reader)
+) -> list[dict[str, Any]]:
+    """The pending reviews, oldest first. For an API ``reader``, the reads of the protected
+    metadata they show are recorded (one access event per package, as the policy logs those
+    reads) in the caller's transaction, and a review is shown only where the policy lets
+    them see the path's metadata; without ``reader`` (the operator's command line, on the
+    archive's own machine) every pending review is listed."""
+    views, events = _shown(_visible(session, policy, reader), reader)
+    record_reads(session, events)
+    return views
 
 
-def review_page(
-    session: Session, policy: AccessPolicy, reader: Principal, page: Page
-) -> tuple[Listing, list[EventRecord]]:
+def review_page(session: Session, policy: AccessPolicy, reader: Principal, page: Page) -> Listing:
     """One page of the pending reviews ``reader`` may see (as :func:`list_reviews` lists
-    them), with their total, and the access events of the reviews on the page only."""
+    them), with their total; the reads of the reviews on the page only are recorded."""
     visible = _visible(session, policy, reader)
     views, events = _shown(page.of(visible), reader)
-    return Listing.counted(page, views, len(visible)), events
+    record_reads(session, events)
+    return Listing.counted(page, views, len(visible))
 
 
 _Visible = tuple[AccessReview, PackageHead, list[Decision]]

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from archive.catalog.queries import access_rows
 from archive.config import Settings
-from archive.custody import new_event
+from archive.custody import new_event, record_batches
 from archive.errors import CatalogError, ConfigError, InputRejected, NotFound
 from archive.findings import Finding
 from archive.model import AccessRow, EventRecord, Link
@@ -238,6 +238,12 @@ def access_event(
         ],
         agent=reader.agent,
     )
+
+
+def record_reads(session: Session, events: Sequence[EventRecord]) -> None:
+    """Append the access events of reads to the custody log, each under its package, in the
+    caller's transaction: a read and its record commit together or not at all."""
+    record_batches(session, [(e.links[0].object_id, [e]) for e in events])
 
 
 def must_log(decisions: Iterable[Decision]) -> bool:

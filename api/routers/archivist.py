@@ -15,7 +15,6 @@ from access.compat import check_fixity
 from access.reads import package_id_of, read_file
 from access.rules import Principal
 from api.deps import PageDep, PolicyDep, ServicesDep, role
-from archive.custody import record_events
 from archive.status import status
 from fixity.report import build_report, csv_text, fixity_status
 from migration.report import render_html
@@ -32,20 +31,15 @@ def list_all(
     """Every package with its tier, size and head version, oldest first, a page at a time
     (`offset`, `limit`), with their `total`."""
     with services.session_scope() as session:
-        listing, events = packages(session, policy, who, page)
-        for event in events:
-            record_events(session, [event], package_id=event.links[0].object_id)
+        listing = packages(session, policy, who, page)
     return listing.as_dict("packages")
 
 
 @router.get("/packages/{package}")
 def one(services: ServicesDep, policy: PolicyDep, who: Archivist, package: str) -> dict[str, Any]:
     """A package's versions, files, events, access records and seal status."""
-    package_id = package_id_of(package)
     with services.session_scope() as session:
-        body, events = detail(session, policy, who, package_id)
-        record_events(session, events, package_id=package_id)
-    return body
+        return detail(session, policy, who, package_id_of(package))
 
 
 @router.get("/packages/{package}/files/{path:path}", response_class=FileResponse)
@@ -63,7 +57,6 @@ def file(
         download = read_file(
             session, services.settings, policy, who, package, path, purpose=purpose, reveal=True
         )
-        record_events(session, list(download.events), package_id=download.package_id)
     return FileResponse(
         download.disk_path,
         media_type=download.media_type,

@@ -11,7 +11,6 @@ from fastapi.concurrency import run_in_threadpool
 from access.deposits import deposit_status, list_deposits, receipt
 from access.rules import Principal
 from api.deps import PageDep, PolicyDep, ServicesDep, role, wake_outbox
-from archive.custody import record_events
 from archive.errors import Forbidden
 from ingest.upload import UploadSink, check_request, store_upload
 
@@ -87,6 +86,4 @@ def get_receipt(
 ) -> dict[str, Any]:
     """The receipt: deposit and package ids, files with their digests, seal status."""
     with services.session_scope() as session:
-        result, events = receipt(session, policy, who, upload_id)
-        record_events(session, events, package_id=result.package_id)
-    return result.as_dict()
+        return receipt(session, policy, who, upload_id).as_dict()

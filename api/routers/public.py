@@ -15,7 +15,6 @@ from fastapi.responses import FileResponse
 from access.reads import read_file, read_package
 from access.search import PAGE_MAX, QUERY_MAX, Filters, search
 from api.deps import PolicyDep, PublicReaderDep, ServicesDep
-from archive.custody import record_events
 
 router = APIRouter(prefix="/public", tags=["researchers"])
 
@@ -81,7 +80,6 @@ def public_package(
         read = read_package(
             session, policy, who, package, purpose=_purpose(who.role, purpose), reveal=False
         )
-        record_events(session, read.events, package_id=read.view.package_id)
     return read.view.as_dict()
 
 
@@ -106,7 +104,6 @@ def public_file(
             purpose=_purpose(who.role, purpose),
             reveal=False,
         )
-        record_events(session, list(download.events), package_id=download.package_id)
     return FileResponse(
         download.disk_path,
         media_type=download.media_type,

@@ -86,7 +86,7 @@ def package_page(
     """A public package: its public files, their proof status, download links (HTML)."""
     purpose = "research" if who.role == "researcher" else "public"
     try:
-        with services.sessions() as session:
+        with services.session_scope() as session:  # a read the policy logs is recorded
             read = read_package(session, policy, who, package, purpose=purpose, reveal=False)
     except CustosError as exc:
         return _error(request, exc)

@@ -25,7 +25,6 @@ from access.reviews import approve_review, extend_review, review_page
 from access.rules import Principal
 from access.zipstream import zip_chunks
 from api.deps import PageDep, PolicyDep, ServicesDep, role, wake_outbox
-from archive.custody import record_events
 
 router = APIRouter(prefix="/registrar", tags=["registrars"])
 Registrar = Annotated[Principal, role("registrar", second_factor=True)]
@@ -44,9 +43,7 @@ def search(
 ) -> dict[str, Any]:
     """Search every tier (titles, depositors, file names). Non-public hits are logged."""
     with services.session_scope() as session:
-        hits, events = search_all(session, policy, who, q)
-        for event in events:
-            record_events(session, [event], package_id=event.links[0].object_id)
+        hits = search_all(session, policy, who, q)
     return {"query": q, "results": hits}
 
 
@@ -57,7 +54,6 @@ def package(
     """A package's metadata and files, any tier (logged when not public)."""
     with services.session_scope() as session:
         read = read_package(session, policy, who, package, purpose=purpose, reveal=True)
-        record_events(session, read.events, package_id=read.view.package_id)
     return read.view.as_dict()
 
 
@@ -75,7 +71,6 @@ def file(
         download = read_file(
             session, services.settings, policy, who, package, path, purpose=purpose, reveal=True
         )
-        record_events(session, list(download.events), package_id=download.package_id)
     return FileResponse(
         download.disk_path,
         media_type=download.media_type,
@@ -124,9 +119,7 @@ def reviews(
     first, with who has approved each, a page at a time (`offset`, `limit`), with their
     `total` (listing them is logged: protected metadata)."""
     with services.session_scope() as session:
-        listing, events = review_page(session, policy, who, page)
-        for event in events:
-            record_events(session, [event], package_id=event.links[0].object_id)
+        listing = review_page(session, policy, who, page)
     return listing.as_dict("reviews")
 
 
@@ -209,7 +202,6 @@ def bundle(services: ServicesDep, who: Registrar, request_id: str) -> ZipRespons
     request and the export."""
     with services.session_scope() as session:
         download = bundle_of(session, services.settings, who, request_id)
-        record_events(session, [download.event], package_id=download.package_id)
     return ZipResponse(
         zip_chunks(download.folder, download.files, top=download.name),
         headers={"Content-Disposition": f'attachment; filename="{download.name}.zip"'},
