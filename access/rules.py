@@ -17,24 +17,22 @@ its path: paths may name people), the purpose and the policy that decided.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from archive.catalog.queries import access_rows
 from archive.config import Settings
 from archive.custody import new_event, record_batches
-from archive.errors import CatalogError, ConfigError, InputRejected, NotFound
+from archive.errors import CatalogError, InputRejected, NotFound, PolicyError
 from archive.findings import Finding
 from archive.model import AccessRow, EventRecord, Link
 from policies.access import Assignment, Consent, effective, effective_consent
 from policies.decide import Decision, decide
 from policies.errors import AccessRuleError
-from policies.load import POLICY_DIR, PolicyFileError, load_access_policy
+from policies.load import PolicyFileError, load_access_policy
 from policies.schema import AccessPolicy
 from policies.vocabulary import is_scope, is_tier
 
@@ -117,19 +115,12 @@ def today() -> date:
     return datetime.now(UTC).date()
 
 
-@functools.lru_cache(maxsize=8)
-def _policy(folder: Path | None, stamp: float) -> AccessPolicy:
-    return load_access_policy(folder)
-
-
 def access_policy(settings: Settings | None) -> AccessPolicy:
-    """The access policy in force (reloaded when its file changes); raises ConfigError."""
-    folder = settings.policy_dir if settings else None
-    path = (folder or POLICY_DIR) / "access.toml"
+    """The access policy in force (read again when its file changes); raises PolicyError."""
     try:
-        return _policy(folder, path.stat().st_mtime)
-    except (OSError, PolicyFileError) as exc:
-        raise ConfigError(
+        return load_access_policy(settings.policy_dir if settings else None)
+    except PolicyFileError as exc:
+        raise PolicyError(
             f"the access policy cannot be loaded: {exc}",
             hint="fix policies/access.toml or the policy_dir setting; every read is refused "
             "until then",

@@ -42,8 +42,8 @@ from archive.custody import new_event, parse_premis, premis_xml, record_events
 from archive.digest import WriteFailed, digest_bytes
 from archive.errors import (
     FULL_ERRNOS,
-    ConfigError,
     InputRejected,
+    PolicyError,
     StorageError,
     storage_failure,
 )
@@ -107,7 +107,7 @@ def load_access(services: Services) -> AccessPolicy:
     try:
         return load_access_policy(services.settings.policy_dir)
     except PolicyFileError as exc:
-        raise ConfigError(str(exc), hint="fix the policy file or the policy_dir setting") from exc
+        raise PolicyError(str(exc), hint="fix the policy file or the policy_dir setting") from exc
 
 
 def _access_summary(access: AccessDeclaration, policy: AccessPolicy) -> str:
@@ -133,7 +133,7 @@ def load_policy(services: Services) -> IngestPolicy:
     try:
         return load_ingest_policy(services.settings.policy_dir)
     except PolicyFileError as exc:
-        raise ConfigError(str(exc), hint="fix the policy file or the policy_dir setting") from exc
+        raise PolicyError(str(exc), hint="fix the policy file or the policy_dir setting") from exc
 
 
 def check_depositor(name: str) -> str:
