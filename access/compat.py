@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from access.reads import package_id_of
+from archive import clock
 from archive.catalog.tables import Package
 from archive.custody import new_event, record_events
 from archive.digest import digest_file
@@ -89,7 +90,7 @@ class FixityResult:
     missing: list[str] = field(default_factory=list)
     untracked: list[str] = field(default_factory=list)
     checked: int = 0
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    at: datetime = field(default_factory=clock.now)
     error: str = ""
 
     @property

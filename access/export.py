@@ -35,7 +35,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from access.rules import (
     require_purpose,
     rules_from_rows,
 )
+from archive import clock
 from archive.catalog.queries import access_rows, package_events, resolve_package_id
 from archive.catalog.tables import Package, Seal
 from archive.custody import new_event, premis_xml, record_events
@@ -283,7 +284,7 @@ def export(
                 ),
             ],
             agent=releaser.agent if releaser is not None else AGENT,
-            at=datetime.now(UTC),
+            at=clock.now(),
         )
         history = _history(
             [*events, event], chosen, payload, digest_of, package_known=decision.package_known

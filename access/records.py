@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archive import outbox
+from archive import clock, outbox
 from archive.catalog.index import ACCESS_JSON, PREMIS_XML, replace_access, run_index_hooks
 from archive.catalog.tables import File
 from archive.custody import parse_premis, premis_xml, record_events
@@ -108,7 +107,7 @@ def write_access(
         {ACCESS_JSON: body, PREMIS_XML: premis_xml([*stored.events, *events])},
         message=message,
         agent=agent,
-        created=datetime.now().astimezone().replace(microsecond=0),
+        created=clock.local_now(),
     )
     with services.session_scope() as session:
         catalog_version(session, package_id, new, message=message, agent=agent)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from access.rules import (
     record_reads,
     require_purpose,
 )
+from archive import clock
 from archive.catalog.tables import (
     Depositor,
     Event,
@@ -206,7 +207,7 @@ def change_tier(
             "path",
             "give '' for the package, or a path starting with data/",
         )
-    today = datetime.now(UTC).date()
+    today = clock.today()
     try:
         if tier == "public":
             assignment = Assignment(path, tier, None, None, basis)
@@ -262,7 +263,7 @@ def _write_change(
         + [assignment_to_json(assignment)],
         key=lambda a: a["path"],
     )
-    today = datetime.now(UTC).date()
+    today = clock.today()
     superseded = supersede_reviews(access, assignment.path, on=today)
     policy = access_policy(services.settings)
     access["policy"] = policy.label
@@ -357,7 +358,7 @@ def record_request(
         )
     row = JusticeRequest(
         id=str(uuid.uuid4()),
-        received_at=datetime.now(UTC),
+        received_at=clock.now(),
         recorded_by=reader.name,
         requester=requester.strip(),
         reference=reference.strip(),
@@ -415,7 +416,7 @@ def answer_request(services: Services, reader: Principal, request_id: str) -> di
             .where(JusticeRequest.id == request_id)
             .values(
                 state="answered",
-                answered_at=datetime.now(UTC),
+                answered_at=clock.now(),
                 answered_by=reader.name,
                 export_id=result.export_id,
                 bundle=str(result.bundle),

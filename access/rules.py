@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 from sqlalchemy.orm import Session
 
+from archive import clock
 from archive.catalog.queries import access_rows
 from archive.config import Settings
 from archive.custody import new_event, record_batches
@@ -112,7 +113,7 @@ class Rules:
 
 
 def today() -> date:
-    return datetime.now(UTC).date()
+    return clock.today()
 
 
 def access_policy(settings: Settings | None) -> AccessPolicy:

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from access.rules import BAD_CREDENTIALS, BAD_CREDENTIALS_HINT, Principal, needs_second_factor
+from archive import clock
 from archive.catalog.tables import AuthSession, User
 from archive.config import AuthSettings
 from archive.custody import new_event, record_events
@@ -66,12 +67,6 @@ BY_CLIENT = "ended by its client"
 AGENT = "Custos"
 
 log = logging.getLogger("custos.access")
-
-
-def clock() -> datetime:
-    """The time sessions are started and checked at. Tests that need a session to expire
-    replace it."""
-    return datetime.now(UTC)
 
 
 def is_session_token(value: str) -> bool:
@@ -151,7 +146,7 @@ def start_session(
     user = db.execute(select(User).where(User.name == who.name)).scalar_one_or_none()
     if user is None or not user.active:
         raise AuthenticationFailed(BAD_CREDENTIALS, hint=BAD_CREDENTIALS_HINT)
-    now = clock()
+    now = clock.now()
     live = db.execute(
         select(func.count(), func.min(AuthSession.expires_at)).where(
             AuthSession.user_id == user.id,
@@ -224,7 +219,7 @@ def session_principal(db: Session, token: str) -> Principal:
     if found is None:
         raise AuthenticationFailed(BAD_CREDENTIALS, hint=BAD_CREDENTIALS_HINT)
     row, user = found
-    if row.ended_at is not None or row.expires_at <= clock() or not user.active:
+    if row.ended_at is not None or row.expires_at <= clock.now() or not user.active:
         raise AuthenticationFailed(BAD_CREDENTIALS, hint=BAD_CREDENTIALS_HINT)
     return Principal(user.name, user.role, user.organisation, row.second_factor, row.id)
 
@@ -248,7 +243,7 @@ def end_session(db: Session, who: Principal, *, address: str) -> datetime:
             "POST /auth/sessions gave; an API token is withdrawn by an administrator "
             "(custos users disable|token)",
         )
-    now = clock()
+    now = clock.now()
     ended = _end(db, AuthSession.id == who.session, now=now, reason=BY_CLIENT)
     if not ended:
         raise AuthenticationFailed(BAD_CREDENTIALS, hint=BAD_CREDENTIALS_HINT)
@@ -271,7 +266,7 @@ def end_user_sessions(db: Session, user: User, *, reason: str, by: str | None) -
     """End every live session of ``user`` (disabled, or given a new token or TOTP secret),
     one ``user session`` event each, naming ``by`` (the operator, where known) and
     ``reason``. The caller commits. Returns how many ended."""
-    ended = _end(db, AuthSession.user_id == user.id, now=clock(), reason=reason)
+    ended = _end(db, AuthSession.user_id == user.id, now=clock.now(), reason=reason)
     record_events(
         db,
         [

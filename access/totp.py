@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pyotp
 from pyotp.exceptions import OTPVerificationError
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
+from archive import clock as archive_clock
 from archive.catalog.tables import User
 from archive.config import AuthSettings
 from archive.errors import SecondFactorRequired, TooManyAttempts
@@ -51,9 +51,9 @@ log = logging.getLogger("custos.access")
 
 
 def clock() -> float:
-    """The time codes are checked at (seconds since the epoch). Tests that need more codes
-    than real time gives replace it."""
-    return time.time()
+    """The time codes are checked at (seconds since the epoch): the archive's clock. Tests
+    that need more codes than real time gives replace this function alone."""
+    return archive_clock.epoch()
 
 
 def new_secret() -> str:
@@ -74,7 +74,7 @@ def require_code(session: Session, user: User, code: str, *, auth: AuthSettings)
     count the failure), so the caller's ``session`` must hold no other change. Raises
     :class:`TooManyAttempts` while the user's second factor is locked (nothing is checked),
     :class:`SecondFactorRequired` for a wrong code or one accepted before (counted)."""
-    now = datetime.now(UTC)
+    now = archive_clock.now()
     _refuse_if_locked(user, now)
     step = _step_of(user.totp_secret, code.strip())
     if step is not None:

@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from access.rules import BAD_CREDENTIALS, BAD_CREDENTIALS_HINT, Principal, needs_second_factor
 from access.sessions import end_user_sessions
 from access.totp import new_secret, provisioning_uri, require_code, reset
+from archive import clock
 from archive.catalog.tables import User
 from archive.config import AuthSettings
 from archive.custody import new_event, record_events
@@ -145,7 +146,7 @@ def add_user(
             token_id=token_id,
             token_hash=_hasher.hash(token),
             totp_secret=totp_secret,
-            created_at=datetime.now(UTC),
+            created_at=clock.now(),
             active=True,
             totp_failures=0,
         )
@@ -204,7 +205,7 @@ def disable_user(session: Session, name: str, *, reason: str, by: str | None = N
         )
     user = _named(session, name)
     user.active = False
-    user.disabled_at = datetime.now(UTC)
+    user.disabled_at = clock.now()
     user.disabled_reason = why
     what = f"({_role(user.role, user.organisation)}) disabled"
     _record(session, user.name, what, by=by, reason=why)
@@ -295,18 +296,18 @@ class FailureWindow:
         self._lock = threading.Lock()
 
     def check(self, address: str) -> None:
-        minute = int(time.time() // 60)
+        minute = int(clock.epoch() // 60)
         with self._lock:
             seen = self._counts.get(address)
         if seen is not None and seen[0] == minute and seen[1] >= self.per_minute:
             raise TooManyAttempts(
                 "too many wrong credentials from this address",
-                retry_after=60 - int(time.time() % 60),
+                retry_after=60 - int(clock.epoch() % 60),
                 hint="wait until the time in Retry-After, then send a valid token",
             )
 
     def failed(self, address: str) -> None:
-        minute = int(time.time() // 60)
+        minute = int(clock.epoch() // 60)
         with self._lock:
             if len(self._counts) >= self.size:
                 self._counts = {a: c for a, c in self._counts.items() if c[0] == minute}

@@ -21,7 +21,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import Checkpoint, CustodyHead, Event, EventLink
-from archive.custody import LOG_FORMAT, new_event, now, record_events, timestamp_text
+from archive.clock import now
+from archive.custody import LOG_FORMAT, new_event, record_events, timestamp_text
 from archive.model import Link
 
 LOG_DIR = "extensions/custos-custody-log"

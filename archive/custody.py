@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Dialect, select, update
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import Base, CustodyHead, Event
+from archive.clock import now
 from archive.errors import CatalogError
 from archive.model import EventRecord, Link, Outcome
 
@@ -41,10 +42,6 @@ EVENT_LINKS = Base.metadata.tables["event_links"]
 
 PREMIS_NS = "http://www.loc.gov/premis/v3"
 AGENT = "Custos"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_event(

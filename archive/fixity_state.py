@@ -25,8 +25,8 @@ from archive.catalog.tables import (
     StorageLocation,
     StoredFile,
 )
+from archive.clock import now
 from archive.config import PRIMARY_LOCATION
-from archive.custody import now
 
 #: The package key under which ``fixity_coverage`` holds the custody log's files in the
 #: storage root (no package: see ``fixity.logfiles``; package ids are UUIDs).

@@ -30,8 +30,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from archive import outbox
+from archive.clock import now
 from archive.config import Settings
-from archive.custody import now
 from archive.errors import CustosError
 from archive.services import Services
 

@@ -15,7 +15,6 @@ import fcntl
 import json
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from archive import outbox
+from archive import clock, outbox
 from archive.catalog.tables import Package
 from archive.custody import new_event, record_events
 from archive.errors import StorageError
@@ -129,7 +128,7 @@ def scratch(staging: Path, prefix: str) -> Iterator[Path]:
 def _abandoned_creation(folder: Path) -> bool:
     """A ``.creating-`` folder whose creator died before naming it."""
     try:
-        return time.time() - folder.stat().st_mtime >= CREATION_GRACE_SECONDS
+        return clock.epoch() - folder.stat().st_mtime >= CREATION_GRACE_SECONDS
     except OSError:
         return False  # vanished meanwhile: it was named, or someone removed it
 

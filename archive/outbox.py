@@ -48,7 +48,7 @@ from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import OutboxEntry
-from archive.custody import now
+from archive.clock import now
 from archive.errors import CustosError
 
 if TYPE_CHECKING:  # the composition root imports what imports this module

@@ -29,7 +29,7 @@ from archive.catalog.tables import (
     Package,
     Seal,
 )
-from archive.custody import now
+from archive.clock import now
 from archive.fixity_state import Coverage, coverage
 from archive.outbox import OutboxSummary, summary
 from archive.proofs.backlog import Backlog, backlog

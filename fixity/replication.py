@@ -54,8 +54,9 @@ from archive.catalog.tables import (
 )
 from archive.catalog.upsert import upsert
 from archive.checkpoints import LOG_DIR
+from archive.clock import now
 from archive.config import CONFIG_FILE_NAME, Settings, location_example
-from archive.custody import new_event, now, record_events
+from archive.custody import new_event, record_events
 from archive.digest import digest_file
 from archive.errors import ConfigError, StorageError
 from archive.model import EventRecord, Link

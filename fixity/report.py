@@ -24,7 +24,7 @@ from archive.catalog.tables import (
     FixityTally,
     StorageLocation,
 )
-from archive.custody import now
+from archive.clock import now
 from archive.errors import StorageError
 from archive.fixity_state import Coverage, _aware, coverage
 from fixity.stored import kind_of

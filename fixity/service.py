@@ -32,8 +32,9 @@ from archive.catalog.tables import (
     Replica,
     StorageLocation,
 )
+from archive.clock import now
 from archive.config import PRIMARY_LOCATION
-from archive.custody import new_event, now, record_batches, record_events
+from archive.custody import new_event, record_batches, record_events
 from archive.errors import StorageError
 from archive.fixity_state import coverage
 from archive.model import EventRecord, Link

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from archive import clock
 from archive.catalog.index import run_index_hooks
 from archive.catalog.queries import public_files_without_text, resolve_package_id
 from archive.catalog.tables import TOOL_MISSING, ExtractedText, File, Package
@@ -125,7 +125,7 @@ def extract_texts(services: Services, package_id: str) -> dict[str, int]:
             time_limit=c.time_limit_seconds,
             pdf_tool=pdf_tool,
         )
-    at = datetime.now(UTC)
+    at = clock.now()
     with services.session_scope() as session:
         _record(
             session,

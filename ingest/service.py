@@ -20,15 +20,14 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from archive import clock, outbox
 from archive import journal as journal_mod
-from archive import outbox
 from archive.catalog.index import (
     ACCESS_JSON,
     FORMATS_JSON,
@@ -184,7 +183,7 @@ def ingest(
     source = source.absolute()
     deposit_id = str(uuid.uuid4())
     package_id = f"urn:uuid:{uuid.uuid4()}"
-    received_at = datetime.now().astimezone()
+    received_at = clock.now().astimezone()
     try:
         jr = journal_mod.Journal.begin(
             services.store,
@@ -689,7 +688,7 @@ def _record_identification(
                 agent=tool,
             )
         )
-    created = datetime.now().astimezone().replace(microsecond=0)  # as the inventory records it
+    created = clock.local_now()  # as the inventory records it
     message = f"Format identification of {len(pending)} files ({tool})"
     new = append_version(
         services.store,

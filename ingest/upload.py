@@ -20,9 +20,9 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+from archive import clock
 from archive.catalog.tables import Upload
 from archive.config import Settings
 from archive.errors import STORAGE_ERRNOS, InputRejected, storage_failure
@@ -116,7 +116,7 @@ class UploadSink:
         self.algorithm, self.expected = algorithm, expected
         self.limit = settings.limits.max_total_bytes
         self.size = 0
-        self.received_at = datetime.now(UTC)
+        self.received_at = clock.now()
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -191,7 +191,7 @@ def store_upload(services: Services, sink: UploadSink, *, user: str, organisatio
                 size=sink.size,
                 sha256=sha256,
                 received_at=sink.received_at,
-                finished_at=datetime.now(UTC),
+                finished_at=clock.now(),
                 state=result.status,
                 package_id=result.package_id,
                 deposit_id=result.deposit_id,

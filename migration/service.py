@@ -38,7 +38,8 @@ from archive import journal as journal_mod
 from archive.catalog.index import FORMATS_JSON, PREMIS_XML
 from archive.catalog.queries import resolve_package_id
 from archive.catalog.tables import File, Package
-from archive.custody import new_event, now, parse_premis, premis_xml, record_events
+from archive.clock import now
+from archive.custody import new_event, parse_premis, premis_xml, record_events
 from archive.digest import CopyResult, copy_with_digests, digest_file
 from archive.errors import PolicyError, ProofError
 from archive.model import EventRecord, Link

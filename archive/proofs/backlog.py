@@ -14,8 +14,8 @@ from sqlalchemy import String, cast, distinct, exists, func, literal, select
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import Checkpoint, Event, File, Package, Seal, Version
+from archive.clock import now
 from archive.config import Settings
-from archive.custody import now
 
 _MANIFEST = re.compile(r"^v1/content/bag/(tag)?manifest-[A-Za-z0-9_-]+\.txt$")
 

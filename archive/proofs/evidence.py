@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from asn1crypto import algos, cms, core
 
+from archive import clock
 from archive.errors import ProofError
 from archive.proofs import merkle
 from archive.proofs.timestamp import (
@@ -398,7 +399,7 @@ def verify_record(
                 f"{token.serial_number})"
             )
             tokens.append(token)
-    moment = at or datetime.now(UTC)
+    moment = at or clock.now()
     for k, token in enumerate(tokens):
         following = tokens[k + 1].gen_time if k + 1 < len(tokens) else moment
         if following < token.gen_time:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 
@@ -65,6 +65,7 @@ from pyhanko_certvalidator.context import CertValidationPolicySpec
 from pyhanko_certvalidator.policy_decl import REQUIRE_REVINFO, CertRevTrustPolicy
 from pyhanko_certvalidator.registry import SimpleCertificateStore, SimpleTrustManager
 
+from archive import clock
 from archive.config import Settings
 from archive.errors import ConfigError, ProofError
 from archive.proofs.local_tsa import ensure_pki as ensure_tsa_pki
@@ -102,7 +103,7 @@ def ensure_pki(folder: Path, *, days: int = 3650) -> None:
     if all((folder / n).is_file() for n in ("root.pem", "root.key", "seal.pem", "seal.key")):
         return
     folder.mkdir(parents=True, exist_ok=True)
-    start = datetime.now(UTC) - timedelta(minutes=5)
+    start = clock.now() - timedelta(minutes=5)
     root_key = ec.generate_private_key(ec.SECP384R1())
     root = (
         x509.CertificateBuilder()
@@ -155,7 +156,7 @@ def issue_crl(ca_pem: bytes, ca_key_pem: bytes, *, days: int = CRL_DAYS) -> byte
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError("a local CA's key is not an EC key: cannot issue its CRL")
     issuer_key: CertificateIssuerPrivateKeyTypes = key
-    at = datetime.now(UTC) - timedelta(minutes=1)
+    at = clock.now() - timedelta(minutes=1)
     crl = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.subject)
@@ -232,7 +233,7 @@ def describe(settings: Settings) -> tuple[bool, str]:
     except (ConfigError, ValueError) as exc:
         return False, f"archive seal: {exc}"
     until = cert.not_valid_after_utc
-    if until <= datetime.now(UTC):
+    if until <= clock.now():
         return False, f"archive seal {who.subject}: its certificate expired on {until:%Y-%m-%d}"
     return True, f"archive seal {who.subject}, certificate valid until {until:%Y-%m-%d}"
 

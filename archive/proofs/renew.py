@@ -27,7 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import Package, Seal, SealBatch
-from archive.custody import new_event, now, record_events
+from archive.clock import now
+from archive.custody import new_event, record_events
 from archive.errors import ProofError
 from archive.model import Link
 from archive.proofs import fileseal, merkle

@@ -24,8 +24,9 @@ from typing import Any
 
 from archive.catalog.tables import Seal, SealBatch
 from archive.checkpoints import LOG_DIR, write_checkpoint
+from archive.clock import now
 from archive.config import Settings
-from archive.custody import new_event, now, record_events
+from archive.custody import new_event, record_events
 from archive.digest import digest_file
 from archive.errors import ProofError, StorageError
 from archive.model import Link

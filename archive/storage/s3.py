@@ -36,6 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from archive import clock
 from archive.config import S3LocationSettings
 from archive.errors import StorageError
 from archive.storage.replica import (
@@ -72,7 +73,7 @@ _NO_LOCK_CODES = frozenset({"ObjectLockConfigurationNotFoundError"})
 
 
 def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def _b64(digest: bytes) -> str:

@@ -148,7 +148,7 @@ def test_expired_ended_and_unknown_sessions_are_refused_like_a_bad_token(
 
     # Expired: the clock sessions are checked at moves past the expiry (no waiting).
     monkeypatch.setattr(
-        "access.sessions.clock", lambda: datetime.now(UTC) + timedelta(minutes=15, seconds=1)
+        "archive.clock.source", lambda: datetime.now(UTC) + timedelta(minutes=15, seconds=1)
     )
     _refused_like_a_bad_token(client, client.get("/registrar/reviews", headers=_bearer(token)))
     # ...whatever code comes with it (and the code is not used up).
@@ -161,7 +161,7 @@ def test_expired_ended_and_unknown_sessions_are_refused_like_a_bad_token(
     _refused_like_a_bad_token(client, client.delete(CURRENT, headers=_bearer(token)))
     fresh = _start(client, users)["token"]
     assert client.get("/registrar/reviews", headers=_bearer(fresh)).status_code == 200
-    monkeypatch.setattr("access.sessions.clock", lambda: datetime.now(UTC))
+    monkeypatch.setattr("archive.clock.source", lambda: datetime.now(UTC))
 
     # Ended by its client.
     other = _start(client, users)["token"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyotp
@@ -222,7 +223,7 @@ def test_an_address_sending_wrong_credentials_is_refused_unchecked(tmp_path: Pat
 
 def test_failure_window_counts_per_address_and_per_minute(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [6000.0]
-    monkeypatch.setattr("access.users.time.time", lambda: clock[0])
+    monkeypatch.setattr("archive.clock.source", lambda: datetime.fromtimestamp(clock[0], UTC))
     window = FailureWindow(per_minute=2)
     window.failed("10.0.0.1")
     window.check("10.0.0.1")  # one failure: still allowed

@@ -281,7 +281,7 @@ def seeded(
 ) -> tuple[Services, datetime]:
     """An archive holding one package of ``files`` files, its coverage rows made (the claim
     tests' start); and the time they were made."""
-    from archive.custody import now
+    from archive.clock import now
     from fixity import sweep
     from fixity.policy import fixity_policy
 
