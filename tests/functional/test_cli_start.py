@@ -70,7 +70,7 @@ def test_help_loads_no_service() -> None:
 
 
 def test_status_loads_no_function_package_nor_server(tmp_path: Path) -> None:
-    """A core command does not load the sub-apps (see ``archive.cli._RootGroup``), and a
+    """A core command does not load the sub-apps (see ``archive.cli.shell._RootGroup``), and a
     catalog at the newest schema is opened without Alembic. The catalog, the settings and
     the proofs are status's own work; huey (with redis and psycopg) counts the queued jobs."""
     data = str(tmp_path / "data")

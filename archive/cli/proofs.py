@@ -1,0 +1,240 @@
+"""``custos seal`` (and ``seal files``, ``seal renew``), ``custos verify`` and ``custos audit
+verify``: the proofs of what is held, and of the custody log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from archive.cli.shell import (
+    JsonOpt,
+    app,
+    emit_json,
+    err,
+    fail,
+    out,
+    progress_bar,
+    run,
+    state,
+)
+from archive.errors import InputRejected
+from archive.findings import Finding
+
+if TYPE_CHECKING:
+    from archive.proofs.seal import SealReport
+
+audit_app = typer.Typer(help="The hash-chained custody log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+seal_app = typer.Typer(
+    help="Timestamp what awaits a seal; `custos seal files` seals each file on its own; "
+    "`custos seal renew` renews evidence records.",
+    invoke_without_command=True,
+)
+app.add_typer(seal_app, name="seal")
+
+
+@seal_app.callback()
+def seal_cmd(
+    ctx: typer.Context,
+    retry_for: Annotated[
+        float,
+        typer.Option(
+            "--retry-for",
+            metavar="SECONDS",
+            help="When no authority answers, try again with back-off (tsa.retry_base doubling "
+            "up to tsa.retry_max) for up to this long.",
+            min=0,
+        ),
+    ] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Timestamp every manifest awaiting its seal (RFC 3161 token, RFC 4998 evidence records).
+
+    Also seals the custody log's head, and each file of up to 200,000 files' worth of versions
+    awaiting their file seal (`custos seal files` seals them all). Exit status 75 when no
+    authority answered (the attempt is recorded; the manifests stay pending)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from archive.proofs.backlog import Backlog
+    from archive.proofs.seal import seal_now, seal_with_retry
+
+    def waiting(state: Backlog) -> None:
+        if not as_json and state.next_attempt:
+            err.print(
+                f"[yellow]no authority answered[/] ({state.failures} attempt(s)); next try at "
+                f"{state.next_attempt.isoformat()}"
+            )
+
+    services = run(as_json, state(ctx).services)
+    if retry_for > 0:
+        report = run(as_json, lambda: seal_with_retry(services, within=retry_for, on_wait=waiting))
+    else:
+        report = run(as_json, lambda: seal_now(services))
+    result = report.as_dict()
+    if as_json:
+        emit_json({"status": "ok", **result})
+        return
+    _print_sealed(report)
+
+
+def _print_sealed(report: SealReport) -> None:
+    result = report.as_dict()
+    if not result["sealed"]:
+        out.print("nothing awaits a seal", markup=False)
+    else:
+        out.print(f"sealed {report.summary()}", markup=False)
+    for t in result["tokens"]:
+        line = f"  token from {t['tsa']} at {t['gen_time']} (serial {t['serial']})"
+        out.print(line, markup=False)
+    for failure in result["failures"]:
+        err.print(f"[yellow]not answered:[/] {escape(failure)}")
+
+
+@seal_app.command("files")
+def seal_files_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Seal each file of every version not yet sealed file by file: the proof a court bundle
+    gives for one file without naming any other. New deposits get it with their seal; this
+    brings an archive sealed before then up to date (the worker's seal job does too, a batch
+    at a time). Exit status 75 when no authority answered (what was sealed stays sealed)."""
+    from archive.proofs.backlog import files_backlog
+    from archive.proofs.seal import seal_now
+
+    services = run(as_json, state(ctx).services)
+    with services.sessions() as session:
+        versions, _ = files_backlog(session, services.settings.proofs.algorithm)
+    with progress_bar("sealing versions", versions, not as_json, unit="items") as advance:
+        report = run(
+            as_json,
+            lambda: seal_now(
+                services,
+                manifests=False,
+                files=None,
+                progress=advance,
+            ),
+        )
+    if as_json:
+        emit_json({"status": "ok", **report.as_dict()})
+        return
+    _print_sealed(report)
+
+
+@seal_app.command("renew")
+def seal_renew_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Renew evidence records (RFC 4998 §5.2) before their TSA certificates expire, and rehash
+    those resting on an algorithm the proof policy retires (settings `proofs.*`).
+
+    Exit status 3 if any record has lapsed (its TSA certificate expired before it was
+    renewed); 75 if renewals were due and no authority answered."""
+    from archive.proofs.renew import renew
+
+    services = run(as_json, state(ctx).services)
+    report = run(as_json, lambda: renew(services))
+    if as_json:
+        emit_json({"status": "ok" if not report.lapsed else "lapsed", **report.as_dict()})
+    else:
+        kinds: dict[str, int] = {}
+        for r in report.renewed:
+            kinds[r.kind] = kinds.get(r.kind, 0) + 1
+        done = ", ".join(f"{n} {k} renewal(s)" for k, n in sorted(kinds.items())) or "none due"
+        out.print(f"{report.checked} current evidence record(s) checked; {done}", markup=False)
+        for tsa, when, serial in report.tokens:
+            out.print(f"  token from {tsa} at {when.isoformat()} (serial {serial})", markup=False)
+        for record, why in report.lapsed:
+            err.print(f"[red]lapsed:[/] {escape(record)}: {escape(why)}")
+        for record, why in report.superseded:
+            err.print(f"[yellow]superseded:[/] {escape(record)}: {escape(why)}")
+    if report.lapsed:
+        raise typer.Exit(3)
+
+
+@app.command("verify")
+def verify_cmd(
+    ctx: typer.Context,
+    package: Annotated[
+        str | None, typer.Argument(help="Package id, or a unique prefix of its UUID.")
+    ] = None,
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Files to prove (e.g. data/report.pdf); default: every seal."),
+    ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            metavar="DIR",
+            help="Verify a court bundle written by `custos export` instead, on its own.",
+        ),
+    ] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trust",
+            metavar="PEM",
+            help="With --bundle: the trust anchor(s) to check the timestamps against "
+            "(default: those inside the bundle, whose fingerprints you must then compare).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove, step by step, that stored files are what was received, and when.
+
+    Exit status 0 only if every step holds; 3 if any fails."""
+    if bundle is not None:
+        from archive.proofs.bundle import verify_bundle
+
+        anchors = [p.read_bytes() for p in trust] if trust else None
+        report: Any = run(as_json, lambda: verify_bundle(bundle, trust=anchors))
+    else:
+        from archive.proofs.verify import verify_package
+
+        if package is None:
+            usage = InputRejected(
+                "nothing to verify",
+                [Finding("VERIFY-NOTHING", "error", "no package and no --bundle given")],
+                hint="name a package (custos list), or give --bundle DIR",
+            )
+            raise fail(usage, as_json)
+        name = package
+        services = run(as_json, state(ctx).services)
+        report = run(as_json, lambda: verify_package(services, name, list(paths or [])))
+    if as_json:
+        emit_json({"status": "ok" if report.ok else "failed", **report.as_dict()})
+    else:
+        for n, step in enumerate(report.steps, start=1):
+            mark = "[green]passed[/]" if step.ok else "[red]FAILED[/]"
+            out.print(f"{n}. {mark} {escape(step.text)}")
+        out.print("verified" if report.ok else "NOT verified", markup=False)
+    if not report.ok:
+        raise typer.Exit(3)
+
+
+@audit_app.command("verify")
+def audit_verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Check every entry of the custody log, its head, and its sealed checkpoints in storage.
+
+    Exit status 0 only if nothing was deleted, inserted, moved, altered or rewritten; 3 if
+    anything was."""
+    from archive.audit import verify_log
+
+    services = run(as_json, state(ctx).services)
+    with progress_bar("checking the custody log", None, not as_json, unit="items") as advance:
+        report = run(as_json, lambda: verify_log(services, progress=advance))
+    if as_json:
+        emit_json({"status": "ok" if report.ok else "failed", **report.as_dict()})
+    else:
+        out.print(f"{report.entries} entries in {len(report.chains)} chain(s) checked")
+        if report.last_sealed:
+            seq, when = report.last_sealed
+            out.print(f"last sealed checkpoint: entry {seq}, timestamped {when}", markup=False)
+        for note in report.notes:
+            out.print(f"note: {note}", markup=False)
+        for problem in report.problems:
+            out.print(f"[red]FAILED[/] {escape(problem.text)}")
+        out.print("custody log verified" if report.ok else "custody log NOT verified")
+    if not report.ok:
+        raise typer.Exit(3)
