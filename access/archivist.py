@@ -1,7 +1,7 @@
 """Archivists: packages, versions, files, events, fixity and seal status.
 
 Metadata of every tier, as the policy allows archivists (reads of non-public metadata are
-logged); content only as the policy decides (through :mod:`access.reads`).
+logged); content only as the policy decides (through :mod:`access.decisions.reads`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from access.decisions.rules import (
+    Principal,
+    access_event,
+    load_rules,
+    may_see,
+    must_log,
+    record_reads,
+)
 from access.paging import Listing, Page
-from access.rules import Principal, access_event, load_rules, may_see, must_log, record_reads
 from archive.catalog.queries import list_packages, package_detail
 from archive.catalog.tables import Seal
 from archive.errors import Forbidden

@@ -19,9 +19,9 @@ from archive.findings import Finding
 # The access services are imported by the commands that call them, so that `custos --help`
 # and the other commands start without them (the catalog, argon2, the bundle writer).
 if TYPE_CHECKING:
-    from access.reviews import ReviewStep
-    from access.rules import Principal
-    from access.users import NewUser
+    from access.accounts.users import NewUser
+    from access.decisions.reviews import ReviewStep
+    from access.decisions.rules import Principal
     from archive.services import Services
 
 
@@ -62,7 +62,7 @@ def export_cmd(
     third-party-justice by default). The export is a custody event. Exit status 65 if the
     request is refused (a file that may not be released, a purpose not declared, files not
     yet sealed each on its own: `custos seal files`)."""
-    from access.export import export
+    from access.export.bundle import export
 
     services = run(as_json, state(ctx).services)
     with progress_bar("exporting", None, not as_json) as advance:
@@ -138,8 +138,8 @@ def users_add_cmd(
 
     A custody event records the user, the role, the reason and the system account that ran
     the command."""
-    from access.rules import access_policy
-    from access.users import add_user
+    from access.accounts.users import add_user
+    from access.decisions.rules import access_policy
 
     services = run(as_json, state(ctx).services)
 
@@ -196,7 +196,7 @@ def users_disable_cmd(
 
     A custody event records the user, the role, the reason and the system account that ran
     the command."""
-    from access.users import disable_user
+    from access.accounts.users import disable_user
 
     services = run(as_json, state(ctx).services)
 
@@ -233,8 +233,8 @@ def users_token_cmd(
 
     A custody event records the user, the role, what was replaced, the reason and the
     system account that ran the command (never the token or the secret)."""
-    from access.rules import access_policy
-    from access.users import replace_token
+    from access.accounts.users import replace_token
+    from access.decisions.rules import access_policy
 
     services = run(as_json, state(ctx).services)
 
@@ -256,7 +256,7 @@ def users_token_cmd(
 @users_app.command("list")
 def users_list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List users: name, role, organisation, whether a second factor is enrolled."""
-    from access.users import list_users
+    from access.accounts.users import list_users
 
     services = run(as_json, state(ctx).services)
     with services.sessions() as session:
@@ -290,8 +290,8 @@ def users_list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @search_app.command("reindex")
 def search_reindex_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Rebuild the public search index from the catalog and the access policy."""
-    from access.rules import access_policy
-    from access.search import reindex_all
+    from access.decisions.rules import access_policy
+    from access.search.service import reindex_all
 
     services = run(as_json, state(ctx).services)
 
@@ -354,8 +354,8 @@ def policies_apply_cmd(
     review (it never opens by itself). One new version per
     package, a custody event per transition; nothing is due twice. The worker runs this
     daily. Exit status 5 if some package could not be done (listed)."""
-    from access.rules import today
-    from access.sunset import apply_due, check_date, due_packages
+    from access.decisions.rules import today
+    from access.decisions.sunset import apply_due, check_date, due_packages
 
     services = run(as_json, state(ctx).services)
     day = run(as_json, lambda: _day(on, "--on")) or today()
@@ -397,8 +397,8 @@ def policies_apply_cmd(
 @policies_app.command("reviews")
 def policies_reviews_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List the open reviews of protected identities: what, since when, who approved."""
-    from access.reviews import list_reviews
-    from access.rules import access_policy
+    from access.decisions.reviews import list_reviews
+    from access.decisions.rules import access_policy
 
     services = run(as_json, state(ctx).services)
 
@@ -459,8 +459,8 @@ TotpOpt = Annotated[
 
 
 def _registrar(services: Services, name: str, token: str, totp: str) -> Principal:
-    from access.rules import access_policy
-    from access.users import identify
+    from access.accounts.users import identify
+    from access.decisions.rules import access_policy
 
     policy = access_policy(services.settings)
     with services.sessions() as session:
@@ -504,7 +504,7 @@ def policies_approve_cmd(
 
     The second approval by a different registrar applies the successor tier; approving twice is
     refused (exit 65) and does not count."""
-    from access.reviews import approve_review
+    from access.decisions.reviews import approve_review
 
     services = run(as_json, state(ctx).services)
     reader = run(as_json, lambda: _registrar(services, registrar, token, totp))
@@ -531,7 +531,7 @@ def policies_extend_cmd(
 
     Taken as registrar NAME (proven by their token and TOTP code): the sunset moves, the
     review closes, and a new one opens at the new sunset."""
-    from access.reviews import extend_review
+    from access.decisions.reviews import extend_review
 
     services = run(as_json, state(ctx).services)
     new_sunset = run(as_json, lambda: _day(until, "--until"))

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from access.reads import package_id_of
+from access.decisions.reads import package_id_of
 from archive import clock
 from archive.catalog.tables import Package
 from archive.custody import new_event, record_events

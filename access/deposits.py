@@ -10,9 +10,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from access.decisions.reads import AWAITING, SEALED, payload_files, sealed_subjects
+from access.decisions.rules import (
+    Principal,
+    access_event,
+    load_rules,
+    may_see,
+    must_log,
+    record_reads,
+)
 from access.paging import Listing, Page
-from access.reads import AWAITING, SEALED, payload_files, sealed_subjects
-from access.rules import Principal, access_event, load_rules, may_see, must_log, record_reads
 from archive.catalog.tables import Deposit, File, Seal, Upload, Version
 from archive.errors import NotFound
 from policies.decide import Decision

@@ -1,16 +1,17 @@
 """The worker's daily sunset run (registered through the ``custos.jobs`` entry point).
 
-``policies-apply`` records the sunset transitions due today (:func:`access.sunset.apply_due`):
-every day at 00:00 UTC, when a new day's sunsets fall due, and once when a worker starts, so
-a day the worker was down is caught up. It can run again without harm: nothing is due twice.
-The log names packages and counts, never paths (they may identify people).
+``policies-apply`` records the sunset transitions due today
+(:func:`access.decisions.sunset.apply_due`): every day at 00:00 UTC, when a new day's sunsets fall
+due, and once when a worker starts, so a day the worker was down is caught up. It can run again
+without harm: nothing is due twice. The log names packages and counts, never paths (they may
+identify people).
 """
 
 from __future__ import annotations
 
 import logging
 
-from access.sunset import apply_due
+from access.decisions.sunset import apply_due
 from archive.config import Settings
 from archive.jobs import JobTable, Periodic
 from archive.services import Services

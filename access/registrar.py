@@ -2,8 +2,8 @@
 access log. Every metadata read of non-public material is logged, as the policy asks.
 
 A tier change writes a new OCFL version holding the updated ``custos/access.json`` and
-``custos/premis.xml`` (:func:`access.records.write_access`), then the catalog (access rows,
-the version, a ``tier change`` event) and the public search index, in one transaction. A
+``custos/premis.xml`` (:func:`access.decisions.records.write_access`), then the catalog (access
+rows, the version, a ``tier change`` event) and the public search index, in one transaction. A
 pending review of the assignment it replaces is closed as ``superseded``.
 """
 
@@ -19,12 +19,10 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from access.export import ExportResult, export
-from access.paging import Listing, Page
-from access.reads import package_head, package_id_of
-from access.records import links_of, read_access, what_of, write_access
-from access.reviews import supersede_reviews
-from access.rules import (
+from access.decisions.reads import package_head, package_id_of
+from access.decisions.records import links_of, read_access, what_of, write_access
+from access.decisions.reviews import supersede_reviews
+from access.decisions.rules import (
     Principal,
     access_event,
     access_policy,
@@ -34,6 +32,8 @@ from access.rules import (
     record_reads,
     require_purpose,
 )
+from access.export.bundle import ExportResult, export
+from access.paging import Listing, Page
 from archive import clock
 from archive.catalog.tables import (
     Depositor,
@@ -385,7 +385,7 @@ def list_requests(session: Session, page: Page) -> Listing:
 
 
 def answer_request(services: Services, reader: Principal, request_id: str) -> dict[str, Any]:
-    """Answer a request with a court bundle (:func:`access.export.export`) written under
+    """Answer a request with a court bundle (:func:`access.export.bundle.export`) written under
     ``DATA_DIR/exports/<request id>``: the files asked for (default: every file) that the
     access policy lets ``reader`` read for the request's purpose, whatever their tier.
     Raises what the export raises, and NotFound."""

@@ -3,7 +3,7 @@
 Credentials: ``Authorization: Bearer <token>`` (or ``ApiKey <user>:<token>``, the Archivematica
 Storage Service form); no header is the anonymous reader. A header that is present but wrong
 is refused (401), never downgraded to anonymous. ``X-Custos-TOTP`` carries the second factor.
-``Bearer <session token>`` (``POST /auth/sessions``, :mod:`access.sessions`) stands for its
+``Bearer <session token>`` (``POST /auth/sessions``, :mod:`access.accounts.sessions`) stands for its
 user with the second factor verified when the session started; a code sent with it is not
 read (neither checked nor used up).
 """
@@ -17,22 +17,22 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from access.paging import LIMIT_DEFAULT, LIMIT_MAX, OFFSET_MAX, Page
-from access.rules import (
-    ANONYMOUS,
-    BAD_CREDENTIALS,
-    BAD_CREDENTIALS_HINT,
-    Principal,
-    access_policy,
-)
-from access.sessions import is_session_token, session_principal
-from access.users import (
+from access.accounts.sessions import is_session_token, session_principal
+from access.accounts.users import (
     FailureWindow,
     by_name_and_key,
     by_token,
     principal,
     require_second_factor,
 )
+from access.decisions.rules import (
+    ANONYMOUS,
+    BAD_CREDENTIALS,
+    BAD_CREDENTIALS_HINT,
+    Principal,
+    access_policy,
+)
+from access.paging import LIMIT_DEFAULT, LIMIT_MAX, OFFSET_MAX, Page
 from archive.catalog.tables import User
 from archive.config import AuthSettings
 from archive.errors import AuthenticationFailed, Forbidden, SecondFactorRequired

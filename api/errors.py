@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from access.rules import NOT_AVAILABLE, NOT_AVAILABLE_HINT
+from access.decisions.rules import NOT_AVAILABLE, NOT_AVAILABLE_HINT
 from archive.errors import (
     AccessError,
     AuthenticationFailed,

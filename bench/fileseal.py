@@ -25,7 +25,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 if str(PROJECT_DIR) not in sys.path:  # run as `python bench/fileseal.py` from anywhere
     sys.path.insert(0, str(PROJECT_DIR))
 
-from access.export import export  # noqa: E402
+from access.export.bundle import export  # noqa: E402
 from archive.config import load_settings  # noqa: E402
 from archive.proofs.seal import seal_now  # noqa: E402
 from archive.services import open_services  # noqa: E402

@@ -7,11 +7,11 @@ PostgreSQL.
 The catalog is filled with synthetic packages (public tier, public consent, as ingest would
 record them) whose file paths are built from a vocabulary with a Zipf-like distribution
 (realistic text: a few words are everywhere, most are rare); the public search index is
-built by the real indexing code (`access.search.index_package`, the access decision for
+built by the real indexing code (`access.search.service.index_package`, the access decision for
 every file). Then `custos serve` runs (one process) and `wrk` (Debian) sends a mix of one-
 and two-word queries, 10% of them browsing with a facet, for --seconds with --connections;
 its Lua script reports p50/p95/p99 and requests/s. The raw database time is the same query
-mix run in-process through `access.search.search` (every query the endpoint makes: results,
+mix run in-process through `access.search.service.search` (every query the endpoint makes: results,
 total, three facets), sequentially. Everything runs on this machine; nothing leaves it.
 """
 
@@ -35,8 +35,8 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 
 from sqlalchemy import insert  # noqa: E402
 
-from access.rules import access_policy  # noqa: E402
-from access.search import Filters, index_package, search  # noqa: E402
+from access.decisions.rules import access_policy  # noqa: E402
+from access.search.service import Filters, index_package, search  # noqa: E402
 from archive.catalog.tables import (  # noqa: E402
     AccessAssignment,
     ConsentRecord,

@@ -1,11 +1,11 @@
 """Benchmark: `custos policies apply` per package, beside a registrar's tier change.
 
-Custos: ``access.sunset.apply_due()`` over N packages, each holding one restricted assignment
-whose sunset is today: per package, the object's ``custos/access.json`` is read, the move is
-decided (``policies.sunset``), a new OCFL version (access.json + premis.xml) is written with
-its journal, then the catalog (version, access rows, the ``tier change`` event in the
-hash-chained custody log) and the public search index, in one transaction (fsync on).
-Finding the due packages (one query on the sunset index) is timed on its own.
+Custos: ``access.decisions.sunset.apply_due()`` over N packages, each holding one restricted
+assignment whose sunset is today: per package, the object's ``custos/access.json`` is read, the move
+is decided (``policies.sunset``), a new OCFL version (access.json + premis.xml) is written with its
+journal, then the catalog (version, access rows, the ``tier change`` event in the hash-chained
+custody log) and the public search index, in one transaction (fsync on). Finding the due packages
+(one query on the sunset index) is timed on its own.
 
 Baseline, in the same run on the same packages: the registrar's tier change
 (``access.registrar.change_tier``) that gave each package that assignment: the same kind
@@ -30,9 +30,9 @@ from pathlib import Path
 import bagit
 from common import DEFAULT_OUT, cpu_summary, custos_services, log, median, timed
 
+from access.decisions.rules import Principal
+from access.decisions.sunset import apply_due, due_packages
 from access.registrar import change_tier
-from access.rules import Principal
-from access.sunset import apply_due, due_packages
 from ingest.service import ingest
 
 

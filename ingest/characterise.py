@@ -11,10 +11,10 @@ files without a format (results reused by sha512 and extension, see
 tool is installed now: such a row is replaced by what the tool reads; any other row stays.
 
 Which files are read for text: those the public search index holds, i.e. those
-:func:`access.rules.may_see` lets a public reader see, as decided when the package was last
-indexed (ingest, identification, a tier change). Restricted and protected-identity files
-never enter the index, so they are never read for text and no word of theirs can be found,
-counted or faceted. A tier change to public re-indexes the package and queues this work.
+:func:`access.decisions.rules.may_see` lets a public reader see, as decided when the package was
+last indexed (ingest, identification, a tier change). Restricted and protected-identity files never
+enter the index, so they are never read for text and no word of theirs can be found, counted or
+faceted. A tier change to public re-indexes the package and queues this work.
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from access.accounts.users import NewUser, add_user
+from access.decisions.rules import Principal, access_policy
+from access.decisions.sunset import apply_due
 from access.registrar import change_tier
-from access.rules import Principal, access_policy
-from access.search import reindex_all
-from access.sunset import apply_due
-from access.users import NewUser, add_user
+from access.search.service import reindex_all
 from archive.catalog.tables import AccessAssignment
 from archive.services import Services
 from ingest.service import identify_package, ingest

@@ -31,7 +31,7 @@ SAMPLE = ROOT / "samples" / "sample-holding"
 def totp_clock(monkeypatch: pytest.MonkeyPatch) -> TotpClock:
     """The server checks TOTP codes at :data:`tests.totp.CLOCK`'s time (real time
     until a test asks for a fresh code), so tests need not wait 30 seconds per request."""
-    monkeypatch.setattr("access.totp.clock", CLOCK)
+    monkeypatch.setattr("access.accounts.totp.clock", CLOCK)
     return CLOCK
 
 

@@ -8,7 +8,7 @@ import pyotp
 
 
 class TotpClock:
-    """The time the server checks TOTP codes at, in the tests (``access.totp.clock``): real
+    """The time the server checks TOTP codes at, in the tests (``access.accounts.totp.clock``): real
     time plus an offset that only grows.
 
     A code is accepted once, and only for a later time step than the last one accepted for

@@ -12,8 +12,8 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 
 from access.archivist import detail, packages
 from access.compat import check_fixity
-from access.reads import package_id_of, read_file
-from access.rules import Principal
+from access.decisions.reads import package_id_of, read_file
+from access.decisions.rules import Principal
 from api.deps import PageDep, PolicyDep, ServicesDep, role
 from archive.status import status
 from fixity.report import build_report, csv_text, fixity_status

@@ -3,7 +3,7 @@
 ``POST /auth/sessions`` with the API token (and, for registrars, a fresh code in
 ``X-Custos-TOTP``) answers a session token, shown once, and its expiry; requests then send
 ``Authorization: Bearer <session token>`` and no code. ``DELETE /auth/sessions/current``
-ends the session the request came with. The logic is in :mod:`access.sessions`.
+ends the session the request came with. The logic is in :mod:`access.accounts.sessions`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from access.rules import Principal
-from access.sessions import end_session, start_session
-from access.users import USER_ROLES
+from access.accounts.sessions import end_session, start_session
+from access.accounts.users import USER_ROLES
+from access.decisions.rules import Principal
 from api.deps import PolicyDep, ServicesDep, client_address, role
 
 router = APIRouter(prefix="/auth", tags=["authentication"])

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from access.decisions.rules import Principal
 from access.deposits import deposit_status, list_deposits, receipt
-from access.rules import Principal
 from api.deps import PageDep, PolicyDep, ServicesDep, role, wake_outbox
 from archive.errors import Forbidden
 from ingest.upload import UploadSink, check_request, store_upload

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import text
 
-from access.trust import published_anchors
+from access.export.trust import published_anchors
 from api.deps import ServicesDep
 
 router = APIRouter()

@@ -12,8 +12,8 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
-from access.reads import read_file, read_package
-from access.search import PAGE_MAX, QUERY_MAX, Filters, search
+from access.decisions.reads import read_file, read_package
+from access.search.service import PAGE_MAX, QUERY_MAX, Filters, search
 from api.deps import PolicyDep, PublicReaderDep, ServicesDep
 
 router = APIRouter(prefix="/public", tags=["researchers"])
@@ -59,7 +59,7 @@ async def search_public(
                 limit=limit,
             ).as_dict()
 
-    # On SQLite, run on the event loop: every query's work is bounded (access.search.WINDOW)
+    # On SQLite, run on the event loop: every query's work is bounded (access.search.service.WINDOW)
     # and a trip to the thread pool costs more than most searches. A server database is
     # waited for in the pool, so that other requests go on meanwhile.
     if services.engine.dialect.name == "sqlite":

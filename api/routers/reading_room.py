@@ -15,8 +15,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from access.reads import read_package
-from access.search import PAGE_MAX, QUERY_MAX, Filters, search
+from access.decisions.reads import read_package
+from access.search.service import PAGE_MAX, QUERY_MAX, Filters, search
 from api.deps import PolicyDep, PublicReaderDep, ServicesDep
 from api.errors import status_of
 from archive.errors import CustosError

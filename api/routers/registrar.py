@@ -11,7 +11,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from access.reads import read_file, read_package
+from access.decisions.reads import read_file, read_package
+from access.decisions.reviews import approve_review, extend_review, review_page
+from access.decisions.rules import Principal
+from access.export.zipstream import zip_chunks
 from access.registrar import (
     access_log,
     answer_request,
@@ -21,9 +24,6 @@ from access.registrar import (
     record_request,
     search_all,
 )
-from access.reviews import approve_review, extend_review, review_page
-from access.rules import Principal
-from access.zipstream import zip_chunks
 from api.deps import PageDep, PolicyDep, ServicesDep, role, wake_outbox
 
 router = APIRouter(prefix="/registrar", tags=["registrars"])

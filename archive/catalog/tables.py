@@ -474,7 +474,7 @@ class User(Base):
     totp_failures: Mapped[int] = mapped_column(Integer, default=0)
     totp_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: The RFC 6238 time step of the last code accepted: a code is accepted for a later step
-    #: only, so no code is accepted twice (``access.totp``).
+    #: only, so no code is accepted twice (``access.accounts.totp``).
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: Why and when the user was disabled (``active`` false); a new token enables again.
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -485,8 +485,8 @@ class AuthSession(Base):
     """A session of a user (``POST /auth/sessions``): its token stands for the user, with the
     second factor verified when it started, until ``expires_at`` or ``ended_at``.
 
-    Only the SHA-256 of the token is kept (``access.sessions`` says why a fast hash is right
-    for it); ``id`` is the session's public name, used in custody events."""
+    Only the SHA-256 of the token is kept (``access.accounts.sessions`` says why a fast hash is
+    right for it); ``id`` is the session's public name, used in custody events."""
 
     __tablename__ = "auth_sessions"
     __table_args__ = (Index("ix_auth_sessions_user", "user_id", "expires_at"),)

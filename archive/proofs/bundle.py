@@ -16,7 +16,7 @@ A bundle is a BagIt bag (RFC 8493, sha512 and sha256 manifests). Its payload::
     data/custos-bundle.json        the index :func:`verify_bundle` reads
     data/VERIFY.txt                how to check all of it with sha512sum and openssl alone
 
-Nothing in a bundle names a file that was withheld (``access.export`` decides what may leave
+Nothing in a bundle names a file that was withheld (``access.export.bundle`` decides what may leave
 the archive and writes it; this module only reads). Bundles of the first format
 (``custos-court-bundle/1``: each file proven through the sealed inventory that lists it) are
 still verified.

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from access.rules import access_policy
-from access.users import NewUser, add_user
+from access.accounts.users import NewUser, add_user
+from access.decisions.rules import access_policy
 from archive.config import load_settings
 from archive.proofs.seal import seal_now
 from archive.services import open_services

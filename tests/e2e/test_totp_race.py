@@ -17,9 +17,9 @@ import httpx
 import pyotp
 import pytest
 
-from access.rules import access_policy
-from access.totp import WRONG_CODE
-from access.users import NewUser, add_user
+from access.accounts.totp import WRONG_CODE
+from access.accounts.users import NewUser, add_user
+from access.decisions.rules import access_policy
 from archive.config import load_settings
 from archive.services import open_services
 from tests.e2e.test_serve import custos_bin
@@ -114,4 +114,4 @@ def _race(urls: list[str], user: NewUser) -> tuple[list[int], list[str]]:
 @pytest.fixture(autouse=True)
 def _real_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """The servers are other processes, on the real clock; so are the codes sent here."""
-    monkeypatch.setattr("access.totp.clock", time.time)
+    monkeypatch.setattr("access.accounts.totp.clock", time.time)

@@ -266,9 +266,9 @@ def test_registrar_and_archivist_see_every_tier_and_each_read_is_logged(
 
 def test_counting_stops_at_the_window(holding: Holding, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the window, the total says so ("N+") and pages stop; the visible set is the same."""
-    import access.search
+    import access.search.service
 
-    monkeypatch.setattr(access.search, "WINDOW", 3)
+    monkeypatch.setattr(access.search.service, "WINDOW", 3)
     researcher = holding.headers("researcher")  # sees 4 entries: 2 packages and their files
     body = holding.client.get("/public/search", params={"limit": 100}, headers=researcher).json()
     assert body["total"] == 3 and body["total_exact"] is False

@@ -94,8 +94,8 @@ def test_upload_status_and_receipt(
 
 
 def make_users_other(services: Services) -> str:
-    from access.rules import access_policy
-    from access.users import add_user
+    from access.accounts.users import add_user
+    from access.decisions.rules import access_policy
 
     with services.session_scope() as session:
         user = add_user(

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from access.rules import access_policy, require_purpose
+from access.decisions.rules import access_policy, require_purpose
 from api.app import create_app
 from archive.catalog.tables import Event
 from archive.errors import InputRejected

@@ -12,8 +12,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from access.rules import access_policy
-from access.users import add_user
+from access.accounts.users import add_user
+from access.decisions.rules import access_policy
 from api.app import create_app
 from archive.services import Services, open_services
 from ingest.service import ingest

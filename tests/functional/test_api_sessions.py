@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from access.totp import WRONG_CODE
+from access.accounts.totp import WRONG_CODE
 from api.app import create_app
 from archive.catalog.tables import AuthSession, Event, User
 from archive.config import load_settings

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from access.export import export
+from access.export.bundle import export
 from api.app import create_app
 from archive.proofs.local_tsa import ensure_pki
 from archive.proofs.seal import seal_now

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from access.users import FailureWindow
+from access.accounts.users import FailureWindow
 from api.app import create_app
 from archive.catalog.tables import User
 from archive.config import Settings, load_settings

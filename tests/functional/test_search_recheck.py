@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from access.rules import access_policy
-from access.search import search
+from access.decisions.rules import access_policy
+from access.search.service import search
 from archive.catalog.tables import AccessAssignment, ConsentRecord
 from archive.services import Services
 from tests.api_support import Case, deposit_case

@@ -17,10 +17,10 @@ from ocfl import Object  # type: ignore[import-untyped]
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
+from access.accounts.users import NewUser, add_user
+from access.decisions.rules import Principal, access_policy, today
+from access.decisions.sunset import apply_due
 from access.registrar import change_tier
-from access.rules import Principal, access_policy, today
-from access.sunset import apply_due
-from access.users import NewUser, add_user
 from api.app import create_app
 from archive.audit import verify_log
 from archive.catalog.rebuild import rebuild

@@ -12,7 +12,7 @@ import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from access.totp import WRONG_CODE
+from access.accounts.totp import WRONG_CODE
 from api.app import create_app
 from archive.catalog.tables import User
 from archive.config import load_settings

@@ -1,4 +1,5 @@
-"""access.zipstream: a folder zipped as a stream of bounded chunks that any zip reader opens."""
+"""access.export.zipstream: a folder zipped as a stream of bounded chunks that any zip reader
+opens."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from access.zipstream import BLOCK, zip_chunks
+from access.export.zipstream import BLOCK, zip_chunks
 
 
 def test_a_folder_zips_as_bounded_chunks_under_one_top_folder(tmp_path: Path) -> None:

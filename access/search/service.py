@@ -5,7 +5,7 @@ identification, a tier change, ``custos catalog rebuild``; see
 :func:`archive.catalog.index.run_index_hooks`) and replaces the package's entries: one for the
 package (title, description, bag-info) and one per payload file (its path's words, its format,
 the text extracted from it by the characterisation job where there is some), each only if
-:func:`access.rules.may_see` allows it. ``audience`` 1: anyone (purpose
+:func:`access.decisions.rules.may_see` allows it. ``audience`` 1: anyone (purpose
 ``public``); 2: researchers stating the purpose ``research``. Material no public reader may
 see never enters the table, so no count, facet, total or timing of a search can depend on it.
 
@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
-from access.rules import (
+from access.decisions.rules import (
     ANONYMOUS,
     Principal,
     Rules,

@@ -13,8 +13,8 @@ A wrong code and a code used before are the same failure to the caller (the same
 both count towards the lock: after ``auth.totp_attempts`` in a row the user's second factor
 is locked for ``auth.totp_lockout_minutes``, in the catalog, and no code is checked at all
 until then. The API's dependency (``api.deps``) and the command line's proof of a registrar
-(``access.users.identify``, for ``custos policies approve|extend``) both come here through
-:func:`access.users.principal`.
+(``access.accounts.users.identify``, for ``custos policies approve|extend``) both come here through
+:func:`access.accounts.users.principal`.
 
 Raises :class:`SecondFactorRequired` for a wrong or reused code, :class:`TooManyAttempts`
 while locked.

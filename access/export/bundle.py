@@ -1,7 +1,7 @@
 """``custos export``: a court bundle of chosen files, each with its own proof, naming nothing
 that was withheld.
 
-What may leave is decided by the access decision (:func:`access.rules.may_see`, action
+What may leave is decided by the access decision (:func:`access.decisions.rules.may_see`, action
 ``read-content``), never by a check of its own: ``custos export`` releases what anyone may read
 (the ``anonymous`` role, purpose ``public``); a registrar answering a justice body's request
 (:func:`access.registrar.answer_request`) releases, besides, what the policy lets that
@@ -42,8 +42,8 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
-from access.reads import package_head
-from access.rules import (
+from access.decisions.reads import package_head
+from access.decisions.rules import (
     ANONYMOUS,
     Principal,
     Rules,
@@ -139,7 +139,7 @@ class _Decision:
 def _decision(
     services: Services, rules: Rules, purpose: str, releaser: Principal | None
 ) -> _Decision:
-    """The access decision (:func:`access.rules.may_see`) for everyone (``anonymous``,
+    """The access decision (:func:`access.decisions.rules.may_see`) for everyone (``anonymous``,
     purpose ``public``), and for ``releaser`` reading for ``purpose`` when there is one:
     a file may be released if either may read it."""
     policy = access_policy(services.settings)

@@ -41,9 +41,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access.paging import Listing, Page
-from access.reads import PackageHead, package_head
-from access.records import (
+from access.decisions.reads import PackageHead, package_head
+from access.decisions.records import (
     StoredAccess,
     file_digests,
     links_of,
@@ -51,7 +50,7 @@ from access.records import (
     what_of,
     write_access,
 )
-from access.rules import (
+from access.decisions.rules import (
     Principal,
     access_event,
     access_policy,
@@ -61,6 +60,7 @@ from access.rules import (
     record_reads,
     today,
 )
+from access.paging import Listing, Page
 from archive.catalog.tables import AccessReview, Package
 from archive.custody import new_event
 from archive.errors import CatalogError, Forbidden, InputRejected, NotFound

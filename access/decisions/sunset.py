@@ -6,12 +6,12 @@ index on the sunset date; what is due is then decided again from the object's ow
 
 * a ``restricted`` assignment moves to its successor: the assignment is replaced and a
   ``tier change`` event names the old and new tier, the policy and the sunset's basis;
-* a ``protected-identity`` assignment opens a review (:mod:`access.reviews`): a ``review``
+* a ``protected-identity`` assignment opens a review (:mod:`access.decisions.reviews`): a ``review``
   event; the tier stays until two different registrars approve, or one extends it.
 
 All of one package's transitions go into one new OCFL version (``custos/access.json`` and
 ``custos/premis.xml``), then the catalog and the public search index, in one transaction per
-package (:func:`access.records.write_access`), so newly public material is found at once.
+package (:func:`access.decisions.records.write_access`), so newly public material is found at once.
 Running again is harmless: a moved assignment has a new sunset (or none), and an assignment
 with a pending review is not due again. Events name no path (paths may identify people).
 
@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import and_, exists, select
 from sqlalchemy.orm import Session
 
-from access.records import (
+from access.decisions.records import (
     StoredAccess,
     file_digests,
     links_of,
@@ -37,8 +37,8 @@ from access.records import (
     what_of,
     write_access,
 )
-from access.reviews import PENDING, new_record, pending_paths
-from access.rules import access_policy, today
+from access.decisions.reviews import PENDING, new_record, pending_paths
+from access.decisions.rules import access_policy, today
 from archive.catalog.tables import AccessAssignment, AccessReview, Package
 from archive.custody import new_event
 from archive.errors import CustosError, InputRejected

@@ -10,9 +10,9 @@ Guessing is bounded: :class:`FailureWindow` counts wrong credentials per client 
 (in each serving process), and a user's second factor is locked in the catalog after
 ``auth.totp_attempts`` wrong codes in a row, for ``auth.totp_lockout_minutes``, during which
 no code is checked at all (a six-digit code would otherwise fall to a few hours of guessing
-with a stolen token). Codes are checked in :mod:`access.totp`, each accepted once. A leaked
+with a stolen token). Codes are checked in :mod:`access.accounts.totp`, each accepted once. A leaked
 token is withdrawn with :func:`disable_user` or replaced with :func:`replace_token`; both end
-every session of the user (:mod:`access.sessions`) at once. Adding, disabling and replacing
+every session of the user (:mod:`access.accounts.sessions`) at once. Adding, disabling and replacing
 are ``user administration`` custody events (the operator where known, the user, the role, the
 reason; never a token, its hash or a TOTP secret).
 
@@ -39,9 +39,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access.rules import BAD_CREDENTIALS, BAD_CREDENTIALS_HINT, Principal, needs_second_factor
-from access.sessions import end_user_sessions
-from access.totp import new_secret, provisioning_uri, require_code, reset
+from access.accounts.sessions import end_user_sessions
+from access.accounts.totp import new_secret, provisioning_uri, require_code, reset
+from access.decisions.rules import (
+    BAD_CREDENTIALS,
+    BAD_CREDENTIALS_HINT,
+    Principal,
+    needs_second_factor,
+)
 from archive import clock
 from archive.catalog.tables import User
 from archive.config import AuthSettings
@@ -392,7 +397,7 @@ def principal(
     """The reader for a request of ``user``, with ``totp`` (the ``X-Custos-TOTP`` header),
     ``user`` read in ``session``.
 
-    A code given is always checked (:func:`access.totp.require_code`: accepted once only,
+    A code given is always checked (:func:`access.accounts.totp.require_code`: accepted once only,
     wrong codes counted and locking the second factor; committed there): a wrong one is
     refused, never ignored. Raises :class:`SecondFactorRequired`, :class:`TooManyAttempts`."""
     second = False

@@ -1,13 +1,13 @@
 """Sessions: one TOTP code for many requests, for a short time.
 
-Each TOTP code is accepted once (:mod:`access.totp`), so a registrar's client that sent a new
-code with every request could make one second-factor request per 30 seconds. Instead it
-starts a session (``POST /auth/sessions``) with its API token and one fresh code, and gets a
-session token (``custos_session_<secret>``, shown once) that stands for the user, *with* the
-second factor verified at the start, until the session expires (``auth.session_minutes``)
-or ends: ended by its client (``DELETE /auth/sessions/current``), or every session of a user
-at once when the user is disabled or given a new token or TOTP secret
-(:func:`end_user_sessions`, called by :mod:`access.users`).
+Each TOTP code is accepted once (:mod:`access.accounts.totp`), so a registrar's client that sent a
+new code with every request could make one second-factor request per 30 seconds. Instead it starts a
+session (``POST /auth/sessions``) with its API token and one fresh code, and gets a session token
+(``custos_session_<secret>``, shown once) that stands for the user, *with* the second factor
+verified at the start, until the session expires (``auth.session_minutes``) or ends: ended by its
+client (``DELETE /auth/sessions/current``), or every session of a user at once when the user is
+disabled or given a new token or TOTP secret (:func:`end_user_sessions`, called by
+:mod:`access.accounts.users`).
 
 A session never raises a role: it carries the user's role and whether a second factor was
 verified when it started, nothing more. Roles that need no second factor may start one too;
@@ -15,7 +15,7 @@ it grants what their API token grants. A session token cannot start another sess
 would make a session last for ever on one code): a new one needs the API token and a new code.
 
 A session token that is unknown, expired or ended, or whose user is disabled, is refused with
-the words a wrong API token gets (:data:`access.rules.BAD_CREDENTIALS`): nothing tells the
+the words a wrong API token gets (:data:`access.decisions.rules.BAD_CREDENTIALS`): nothing tells the
 cases apart. A TOTP code sent with a session token is not read (the session already carries
 the second factor), so it is neither checked nor used up.
 
@@ -43,7 +43,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from access.rules import BAD_CREDENTIALS, BAD_CREDENTIALS_HINT, Principal, needs_second_factor
+from access.decisions.rules import (
+    BAD_CREDENTIALS,
+    BAD_CREDENTIALS_HINT,
+    Principal,
+    needs_second_factor,
+)
 from archive import clock
 from archive.catalog.tables import AuthSession, User
 from archive.config import AuthSettings

@@ -1,10 +1,10 @@
 """Reading packages and files through the API, each read decided by the access policy.
 
-Public readers (anonymous and researchers) never learn whether something they may not see
-exists: every refusal is :func:`access.rules.not_available`, worded like a missing package.
-Staff who may know that material exists (archivists, registrars, a depositor for its own
-deposits) get the policy's reason instead. Reads the policy says must be logged are returned
-with their custody event, which the caller records in its transaction.
+Public readers (anonymous and researchers) never learn whether something they may not see exists:
+every refusal is :func:`access.decisions.rules.not_available`, worded like a missing package. Staff
+who may know that material exists (archivists, registrars, a depositor for its own deposits) get the
+policy's reason instead. Reads the policy says must be logged are returned with their custody event,
+which the caller records in its transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access.rules import (
+from access.decisions.rules import (
     Principal,
     Rules,
     access_event,
