@@ -1,10 +1,10 @@
 """Queue handlers and the worker's schedule (registered through the ``custos.jobs`` entry
-point): replication, fixity cycles and sampling, and the proof jobs a running archive needs
-(sealing with back-off, the daily renewal of evidence records).
+point): replication, fixity cycles and sampling. (Sealing and renewal are the core's own
+jobs: :mod:`archive.proofs.jobs`.)
 
 Every handler can run again without harm: a fixity cycle only claims copies still due (a
 dead worker's claims return when their lease runs out), replication reads back what is
-already written, ``seal_if_due`` respects the seal back-off.
+already written.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ from typing import Any
 from archive.config import Settings
 from archive.errors import StorageError
 from archive.jobs import JobTable, Periodic
-from archive.outbox import Deferred
-from archive.proofs.backlog import backlog
-from archive.proofs.renew import renew
-from archive.proofs.seal import seal_if_due
 from archive.services import Services
 from fixity import replication
 from fixity.policy import fixity_policy
@@ -56,23 +52,6 @@ def sample_job(services: Services, minutes: int = 60) -> None:
         _log(run_sample(services, count).as_dict())
 
 
-def seal_job(services: Services) -> None:
-    """Seal what is pending, unless the back-off after an authority that did not answer says
-    to wait: the outbox entry is then put off until that time."""
-    if seal_if_due(services) is not None:
-        return
-    with services.sessions() as session:
-        state = backlog(session, services.settings)
-    if state.due and state.next_attempt is not None:
-        raise Deferred("the timestamp authorities are being given time", until=state.next_attempt)
-
-
-def renew_job(services: Services) -> None:
-    report = renew(services)
-    for record, why in report.lapsed:
-        log.error("evidence record lapsed: %s: %s", record, why)
-
-
 def _log(report: dict[str, Any]) -> None:
     log.info(
         "fixity %s: %s copies checked, %s bytes read",
@@ -93,8 +72,6 @@ def register(table: JobTable, settings: Settings) -> None:
             "replicate": replicate_job,
             "fixity-cycle": cycle_job,
             "fixity-sample": sample_job,
-            "seal": seal_job,
-            "renew": renew_job,
         }
     )
     f = settings.fixity
@@ -107,7 +84,5 @@ def register(table: JobTable, settings: Settings) -> None:
                 kwargs={"minutes": f.sample_every_minutes},
             ),
             Periodic("replicate", minutes=f.replicate_every_minutes, at_start=True),
-            Periodic("seal", minutes=f.seal_every_minutes),
-            Periodic("renew", hour=f.renew_hour),
         ]
     )

@@ -19,9 +19,9 @@ from archive.catalog.tables import Seal, SealBatch
 from archive.config import load_settings
 from archive.proofs import fileseal
 from archive.proofs.backlog import backlog
+from archive.proofs.jobs import seal_job
 from archive.proofs.seal import EXTENSION
 from archive.services import open_services
-from fixity.jobs import seal_job
 from tests.conftest import ROOT
 from tests.functional.test_cli import custos
 
