@@ -6,6 +6,7 @@ behind; the CLI, the report and a catalog rebuild."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from sqlalchemy import select
@@ -231,7 +232,9 @@ migrate = "hangs"
 def test_a_hanging_tool_is_killed_and_leaves_no_version(
     make_services: MakeServices, tmp_path: Path, catalog_url: str
 ) -> None:
-    marker = "412.75"  # the sleep length, to find any process left behind
+    # The sleep length, to find any process left behind: this run's own (another suite may
+    # be running the same test on the machine).
+    marker = f"412.{uuid.uuid4().int % 10**9:09d}"
     folder = policy_folder(tmp_path, HANGING.replace("{marker}", marker))
     services = make_services(catalog_url, policy_dir=folder)
     package_id = store(services, tmp_path / "bag", {"audio/tone.wav": wav()})
