@@ -39,10 +39,9 @@ from archive.digest import digest_bytes, digest_file
 from archive.errors import ProofError
 from archive.proofs.evidence import parse_record
 from archive.storage import ocfl
-from archive.storage.replicate import ROOT_INVENTORY, ROOT_SIDECAR
 
 #: Root files that mirror the head version's inventory and sidecar.
-ROOT_FILES = {ROOT_INVENTORY: "inventory.json", ROOT_SIDECAR: "inventory.json.sha512"}
+ROOT_FILES = {ocfl.ROOT_INVENTORY: "inventory.json", ocfl.ROOT_SIDECAR: "inventory.json.sha512"}
 DECLARATION = b"ocfl_object_1.1\n"
 
 
