@@ -15,7 +15,6 @@ records and trust anchors; see :mod:`fixity.stored`).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from archive import steps
 from archive.catalog import locks
 from archive.catalog.tables import (
     FixitySnapshot,
@@ -56,21 +56,6 @@ RETRY_UNRECOVERABLE = timedelta(days=1)
 SEED_LOCK = "fixity-seed"
 #: A run reads ahead (see fixity.reader) when its first batch's copies average less than this.
 READ_AHEAD_BELOW = 1 << 20
-
-
-_batches_checked = 0
-
-
-def _fault_point(services: Services) -> None:
-    """For crash tests: ``fault_point = "fixity-checked:N"`` makes this process kill itself
-    (SIGKILL) once its N-th batch is checked and before its results are written."""
-    global _batches_checked
-    name, _, count = services.settings.fault_point.partition(":")
-    if name != "fixity-checked":
-        return
-    _batches_checked += 1
-    if _batches_checked >= int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def worker_name() -> str:
@@ -394,7 +379,7 @@ class _Run:
             checks.append((item, result))
             if self.progress:
                 self.progress(result.size)
-        _fault_point(self.services)
+        steps.reached("fixity-checked")  # read and judged; nothing written yet
         repairs = {item.id: self._repair(item, result) for item, result in checks if not result.ok}
         self._record(
             checks,
