@@ -414,8 +414,6 @@ class Settings(BaseModel):
     fsync: bool = True
     #: Cores to use: FIDO runs this many processes, small files get two copy processes each.
     workers: int = Field(default=2, ge=1, le=64)
-    #: For crash tests only: the process kills itself (SIGKILL) on reaching this ingest step.
-    fault_point: str = ""
 
     @field_validator("locations")
     @classmethod

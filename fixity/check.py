@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from archive.digest import CopyResult, digest_stream
+from archive.storage.readback import Verdict
 from archive.storage.replica import ObjectMissing, ReplicaLocation
-from archive.storage.replicate import Verdict
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,13 @@ from pathlib import Path
 from archive.digest import copy_with_digests
 from archive.errors import StorageError
 from archive.journal import scratch
+from archive.storage.readback import read_back
 from archive.storage.replica import (
     ChecksumMismatch,
     LocalFolderLocation,
     ObjectMissing,
     ReplicaLocation,
 )
-from archive.storage.replicate import read_back
 from fixity.check import Expected
 
 

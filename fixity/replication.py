@@ -64,12 +64,11 @@ from archive.replicas import STORED, location_id, replication_state, replication
 from archive.services import Services
 from archive.storage import ocfl
 from archive.storage.locations import open_location
-from archive.storage.replica import LocationUnavailable, ReplicaLocation
-from archive.storage.replicate import (
-    ROOT_INVENTORY,
-    ROOT_SIDECAR,
+from archive.storage.readback import read_back
+from archive.storage.replica import (
+    LocationUnavailable,
+    ReplicaLocation,
     prepare_storage_root,
-    read_back,
 )
 from fixity import logfiles
 from fixity.policy import replication_policy
@@ -537,15 +536,15 @@ def object_files(object_root: Path, head: int) -> list[tuple[str, Path]]:
         rel = path.relative_to(object_root).as_posix()
         if path.is_symlink() or not (path.is_dir() or path.is_file()):
             raise StorageError(f"{path} is not a plain file or folder; not replicating it")
-        if path.is_dir() or rel in (ROOT_INVENTORY, ROOT_SIDECAR) or rel.endswith(".tmp"):
+        if path.is_dir() or rel in (ocfl.ROOT_INVENTORY, ocfl.ROOT_SIDECAR) or rel.endswith(".tmp"):
             continue
         first = rel.partition("/")[0]
         if first.startswith("v") and first[1:].isdigit() and int(first[1:]) > head:
             continue  # a version appended after the catalog's head: the next run copies it
         found.append((rel, path))
     folder = object_root / f"v{head}"
-    found.append((ROOT_SIDECAR, folder / "inventory.json.sha512"))
-    found.append((ROOT_INVENTORY, folder / "inventory.json"))
+    found.append((ocfl.ROOT_SIDECAR, folder / "inventory.json.sha512"))
+    found.append((ocfl.ROOT_INVENTORY, folder / "inventory.json"))
     return found
 
 
@@ -590,7 +589,7 @@ def copy_object(
         )
     total = written = 0
     for rel, source in files:
-        want = expected.get(rel if rel != ROOT_INVENTORY else f"v{head}/inventory.json")
+        want = expected.get(rel if rel != ocfl.ROOT_INVENTORY else f"v{head}/inventory.json")
         if want is None or want.sha256 is None:
             got = digest_file(source)
             if want is not None and got.digests["sha512"] != want.sha512:

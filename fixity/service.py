@@ -1,7 +1,10 @@
-"""Fixity: what the CLI and the jobs call to check copies, repair them and say how it went.
+"""Fixity: what the CLI, the API and the jobs call to check copies, repair them and say how it
+went.
 
 :func:`run_cycle` checks every copy that is due (``full=True``: every copy, now), in batches a
-worker claims (see :mod:`fixity.sweep`); :func:`run_sample` checks copies picked at random.
+worker claims (see :mod:`fixity.sweep`); :func:`run_sample` checks copies picked at random;
+:func:`check_package` checks every copy of one package now (the Storage Service interface's
+check: see :mod:`fixity.storage_service`).
 Each batch: read every byte of every claimed copy (:mod:`fixity.check`), repair what is
 damaged from a copy that still verifies (:mod:`fixity.repair`), then one transaction writes
 the coverage rows, one PREMIS ``fixity check`` event per copy, the repairs (``replication``
@@ -15,27 +18,31 @@ records and trust anchors; see :mod:`fixity.stored`).
 from __future__ import annotations
 
 import os
-import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from archive import steps
 from archive.catalog import locks
 from archive.catalog.tables import (
+    File,
     FixitySnapshot,
     FixityTally,
+    Package,
     Replica,
     StorageLocation,
 )
 from archive.clock import now
 from archive.config import PRIMARY_LOCATION
 from archive.custody import new_event, record_batches, record_events
-from archive.errors import StorageError
+from archive.errors import NotFound, StorageError
 from archive.fixity_state import coverage
 from archive.model import EventRecord, Link
 from archive.replicas import DAMAGED
@@ -58,21 +65,6 @@ RETRY_UNRECOVERABLE = timedelta(days=1)
 SEED_LOCK = "fixity-seed"
 #: A run reads ahead (see fixity.reader) when its first batch's copies average less than this.
 READ_AHEAD_BELOW = 1 << 20
-
-
-_batches_checked = 0
-
-
-def _fault_point(services: Services) -> None:
-    """For crash tests: ``fault_point = "fixity-checked:N"`` makes this process kill itself
-    (SIGKILL) once its N-th batch is checked and before its results are written."""
-    global _batches_checked
-    name, _, count = services.settings.fault_point.partition(":")
-    if name != "fixity-checked":
-        return
-    _batches_checked += 1
-    if _batches_checked >= int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def worker_name() -> str:
@@ -111,6 +103,16 @@ class FixityReport:
     unrecoverable: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
+    #: The copies found missing, short or different (repaired or not), as checked.
+    damaged: list[CheckResult] = field(default_factory=list)
+    #: Primary files that do not match the catalog (see :mod:`fixity.stored`); a cycle and a
+    #: package check report them (``unrecoverable`` too), each run.
+    mismatched: list[stored.Problem] = field(default_factory=list)
+    #: A package check: files in the object's content folders the catalog does not list.
+    untracked: list[str] = field(default_factory=list)
+    #: A package check: its copies left unchecked (held by another run's claim, or at a
+    #: location that could not be read).
+    unchecked: int = 0
 
     @property
     def checked(self) -> int:
@@ -122,7 +124,7 @@ class FixityReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.unrecoverable or self.refused or self.unreachable)
+        return not (self.unrecoverable or self.refused or self.unreachable or self.untracked)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +144,11 @@ class FixityReport:
                 {"location": loc, "tier": tier, **t.__dict__}
                 for (loc, tier), t in sorted(self.tallies.items())
             ],
+            **(
+                {"untracked": self.untracked, "unchecked": self.unchecked}
+                if self.kind == "package"
+                else {}
+            ),
         }
 
 
@@ -230,6 +237,51 @@ def run_sample(
     return run.report
 
 
+def check_package(
+    services: Services,
+    package_id: str,
+    *,
+    worker: str | None = None,
+    progress: Progress | None = None,
+) -> FixityReport:
+    """Check every copy of one package now, with both digests: every stored file of it at the
+    primary storage root and at each location holding a replica, batch by batch as a cycle
+    checks them (damage repaired from a copy that still verifies; the coverage rows, one
+    ``fixity check`` event per copy, the repairs and the tallies recorded). Also reports, and
+    records as a ``fixity check`` failure each, the files in the primary object's content
+    folders that the catalog does not list. Copies another run holds a claim on are left to
+    it (counted in ``unchecked``). Raises :class:`NotFound`, :class:`PolicyError`."""
+    with services.sessions() as session:
+        pkg = session.get(Package, package_id)
+        if pkg is None:
+            raise NotFound(
+                f"no package {package_id} in the catalog",
+                hint="`custos list` shows the packages held",
+            )
+        object_path, head = pkg.object_path, pkg.head
+        known = set(
+            session.execute(
+                select(File.content_path).where(File.package_id == package_id)
+            ).scalars()
+        )
+    policy = fixity_policy(services.settings)
+    # Claims are a worker's: two checks at once in one process (the API's threads) are two.
+    worker = worker or f"{worker_name()}:{threading.get_native_id()}"
+    run = _Run(services, policy, "package", worker, progress, package_id)
+    run.seed()
+    started = run.report.started_at
+    try:
+        while run.batch(checked_before=started, size=services.settings.fixity.batch_files):
+            pass
+    finally:
+        run.give_back()
+    run.untracked(services.store.object_root(object_path), head, known)
+    with services.sessions() as session:
+        run.report.unchecked = sweep.unchecked(session, package_id, started)
+    run.report.finished_at = now()
+    return run.report
+
+
 class _Run:
     def __init__(
         self,
@@ -238,11 +290,14 @@ class _Run:
         kind: str,
         worker: str,
         progress: Progress | None,
+        package: str | None = None,
     ) -> None:
         self.services = services
         self.policy = policy
         self.worker = worker
         self.progress = progress
+        #: A check of one package: only its copies are claimed.
+        self.package = package
         self.locations = _Locations(services)
         self.report = FixityReport(kind, worker, policy.label, now())
         self.down_ids: set[int] = set()
@@ -271,7 +326,10 @@ class _Run:
         which the next run's seed adds. Workers started together seed once, not once each (at
         100,000 copies, about a second of each worker's time). See :meth:`batch` for a first
         claim that finds nothing because the other run's seed has not committed yet."""
-        with locks.held(self.services.engine, SEED_LOCK) as alone:
+        # A check of one package waits for another run's seed: it reports its package's
+        # primary files that do not match the catalog, which only a seed finds.
+        wait = self.package is not None
+        with locks.held(self.services.engine, SEED_LOCK, wait=wait) as alone:
             if alone:
                 self._seed()
             self.seed_skipped = not alone
@@ -282,9 +340,12 @@ class _Run:
             problems = stored.register(session, self.services.store.root, at)
             problems += logfiles.register(session, self.services.store.root, at)
             sweep.seed(session, self.policy, self.services.store.uri, at)
-            if self.report.kind != "cycle":
+            if self.report.kind == "sample":
                 return
             for p in problems:
+                if self.package is not None and p.package_id != self.package:
+                    continue
+                self.report.mismatched.append(p)
                 text = f"{p.describe()}; not registered for fixity until put right"
                 self.report.unrecoverable.append(f"{p.package_id}: {text}")
                 owner = None if p.package_id == logfiles.LOG_KEY else p.package_id
@@ -328,6 +389,7 @@ class _Run:
             # a sample is one batch of the size asked for
             max_bytes=None if random_pick else self.services.settings.fixity.batch_bytes,
             after=self.cursor,
+            package=self.package,
         )
         if ids and not random_pick:
             self.cursor = max(ids)
@@ -396,7 +458,7 @@ class _Run:
             checks.append((item, result))
             if self.progress:
                 self.progress(result.size)
-        _fault_point(self.services)
+        steps.reached("fixity-checked")  # read and judged; nothing written yet
         repairs = {item.id: self._repair(item, result) for item, result in checks if not result.ok}
         self._record(
             checks,
@@ -492,6 +554,7 @@ class _Run:
         at = now()
         results: list[sweep.Result] = []
         outcomes: dict[int, _Outcome] = {}
+        judged = {item.id: result for item, result in checks}
         # Everything that needs no catalog is prepared before the transaction: it holds the
         # catalog's write lock (SQLite's only one), which other workers wait for.
         for item, result in checks:
@@ -528,6 +591,8 @@ class _Run:
                 if r.id not in owned:
                     continue  # taken over after the lease ran out: the other worker records it
                 o = outcomes[r.id]
+                if not judged[r.id].ok:
+                    self.report.damaged.append(judged[r.id])
                 owner = None if o.package_id == logfiles.LOG_KEY else o.package_id
                 events.setdefault(owner, []).extend(o.events)
                 tallies.setdefault(o.key, Tally()).add(o.tally)
@@ -628,6 +693,32 @@ class _Run:
             )
             out.damaged = True
         return out
+
+    def untracked(self, root: Path, head: int, known: set[str]) -> None:
+        """Report, and record, the files in the primary object's content folders that the
+        catalog does not list (a package check)."""
+        assert self.package is not None
+        found = stored.untracked(root, head, known)
+        if not found:
+            return
+        self.report.untracked = found
+        at = now()
+        events = [
+            new_event(
+                "fixity check",
+                "failure",
+                f"FIXITY-UNTRACKED: {PRIMARY_LOCATION}: {path}: in the object's content folders "
+                "but not in the catalog: no fixity check covers it, and an OCFL object holds no "
+                "content file its manifest does not list (OCFL validation code E023); find how "
+                "it got there, then remove it",
+                links=[Link("package", self.package), Link("file", path, PRIMARY_LOCATION)],
+                agent=AGENT,
+                at=at,
+            )
+            for path in found
+        ]
+        with self.services.session_scope() as session:
+            record_events(session, events, package_id=self.package)
 
     def snapshot(self) -> None:
         """Record coverage now, for the report's chart."""

@@ -19,10 +19,14 @@ time until it is put right, and replication does not spread it.
 
 The root ``inventory.json`` and its sidecar are byte copies of the head version's, so they have
 no rows of their own: a copy's expected digests are those of ``v<its version>/…``.
+
+:func:`untracked` lists the files in an object's content folders that the catalog does not
+list (a check of one package reports and records them).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,10 +43,9 @@ from archive.digest import digest_bytes, digest_file
 from archive.errors import ProofError
 from archive.proofs.evidence import parse_record
 from archive.storage import ocfl
-from archive.storage.replicate import ROOT_INVENTORY, ROOT_SIDECAR
 
 #: Root files that mirror the head version's inventory and sidecar.
-ROOT_FILES = {ROOT_INVENTORY: "inventory.json", ROOT_SIDECAR: "inventory.json.sha512"}
+ROOT_FILES = {ocfl.ROOT_INVENTORY: "inventory.json", ocfl.ROOT_SIDECAR: "inventory.json.sha512"}
 DECLARATION = b"ocfl_object_1.1\n"
 
 
@@ -169,6 +172,22 @@ def register(
                 rows.append({"package_id": pid, "path": rel, "added_at": at, **row})
         insert_ignore(session, StoredFile, rows, key=["package_id", "path"])
     return problems
+
+
+def untracked(root: Path, head: int, known: set[str]) -> list[str]:
+    """The files in the content folders of the object's versions 1 to ``head`` that ``known``
+    (the catalog's content paths of the package) lacks, sorted: put there behind the archive's
+    back, they are in no inventory the catalog holds, and no fixity check covers them."""
+    found: list[str] = []
+    for number in range(1, head + 1):
+        content = root / f"v{number}" / "content"
+        for dirpath, dirnames, filenames in os.walk(content):  # links are listed, not followed
+            links = [d for d in dirnames if Path(dirpath, d).is_symlink()]
+            for name in [*filenames, *links]:
+                rel = Path(dirpath, name).relative_to(root).as_posix()
+                if rel not in known:
+                    found.append(rel)
+    return sorted(found)
 
 
 def _object_extras(root: Path, head: int) -> list[tuple[str, Path]]:

@@ -195,6 +195,7 @@ def claim(
     skip_locations: Iterable[int] = (),
     max_bytes: int | None = None,
     after: int = 0,
+    package: str | None = None,
 ) -> list[int]:
     """Claim up to ``limit`` rows for ``worker``; the caller commits at once.
 
@@ -211,7 +212,9 @@ def claim(
     rather than reading the cycle's checked rows again at every claim (a cycle of n copies
     read about n²/1000 rows that way). Rows below it that are due again (given back by
     another worker, or a dead worker's whose lease ran out) are picked when nothing is left
-    after it, so a claim still comes back empty only when no due row is left at all."""
+    after it, so a claim still comes back empty only when no due row is left at all.
+
+    ``package``: that package's rows only (a check of one package)."""
     due: ColumnElement[bool]
     free = or_(FC.claimed_at.is_(None), FC.claimed_at < at - lease)
     if random_pick:
@@ -222,6 +225,8 @@ def claim(
         due = or_(FC.due_at.is_(None), FC.due_at <= at)
     skip = list(skip_locations)
     where = and_(free, due, FC.location_id.not_in(skip)) if skip else and_(free, due)
+    if package is not None:
+        where = and_(where, FC.package_id == package)
     # Returning nothing tells the worker that no work is left, so an empty claim must mean
     # it. The candidates are locked until the claim commits (PostgreSQL: other workers'
     # picks skip them), all of them, though the byte bound may take only the first: a pick
@@ -441,6 +446,20 @@ def _load_log(session: Session, ids: set[int]) -> list[Claimed]:
         )
         for r in rows
     ]
+
+
+def unchecked(session: Session, package: str, since: datetime) -> int:
+    """How many copies of ``package``'s files have not been checked since ``since``."""
+    return int(
+        session.connection()
+        .execute(
+            select(func.count(FC.id)).where(
+                FC.package_id == package,
+                or_(FC.last_checked_at.is_(None), FC.last_checked_at < since),
+            )
+        )
+        .scalar_one()
+    )
 
 
 def release(session: Session, worker: str, ids: Sequence[int]) -> None:

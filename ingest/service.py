@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import threading
 import uuid
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from archive import clock, outbox
+from archive import clock, outbox, steps
 from archive import journal as journal_mod
 from archive.catalog.index import (
     ACCESS_JSON,
@@ -94,12 +93,6 @@ class IngestResult:
             "recovered": list(self.recovered),
             "identification": self.identification,
         }
-
-
-def _step(services: Services, name: str) -> None:
-    """A named point of the ingest; crash tests make the process die here."""
-    if services.settings.fault_point == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def load_access(services: Services) -> AccessPolicy:
@@ -225,7 +218,7 @@ def ingest(
             )
         finally:
             received.close()
-        _step(services, "received")
+        steps.reached("received")
         access = declare(
             report.info,
             bag_dir,
@@ -246,7 +239,7 @@ def ingest(
         # Start flushing the payload to disk now, while the metadata and the inventory are
         # built; the flush before the journal says "ready" then has little left to do.
         flusher = _background_flush() if settings.fsync else None
-        _step(services, "validated")
+        steps.reached("validated")
 
         payload = {p: r.digests["sha512"] for p, r in report.payload.items()}
         fp = fingerprint(payload)
@@ -314,7 +307,7 @@ def ingest(
         version.add_bytes("custos/bag-info.json", _json(report.info))
         version.add_bytes(ACCESS_JSON, _json(access.as_json(access_policy)))
         version.add_bytes("custos/premis.xml", premis_xml(events))
-        _step(services, "metadata")
+        steps.reached("metadata")
         inventory = version.build_inventory(
             created=received_at,
             message=f"Deposit {deposit_id} from {depositor}",
@@ -325,7 +318,7 @@ def ingest(
         if flusher is not None:
             flusher.join()
             os.sync()  # one flush of every staged file instead of an fsync per file
-        _step(services, "inventory")
+        steps.reached("inventory")
         with services.store.commit_lock():
             with services.session_scope() as session:  # again: another process may have won
                 held = deposit_by_fingerprint(session, fp)
@@ -333,7 +326,7 @@ def ingest(
                 return _already_held(services, jr, held, source, depositor, report.version)
             _commit(services, jr, package_id, version, inventory)
         services.store.discard(jr.folder)
-        _step(services, "cleaned")
+        steps.reached("cleaned")
         return IngestResult(
             "stored",
             package_id,
@@ -405,9 +398,9 @@ def _commit(
     """Journal ready -> object into place -> catalog rows committed (under the commit lock),
     with the work that follows in the outbox."""
     jr.mark_ready(package_id)
-    _step(services, "ready")
+    steps.reached("ready")
     rel = services.store.install(jr.object_dir, package_id)
-    _step(services, "installed")
+    steps.reached("installed")
     sizes = {e.content_path: e.size for e in version.entries}
     with services.session_scope() as session:
         index_object(
@@ -418,8 +411,8 @@ def _commit(
             known_inventory=inventory,
         )
         queue_after_deposit(session, package_id)
-        _step(services, "indexed")
-    _step(services, "committed")
+        steps.reached("indexed")
+    steps.reached("committed")
 
 
 def queue_after_deposit(session: Session, package_id: str) -> None:
@@ -701,7 +694,7 @@ def _record_identification(
         agent=AGENT,
         created=created,
     )
-    _step(services, "version-installed")
+    steps.reached("version-installed")
     with services.session_scope() as session:
         session.execute(update(File), updates)
         catalog_version(session, package_id, new, message=message, agent=AGENT)
@@ -709,7 +702,7 @@ def _record_identification(
         run_index_hooks(session, package_id)  # formats are facets of the search index
         if services.settings.migration.after_identification:
             outbox.add(session, outbox.MIGRATE, package_id)
-    _step(services, "version-committed")
+    steps.reached("version-committed")
     finish(services.store, new)
     unidentified = counts.get("unidentified", 0)
     return IdentifyResult(package_id, len(pending) - unidentified, unidentified, new.number, counts)

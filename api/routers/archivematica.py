@@ -8,8 +8,10 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
-from access.compat import check_fixity, get_aip, list_aips
+from access.compat import get_aip, list_aips
+from access.decisions.reads import package_id_of
 from api.deps import CompatReaderDep, ServicesDep
+from fixity.storage_service import check_fixity
 
 router = APIRouter(prefix="/api/v2/file", tags=["Archivematica Storage Service"])
 
@@ -51,5 +53,7 @@ def file(services: ServicesDep, who: CompatReaderDep, uuid: str) -> dict[str, An
 
 @router.get("/{uuid}/check_fixity/")
 def fixity(services: ServicesDep, who: CompatReaderDep, uuid: str) -> dict[str, Any]:
-    """Hash every stored file of the AIP against its OCFL inventory."""
-    return check_fixity(services, uuid).as_storage_service()
+    """Check every copy of the AIP's stored files now, as a fixity cycle checks them (read in
+    full, sha512 and sha256 against the catalog; damage repaired from an intact copy; each
+    copy's check recorded): `custos fixity run`'s check, for this AIP."""
+    return check_fixity(services, package_id_of(uuid)).as_storage_service()

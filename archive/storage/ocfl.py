@@ -38,6 +38,10 @@ LAYOUT_CONFIG = {
 }
 DIGEST_ALGORITHM = "sha512"
 FIXITY_ALGORITHMS = ("sha256",)
+#: The object's root inventory and its sidecar (§3.5, §3.5.6): byte copies of the head
+#: version's. Replication writes them last, so a replica holding them is complete.
+ROOT_INVENTORY = "inventory.json"
+ROOT_SIDECAR = f"inventory.json.{DIGEST_ALGORITHM}"
 
 
 @dataclass(frozen=True, slots=True)

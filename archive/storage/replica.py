@@ -8,14 +8,14 @@ implementation:
   arrived intact against the digests it is given; ``open`` streams them out; ``stat`` says what
   is stored (size, version, retention) without reading it; ``iter_keys`` lists keys by prefix;
   ``delete`` removes what no lock protects.
-- A location never judges a copy: ``replicate.read_back`` reads every byte of it and returns a
+- A location never judges a copy: ``readback.read_back`` reads every byte of it and returns a
   verdict against the catalog's digests (sizes, ETags and server checksums are not trusted).
 
-This module holds the protocol, the shared values and errors and the local-folder location;
-``locations.py`` opens a location from its settings. ``replicate.py`` holds the helpers
-written once for every location (copy an object, read a copy back); ``s3.py`` holds the S3
-location and is the only module that imports boto3. Replication (``fixity/replication.py``),
-fixity sweeps and repair are built on top of it.
+This module holds the protocol, the shared values and errors, the local-folder location and
+:func:`prepare_storage_root` (a location declared as an OCFL storage root); ``locations.py``
+opens a location from its settings, ``readback.py`` reads a copy back; ``s3.py`` holds the
+S3 location and is the only module that imports boto3. Replication (the one copier of
+objects to locations), fixity sweeps and repair are built on top of it, in :mod:`fixity`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import io
 import os
 import re
 import stat as stat_module
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from archive.digest import Digest, copy_with_digests
+from archive.digest import Digest, copy_with_digests, digest_file
 from archive.errors import StorageError
 from archive.storage import ocfl
 
@@ -176,7 +177,7 @@ class ObjectInfo:
     """What a location says about a stored object, without reading its bytes.
 
     ``server_checksum`` is what an S3 server reports (base64 sha256, or ``<base64>-<parts>``
-    for an object sent in parts): information only, never a substitute for ``replicate.read_back``.
+    for an object sent in parts): information only, never a substitute for ``readback.read_back``.
     """
 
     key: str
@@ -533,3 +534,23 @@ class LocalFolderLocation:
                 f"location {self.name} is a folder and keeps no versions "
                 f"(asked for version {version_id})"
             )
+
+
+def prepare_storage_root(location: ReplicaLocation) -> list[str]:
+    """Write the OCFL storage root declaration (§4.1: NAMASTE, layout description and the
+    layout extension's config) to a location that lacks it; return the keys written.
+
+    With it, a location holding replicated objects is a storage root any OCFL tool can read.
+    Raises :class:`StorageError` (:class:`LocationUnavailable` when unreachable).
+    """
+    written: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="custos-root-") as tmp:
+        for key, data in ocfl.storage_root_files().items():
+            if location.stat(key) is not None:
+                continue
+            source = Path(tmp) / key.replace("/", "_")
+            source.write_bytes(data)
+            digests = digest_file(source).digests
+            location.put(key, source, sha256=digests["sha256"], sha512=digests["sha512"])
+            written.append(key)
+    return written

@@ -20,9 +20,11 @@ from sqlalchemy import create_engine, func, select
 from archive.catalog.tables import File, Package
 from archive.storage.ocfl import iter_object_roots, read_inventory
 from tests.conftest import SAMPLE
+from tests.crash import kill_at
 from tests.helpers import make_bag, staging_debris
 
-#: Every named step of an ingest and of the format-identification version that follows it.
+#: Every named step of an ingest and of the format-identification version that follows it
+#: (``archive.steps.reached`` in ingest/service.py).
 POINTS = [
     "received",
     "validated",
@@ -39,7 +41,8 @@ POINTS = [
 
 
 def custos(data: Path, *args: str, fault: str = "") -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CUSTOS_FSYNC": "false", "CUSTOS_FAULT_POINT": fault}
+    """``custos`` in a new process; ``fault``: the step it kills itself at (tests.crash)."""
+    env = {**kill_at(fault), "CUSTOS_FSYNC": "false"}
     return subprocess.Popen(
         [
             sys.executable,
@@ -111,7 +114,7 @@ def test_kill_at_each_step_then_rerun(point: str, tmp_path: Path) -> None:
     args = ("ingest", str(SAMPLE), "--depositor", "Kill Test", "--json")
     proc = custos(data, *args, fault=point)
     proc.communicate(timeout=180)
-    assert proc.returncode == -signal.SIGKILL, f"the fault point {point!r} was never reached"
+    assert proc.returncode == -signal.SIGKILL, f"the step {point!r} was never reached"
     assert_consistent(data)
     if point in {"received", "validated", "metadata", "inventory", "ready"}:
         assert visible_packages(data) == {}

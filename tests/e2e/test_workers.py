@@ -6,7 +6,6 @@ worker checks what it left."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from archive.jobs import enqueue
 from archive.services import Services, open_services
 from fixity.replication import replicate
 from policies.load import POLICY_DIR
+from tests.crash import kill_at
 from tests.servers import PostgresServer, RedisServer, SeaweedServer
 from tests.unit.fixity.conftest import add_package, checks_per_copy, local_settings, s3_settings
 
@@ -71,7 +71,7 @@ class Workers:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "CUSTOS_FSYNC": "false", "CUSTOS_FAULT_POINT": fault},
+            env={**kill_at(fault), "CUSTOS_FSYNC": "false"},
         )
         log.close()
         self.procs.append(proc)

@@ -15,7 +15,7 @@ from ocfl import Object  # type: ignore[import-untyped]
 from sqlalchemy import select
 
 from api.app import create_app
-from archive.catalog.tables import Event
+from archive.catalog.tables import Event, FixityCoverage
 from archive.proofs.bundle import verify_bundle
 from archive.proofs.seal import seal_now
 from archive.services import Services
@@ -287,14 +287,38 @@ def test_storage_service_interface(
     assert client.get(f"/api/v2/file/{uuid}/", headers=header).json()["uuid"] == uuid
     check = client.get(f"/api/v2/file/{uuid}/check_fixity/", headers=header).json()
     assert check["success"] is True and len(check["timestamp"]) == 19
-    # Alter a stored file: the next check fails, naming it.
-    target = Path(aip["current_full_path"]) / "v1/content/bag/data/README.txt"
+    # It is the fixity service's check, recorded as `custos fixity run` records it: every
+    # copy's coverage row, one `fixity check` event per copy.
+    package_id = f"urn:uuid:{uuid}"
+    with services.sessions() as session:
+        rows = session.execute(
+            select(FixityCoverage.last_checked_at, FixityCoverage.last_outcome).where(
+                FixityCoverage.package_id == package_id
+            )
+        ).all()
+    assert rows and all(at is not None and outcome == "ok" for at, outcome in rows)
+    checks = events_of(services, "fixity check")
+    assert len(checks) == len(rows) and {agent for agent, _, _ in checks} == {"Custos fixity"}
+    assert f"{len(rows)} copies of the package's stored files read in full" in check["message"]
+    # Alter a stored file: the next check fails, naming it, and records the damage.
+    path = "v1/content/bag/data/README.txt"
+    target = Path(aip["current_full_path"]) / path
     target.write_bytes(b"altered")
     check = client.get(f"/api/v2/file/{uuid}/check_fixity/", params=creds).json()
     assert check["success"] is False
-    assert check["failures"]["files"]["changed"] == ["v1/content/bag/data/README.txt"]
-    last = events_of(services, "fixity check")[-1]
-    assert "1 changed, 0 missing, 0 untracked" in last[1] and "README" not in last[1]
+    assert check["failures"]["files"]["changed"] == [path]
+    assert "1 changed, 0 missing, 0 untracked" in check["message"]
+    failed = [d for _, d, _ in events_of(services, "fixity check") if f"{path}: TRUNCATED" in d]
+    assert len(failed) == 1 and failed[0].startswith(f"primary: {path}: TRUNCATED (7 of ")
+    with services.sessions() as session:
+        outcome = session.execute(
+            select(FixityCoverage.last_outcome).where(
+                FixityCoverage.package_id == package_id, FixityCoverage.content_path == path
+            )
+        ).scalar_one()
+    assert outcome == "unrecoverable"  # no replica holds an intact copy to repair it from
+    damaged = client.get("/archivist/fixity", headers=users.bearer("archivist")).json()
+    assert damaged["unrecoverable"], damaged
     assert (
         client.get("/api/v2/file/", params={"username": "arno", "api_key": "x"}).status_code == 401
     )

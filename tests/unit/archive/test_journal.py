@@ -35,7 +35,7 @@ def test_garbage_in_staging_is_rolled_back(services: Services) -> None:
 def test_ready_object_is_completed_on_next_start(make_services: MakeServices) -> None:
     from ingest.service import ingest
 
-    services = make_services(fault_point="")
+    services = make_services()
     result = ingest(services, SAMPLE, depositor="Recovery Test")
     # Simulate the crash window after the object was moved into place but before the commit:
     with services.session_scope() as s:

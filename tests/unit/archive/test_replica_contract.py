@@ -1,5 +1,7 @@
 """The replica-location contract, run against every implementation: a local folder and S3 with
-Object Lock on a real SeaweedFS server (no mocks). S3-only behaviour is at the end."""
+Object Lock on a real SeaweedFS server (no mocks), and reading a copy back. S3-only behaviour
+is at the end. Copying OCFL objects to locations (the copier, fixity.replication) is proved
+against both kinds in tests/unit/fixity/test_copy_object.py."""
 
 from __future__ import annotations
 
@@ -14,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ocfl.storage_root import StorageRoot
 
 from archive.errors import StorageError
-from archive.services import Services
-from archive.storage import ocfl
+from archive.storage.readback import Verdict, read_back
 from archive.storage.replica import (
     PARTIAL_SUFFIX,
     ChecksumMismatch,
@@ -29,17 +29,7 @@ from archive.storage.replica import (
     ObjectMissing,
     ReplicaLocation,
 )
-from archive.storage.replicate import (
-    ROOT_INVENTORY,
-    ROOT_SIDECAR,
-    Verdict,
-    prepare_storage_root,
-    read_back,
-    replicate_object,
-)
 from archive.storage.s3 import MIB, S3Location
-from ingest.service import ingest
-from tests.conftest import SAMPLE
 from tests.servers import SeaweedServer, free_port
 
 KINDS = ["local", "s3"]
@@ -297,80 +287,6 @@ def test_bad_keys_are_refused_before_any_request(
 def test_bad_prefixes_are_refused(unreachable: ReplicaLocation, prefix: str) -> None:
     with pytest.raises(KeyRejected, match="prefix"):
         list(unreachable.iter_keys(prefix))
-
-
-# -- replicating an OCFL object written by the project ---------------------------------------
-
-
-@pytest.fixture
-def stored_object(make_services: Callable[..., Services]) -> tuple[Path, str, dict[str, Any]]:
-    """The sample holding ingested for real: (object root, its path in the root, inventory)."""
-    services = make_services(identify_formats=False)
-    result = ingest(services, SAMPLE, depositor="Sample Closing Mechanism")
-    root = services.store.object_root(result.object_path)
-    return root, result.object_path, ocfl.read_inventory(root)
-
-
-def object_files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-
-
-def test_replicate_object_writes_every_file_inventory_last(
-    location: ReplicaLocation, stored_object: tuple[Path, str, dict[str, Any]]
-) -> None:
-    root, rel, inventory = stored_object
-    prepare_storage_root(location)
-    assert prepare_storage_root(location) == []  # already declared
-    done = replicate_object(location, root, rel)
-    written = [p.key for p in done.puts]
-    assert written[-2:] == [f"{rel}/{ROOT_SIDECAR}", f"{rel}/{ROOT_INVENTORY}"]
-    files = object_files(root)
-    assert sorted(written) == [f"{rel}/{f}" for f in files]
-    assert sorted(location.iter_keys(rel + "/")) == sorted(written)
-    if isinstance(location, S3Location):
-        assert all(p.version_id and p.lock_mode == "COMPLIANCE" for p in done.puts)
-    # Every copy reads back intact against the inventory's own digests (sha512 + sha256).
-    fixity = {p: d for d, paths in inventory["fixity"]["sha256"].items() for p in paths}
-    for sha512, paths in inventory["manifest"].items():
-        for path in paths:
-            size = (root / path).stat().st_size
-            check = read_back(
-                location, f"{rel}/{path}", sha512=sha512, sha256=fixity[path], size=size
-            )
-            assert check.ok, check.describe()
-    if isinstance(location, LocalFolderLocation):  # an independent OCFL validator agrees
-        sr = StorageRoot(root=str(location.root))
-        assert sr.validate(validate_objects=True, check_digests=True), str(sr.log)
-        assert sr.num_objects == sr.good_objects == 1
-
-
-def test_replicate_object_with_catalog_digests(
-    location: ReplicaLocation, stored_object: tuple[Path, str, dict[str, Any]]
-) -> None:
-    root, rel, inventory = stored_object
-    fixity = {p: d for d, paths in inventory["fixity"]["sha256"].items() for p in paths}
-    expected = {p: (d, fixity[p]) for d, paths in inventory["manifest"].items() for p in paths}
-    done = replicate_object(location, root, rel, expected)
-    assert done.puts[-1].key == f"{rel}/{ROOT_INVENTORY}"
-    # A catalog that disagrees with the object stops the copy before anything is written.
-    some = sorted(expected)[0]
-    with pytest.raises(StorageError, match="not in the expected digests"):
-        replicate_object(location, root, rel, {k: v for k, v in expected.items() if k != some})
-
-
-def test_replicate_never_spreads_a_changed_file(
-    location: ReplicaLocation, stored_object: tuple[Path, str, dict[str, Any]]
-) -> None:
-    """A content file damaged on the primary is refused; the replica gets no root inventory,
-    so it never looks complete."""
-    root, rel, _ = stored_object
-    payload = sorted(p for p in object_files(root) if "/content/bag/data/" in p)[0]
-    target = root / payload
-    target.write_bytes(target.read_bytes() + b"tampered")
-    with pytest.raises(ChecksumMismatch):
-        replicate_object(location, root, rel)
-    assert location.stat(f"{rel}/{ROOT_INVENTORY}") is None
-    assert location.stat(f"{rel}/{payload}") is None
 
 
 # -- S3 only: Object Lock, versions, checksums, failures --------------------------------------

@@ -19,7 +19,7 @@ from archive.config import PRIMARY_LOCATION, ProofSettings
 from archive.proofs.renew import renew
 from archive.proofs.seal import seal_now
 from archive.services import Services
-from archive.storage.replicate import read_back
+from archive.storage.readback import read_back
 from fixity.logfiles import LOG_KEY
 from fixity.replication import replicate
 from fixity.report import fixity_status

@@ -19,8 +19,8 @@ from archive.config import PRIMARY_LOCATION, ProofSettings
 from archive.proofs.renew import renew
 from archive.proofs.seal import seal_now
 from archive.services import Services
+from archive.storage.readback import read_back
 from archive.storage.replica import LocalFolderLocation
-from archive.storage.replicate import read_back
 from fixity.replication import replicate
 from fixity.report import fixity_status
 from fixity.service import run_cycle
