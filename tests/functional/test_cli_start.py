@@ -71,13 +71,15 @@ def test_help_loads_no_service() -> None:
 
 def test_status_loads_no_function_package_nor_server(tmp_path: Path) -> None:
     """A core command does not load the sub-apps (see ``archive.cli.shell._RootGroup``), and a
-    catalog at the newest schema is opened without Alembic. The catalog, the settings and
-    the proofs are status's own work; huey (with redis and psycopg) counts the queued jobs."""
+    catalog at the newest schema is opened without Alembic. The catalog and the settings are
+    status's own work; the seal backlog is read without the proofs (ASN.1, X.509), and the
+    queued work is counted in the catalog's outbox, without huey (nor redis, nor psycopg)."""
     data = str(tmp_path / "data")
     custos("--data-dir", data, "status")  # makes the catalog (this run upgrades: Alembic)
     modules = custos("--data-dir", data, "status")
     assert {"sqlalchemy", "archive"} <= modules
     assert modules & (SERVER_AND_ADAPTERS | FUNCTION_PACKAGES) == set()
+    assert modules & {"asn1crypto", "cryptography", "huey", "redis", "psycopg"} == set()
 
 
 @pytest.mark.parametrize(
