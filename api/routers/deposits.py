@@ -13,7 +13,13 @@ from access.rules import Principal
 from api.deps import PageDep, PolicyDep, ServicesDep, queue_characterisation_of, role
 from archive.custody import record_events
 from archive.errors import Forbidden
-from ingest.upload import UploadSink, after_commit, check_request, store_upload
+from ingest.upload import (
+    UploadSink,
+    after_commit,
+    check_organisation,
+    check_request,
+    store_upload,
+)
 
 router = APIRouter(prefix="/deposits", tags=["depositors"])
 Depositor = Annotated[Principal, role("depositor")]
@@ -44,10 +50,13 @@ async def upload(
 ) -> dict[str, Any]:
     """Upload a bag. It is written to disk in chunks, its checksum verified, then ingested
     as a deposit of your organisation. The answer comes once it is stored: formats are
-    identified (queued work) and manifests sealed after; follow them at GET /deposits/{id}."""
+    identified (queued work) and manifests sealed after; follow them at GET /deposits/{id}.
+    An organisation that is not a registered depositor is refused (422, finding
+    `DEPOSITOR-UNKNOWN`) before the body is read."""
     if not who.organisation:
         raise Forbidden("this depositor is bound to no organisation", hint="recreate the user")
     name, algorithm, expected = check_request(filename, checksum)
+    await run_in_threadpool(check_organisation, services, who.organisation)
     sink = await run_in_threadpool(UploadSink, services.settings, name, algorithm, expected)
     try:
         async for chunk in request.stream():

@@ -38,8 +38,8 @@ from archive.storage.replicate import (
     replicate_object,
 )
 from archive.storage.s3 import MIB, S3Location
-from ingest.service import ingest
 from tests.conftest import SAMPLE
+from tests.helpers import deposit
 from tests.servers import SeaweedServer, free_port
 
 KINDS = ["local", "s3"]
@@ -306,7 +306,7 @@ def test_bad_prefixes_are_refused(unreachable: ReplicaLocation, prefix: str) -> 
 def stored_object(make_services: Callable[..., Services]) -> tuple[Path, str, dict[str, Any]]:
     """The sample holding ingested for real: (object root, its path in the root, inventory)."""
     services = make_services(identify_formats=False)
-    result = ingest(services, SAMPLE, depositor="Sample Closing Mechanism")
+    result = deposit(services, SAMPLE, depositor="Sample Closing Mechanism")
     root = services.store.object_root(result.object_path)
     return root, result.object_path, ocfl.read_inventory(root)
 
