@@ -50,7 +50,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 install: $(BIN)/.installed
 
 demo: demo-deps install
-	$(BIN)/custos --data-dir $(DATA) ingest $(SAMPLE) --depositor "Sample Closing Mechanism"
+	$(BIN)/custos --data-dir $(DATA) ingest $(SAMPLE) --depositor "Sample Closing Mechanism" --new-depositor
 	$(BIN)/custos --data-dir $(DATA) list
 	$(BIN)/custos --data-dir $(DATA) show "$$($(BIN)/custos --data-dir $(DATA) list --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["packages"][0]["package_id"])')"
 	@echo "serving the API and the reading room on http://127.0.0.1:$(PORT)/search (Ctrl-C stops; another port: make demo PORT=N)"

@@ -3,8 +3,6 @@ the access services."""
 
 from __future__ import annotations
 
-import os
-import pwd
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,7 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
+from archive.cli import (
+    JsonOpt,
+    emit_json,
+    err,
+    human_bytes,
+    operator,
+    out,
+    progress_bar,
+    run,
+    state,
+)
 from archive.errors import InputRejected
 from archive.findings import Finding
 
@@ -104,15 +112,6 @@ users_app = typer.Typer(
 )
 
 
-def _operator() -> str:
-    """The acting operator, as far as a command knows: the system account running it."""
-    try:
-        account = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        account = f"uid {os.geteuid()}"
-    return f"operator {account} (system account)"
-
-
 ReasonOpt = Annotated[
     str, typer.Option("--reason", help="Why (recorded in the custody log with the change).")
 ]
@@ -128,13 +127,28 @@ def users_add_cmd(
     ] = "researcher",
     organisation: Annotated[
         str | None,
-        typer.Option(help="For a depositor: the organisation it deposits for (as in ingest)."),
+        typer.Option(
+            help="For a depositor: the organisation it deposits for, a registered depositor "
+            "(`custos depositors list`)."
+        ),
     ] = None,
+    new_organisation: Annotated[
+        bool,
+        typer.Option(
+            "--new-organisation",
+            help="Register --organisation as a depositor first (as `custos depositors add` "
+            "does); a depositor already registered is kept as it is.",
+        ),
+    ] = False,
     reason: ReasonOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Create a user and print its API token once (and, for roles that need a second
     factor, the TOTP secret and its otpauth:// URI, once). Only hashes are kept.
+
+    A depositor's organisation must be a registered depositor (`custos depositors add`), or
+    registered with the user by --new-organisation: one that is not is refused (exit status
+    65), naming the registered depositors with a close name.
 
     A custody event records the user, the role, the reason and the system account that ran
     the command."""
@@ -152,7 +166,8 @@ def users_add_cmd(
                 role=role,
                 policy=policy,
                 organisation=organisation,
-                by=_operator(),
+                new_organisation=new_organisation,
+                by=operator(),
                 reason=reason,
             )
 
@@ -167,12 +182,22 @@ def _print_new(as_json: bool, user: NewUser, status: str) -> None:
                 "name": user.name,
                 "role": user.role,
                 "organisation": user.organisation,
+                "organisation_registered": bool(user.registration and user.registration.created),
                 "token": user.token,
                 "totp_secret": user.totp_secret,
                 "totp_uri": user.totp_uri,
             }
         )
         return
+    done = user.registration
+    if done is not None and done.created:
+        err.print(f"registered the depositor {done.name}", markup=False)
+        if done.similar:
+            err.print(
+                "[yellow]note:[/] registered depositors with a close name: "
+                + escape(", ".join(done.similar))
+                + " (a typo? `custos depositors list` shows every registered depositor)"
+            )
     out.print(f"user {user.name} ({user.role}) {status}", markup=False)
     out.print(f"API token (shown once, keep it secret): {user.token}", markup=False)
     if user.totp_secret:
@@ -202,7 +227,7 @@ def users_disable_cmd(
 
     def go() -> str:
         with services.session_scope() as session:
-            return disable_user(session, name, reason=reason, by=_operator()).name
+            return disable_user(session, name, reason=reason, by=operator()).name
 
     who = run(as_json, go)
     if as_json:
@@ -246,7 +271,7 @@ def users_token_cmd(
                 name,
                 policy=policy,
                 new_second_factor=new_totp,
-                by=_operator(),
+                by=operator(),
                 reason=reason,
             )
 

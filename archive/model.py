@@ -13,8 +13,8 @@ OUTCOMES = ("success", "failure", "warning")
 #: where one fits (ingestion, validation, message digest calculation, format identification,
 #: fixity check, replication, migration, recovery); Custos' own words for what that vocabulary
 #: has no term for (tier change, review, access, export, timestamp, user administration, user
-#: session). The
-#: words are part of the hash-chained custody log, so they are never renamed.
+#: session, depositor administration). The words are part of the hash-chained custody log, so
+#: they are never renamed.
 EVENT_TYPES = frozenset(
     {
         "ingestion",
@@ -32,6 +32,7 @@ EVENT_TYPES = frozenset(
         "recovery",
         "user administration",  # a user added, disabled, or given a new token or TOTP secret
         "user session",  # a session started (one TOTP code for many requests) or ended
+        "depositor administration",  # a depositor registered (custos depositors add, ...)
     }
 )
 

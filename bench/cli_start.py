@@ -78,6 +78,8 @@ def main() -> None:
         for n, source in enumerate(sources):
             data = Path(tmp) / f"data{n}"
             ingest = [*custos, "--data-dir", str(data), "ingest", str(SAMPLE), "--depositor", "B"]
+            if (source / "archive" / "depositors.py").exists():  # a registry of depositors
+                ingest.append("--new-depositor")
             timed(ingest, source, env)
             label = "" if len(sources) == 1 else f" ({source})"
             cases.append((f"custos --help{label}", [*custos, "--help"], source))

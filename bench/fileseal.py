@@ -66,7 +66,7 @@ def main() -> None:
         custos = [sys.executable, "-c", "from archive.cli import main; main()"]
         done = subprocess.run(
             [*custos, "--data-dir", str(data), "ingest", str(root / "bag"), "--depositor", "B",
-             "--no-identify", "--json"],
+             "--new-depositor", "--no-identify", "--json"],
             env=env, cwd=PROJECT_DIR, capture_output=True, text=True,
         )  # fmt: skip
         if '"package_id"' not in done.stdout:

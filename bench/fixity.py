@@ -112,7 +112,7 @@ def archive_of(
         services = open_services(settings)
         try:
             log(f"ingesting {bag.name} ...")
-            ingest(services, bag, depositor="Custos benchmark")
+            ingest(services, bag, depositor="Custos benchmark", new_depositor=True)
         finally:
             services.close()
 
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace, catalogs: list[str], stack: ExitStack, admin: 
                 )
                 services = open_services(s3)
                 try:
-                    ingest(services, big_bag, depositor="Custos benchmark")
+                    ingest(services, big_bag, depositor="Custos benchmark", new_depositor=True)
                     assert replicate(services).ok
                     run_cycle(services, full=True)  # the first, with both digests
                     rates = {}

@@ -64,7 +64,7 @@ def archive_of(out: Path, bag: Path, files: int) -> Settings:
         )
         services = open_services(settings)
         try:
-            ingest(services, bag, depositor="Custos benchmark")
+            ingest(services, bag, depositor="Custos benchmark", new_depositor=True)
         finally:
             services.close()
 

@@ -172,7 +172,7 @@ class Run:
             bag = make_bag(Path(tmp) / "a", files)
             again = make_bag(Path(tmp) / "b", [(f"again/{rel}", p) for rel, p in files])
             with custos_services(args.out, "sqlite", None, workers=args.workers) as services:
-                first = ingest(services, bag, depositor="bench").package_id
+                first = ingest(services, bag, depositor="bench", new_depositor=True).package_id
                 self.cache.drop()
                 secs, _ = timed(lambda: identify_package(services, first))
                 got = puids_of(services, first)
@@ -180,7 +180,7 @@ class Run:
                 rate = len(files) / secs
                 self.add(name, "identify_package, cache missed", fido_rate, rate, bad, len(sample))
 
-                second = ingest(services, again, depositor="bench").package_id
+                second = ingest(services, again, depositor="bench", new_depositor=True).package_id
                 self.cache.drop()
                 secs, _ = timed(lambda: identify_package(services, second))
                 got = puids_of(services, second)

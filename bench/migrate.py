@@ -118,7 +118,7 @@ def main() -> None:
         copies = 0
         for i in range(1, args.repeat + 1):
             with custos_services(args.out, "sqlite", None, workers=1) as services:
-                package_id = ingest(services, bag, depositor="bench").package_id
+                package_id = ingest(services, bag, depositor="bench", new_depositor=True).package_id
                 identify_package(services, package_id)
                 todo = service.pending_tasks(services)
                 copies = len(todo)

@@ -69,7 +69,12 @@ def main() -> None:
         ids = []
         for n in range(args.packages):
             ids.append(
-                ingest(services, make_bag(Path(tmp) / f"b{n}", n), depositor="bench").package_id
+                ingest(
+                    services,
+                    make_bag(Path(tmp) / f"b{n}", n),
+                    depositor="bench",
+                    new_depositor=True,
+                ).package_id
             )
         log(f"{len(ids)} packages ingested (not timed)")
 

@@ -1,4 +1,5 @@
-"""``custos ingest`` and ``custos identify``: thin over :mod:`ingest.service`."""
+"""``custos ingest``, ``custos identify`` and ``custos depositors``: thin over
+:mod:`ingest.service` and :mod:`archive.depositors`."""
 
 from __future__ import annotations
 
@@ -9,12 +10,23 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from archive.cli import JsonOpt, emit_json, err, human_bytes, out, progress_bar, run, state
+from archive.cli import (
+    JsonOpt,
+    emit_json,
+    err,
+    human_bytes,
+    operator,
+    out,
+    progress_bar,
+    run,
+    state,
+)
 from archive.errors import CustosError
 
 # The ingest services (and the seal, the queue, the catalog) are imported by the commands
 # that call them, so that `custos --help` starts without them.
 if TYPE_CHECKING:
+    from archive.depositors import DepositorSummary, Registration
     from archive.services import Services
     from ingest.service import IngestResult
 
@@ -22,7 +34,21 @@ if TYPE_CHECKING:
 def ingest_cmd(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="A bag: folder, .zip, .tar or .tar.gz.")],
-    depositor: Annotated[str, typer.Option(help="The organisation handing the bag over.")],
+    depositor: Annotated[
+        str,
+        typer.Option(
+            help="The organisation handing the bag over: a registered depositor "
+            "(`custos depositors list`)."
+        ),
+    ],
+    new_depositor: Annotated[
+        bool,
+        typer.Option(
+            "--new-depositor",
+            help="Register --depositor first (as `custos depositors add` does), for its first "
+            "deposit; a depositor already registered is kept as it is.",
+        ),
+    ] = False,
     identify: Annotated[
         bool,
         typer.Option(
@@ -44,6 +70,10 @@ def ingest_cmd(
 ) -> None:
     """Validate a bag and store it as a new package.
 
+    The depositor must be registered (`custos depositors add`), or registered by this command
+    with --new-depositor: a name that is not is refused before anything is read, naming the
+    registered depositors with a close name.
+
     Exit status: 0 stored (or already held: the same payload is never stored twice),
     65 refused (every problem is listed on stderr), 74 storage failed (a full or read-only
     disk: never the bag's fault), other non-zero values for errors (`custos --help`).
@@ -56,10 +86,19 @@ def ingest_cmd(
     with progress_bar(f"receiving {path.name}", source_size(path), not as_json) as tick:
         result = run(
             as_json,
-            lambda: service.ingest(services, path, depositor=depositor, progress=tick),
+            lambda: service.ingest(
+                services,
+                path,
+                depositor=depositor,
+                new_depositor=new_depositor,
+                by=operator(),
+                progress=tick,
+            ),
         )
     report = result.as_dict()
     if not as_json:
+        if result.registration is not None:
+            _say_registered(result.registration)
         _say_stored(result)
     # The deposit's commit queued its follow-up work in the outbox (the same work an API
     # deposit queues); this command does the characterisation and the seal itself, at once,
@@ -125,6 +164,22 @@ def _settle(
             + " (`custos worker --until-idle` runs it now; `custos serve` runs it too)"
         )
     return left
+
+
+def _say_registered(done: Registration) -> None:
+    if done.created:
+        err.print(f"registered the depositor {done.name}", markup=False)
+        _say_similar(done.similar)
+
+
+def _say_similar(similar: tuple[str, ...]) -> None:
+    """A new name close to registered ones may be a typo of one of them."""
+    if similar:
+        err.print(
+            "[yellow]note:[/] registered depositors with a close name: "
+            + escape(", ".join(similar))
+            + " (a typo? `custos depositors list` shows every registered depositor)"
+        )
 
 
 def _say_stored(result: IngestResult) -> None:
@@ -237,3 +292,99 @@ def identify_cmd(
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest_cmd)
     app.command("identify")(identify_cmd)
+
+
+depositors_app = typer.Typer(
+    help="The depositors: the organisations that hand holdings over. A deposit (`custos "
+    "ingest`, an API upload) names a registered depositor; registering one is a custody "
+    "event naming the system account that ran the command and the reason.",
+    no_args_is_help=True,
+)
+
+
+@depositors_app.command("add")
+def depositors_add_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The organisation's name, as its deposits name it.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (recorded in the custody log with it).")
+    ] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a depositor, so that `custos ingest --depositor NAME` and depositor users
+    bound to it (`custos users add --role depositor --organisation NAME`) are accepted.
+
+    Exit status: 0 registered, or already registered (nothing changes: said so, and
+    `already-registered` with --json); 65 refused (an unusable name, or one registered
+    under another spelling: names differing only in case or spaces are one depositor)."""
+    from archive.depositors import register
+
+    services = run(as_json, state(ctx).services)
+
+    def go() -> Registration:
+        with services.session_scope() as session:
+            return register(session, name, by=operator(), reason=reason)
+
+    done = run(as_json, go)
+    if as_json:
+        emit_json(
+            {
+                "status": "registered" if done.created else "already-registered",
+                "name": done.name,
+                "registered_at": done.registered_at,
+                "similar": list(done.similar),
+            }
+        )
+        return
+    if done.created:
+        out.print(f"depositor {done.name} registered", markup=False)
+    else:
+        out.print(
+            f"depositor {done.name} already registered "
+            f"(since {done.registered_at:%Y-%m-%d %H:%M} UTC); nothing changed",
+            markup=False,
+        )
+    if done.created:
+        _say_similar(done.similar)
+
+
+@depositors_app.command("list")
+def depositors_list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the registered depositors, each with its number of deposits and of packages."""
+    from archive.depositors import list_depositors
+
+    services = run(as_json, state(ctx).services)
+
+    def go() -> list[DepositorSummary]:
+        with services.sessions() as session:
+            return list_depositors(session)
+
+    rows = run(as_json, go)
+    if as_json:
+        emit_json(
+            {
+                "status": "ok",
+                "depositors": [
+                    {
+                        "name": d.name,
+                        "registered_at": d.registered_at,
+                        "deposits": d.deposits,
+                        "packages": d.packages,
+                    }
+                    for d in rows
+                ],
+            }
+        )
+        return
+    if not rows:
+        out.print('no depositor registered: `custos depositors add "NAME"` registers one')
+    for d in rows:
+        out.print(
+            f"{d.name}: {d.deposits} deposit(s), {d.packages} package(s); "
+            f"registered {d.registered_at:%Y-%m-%d}",
+            markup=False,
+        )
+
+
+def register_depositors(app: typer.Typer) -> None:
+    app.add_typer(depositors_app, name="depositors")

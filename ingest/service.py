@@ -1,9 +1,11 @@
 """Ingest: what the CLI, the API and jobs call to receive a bag and store it.
 
 Order of work (each step named for the crash tests, see :func:`_step`):
-receive (copy + digests) -> validate -> metadata -> inventory -> ready (journal) ->
-installed (object renamed into the storage root) -> committed (catalog) -> cleaned.
-A refusal at any point removes the staging folder and records one event, nothing more.
+depositor (registered, or registered now when asked) -> receive (copy + digests) ->
+validate -> metadata -> inventory -> ready (journal) -> installed (object renamed into the
+storage root) -> committed (catalog) -> cleaned.
+A refusal at any point removes the staging folder and records one event, nothing more (a
+depositor that is not registered is refused before staging is touched).
 A write that the filesystem of staging and the storage root refuses (full, over quota,
 read-only, I/O error) is a :class:`StorageError` naming that folder, never a finding against
 the bag: staging is removed, nothing is recorded.
@@ -37,6 +39,7 @@ from archive.catalog.index import (
 from archive.catalog.queries import deposit_by_fingerprint, resolve_package_id
 from archive.catalog.tables import Deposit, File, Package
 from archive.custody import new_event, parse_premis, premis_xml, record_events
+from archive.depositors import Registration, check_name, register, require_registered
 from archive.digest import WriteFailed, digest_bytes
 from archive.errors import (
     FULL_ERRNOS,
@@ -79,6 +82,8 @@ class IngestResult:
     warnings: tuple[Finding, ...] = ()
     recovered: tuple[str, ...] = ()
     identification: dict[str, Any] = field(default_factory=dict)
+    #: The depositor's registration when this ingest was asked to make it (``new_depositor``).
+    registration: Registration | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +97,7 @@ class IngestResult:
             "warnings": [w.as_dict() for w in self.warnings],
             "recovered": list(self.recovered),
             "identification": self.identification,
+            "depositor_registered": bool(self.registration and self.registration.created),
         }
 
 
@@ -128,17 +134,6 @@ def load_policy(services: Services) -> IngestPolicy:
         raise PolicyError(str(exc), hint="fix the policy file or the policy_dir setting") from exc
 
 
-def check_depositor(name: str) -> str:
-    cleaned = name.strip()
-    if not cleaned or len(cleaned) > 255 or not cleaned.isprintable():
-        raise InputRejected(
-            f"depositor name {name!r} is not usable",
-            [Finding("DEPOSITOR-NAME", "error", "1 to 255 printable characters", "--depositor")],
-            hint="pass --depositor with the organisation's name",
-        )
-    return cleaned
-
-
 def fingerprint(payload: dict[str, str]) -> str:
     """sha512 over the sorted '<sha512>  <path>' lines of the payload: the same holdings
     deposited twice have the same fingerprint, whatever their bag-info says."""
@@ -159,21 +154,29 @@ def ingest(
     source: Path,
     *,
     depositor: str,
+    new_depositor: bool = False,
+    by: str | None = None,
     progress: Progress | None = None,
 ) -> IngestResult:
-    """Validate the bag at ``source`` and store it as a new package.
+    """Validate the bag at ``source`` and store it as a new package of ``depositor``.
 
-    Returns ``already-held`` (storing nothing) when the same payload is already held.
-    Raises :class:`InputRejected` listing every finding when the bag is refused; the
-    refusal is recorded as one event and leaves nothing in staging or storage. Raises
-    :class:`StorageError` (:class:`~archive.errors.StorageFull` for no space or quota) when
-    staging or the storage root refuses a write; that leaves nothing either, and no event.
+    ``depositor`` must be registered (:mod:`archive.depositors`), unless ``new_depositor``
+    asks to register it first (as ``custos depositors add`` does, ``by`` naming the operator
+    in its custody event; a name already registered is kept as it is). Returns
+    ``already-held`` (storing nothing) when the same payload is already held.
+    Raises :class:`InputRejected` listing every finding when the bag is refused, or naming
+    the registered depositors close to an unregistered name (``DEPOSITOR-UNKNOWN``, before
+    anything is received); the refusal is recorded as one event and leaves nothing in
+    staging or storage. Raises :class:`StorageError` (:class:`~archive.errors.StorageFull`
+    for no space or quota) when staging or the storage root refuses a write; that leaves
+    nothing either, and no event.
     """
-    depositor = check_depositor(depositor)
+    depositor = check_name(depositor)
     policy = load_policy(services)
     access_policy = load_access(services)
-    settings = services.settings
     source = source.absolute()
+    registration = _depositor(services, source, depositor, new=new_depositor, by=by)
+    settings = services.settings
     deposit_id = str(uuid.uuid4())
     package_id = f"urn:uuid:{uuid.uuid4()}"
     received_at = clock.now().astimezone()
@@ -246,7 +249,9 @@ def ingest(
         with services.session_scope() as session:  # early, to spare the work on a duplicate
             held = deposit_by_fingerprint(session, fp)
         if held is not None:
-            return _already_held(services, jr, held, source, depositor, report.version)
+            return _already_held(
+                services, jr, held, source, depositor, report.version, registration
+            )
 
         for rel, res in files.items():
             version.register(f"bag/{rel}", f"v1/content/bag/{rel}", res)
@@ -323,7 +328,9 @@ def ingest(
             with services.session_scope() as session:  # again: another process may have won
                 held = deposit_by_fingerprint(session, fp)
             if held is not None:
-                return _already_held(services, jr, held, source, depositor, report.version)
+                return _already_held(
+                    services, jr, held, source, depositor, report.version, registration
+                )
             _commit(services, jr, package_id, version, inventory)
         services.store.discard(jr.folder)
         steps.reached("cleaned")
@@ -337,6 +344,7 @@ def ingest(
             report.version,
             tuple(warnings),
             tuple(services.recovered),
+            registration=registration,
         )
 
     except InputRejected as exc:
@@ -357,6 +365,30 @@ def ingest(
         raise
     finally:
         jr.close()
+
+
+def _depositor(
+    services: Services, source: Path, name: str, *, new: bool, by: str | None
+) -> Registration | None:
+    """Register ``name`` (``new``), or refuse it unless it is registered. A refusal (a name
+    not registered, or registered under another spelling) is recorded as one event, as for a
+    refused bag, and nothing else is written."""
+    try:
+        if new:
+            with services.session_scope() as session:
+                return register(
+                    session,
+                    name,
+                    by=by,
+                    reason=f"its first deposit, from {source.name}",
+                    where="--depositor",
+                )
+        with services.sessions() as session:
+            require_registered(session, name, where="--depositor", option="--new-depositor")
+    except InputRejected as exc:
+        _record_refusal(services, str(uuid.uuid4()), source, name, exc.findings)
+        raise
+    return None
 
 
 #: Refused writes whatever was written: a read never fails with these. (An I/O error may be
@@ -429,6 +461,7 @@ def _already_held(
     source: Path,
     depositor: str,
     bagit_version: str,
+    registration: Registration | None,
 ) -> IngestResult:
     services.store.discard(jr.folder)
     deposit_id, package_id = held
@@ -461,6 +494,7 @@ def _already_held(
             dep.payload_files,
             dep.payload_bytes,
             bagit_version,
+            registration=registration,
         )
 
 

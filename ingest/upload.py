@@ -25,6 +25,7 @@ from pathlib import Path
 from archive import clock
 from archive.catalog.tables import Upload
 from archive.config import Settings
+from archive.depositors import is_registered
 from archive.errors import STORAGE_ERRNOS, InputRejected, storage_failure
 from archive.findings import Finding
 from archive.journal import Journal
@@ -41,6 +42,23 @@ def _refuse(code: str, message: str, where: str, hint: str) -> InputRejected:
     return InputRejected(
         f"upload refused: {message}", [Finding(code, "error", message, where)], hint=hint
     )
+
+
+def check_organisation(services: Services, organisation: str) -> None:
+    """Refuse an upload for an organisation that is not a registered depositor, before its
+    body is read (``DEPOSITOR-UNKNOWN``). Ingest would refuse it too, once received; its
+    refusal names the registered depositors close to the name, which a depositor's user
+    is not told: the operators who bound the user to it can mend it."""
+    with services.sessions() as session:
+        known = is_registered(session, organisation)
+    if not known:
+        raise _refuse(
+            "DEPOSITOR-UNKNOWN",
+            f"your organisation {organisation!r} is not a registered depositor of this archive",
+            "organisation",
+            "ask the archive's operators to register it (custos depositors add) or to bind "
+            "your user to the organisation as registered",
+        )
 
 
 def check_request(filename: str, checksum: str | None) -> tuple[str, str, str]:

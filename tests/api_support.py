@@ -16,8 +16,8 @@ from access.registrar import change_tier
 from access.search.service import reindex_all
 from archive.catalog.tables import AccessAssignment
 from archive.services import Services
-from ingest.service import identify_package, ingest
-from tests.helpers import make_bag
+from ingest.service import identify_package
+from tests.helpers import deposit, make_bag
 from tests.totp import fresh_code
 
 TIERS = ("public", "restricted", "protected-identity", "undeclared")
@@ -104,7 +104,7 @@ def deposit_case(services: Services, tmp: Path, case: Case) -> Case:
         {case.file.removeprefix("data/"): f"content of {case.marker}\n".encode()},
         info=info,
     )
-    result = ingest(services, bag, depositor=case.depositor)
+    result = deposit(services, bag, depositor=case.depositor)
     return Case(case.tier, case.consent, case.sunset, case.marker, result.package_id)
 
 
@@ -166,7 +166,12 @@ def make_users(services: Services, organisation: str = "Sample Mechanism") -> Us
         return Users(
             researcher=add_user(session, "rita", role="researcher", policy=policy),
             depositor=add_user(
-                session, "dora", role="depositor", policy=policy, organisation=organisation
+                session,
+                "dora",
+                role="depositor",
+                policy=policy,
+                organisation=organisation,
+                new_organisation=True,
             ),
             archivist=add_user(session, "arno", role="archivist", policy=policy),
             registrar=add_user(session, "regina", role="registrar", policy=policy),

@@ -1,4 +1,5 @@
-"""Builders for test bags and archives, and checks that a refusal left nothing behind."""
+"""Builders for test bags and archives, a deposit for tests about something other than the
+depositors, and checks that a refusal left nothing behind."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import io
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
 from archive.catalog.tables import Deposit, Event, File, Package
 from archive.services import Services
+from ingest.service import IngestResult, ingest
 
 
 def make_bag(
@@ -80,6 +83,14 @@ def add_tar_member(tf: tarfile.TarFile, name: str, data: bytes = b"", **attrs: o
     for k, v in attrs.items():
         setattr(info, k, v)
     tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
+
+
+def deposit(services: Services, source: Path, *, depositor: str, **kwargs: Any) -> IngestResult:
+    """Ingest ``source`` as ``custos ingest --new-depositor`` does: ``depositor`` is registered
+    first, unless it is already. For the tests of something else than the registry of
+    depositors (tests/functional/test_depositors.py tests it, and ingest's refusal of a name
+    that is not registered)."""
+    return ingest(services, source, depositor=depositor, new_depositor=True, **kwargs)
 
 
 def catalog_counts(services: Services) -> dict[str, int]:

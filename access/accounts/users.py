@@ -51,6 +51,15 @@ from archive import clock
 from archive.catalog.tables import User
 from archive.config import AuthSettings
 from archive.custody import new_event, record_events
+from archive.depositors import (
+    Registration,
+    close_matches,
+    is_registered,
+    register,
+    register_hint,
+    registered_names,
+    unknown_finding,
+)
 from archive.errors import (
     AuthenticationFailed,
     InputRejected,
@@ -85,6 +94,8 @@ class NewUser:
     token: str
     totp_secret: str | None
     totp_uri: str | None
+    #: The organisation's registration, when the user was added with ``new_organisation``.
+    registration: Registration | None = None
 
 
 def add_user(
@@ -94,15 +105,19 @@ def add_user(
     role: str,
     policy: AccessPolicy,
     organisation: str | None = None,
+    new_organisation: bool = False,
     by: str | None = None,
     reason: str = "",
 ) -> NewUser:
     """Create a user; return the token (and TOTP secret) to show once. The caller commits.
 
-    The creation is a ``user administration`` custody event naming ``by`` (the operator,
-    where known), the user, the role and ``reason``. Raises :class:`InputRejected` for a bad
-    name, an unknown role, a depositor without an organisation (or another role with one),
-    or a name already taken."""
+    A depositor's organisation must be a registered depositor (:mod:`archive.depositors`),
+    unless ``new_organisation`` registers it with the user (a ``depositor administration``
+    event). The creation is a ``user administration`` custody event naming ``by`` (the
+    operator, where known), the user, the role and ``reason``. Raises :class:`InputRejected`
+    for a bad name, an unknown role, a depositor without an organisation (or another role
+    with one), an organisation that is not a registered depositor (``DEPOSITOR-UNKNOWN``,
+    naming the registered ones close to it), or a name already taken."""
     problems = []
     if not _NAME.match(name):
         problems.append(
@@ -117,10 +132,15 @@ def add_user(
         problems.append(
             Finding("USER-ORGANISATION", "error", "a depositor is bound to its organisation")
         )
-    if role != "depositor" and org:
+    if role != "depositor" and (org or new_organisation):
         problems.append(
             Finding("USER-ORGANISATION", "error", "only depositors belong to an organisation")
         )
+    register_org = ""  # when the organisation is all that is wrong: how to register it
+    if role == "depositor" and org and not new_organisation and not is_registered(session, org):
+        similar = close_matches(org, registered_names(session))
+        problems.append(unknown_finding(org, similar, where="--organisation"))
+        register_org = register_hint(org, option="--new-organisation", similar=similar)
     if not problems and any(
         person_key(taken) == person_key(name)
         for taken in session.execute(select(User.name)).scalars()
@@ -138,8 +158,15 @@ def add_user(
         raise InputRejected(
             "user not created",
             problems,
-            hint="custos users add NAME --role researcher|depositor|archivist|registrar "
+            hint=register_org
+            if register_org and len(problems) == 1
+            else "custos users add NAME --role researcher|depositor|archivist|registrar "
             "[--organisation ORG for depositors]",
+        )
+    registration = None
+    if role == "depositor" and org and new_organisation:
+        registration = register(
+            session, org, by=by, reason=f"the organisation of user {name}", where="--organisation"
         )
     token_id, token = _new_token()
     totp_secret = new_secret() if needs_second_factor(policy, role) else None
@@ -159,7 +186,9 @@ def add_user(
     session.flush()
     enrolled = "second factor (TOTP) enrolled" if totp_secret else "no second factor"
     _record(session, name, f"added: {_role(role, org)}, {enrolled}", by=by, reason=reason)
-    return NewUser(name, role, org, token, totp_secret, provisioning_uri(name, totp_secret))
+    return NewUser(
+        name, role, org, token, totp_secret, provisioning_uri(name, totp_secret), registration
+    )
 
 
 def _new_token() -> tuple[str, str]:

@@ -12,7 +12,7 @@ from access.decisions.rules import Principal
 from access.deposits import deposit_status, list_deposits, receipt
 from api.deps import PageDep, PolicyDep, ServicesDep, role, wake_outbox
 from archive.errors import Forbidden
-from ingest.upload import UploadSink, check_request, store_upload
+from ingest.upload import UploadSink, check_organisation, check_request, store_upload
 
 router = APIRouter(prefix="/deposits", tags=["depositors"])
 Depositor = Annotated[Principal, role("depositor")]
@@ -43,10 +43,13 @@ async def upload(
     """Upload a bag. It is written to disk in chunks, its checksum verified, then ingested
     as a deposit of your organisation. The answer comes once it is stored: formats are
     identified, manifests sealed and copies made after (queued work, the same as for a
-    deposit from the command line); follow them at GET /deposits/{id}."""
+    deposit from the command line); follow them at GET /deposits/{id}. An organisation that
+    is not a registered depositor is refused (422, finding `DEPOSITOR-UNKNOWN`) before the
+    body is read."""
     if not who.organisation:
         raise Forbidden("this depositor is bound to no organisation", hint="recreate the user")
     name, algorithm, expected = check_request(filename, checksum)
+    await run_in_threadpool(check_organisation, services, who.organisation)
     sink = await run_in_threadpool(UploadSink, services.settings, name, algorithm, expected)
     try:
         async for chunk in request.stream():

@@ -74,6 +74,12 @@ def _read_logical(object_root: Path, state: dict[str, str], logical: str) -> byt
 
 
 def depositor_id(session: Session, name: str, at: Any) -> int:
+    """The catalog id of the depositor that an object's ``custos/deposit.json`` names, its
+    row written if the catalog lacks it (registered at ``at``, the object's first version).
+
+    Storage is the record: this restores a registration (``custos catalog rebuild``, a
+    recovered ingest), it never checks one. A new deposit is checked against the registered
+    depositors before anything is written (:func:`archive.depositors.require_registered`)."""
     found = session.execute(select(Depositor.id).where(Depositor.name == name)).scalar()
     if found is not None:
         return found

@@ -23,6 +23,22 @@ def insert_ignore(
     session.execute(stmt, list(rows))
 
 
+def insert_if_absent(
+    session: Session, table: type[Base], row: Mapping[str, Any], *, key: Sequence[str]
+) -> bool:
+    """Insert ``row`` unless a row with the same ``key`` columns is there (or is being
+    inserted by another transaction, which this one waits for); say whether it was."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    columns = table.__table__.c
+    stmt = (
+        dialect.insert(table)
+        .values(dict(row))
+        .on_conflict_do_nothing(index_elements=list(key))
+        .returning(*(columns[k] for k in key))  # the rowcount is not told alike by both drivers
+    )
+    return session.execute(stmt).first() is not None
+
+
 def upsert(
     session: Session, table: type[Base], row: Mapping[str, Any], *, key: Sequence[str]
 ) -> None:

@@ -4,6 +4,8 @@ the registration of the function packages' sub-apps (``custos.commands`` entry p
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -186,6 +188,16 @@ def progress_bar(
     ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def operator() -> str:
+    """The acting operator, as far as a command knows: the system account running it (named
+    in the custody events of what it changes)."""
+    try:
+        account = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        account = f"uid {os.geteuid()}"
+    return f"operator {account} (system account)"
 
 
 def human_bytes(n: int) -> str:

@@ -16,9 +16,8 @@ from sqlalchemy import select
 from archive.catalog.tables import Event
 from archive.errors import InputRejected
 from archive.services import Services
-from ingest.service import ingest
 from tests.conftest import CONFORMANCE
-from tests.helpers import assert_nothing_stored, catalog_counts, staging_debris
+from tests.helpers import assert_nothing_stored, catalog_counts, deposit, staging_debris
 
 INDEX = json.loads((CONFORMANCE / "index.json").read_text())["cases"]
 
@@ -36,7 +35,7 @@ def test_conformance_case(case: str, services: Services) -> None:
     policy_code = POLICY_REFUSALS.get(case)
     if meta["expected"] == "invalid" or policy_code:
         with pytest.raises(InputRejected) as err:
-            ingest(services, bag, depositor="Conformance Suite")
+            deposit(services, bag, depositor="Conformance Suite")
         codes = {f.code for f in err.value.findings if f.severity == "error"}
         assert codes, f"{case}: refused without an error finding"
         if policy_code:
@@ -45,7 +44,7 @@ def test_conformance_case(case: str, services: Services) -> None:
             assert f.message, f
         assert_nothing_stored(services)
         return
-    result = ingest(services, bag, depositor="Conformance Suite")
+    result = deposit(services, bag, depositor="Conformance Suite")
     assert result.status == "stored", case
     assert catalog_counts(services)["packages"] == 1
     assert staging_debris(services.store.staging) == []

@@ -12,7 +12,7 @@ from tests.helpers import make_bag, staging_debris
 def test_same_bag_twice_at_once(tmp_path: Path) -> None:
     bag = make_bag(tmp_path / "bag", {f"f{i}.txt": f"{i}\n".encode() for i in range(200)})
     data = tmp_path / "data"
-    args = ("ingest", str(bag), "--depositor", "Race", "--json", "--no-identify")
+    args = ("ingest", str(bag), "--depositor", "Race", "--new-depositor", "--json", "--no-identify")
     custos(data, "list").communicate(timeout=120)  # create the catalog first
     procs = [custos(data, *args) for _ in range(3)]
     bodies = []
@@ -33,7 +33,14 @@ def test_identify_twice_at_once(tmp_path: Path) -> None:
 
     data = tmp_path / "data"
     out, _ = custos(
-        data, "ingest", str(SAMPLE), "--depositor", "R", "--json", "--no-identify"
+        data,
+        "ingest",
+        str(SAMPLE),
+        "--depositor",
+        "R",
+        "--new-depositor",
+        "--json",
+        "--no-identify",
     ).communicate(timeout=120)
     package_id = json.loads(out)["package_id"]
     procs = [custos(data, "identify", package_id, "--json") for _ in range(2)]

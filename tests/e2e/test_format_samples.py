@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from archive.catalog.tables import File
 from archive.services import Services
-from ingest.service import identify_package, ingest
+from ingest.service import identify_package
 from tests.conftest import SHARED_CORPORA
+from tests.helpers import deposit
 
 SAMPLES = SHARED_CORPORA / "format-samples"
 
@@ -35,7 +36,7 @@ def test_format_samples_stored_and_identified(
     bag = tmp_path / "samples"
     shutil.copytree(SAMPLES, bag, ignore=shutil.ignore_patterns("*.md", "files.json", "SHA256SUMS"))
     bagit.make_bag(str(bag), {"Source-Organization": "format-samples"}, checksums=["sha512"])
-    result = ingest(services, bag, depositor="Format Samples")
+    result = deposit(services, bag, depositor="Format Samples")
     assert result.payload_files == len(catalogue)
     identified = identify_package(services, result.package_id)
     assert identified.identified + identified.unidentified == len(catalogue)

@@ -111,7 +111,7 @@ def assert_finished(data: Path, proc: subprocess.Popen[bytes]) -> dict[str, obje
 @pytest.mark.parametrize("point", POINTS)
 def test_kill_at_each_step_then_rerun(point: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    args = ("ingest", str(SAMPLE), "--depositor", "Kill Test", "--json")
+    args = ("ingest", str(SAMPLE), "--depositor", "Kill Test", "--new-depositor", "--json")
     proc = custos(data, *args, fault=point)
     proc.communicate(timeout=180)
     assert proc.returncode == -signal.SIGKILL, f"the step {point!r} was never reached"
@@ -125,7 +125,7 @@ def test_kill_at_random_moments_then_rerun(tmp_path: Path) -> None:
     bag = make_bag(
         tmp_path / "bag", {f"d{i % 7}/f{i}.bin": os.urandom(4096 + i) for i in range(300)}
     )
-    args = ("ingest", str(bag), "--depositor", "Kill Test", "--json")
+    args = ("ingest", str(bag), "--depositor", "Kill Test", "--new-depositor", "--json")
     start = time.monotonic()
     assert_finished(tmp_path / "timing", custos(tmp_path / "timing", *args))
     duration = time.monotonic() - start

@@ -15,11 +15,11 @@ from archive.catalog.tables import Event, File, Package, Seal, Version
 from archive.config import load_settings
 from archive.jobs import enqueue, job_table, pending
 from archive.services import Services, open_services
-from ingest.service import identify_package, ingest
+from ingest.service import identify_package
 from tests.conftest import SAMPLE
 from tests.e2e.test_workers import Workers, workers, write_config  # noqa: F401 - fixture
 from tests.functional.migrate_helpers import bmp
-from tests.helpers import make_bag
+from tests.helpers import deposit, make_bag
 from tests.unit.proofs.test_pades import lta
 
 pytestmark = pytest.mark.slow
@@ -49,11 +49,11 @@ def test_the_worker_runs_migrate_jobs_and_a_second_makes_no_second_copy(
             "documents/site-report.pdf": (SAMPLE / "data/documents/site-report.pdf").read_bytes(),
             "images/bitmap.bmp": bmp(),
         }
-        package_id = ingest(
+        package_id = deposit(
             services, make_bag(tmp_path / "bag", payload), depositor="Job Tests"
         ).package_id
         identify_package(services, package_id)
-        plain = ingest(
+        plain = deposit(
             services, make_bag(tmp_path / "plain", {"notes.txt": b"kept as it is\n"}),
             depositor="Job Tests",
         ).package_id  # fmt: skip

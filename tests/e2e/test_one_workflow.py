@@ -127,6 +127,7 @@ def add_depositor_user(data: Path, config: Path) -> dict[str, Any]:
         "depositor",
         "--organisation",
         DEPOSITOR,
+        "--new-organisation",
         "--json",
     )
     assert code == 0, said
@@ -256,7 +257,9 @@ def test_work_that_fails_stays_queued_with_its_reason(tmp_path: Path) -> None:
     data, config = archive_with_a_second_location(tmp_path / "a")
     replica = tmp_path / "a" / "replica"
     replica.write_text("a file where the location's folder should be\n")
-    code, _, said = custos(data, config, "ingest", str(SAMPLE), "--depositor", DEPOSITOR)
+    code, _, said = custos(
+        data, config, "ingest", str(SAMPLE), "--depositor", DEPOSITOR, "--new-depositor"
+    )
     assert code == 0, said
     code, ran, said = custos(data, config, "worker", "--until-idle", "--json")
     assert code == 5, said

@@ -23,9 +23,9 @@ from access.decisions.rules import access_policy
 from archive.config import load_settings
 from archive.proofs.seal import seal_now
 from archive.services import open_services
-from ingest.service import identify_package, ingest
+from ingest.service import identify_package
 from tests.conftest import SAMPLE
-from tests.helpers import make_bag, make_pdf, staging_debris, zip_folder
+from tests.helpers import deposit, make_bag, make_pdf, staging_debris, zip_folder
 from tests.servers import free_port, wait_until_serving
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -81,14 +81,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp / "data"
     settings = load_settings(data_dir=data, environ={}, overrides={"fsync": False})
     services = open_services(settings)
-    public = ingest(services, SAMPLE, depositor="Sample Mechanism")
+    public = deposit(services, SAMPLE, depositor="Sample Mechanism")
     identify_package(services, public.package_id)
     closed = make_bag(
         tmp / "closed",
         {"witness-list.txt": b"names\n"},
         info={"Title": RESTRICTED_TITLE},  # undeclared: restricted (fail closed)
     )
-    restricted = ingest(services, closed, depositor="Sample Mechanism")
+    restricted = deposit(services, closed, depositor="Sample Mechanism")
     seal_now(services)
     policy = access_policy(settings)
     with services.session_scope() as session:

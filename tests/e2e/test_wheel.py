@@ -104,7 +104,17 @@ def test_the_wheel_runs_outside_the_checkout(tmp_path: Path) -> None:
 
     # Step 2: ingest makes the catalog (the migrations), stores and seals (the local TSA).
     custos = str(bin_dir / "custos")
-    done = run(custos, "--data-dir", str(data), "ingest", str(bag), "--depositor", "X", "--json")
+    done = run(
+        custos,
+        "--data-dir",
+        str(data),
+        "ingest",
+        str(bag),
+        "--depositor",
+        "X",
+        "--new-depositor",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["status"] == "stored", report

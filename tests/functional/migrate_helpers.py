@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from archive.catalog.tables import Event, File, Package
 from archive.services import Services
-from ingest.service import identify_package, ingest
+from ingest.service import identify_package
 from policies.load import POLICY_DIR
 from tests.conftest import ROOT, SHARED_CORPORA
-from tests.helpers import make_bag
+from tests.helpers import deposit, make_bag
 
 CC0 = ROOT / "tests" / "data" / "format-samples-cc0"
 CORPUS = SHARED_CORPORA / "format-samples"
@@ -104,7 +104,7 @@ def dng(width: int = 64, height: int = 48) -> bytes:
 def store(services: Services, folder: Path, payload: dict[str, bytes]) -> str:
     """Ingest a bag of ``payload`` and identify its formats (versions 1 and 2)."""
     bag = make_bag(folder, payload)
-    package_id = ingest(services, bag, depositor="Migration Tests").package_id
+    package_id = deposit(services, bag, depositor="Migration Tests").package_id
     identify_package(services, package_id)
     return package_id
 

@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 
 from archive.services import Services
-from ingest.service import ingest
 from tests.conftest import SAMPLE
 from tests.functional.test_cli import custos
-from tests.helpers import assert_nothing_stored, make_bag
+from tests.helpers import assert_nothing_stored, deposit, make_bag
 
 PAYLOAD = {
     "public/report.txt": b"a published report\n",
@@ -48,7 +47,9 @@ def test_declared_tiers_sunsets_and_consent_are_recorded(tmp_path: Path) -> None
         "Consent-Scopes": "public, research",
     }
     bag = bag_with(tmp_path, info, sidecar)
-    code, body, err = custos(tmp_path / "d", "ingest", str(bag), "--depositor", "M", "--json")
+    code, body, err = custos(
+        tmp_path / "d", "ingest", str(bag), "--depositor", "M", "--new-depositor", "--json"
+    )
     assert code == 0, err
     access = access_of(tmp_path / "d", body["package_id"])
     assert access[""]["tier"] == "public" and access[""]["consent"] == ["public", "research"]
@@ -77,7 +78,9 @@ def test_declared_tiers_sunsets_and_consent_are_recorded(tmp_path: Path) -> None
 
 def test_undeclared_material_is_restricted_and_consented_to_nothing(tmp_path: Path) -> None:
     bag = make_bag(tmp_path / "bag", {"a.txt": b"a\n"})
-    code, body, _ = custos(tmp_path / "d", "ingest", str(bag), "--depositor", "M", "--json")
+    code, body, _ = custos(
+        tmp_path / "d", "ingest", str(bag), "--depositor", "M", "--new-depositor", "--json"
+    )
     assert code == 0
     [package] = access_of(tmp_path / "d", body["package_id"]).values()
     assert package["tier"] == "restricted" and package["successor"] == "public"
@@ -85,7 +88,9 @@ def test_undeclared_material_is_restricted_and_consented_to_nothing(tmp_path: Pa
 
 
 def test_the_sample_holding_declares_its_access(tmp_path: Path) -> None:
-    code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--json")
+    code, body, _ = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json"
+    )
     assert code == 0
     access = access_of(tmp_path, body["package_id"])
     assert access[""]["tier"] == "public"
@@ -135,7 +140,7 @@ def test_a_bad_declaration_refuses_the_deposit(
     from archive.errors import InputRejected
 
     with pytest.raises(InputRejected) as caught:
-        ingest(services, bag, depositor="M")
+        deposit(services, bag, depositor="M")
     found = [(f.code, f.path) for f in caught.value.findings]
     assert (code, where) in found, found
     assert_nothing_stored(services)
@@ -147,7 +152,7 @@ def test_every_bad_line_is_listed(tmp_path: Path, services: Services) -> None:
     from archive.errors import InputRejected
 
     with pytest.raises(InputRejected) as caught:
-        ingest(services, bag, depositor="M")
+        deposit(services, bag, depositor="M")
     assert {f.path for f in caught.value.findings} == {
         "bag-info.txt",
         "custos-access.txt:2",

@@ -100,7 +100,7 @@ def make_users_other(services: Services) -> str:
     with services.session_scope() as session:
         user = add_user(
             session, "otto", role="depositor", policy=access_policy(services.settings),
-            organisation="Other Mechanism",
+            organisation="Other Mechanism", new_organisation=True,
         )  # fmt: skip
     return user.token
 

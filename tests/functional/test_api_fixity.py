@@ -25,9 +25,9 @@ from archive.config import PRIMARY_LOCATION
 from archive.services import Services
 from archive.storage.replica import LocalFolderLocation
 from fixity.service import run_cycle
-from ingest.service import ingest
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
+from tests.helpers import deposit
 from tests.unit.fixity.faults import inject
 
 Held = tuple[Services, TestClient, Users, str]
@@ -36,7 +36,7 @@ Held = tuple[Services, TestClient, Users, str]
 @pytest.fixture
 def held(make_services: MakeServices, catalog_url: str) -> Iterator[Held]:
     services = make_services(catalog_url, identify_formats=False)
-    result = ingest(services, SAMPLE, depositor="Sample Mechanism")
+    result = deposit(services, SAMPLE, depositor="Sample Mechanism")
     users = make_users(services)
     with TestClient(create_app(services.settings)) as client:
         yield services, client, users, result.package_id

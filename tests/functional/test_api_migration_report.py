@@ -13,11 +13,12 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from archive.services import Services
-from ingest.service import identify_package, ingest
+from ingest.service import identify_package
 from migration import service
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
 from tests.functional.migrate_helpers import bmp, store
+from tests.helpers import deposit
 
 JSON = "/archivist/migration/report"
 HTML = "/archivist/migration/report.html"
@@ -28,7 +29,7 @@ def migrated(
     make_services: MakeServices, catalog_url: str, tmp_path: Path
 ) -> Iterator[tuple[Services, TestClient, Users]]:
     services = make_services(catalog_url)
-    identify_package(services, ingest(services, SAMPLE, depositor="Sample Mechanism").package_id)
+    identify_package(services, deposit(services, SAMPLE, depositor="Sample Mechanism").package_id)
     store(services, tmp_path / "bag", {"images/bitmap.bmp": bmp()})
     service.migrate(services)
     with TestClient(create_app(services.settings)) as client:

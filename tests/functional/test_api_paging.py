@@ -14,10 +14,9 @@ from sqlalchemy import select
 from api.app import create_app
 from archive.catalog.tables import Event
 from archive.services import Services
-from ingest.service import ingest
 from tests.api_support import Users, make_users
 from tests.conftest import MakeServices
-from tests.helpers import make_bag
+from tests.helpers import deposit, make_bag
 
 Held = tuple[Services, TestClient, Users, list[str]]
 
@@ -39,7 +38,7 @@ def held(
     services = make_services(catalog_url)
     tmp = tmp_path_factory.mktemp("bags")
     packages = [
-        ingest(
+        deposit(
             services,
             make_bag(tmp / f"bag{n}", {f"minutes-{n}.txt": f"minutes {n}\n".encode()}),
             depositor="Sample Mechanism",

@@ -23,10 +23,11 @@ from archive.proofs.bundle import verify_bundle
 from archive.proofs.seal import seal_now
 from archive.proofs.verify import trust_anchors
 from archive.services import Services
-from ingest.service import identify_package, ingest
+from ingest.service import identify_package
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
 from tests.functional.test_cli import custos
+from tests.helpers import deposit
 
 PROBLEM = "application/problem+json"
 DECLARED = ("public", "research", "prosecution", "third-party-justice")
@@ -36,7 +37,7 @@ Held = tuple[Services, TestClient, Users, str]
 @pytest.fixture
 def held(make_services: MakeServices, catalog_url: str) -> Iterator[Held]:
     services = make_services(catalog_url)
-    result = ingest(services, SAMPLE, depositor="Sample Mechanism")
+    result = deposit(services, SAMPLE, depositor="Sample Mechanism")
     identify_package(services, result.package_id)
     seal_now(services)
     users = make_users(services)

@@ -16,15 +16,15 @@ from access.accounts.users import add_user
 from access.decisions.rules import access_policy
 from api.app import create_app
 from archive.services import Services, open_services
-from ingest.service import ingest
 from tests.conftest import SAMPLE, MakeSettings
+from tests.helpers import deposit
 
 
 @pytest.fixture
 def api_schema(make_settings: MakeSettings) -> Iterator[Any]:
     app_settings = make_settings()
     services: Services = open_services(app_settings)
-    ingest(services, SAMPLE, depositor="Sample Mechanism")
+    deposit(services, SAMPLE, depositor="Sample Mechanism")
     with services.session_scope() as session:
         user = add_user(session, "arno", role="archivist", policy=access_policy(services.settings))
     app = create_app(app_settings)

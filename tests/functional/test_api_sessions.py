@@ -26,10 +26,11 @@ from archive.catalog.tables import AuthSession, Event, User
 from archive.config import load_settings
 from archive.errors import ConfigError
 from archive.services import Services
-from ingest.service import identify_package, ingest
+from ingest.service import identify_package
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
 from tests.functional.test_cli import custos
+from tests.helpers import deposit
 from tests.totp import fresh_code
 
 LETTER = "data/documents/transfer-letter.txt"
@@ -42,7 +43,7 @@ Held = tuple[Services, TestClient, Users, str]
 @pytest.fixture
 def held(make_services: MakeServices, catalog_url: str) -> Iterator[Held]:
     services = make_services(catalog_url)
-    result = ingest(services, SAMPLE, depositor="Sample Mechanism")
+    result = deposit(services, SAMPLE, depositor="Sample Mechanism")
     identify_package(services, result.package_id)
     users = make_users(services)
     with TestClient(create_app(services.settings)) as client:

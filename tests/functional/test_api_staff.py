@@ -19,9 +19,10 @@ from archive.catalog.tables import Event, FixityCoverage
 from archive.proofs.bundle import verify_bundle
 from archive.proofs.seal import seal_now
 from archive.services import Services
-from ingest.service import identify_package, ingest
+from ingest.service import identify_package
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
+from tests.helpers import deposit
 
 LETTER = "data/documents/transfer-letter.txt"
 
@@ -31,7 +32,7 @@ def held(
     make_services: MakeServices, catalog_url: str
 ) -> Iterator[tuple[Services, TestClient, Users, str]]:
     services = make_services(catalog_url)
-    result = ingest(services, SAMPLE, depositor="Sample Mechanism")
+    result = deposit(services, SAMPLE, depositor="Sample Mechanism")
     identify_package(services, result.package_id)
     users = make_users(services)
     with TestClient(create_app(services.settings)) as client:
@@ -274,7 +275,7 @@ def test_storage_service_interface(
     held: tuple[Services, TestClient, Users, str],
 ) -> None:
     services, client, users, uuid = held
-    ingest(services, SAMPLE.parent / "sample-holding", depositor="Other")  # already held
+    deposit(services, SAMPLE.parent / "sample-holding", depositor="Other")  # already held
     creds = {"username": "arno", "api_key": users.archivist.token}
     listing = client.get("/api/v2/file/", params={**creds, "limit": 1})
     assert listing.status_code == 200

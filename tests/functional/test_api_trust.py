@@ -15,9 +15,9 @@ from access.export.bundle import export
 from api.app import create_app
 from archive.proofs.local_tsa import ensure_pki
 from archive.proofs.seal import seal_now
-from ingest.service import ingest
 from tests.api_support import make_users
 from tests.conftest import SAMPLE, MakeServices
+from tests.helpers import deposit
 
 
 def openssl_fingerprint(pem: Path) -> str:
@@ -35,7 +35,7 @@ def test_trust_lists_the_anchors_with_both_fingerprints(
 ) -> None:
     other = ensure_pki(tmp_path / "external-tsa")  # a configured root, besides the local one
     services = make_services(tsa={"roots": [str(other)]})
-    package_id = ingest(services, SAMPLE, depositor="Sample Mechanism").package_id
+    package_id = deposit(services, SAMPLE, depositor="Sample Mechanism").package_id
     seal_now(services)
     local = services.settings.tsa_path / "root.pem"
     users = make_users(services)

@@ -50,10 +50,12 @@ class Log:
 @pytest.fixture
 def log(tmp_path: Path, catalog_url: str) -> Iterator[Log]:
     log = Log(tmp_path / "data", catalog_url)
-    code, body, _ = log.cli("ingest", str(SAMPLE), "--depositor", "S", "--json")
+    code, body, _ = log.cli("ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json")
     assert code == 0 and body["seal"]["status"] == "sealed"
     bag = make_bag(tmp_path / "bag", {"note.txt": b"after the checkpoint\n"})
-    code, body, _ = log.cli("ingest", str(bag), "--depositor", "T", "--no-seal", "--json")
+    code, body, _ = log.cli(
+        "ingest", str(bag), "--depositor", "T", "--new-depositor", "--no-seal", "--json"
+    )
     assert code == 0
     yield log
 
@@ -281,7 +283,7 @@ def test_a_replaced_log_is_named(log: Log) -> None:
 
 def test_a_rebuilt_catalog_restarts_the_log_and_says_so(tmp_path: Path) -> None:
     log = Log(tmp_path / "data", "")
-    code, _, _ = log.cli("ingest", str(SAMPLE), "--depositor", "S", "--json")
+    code, _, _ = log.cli("ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json")
     assert code == 0
     for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
         (log.data / name).unlink(missing_ok=True)
@@ -323,7 +325,7 @@ def test_an_existing_catalog_gets_its_log_chained_on_upgrade(
     log = Log(tmp_path / "data", catalog_url)
     code, body = log.audit()
     assert code == 0 and body["entries"] == 3 and body["head"]["seq"] == 3
-    code, body, _ = log.cli("ingest", str(SAMPLE), "--depositor", "S", "--json")
+    code, body, _ = log.cli("ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json")
     assert code == 0
     code, body = log.audit()
     assert code == 0 and body["entries"] > 3

@@ -19,7 +19,9 @@ def test_outside_verifiers_accept_each_files_own_proof(
     tmp_path: Path, bouncycastle: list[str]
 ) -> None:
     data = tmp_path / "data"
-    code, body, err = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json")
+    code, body, err = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json"
+    )
     assert code == 0 and body["seal"]["status"] == "sealed", err
     bundle = tmp_path / "bundle"
     code, exported, err = custos(

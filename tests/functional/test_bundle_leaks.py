@@ -171,7 +171,9 @@ def assert_verifies(bundle: Path) -> None:
 
 
 def ingest(data: Path, bag: Path, depositor: str) -> str:
-    code, body, err = custos(data, "ingest", str(bag), "--depositor", depositor, "--json")
+    code, body, err = custos(
+        data, "ingest", str(bag), "--depositor", depositor, "--new-depositor", "--json"
+    )
     assert code == 0 and body["seal"]["status"] == "sealed", (body, err)
     code, _, err = custos(data, "seal", "--json")
     assert code == 0, err

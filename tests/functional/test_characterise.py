@@ -25,10 +25,9 @@ from archive.catalog.tables import Event, ExtractedText, File, SearchEntry, Vers
 from archive.jobs import job_table, run_outbox
 from archive.services import Services
 from ingest.characterise import characterise
-from ingest.service import ingest
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
-from tests.helpers import make_bag, make_pdf, zip_folder
+from tests.helpers import deposit, make_bag, make_pdf, zip_folder
 
 
 def upload(client: TestClient, users: Users, archive: Path) -> dict[str, Any]:
@@ -164,7 +163,7 @@ def text_holding(
         },
         extra_tag_files={"custos-access.txt": ACCESS_SIDECAR.encode()},
     )
-    package_id = ingest(services, bag, depositor="Text Mechanism").package_id
+    package_id = deposit(services, bag, depositor="Text Mechanism").package_id
     report = characterise(services)
     assert report.failures == []
     users = make_users(services)
@@ -266,7 +265,7 @@ def test_text_limits_are_kept(make_services: MakeServices, tmp_path: Path) -> No
         },
         info={"Access-Tier": "public", "Access-Legal-Basis": "x", "Consent-Scopes": "public"},
     )
-    ingest(services, bag, depositor="Limits Mechanism")
+    deposit(services, bag, depositor="Limits Mechanism")
     report = characterise(services)
     assert report.texts == {"text": 1, "too-large": 1}
     with services.sessions() as session:
@@ -308,7 +307,14 @@ def test_cli_queues_with_no_identify_and_status_says_what_is_pending(tmp_path: P
 
     data = tmp_path / "data"
     code, stored, _ = custos(
-        data, "ingest", str(SAMPLE), "--depositor", "S", "--no-identify", "--json"
+        data,
+        "ingest",
+        str(SAMPLE),
+        "--depositor",
+        "S",
+        "--new-depositor",
+        "--no-identify",
+        "--json",
     )
     assert code == 0 and stored["identification"] == {"status": "queued"}
     code, status, _ = custos(data, "status", "--json")
@@ -352,7 +358,9 @@ def test_a_pdf_read_while_pdftotext_is_missing_is_read_once_it_is_installed(
         info={"Access-Tier": "public", "Access-Legal-Basis": "x", "Consent-Scopes": "public"},
     )
     data = tmp_path / "data"
-    code, _, said = custos(data, "ingest", str(bag), "--depositor", "T", "--no-seal", env=no_tools)
+    code, _, said = custos(
+        data, "ingest", str(bag), "--depositor", "T", "--new-depositor", "--no-seal", env=no_tools
+    )
     assert code == 0
     assert "tool-missing 2" in said and "failed" not in said
     assert "pdftotext is not installed (Debian: apt-get install poppler-utils)" in said
@@ -401,7 +409,15 @@ def test_an_archive_upgraded_reads_the_pdfs_it_failed_for_want_of_pdftotext(
     data = tmp_path / "data"
     env = {"PATH": str(tmp_path / "empty-bin")}
     code, stored, _ = custos(
-        data, "ingest", str(bag), "--depositor", "T", "--no-seal", "--json", env=env
+        data,
+        "ingest",
+        str(bag),
+        "--depositor",
+        "T",
+        "--new-depositor",
+        "--no-seal",
+        "--json",
+        env=env,
     )
     assert code == 0 and stored["texts"] == {"tool-missing": 1}
     # What the previous release recorded, at its schema revision.
@@ -428,7 +444,7 @@ def test_the_text_of_a_pdf_left_for_want_of_its_tool_replaces_that_row(
         {"report.pdf": make_pdf(f"Field report {PUBLIC_WORD}")},
         info={"Access-Tier": "public", "Access-Legal-Basis": "x", "Consent-Scopes": "public"},
     )
-    ingest(services, bag, depositor="Tool Mechanism")
+    deposit(services, bag, depositor="Tool Mechanism")
     monkeypatch.setenv("PATH", str(tmp_path))  # no pdftotext there
     assert characterise(services).texts == {"tool-missing": 1}
     assert characterise(services).texts == {}  # still missing: nothing tried again

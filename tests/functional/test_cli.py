@@ -62,7 +62,14 @@ def test_help_lists_each_command_in_flowing_lines(group: list[str]) -> None:
 def test_ingest_list_show(tmp_path: Path, catalog_url: str) -> None:
     env = {"CUSTOS_DATABASE_URL": catalog_url} if catalog_url else {}
     code, body, _ = custos(
-        tmp_path, "ingest", str(SAMPLE), "--depositor", "Sample Mechanism", "--json", env=env
+        tmp_path,
+        "ingest",
+        str(SAMPLE),
+        "--depositor",
+        "Sample Mechanism",
+        "--new-depositor",
+        "--json",
+        env=env,
     )
     assert code == 0, body
     assert body["status"] == "stored"
@@ -101,8 +108,8 @@ def test_list_prints_whole_package_ids_at_any_width(tmp_path: Path, columns: int
     """The id is what `custos show` takes: never cut, whatever the terminal's width (a table
     where every column fits, one block per package where it does not)."""
     code, stored, _ = custos(
-        tmp_path, "ingest", str(SAMPLE), "--depositor", "Sample Closing Mechanism", "--json",
-        "--no-identify", "--no-seal",
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "Sample Closing Mechanism",
+        "--new-depositor", "--json", "--no-identify", "--no-seal",
     )  # fmt: skip
     assert code == 0
     result = runner.invoke(
@@ -117,11 +124,18 @@ def test_list_prints_whole_package_ids_at_any_width(tmp_path: Path, columns: int
 
 def test_same_bag_twice_is_reported_not_duplicated(tmp_path: Path) -> None:
     code, first, _ = custos(
-        tmp_path, "ingest", str(SAMPLE), "--depositor", "A", "--json", "--no-identify"
+        tmp_path,
+        "ingest",
+        str(SAMPLE),
+        "--depositor",
+        "A",
+        "--new-depositor",
+        "--json",
+        "--no-identify",
     )
     assert code == 0
     code, second, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "A", "--json")
-    assert code == 0
+    assert code == 0  # "A" is registered now
     assert second["status"] == "already-held"
     assert second["package_id"] == first["package_id"]
     code, listing, _ = custos(tmp_path, "list", "--json")
@@ -130,7 +144,9 @@ def test_same_bag_twice_is_reported_not_duplicated(tmp_path: Path) -> None:
 
 def test_refusal_exit_status_and_findings(tmp_path: Path) -> None:
     bag = CONFORMANCE / "v0.97/invalid/extra-file-in-bag"
-    code, body, err = custos(tmp_path, "ingest", str(bag), "--depositor", "A", "--json")
+    code, body, err = custos(
+        tmp_path, "ingest", str(bag), "--depositor", "A", "--new-depositor", "--json"
+    )
     assert code == 65
     assert body["status"] == "refused"
     assert {"code": "BAG-FILE-UNLISTED", "path": "data/bar"}.items() <= {
@@ -143,7 +159,7 @@ def test_refusal_exit_status_and_findings(tmp_path: Path) -> None:
 
 def test_refusal_text_keeps_bracketed_paths(tmp_path: Path) -> None:
     bag = make_bag(tmp_path / "bag", {"a.txt": b"a"}, omit_from_manifest=("a.txt",))
-    code, _, err = custos(tmp_path / "d", "ingest", str(bag), "--depositor", "A")
+    code, _, err = custos(tmp_path / "d", "ingest", str(bag), "--depositor", "A", "--new-depositor")
     assert code == 65
     assert "[data/a.txt]" in err
 
@@ -156,9 +172,9 @@ def test_unknown_package(tmp_path: Path) -> None:
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["to"] == "0015_outbox"
+    assert code == 0 and body["to"] == "0016_depositor_organisations"
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["from"] == body["to"] == "0015_outbox"
+    assert code == 0 and body["from"] == body["to"] == "0016_depositor_organisations"
 
 
 def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
@@ -166,7 +182,15 @@ def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
     config.write_text("[limits]\nmax_files = 2\n")
     bag = make_bag(tmp_path / "bag", {"a": b"1", "b": b"2", "c": b"3"})
     code, _, _ = custos(
-        tmp_path / "d", "--config", str(config), "ingest", str(bag), "--depositor", "A", "--json"
+        tmp_path / "d",
+        "--config",
+        str(config),
+        "ingest",
+        str(bag),
+        "--depositor",
+        "A",
+        "--new-depositor",
+        "--json",
     )
     # --config is a root option: it must come before the command
     assert code != 0
@@ -181,6 +205,7 @@ def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
             str(bag),
             "--depositor",
             "A",
+            "--new-depositor",
             "--json",
         ],
         env={"CUSTOS_FSYNC": "false"},
@@ -189,7 +214,7 @@ def test_settings_from_environment_and_toml(tmp_path: Path) -> None:
     assert any(f["code"] == "LIMIT-FILE-COUNT" for f in json.loads(result.stdout)["findings"])
     result = runner.invoke(
         get_app(),
-        ["ingest", str(bag), "--depositor", "A", "--json"],
+        ["ingest", str(bag), "--depositor", "A", "--new-depositor", "--json"],
         env={
             "CUSTOS_FSYNC": "false",
             "CUSTOS_DATA_DIR": str(tmp_path / "e"),
@@ -210,13 +235,17 @@ def test_bad_settings_are_named(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["", "   ", "a\nb"])
 def test_bad_depositor_name(tmp_path: Path, name: str) -> None:
-    code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", name, "--json")
+    code, body, _ = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", name, "--new-depositor", "--json"
+    )
     assert code == 65
     assert body["findings"][0]["code"] == "DEPOSITOR-NAME"
 
 
 def test_catalog_rebuild_command(tmp_path: Path) -> None:
-    code, stored, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "A", "--json")
+    code, stored, _ = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "A", "--new-depositor", "--json"
+    )
     assert code == 0
     (tmp_path / "catalog.sqlite3").unlink()
     for extra in ("-wal", "-shm"):
@@ -231,7 +260,9 @@ def test_catalog_rebuild_command(tmp_path: Path) -> None:
 
 
 def test_identify_command_with_nothing_pending(tmp_path: Path) -> None:
-    code, _, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "A", "--no-identify")
+    code, _, _ = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "A", "--new-depositor", "--no-identify"
+    )
     assert code == 0
     code, first, _ = custos(tmp_path, "identify", "--json")
     assert code == 0 and first["packages"][0]["identified"] == 5

@@ -69,6 +69,12 @@ def test_help_loads_no_service() -> None:
     assert custos("--help") & SERVICES == set()
 
 
+def test_a_sub_app_help_loads_no_service() -> None:
+    """`custos depositors --help` lists its commands without the registry (the catalog):
+    Typer's reading of the root's options loads pydantic for any command, nothing more."""
+    assert custos("depositors", "--help") & SERVICES == {"pydantic"}
+
+
 def test_status_loads_no_function_package_nor_server(tmp_path: Path) -> None:
     """A core command does not load the sub-apps (see ``archive.cli.shell._RootGroup``), and a
     catalog at the newest schema is opened without Alembic. The catalog and the settings are

@@ -23,7 +23,9 @@ RESTRICTED = "data/documents/transfer-letter.txt"
 @pytest.fixture
 def held(tmp_path: Path) -> tuple[Path, str]:
     data = tmp_path / "data"
-    code, body, err = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json")
+    code, body, err = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json"
+    )
     assert code == 0 and body["seal"]["status"] == "sealed", err
     return data, str(body["package_id"])
 
@@ -198,7 +200,9 @@ def test_a_whole_deposit_also_carries_its_sealed_bag_manifests(tmp_path: Path) -
         },
     )
     data = tmp_path / "data"
-    code, body, err = custos(data, "ingest", str(bag), "--depositor", "S", "--json")
+    code, body, err = custos(
+        data, "ingest", str(bag), "--depositor", "S", "--new-depositor", "--json"
+    )
     assert code == 0 and body["seal"]["status"] == "sealed", err
     bundle = tmp_path / "bundle"
     code, exported, err = export(data, body["package_id"], to=bundle)
@@ -267,7 +271,9 @@ def test_a_target_that_is_not_empty_is_refused(tmp_path: Path, held: tuple[Path,
 def test_unsealed_manifests_refuse_the_export(tmp_path: Path) -> None:
     data = tmp_path / "data"
     offline = {"CUSTOS_TSA__LOCAL": "false"}
-    code, body, _ = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json", env=offline)
+    code, body, _ = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json", env=offline
+    )
     assert code == 0
     code, refused, _ = custos(
         data, "export", body["package_id"], "--to", str(tmp_path / "b"), "--requester", "R",

@@ -39,7 +39,9 @@ def test_replicate_fixity_status_and_report(tmp_path: Path) -> None:
     config = tmp_path / "custos.toml"
     config.write_text(f'[locations.second]\nkind = "local"\npath = "{tmp_path / "replica"}"\n')
     data = tmp_path / "data"
-    code, body, _ = custos(data, "ingest", str(SAMPLE), "--depositor", "M", "--json", config=config)
+    code, body, _ = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "M", "--new-depositor", "--json", config=config
+    )
     assert code == 0 and body["replication"] == {"status": "queued"}
     pid = body["package_id"]
 
@@ -105,7 +107,15 @@ def test_replicate_short_of_locations_shows_the_settings_to_add(tmp_path: Path) 
     are; the folder's, with its path changed, is all it takes."""
     data = tmp_path / "data"
     code, body, _ = custos(
-        data, "ingest", str(SAMPLE), "--depositor", "M", "--no-identify", "--no-seal", "--json"
+        data,
+        "ingest",
+        str(SAMPLE),
+        "--depositor",
+        "M",
+        "--new-depositor",
+        "--no-identify",
+        "--no-seal",
+        "--json",
     )
     assert code == 0
     pid = body["package_id"]
@@ -144,7 +154,9 @@ def test_replicate_copies_the_custody_log_and_fixity_counts_it(tmp_path: Path) -
     config = tmp_path / "custos.toml"
     config.write_text(f'[locations.second]\nkind = "local"\npath = "{replica}"\n')
     data = tmp_path / "data"
-    code, _, _ = custos(data, "ingest", str(SAMPLE), "--depositor", "M", "--json", config=config)
+    code, _, _ = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "M", "--new-depositor", "--json", config=config
+    )
     assert code == 0
     code, body, _ = custos(data, "seal", "--json", config=config)
     assert code == 0, body

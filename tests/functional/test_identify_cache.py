@@ -13,11 +13,15 @@ from tests.helpers import make_bag
 
 def test_the_same_bytes_are_identified_once(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    code, first, _ = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json")
+    code, first, _ = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json"
+    )
     assert code == 0 and first["identification"]["status"] == "ok"
     pdf = (SAMPLE / "data" / "documents" / "site-report.pdf").read_bytes()
     bag = make_bag(tmp_path / "bag", {"copy-of-report.pdf": pdf, "new.txt": b"not seen before\n"})
-    code, second, _ = custos(data, "ingest", str(bag), "--depositor", "S", "--json")
+    code, second, _ = custos(
+        data, "ingest", str(bag), "--depositor", "S", "--new-depositor", "--json"
+    )
     assert code == 0
     code, shown, _ = custos(data, "show", second["package_id"], "--json")
     events = {

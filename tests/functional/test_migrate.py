@@ -293,7 +293,9 @@ def test_cli_plan_run_report(tmp_path: Path) -> None:
         tmp_path / "bag",
         {"images/bitmap.bmp": bmp(), "audio/tone.wav": wav(), "notes.txt": b"plain\n"},
     )
-    code, body, _ = custos(data, "ingest", str(bag), "--depositor", "CLI Tests", "--json")
+    code, body, _ = custos(
+        data, "ingest", str(bag), "--depositor", "CLI Tests", "--new-depositor", "--json"
+    )
     assert code == 0, body
     package_id = body["package_id"]
 
@@ -340,7 +342,9 @@ def test_cli_run_exits_5_when_a_copy_fails(tmp_path: Path) -> None:
     folder = policy_folder(tmp_path, HANGING.replace("{marker}", "413.25"))
     env = {"CUSTOS_POLICY_DIR": str(folder)}
     bag = make_bag(tmp_path / "bag", {"tone.wav": wav()})
-    code, _, _ = custos(data, "ingest", str(bag), "--depositor", "CLI", "--json", env=env)
+    code, _, _ = custos(
+        data, "ingest", str(bag), "--depositor", "CLI", "--new-depositor", "--json", env=env
+    )
     assert code == 0
     code, ran, err = custos(data, "migrate", "run", "--json", env=env)
     assert code == 5 and ran["status"] == "failures" and ran["failed"] == 1

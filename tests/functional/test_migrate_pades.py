@@ -100,7 +100,9 @@ def test_no_timestamp_authority_defers_the_copy_and_the_next_run_makes_it(
 ) -> None:
     data = tmp_path / "data"
     bag = make_bag(tmp_path / "bag", {"documents/site-report.pdf": PDF})
-    code, body, _ = custos(data, "ingest", str(bag), "--depositor", "PAdES Tests", "--json")
+    code, body, _ = custos(
+        data, "ingest", str(bag), "--depositor", "PAdES Tests", "--new-depositor", "--json"
+    )
     assert code == 0, body
     package_id = body["package_id"]
     down = {

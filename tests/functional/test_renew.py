@@ -49,7 +49,9 @@ def verify_at(data: Path, env: dict[str, str], package: str, when: datetime) -> 
 
 
 def ingest(data: Path, env: dict[str, str]) -> str:
-    code, body, err = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json", env=env)
+    code, body, err = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json", env=env
+    )
     assert code == 0 and body["seal"]["status"] == "sealed", err
     return str(body["package_id"])
 

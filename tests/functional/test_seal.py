@@ -70,7 +70,9 @@ BATCH_COLUMNS = (
 
 
 def test_ingest_seals_every_manifest(tmp_path: Path) -> None:
-    code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--json")
+    code, body, _ = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json"
+    )
     assert code == 0 and body["seal"]["status"] == "sealed"
     sealed = seals(tmp_path)
     subjects = sorted(s for s, _, _ in sealed)
@@ -137,7 +139,14 @@ def test_ingest_seals_every_manifest(tmp_path: Path) -> None:
 def test_no_authority_answers_then_later_one_does(tmp_path: Path) -> None:
     offline = {"CUSTOS_TSA__LOCAL": "false", "CUSTOS_TSA__URLS": '["http://127.0.0.1:9/"]'}
     code, body, err = custos(
-        tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--json", env=offline
+        tmp_path,
+        "ingest",
+        str(SAMPLE),
+        "--depositor",
+        "S",
+        "--new-depositor",
+        "--json",
+        env=offline,
     )
     assert code == 0 and body["status"] == "stored"
     assert body["seal"]["status"] == "pending"
@@ -152,7 +161,9 @@ def test_no_authority_answers_then_later_one_does(tmp_path: Path) -> None:
 
 
 def test_rebuild_recovers_the_seals(tmp_path: Path) -> None:
-    code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--json")
+    code, body, _ = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json"
+    )
     assert code == 0 and body["seal"]["status"] == "sealed"
     before = sorted(seals(tmp_path))
     batches_before = query(tmp_path, *BATCH_COLUMNS)
@@ -183,7 +194,9 @@ def test_sealing_retries_with_back_off_until_the_authority_returns(tmp_path: Pat
         "CUSTOS_TSA__RETRY_MAX": "1",
     }
     data = tmp_path / "data"
-    code, body, _ = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json", env=env)
+    code, body, _ = custos(
+        data, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json", env=env
+    )
     assert code == 0 and body["status"] == "stored" and body["seal"]["status"] == "pending"
 
     code, st, _ = custos(data, "status", "--json", env=env)
@@ -221,7 +234,9 @@ def test_retrying_gives_up_when_its_time_is_spent(tmp_path: Path) -> None:
         "CUSTOS_TSA__URLS": '["http://127.0.0.1:9/"]',
         "CUSTOS_TSA__RETRY_BASE": "0.2",
     }
-    code, _, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "S", env=offline)
+    code, _, _ = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", env=offline
+    )
     assert code == 0
     code, body, _ = custos(tmp_path, "seal", "--retry-for", "0.5", "--json", env=offline)
     assert code == 75 and "no timestamp authority answered" in body["message"]
@@ -229,7 +244,14 @@ def test_retrying_gives_up_when_its_time_is_spent(tmp_path: Path) -> None:
     assert st["seal_backlog"]["pending"] == 7 and st["seal_backlog"]["failed_attempts"] >= 2
     assert st["identification_backlog"] == 0 and st["holdings"]["packages"] == 1
     code, _, _ = custos(
-        tmp_path, "ingest", str(tmp_path / "b"), "--depositor", "S", "--no-identify", env=offline
+        tmp_path,
+        "ingest",
+        str(tmp_path / "b"),
+        "--depositor",
+        "S",
+        "--new-depositor",
+        "--no-identify",
+        env=offline,
     )
     code, st, _ = custos(tmp_path, "status", "--json", env=offline)
     assert st["identification_backlog"] == 1
@@ -245,7 +267,9 @@ def test_two_authorities_give_two_independent_tokens(tmp_path: Path) -> None:
             "CUSTOS_TSA__ROOTS": json.dumps([str(other / "root.pem")]),
         }
         data = tmp_path / "data"
-        code, body, err = custos(data, "ingest", str(SAMPLE), "--depositor", "S", "--json", env=env)
+        code, body, err = custos(
+            data, "ingest", str(SAMPLE), "--depositor", "S", "--new-depositor", "--json", env=env
+        )
         assert code == 0, err
         tokens = body["seal"]["tokens"]
         # Two batches (the manifests; each file on its own), each timestamped by both.

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from api.app import create_app
 from archive.catalog.tables import Upload
 from archive.cli import get_app
+from archive.depositors import register
 from archive.services import Services
 from tests.api_support import make_users
 from tests.conftest import MakeServices
@@ -123,6 +124,16 @@ BAGS: dict[str, Callable[[Path], Path]] = {
 }
 
 
+DEPOSITOR = "Mechanism"
+
+
+def registered(services: Services) -> Services:
+    """The services, with the depositor of :func:`custos_ingest` registered."""
+    with services.session_scope() as session:
+        register(session, DEPOSITOR)
+    return services
+
+
 def custos_ingest(data: Path, bag: Path, mount: Path) -> tuple[int, dict[str, Any], str]:
     env = {
         "CUSTOS_FSYNC": "false",
@@ -131,7 +142,15 @@ def custos_ingest(data: Path, bag: Path, mount: Path) -> tuple[int, dict[str, An
     }
     result = CliRunner().invoke(
         get_app(),
-        ["--data-dir", str(data), "ingest", str(bag), "--depositor", "Mechanism", "--json"],
+        [
+            "--data-dir",
+            str(data),
+            "ingest",
+            str(bag),
+            "--depositor",
+            DEPOSITOR,
+            "--json",
+        ],
         env=env,
     )
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
@@ -145,7 +164,7 @@ def test_a_disk_that_fills_during_ingest_is_a_storage_failure(
     make_services: MakeServices, small_disk: Path, tmp_path: Path, kind: str
 ) -> None:
     bag = BAGS[kind](tmp_path)
-    services = make_services(**on_disk(small_disk))
+    services = registered(make_services(**on_disk(small_disk)))
     before = state(services, small_disk)
     code, body, stderr = custos_ingest(services.settings.data_dir, bag, small_disk)
     assert code == 74, body
@@ -161,7 +180,7 @@ def test_a_disk_that_fills_during_ingest_is_a_storage_failure(
 def test_a_read_only_disk_is_a_storage_failure(
     make_services: MakeServices, small_disk: Path, tmp_path: Path
 ) -> None:
-    services = make_services(**on_disk(small_disk))
+    services = registered(make_services(**on_disk(small_disk)))
     before = state(services, small_disk)
     read_only(small_disk)
     code, body, stderr = custos_ingest(

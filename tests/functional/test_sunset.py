@@ -28,9 +28,9 @@ from archive.catalog.tables import AccessAssignment, AccessReview, Event, Packag
 from archive.cli import get_app
 from archive.jobs import Periodic, job_table
 from archive.services import Services
-from ingest.service import ingest
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
+from tests.helpers import deposit
 from tests.totp import fresh_code
 
 README = "data/README.txt"
@@ -103,7 +103,7 @@ class Held:
 @pytest.fixture
 def held(make_services: MakeServices, catalog_url: str) -> Iterator[Held]:
     services = make_services(catalog_url)
-    result = ingest(services, SAMPLE, depositor="Sample Mechanism")
+    result = deposit(services, SAMPLE, depositor="Sample Mechanism")
     users = make_users(services)
     policy = access_policy(services.settings)
     with services.session_scope() as session:

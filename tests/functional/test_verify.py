@@ -9,7 +9,9 @@ from tests.functional.test_cli import custos
 
 
 def ingest(tmp_path: Path, *extra: str) -> tuple[str, Path]:
-    code, body, _ = custos(tmp_path, "ingest", str(SAMPLE), "--depositor", "V", "--json", *extra)
+    code, body, _ = custos(
+        tmp_path, "ingest", str(SAMPLE), "--depositor", "V", "--new-depositor", "--json", *extra
+    )
     assert code == 0
     return body["package_id"], tmp_path / "storage" / body["object_path"]
 

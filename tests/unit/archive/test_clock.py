@@ -11,8 +11,8 @@ from sqlalchemy import select
 from archive import clock
 from archive.catalog.tables import Deposit, Event, OutboxEntry, Version
 from archive.services import Services
-from ingest.service import ingest
 from tests.conftest import SAMPLE
+from tests.helpers import deposit
 
 AT = datetime(2031, 5, 17, 9, 30, 15, tzinfo=UTC)
 
@@ -22,7 +22,7 @@ def test_the_archive_reads_one_clock(services: Services, monkeypatch: pytest.Mon
     assert clock.today().isoformat() == "2031-05-17"
     assert clock.epoch() == AT.timestamp()
     assert clock.local_now() == AT and clock.local_now().utcoffset() is not None
-    package_id = ingest(services, SAMPLE, depositor="Clock Mechanism").package_id
+    package_id = deposit(services, SAMPLE, depositor="Clock Mechanism").package_id
     with services.sessions() as session:
         assert session.execute(select(Deposit.received_at)).scalar_one() == AT
         assert session.execute(select(Version.created_at)).scalar_one() == AT

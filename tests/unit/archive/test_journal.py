@@ -33,10 +33,10 @@ def test_garbage_in_staging_is_rolled_back(services: Services) -> None:
 
 
 def test_ready_object_is_completed_on_next_start(make_services: MakeServices) -> None:
-    from ingest.service import ingest
+    from tests.helpers import deposit
 
     services = make_services()
-    result = ingest(services, SAMPLE, depositor="Recovery Test")
+    result = deposit(services, SAMPLE, depositor="Recovery Test")
     # Simulate the crash window after the object was moved into place but before the commit:
     with services.session_scope() as s:
         from archive.catalog.index import remove_package

@@ -16,9 +16,8 @@ from sqlalchemy import func, select
 from archive.catalog.tables import Event, EventLink
 from archive.services import Services
 from fixity.replication import ReplicationReport, replicate
-from ingest.service import ingest
 from tests.conftest import MakeServices
-from tests.helpers import make_bag
+from tests.helpers import deposit, make_bag
 from tests.servers import SeaweedServer
 
 
@@ -47,7 +46,7 @@ def add_package(services: Services, folder: Path, files: int = 4, size: int = 30
     name = uuid.uuid4().hex[:8]
     payload = {f"f{i:03d}-{name}.bin": os.urandom(size + i) for i in range(files)}
     bag = make_bag(folder / f"bag-{name}", payload)
-    return ingest(services, bag, depositor="Test Mechanism").package_id
+    return deposit(services, bag, depositor="Test Mechanism").package_id
 
 
 def checks_per_copy(services: Services) -> dict[tuple[str | None, str, str], int]:

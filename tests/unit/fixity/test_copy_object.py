@@ -22,8 +22,8 @@ from archive.storage.readback import read_back
 from archive.storage.replica import LocalFolderLocation, ReplicaLocation, prepare_storage_root
 from archive.storage.s3 import S3Location
 from fixity.replication import replicate
-from ingest.service import ingest
 from tests.conftest import SAMPLE
+from tests.helpers import deposit
 from tests.unit.fixity.conftest import ArchiveFactory, local_settings, s3_settings
 
 KINDS = ["local", "s3"]
@@ -41,7 +41,7 @@ def copier(
     else:
         entry = s3_settings(request.getfixturevalue("seaweedfs"))
     services = archive(**{NAME: entry})
-    ingest(services, SAMPLE, depositor="Sample Closing Mechanism")
+    deposit(services, SAMPLE, depositor="Sample Closing Mechanism")
     return services, open_location(NAME, services.settings.locations[NAME])
 
 

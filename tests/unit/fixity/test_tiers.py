@@ -16,9 +16,8 @@ from archive.services import Services
 from fixity.replication import replicate
 from fixity.report import build_report
 from fixity.service import run_cycle
-from ingest.service import ingest
 from policies.load import POLICY_DIR
-from tests.helpers import make_bag
+from tests.helpers import deposit, make_bag
 from tests.unit.fixity.conftest import ArchiveFactory, local_settings
 from tests.unit.fixity.test_fixity import expected_copies
 
@@ -51,7 +50,7 @@ def tiered_package(services: Services, tmp_path: Path) -> str:
             )
         },
     )
-    return ingest(services, bag, depositor="Test Mechanism").package_id
+    return deposit(services, bag, depositor="Test Mechanism").package_id
 
 
 def copies_at(services: Services, pid: str, path_end: str) -> dict[str, str]:

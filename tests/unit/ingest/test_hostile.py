@@ -18,11 +18,11 @@ from ocfl import StorageRoot
 
 from archive.errors import InputRejected
 from archive.services import Services
-from ingest.service import ingest
 from tests.conftest import MakeServices
 from tests.helpers import (
     add_tar_member,
     assert_nothing_stored,
+    deposit,
     make_bag,
     staging_debris,
     tar_folder,
@@ -34,7 +34,7 @@ PAYLOAD = {"a.txt": b"alpha\n", "sub/b.txt": b"bravo\n"}
 
 def refused(services: Services, source: Path) -> InputRejected:
     with pytest.raises(InputRejected) as err:
-        ingest(services, source, depositor="Hostile Test")
+        deposit(services, source, depositor="Hostile Test")
     assert_nothing_stored(services)
     return err.value
 
@@ -398,7 +398,7 @@ def test_accepted_packings(packing: str, tmp_path: Path, services: Services) -> 
         "tar": lambda: tar_folder(bag, tmp_path / "bag.tar", mode="w"),
         "tar.gz": lambda: tar_folder(bag, tmp_path / "bag.tar.gz"),
     }[packing]()
-    result = ingest(services, source, depositor="Packing Test")
+    result = deposit(services, source, depositor="Packing Test")
     assert result.status == "stored"
     assert result.payload_files == 2
     obj = services.store.object_root(result.object_path)
@@ -414,7 +414,7 @@ MANY = {f"d{i % 13}/f{i}.txt": f"{i}\n".encode() for i in range(2600)}
 
 def test_many_files_stored(tmp_path: Path, services: Services) -> None:
     bag = make_bag(tmp_path / "bag", MANY)
-    result = ingest(services, bag, depositor="Many Files")
+    result = deposit(services, bag, depositor="Many Files")
     assert result.payload_files == len(MANY)
     obj = services.store.object_root(result.object_path)
     assert (obj / "v1/content/bag/data/d11/f2000.txt").read_bytes() == b"2000\n"
@@ -445,11 +445,11 @@ def test_empty_payload_and_empty_folders(packing: str, tmp_path: Path, services:
         "zip": lambda: _zip_with_folders(bag, tmp_path / "bag.zip"),
         "tar": lambda: tar_folder(bag, tmp_path / "bag.tar", mode="w"),
     }[packing]()
-    result = ingest(services, source, depositor="Empty")
+    result = deposit(services, source, depositor="Empty")
     assert result.status == "stored" and result.payload_files == 0
     obj = services.store.object_root(result.object_path)
-    deposit = json.loads((obj / "v1/content/custos/deposit.json").read_text())
-    assert deposit["empty_folders"] == ["data", "data/empty", "data/empty/deeper"]
+    meta = json.loads((obj / "v1/content/custos/deposit.json").read_text())
+    assert meta["empty_folders"] == ["data", "data/empty", "data/empty/deeper"]
     sr = StorageRoot(root=str(services.store.root))
     sr.validate(validate_objects=True, check_digests=True)
     assert sr.good_objects == 1
@@ -469,7 +469,7 @@ def test_utf16_tag_files(tmp_path: Path, services: Services) -> None:
         p = bag / name
         p.write_bytes(p.read_text(encoding="utf-8").encode("utf-16"))  # with its BOM
     (bag / "tagmanifest-sha512.txt").unlink()
-    result = ingest(services, bag, depositor="UTF-16")
+    result = deposit(services, bag, depositor="UTF-16")
     assert result.status == "stored" and result.warnings == ()
 
 
