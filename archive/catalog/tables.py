@@ -54,6 +54,11 @@ class Base(DeclarativeBase):
     pass
 
 
+#: The key of a table that grows with every file copy or event: 64-bit on PostgreSQL, and on
+#: SQLite the row id (64-bit too, and only an ``INTEGER PRIMARY KEY`` is one).
+Key64 = BigInteger().with_variant(Integer, "sqlite")
+
+
 class Depositor(Base):
     __tablename__ = "depositors"
 
@@ -121,7 +126,7 @@ class File(Base):
         Index("ix_files_sha512", "sha512"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Key64, primary_key=True)
     package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
     version: Mapped[int] = mapped_column(Integer)
     logical_path: Mapped[str] = mapped_column(Text)
@@ -172,7 +177,7 @@ class Event(Base):
         UniqueConstraint("chain", "seq", name="uq_events_chain_seq"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Key64, primary_key=True)
     chain: Mapped[str] = mapped_column(String(36))
     seq: Mapped[int] = mapped_column(BigInteger)
     prev_hash: Mapped[str] = mapped_column(String(128))
@@ -206,8 +211,8 @@ class EventLink(Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    id: Mapped[int] = mapped_column(Key64, primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("events.id"))
     object_type: Mapped[str] = mapped_column(String(32))  # package | file | user …
     object_id: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(32), default="")
@@ -364,7 +369,7 @@ class StoredFile(Base):
     __tablename__ = "stored_files"
     __table_args__ = (UniqueConstraint("package_id", "path"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Key64, primary_key=True)
     package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"))
     path: Mapped[str] = mapped_column(Text)  # relative to the object root
     kind: Mapped[str] = mapped_column(String(16))  # inventory | sidecar | declaration | record …
@@ -408,7 +413,7 @@ class FixityCoverage(Base):
         Index("ix_fixity_coverage_due", "due_at"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Key64, primary_key=True)
     location_id: Mapped[int] = mapped_column(ForeignKey("storage_locations.id"))
     package_id: Mapped[str] = mapped_column(String(128))
     content_path: Mapped[str] = mapped_column(Text)
@@ -514,7 +519,7 @@ class SearchEntry(Base):
 
     __tablename__ = "search_entries"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Key64, primary_key=True)
     package_id: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(Text)
@@ -599,9 +604,7 @@ class OutboxEntry(Base):
     __tablename__ = "outbox"
     __table_args__ = (UniqueConstraint("job", "key", name="uq_outbox_job_key"),)
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = mapped_column(Key64, primary_key=True, autoincrement=True)
     job: Mapped[str] = mapped_column(String(64))
     #: What the job is about (a package id), or "" for work about the whole archive.
     key: Mapped[str] = mapped_column(String(255), default="")
