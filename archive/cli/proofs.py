@@ -238,3 +238,55 @@ def audit_verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         out.print("custody log verified" if report.ok else "custody log NOT verified")
     if not report.ok:
         raise typer.Exit(3)
+
+
+tsa_app = typer.Typer(help="The archive's own timestamp authority.", no_args_is_help=True)
+app.add_typer(tsa_app, name="tsa")
+
+
+@tsa_app.command("serve")
+def tsa_serve_cmd(
+    folder: Annotated[
+        Path,
+        typer.Option(
+            "--dir",
+            help="The authority's folder: its root and TSA certificates, keys and serial, "
+            "made at first use (keep it, and back it up: it signs every seal).",
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 3180,
+) -> None:
+    """Run the embedded RFC 3161 timestamp authority as a service for several hosts, until
+    interrupted (Ctrl-C or SIGTERM): each host names it in `[tsa] urls` and trusts
+    `DIR/root.pem` in `[tsa] roots` (with `[tsa] local = false`), so that every host's seals
+    rest on one authority and verify on any of them. It listens on 127.0.0.1 unless --host
+    says otherwise; it receives digests only. Exit 78 if it cannot listen, 74 if the folder
+    cannot hold its keys."""
+    import hashlib
+    import signal
+
+    from archive.proofs.local_tsa import LocalTSAServer
+
+    server = run(False, lambda: LocalTSAServer(folder.absolute(), host=host, port=port))
+    root = server.tsa.root_certificate
+    fingerprint = hashlib.sha256(root.read_bytes()).hexdigest()
+    err.print(
+        f"timestamp authority on {server.url} (Ctrl-C stops)\n"
+        f'  for each host: [tsa] local = false, urls = ["{server.url}"], '
+        f'roots = ["{root}"]\n'
+        f"  root certificate {root} (sha256 of the PEM file {fingerprint})",
+        markup=False,
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    err.print("stopped")

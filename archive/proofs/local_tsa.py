@@ -7,13 +7,16 @@ trusts. The responder is ``openssl ts -reply``: no Python library implements the
 OpenSSL's is the reference court experts already use to verify. Calls into it are serialised
 (its serial file is not safe under concurrency), between threads and between processes (a
 worker and a command each run their own responder on the same folder): two tokens with one
-serial number would break RFC 3161 §2.4.2. The server binds to 127.0.0.1 only.
+serial number would break RFC 3161 §2.4.2. The server binds to 127.0.0.1 unless told
+otherwise: ``custos tsa serve --host H`` runs it as a service for several hosts, which then
+name it in their ``[tsa] urls`` and trust its ``root.pem``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import re
+import socket
 import subprocess
 import tempfile
 import threading
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from archive.errors import ConfigError, CustosError
+from archive.errors import ConfigError, CustosError, StorageError
 
 #: The archive's timestamp policy (a private arc under the UUID-derived OID 2.25).
 DEFAULT_POLICY_OID = "2.25.245013771342513620467128478226337937410"
@@ -183,18 +186,43 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, tsa: LocalTSA, port: int) -> None:
+    def __init__(self, tsa: LocalTSA, host: str, port: int) -> None:
         self.tsa = tsa
-        super().__init__(("127.0.0.1", port), _Handler)
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), _Handler)
 
 
 class LocalTSAServer:
-    """The local TSA over HTTP on 127.0.0.1, in a background thread (``with`` or start/stop)."""
+    """The local TSA over HTTP (on 127.0.0.1 unless ``host`` says otherwise), in a background
+    thread (``with`` or start/stop).
 
-    def __init__(self, folder: Path, *, port: int = 0, policy: str = DEFAULT_POLICY_OID) -> None:
-        ensure_pki(folder, policy=policy)
+    Raises :class:`StorageError` when the folder cannot hold the PKI, :class:`TSAError` when
+    openssl cannot make it, and :class:`ConfigError` when the address cannot be listened on."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        policy: str = DEFAULT_POLICY_OID,
+    ) -> None:
+        try:
+            ensure_pki(folder, policy=policy)
+        except OSError as exc:
+            raise StorageError(
+                f"the timestamp authority's folder {folder} cannot hold its keys: {exc}",
+                hint="give a folder this account can create and write (--dir)",
+            ) from exc
         self.tsa = LocalTSA(folder)
-        self._server = _Server(self.tsa, port)
+        try:
+            self._server = _Server(self.tsa, host, port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                hint="choose a free port (--port) and an address of this machine (--host)",
+            ) from exc
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="custos-tsa", daemon=True
         )
@@ -202,7 +230,12 @@ class LocalTSAServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/"
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://[{name}]:{port}/" if ":" in name else f"http://{name}:{port}/"
+
+    def serve_forever(self) -> None:
+        """Answer in this thread until :meth:`stop` is called from another."""
+        self._server.serve_forever()
 
     def start(self) -> LocalTSAServer:
         self._thread.start()
