@@ -178,7 +178,7 @@ def run_worker(
     if schedule:
         for p in table.schedule:
             cron = (
-                crontab(minute=f"*/{p.minutes}")
+                every_minutes(p.minutes)
                 if p.minutes is not None
                 else crontab(minute="0", hour=str(p.hour))
             )
@@ -210,6 +210,18 @@ def settle() -> None:
     made later are collected as before."""
     gc.collect()
     gc.freeze()
+
+
+def every_minutes(minutes: int) -> Callable[[datetime], bool]:
+    """The queue's test for "is this minute one of the runs": every ``minutes`` minutes of
+    the (UTC) clock, counted from a fixed midnight, so 90 is every hour and a half and 1440
+    once a day at midnight. A crontab's ``*/N`` minute field cannot say that: it restarts
+    every hour (``*/90`` ran hourly, ``*/45`` at :00 and :45)."""
+
+    def due(at: datetime) -> bool:
+        return (at.toordinal() * 1440 + at.hour * 60 + at.minute) % minutes == 0
+
+    return due
 
 
 def _periodic(job: str, kwargs: dict[str, Any]) -> Callable[[], None]:

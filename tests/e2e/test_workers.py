@@ -119,16 +119,21 @@ def no_sampling(tmp_path: Path) -> Path:
     return folder
 
 
-def wait_until_covered(services: Services, timeout: float = 180) -> int:
-    """Wait until every copy was checked; return how many copies there are."""
+def wait_until_covered(
+    services: Services, timeout: float = 180, *, up_to: int | None = None
+) -> int:
+    """Wait until every copy was checked; return how many copies there are. ``up_to``: only
+    the copies whose row id is at most that (those known at some point; copies made later,
+    such as a checkpoint the schedule's seal writes meanwhile, are the next cycle's)."""
     deadline = time.monotonic() + timeout
+    known = FixityCoverage.id <= up_to if up_to is not None else FixityCoverage.id.is_not(None)
     while True:
         with services.sessions() as s:
             total, unchecked = s.execute(
                 select(
                     func.count(FixityCoverage.id),
                     func.count(FixityCoverage.id).filter(FixityCoverage.last_checked_at.is_(None)),
-                )
+                ).where(known)
             ).one()
         if total and not unchecked:
             return int(total)
@@ -219,15 +224,19 @@ def test_a_worker_killed_mid_cycle_loses_nothing_and_records_nothing_twice(
             held = s.execute(
                 select(func.count(FixityCoverage.id)).where(FixityCoverage.claimed_by.is_not(None))
             ).scalar_one()
+            last = s.execute(select(func.max(FixityCoverage.id))).scalar_one()
         assert len(done_before) < total, "the worker finished before it was killed"
         assert len(done_before) == 8 * 5  # eight batches of five were recorded
         # it died holding the claims of the ninth, and of the tenth, read meanwhile
         assert held == 2 * 5
         time.sleep(10.5)  # its claims run out
         pool.start()  # the schedule's start-up sweep takes over what is still due
-        copies = wait_until_covered(services)
+        # Every copy there was when it died; the schedule (its seal every five minutes, its
+        # replication) may add the custody log's new files meanwhile: those are left out.
+        copies = wait_until_covered(services, up_to=last)
+        assert copies == total
         counts = checks_per_copy(services)
-        assert len(counts) == copies
+        assert len(counts) >= copies
         assert set(counts.values()) == {1}, {k: v for k, v in counts.items() if v != 1}
         assert all(counts[k] == 1 for k in done_before)
     finally:
