@@ -229,7 +229,7 @@ def change_tier(
             )
     except AccessRuleError as exc:
         raise _reject("TIER-INVALID", exc.message, "tier", exc.hint) from exc
-    with services.store.commit_lock():
+    with services.commit_lock():
         return _write_change(services, reader, head.object_path, package_id, assignment, payload)
 
 

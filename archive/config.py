@@ -382,8 +382,12 @@ class Settings(BaseModel):
     #: The OCFL storage root (default: DATA_DIR/storage).
     storage_root: Path | None = None
     #: Where objects are built before they are renamed in: on the storage root's filesystem
-    #: (default: DATA_DIR/staging).
+    #: (default: DATA_DIR/staging). With ``primary_location``, this host's scratch space.
     staging_dir: Path | None = None
+    #: The key of the ``[locations.*]`` entry that holds the primary copy (an S3 bucket that
+    #: several hosts share, or a folder) instead of ``storage_root``; empty: ``storage_root``.
+    #: That location is no replica target: the replication policy names the others.
+    primary_location: str = ""
     #: Refusal thresholds for deposits (table ``[limits]``).
     limits: Limits = Limits()
     #: Timestamp authorities (table ``[tsa]``).
@@ -430,6 +434,20 @@ class Settings(BaseModel):
                     "choose another"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _primary_is_a_location(self) -> Settings:
+        if self.primary_location and self.primary_location not in self.locations:
+            raise ValueError(
+                f"primary_location names {self.primary_location!r}, which is not among "
+                f"[locations.*] ({', '.join(sorted(self.locations)) or 'none configured'})"
+            )
+        return self
+
+    @property
+    def replica_locations(self) -> dict[str, LocationSettings]:
+        """The locations that hold replicas: every configured one but the primary."""
+        return {k: v for k, v in self.locations.items() if k != self.primary_location}
 
     @property
     def catalog_url(self) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from archive import journal
+from archive.catalog import locks
 from archive.catalog.session import (
     current_revision,
     head_revision,
@@ -23,9 +24,12 @@ from archive.catalog.session import (
     session_factory,
     upgrade,
 )
-from archive.config import Settings
+from archive.config import PRIMARY_LOCATION, Settings
 from archive.errors import CatalogError, StorageError
 from archive.storage.local import LocalStore
+from archive.storage.locations import open_location
+from archive.storage.primary import Primary
+from archive.storage.replica import LocalFolderLocation, ReplicaLocation
 
 
 @dataclass
@@ -34,7 +38,16 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     store: LocalStore
+    primary: Primary
     recovered: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def commit_lock(self) -> Iterator[None]:
+        """Serialise commit steps (duplicate check, install, catalog commit) across every
+        process that uses the catalog, on every host: a PostgreSQL advisory lock (SQLite: a
+        lock file beside it). Held by a process killed with SIGKILL, it is released."""
+        with locks.held(self.engine, "commit", wait=True):
+            yield
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
@@ -69,12 +82,20 @@ def open_services(settings: Settings, *, recover: bool = True) -> Services:
     if current_revision(engine) != head_revision(engine):
         upgrade(engine)
     store = LocalStore(settings.storage_path, settings.staging_path, fsync=settings.fsync)
-    store.ensure()
+    primary = Primary(primary_location(settings), store)
+    primary.ensure()
     sessions = session_factory(engine)
     # Index hooks (archive.catalog.index) and other transaction-bound code read the settings
     # from the session they are given, rather than from a global.
     sessions.configure(info={"settings": settings})
-    services = Services(settings, engine, sessions, store)
+    services = Services(settings, engine, sessions, store, primary)
     if recover:
         services.recovered = journal.recover(store, services.session_scope)
     return services
+
+
+def primary_location(settings: Settings) -> ReplicaLocation:
+    """The location that holds the primary copy: ``primary_location``'s, or the storage root."""
+    if settings.primary_location:
+        return open_location(PRIMARY_LOCATION, settings.locations[settings.primary_location])
+    return LocalFolderLocation(PRIMARY_LOCATION, settings.storage_path, fsync=settings.fsync)

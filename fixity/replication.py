@@ -154,7 +154,7 @@ def location_hint(settings: Settings, policy: ReplicationPolicy, shortfall: int)
     (named as the policy names them, where it names locations the settings lack)."""
     tiers = ("public", "restricted", "protected-identity")
     named = [n for t in tiers for n in policy.for_tier(t).locations]
-    wanted = sorted({n for n in named if n not in settings.locations})
+    wanted = sorted({n for n in named if n not in settings.replica_locations})
     folder = wanted[0] if wanted else "second-disk"
     bucket = wanted[-1] if wanted else "offsite"
     lead = (
@@ -174,7 +174,7 @@ def location_hint(settings: Settings, policy: ReplicationPolicy, shortfall: int)
 
 
 def configured_location(settings: Settings, name: str) -> ReplicaLocation:
-    entry = settings.locations.get(name)
+    entry = settings.replica_locations.get(name)
     if entry is None:
         raise ConfigError(
             f"the replication policy names location {name!r}, which the settings do not configure",
@@ -191,7 +191,7 @@ def plan_package(
     the locations per tier changed since the last plan (copies made before must be
     completed)."""
     tiers = file_tiers(session, [package_id])[package_id]
-    found = plan_for_tiers(policy, tiers.governing, tiers.present, list(settings.locations))
+    found = plan_for_tiers(policy, tiers.governing, tiers.present, list(settings.replica_locations))
     plan = found.plan
     counts = {
         loc: sum(1 for t in tiers.files.values() if found.holds(loc, t)) for loc in plan.locations
@@ -358,7 +358,7 @@ class _Run:
         bad = self.unverified.get(logfiles.LOG_KEY, set())
         at_locations: list[tuple[ReplicaLocation, CopyOutcome, list[str]]] = []
         failed: list[EventRecord] = []
-        for name in sorted(self.services.settings.locations):
+        for name in sorted(self.services.settings.replica_locations):
             todo = [f for f in files if f.path not in held.get(name, set()) and f.path not in bad]
             if not todo:
                 continue

@@ -179,7 +179,7 @@ class _Locations:
                     PRIMARY_LOCATION, store.root, fsync=self.services.settings.fsync
                 )
             else:
-                entry = self.services.settings.locations.get(name)
+                entry = self.services.settings.replica_locations.get(name)
                 if entry is None:
                     raise StorageError(
                         f"location {name} holds replicas by the catalog but is not configured",

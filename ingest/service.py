@@ -324,7 +324,7 @@ def ingest(
             flusher.join()
             os.sync()  # one flush of every staged file instead of an fsync per file
         steps.reached("inventory")
-        with services.store.commit_lock():
+        with services.commit_lock():
             with services.session_scope() as session:  # again: another process may have won
                 held = deposit_by_fingerprint(session, fp)
             if held is not None:
@@ -655,7 +655,7 @@ def identify_package(
         if file_id in known:
             found[object_root / content] = known[file_id]
     tool = tool_version()
-    with services.store.commit_lock():
+    with services.commit_lock():
         # Another process may have identified some of these, or added a version, meanwhile.
         still = {file_id for file_id, _, _ in _pending_files(services, package_id)}
         pending = [p for p in pending if p[0] in still]

@@ -312,7 +312,7 @@ def _run_package(
                 if progress:
                     progress(1)
         done = [a for a in attempts if a is not None]
-        with services.store.commit_lock():
+        with services.commit_lock():
             return _record(services, kit.policy, package_id, rel, done)
     finally:
         services.store.discard(jr.folder)

@@ -6,7 +6,7 @@ of access (a registrar's tier change, a sunset's move, a review opened, approved
 is a new OCFL version of ``custos/access.json`` and ``custos/premis.xml``
 (:func:`archive.versions.append_version`), then, in one transaction, the catalog's version
 row, access rows, custody events and the public search index. A caller holds
-``services.store.commit_lock()`` from :func:`read_access` to :func:`write_access`, so two
+``services.commit_lock()`` from :func:`read_access` to :func:`write_access`, so two
 changes to one package cannot interleave and each starts from what storage holds.
 
 Raises :class:`StorageError` when the object holds no ``custos/access.json``.

@@ -359,7 +359,7 @@ def _step(
         head = package_head(session, package_id)
         if head is None:
             raise NotFound(f"no review {ref!r}", hint=NOT_FOUND_HINT)
-    with services.store.commit_lock():
+    with services.commit_lock():
         stored = read_access(services, rel)
         record = next((r for r in stored.access.get("reviews", []) if r["id"] == review_id), None)
         if record is None:

@@ -170,7 +170,7 @@ def apply_due(
             if dry_run:
                 report.transitions += _plan(read_access(services, rel), package_id, day)
             else:
-                with services.store.commit_lock():
+                with services.commit_lock():
                     done = _apply_one(services, package_id, rel, day, policy.label)
                 report.transitions += done
                 report.versions += bool(done)

@@ -184,7 +184,7 @@ def renew_with(
     policy = services.settings.proofs
     margin = timedelta(days=policy.renew_before_days)
     report = RenewReport()
-    with services.store.commit_lock():
+    with services.commit_lock():
         with services.sessions() as session:
             currents = current_records(services, session)
         report.checked = len(currents)

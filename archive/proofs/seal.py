@@ -194,7 +194,7 @@ def seal_pending(
     then; its manifests or versions stay pending)."""
     report = SealReport()
     algorithm = services.settings.proofs.algorithm
-    with services.store.commit_lock():
+    with services.commit_lock():
         if manifests:
             with services.session_scope() as session:
                 write_checkpoint(session, services.store.root, fsync=services.settings.fsync)

@@ -6,12 +6,10 @@ object becomes visible whole or not at all (rename(2) is atomic within one files
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from archive.errors import StorageError
@@ -46,17 +44,6 @@ class LocalStore:
                 "filesystems, so objects cannot be moved into place atomically",
                 hint="set staging_dir to a folder on the same filesystem as storage_root",
             )
-
-    @contextmanager
-    def commit_lock(self) -> Iterator[None]:
-        """Serialise the commit step (duplicate check, move into place, catalog commit) across
-        processes on this machine, so two deposits of the same bag cannot both be stored."""
-        fd = os.open(self.staging / ".commit.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def new_staging_dir(self, name: str | None = None) -> Path:
         path = self.staging / (name or uuid.uuid4().hex)

@@ -175,6 +175,7 @@ def test_unknown_package_and_bad_policy(archive: ArchiveFactory, tmp_path: Path)
         bad.engine,
         bad.sessions,
         bad.store,
+        bad.primary,
     )
     with pytest.raises(PolicyError) as caught:
         replicate(bad)
