@@ -28,8 +28,10 @@ from archive.catalog.tables import Package
 from archive.custody import new_event, record_events
 from archive.errors import StorageError
 from archive.model import Link
+from archive.storage import ocfl
 from archive.storage.local import LocalStore
 from archive.storage.ocfl import complete_pending_version, object_rel_path
+from archive.storage.primary import Primary
 
 JOURNAL = "journal.json"
 LOCK = ".lock"
@@ -147,9 +149,10 @@ def _try_lock(folder: Path) -> int | None:
 
 
 def recover(
-    store: LocalStore, session_scope: Callable[[], contextlib.AbstractContextManager[Session]]
+    primary: Primary, session_scope: Callable[[], contextlib.AbstractContextManager[Session]]
 ) -> list[str]:
     """Roll back or complete every interrupted ingest; return one line per action taken."""
+    store = primary.store
     actions: list[str] = []
     if not store.staging.is_dir():
         return actions
@@ -164,17 +167,18 @@ def recover(
         if fd is None:
             continue  # a live process owns it
         try:
-            actions.append(_recover_one(store, session_scope, folder))
+            actions.append(_recover_one(primary, session_scope, folder))
         finally:
             os.close(fd)
     return actions
 
 
 def _recover_one(
-    store: LocalStore,
+    primary: Primary,
     session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
     folder: Path,
 ) -> str:
+    store = primary.store
     try:
         data = json.loads((folder / JOURNAL).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -206,21 +210,21 @@ def _recover_one(
     deposit_id = str(data.get("deposit_id", folder.name))
     object_id = str(data["object_id"])
     if data.get("kind") == "version":
-        return _recover_version(store, session_scope, folder, data)
+        return _recover_version(primary, session_scope, folder, data)
     staged = folder / "object"
-    if not store.has_object(object_id):
+    if not primary.has_object(object_id):
         if not staged.is_dir():
             raise StorageError(
                 f"journal of deposit {deposit_id} is ready but its object is neither in staging "
                 f"nor in the storage root",
                 hint=f"inspect {folder} by hand; nothing has been removed",
             )
-        rel = store.install(staged, object_id)
+        rel = primary.install(staged, object_id)
     else:
         rel = object_rel_path(object_id)
     with session_scope() as session:
         if session.get(Package, object_id) is None:
-            index_object(session, store.object_root(rel), rel)
+            index_object(session, primary.object(rel))
             # The work the stopped ingest would have queued with its commit.
             outbox.add(session, outbox.CHARACTERISE, object_id)
             outbox.add_for_new_version(session, object_id)
@@ -236,12 +240,12 @@ def _recover_one(
                 ],
                 package_id=object_id,
             )
-    store.discard(folder)
+    primary.store.discard(folder)
     return f"completed interrupted deposit {deposit_id} as package {object_id}"
 
 
 def _recover_version(
-    store: LocalStore,
+    primary: Primary,
     session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
     folder: Path,
     data: dict[str, Any],
@@ -250,21 +254,33 @@ def _recover_version(
     from archive.catalog.index import index_object
 
     object_id, rel, number = str(data["object_id"]), str(data["object_path"]), int(data["number"])
-    object_root = store.object_root(rel)
     staged = folder / "object" / f"v{number}"
-    if not (object_root / f"v{number}").exists():
-        if not staged.is_dir():
+    if primary.root is None:
+        # Through the location: the version's files, then the root inventory, again (a put
+        # replaces what an interrupted one left).
+        if staged.is_dir():
+            primary.install_version(rel, staged, number)
+        elif ocfl.version_number(primary.object(rel).inventory()["head"]) < number:
             raise StorageError(
                 f"journal of version {number} of {object_id} is ready but the version is "
-                "neither in staging nor in the object",
+                "neither in staging nor the object's head",
                 hint=f"inspect {folder} by hand; nothing has been removed",
             )
-        staged.rename(object_root / f"v{number}")
-    complete_pending_version(object_root)
+    else:
+        object_root = primary.root / rel
+        if not (object_root / f"v{number}").exists():
+            if not staged.is_dir():
+                raise StorageError(
+                    f"journal of version {number} of {object_id} is ready but the version is "
+                    "neither in staging nor in the object",
+                    hint=f"inspect {folder} by hand; nothing has been removed",
+                )
+            staged.rename(object_root / f"v{number}")
+        complete_pending_version(object_root)
     with session_scope() as session:
         package = session.get(Package, object_id)
         if package is None or package.head < number:
-            index_object(session, object_root, rel)
+            index_object(session, primary.object(rel))
             outbox.add_for_new_version(session, object_id)
             record_events(
                 session,
@@ -278,5 +294,5 @@ def _recover_version(
                 ],
                 package_id=object_id,
             )
-    store.discard(folder)
+    primary.store.discard(folder)
     return f"completed version {number} of package {object_id}"

@@ -1,9 +1,11 @@
 """Append a version to a stored object, crash-safely (OCFL 1.1 §3.3: versions are immutable
 once written; a new version adds files and a new inventory).
 
-The version is built in staging, its folder renamed into the object root (invisible to readers
-until the root inventory names it), then the root inventory and sidecar are replaced. A journal
-in staging lets the next start finish a version interrupted after it was written.
+The version is built in staging (this host's scratch space), then committed to the primary
+(:meth:`archive.storage.primary.Primary.install_version`): its folder renamed into a local
+object root, or its files put into an S3 one, invisible to readers until the root inventory
+names it; then the root inventory and sidecar are replaced. A journal in staging lets the next
+start finish a version interrupted after it was written.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from archive.digest import CopyResult
 from archive.storage import ocfl
 from archive.storage.local import LocalStore
 from archive.storage.ocfl import ContentEntry, StagedVersion
+from archive.storage.primary import Primary
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class NewVersion:
 
 
 def append_version(
-    store: LocalStore,
+    primary: Primary,
     rel_path: str,
     files: dict[str, bytes],
     *,
@@ -55,8 +58,8 @@ def append_version(
     The returned journal stays open (and locked) until the caller has updated the catalog
     and calls :func:`finish`.
     """
-    object_root = store.object_root(rel_path)
-    previous = ocfl.read_inventory(object_root)
+    store = primary.store
+    previous = primary.object(rel_path).inventory()
     number = ocfl.version_number(previous["head"]) + 1
     jr = journal_mod.Journal.begin(
         store,
@@ -83,8 +86,7 @@ def append_version(
         if store.fsync:
             os.sync()
         jr.mark_ready(previous["id"])
-        (staged.version_dir).rename(object_root / f"v{number}")
-        ocfl.promote_head(object_root, number)
+        primary.install_version(rel_path, staged.version_dir, number)
     except BaseException:
         if jr.data.get("state") != journal_mod.READY:
             store.discard(jr.folder)

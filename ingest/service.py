@@ -431,14 +431,13 @@ def _commit(
     with the work that follows in the outbox."""
     jr.mark_ready(package_id)
     steps.reached("ready")
-    rel = services.store.install(jr.object_dir, package_id)
+    rel = services.primary.install(jr.object_dir, package_id)
     steps.reached("installed")
     sizes = {e.content_path: e.size for e in version.entries}
     with services.session_scope() as session:
         index_object(
             session,
-            services.store.object_root(rel),
-            rel,
+            services.primary.object(rel),
             known_sizes=sizes,
             known_inventory=inventory,
         )
@@ -718,7 +717,7 @@ def _record_identification(
     created = clock.local_now()  # as the inventory records it
     message = f"Format identification of {len(pending)} files ({tool})"
     new = append_version(
-        services.store,
+        services.primary,
         rel,
         {
             FORMATS_JSON: _json(formats),

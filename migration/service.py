@@ -536,7 +536,7 @@ def _record(
         assert a.output is not None and a.digested is not None
         moved[a.task.output_path] = (a.output, a.digested)
     new = append_version(
-        services.store,
+        services.primary,
         rel,
         {FORMATS_JSON: _json(formats), PREMIS_XML: premis_xml([*old_events, *events])},
         message=message,

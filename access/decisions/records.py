@@ -102,7 +102,7 @@ def write_access(
     in one transaction. Returns the new version's number."""
     body = (json.dumps(access, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
     new = append_version(
-        services.store,
+        services.primary,
         stored.rel,
         {ACCESS_JSON: body, PREMIS_XML: premis_xml([*stored.events, *events])},
         message=message,

@@ -8,7 +8,6 @@ storage, never the other way round.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import date
@@ -39,11 +38,12 @@ from archive.catalog.tables import (
 )
 from archive.checkpoints import records_of
 from archive.custody import parse_premis, record_events
-from archive.digest import digest_file
+from archive.digest import digest_stream
 from archive.errors import StorageError
 from archive.proofs.evidence import parse_record
 from archive.proofs.timestamp import token_from_der
 from archive.storage import ocfl
+from archive.storage.primary import StoredObject
 
 DEPOSIT_JSON = "custos/deposit.json"
 PREMIS_XML = "custos/premis.xml"
@@ -66,11 +66,11 @@ def role_of(logical_path: str) -> str:
     return "metadata"
 
 
-def _read_logical(object_root: Path, state: dict[str, str], logical: str) -> bytes | None:
+def _read_logical(obj: StoredObject, state: dict[str, str], logical: str) -> bytes | None:
     content = state.get(logical)
     if content is None:
         return None
-    return (object_root / content).read_bytes()
+    return obj.read_bytes(content)
 
 
 def depositor_id(session: Session, name: str, at: Any) -> int:
@@ -91,33 +91,33 @@ def depositor_id(session: Session, name: str, at: Any) -> int:
 
 def index_object(
     session: Session,
-    object_root: Path,
-    rel_path: str,
+    obj: StoredObject,
     *,
     known_sizes: Mapping[str, int] | None = None,
     known_inventory: dict[str, Any] | None = None,
 ) -> str:
-    """Write catalog rows for the object at ``object_root``; return the package id.
+    """Write catalog rows for the object ``obj`` (in the primary); return the package id.
 
     ``known_sizes`` and ``known_inventory`` spare re-reading what the caller has just written
     (a new ingest); everything else comes from storage. Any rows already held for the package
     are replaced. The caller commits.
     Raises :class:`StorageError` if the object lacks Custos metadata or is unreadable.
     """
-    inventory = known_inventory or ocfl.read_inventory(object_root)
+    rel_path = obj.rel_path
+    inventory = known_inventory or obj.inventory()
     state = ocfl.head_state(inventory)
     package_id: str = inventory["id"]
-    raw_deposit = _read_logical(object_root, state, DEPOSIT_JSON)
+    raw_deposit = _read_logical(obj, state, DEPOSIT_JSON)
     if raw_deposit is None:
         raise StorageError(
-            f"object {package_id} at {object_root} has no {DEPOSIT_JSON}",
+            f"object {package_id} at {obj.where()} has no {DEPOSIT_JSON}",
             hint="only objects written by Custos can be indexed",
         )
     meta = json.loads(raw_deposit)
-    inv_digest = (object_root / "inventory.json.sha512").read_text().split()[0]
-    premis = _read_logical(object_root, state, PREMIS_XML)
+    inv_digest = obj.inventory_digest()
+    premis = _read_logical(obj, state, PREMIS_XML)
     events = parse_premis(premis) if premis else []
-    formats_raw = _read_logical(object_root, state, FORMATS_JSON)
+    formats_raw = _read_logical(obj, state, FORMATS_JSON)
     formats: dict[str, dict[str, str]] = json.loads(formats_raw) if formats_raw else {}
 
     remove_package(session, package_id)
@@ -160,8 +160,7 @@ def index_object(
         number = ocfl.version_number(name)
         version_inv = inv_digest
         if number != head:
-            sidecar = object_root / name / "inventory.json.sha512"
-            version_inv = sidecar.read_text().split()[0]
+            version_inv = _sidecar(obj, name)
         version_rows.append(
             {
                 "package_id": package_id,
@@ -187,7 +186,7 @@ def index_object(
                 raise StorageError(f"object {package_id}: no sha256 fixity for {content_path}")
             size = (known_sizes or {}).get(content_path)
             if size is None:
-                size = os.stat(object_root / content_path).st_size
+                size = obj.size(content_path)
             fmt = formats.get(logical, {})
             file_rows.append(
                 {
@@ -207,7 +206,7 @@ def index_object(
     # Core executemany on the table: the ORM bulk path costs 4x more per row.
     for i in range(0, len(file_rows), 10000):
         session.execute(insert(FILES), file_rows[i : i + 10000])
-    access_raw = _read_logical(object_root, state, ACCESS_JSON)
+    access_raw = _read_logical(obj, state, ACCESS_JSON)
     if access_raw is not None:
         _index_access(session, package_id, json.loads(access_raw))
     # The custody log is append-only: events already in it stay as they are; only those the
@@ -219,7 +218,7 @@ def index_object(
             .all()
         )
         record_events(session, [e for e in events if e.uuid not in held], package_id=package_id)
-    _index_seals(session, object_root, package_id, inventory)
+    _index_seals(session, obj, package_id, inventory)
     run_index_hooks(session, package_id)
     return package_id
 
@@ -250,28 +249,37 @@ def run_index_hooks(session: Session, package_id: str) -> None:
 
 
 EVIDENCE_DIR = "extensions/custos-evidence-records"
+_FILE_SEAL = re.compile(r"^files-.*\.json$")
 _RECORD_NAME = re.compile(
     r"^(?P<subject>.+)\.(?P<tag>local|tsa-[0-9a-f]{12})-(?P<serial>[0-9]+)\.ers$"
 )
 
 
+def _sidecar(obj: StoredObject, version: str) -> str:
+    """A version inventory's sha512, as its sidecar gives it."""
+    return obj.read_bytes(f"{version}/inventory.json.sha512", limit=4096).decode().split()[0]
+
+
 def _index_seals(
-    session: Session, object_root: Path, package_id: str, inventory: dict[str, Any]
+    session: Session, obj: StoredObject, package_id: str, inventory: dict[str, Any]
 ) -> None:
     """Seal rows for the evidence records the object carries (OCFL 1.1 §4.1 extension)."""
-    folder = object_root / EVIDENCE_DIR
-    if not folder.is_dir():
+    held = sorted(p.removeprefix(EVIDENCE_DIR + "/") for p in obj.iter_files(EVIDENCE_DIR))
+    if not held:
         return
     digest_of = {p: d for d, paths in inventory["manifest"].items() for p in paths}
     for name in inventory["versions"]:
-        sidecar = object_root / name / "inventory.json.sha512"
-        digest_of[f"{name}/inventory.json"] = sidecar.read_text().split()[0]
-        # A version's file seals (archive.proofs.fileseal): their subject is the sidecar's.
-        for seal in (folder / name).glob("files-*.json"):
-            subject = f"{name}/{seal.name.removesuffix('.json')}"
-            digest_of[subject] = digest_file(seal, ("sha512",)).digests["sha512"]
-    for path in sorted(folder.rglob("*.ers")):
-        rel = path.relative_to(folder).as_posix()
+        digest_of[f"{name}/inventory.json"] = _sidecar(obj, name)
+    # A version's file seals (archive.proofs.fileseal): their subject is the sidecar's.
+    for rel in held:
+        version, _, leaf = rel.partition("/")
+        if version in inventory["versions"] and "/" not in leaf and _FILE_SEAL.match(leaf):
+            with obj.open(f"{EVIDENCE_DIR}/{rel}") as reader:
+                sha512 = digest_stream(reader, ("sha512",)).digests["sha512"]
+            digest_of[f"{version}/{leaf.removesuffix('.json')}"] = sha512
+    for rel in held:
+        if not rel.endswith(".ers"):
+            continue
         m = _RECORD_NAME.match(rel)
         if not m or m["subject"] not in digest_of:
             raise StorageError(f"object {package_id}: unexpected evidence record {rel}")
@@ -280,17 +288,17 @@ def _index_seals(
                 package_id=package_id,
                 subject_path=m["subject"],
                 subject_sha512=digest_of[m["subject"]],
-                batch_id=_batch_of(session, path, m["tag"]),
+                batch_id=_batch_of(session, obj.read_bytes(f"{EVIDENCE_DIR}/{rel}"), m["tag"]),
                 record_path=f"{EVIDENCE_DIR}/{rel}",
             )
         )
     session.flush()
 
 
-def _batch_of(session: Session, record: Path, tag: str) -> int:
+def _batch_of(session: Session, record: bytes, tag: str) -> int:
     """The seal batch of a record's newest token (the one its name carries), added if the
     catalog lacks it."""
-    token = token_from_der(parse_record(record.read_bytes()).last.token)
+    token = token_from_der(parse_record(record).last.token)
     batch_id = session.execute(
         select(SealBatch.id).where(
             SealBatch.root == token.imprint.hex(),
@@ -326,7 +334,7 @@ def index_checkpoint_seals(session: Session, storage_root: Path) -> None:
                     package_id=None,
                     subject_path=cp_path,
                     subject_sha512=digest,
-                    batch_id=_batch_of(session, record, m["tag"]),
+                    batch_id=_batch_of(session, record.read_bytes(), m["tag"]),
                     record_path=f"{cp_path.rpartition('/')[0]}/{record.name}",
                 )
             )

@@ -56,10 +56,10 @@ def rebuild(services: Services, *, progress: Callable[[int], None] | None = None
         session.execute(delete(Version))
         session.execute(delete(Package))
         session.execute(delete(Deposit))
-    for rel in services.store.iter_objects():
+    for rel in services.primary.iter_objects():
         try:
             with services.session_scope() as session:
-                report.indexed.append(index_object(session, services.store.object_root(rel), rel))
+                report.indexed.append(index_object(session, services.primary.object(rel)))
         except CustosError as exc:
             report.failed.append((rel, exc.message))
         except (OSError, ValueError, KeyError) as exc:

@@ -241,11 +241,20 @@ class StoredObject:
     def exists(self, path: str) -> bool:
         return self.primary.exists(self.key(path))
 
-    def iter_files(self) -> Iterator[str]:
-        """Every file's path relative to the object root."""
+    def iter_files(self, under: str = "") -> Iterator[str]:
+        """Every file's path relative to the object root (in the folder ``under`` only, if
+        given); in no set order."""
         prefix = self.rel_path + "/"
-        for key in self.primary.location.iter_keys(prefix):
+        folder = prefix + under.strip("/") + "/" if under else prefix
+        for key in self.primary.location.iter_keys(folder):
             yield key.removeprefix(prefix)
+
+    def size(self, path: str) -> int:
+        """A file's size, from the location (no byte read). Raises :class:`ObjectMissing`."""
+        info = self.primary.location.stat(self.key(path))
+        if info is None:
+            raise ObjectMissing(f"{self.where(path)}: nothing stored")
+        return info.size
 
     def inventory(self, version: str | None = None) -> dict[str, Any]:
         """An inventory (the root's, or ``version``'s), checked against its sidecar (§3.5.6).

@@ -17,9 +17,9 @@ def test_unfinished_staging_is_rolled_back(make_services: MakeServices) -> None:
     jr = journal.Journal.begin(services.store, "d1", deposit_id="d1", source="bag")
     (jr.object_dir / "v1" / "content").mkdir(parents=True)
     (jr.object_dir / "v1" / "content" / "half.bin").write_bytes(b"half")
-    assert journal.recover(services.store, services.session_scope) == []  # locked: still live
+    assert journal.recover(services.primary, services.session_scope) == []  # locked: still live
     jr.close()
-    actions = journal.recover(services.store, services.session_scope)
+    actions = journal.recover(services.primary, services.session_scope)
     assert len(actions) == 1 and "rolled back" in actions[0]
     assert staging_debris(services.store.staging) == []
     assert list(services.store.iter_objects()) == []
@@ -28,7 +28,7 @@ def test_unfinished_staging_is_rolled_back(make_services: MakeServices) -> None:
 def test_garbage_in_staging_is_rolled_back(services: Services) -> None:
     (services.store.staging / "junk").mkdir()
     (services.store.staging / "junk" / "journal.json").write_text("{not json")
-    journal.recover(services.store, services.session_scope)
+    journal.recover(services.primary, services.session_scope)
     assert staging_debris(services.store.staging) == []
 
 
@@ -68,11 +68,11 @@ def test_folder_being_created_is_left_alone_then_cleared_when_old(services: Serv
     # Another process between its mkdir and its lock: the folder still has its creating name.
     fresh = services.store.staging / f"{journal.CREATING}d3"
     fresh.mkdir()
-    assert journal.recover(services.store, services.session_scope) == []
+    assert journal.recover(services.primary, services.session_scope) == []
     assert fresh.exists()
     old = time.time() - journal.CREATION_GRACE_SECONDS - 5
     os.utime(fresh, (old, old))
-    actions = journal.recover(services.store, services.session_scope)
+    actions = journal.recover(services.primary, services.session_scope)
     assert not fresh.exists() and len(actions) == 1
 
 
@@ -90,7 +90,7 @@ def test_a_process_killed_before_its_journal_is_rolled_back_at_once(services: Se
     dead = services.store.staging / "d5"
     dead.mkdir()
     (dead / journal.LOCK).touch()
-    actions = journal.recover(services.store, services.session_scope)
+    actions = journal.recover(services.primary, services.session_scope)
     assert len(actions) == 1 and "rolled back" in actions[0]
     assert staging_debris(services.store.staging) == []
 
@@ -103,7 +103,7 @@ def test_a_long_upload_is_never_taken_for_debris(services: Services) -> None:
     sink._fh.flush()
     old = time.time() - 3600  # an hour into a multi-GB upload
     os.utime(sink.folder, (old, old))
-    assert journal.recover(services.store, services.session_scope) == []
+    assert journal.recover(services.primary, services.session_scope) == []
     assert sink.path.read_bytes() == b"first chunk"
     sink.discard()
     assert staging_debris(services.store.staging) == []
@@ -120,7 +120,7 @@ def test_an_abandoned_upload_is_removed_without_a_custody_event(
     sink.write(b"partial")
     sink._fh.close()
     sink._journal.close()  # the serving process died: its lock is gone
-    actions = journal.recover(services.store, services.session_scope)
+    actions = journal.recover(services.primary, services.session_scope)
     assert len(actions) == 1 and "upload" in actions[0]
     assert staging_debris(services.store.staging) == []
     assert catalog_counts(services)["events"] == before
@@ -131,7 +131,7 @@ def test_scratch_folder_is_locked_while_used_and_removed_after(services: Service
         (tmp / "copy").write_bytes(b"x")
         old = time.time() - 3600
         os.utime(tmp, (old, old))
-        assert journal.recover(services.store, services.session_scope) == []
+        assert journal.recover(services.primary, services.session_scope) == []
         assert (tmp / "copy").exists()
     assert staging_debris(services.store.staging) == []
     try:
