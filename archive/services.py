@@ -90,7 +90,7 @@ def open_services(settings: Settings, *, recover: bool = True) -> Services:
     sessions.configure(info={"settings": settings})
     services = Services(settings, engine, sessions, store, primary)
     if recover:
-        services.recovered = journal.recover(primary, services.session_scope)
+        services.recovered = journal.recover(primary, services.session_scope, services.commit_lock)
     return services
 
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from archive.digest import digest_bytes, digest_file
@@ -44,6 +46,8 @@ from archive.storage.replica import (
 
 #: Inventories and sidecars are read whole; anything larger than this is not one.
 MAX_SMALL_FILE = 256 * 1024 * 1024
+#: Bytes per read when a stored file is copied to this host.
+COPY_CHUNK = 1024 * 1024
 #: The files of an object root that are written last, in this order (see the module text).
 _LAST = ("inventory.json", "inventory.json.sha512", ocfl.OBJECT_NAMASTE)
 
@@ -210,6 +214,38 @@ class Primary:
             removed.append(key)
         return removed, locked
 
+    def remove_orphan(self, object_id: str) -> int:
+        """Remove a whole object the catalog does not hold (recovery found its deposit held
+        under another package), its declaration first so that it stops being an object at
+        once; return how many of its files remain stored, read as absent, because the
+        location's lock (Object Lock retention) keeps every version written until it runs
+        out. The caller makes sure the catalog does not claim it."""
+        rel = ocfl.object_rel_path(object_id)
+        if self.root is not None:
+            target = self.root / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+                for parent in target.parents:  # the layout's folders it alone used
+                    if parent == self.root or any(parent.iterdir()):
+                        break
+                    parent.rmdir()
+            return 0
+        declaration = f"{rel}/{ocfl.OBJECT_NAMASTE}"
+        keys = sorted(self.location.iter_keys(rel + "/"), key=lambda k: k != declaration)
+        kept = 0
+        for key in keys:
+            try:
+                self.location.delete(key)
+            except ObjectMissing:
+                continue
+            except ObjectLocked:
+                hide = getattr(self.location, "hide", None)
+                if hide is None:
+                    raise
+                hide(key)
+                kept += 1
+        return kept
+
 
 class StoredObject:
     """One object in the primary: its files by path relative to the object root."""
@@ -255,6 +291,28 @@ class StoredObject:
         if info is None:
             raise ObjectMissing(f"{self.where(path)}: nothing stored")
         return info.size
+
+    @contextmanager
+    def local_files(
+        self, paths: Sequence[str], scratch: Callable[[], AbstractContextManager[Path]]
+    ) -> Iterator[dict[str, Path]]:
+        """The files at ``paths`` (relative to the object root) as files on this host, for
+        tools that need a path (format identification, text extraction, migration): a local
+        primary's own files, or else copies streamed into a folder ``scratch()`` gives (this
+        host's scratch space, which the caller's recovery cleans after a crash), removed
+        when the block ends. Each copy keeps its file's extension (identifiers look at it).
+        Callers bound ``paths`` (a batch), as the copies take that much room."""
+        if self.primary.root is not None:
+            yield {p: self.primary.root / self.rel_path / p for p in paths}
+            return
+        with scratch() as folder:
+            out: dict[str, Path] = {}
+            for i, path in enumerate(paths):
+                target = folder / f"{i}{PurePosixPath(path).suffix[:16]}"
+                with self.open(path) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, COPY_CHUNK)
+                out[path] = target
+            yield out
 
     def inventory(self, version: str | None = None) -> dict[str, Any]:
         """An inventory (the root's, or ``version``'s), checked against its sidecar (§3.5.6).
