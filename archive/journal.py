@@ -215,7 +215,8 @@ def _recover_one(
     deposit_id = str(data.get("deposit_id", folder.name))
     object_id = str(data["object_id"])
     if data.get("kind") == "version":
-        return _recover_version(primary, session_scope, folder, data)
+        with lock():  # as a version is written: under the commit lock
+            return _recover_version(primary, session_scope, folder, data)
     staged = folder / "object"
     installed = primary.has_object(object_id)
     if not installed and not staged.is_dir():
@@ -324,13 +325,18 @@ def _recover_version(
     staged = folder / "object" / f"v{number}"
     if primary.root is None:
         # Through the location: the version's files, then the root inventory, again (a put
-        # replaces what an interrupted one left).
-        if staged.is_dir():
+        # replaces what an interrupted one left), unless the object's head reached that
+        # version already (it was promoted; or another host has since written its own
+        # version of that number, which must not be replaced).
+        head = ocfl.version_number(primary.object(rel).inventory()["head"])
+        if head >= number:
+            pass
+        elif staged.is_dir() and head == number - 1:
             primary.install_version(rel, staged, number)
-        elif ocfl.version_number(primary.object(rel).inventory()["head"]) < number:
+        else:
             raise StorageError(
                 f"journal of version {number} of {object_id} is ready but the version is "
-                "neither in staging nor the object's head",
+                f"neither in staging nor the object's head (v{head})",
                 hint=f"inspect {folder} by hand; nothing has been removed",
             )
     else:
