@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from archive import clock, outbox
+from archive import clock, installs, outbox
 from archive.catalog.queries import deposit_by_fingerprint
 from archive.catalog.tables import Package
 from archive.custody import new_event, record_events
@@ -239,6 +239,7 @@ def _recover_one(
         if not installed:
             rel = primary.install(staged, object_id)
         with session_scope() as session:
+            installs.done(session, object_id)
             if session.get(Package, object_id) is None:
                 index_object(session, primary.object(rel))
                 # The work the stopped ingest would have queued with its commit.
@@ -284,6 +285,8 @@ def _already_held(
     meanwhile): its copy is removed, not stored twice, and the deposit ends as a duplicate."""
     deposit_id, object_id = str(data.get("deposit_id", folder.name)), str(data["object_id"])
     kept = primary.remove_orphan(object_id) if installed else 0
+    with session_scope() as session:
+        installs.done(session, object_id)
     what = (
         f"an interrupted deposit held the same payload as deposit {held[0]} (package "
         f"{held[1]}), stored meanwhile: nothing was stored twice"
@@ -310,6 +313,84 @@ def _already_held(
         )
     primary.store.discard(folder)
     return what
+
+
+def recover_installs(
+    primary: Primary,
+    session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
+    try_lock: Callable[[], contextlib.AbstractContextManager[bool]],
+) -> list[str]:
+    """Finish the installs no live process is committing, whichever host began them (see
+    :mod:`archive.installs`); return one line per action. ``try_lock`` takes the commit lock
+    without waiting (yielding whether it got it): while anyone holds it, rows may be live,
+    and they are left for a later start."""
+    with session_scope() as session:
+        if not installs.any_pending(session):
+            return []
+    with try_lock() as alone:
+        if not alone:
+            return []
+        with session_scope() as session:
+            rows = [(r.object_id, r.deposit_id, r.host) for r in installs.pending(session)]
+        return [_finish_install(primary, session_scope, *row) for row in rows]
+
+
+def _finish_install(
+    primary: Primary,
+    session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
+    object_id: str,
+    deposit_id: str,
+    host: str,
+) -> str:
+    from archive.catalog.index import index_object
+
+    links = [Link("package", object_id), Link("deposit", deposit_id)]
+    if not primary.has_object(object_id):
+        removed, hidden = primary.remove_partial(object_id)
+        what = (
+            f"a deposit cut short on {host} while its object was being stored was rolled "
+            f"back: {removed} file(s) of it removed from the storage root"
+        )
+        if hidden:
+            what += f", {hidden} hidden until their Object Lock retention ends"
+        with session_scope() as session:
+            installs.done(session, object_id)
+            record_events(session, [new_event("recovery", "success", what, links=links)])
+        return what
+    rel = object_rel_path(object_id)
+    meta = json.loads(_deposit_json(primary.object(rel)))
+    with session_scope() as session:
+        held = deposit_by_fingerprint(session, str(meta["fingerprint"]))
+    if held is not None and held[1] != object_id:
+        kept = primary.remove_orphan(object_id)
+        what = (
+            f"a deposit cut short on {host} held the same payload as deposit {held[0]} "
+            f"(package {held[1]}), stored meanwhile: its copy was removed, nothing was "
+            "stored twice"
+        )
+        if kept:
+            what += f" ({kept} file(s) stay, hidden, until their Object Lock retention ends)"
+        with session_scope() as session:
+            installs.done(session, object_id)
+            record_events(
+                session,
+                [new_event("recovery", "warning", what, links=[Link("package", held[1])])],
+                package_id=held[1],
+            )
+        return what
+    what = f"a deposit cut short on {host} after its object was stored was completed"
+    with session_scope() as session:
+        installs.done(session, object_id)
+        if session.get(Package, object_id) is None:
+            index_object(session, primary.object(rel))
+            outbox.add(session, outbox.CHARACTERISE, object_id)
+            outbox.add_for_new_version(session, object_id)
+            record_events(
+                session,
+                [new_event("recovery", "success", what, links=links)],
+                package_id=object_id,
+            )
+    return f"{what}, as package {object_id}"
 
 
 def _recover_version(

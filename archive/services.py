@@ -91,6 +91,9 @@ def open_services(settings: Settings, *, recover: bool = True) -> Services:
     services = Services(settings, engine, sessions, store, primary)
     if recover:
         services.recovered = journal.recover(primary, services.session_scope, services.commit_lock)
+        services.recovered += journal.recover_installs(
+            primary, services.session_scope, lambda: locks.held(engine, "commit")
+        )
     return services
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from archive import clock, outbox, steps
+from archive import clock, installs, outbox, steps
 from archive import journal as journal_mod
 from archive.catalog.index import (
     ACCESS_JSON,
@@ -434,11 +434,14 @@ def _commit(
     """Journal ready -> object into place -> catalog rows committed (under the commit lock),
     with the work that follows in the outbox."""
     jr.mark_ready(package_id)
+    with services.session_scope() as session:  # seen by every host, before any file is stored
+        installs.begin(session, package_id, str(jr.data["deposit_id"]))
     steps.reached("ready")
     rel = services.primary.install(jr.object_dir, package_id)
     steps.reached("installed")
     sizes = {e.content_path: e.size for e in version.entries}
     with services.session_scope() as session:
+        installs.done(session, package_id)
         index_object(
             session,
             services.primary.object(rel),

@@ -192,27 +192,35 @@ class Primary:
                 hint="check the primary location's health, then try again",
             )
 
-    def remove_partial(self, object_id: str) -> tuple[list[str], list[str]]:
+    def remove_partial(self, object_id: str) -> tuple[int, int]:
         """Remove what an interrupted install left of ``object_id`` (never a whole object:
-        one whose declaration is there); return the keys removed and those the location's
-        lock (Object Lock retention) keeps until it runs out. Either way no listing takes
-        them for an object, as the declaration is missing."""
+        one whose declaration is there); return how many files were removed, and how many
+        stay stored but read as absent because the location's lock (Object Lock retention)
+        keeps every version written until it runs out. No listing takes either for an
+        object, as the declaration is missing."""
         rel = ocfl.object_rel_path(object_id)
         if self.has_object(object_id):
             raise StorageError(f"{self.name}:{rel} holds a whole object: not removing it")
         if self.root is not None:
-            return [], []  # a local install is one rename: nothing partial is ever left
-        removed, locked = [], []
-        for key in list(self.location.iter_keys(rel + "/")):
+            return 0, 0  # a local install is one rename: nothing partial is ever left
+        return self._remove_keys(sorted(self.location.iter_keys(rel + "/")))
+
+    def _remove_keys(self, keys: list[str]) -> tuple[int, int]:
+        removed = hidden = 0
+        for key in keys:
             try:
                 self.location.delete(key)
             except ObjectMissing:
                 continue
             except ObjectLocked:
-                locked.append(key)
+                hide = getattr(self.location, "hide", None)
+                if hide is None:
+                    raise
+                hide(key)
+                hidden += 1
                 continue
-            removed.append(key)
-        return removed, locked
+            removed += 1
+        return removed, hidden
 
     def remove_orphan(self, object_id: str) -> int:
         """Remove a whole object the catalog does not hold (recovery found its deposit held
@@ -232,19 +240,7 @@ class Primary:
             return 0
         declaration = f"{rel}/{ocfl.OBJECT_NAMASTE}"
         keys = sorted(self.location.iter_keys(rel + "/"), key=lambda k: k != declaration)
-        kept = 0
-        for key in keys:
-            try:
-                self.location.delete(key)
-            except ObjectMissing:
-                continue
-            except ObjectLocked:
-                hide = getattr(self.location, "hide", None)
-                if hide is None:
-                    raise
-                hide(key)
-                kept += 1
-        return kept
+        return self._remove_keys(keys)[1]
 
 
 class StoredObject:

@@ -17,7 +17,7 @@ from ingest.service import identify_package
 from migration import service as migration
 from tests.conftest import MakeServices
 from tests.functional.migrate_helpers import bmp
-from tests.helpers import deposit, make_bag, make_pdf, staging_debris
+from tests.helpers import deposit, make_bag, make_pdf, pending_install, staging_debris
 from tests.servers import SeaweedServer
 from tests.unit.fixity.conftest import s3_settings
 
@@ -146,5 +146,30 @@ def test_an_orphan_in_the_bucket_is_hidden_when_its_deposit_was_held_meanwhile(
         third = open_services(services.settings)
         assert third.recovered == []
         third.close()
+    finally:
+        again.close()
+
+
+def test_part_of_an_object_another_host_left_in_the_bucket_is_rolled_back(
+    make_services: MakeServices, seaweedfs: SeaweedServer, tmp_path: Path
+) -> None:
+    from archive.catalog.tables import PendingInstall
+    from archive.services import open_services
+
+    services = s3_primary(make_services, seaweedfs, tmp_path)
+    object_id = "urn:uuid:00000000-0000-4000-8000-0000000000b1"
+    rel = ocfl.object_rel_path(object_id)
+    pending_install(services, object_id, "d-b1")
+    part = tmp_path / "part.bin"
+    part.write_bytes(b"the first file of an object whose host stopped")
+    services.primary.put_file(f"{rel}/v1/content/bag/data/a.bin", part)
+    again = open_services(services.settings)
+    try:
+        [action] = again.recovered
+        assert "cut short on host-b (process 4242)" in action and "rolled back" in action
+        assert "1 hidden until their Object Lock retention ends" in action
+        assert list(again.primary.location.iter_keys(rel + "/")) == []
+        with again.sessions() as s:
+            assert s.query(PendingInstall).count() == 0
     finally:
         again.close()
