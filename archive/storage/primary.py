@@ -22,6 +22,7 @@ Objects and versions are built in this host's scratch space (``staging_dir``) an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -201,7 +202,8 @@ class Primary:
                         os.fsync(fh.fileno())
                 os.replace(tmp, target)
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
                 raise StorageError(
                     f"cannot write {target}: {exc}",
                     hint="check that the storage root is writable and has room",
@@ -218,7 +220,8 @@ class Primary:
                 ) from exc
             self._put(key, source)
         finally:
-            source.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # nothing was written, or the folder is gone
+                source.unlink(missing_ok=True)
 
     def put_file(self, key: str, source: Path) -> None:
         """Write one file at ``key`` (the custody log's checkpoints and their records),
