@@ -22,20 +22,23 @@ Objects and versions are built in this host's scratch space (``staging_dir``) an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from archive.digest import digest_bytes, digest_file
+from archive.digest import CopyResult, digest_bytes, digest_file, digest_stream
 from archive.errors import StorageError
 from archive.storage import ocfl
 from archive.storage.local import LocalStore
 from archive.storage.readback import read_back
 from archive.storage.replica import (
+    PARTIAL_SUFFIX,
     LocalFolderLocation,
     ObjectLocked,
     ObjectMissing,
@@ -115,6 +118,21 @@ class Primary:
     def exists(self, key: str) -> bool:
         return self.location.stat(key) is not None
 
+    def digest(self, key: str, algorithms: Iterable[str] = ("sha512", "sha256")) -> CopyResult:
+        """The digests of the file at ``key``, its bytes read once (from its path, for a local
+        primary). Raises :class:`ObjectMissing` or :class:`StorageError`."""
+        path = self.local_path(key)
+        if path is not None:
+            try:
+                return digest_file(path, algorithms)
+            except FileNotFoundError as exc:
+                raise ObjectMissing(f"{path}: nothing stored") from exc
+            except OSError as exc:
+                raise StorageError(f"cannot read {path}: {exc}") from exc
+        info = self.location.stat(key)
+        with self.open(key) as reader:
+            return digest_stream(reader, algorithms, size_hint=info.size if info else 0)
+
     def object(self, rel_path: str) -> StoredObject:
         """The object whose root is at ``rel_path`` (relative to the storage root)."""
         return StoredObject(self, rel_path)
@@ -168,6 +186,46 @@ class Primary:
             self._put(f"{rel_path}/{name}/{path.relative_to(version_dir).as_posix()}", path)
         for leaf in ("inventory.json", "inventory.json.sha512"):
             self._put(f"{rel_path}/{leaf}", version_dir / leaf)
+
+    def write_bytes(self, key: str, data: bytes, *, fsync: bool = True) -> None:
+        """Write a small file at ``key`` whole (a custody-log checkpoint, an evidence record,
+        a file seal, a trust anchor), replacing what is there.
+
+        Into a local primary as before: a hidden partial file beside the target (flushed to
+        disk when ``fsync``), renamed over it. Into one reached through a location: from a
+        file in this host's scratch space, read back before this returns (S3 keeps what was
+        there as an earlier version). Raises :class:`StorageError`."""
+        if self.root is not None:
+            target = self.root.joinpath(*key.split("/"))
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    if fsync:
+                        os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                raise StorageError(
+                    f"cannot write {target}: {exc}",
+                    hint="check that the storage root is writable and has room",
+                ) from exc
+            return
+        source = self.store.staging / f".custos-put-{uuid.uuid4().hex}"
+        try:
+            try:
+                source.write_bytes(data)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write to the scratch folder {self.store.staging}: {exc}",
+                    hint="set staging_dir to a writable folder on this host with room",
+                ) from exc
+            self._put(key, source)
+        finally:
+            with contextlib.suppress(OSError):  # nothing was written, or the folder is gone
+                source.unlink(missing_ok=True)
 
     def put_file(self, key: str, source: Path) -> None:
         """Write one file at ``key`` (the custody log's checkpoints and their records),
@@ -280,6 +338,10 @@ class StoredObject:
         folder = prefix + under.strip("/") + "/" if under else prefix
         for key in self.primary.location.iter_keys(folder):
             yield key.removeprefix(prefix)
+
+    def digest(self, path: str, algorithms: Iterable[str] = ("sha512", "sha256")) -> CopyResult:
+        """A file's digests, its bytes read once (see :meth:`Primary.digest`)."""
+        return self.primary.digest(self.key(path), algorithms)
 
     def size(self, path: str) -> int:
         """A file's size, from the location (no byte read). Raises :class:`ObjectMissing`."""
