@@ -57,7 +57,7 @@ def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from archive.catalog.rebuild import rebuild
 
     services = run(as_json, state(ctx).services)
-    total = sum(1 for _ in services.store.iter_objects())
+    total = sum(1 for _ in services.primary.iter_objects())
     with progress_bar("indexing objects", total, not as_json, unit="items") as tick:
         report = run(as_json, lambda: rebuild(services, progress=tick))
     if as_json:
@@ -70,7 +70,8 @@ def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             }
         )
     else:
-        out.print(f"indexed {len(report.indexed)} package(s) from {services.store.root}")
+        where = services.primary.root or services.primary.uri
+        out.print(f"indexed {len(report.indexed)} package(s) from {where}")
         for chain in report.earlier_logs:
             err.print(
                 f"[yellow]note:[/] the custody log restarts here; the sealed checkpoints of the "
@@ -180,7 +181,7 @@ def show_cmd(
                 "source_name": d.source_name,
                 "bagit_version": d.bagit_version,
                 "fingerprint": d.fingerprint,
-                "storage_path": str(services.store.object_root(d.summary.object_path)),
+                "storage_path": services.primary.object(d.summary.object_path).where(),
                 "versions": [
                     v.__dict__ if hasattr(v, "__dict__") else _asdict(v) for v in d.versions
                 ],
@@ -192,7 +193,7 @@ def show_cmd(
         )
         return
     s = d.summary
-    where = services.store.object_root(s.object_path)
+    where = services.primary.object(s.object_path).where()
     lines = [
         f"{s.id}  {s.title}",
         f"depositor {s.depositor} · deposit {d.deposit_id} · from {d.source_name} · "
