@@ -86,8 +86,8 @@ def open_services(settings: Settings, *, recover: bool = True) -> Services:
     primary.ensure()
     sessions = session_factory(engine)
     # Index hooks (archive.catalog.index) and other transaction-bound code read the settings
-    # from the session they are given, rather than from a global.
-    sessions.configure(info={"settings": settings})
+    # and the primary from the session they are given, rather than from a global.
+    sessions.configure(info={"settings": settings, "primary": primary})
     services = Services(settings, engine, sessions, store, primary)
     if recover:
         services.recovered = journal.recover(primary, services.session_scope, services.commit_lock)

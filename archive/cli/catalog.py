@@ -181,7 +181,7 @@ def show_cmd(
                 "source_name": d.source_name,
                 "bagit_version": d.bagit_version,
                 "fingerprint": d.fingerprint,
-                "storage_path": str(services.store.object_root(d.summary.object_path)),
+                "storage_path": services.primary.object(d.summary.object_path).where(),
                 "versions": [
                     v.__dict__ if hasattr(v, "__dict__") else _asdict(v) for v in d.versions
                 ],
@@ -193,7 +193,7 @@ def show_cmd(
         )
         return
     s = d.summary
-    where = services.store.object_root(s.object_path)
+    where = services.primary.object(s.object_path).where()
     lines = [
         f"{s.id}  {s.title}",
         f"depositor {s.depositor} · deposit {d.deposit_id} · from {d.source_name} · "
