@@ -68,9 +68,16 @@ class Claimed:
     expected: Expected
 
 
-def seed(session: Session, policy: FixityPolicy, primary_uri: str, at: datetime) -> int:
-    """Add rows for copies not tracked yet and refresh tiers; return rows added."""
-    primary = location_id(session, PRIMARY_LOCATION, "local", primary_uri, at)
+def seed(
+    session: Session,
+    policy: FixityPolicy,
+    primary_uri: str,
+    at: datetime,
+    primary_kind: str = "local",
+) -> int:
+    """Add rows for copies not tracked yet and refresh tiers; return rows added
+    (``primary_uri`` and ``primary_kind``: where the primary copy is, for its location row)."""
+    primary = location_id(session, PRIMARY_LOCATION, primary_kind or "local", primary_uri, at)
     tiers = file_tiers(session)
     replicated: dict[str, list[tuple[int, int, datetime | None]]] = {}
     for pid, loc, version, verified in session.connection().execute(

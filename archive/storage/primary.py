@@ -40,6 +40,7 @@ from archive.storage.readback import read_back
 from archive.storage.replica import (
     PARTIAL_SUFFIX,
     LocalFolderLocation,
+    LocationUnavailable,
     ObjectLocked,
     ObjectMissing,
     ObjectReader,
@@ -90,8 +91,16 @@ class Primary:
                 f"cannot create the scratch folder {self.store.staging}: {exc}",
                 hint="set staging_dir to a writable folder on this host",
             ) from exc
-        self.location.ensure()
-        prepare_storage_root(self.location)
+        try:
+            self.location.ensure()
+            prepare_storage_root(self.location)
+        except StorageError as exc:  # a host that cannot reach it, or is refused by it
+            kind = LocationUnavailable if isinstance(exc, LocationUnavailable) else StorageError
+            raise kind(
+                f"the primary copy (location {self.name}, {self.uri}) cannot be used from "
+                f"this host: {exc.message}",
+                hint=exc.hint,
+            ) from exc
 
     # -- reading ------------------------------------------------------------------------
 
