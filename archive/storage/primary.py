@@ -28,6 +28,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -50,6 +51,8 @@ from archive.storage.replica import (
 
 #: Inventories and sidecars are read whole; anything larger than this is not one.
 MAX_SMALL_FILE = 256 * 1024 * 1024
+#: Files put into a primary reached through a location at once (see Primary._put_all).
+PUT_THREADS = 8
 #: Bytes per read when a stored file is copied to this host.
 COPY_CHUNK = 1024 * 1024
 #: The files of an object root that are written last, in this order (see the module text).
@@ -174,11 +177,23 @@ class Primary:
             for p in staged_object.rglob("*")
             if p.is_file()
         )
-        rank = {name: i for i, name in enumerate(_LAST)}
-        files.sort(key=lambda f: (rank.get(f[0], -1), f[0]))
-        for name, path in files:
+        last = [(name, path) for name, path in files if name in _LAST]
+        last.sort(key=lambda f: _LAST.index(f[0]))
+        self._put_all([(f"{rel}/{name}", path) for name, path in files if name not in _LAST])
+        for name, path in last:  # in order, once every other file is stored
             self._put(f"{rel}/{name}", path)
         return rel
+
+    def _put_all(self, items: list[tuple[str, Path]]) -> None:
+        """Put files whose order does not matter, :data:`PUT_THREADS` at a time: each put
+        and read-back waits on the network far more than on this host."""
+        if len(items) <= 1:
+            for key, path in items:
+                self._put(key, path)
+            return
+        with ThreadPoolExecutor(min(PUT_THREADS, len(items))) as pool:
+            for done in [pool.submit(self._put, key, path) for key, path in items]:
+                done.result()  # the first error, once every put started has ended
 
     def install_version(self, rel_path: str, version_dir: Path, number: int) -> None:
         """Commit version ``number`` built in scratch space (a ``vN`` folder holding its
@@ -191,8 +206,12 @@ class Primary:
             version_dir.rename(object_root / name)
             ocfl.promote_head(object_root, number)
             return
-        for path in sorted(p for p in version_dir.rglob("*") if p.is_file()):
-            self._put(f"{rel_path}/{name}/{path.relative_to(version_dir).as_posix()}", path)
+        self._put_all(
+            [
+                (f"{rel_path}/{name}/{path.relative_to(version_dir).as_posix()}", path)
+                for path in sorted(p for p in version_dir.rglob("*") if p.is_file())
+            ]
+        )
         for leaf in ("inventory.json", "inventory.json.sha512"):
             self._put(f"{rel_path}/{leaf}", version_dir / leaf)
 
