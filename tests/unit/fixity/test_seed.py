@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from archive import fixity_state
 from archive.catalog.tables import (
     AccessAssignment,
     Deposit,
@@ -27,8 +28,11 @@ from archive.catalog.tables import (
     Package,
     Replica,
     ReplicationPlan,
+    Seal,
+    SealBatch,
     StorageLocation,
     StoredFile,
+    Version,
 )
 from archive.catalog.upsert import insert_ignore
 from archive.config import PRIMARY_LOCATION
@@ -423,3 +427,86 @@ def test_no_read_of_the_seed_returns_more_than_a_pages_worth(
     # a page of no rows is refused (it would read nothing, or everything)
     with services.session_scope() as s, pytest.raises(ValueError, match="batch"):
         sweep.seed(s, policy, services.store.uri, T0, batch=0)
+
+
+def test_the_cycle_start_finds_packages_lacking_rows_in_the_catalog(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str
+) -> None:
+    """``stored.stale`` (the packages whose inventories or records have no row yet) is a
+    query now, not every stored file's row read into memory: the same packages come out."""
+    services = varied_catalog(archive, tmp_path, catalog_url)
+    with services.sessions() as s:
+        assert stored.stale(s) == []
+        packages = sorted(s.execute(select(File.package_id).distinct()).scalars())
+    first, second, third = packages[:3]
+    with services.session_scope() as s:
+        # a version inventory without its row
+        s.execute(delete(SF).where(SF.package_id == first, SF.path == "v1/inventory.json"))
+        # an evidence record sealed and not registered yet; and one registered
+        batch = SealBatch(
+            created_at=T0,
+            algorithm="sha512",
+            root="0" * 128,
+            tsa="local",
+            token=b"",
+            gen_time=T0,
+            serial_number="1",
+        )
+        s.add(batch)
+        s.flush()
+        for pid, record in ((second, "extensions/r/new.ers"), (third, "extensions/r/b.ers")):
+            s.add(
+                Seal(
+                    package_id=pid,
+                    subject_path="v1/inventory.json",
+                    subject_sha512="0" * 128,
+                    batch_id=batch.id,
+                    record_path=record,
+                )
+            )
+        s.add(_stored(third, "extensions/r/b.ers", 0, T0))
+        s.add(  # a version with no row of any kind
+            Version(
+                package_id=third,
+                number=7,
+                created_at=T0,
+                inventory_sha512="0" * 128,
+            )
+        )
+    with services.sessions() as s:
+        assert stored.stale(s) == sorted([first, second, third])
+        assert stored.stale(s, [second, "urn:uuid:none"]) == [second]
+        assert stored.stale(s, []) == []
+
+
+def test_coverage_counts_the_planned_copies_a_page_of_plans_at_a_time(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copies ``custos status`` expects (the snapshot each cycle ends with) are counted
+    from the replication plans a page at a time: the same count with pages of one plan,
+    two, or all; and it is the number of copies a seed tracks."""
+    services = archive(
+        catalog_url, alpha=local_settings(tmp_path / "alpha"), beta=local_settings(tmp_path / "b")
+    )
+    services.settings = services.settings.model_copy(
+        update={"policy_dir": tiered_policies(tmp_path)}
+    )
+    tiered_package(services, tmp_path)
+    for n in (2, 3, 4):
+        add_package(services, tmp_path, files=n)
+    assert replicate(services).ok
+    with services.session_scope() as s:
+        assert not stored.register(s, services.store.root, T0)
+        sweep.seed(s, fixity_policy(services.settings), services.store.uri, T0)
+    counts = []
+    for page in (1, 2, fixity_state.PLAN_PAGE):
+        monkeypatch.setattr(fixity_state, "PLAN_PAGE", page)
+        with services.sessions() as s:
+            counts.append(fixity_state.coverage(s).expected)
+            tracked = s.execute(select(func.count(FC.id))).scalar_one()
+    assert counts == [tracked] * 3
+    with services.sessions() as s:
+        planned = s.execute(
+            select(func.count()).where(ReplicationPlan.tier_locations != "")
+        ).scalar_one()
+    assert planned == 4  # more than a page of one or two
