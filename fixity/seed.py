@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, select, tuple_, update
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import Select, Text, cast, exists, literal, null, select, tuple_, union_all, update
+from sqlalchemy.orm import Session
 
 from archive.catalog.idlist import id_in
 from archive.catalog.tables import (
@@ -33,6 +33,7 @@ from archive.catalog.tables import (
     ReplicationPlan,
     StorageLocation,
     StoredFile,
+    UTCDateTime,
 )
 from archive.catalog.upsert import insert_ignore
 from archive.config import PRIMARY_LOCATION
@@ -59,33 +60,22 @@ def seed(
 ) -> int:
     """Add rows for copies not tracked yet and refresh tiers; return rows added.
 
-    The catalog is read in pages of ``batch`` rows:
-    content files, then the objects' other files, then the packages (for their root
-    inventories), then the custody log's files, each in the order of its unique key and
-    resumed after the last key read. Each page is compared with the coverage rows of the
-    same copies (one query per location), its missing rows are inserted and its changed
-    tiers written before the next page is read: what the seed holds in memory depends on
-    the page, not on the archive's size. The caller commits (one transaction, as before).
-    Raises ValueError for a page of less than one row."""
+    The catalog is read in pages of ``batch`` rows, each resumed after the last key of the
+    page before: the objects' files (content files and the others together, in the order
+    of package and path), then the packages (for their root inventories and sidecars), then
+    the custody log's files. Each page is compared with its copies' coverage rows (one
+    query per location: a range of the coverage index, or the page's keys in it), its
+    missing rows are inserted and its changed tiers written before the next page is read.
+    What the seed holds is a page's rows, their coverage rows, and the access assignments,
+    replicas and plans of the page's packages, whatever the archive's size. The caller
+    commits (one transaction, as before). Raises ValueError for a page of less than one
+    row."""
     if batch < 1:
         raise ValueError(f"the seed's batch must be one row or more, not {batch}")
-
     primary = location_id(session, PRIMARY_LOCATION, "local", primary_uri, at)
     seeding = _Seeding(session, policy, primary, location_ids(session))
-    for page in _pages(
-        session,
-        select(File.package_id, File.content_path, File.version, File.logical_path),
-        (File.package_id, File.content_path),
-        batch,
-    ):
-        seeding.content(page)
-    for page in _pages(
-        session,
-        select(SF.package_id, SF.path, SF.version, SF.added_at),
-        (SF.package_id, SF.path),
-        batch,
-    ):
-        seeding.others(page)
+    for after, page in _object_pages(session, batch):
+        seeding.objects(after, page)
     for page in _pages(session, select(Package.id, Package.head), (Package.id,), batch):
         seeding.roots(page)
     for page in _pages(session, select(LogFile.path), (LogFile.path,), batch):
@@ -105,12 +95,58 @@ def _pages(
         if last is not None:
             after = key[0] > last[0] if len(key) == 1 else tuple_(*key) > tuple_(*last)
             page = page.where(after)
-        rows: list[Sequence[Any]] = list(session.connection().execute(page))
+        rows: list[Sequence[Any]] = list(session.connection().execute(page).all())
         if rows:
             yield rows
         if len(rows) < size:
             return
         last = tuple(rows[-1])[: len(key)]
+
+
+def _object_pages(
+    session: Session, size: int
+) -> Iterator[tuple[tuple[str, str] | None, list[Sequence[Any]]]]:
+    """The objects' files, content files (``files``) and the others (``stored_files``)
+    together, in pages of ``size`` in the order of (package, path): (the key the page starts
+    after, its rows). A row is (package, path, kind, version, logical path, when added):
+    ``content`` (with its logical path) or ``other`` (with when it was registered)."""
+    after: tuple[str, str] | None = None
+    while True:
+        content = select(
+            File.package_id.label("package_id"),
+            File.content_path.label("path"),
+            literal("content").label("kind"),
+            File.version.label("version"),
+            File.logical_path.label("logical"),
+            cast(null(), UTCDateTime()).label("added"),
+        )
+        others = select(
+            SF.package_id,
+            SF.path,
+            literal("other"),
+            SF.version,
+            cast(null(), Text()),
+            SF.added_at,
+        )
+        if after is not None:
+            content = content.where(tuple_(File.package_id, File.content_path) > tuple_(*after))
+            others = others.where(tuple_(SF.package_id, SF.path) > tuple_(*after))
+        # Each side reads its next page through its (package, path) index; the page is the
+        # first rows of the two.
+        both = union_all(
+            select(content.order_by(File.package_id, File.content_path).limit(size).subquery()),
+            select(others.order_by(SF.package_id, SF.path).limit(size).subquery()),
+        ).subquery()
+        rows: list[Sequence[Any]] = list(
+            session.connection()
+            .execute(select(both).order_by(both.c.package_id, both.c.path).limit(size))
+            .all()
+        )
+        if rows:
+            yield after, rows
+        if len(rows) < size:
+            return
+        after = (rows[-1][0], rows[-1][1])
 
 
 @dataclass(slots=True)
@@ -137,40 +173,32 @@ class _Seeding:
         self.names = {i: n for n, i in locations.items()}
         self.added = 0
 
-    def content(self, page: list[Sequence[Any]]) -> None:
-        """Content files: each with its own tier, at the primary and at the locations holding
-        its version that its tier's plan names."""
-        first, last = (page[0][0], page[0][1]), (page[-1][0], page[-1][1])
-        packages = self._packages(first[0], last[0], files=True)
-        have = self._have(File.package_id, File.content_path, first, last)
+    def objects(self, after: tuple[str, str] | None, page: list[Sequence[Any]]) -> None:
+        """A page of the objects' files. A content file has its own tier and is at the
+        primary and at each location holding its version that its tier's plan names. The
+        other files (inventories, sidecars, the declaration, records, anchors) have the
+        package's most closed tier: a version's files are at every copy of that version; a
+        file outside the version folders (an evidence record sealed later) once a replication
+        run read it back there."""
+        packages = self._packages(page[0][0], page[-1][0])
+        have = self._have(after, (page[-1][0], page[-1][1]))
         copies = []
-        for pid, path, version, logical in page:
-            held = packages[pid]
-            tier = file_tier(logical, held.assigned, held.governing)
-            places = [self.primary]
-            for loc, v, _ in held.replicas:
-                if v >= version and (
-                    held.plan is None or self.names[loc] in held.plan.get(tier, ())
-                ):
-                    places.append(loc)
-            copies.append((pid, path, tier, places))
-        self._write(copies, have)
-
-    def others(self, page: list[Sequence[Any]]) -> None:
-        """The objects' other files (``stored_files``), with the package's most closed tier:
-        a version's files at every copy of that version; a file outside the version folders
-        (an evidence record sealed later) once a replication run read it back there."""
-        first, last = (page[0][0], page[0][1]), (page[-1][0], page[-1][1])
-        packages = self._packages(first[0], last[0])
-        have = self._have(SF.package_id, SF.path, first, last)
-        copies = []
-        for pid, path, version, added in page:
+        for pid, path, kind, version, logical, added in page:
             held = packages.get(pid) or _Package()
             places = [self.primary]
-            for loc, v, verified in held.replicas:
-                if v >= version if version > 0 else verified is not None and verified >= added:
-                    places.append(loc)
-            copies.append((pid, path, held.governing, places))
+            if kind == "content":
+                tier = file_tier(logical, held.assigned, held.governing)
+                for loc, v, _ in held.replicas:
+                    if v >= version and (
+                        held.plan is None or self.names[loc] in held.plan.get(tier, ())
+                    ):
+                        places.append(loc)
+            else:
+                tier = held.governing
+                for loc, v, verified in held.replicas:
+                    if v >= version if version > 0 else verified is not None and verified >= added:
+                        places.append(loc)
+            copies.append((pid, path, tier, places))
         self._write(copies, have)
 
     def roots(self, page: list[Sequence[Any]]) -> None:
@@ -189,7 +217,7 @@ class _Seeding:
             )
             if stored.kind_of(path) == "inventory"
         }
-        have = self._have_roots(first, last)
+        have = self._have_roots([pid for pid, _ in page])
         copies = []
         for pid, head in page:
             held = packages.get(pid) or _Package()
@@ -226,26 +254,22 @@ class _Seeding:
         ]
         self._insert(new)
 
-    def _packages(self, first: str, last: str, *, files: bool = False) -> dict[str, _Package]:
-        """The packages from ``first`` to ``last`` (those of a page); ``files``: they all have
-        content files. A package without any has the ``restricted`` tier."""
+    def _packages(self, first: str, last: str) -> dict[str, _Package]:
+        """The packages from ``first`` to ``last`` (those of a page). One without content
+        files has the ``restricted`` tier (as it had when tiers were read per file)."""
         conn = self.session.connection()
         found: dict[str, _Package] = {}
-        if files:
-            for pid in conn.execute(
-                select(Package.id).where(Package.id.between(first, last))
-            ).scalars():
-                found[pid] = _Package()
-        else:
-            for pid in conn.execute(
-                select(Package.id).where(
-                    Package.id.between(first, last),
-                    exists().where(File.package_id == Package.id),
-                )
-            ).scalars():
-                found[pid] = _Package()
+        with_files: set[str] = set()
+        for pid, has_files in conn.execute(
+            select(Package.id, exists().where(File.package_id == Package.id)).where(
+                Package.id.between(first, last)
+            )
+        ):
+            found[pid] = _Package()
+            if has_files:
+                with_files.add(pid)
         for pid, rules in tiers.assignments(self.session, first, last).items():
-            if pid in found:
+            if pid in with_files:
                 found[pid].assigned = rules
                 found[pid].governing = package_tier(a.tier for a in rules)
         for pid, loc, version, verified in conn.execute(
@@ -260,51 +284,38 @@ class _Seeding:
         return found
 
     def _have(
-        self,
-        package: InstrumentedAttribute[str],
-        path: InstrumentedAttribute[str],
-        first: tuple[str, str],
-        last: tuple[str, str],
+        self, after: tuple[str, str] | None, last: tuple[str, str]
     ) -> dict[tuple[int, str, str], tuple[int, str]]:
-        """The coverage rows of the copies of the files whose key (``package``, ``path``) is
-        from ``first`` to ``last``: (location, package, path) -> (row, tier). One query per
-        location, each reading its rows through the (location, package, path) index."""
-        key = tuple_(package, path)
+        """The coverage rows whose (package, path) is after ``after`` up to ``last`` (a
+        page's): (location, package, path) -> (row, tier). One query per location, each a
+        range of the (location, package, path) index: the rows of the page's files, and of
+        the root inventories and sidecars of the packages within it."""
+        key = tuple_(FC.package_id, FC.content_path)
         out: dict[tuple[int, str, str], tuple[int, str]] = {}
         for loc in self.names:
-            for row_id, pid, content, tier in self.session.connection().execute(
-                select(FC.id, FC.package_id, FC.content_path, FC.tier)
-                .select_from(package.class_)
-                .join(
-                    FC,
-                    and_(
-                        FC.location_id == loc,
-                        FC.package_id == package,
-                        FC.content_path == path,
-                    ),
-                )
-                .where(key >= tuple_(*first), key <= tuple_(*last))
+            where = [FC.location_id == loc, key <= tuple_(*last), FC.package_id != logfiles.LOG_KEY]
+            if after is not None:
+                where.append(key > tuple_(*after))
+            # fetched at once: row by row, the driver's fetch cost more than the statement
+            for row_id, pid, content, tier in (
+                self.session.connection()
+                .execute(select(FC.id, FC.package_id, FC.content_path, FC.tier).where(*where))
+                .all()
             ):
                 out[(loc, pid, content)] = (row_id, tier)
         return out
 
-    def _have_roots(self, first: str, last: str) -> dict[tuple[int, str, str], tuple[int, str]]:
-        """The coverage rows of the root inventories and sidecars of the packages from
-        ``first`` to ``last``."""
+    def _have_roots(self, pids: list[str]) -> dict[tuple[int, str, str], tuple[int, str]]:
+        """The coverage rows of the root inventories and sidecars of ``pids``: each looked
+        up by its key in the (location, package, path) index."""
         out: dict[tuple[int, str, str], tuple[int, str]] = {}
         for loc in self.names:
             for row_id, pid, content, tier in self.session.connection().execute(
-                select(FC.id, FC.package_id, FC.content_path, FC.tier)
-                .select_from(Package)
-                .join(
-                    FC,
-                    and_(
-                        FC.location_id == loc,
-                        FC.package_id == Package.id,
-                        FC.content_path.in_(list(stored.ROOT_FILES)),
-                    ),
+                select(FC.id, FC.package_id, FC.content_path, FC.tier).where(
+                    FC.location_id == loc,
+                    FC.package_id.in_(pids),
+                    FC.content_path.in_(list(stored.ROOT_FILES)),
                 )
-                .where(Package.id.between(first, last))
             ):
                 out[(loc, pid, content)] = (row_id, tier)
         return out
