@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, true
+from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import (
@@ -120,15 +120,16 @@ def coverage(session: Session, *, at: datetime | None = None) -> Coverage:
         .order_by(StorageLocation.name)
     ).all()
     files = session.execute(select(func.count(File.id))).scalar_one()
-    planned, planned_copies = _planned_copies(session)
-    replica_files = (
-        session.execute(
-            select(func.count(File.id))
-            .join(Replica, Replica.package_id == File.package_id)
-            .where(Replica.package_id.not_in(planned) if planned else true())
-        ).scalar_one()
-        + planned_copies
+    # Packages whose plan counts the content files each location holds have theirs counted
+    # from the plan; every other replica holds every content file of its package.
+    counted = exists().where(
+        ReplicationPlan.package_id == File.package_id, ReplicationPlan.tier_locations != ""
     )
+    replica_files = session.execute(
+        select(func.count(File.id))
+        .join(Replica, Replica.package_id == File.package_id)
+        .where(~counted)
+    ).scalar_one() + _planned_copies(session)
     return Coverage(
         expected=int(files) + int(replica_files) + _other_copies(session),
         locations=tuple(
@@ -147,25 +148,37 @@ def coverage(session: Session, *, at: datetime | None = None) -> Coverage:
     )
 
 
-def _planned_copies(session: Session) -> tuple[list[str], int]:
-    """Packages whose replication plan counts the content files each location holds (a
-    location may hold the payload files of some tiers only), and those copies in all."""
-    counts: dict[str, dict[str, int]] = {}
-    for pid, text in session.execute(
-        select(ReplicationPlan.package_id, ReplicationPlan.tier_locations).where(
-            ReplicationPlan.tier_locations != ""
-        )
-    ):
-        counts[pid] = json.loads(text)["files"]
+#: Replication plans read at a time (see _planned_copies).
+PLAN_PAGE = 5000
+
+
+def _planned_copies(session: Session) -> int:
+    """The content files at replica locations of the packages whose replication plan counts
+    the content files each location holds (a location may hold the payload files of some
+    tiers only). Plans are read a page at a time, in the order of their package, so that
+    the count's memory does not grow with the archive."""
     total = 0
-    for pid, name in session.execute(
-        select(Replica.package_id, StorageLocation.name).join(
-            StorageLocation, StorageLocation.id == Replica.location_id
-        )
-    ):
-        if pid in counts:
+    after = ""
+    while True:
+        counts: dict[str, dict[str, int]] = {}
+        for pid, text in session.execute(
+            select(ReplicationPlan.package_id, ReplicationPlan.tier_locations)
+            .where(ReplicationPlan.tier_locations != "", ReplicationPlan.package_id > after)
+            .order_by(ReplicationPlan.package_id)
+            .limit(PLAN_PAGE)
+        ):
+            counts[pid] = json.loads(text)["files"]
+            after = pid  # the catalog's order, which need not be Python's
+        if not counts:
+            return total
+        for pid, name in session.execute(
+            select(Replica.package_id, StorageLocation.name)
+            .join(StorageLocation, StorageLocation.id == Replica.location_id)
+            .where(Replica.package_id.in_(list(counts)))
+        ):
             total += int(counts[pid].get(name, 0))
-    return list(counts), total
+        if len(counts) < PLAN_PAGE:
+            return total
 
 
 def _other_copies(session: Session) -> int:

@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, exists, literal, select
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import Package, Seal, StoredFile, Version
@@ -113,26 +113,25 @@ def kind_of(path: str) -> str:
 
 def stale(session: Session, package_ids: Iterable[str] | None = None) -> list[str]:
     """Packages whose rows are incomplete by the catalog: a version inventory or an evidence
-    record (``seals``) without a row, or no row at all."""
+    record (``seals``) without a row, or no row at all. Found by the catalog itself, which
+    reads no more than their ids into memory, whatever the archive's size."""
     ids = None if package_ids is None else list(package_ids)
-    have: dict[str, set[str]] = {}
-    stmt = select(StoredFile.package_id, StoredFile.path)
+    inventory = literal("v") + cast(Version.number, String) + literal("/inventory.json")
+    versions = select(Version.package_id).where(
+        ~exists().where(StoredFile.package_id == Version.package_id, StoredFile.path == inventory)
+    )
+    records = select(Seal.package_id).where(
+        Seal.package_id.is_not(None),
+        ~exists().where(
+            StoredFile.package_id == Seal.package_id, StoredFile.path == Seal.record_path
+        ),
+    )
     if ids is not None:
-        stmt = stmt.where(StoredFile.package_id.in_(ids))
-    for pid, path in session.execute(stmt):
-        have.setdefault(pid, set()).add(path)
-    wanted: dict[str, set[str]] = {}
-    vstmt = select(Version.package_id, Version.number)
-    sstmt = select(Seal.package_id, Seal.record_path).where(Seal.package_id.is_not(None))
-    if ids is not None:
-        vstmt = vstmt.where(Version.package_id.in_(ids))
-        sstmt = sstmt.where(Seal.package_id.in_(ids))
-    for pid, number in session.execute(vstmt):
-        wanted.setdefault(pid, set()).add(f"v{number}/inventory.json")
-    for owner, record in session.execute(sstmt):
-        if owner is not None:
-            wanted.setdefault(owner, set()).add(record)
-    return sorted(pid for pid, paths in wanted.items() if not paths <= have.get(pid, set()))
+        versions = versions.where(Version.package_id.in_(ids))
+        records = records.where(Seal.package_id.in_(ids))
+    found = set(session.execute(versions.distinct()).scalars())
+    found.update(pid for pid in session.execute(records.distinct()).scalars() if pid is not None)
+    return sorted(found)
 
 
 def register(

@@ -1,10 +1,8 @@
 """The fixity work list in the catalog (``fixity_coverage``): one row per copy of a file at a
 location, with its last check and when the next is due; and how workers claim rows.
 
-- :func:`seed` adds a row for every copy the catalog knows (every file in the primary storage
-  root; every file up to the replicated version at each location holding a replica, a payload
-  file only where its tier's plan puts it) and keeps each row's tier up to date (a payload
-  file's own tier; the package's most closed for its other files).
+- :func:`seed` (:mod:`fixity.seed`) adds a row for every copy the catalog knows and keeps
+  each row's tier up to date, reading the catalog a page at a time.
 - :func:`claim` takes a batch of due rows for one worker in one statement:
   ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING id``. On
   PostgreSQL concurrent workers skip each other's rows; on SQLite the statement runs under the
@@ -20,7 +18,7 @@ bookkeeping of updated rows (per copy, the ORM path cost more than the statement
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,17 +34,13 @@ from archive.catalog.tables import (
     LogFile,
     Package,
     Replica,
-    ReplicationPlan,
     StorageLocation,
     StoredFile,
 )
-from archive.catalog.upsert import insert_ignore
 from archive.config import PRIMARY_LOCATION
-from archive.replicas import location_id
 from fixity import logfiles, stored
 from fixity.check import Expected
-from fixity.tiers import PackageTiers, file_tiers, parse_layout
-from policies.preservation import FixityPolicy
+from fixity.seed import seed as seed  # where fixity.service calls it
 
 FC = FixityCoverage
 SF = StoredFile
@@ -66,128 +60,6 @@ class Claimed:
     tier: str
     last_full_at: datetime | None
     expected: Expected
-
-
-def seed(
-    session: Session,
-    policy: FixityPolicy,
-    primary_uri: str,
-    at: datetime,
-    primary_kind: str = "local",
-) -> int:
-    """Add rows for copies not tracked yet and refresh tiers; return rows added
-    (``primary_uri`` and ``primary_kind``: where the primary copy is, for its location row)."""
-    primary = location_id(session, PRIMARY_LOCATION, primary_kind or "local", primary_uri, at)
-    tiers = file_tiers(session)
-    replicated: dict[str, list[tuple[int, int, datetime | None]]] = {}
-    for pid, loc, version, verified in session.connection().execute(
-        select(Replica.package_id, Replica.location_id, Replica.version, Replica.verified_at)
-    ):
-        replicated.setdefault(pid, []).append((loc, version, verified))
-    have: dict[tuple[int, str, str], tuple[int, str]] = {
-        (loc, pid, path): (row_id, tier)
-        for row_id, loc, pid, path, tier in session.connection().execute(
-            select(FC.id, FC.location_id, FC.package_id, FC.content_path, FC.tier)
-        )
-    }
-    new: list[dict[str, Any]] = []
-    retier: dict[tuple[str, str], list[int]] = {}
-    for pid, path, tier, places in _copies(session, primary, tiers, replicated):
-        for loc in places:
-            found = have.get((loc, pid, path))
-            if found is None:
-                new.append(
-                    {"location_id": loc, "package_id": pid, "content_path": path, "tier": tier}
-                )
-            elif found[1] != tier:
-                retier.setdefault((found[1], tier), []).append(found[0])
-    # The custody log's files in the primary storage root; a replica location's rows are
-    # added by replication once its copy was read back (see fixity.logfiles).
-    for path in session.connection().execute(select(LogFile.path)).scalars():
-        if (primary, logfiles.LOG_KEY, path) not in have:
-            new.append(
-                {
-                    "location_id": primary,
-                    "package_id": logfiles.LOG_KEY,
-                    "content_path": path,
-                    "tier": logfiles.LOG_TIER,
-                }
-            )
-    for i in range(0, len(new), CHUNK):
-        insert_ignore(
-            session,
-            FixityCoverage,
-            new[i : i + CHUNK],
-            key=["location_id", "package_id", "content_path"],
-        )
-    for (old, tier), ids in retier.items():
-        # A shorter period makes the copies due now; a longer one leaves them as they are.
-        values: dict[str, Any] = {"tier": tier}
-        if policy.period(tier) < policy.period(old):
-            values["due_at"] = None
-        for i in range(0, len(ids), CHUNK):
-            session.connection().execute(
-                update(FC).where(FC.id.in_(ids[i : i + CHUNK])).values(**values)
-            )
-    return len(new)
-
-
-def _copies(
-    session: Session,
-    primary: int,
-    tiers: dict[str, PackageTiers],
-    replicated: dict[str, list[tuple[int, int, datetime | None]]],
-) -> Iterator[tuple[str, str, str, list[int]]]:
-    """(package, path in the object, tier, locations holding a copy) of every file fixity
-    checks: content files (each with its own tier, at the locations its tier's plan names),
-    then the object's other files (``stored_files``) and its root inventory and sidecar (at
-    each location, those of the version it holds), with the package's most closed tier."""
-    names = {i: n for n, i in location_ids(session).items()}
-    by_tier = planned_by_tier(session)
-    for pid, path, version in session.connection().execute(
-        select(File.package_id, File.content_path, File.version)
-    ):
-        tier = tiers[pid].of(path) if pid in tiers else "restricted"
-        plan = by_tier.get(pid)
-        yield (
-            pid,
-            path,
-            tier,
-            [primary]
-            + [
-                loc
-                for loc, v, _ in replicated.get(pid, [])
-                if v >= version and (plan is None or names[loc] in plan.get(tier, ()))
-            ],
-        )
-    heads = dict(session.connection().execute(select(Package.id, Package.head)).all())
-    inventories: set[tuple[str, int]] = set()
-    for pid, path, version, added in session.connection().execute(
-        select(SF.package_id, SF.path, SF.version, SF.added_at)
-    ):
-        tier = tiers[pid].governing if pid in tiers else "restricted"
-        if stored.kind_of(path) == "inventory" and version > 0:
-            inventories.add((pid, version))
-        # A version's files are at every copy of that version; a file outside the version
-        # folders (an evidence record sealed later) once a replication run read it back there.
-        yield (
-            pid,
-            path,
-            tier,
-            [primary]
-            + [
-                loc
-                for loc, v, verified in replicated.get(pid, [])
-                if (v >= version if version > 0 else verified is not None and verified >= added)
-            ],
-        )
-    for pid, head in heads.items():
-        tier = tiers[pid].governing if pid in tiers else "restricted"
-        places = [primary] if (pid, head) in inventories else []
-        places += [loc for loc, v, _ in replicated.get(pid, []) if (pid, v) in inventories]
-        if places:
-            for path in stored.ROOT_FILES:
-                yield pid, path, tier, places
 
 
 def claim(
@@ -515,22 +387,3 @@ def finish(session: Session, worker: str, at: datetime, results: Sequence[Result
             )
             owned.update(session.connection().execute(stmt).scalars().all())
     return owned
-
-
-def planned_by_tier(session: Session) -> dict[str, dict[str, tuple[str, ...]]]:
-    """Per package, the locations each tier's payload files are at, as replication planned
-    them; packages planned before files had their own tiers are left out (every replica
-    holds every file)."""
-    return {
-        pid: parse_layout(text)[0]
-        for pid, text in session.connection().execute(
-            select(ReplicationPlan.package_id, ReplicationPlan.tier_locations)
-        )
-        if text
-    }
-
-
-def location_ids(session: Session) -> dict[str, int]:
-    return dict(
-        session.connection().execute(select(StorageLocation.name, StorageLocation.id)).all()
-    )

@@ -35,28 +35,42 @@ class PackageTiers:
         return {self.governing, *self.files.values()}
 
 
-def file_tiers(
-    session: Session, package_ids: Iterable[str] | None = None
-) -> dict[str, PackageTiers]:
-    """Every package's (or those named) governing tier and each of its files' tiers."""
-    ids = None if package_ids is None else list(package_ids)
+def file_tiers(session: Session, package_ids: Iterable[str]) -> dict[str, PackageTiers]:
+    """The named packages' governing tiers and each of their files' tiers."""
+    ids = list(package_ids)
     assigned: dict[str, list[Assigned]] = {}
     stmt = select(AccessAssignment.package_id, AccessAssignment.path, AccessAssignment.tier)
-    files = select(File.package_id, File.content_path, File.logical_path)
-    if ids is not None:
-        stmt = stmt.where(AccessAssignment.package_id.in_(ids))
-        files = files.where(File.package_id.in_(ids))
-    for pid, path, tier in session.connection().execute(stmt):
+    for pid, path, tier in session.connection().execute(
+        stmt.where(AccessAssignment.package_id.in_(ids))
+    ):
         assigned.setdefault(pid, []).append(Assigned(path, tier))
     out: dict[str, PackageTiers] = {}
-    for pid, content, logical in session.connection().execute(files):
+    for pid, content, logical in session.connection().execute(
+        select(File.package_id, File.content_path, File.logical_path).where(
+            File.package_id.in_(ids)
+        )
+    ):
         found = out.get(pid)
         if found is None:
             rules = assigned.get(pid, [])
             found = out[pid] = PackageTiers(package_tier(a.tier for a in rules), {})
         found.files[content] = file_tier(logical, assigned.get(pid, []), found.governing)
-    for pid in ids or ():
+    for pid in ids:
         out.setdefault(pid, PackageTiers(package_tier(a.tier for a in assigned.get(pid, [])), {}))
+    return out
+
+
+def assignments(session: Session, first: str, last: str) -> dict[str, list[Assigned]]:
+    """The access assignments of the packages from ``first`` to ``last`` (in the catalog's
+    order of package ids), by package: what :func:`policies.preservation.file_tier` and
+    ``package_tier`` take."""
+    out: dict[str, list[Assigned]] = {}
+    for pid, path, tier in session.connection().execute(
+        select(AccessAssignment.package_id, AccessAssignment.path, AccessAssignment.tier).where(
+            AccessAssignment.package_id.between(first, last)
+        )
+    ):
+        out.setdefault(pid, []).append(Assigned(path, tier))
     return out
 
 
