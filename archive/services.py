@@ -79,6 +79,14 @@ def open_services(settings: Settings, *, recover: bool = True) -> Services:
     except OSError as exc:
         raise StorageError(f"cannot create the data folder {settings.data_dir}: {exc}") from exc
     engine = make_engine(settings.catalog_url)
+    try:
+        return _open(settings, engine, recover)
+    except BaseException:
+        engine.dispose()  # no connection left for the garbage collector to find open
+        raise
+
+
+def _open(settings: Settings, engine: Engine, recover: bool) -> Services:
     if current_revision(engine) != head_revision(engine):
         upgrade(engine)
     store = LocalStore(settings.storage_path, settings.staging_path, fsync=settings.fsync)

@@ -294,6 +294,11 @@ def start_seaweedfs(
         f"-filer.localSocket={folder / 'filer.sock'}",
         f"-s3.localSocket={folder / 's3.sock'}",
         f"-webdav.cacheDir={folder}",
+        # Every bucket is a collection with volumes of its own, and the suite makes hundreds:
+        # small volumes, and a count that does not shrink with the disk's free space (the
+        # default is worked out from it, and the server refused writes once it ran out).
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=2000",
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
     if credentials:
