@@ -105,6 +105,7 @@ bench: install
 	$(BIN)/python bench/sunset.py
 	$(BIN)/python bench/identify.py
 	$(BIN)/python bench/cli_start.py
+	$(BIN)/python bench/scale_custody.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

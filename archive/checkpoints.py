@@ -18,9 +18,9 @@ from typing import Final
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from archive.catalog.tables import Checkpoint, CustodyHead, Event, EventLink
+from archive.catalog.tables import Checkpoint, CustodyEntry, CustodyHead, Event, EventLink
 from archive.clock import now
-from archive.custody import LOG_FORMAT, new_event, record_events, timestamp_text
+from archive.custody import LOG_FORMAT, new_event, place_entries, record_events, timestamp_text
 from archive.errors import StorageError
 from archive.model import Link
 from archive.storage.primary import Primary
@@ -55,7 +55,8 @@ def write_checkpoint(session: Session, primary: Primary, *, fsync: bool = True) 
     commits; a crash before that leaves a file no row names, which is harmless (the next
     checkpoint of the same head rewrites it, and audits read what storage holds).
     Raises :class:`StorageError` if it cannot be written."""
-    head = session.get(CustodyHead, 1)
+    place_entries(session)  # this transaction's own entries, if any, are counted
+    head = session.get(CustodyHead, 1, populate_existing=True)
     if head is None or head.seq == 0:
         return None
     last = session.execute(
@@ -66,11 +67,23 @@ def write_checkpoint(session: Session, primary: Primary, *, fsync: bool = True) 
     # The seal's own "timestamp" entries alone do not call for a checkpoint, or every seal
     # would leave work for the next one; they are covered by the next checkpoint made for
     # anything else.
-    other = session.execute(
-        select(Event.id)
-        .where(Event.chain == head.chain, Event.seq > (last or 0), Event.type != "timestamp")
-        .limit(1)
-    ).first()
+    other = (
+        session.execute(
+            select(Event.id)
+            .where(Event.chain == head.chain, Event.seq > (last or 0), Event.type != "timestamp")
+            .limit(1)
+        ).first()
+        or session.execute(
+            select(Event.id)
+            .join(CustodyEntry, CustodyEntry.id == Event.entry_id)
+            .where(
+                CustodyEntry.chain == head.chain,
+                CustodyEntry.seq > (last or 0),
+                Event.type != "timestamp",
+            )
+            .limit(1)
+        ).first()
+    )
     if other is None:
         return None
     created = now()
@@ -161,7 +174,10 @@ def record_restart(session: Session, primary: Primary) -> list[str]:
     then reports those checkpoints as left behind rather than as a replaced log). Returns the
     chains named now. The caller commits."""
     docs, _ = read_checkpoints(primary)
-    held = set(session.execute(select(Event.chain).distinct()).scalars())
+    held = {
+        *session.execute(select(Event.chain).distinct()).scalars(),
+        *session.execute(select(CustodyEntry.chain).distinct()).scalars(),
+    }
     named = set(
         session.execute(
             select(EventLink.object_id).where(EventLink.object_type == CHAIN_LINK)

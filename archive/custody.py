@@ -1,11 +1,22 @@
 """Custody events: a hash-chained log in the catalog, and PREMIS 3 XML inside each object.
 
-Every event is appended to the custody log: entry ``n`` of a chain carries the hash of entry
-``n-1`` and its own hash, SHA-512 over a canonical JSON form of every field and link
-(:func:`entry_bytes`). Appenders take the log head (the one ``custody_head`` row) in turn, inside
-the caller's transaction, so entries are numbered without gaps across processes. Heads are
-written to storage as checkpoints and sealed like manifests (``archive.proofs.seal``);
-``archive.audit`` checks the whole chain against them.
+Every append to the custody log is one entry (log format 2): the events it records, each with
+its own hash, SHA-512 over a canonical JSON form of every field and link (:func:`event_bytes`),
+and the entry's Merkle root over those hashes in order (RFC 6962's tree hash, with SHA-512).
+Entry ``n`` of a chain carries the hash of entry ``n-1`` and its own hash over its place, the
+hash before it, its root and its number of events (:func:`log_entry_bytes`).
+
+The events and their entry row are written when the caller records them, without any lock; the
+entry is given its place in the chain when the caller's transaction commits, under the log head
+(the one ``custody_head`` row), which other appenders then wait for only while one row is
+updated and the transaction commits: a deposit of a million files does not hold every other
+writer for as long as its own catalog work takes. Entries are numbered without gaps across
+processes, in the order their transactions commit.
+
+Events recorded before format 2 are entries themselves (format 1: :func:`entry_bytes`), each
+chained alone; they stay as they were recorded. Heads are written to storage as checkpoints and
+sealed like manifests (``archive.proofs.seal``); ``archive.audit`` checks the whole chain
+against them.
 
 Events are written in batches (one INSERT per table per batch). Details never hold protected
 content or identities: codes, counts, digests and paths only.
@@ -22,10 +33,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import uuid_utils
-from sqlalchemy import Connection, Dialect, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Dialect, event, insert, select, update
+from sqlalchemy.orm import Session, SessionTransaction
 
-from archive.catalog.tables import Base, CustodyHead, Event
+from archive.catalog.tables import Base, CustodyEntry, CustodyHead, Event
 from archive.clock import now
 from archive.errors import CatalogError
 from archive.model import EventRecord, Link, Outcome
@@ -34,7 +45,11 @@ if TYPE_CHECKING:
     import psycopg
 
 #: Identifies the canonical form hashed into each entry; a new form gets a new name.
-LOG_FORMAT = "custos-custody-log/1"
+LOG_FORMAT = "custos-custody-log/2"
+#: The form of the entries recorded before format 2: one event each (:func:`entry_bytes`).
+LOG_FORMAT_1 = "custos-custody-log/1"
+#: The canonical form of an event's own hash in format 2 (:func:`event_bytes`).
+EVENT_FORMAT = "custos-custody-event/2"
 #: ``prev`` of the first entry of a chain.
 GENESIS = "0" * 128
 EVENTS = Base.metadata.tables["events"]
@@ -87,12 +102,13 @@ def entry_bytes(
     package_id: str | None,
     links: Iterable[tuple[str, str, str]],
 ) -> bytes:
-    """The canonical form of one log entry: JSON, sorted keys, no spaces, UTF-8.
+    """The canonical form of one log entry of format 1 (one event, chained alone): JSON,
+    sorted keys, no spaces, UTF-8.
 
     Written out here (rather than left to a serialiser's defaults) because anyone re-checking
     the log years from now must produce the same bytes from the same fields."""
     doc = {
-        "format": LOG_FORMAT,
+        "format": LOG_FORMAT_1,
         "chain": chain,
         "seq": seq,
         "prev": prev,
@@ -109,8 +125,103 @@ def entry_bytes(
 
 
 def entry_hash(**fields: object) -> str:
-    """SHA-512 (hex) of :func:`entry_bytes` over ``fields``."""
+    """SHA-512 (hex) of :func:`entry_bytes` (format 1) over ``fields``."""
     return hashlib.sha512(entry_bytes(**fields)).hexdigest()  # type: ignore[arg-type]
+
+
+def event_bytes(
+    *,
+    uuid: str,
+    type_: str,
+    occurred_at: datetime,
+    agent: str,
+    outcome: str,
+    detail: str,
+    package_id: str | None,
+    links: Iterable[tuple[str, str, str]],
+) -> bytes:
+    """The canonical form of one event of format 2 (its own hash is over these bytes): JSON,
+    sorted keys, no spaces, UTF-8. Its place in the log is its entry's."""
+    doc = {
+        "format": EVENT_FORMAT,
+        "uuid": uuid,
+        "type": type_,
+        "at": timestamp_text(occurred_at),
+        "agent": agent,
+        "outcome": outcome,
+        "detail": detail,
+        "package": package_id,
+        "links": sorted([t, i, r] for t, i, r in links),
+    }
+    return _json(doc).encode()
+
+
+def event_hash(**fields: object) -> str:
+    """SHA-512 (hex) of :func:`event_bytes` over ``fields``."""
+    return hashlib.sha512(event_bytes(**fields)).hexdigest()  # type: ignore[arg-type]
+
+
+def log_entry_bytes(*, chain: str, seq: int, prev: str, root: str, events: int) -> bytes:
+    """The canonical form of one log entry of format 2: its place, the hash of the entry
+    before it, and the Merkle root of its ``events`` events (:class:`MerkleRoot`)."""
+    doc = {
+        "format": LOG_FORMAT,
+        "chain": chain,
+        "seq": seq,
+        "prev": prev,
+        "root": root,
+        "events": events,
+    }
+    return _json(doc).encode()
+
+
+def log_entry_hash(*, chain: str, seq: int, prev: str, root: str, events: int) -> str:
+    """SHA-512 (hex) of :func:`log_entry_bytes`."""
+    return hashlib.sha512(
+        log_entry_bytes(chain=chain, seq=seq, prev=prev, root=root, events=events)
+    ).hexdigest()
+
+
+class MerkleRoot:
+    """RFC 6962's Merkle tree hash (section 2.1) over events' own hashes, in order, with
+    SHA-512, fed one hash at a time: memory grows with the logarithm of the count only, so an
+    entry of a million events is checked in bounded memory. A leaf is ``H(0x00 || hash)``, a
+    node ``H(0x01 || left || right)``, the left subtree the largest power of two.
+
+    Written here (a dozen lines) because the libraries that build these trees hold every
+    leaf, and the log's audit streams entries of any size."""
+
+    __slots__ = ("_stack", "count")
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[int, bytes]] = []  # (height, digest) of complete subtrees
+        self.count = 0
+
+    def add(self, event_hash_hex: str) -> None:
+        node = hashlib.sha512(b"\x00" + bytes.fromhex(event_hash_hex)).digest()
+        height = 0
+        stack = self._stack
+        while stack and stack[-1][0] == height:
+            node = hashlib.sha512(b"\x01" + stack.pop()[1] + node).digest()
+            height += 1
+        stack.append((height, node))
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        """The root (hex); the hash of no bytes for no events."""
+        if not self._stack:
+            return hashlib.sha512(b"").hexdigest()
+        node = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            node = hashlib.sha512(b"\x01" + left + node).digest()
+        return node.hex()
+
+
+def merkle_root(hashes: Iterable[str]) -> str:
+    tree = MerkleRoot()
+    for h in hashes:
+        tree.add(h)
+    return tree.hexdigest()
 
 
 def lock_head(session: Session) -> tuple[str, int, str]:
@@ -140,59 +251,119 @@ def lock_head(session: Session) -> tuple[str, int, str]:
 def record_events(
     session: Session, events: Sequence[EventRecord], *, package_id: str | None = None
 ) -> None:
-    """Append events to the custody log in one batch per table. The caller commits.
+    """Append events to the custody log as one entry, in one batch per table. The caller
+    commits; the entry takes its place in the chain then.
 
-    Raises :class:`CatalogError` if the log head is missing."""
+    Raises :class:`CatalogError` if the log head is missing (at commit)."""
     record_batches(session, [(package_id, events)])
+
+
+#: ``session.info`` key: the entries this transaction wrote, to be placed when it commits.
+_PENDING = "custos.custody.unplaced"
 
 
 def record_batches(
     session: Session, batches: Sequence[tuple[str | None, Sequence[EventRecord]]]
 ) -> None:
-    """Append several packages' events (``(package id, events)`` each, in that order) under
-    one lock of the log head, in one batch per table. The caller commits.
+    """Append several packages' events (``(package id, events)`` each, in that order) to the
+    custody log as one entry, in one batch per table. The caller commits; the entry takes its
+    place in the chain then (:func:`place_entries`).
 
-    Raises :class:`CatalogError` if the log head is missing."""
+    Raises :class:`CatalogError` if the log head is missing (at commit)."""
     flat = [(package_id, e) for package_id, events in batches for e in events]
     if not flat:
         return
-    # Each entry is encoded before the head is taken (other appenders wait for it until this
-    # transaction commits); only its place in the chain is filled in under the lock.
-    parts = [_EntryParts.of(package_id, e) for package_id, e in flat]
+    tree = MerkleRoot()
+    hashes = []
+    for package_id, e in flat:
+        digest = hashlib.sha512(_event_json(package_id, e)).hexdigest()
+        hashes.append(digest)
+        tree.add(digest)
     conn = session.connection()
     sql = _InsertSQL.of(conn.dialect)
-    chain, seq, prev = lock_head(session)
-    chain_json = _json(chain).encode()
+    key = conn.execute(
+        insert(CustodyEntry).values(root=tree.hexdigest(), events=len(flat))
+    ).inserted_primary_key
+    assert key is not None
+    entry_id = key[0]
     times: dict[datetime, Any] = {}
     rows = []
-    for (package_id, e), part in zip(flat, parts, strict=True):
-        seq += 1
-        digest = hashlib.sha512(part.join(chain_json, seq, prev)).hexdigest()
+    for pos, ((package_id, e), digest) in enumerate(zip(flat, hashes, strict=True)):
         at = times.get(e.occurred_at)
         if at is None:
             at = times[e.occurred_at] = sql.bind_time(e.occurred_at)
         rows.append(
-            (chain, seq, prev, digest, e.uuid, e.type, at, e.agent, e.outcome, e.detail, package_id)
+            (entry_id, pos, digest, e.uuid, e.type, at, e.agent, e.outcome, e.detail, package_id)
         )
-        prev = digest
     # Straight to the driver (SQLAlchemy's executemany, even Core, spent more per row on its
     # parameters than the database on the row); the new rows' ids are then read back by
-    # their place in the chain, which this transaction holds (the head is locked).
+    # their entry.
     sql.insert(conn, "events", rows)
-    returned = conn.execute(
-        select(Event.uuid, Event.id).where(
-            Event.chain == chain, Event.seq > seq - len(rows), Event.seq <= seq
+    link_rows: list[tuple[Any, ...]] = []
+    if any(e.links for _, e in flat):
+        ids = dict(
+            conn.execute(select(Event.uuid, Event.id).where(Event.entry_id == entry_id)).all()
         )
-    )
-    conn.execute(update(CustodyHead).where(CustodyHead.id == 1).values(seq=seq, hash=prev))
-    ids = {u: i for u, i in returned}
-    link_rows = [
-        (ids[e.uuid], link.object_type, link.object_id, link.role)
-        for _, e in flat
-        for link in e.links
-    ]
-    if link_rows:
+        link_rows = [
+            (ids[e.uuid], link.object_type, link.object_id, link.role)
+            for _, e in flat
+            for link in e.links
+        ]
         sql.insert(conn, "links", link_rows)
+    session.info.setdefault(_PENDING, []).append(entry_id)
+
+
+def place_entries(session: Session) -> int:
+    """Give this transaction's new entries their places in the chain, under the log head
+    (held until the transaction ends). Called when the transaction commits; called earlier
+    by a caller that reads the head and wants its own entries counted (a checkpoint).
+    Returns the number placed.
+
+    Raises :class:`CatalogError` if the log head is missing."""
+    pending: list[int] = session.info.pop(_PENDING, [])
+    if not pending:
+        return 0
+    conn = session.connection()
+    chain, seq, prev = lock_head(session)
+    rows = conn.execute(
+        select(CustodyEntry.id, CustodyEntry.root, CustodyEntry.events).where(
+            CustodyEntry.id.in_(pending), CustodyEntry.seq.is_(None)
+        )
+    ).all()
+    found = {r.id: r for r in rows}  # an entry written in a savepoint rolled back is gone
+    placed = 0
+    # Once each: SQLite gives a rolled-back entry's id to the next one.
+    for entry_id in dict.fromkeys(pending):
+        row = found.get(entry_id)
+        if row is None:
+            continue
+        seq += 1
+        digest = log_entry_hash(chain=chain, seq=seq, prev=prev, root=row.root, events=row.events)
+        conn.execute(
+            update(CustodyEntry)
+            .where(CustodyEntry.id == entry_id)
+            .values(chain=chain, seq=seq, prev_hash=prev, hash=digest)
+        )
+        prev = digest
+        placed += 1
+    if placed:
+        conn.execute(update(CustodyHead).where(CustodyHead.id == 1).values(seq=seq, hash=prev))
+    return placed
+
+
+@event.listens_for(Session, "before_commit")
+def _place_on_commit(session: Session) -> None:
+    if session.info.get(_PENDING):
+        place_entries(session)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_when_done(session: Session, transaction: SessionTransaction) -> None:
+    # Only when the outermost transaction ends (committed: placed already; rolled back: its
+    # entries are gone). A savepoint rolled back keeps the list: place_entries skips the
+    # entries it took with it.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 class _InsertSQL:
@@ -201,7 +372,7 @@ class _InsertSQL:
 
     _made: ClassVar[dict[str, _InsertSQL]] = {}
     EVENT_COLUMNS = (
-        "chain, seq, prev_hash, hash, uuid, type, occurred_at, agent, outcome, detail, package_id"
+        "entry_id, pos, hash, uuid, type, occurred_at, agent, outcome, detail, package_id"
     )
     LINK_COLUMNS = "event_id, object_type, object_id, role"
 
@@ -255,7 +426,7 @@ _json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fal
 #: The string encoder ``_json`` uses (ensure_ascii off), called directly: once per field of
 #: every entry, the encoder's own dispatch cost more than the encoding.
 _quote: Callable[[str], str] = json.encoder.encode_basestring
-_FORMAT_JSON = _quote(LOG_FORMAT)
+_EVENT_FORMAT_JSON = _quote(EVENT_FORMAT)
 
 
 @functools.lru_cache(maxsize=256)
@@ -264,47 +435,22 @@ def _at_json(when: datetime) -> str:
     return _json(timestamp_text(when))
 
 
-class _EntryParts:
-    """:func:`entry_bytes` of one event in three pieces, around the fields only known once
-    the log head is taken (chain, prev and seq): ``head + chain + mid + prev + seq + tail``.
-
-    Written out by hand because the canonical form is JSON with sorted keys: ``agent, at,
-    chain, detail, format, links, outcome, package, prev, seq, type, uuid``. The tests check
-    that :meth:`join` gives exactly :func:`entry_bytes` (which stays the definition)."""
-
-    __slots__ = ("head", "mid", "tail")
-
-    def __init__(self, head: bytes, mid: bytes, tail: bytes) -> None:
-        self.head, self.mid, self.tail = head, mid, tail
-
-    @classmethod
-    def of(cls, package_id: str | None, e: EventRecord) -> _EntryParts:
-        q = _quote  # JSON's own string encoder: what json.dumps does to each string here
-        links = ",".join(
-            f"[{q(t)},{q(i)},{q(r)}]"
-            for t, i, r in sorted((k.object_type, k.object_id, k.role) for k in e.links)
-        )
-        package = "null" if package_id is None else q(package_id)
-        head = f'{{"agent":{q(e.agent)},"at":{_at_json(e.occurred_at)},"chain":'
-        mid = (
-            f',"detail":{q(e.detail)},"format":{_FORMAT_JSON},"links":[{links}],'
-            f'"outcome":{q(e.outcome)},"package":{package},"prev":'
-        )
-        tail = f',"type":{q(e.type)},"uuid":{q(e.uuid)}}}'
-        return cls(head.encode(), mid.encode(), tail.encode())
-
-    def join(self, chain_json: bytes, seq: int, prev: str) -> bytes:
-        return b"".join(
-            (
-                self.head,
-                chain_json,
-                self.mid,
-                _json(prev).encode(),
-                b',"seq":',
-                b"%d" % seq,
-                self.tail,
-            )
-        )
+def _event_json(package_id: str | None, e: EventRecord) -> bytes:
+    """:func:`event_bytes` of one event, written out by hand: the canonical form is JSON with
+    sorted keys (``agent, at, detail, format, links, outcome, package, type, uuid``), and the
+    general encoder cost more than the database's work per event. The tests check that this
+    gives exactly :func:`event_bytes` (which stays the definition)."""
+    q = _quote  # JSON's own string encoder: what json.dumps does to each string here
+    links = ",".join(
+        f"[{q(t)},{q(i)},{q(r)}]"
+        for t, i, r in sorted((k.object_type, k.object_id, k.role) for k in e.links)
+    )
+    package = "null" if package_id is None else q(package_id)
+    return (
+        f'{{"agent":{q(e.agent)},"at":{_at_json(e.occurred_at)},"detail":{q(e.detail)},'
+        f'"format":{_EVENT_FORMAT_JSON},"links":[{links}],"outcome":{q(e.outcome)},'
+        f'"package":{package},"type":{q(e.type)},"uuid":{q(e.uuid)}}}'
+    ).encode()
 
 
 def _q(tag: str) -> str:

@@ -164,24 +164,31 @@ class Replica(Base):
 
 
 class Event(Base):
-    """A PREMIS event: one entry of the hash-chained custody log (see ``archive.custody``).
+    """A PREMIS event, recorded in the hash-chained custody log (see ``archive.custody``).
 
-    ``detail`` never holds protected content or identities. Rows are only ever appended: each
-    carries its place in its chain (``chain``, ``seq``), the hash of the entry before it and its
-    own hash over every column and link, so an altered, removed or moved row shows.
+    ``detail`` never holds protected content or identities. Rows are only ever appended.
+    An event recorded since log format 2 belongs to one log entry (``entry_id``, at ``pos``
+    within it) and ``hash`` is its own hash over every column and link; the entry's Merkle
+    root covers its events in order. An event of format 1 is an entry itself: it carries its
+    place in its chain (``chain``, ``seq``), the hash of the entry before it and its own hash
+    over every column, link and that place. Either way an altered, removed or moved row shows.
     """
 
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_package", "package_id", "occurred_at"),
         UniqueConstraint("chain", "seq", name="uq_events_chain_seq"),
+        UniqueConstraint("entry_id", "pos", name="uq_events_entry_pos"),
     )
 
     id: Mapped[int] = mapped_column(Key64, primary_key=True)
-    chain: Mapped[str] = mapped_column(String(36))
-    seq: Mapped[int] = mapped_column(BigInteger)
-    prev_hash: Mapped[str] = mapped_column(String(128))
+    chain: Mapped[str | None] = mapped_column(String(36), nullable=True)  # format 1 only
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # format 1 only
+    prev_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)  # format 1 only
     hash: Mapped[str] = mapped_column(String(128))
+    # Not foreign keys: format 1 events have none, and the entry row is written first.
+    entry_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # format 2
+    pos: Mapped[int | None] = mapped_column(Integer, nullable=True)  # format 2
     uuid: Mapped[str] = mapped_column(String(64), unique=True)
     type: Mapped[str] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -192,6 +199,26 @@ class Event(Base):
     package_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     links: Mapped[list[EventLink]] = relationship(back_populates="event")
+
+
+class CustodyEntry(Base):
+    """An entry of the custody log (format 2): the events one append recorded, as a Merkle
+    root over their own hashes, placed in its chain when its transaction commits.
+
+    The row is written before its place is known (``chain``, ``seq``, ``prev_hash`` and
+    ``hash`` empty) and given it at commit, under the log head's lock: so a deposit of a
+    million files holds the head for one row, not for its events (``archive.custody``)."""
+
+    __tablename__ = "custody_entries"
+    __table_args__ = (UniqueConstraint("chain", "seq", name="uq_custody_entries_chain_seq"),)
+
+    id: Mapped[int] = mapped_column(Key64, primary_key=True)
+    chain: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    root: Mapped[str] = mapped_column(String(128))
+    events: Mapped[int] = mapped_column(Integer)
 
 
 class EventLink(Base):

@@ -227,7 +227,10 @@ def audit_verify_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json({"status": "ok" if report.ok else "failed", **report.as_dict()})
     else:
-        out.print(f"{report.entries} entries in {len(report.chains)} chain(s) checked")
+        out.print(
+            f"{report.entries} entries ({report.events} events) in {len(report.chains)} "
+            "chain(s) checked"
+        )
         if report.last_sealed:
             seq, when = report.last_sealed
             out.print(f"last sealed checkpoint: entry {seq}, timestamped {when}", markup=False)

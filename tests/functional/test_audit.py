@@ -12,7 +12,7 @@ from alembic import command
 from sqlalchemy import Connection, Engine, create_engine, text
 
 from archive.catalog.session import _alembic_config, make_engine
-from archive.custody import entry_hash
+from archive.custody import event_hash, log_entry_hash, merkle_root
 from tests.conftest import SAMPLE
 from tests.functional.test_cli import custos
 from tests.helpers import make_bag
@@ -64,8 +64,20 @@ def codes(body: dict[str, Any]) -> set[str]:
     return {p["code"] for p in body["problems"]}
 
 
-def rows(conn: Connection) -> list[dict[str, Any]]:
-    return [dict(r._mapping) for r in conn.execute(text("SELECT * FROM events ORDER BY seq"))]
+def entries(conn: Connection) -> list[dict[str, Any]]:
+    """The log's entries (format 2), in order."""
+    return [
+        dict(r._mapping) for r in conn.execute(text("SELECT * FROM custody_entries ORDER BY seq"))
+    ]
+
+
+def events_of(conn: Connection, entry_id: int) -> list[dict[str, Any]]:
+    return [
+        dict(r._mapping)
+        for r in conn.execute(
+            text("SELECT * FROM events WHERE entry_id = :e ORDER BY pos"), {"e": entry_id}
+        )
+    ]
 
 
 def links_of(conn: Connection, event_id: int) -> list[tuple[str, str, str]]:
@@ -78,11 +90,8 @@ def links_of(conn: Connection, event_id: int) -> list[tuple[str, str, str]]:
     ]
 
 
-def rehash(conn: Connection, row: dict[str, Any], prev: str) -> str:
-    return entry_hash(
-        chain=row["chain"],
-        seq=row["seq"],
-        prev=prev,
+def own_hash(conn: Connection, row: dict[str, Any]) -> str:
+    return event_hash(
         uuid=row["uuid"],
         type_=row["type"],
         occurred_at=_aware(row["occurred_at"]),
@@ -102,10 +111,26 @@ def _aware(value: Any) -> Any:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def a_big_entry(conn: Connection) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An entry of the first deposit with several events, and its events."""
+    for entry in entries(conn):
+        held = events_of(conn, entry["id"])
+        if len(held) >= 3:
+            return entry, held
+    raise AssertionError("no entry of three events or more")
+
+
+def delete_entry(conn: Connection, entry_id: int) -> None:
+    for event in events_of(conn, entry_id):
+        conn.execute(text("DELETE FROM event_links WHERE event_id = :i"), {"i": event["id"]})
+    conn.execute(text("DELETE FROM events WHERE entry_id = :e"), {"e": entry_id})
+    conn.execute(text("DELETE FROM custody_entries WHERE id = :e"), {"e": entry_id})
+
+
 def test_a_clean_log_verifies(log: Log) -> None:
     code, body = log.audit()
     assert code == 0 and body["verified"] and body["problems"] == []
-    assert body["entries"] == body["head"]["seq"] > 10
+    assert body["entries"] == body["head"]["seq"] > 5 and body["events"] > body["entries"]
     assert body["checkpoints_sealed"] == 1
     assert 0 < body["unanchored_entries"] < body["entries"]
     # Sealing now anchors the rest; the log still verifies, with nothing left unanchored but
@@ -117,37 +142,124 @@ def test_a_clean_log_verifies(log: Log) -> None:
     assert body["unanchored_entries"] == body["head"]["seq"] - body["last_sealed"]["seq"]
 
 
-def test_a_modified_entry(log: Log) -> None:
-    log.tamper(lambda c: c.execute(text("UPDATE events SET detail = 'nothing' WHERE seq = 3")))
+def test_a_modified_event(log: Log) -> None:
+    def modify(conn: Connection) -> None:
+        _, held = a_big_entry(conn)
+        conn.execute(
+            text("UPDATE events SET detail = 'nothing' WHERE id = :i"), {"i": held[1]["id"]}
+        )
+
+    log.tamper(modify)
     code, body = log.audit()
     assert code == 3 and not body["verified"]
     assert codes(body) == {"log-altered"}
-    assert "entry 3 " in body["problems"][0]["text"]
+    assert body["problems"][0]["text"].startswith("event 2 of entry ")
+
+
+def test_a_modified_event_with_its_hash_rewritten(log: Log) -> None:
+    """The event's own hash made to match its new content: the entry's root no longer does."""
+
+    def modify(conn: Connection) -> None:
+        _, held = a_big_entry(conn)
+        row = dict(held[0], detail="a rewritten detail")
+        conn.execute(
+            text("UPDATE events SET detail = :d, hash = :h WHERE id = :i"),
+            {"d": row["detail"], "h": own_hash(conn, row), "i": row["id"]},
+        )
+
+    log.tamper(modify)
+    code, body = log.audit()
+    assert code == 3 and codes(body) == {"log-altered"}
+    assert "Merkle root" in body["problems"][0]["text"]
 
 
 def test_a_modified_link(log: Log) -> None:
-    log.tamper(
-        lambda c: c.execute(
-            text(
-                "UPDATE event_links SET object_id = 'elsewhere' WHERE event_id = "
-                "(SELECT id FROM events WHERE seq = 2)"
-            )
+    def modify(conn: Connection) -> None:
+        linked = conn.execute(
+            text("SELECT min(event_id) FROM event_links WHERE object_type = 'package'")
+        ).scalar()
+        conn.execute(
+            text("UPDATE event_links SET object_id = 'elsewhere' WHERE event_id = :i"),
+            {"i": linked},
         )
-    )
+
+    log.tamper(modify)
     code, body = log.audit()
     assert code == 3 and codes(body) == {"log-altered"}
 
 
-def test_a_deleted_entry(log: Log) -> None:
+def test_a_deleted_event(log: Log) -> None:
     def delete(conn: Connection) -> None:
-        conn.execute(
-            text("DELETE FROM event_links WHERE event_id = (SELECT id FROM events WHERE seq = 4)")
-        )
-        conn.execute(text("DELETE FROM events WHERE seq = 4"))
+        _, held = a_big_entry(conn)
+        conn.execute(text("DELETE FROM event_links WHERE event_id = :i"), {"i": held[1]["id"]})
+        conn.execute(text("DELETE FROM events WHERE id = :i"), {"i": held[1]["id"]})
 
     log.tamper(delete)
     code, body = log.audit()
     assert code == 3 and "log-gap" in codes(body)
+    assert any(p["text"].startswith("event 2 of entry ") for p in body["problems"])
+
+
+def test_an_event_added_to_an_entry(log: Log) -> None:
+    def add(conn: Connection) -> None:
+        _, held = a_big_entry(conn)
+        forged = dict(held[-1], uuid="forged-event", detail="a forged event", id=None)
+        forged["pos"] = len(held)
+        forged["hash"] = own_hash(conn, forged)
+        conn.execute(
+            text(
+                "INSERT INTO events (entry_id, pos, hash, uuid, type, occurred_at, agent, "
+                "outcome, detail, package_id) VALUES (:entry_id, :pos, :hash, :uuid, :type, "
+                ":occurred_at, :agent, :outcome, :detail, :package_id)"
+            ),
+            forged,
+        )
+
+    log.tamper(add)
+    code, body = log.audit()
+    assert code == 3 and "log-link" in codes(body)
+    assert any("events were added to it" in p["text"] for p in body["problems"])
+
+
+def test_events_moved_within_an_entry(log: Log) -> None:
+    def swap(conn: Connection) -> None:
+        _, held = a_big_entry(conn)
+        a, b = held[0], held[1]
+        conn.execute(text("UPDATE events SET pos = -1 WHERE id = :i"), {"i": a["id"]})
+        conn.execute(
+            text("UPDATE events SET pos = :p WHERE id = :i"), {"p": a["pos"], "i": b["id"]}
+        )
+        conn.execute(
+            text("UPDATE events SET pos = :p WHERE id = :i"), {"p": b["pos"], "i": a["id"]}
+        )
+
+    log.tamper(swap)
+    code, body = log.audit()
+    assert code == 3 and codes(body) == {"log-altered"}
+    assert "Merkle root" in body["problems"][0]["text"]
+
+
+def test_an_event_outside_every_entry(log: Log) -> None:
+    def add(conn: Connection) -> None:
+        _, held = a_big_entry(conn)
+        conn.execute(
+            text(
+                "INSERT INTO events (hash, uuid, type, occurred_at, agent, outcome, detail) "
+                "VALUES (:h, 'stray', 'ingestion', :t, 'Custos', 'success', 'stray')"
+            ),
+            {"h": held[0]["hash"], "t": held[0]["occurred_at"]},
+        )
+
+    log.tamper(add)
+    code, body = log.audit()
+    assert code == 3 and codes(body) == {"log-stray"}
+    assert "1 event(s) in the catalog belong to no entry" in body["problems"][0]["text"]
+
+
+def test_a_deleted_entry(log: Log) -> None:
+    log.tamper(lambda c: delete_entry(c, entries(c)[3]["id"]))
+    code, body = log.audit()
+    assert code == 3 and codes(body) == {"log-gap"}
     assert any("entry 4 of the custody log is missing" in p["text"] for p in body["problems"])
 
 
@@ -155,30 +267,21 @@ def test_an_inserted_entry(log: Log) -> None:
     """An entry slipped in after entry 3, well formed, with every later number moved up."""
 
     def insert(conn: Connection) -> None:
-        entries = rows(conn)
-        for row in reversed(entries[3:]):  # make room at 4, highest first (unique numbers)
-            conn.execute(text("UPDATE events SET seq = seq + 1 WHERE id = :i"), {"i": row["id"]})
-        forged = dict(entries[2], seq=4, uuid="forged-entry", detail="a forged entry")
-        forged["hash"] = entry_hash(
-            chain=forged["chain"],
-            seq=4,
-            prev=entries[2]["hash"],
-            uuid=forged["uuid"],
-            type_=forged["type"],
-            occurred_at=_aware(forged["occurred_at"]),
-            agent=forged["agent"],
-            outcome=forged["outcome"],
-            detail=forged["detail"],
-            package_id=forged["package_id"],
-            links=[],
+        held = entries(conn)
+        for row in reversed(held[3:]):  # make room at 4, highest first (unique numbers)
+            conn.execute(
+                text("UPDATE custody_entries SET seq = seq + 1 WHERE id = :i"), {"i": row["id"]}
+            )
+        root = merkle_root([])
+        forged = log_entry_hash(
+            chain=held[2]["chain"], seq=4, prev=held[2]["hash"], root=root, events=0
         )
         conn.execute(
             text(
-                "INSERT INTO events (chain, seq, prev_hash, hash, uuid, type, occurred_at, "
-                "agent, outcome, detail, package_id) VALUES (:chain, 4, :prev, :hash, :uuid, "
-                ":type, :occurred_at, :agent, :outcome, :detail, :package_id)"
+                "INSERT INTO custody_entries (chain, seq, prev_hash, hash, root, events) "
+                "VALUES (:c, 4, :p, :h, :r, 0)"
             ),
-            dict(forged, prev=entries[2]["hash"]),
+            {"c": held[2]["chain"], "p": held[2]["hash"], "h": forged, "r": root},
         )
 
     log.tamper(insert)
@@ -190,14 +293,16 @@ def test_an_inserted_entry(log: Log) -> None:
 
 def test_reordered_entries(log: Log) -> None:
     def swap(conn: Connection) -> None:
-        entries = rows(conn)
-        a, b = entries[4], entries[5]
-        conn.execute(text("UPDATE events SET seq = -1 WHERE id = :i"), {"i": a["id"]})
+        held = entries(conn)
+        a, b = held[4], held[5]
+        conn.execute(text("UPDATE custody_entries SET seq = -1 WHERE id = :i"), {"i": a["id"]})
         conn.execute(
-            text("UPDATE events SET seq = :s WHERE id = :i"), {"s": a["seq"], "i": b["id"]}
+            text("UPDATE custody_entries SET seq = :s WHERE id = :i"),
+            {"s": a["seq"], "i": b["id"]},
         )
         conn.execute(
-            text("UPDATE events SET seq = :s WHERE id = :i"), {"s": b["seq"], "i": a["id"]}
+            text("UPDATE custody_entries SET seq = :s WHERE id = :i"),
+            {"s": b["seq"], "i": a["id"]},
         )
 
     log.tamper(swap)
@@ -206,22 +311,37 @@ def test_reordered_entries(log: Log) -> None:
 
 
 def test_a_rewritten_tail_is_caught_by_the_sealed_checkpoint(log: Log) -> None:
-    """Entry 2 changed and every later hash recomputed, the head too: the chain is consistent
-    again, but the sealed checkpoint still names the old hash."""
+    """An event of entry 2 changed, its hash, the entry's root and every later entry's hash
+    recomputed, the head too: the log is consistent again, but the sealed checkpoint still
+    names the old hash."""
 
     def rewrite(conn: Connection) -> None:
-        entries = rows(conn)
-        prev = entries[0]["hash"]
-        for row in entries[1:]:
-            if row["seq"] == 2:
-                row["detail"] = "a rewritten history"
-            row["prev_hash"] = prev
-            row["hash"] = rehash(conn, row, prev)
-            conn.execute(
-                text("UPDATE events SET detail = :d, prev_hash = :p, hash = :h WHERE id = :i"),
-                {"d": row["detail"], "p": prev, "h": row["hash"], "i": row["id"]},
+        held = entries(conn)
+        prev = held[0]["hash"]
+        for entry in held[1:]:
+            if entry["seq"] == 2:
+                events = events_of(conn, entry["id"])
+                first = dict(events[0], detail="a rewritten history")
+                first["hash"] = own_hash(conn, first)
+                conn.execute(
+                    text("UPDATE events SET detail = :d, hash = :h WHERE id = :i"),
+                    {"d": first["detail"], "h": first["hash"], "i": first["id"]},
+                )
+                entry["root"] = merkle_root([first["hash"], *(e["hash"] for e in events[1:])])
+            digest = log_entry_hash(
+                chain=entry["chain"],
+                seq=entry["seq"],
+                prev=prev,
+                root=entry["root"],
+                events=entry["events"],
             )
-            prev = row["hash"]
+            conn.execute(
+                text(
+                    "UPDATE custody_entries SET root = :r, prev_hash = :p, hash = :h WHERE id = :i"
+                ),
+                {"r": entry["root"], "p": prev, "h": digest, "i": entry["id"]},
+            )
+            prev = digest
         conn.execute(text("UPDATE custody_head SET hash = :h"), {"h": prev})
 
     log.tamper(rewrite)
@@ -232,15 +352,12 @@ def test_a_rewritten_tail_is_caught_by_the_sealed_checkpoint(log: Log) -> None:
 
 def test_a_cut_tail_is_caught_by_the_sealed_checkpoint(log: Log) -> None:
     def cut(conn: Connection) -> None:
-        entries = rows(conn)
-        keep = entries[:3]
-        gone = [r["id"] for r in entries[3:]]
-        for i in gone:
-            conn.execute(text("DELETE FROM event_links WHERE event_id = :i"), {"i": i})
-            conn.execute(text("DELETE FROM events WHERE id = :i"), {"i": i})
+        held = entries(conn)  # the sealed checkpoint names entry 3
+        for entry in held[2:]:
+            delete_entry(conn, entry["id"])
         conn.execute(
             text("UPDATE custody_head SET seq = :s, hash = :h"),
-            {"s": keep[-1]["seq"], "h": keep[-1]["hash"]},
+            {"s": held[1]["seq"], "h": held[1]["hash"]},
         )
 
     log.tamper(cut)
@@ -249,12 +366,7 @@ def test_a_cut_tail_is_caught_by_the_sealed_checkpoint(log: Log) -> None:
 
 
 def test_a_removed_last_entry_is_caught_by_the_head(log: Log) -> None:
-    def drop_last(conn: Connection) -> None:
-        last = rows(conn)[-1]
-        conn.execute(text("DELETE FROM event_links WHERE event_id = :i"), {"i": last["id"]})
-        conn.execute(text("DELETE FROM events WHERE id = :i"), {"i": last["id"]})
-
-    log.tamper(drop_last)
+    log.tamper(lambda c: delete_entry(c, entries(c)[-1]["id"]))
     code, body = log.audit()
     assert code == 3 and codes(body) == {"head-mismatch"}
 
@@ -273,7 +385,7 @@ def test_a_replaced_log_is_named(log: Log) -> None:
     """A log replaced wholesale (a new chain) leaves the sealed checkpoints unexplained."""
 
     def replace(conn: Connection) -> None:
-        conn.execute(text("UPDATE events SET chain = 'forged-chain'"))
+        conn.execute(text("UPDATE custody_entries SET chain = 'forged-chain'"))
         conn.execute(text("UPDATE custody_head SET chain = 'forged-chain'"))
 
     log.tamper(replace)

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from archive.custody import _EntryParts, entry_bytes, new_event, parse_premis, premis_xml
+from archive.custody import (
+    MerkleRoot,
+    _event_json,
+    event_bytes,
+    new_event,
+    parse_premis,
+    premis_xml,
+)
 from archive.model import EventRecord, Link
 
 
@@ -56,11 +63,11 @@ def test_event_identifiers_are_unique_and_ordered_by_time() -> None:
         ),
     ],
 )
-def test_entry_parts_give_the_canonical_bytes(
+def test_the_appenders_encoding_gives_the_canonical_bytes(
     package_id: str | None, detail: str, links: list[tuple[str, str, str]]
 ) -> None:
-    """The log's appender encodes entries in pieces before it takes the head; joined, they
-    are exactly entry_bytes (the definition an outside verifier re-implements)."""
+    """The log's appender encodes each event by hand; that is exactly event_bytes (the
+    definition an outside verifier re-implements)."""
     event = new_event(
         "fixity check",
         "failure",
@@ -69,20 +76,49 @@ def test_entry_parts_give_the_canonical_bytes(
         agent="Custos ✓",
         at=datetime(2026, 3, 4, 5, 6, 7, 89, tzinfo=UTC),
     )
-    chain, prev = str(uuid.uuid4()), hashlib.sha512(b"x").hexdigest()
-    for seq in (1, 12345678901):
-        expected = entry_bytes(
-            chain=chain,
-            seq=seq,
-            prev=prev,
-            uuid=event.uuid,
-            type_=event.type,
-            occurred_at=event.occurred_at,
-            agent=event.agent,
-            outcome=event.outcome,
-            detail=event.detail,
-            package_id=package_id,
-            links=links,
-        )
-        parts = _EntryParts.of(package_id, event)
-        assert parts.join(json.dumps(chain).encode(), seq, prev) == expected
+    expected = event_bytes(
+        uuid=event.uuid,
+        type_=event.type,
+        occurred_at=event.occurred_at,
+        agent=event.agent,
+        outcome=event.outcome,
+        detail=event.detail,
+        package_id=package_id,
+        links=links,
+    )
+    assert _event_json(package_id, event) == expected
+    assert json.loads(expected)["format"] == "custos-custody-event/2"
+
+
+def _mth(leaves: list[bytes]) -> bytes:
+    """RFC 6962 section 2.1, as written there (recursive, holding every leaf), with SHA-512."""
+    if len(leaves) == 1:
+        return hashlib.sha512(b"\x00" + leaves[0]).digest()
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha512(b"\x01" + _mth(leaves[:k]) + _mth(leaves[k:])).digest()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 31, 64, 100])
+def test_the_streamed_merkle_root_is_rfc_6962s_tree_hash(n: int) -> None:
+    hashes = [hashlib.sha512(b"%d" % i).hexdigest() for i in range(n)]
+    tree = MerkleRoot()
+    for h in hashes:
+        tree.add(h)
+    assert tree.count == n
+    assert tree.hexdigest() == _mth([bytes.fromhex(h) for h in hashes]).hex()
+
+
+def test_the_merkle_root_binds_order_and_every_event() -> None:
+    hashes = [hashlib.sha512(b"%d" % i).hexdigest() for i in range(5)]
+
+    def root(hs: list[str]) -> str:
+        tree = MerkleRoot()
+        for h in hs:
+            tree.add(h)
+        return tree.hexdigest()
+
+    assert root(hashes) != root([hashes[1], hashes[0], *hashes[2:]])
+    assert root(hashes) != root(hashes[:4])
+    assert root(hashes) != root([*hashes, hashes[4]])
