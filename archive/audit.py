@@ -26,6 +26,7 @@ a failure.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from archive.custody import (
     GENESIS,
     MerkleRoot,
     entry_hash,
-    event_hash,
+    event_json,
     log_entry_hash,
     timestamp_text,
 )
@@ -227,16 +228,18 @@ def _check_events(
                     f"event {gap} of entry {entry.seq} of the custody log is missing: it was "
                     "deleted",
                 )
-            recomputed = event_hash(
-                uuid=row.uuid,
-                type_=row.type,
-                occurred_at=row.occurred_at,
-                agent=row.agent,
-                outcome=row.outcome,
-                detail=row.detail,
-                package_id=row.package_id,
-                links=links.get(row.id, []),
-            )
+            recomputed = hashlib.sha512(
+                event_json(
+                    uuid=row.uuid,
+                    type_=row.type,
+                    occurred_at=row.occurred_at,
+                    agent=row.agent,
+                    outcome=row.outcome,
+                    detail=row.detail,
+                    package_id=row.package_id,
+                    links=links.get(row.id, []),
+                )
+            ).hexdigest()
             if recomputed != row.hash:
                 report.problem(
                     "log-altered",

@@ -436,20 +436,41 @@ def _at_json(when: datetime) -> str:
 
 
 def _event_json(package_id: str | None, e: EventRecord) -> bytes:
-    """:func:`event_bytes` of one event, written out by hand: the canonical form is JSON with
-    sorted keys (``agent, at, detail, format, links, outcome, package, type, uuid``), and the
-    general encoder cost more than the database's work per event. The tests check that this
-    gives exactly :func:`event_bytes` (which stays the definition)."""
-    q = _quote  # JSON's own string encoder: what json.dumps does to each string here
-    links = ",".join(
-        f"[{q(t)},{q(i)},{q(r)}]"
-        for t, i, r in sorted((k.object_type, k.object_id, k.role) for k in e.links)
+    """:func:`event_bytes` of one event (see :func:`event_json`)."""
+    return event_json(
+        uuid=e.uuid,
+        type_=e.type,
+        occurred_at=e.occurred_at,
+        agent=e.agent,
+        outcome=e.outcome,
+        detail=e.detail,
+        package_id=package_id,
+        links=[(k.object_type, k.object_id, k.role) for k in e.links],
     )
+
+
+def event_json(
+    *,
+    uuid: str,
+    type_: str,
+    occurred_at: datetime,
+    agent: str,
+    outcome: str,
+    detail: str,
+    package_id: str | None,
+    links: Iterable[tuple[str, str, str]],
+) -> bytes:
+    """:func:`event_bytes`, written out by hand: the canonical form is JSON with sorted keys
+    (``agent, at, detail, format, links, outcome, package, type, uuid``), and the general
+    encoder cost more than the database's work per event (on appending and in the audit). The
+    tests check that this gives exactly :func:`event_bytes` (which stays the definition)."""
+    q = _quote  # JSON's own string encoder: what json.dumps does to each string here
+    joined = ",".join(f"[{q(t)},{q(i)},{q(r)}]" for t, i, r in sorted(links))
     package = "null" if package_id is None else q(package_id)
     return (
-        f'{{"agent":{q(e.agent)},"at":{_at_json(e.occurred_at)},"detail":{q(e.detail)},'
-        f'"format":{_EVENT_FORMAT_JSON},"links":[{links}],"outcome":{q(e.outcome)},'
-        f'"package":{package},"type":{q(e.type)},"uuid":{q(e.uuid)}}}'
+        f'{{"agent":{q(agent)},"at":{_at_json(occurred_at)},"detail":{q(detail)},'
+        f'"format":{_EVENT_FORMAT_JSON},"links":[{joined}],"outcome":{q(outcome)},'
+        f'"package":{package},"type":{q(type_)},"uuid":{q(uuid)}}}'
     ).encode()
 
 
