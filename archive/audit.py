@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select, true, tuple_
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import CustodyEntry, CustodyHead, Event, EventLink
@@ -51,7 +51,7 @@ from archive.custody import (
     log_entry_hash,
     timestamp_text,
 )
-from archive.errors import ProofError, StorageError
+from archive.errors import CatalogError, ProofError, StorageError
 from archive.proofs.evidence import parse_record, verify_record
 from archive.proofs.renew import current_only, digest_all
 from archive.proofs.verify import trust_anchors
@@ -124,16 +124,17 @@ def _links_of(session: Session, ids: list[int]) -> dict[int, list[tuple[str, str
 
 
 def _format1_entries(
-    session: Session, chain: str
+    session: Session, chain: str, after: int, until: int | None
 ) -> Iterator[tuple[int, int, Event | CustodyEntry, list[tuple[str, str, str]]]]:
-    """A chain's entries of format 1 (one event each) in order, with their links, a page at a
-    time (keyset on seq): ``(seq, 1, event, links)``."""
-    after = -1
+    """A chain's entries of format 1 (one event each) numbered above ``after`` (up to
+    ``until``) in order, with their links, a page at a time (keyset on seq):
+    ``(seq, 1, event, links)``."""
     while True:
         rows = (
             session.execute(
                 select(Event)
                 .where(Event.chain == chain, Event.seq > after)
+                .where(Event.seq <= until if until is not None else true())
                 .order_by(Event.seq)
                 .limit(PAGE)
             )
@@ -149,15 +150,16 @@ def _format1_entries(
 
 
 def _format2_entries(
-    session: Session, chain: str
+    session: Session, chain: str, after: int, until: int | None
 ) -> Iterator[tuple[int, int, Event | CustodyEntry, list[tuple[str, str, str]]]]:
-    """A chain's entries of format 2 in order, a page at a time: ``(seq, 2, entry, [])``."""
-    after = -1
+    """A chain's entries of format 2 numbered above ``after`` (up to ``until``) in order, a
+    page at a time: ``(seq, 2, entry, [])``."""
     while True:
         rows = (
             session.execute(
                 select(CustodyEntry)
                 .where(CustodyEntry.chain == chain, CustodyEntry.seq > after)
+                .where(CustodyEntry.seq <= until if until is not None else true())
                 .order_by(CustodyEntry.seq)
                 .limit(PAGE)
             )
@@ -268,29 +270,47 @@ def _check_events(
             )
 
 
-def _check_chain(
+@dataclass
+class _Run:
+    """What checking a run of a chain's entries found: its first entry's number and the hash
+    it names (checked against the run before it by whoever joins the runs), its last entry,
+    the hashes at the numbers asked for, its counts and its problems."""
+
+    first: tuple[int, str] | None = None
+    last: _Entry | None = None
+    at: dict[int, str] = field(default_factory=dict)
+    report: AuditReport = field(default_factory=AuditReport)
+
+
+def _check_run(
     session: Session,
     chain: str,
     wanted: set[int],
-    report: AuditReport,
     progress: Callable[[int], None] | None,
-) -> tuple[_Entry | None, dict[int, str]]:
-    """Step 1 for one chain: return its last entry and the hashes at the ``wanted`` numbers."""
-    expected, prev = 1, GENESIS
-    last: _Entry | None = None
-    at: dict[int, str] = {}
+    *,
+    lo: int = 1,
+    hi: int | None = None,
+) -> _Run:
+    """Step 1 for the entries of one chain numbered ``lo`` to ``hi`` (to its end if None).
+    From entry 1 the first entry must name the genesis hash; from any other, the hash it names
+    is returned for the caller to check against the run before."""
+    run = _Run()
+    report = run.report
+    expected, prev = lo, (GENESIS if lo == 1 else None)
     held: dict[int, CustodyEntry] = {}
     merged = heapq.merge(
-        _format1_entries(session, chain),
-        _format2_entries(session, chain),
+        _format1_entries(session, chain, lo - 1, hi),
+        _format2_entries(session, chain, lo - 1, hi),
         key=lambda item: (item[0], item[1]),
     )
     for seq, _kind, row, links in merged:
         report.entries += 1
+        if run.first is None:
+            run.first = (seq, str(row.prev_hash))
         if seq != expected:
             gap = f"{expected}" if seq == expected + 1 else f"{expected} to {seq - 1}"
             report.problem("log-gap", f"entry {gap} of the custody log is missing: it was deleted")
-        elif row.prev_hash != prev:
+        elif prev is not None and row.prev_hash != prev:
             report.problem(
                 "log-link",
                 f"entry {seq} does not follow the entry before it (the hash it names is not "
@@ -331,17 +351,178 @@ def _check_chain(
             )
         digest = str(row.hash)
         if seq in wanted:
-            at[seq] = digest
+            run.at[seq] = digest
         prev, expected = digest, seq + 1
-        last = _Entry(seq, digest)
+        run.last = _Entry(seq, digest)
     if held:
         _check_events(session, held, report, progress)
+    if hi is not None and expected <= hi:
+        gap = f"{expected}" if expected == hi else f"{expected} to {hi}"
+        report.problem("log-gap", f"entry {gap} of the custody log is missing: it was deleted")
+    return run
+
+
+def _join(runs: list[_Run], report: AuditReport) -> tuple[_Entry | None, dict[int, str]]:
+    """The runs of one chain, in order, as one: their findings, and each run's first entry
+    checked against the last of the run before it."""
+    last: _Entry | None = None
+    at: dict[int, str] = {}
+    for run in runs:
+        report.entries += run.report.entries
+        report.events += run.report.events
+        report.problems.extend(run.report.problems)
+        at.update(run.at)
+        if run.first is not None and last is not None:
+            seq, names = run.first
+            if seq == last.seq + 1 and names != last.hash:
+                report.problem(
+                    "log-link",
+                    f"entry {seq} does not follow the entry before it (the hash it names is "
+                    "not that entry's): an entry was inserted, removed or moved here",
+                )
+        if run.last is not None:
+            last = run.last
     return last, at
 
 
-def verify_log(services: Services, *, progress: Callable[[int], None] | None = None) -> AuditReport:
-    """Check the whole custody log (steps 1 to 4 above). Returns the report; raises nothing
-    for a broken log (a verdict is not a failure), only for an unreadable catalog."""
+#: A chain checked in parallel is cut into runs of about this many events or more.
+PARALLEL_MIN_EVENTS = 200_000
+
+
+def _bounds(session: Session, chain: str, workers: int) -> list[tuple[int, int | None]]:
+    """Cut a chain into at most ``workers`` runs of entries (lo, hi) holding about as many
+    events each; one run for a small chain. Only the balance rests on the counts: the runs
+    cover every number from 1 to the chain's last whatever they say."""
+    older = session.execute(
+        select(func.count(Event.id), func.max(Event.seq)).where(Event.chain == chain)
+    ).one()
+    newer = session.execute(
+        select(func.sum(CustodyEntry.events), func.max(CustodyEntry.seq)).where(
+            CustodyEntry.chain == chain
+        )
+    ).one()
+    total = int(older[0] or 0) + int(newer[0] or 0)
+    top = max(int(older[1] or 0), int(newer[1] or 0))
+    runs = min(workers, total // PARALLEL_MIN_EVENTS)
+    if runs < 2 or top < runs:
+        return [(1, None)]
+    cuts: list[int] = []
+    for k in range(1, runs):
+        target = total * k // runs
+        if target <= int(older[0] or 0):
+            cut = target  # entries of format 1 hold one event each, numbered from 1
+        else:
+            counted = (
+                select(
+                    CustodyEntry.seq,
+                    func.sum(CustodyEntry.events).over(order_by=CustodyEntry.seq).label("n"),
+                )
+                .where(CustodyEntry.chain == chain)
+                .subquery()
+            )
+            cut = (
+                session.execute(
+                    select(counted.c.seq)
+                    .where(counted.c.n >= target - int(older[0] or 0))
+                    .order_by(counted.c.seq)
+                    .limit(1)
+                ).scalar()
+                or top
+            )
+        if cut > (cuts[-1] if cuts else 0) and cut < top:
+            cuts.append(cut)
+    edges = [0, *cuts, top]
+    return [(edges[i] + 1, edges[i + 1]) for i in range(len(edges) - 1)]
+
+
+def _run_in_process(
+    url: str, chain: str, wanted: set[int], lo: int, hi: int | None, index: int, out: Any
+) -> None:
+    """A run checked in a process of its own; findings (or the failure) sent on ``out``."""
+    from sqlalchemy.orm import sessionmaker
+
+    from archive.catalog.session import make_engine
+
+    engine = make_engine(url)
+    counted = 0
+
+    def progress(n: int) -> None:
+        nonlocal counted
+        counted += n
+        if counted >= 1000:
+            out.put(("progress", index, counted))
+            counted = 0
+
+    try:
+        with sessionmaker(engine)() as session:
+            run = _check_run(session, chain, wanted, progress, lo=lo, hi=hi)
+        out.put(("progress", index, counted))
+        out.put(("done", index, run))
+    except BaseException as exc:  # reported by the parent, which stops the audit
+        out.put(("failed", index, f"{exc.__class__.__name__}: {exc}"))
+    finally:
+        engine.dispose()
+
+
+def _check_in_parallel(
+    url: str,
+    chain: str,
+    wanted: set[int],
+    bounds: list[tuple[int, int | None]],
+    progress: Callable[[int], None] | None,
+) -> list[_Run]:
+    """Each run of ``bounds`` in a process of its own (the audit's work is hashing in Python:
+    one process uses one core)."""
+    import multiprocessing
+    import queue
+
+    context = multiprocessing.get_context("spawn")  # no inherited threads, locks or sockets
+    out: Any = context.Queue()
+    processes = [
+        context.Process(target=_run_in_process, args=(url, chain, wanted, lo, hi, i, out))
+        for i, (lo, hi) in enumerate(bounds)
+    ]
+    for process in processes:
+        process.start()
+    runs: dict[int, _Run] = {}
+    try:
+        while len(runs) < len(processes):
+            try:
+                kind, index, value = out.get(timeout=5)
+            except queue.Empty:
+                dead = [i for i, p in enumerate(processes) if not p.is_alive() and i not in runs]
+                if dead:
+                    raise CatalogError(
+                        f"a process checking the custody log stopped (run {dead[0] + 1} of "
+                        f"{len(processes)}, exit status {processes[dead[0]].exitcode})",
+                        hint="run `custos audit verify --workers 1`",
+                    ) from None
+                continue
+            if kind == "progress":
+                if progress and value:
+                    progress(value)
+            elif kind == "done":
+                runs[index] = value
+            else:
+                raise CatalogError(
+                    f"checking the custody log failed in run {index + 1}: {value}",
+                    hint="check that the catalog database is reachable and try again",
+                )
+    finally:
+        for process in processes:
+            if process.is_alive() and len(runs) < len(processes):
+                process.terminate()
+            process.join()
+    return [runs[i] for i in range(len(processes))]
+
+
+def verify_log(
+    services: Services, *, progress: Callable[[int], None] | None = None, workers: int = 1
+) -> AuditReport:
+    """Check the whole custody log (steps 1 to 4 above), a chain of more than
+    :data:`PARALLEL_MIN_EVENTS` events in up to ``workers`` processes, each a run of its
+    entries. Returns the report; raises nothing for a broken log (a verdict is not a
+    failure), only for an unreadable catalog (:class:`CatalogError`)."""
     report = AuditReport()
     root = services.primary
     docs, unreadable = read_checkpoints(root)
@@ -366,7 +547,15 @@ def verify_log(services: Services, *, progress: Callable[[int], None] | None = N
         hashes: dict[str, dict[int, str]] = {}
         for chain in chains:
             wanted = {d.seq for d in docs if d.chain == chain}
-            lasts[chain], hashes[chain] = _check_chain(session, chain, wanted, report, progress)
+            bounds: list[tuple[int, int | None]] = [(1, None)]
+            if workers > 1:
+                bounds = _bounds(session, chain, workers)
+            if len(bounds) == 1:
+                runs = [_check_run(session, chain, wanted, progress)]
+            else:
+                url = services.settings.catalog_url
+                runs = _check_in_parallel(url, chain, wanted, bounds, progress)
+            lasts[chain], hashes[chain] = _join(runs, report)
         stray = (session.execute(select(func.count(Event.id))).scalar() or 0) - report.events
         if stray > 0:
             report.problem(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select, text
 
-from archive.audit import verify_log
+from archive.audit import _bounds, verify_log
 from archive.catalog.tables import CustodyEntry, CustodyHead, Event
 from archive.custody import new_event, record_events
 from archive.model import Link
@@ -111,3 +111,59 @@ def test_an_entry_is_placed_when_its_transaction_commits(services: Services) -> 
         ).scalar_one()
         head = session.get(CustodyHead, 1)
     assert head is not None and placed == head.seq
+
+
+def _tampered(services: Services, change: str) -> None:
+    """Tamper with the first entry of the second run the audit will check."""
+    with services.session_scope() as session:
+        head = session.get(CustodyHead, 1)
+        assert head is not None
+        runs = _bounds(session, head.chain, 3)
+        assert len(runs) == 3, runs
+        middle = session.execute(
+            select(CustodyEntry.id).where(CustodyEntry.seq == runs[1][0])
+        ).one()
+        if change == "event":
+            session.execute(
+                text("UPDATE events SET detail = 'changed' WHERE entry_id = :e AND pos = 1"),
+                {"e": middle.id},
+            )
+        elif change == "entry":
+            session.execute(
+                text(
+                    "DELETE FROM event_links WHERE event_id IN "
+                    "(SELECT id FROM events WHERE entry_id = :e)"
+                ),
+                {"e": middle.id},
+            )
+            session.execute(text("DELETE FROM events WHERE entry_id = :e"), {"e": middle.id})
+            session.execute(text("DELETE FROM custody_entries WHERE id = :e"), {"e": middle.id})
+        elif change == "link":
+            session.execute(
+                text("UPDATE custody_entries SET prev_hash = :h WHERE id = :e"),
+                {"h": "0" * 128, "e": middle.id},
+            )
+
+
+@pytest.mark.parametrize("change", ["none", "event", "entry", "link"])
+def test_a_long_log_is_checked_in_parallel_runs_with_the_same_findings(
+    services: Services, change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log cut into runs, each checked in a process of its own: the same counts and the
+    same findings as one process, whichever run the tampering falls in or beside."""
+    for n in range(24):
+        with services.session_scope() as session:
+            record_events(session, _events(1 + n % 5, f"batch {n}"))
+    monkeypatch.setattr("archive.audit.PARALLEL_MIN_EVENTS", 10)
+    _tampered(services, change)
+    one = verify_log(services)
+    calls: list[int] = []
+    several = verify_log(services, workers=3, progress=calls.append)
+    assert (several.entries, several.events) == (one.entries, one.events)
+    assert sum(calls) == several.events
+    assert sorted((p.code, p.text) for p in several.problems) == sorted(
+        (p.code, p.text) for p in one.problems
+    )
+    assert several.ok == (change == "none")
+    if change == "link":
+        assert {p.code for p in several.problems} == {"log-link", "log-altered"}
