@@ -114,7 +114,7 @@ class _Entry:
 
 def _links_of(session: Session, ids: list[int]) -> dict[int, list[tuple[str, str, str]]]:
     links: dict[int, list[tuple[str, str, str]]] = {}
-    for event_id, t, i, r in session.execute(
+    for event_id, t, i, r in session.connection().execute(
         select(
             EventLink.event_id, EventLink.object_type, EventLink.object_id, EventLink.role
         ).where(EventLink.event_id.in_(ids))
@@ -202,7 +202,7 @@ def _check_events(
     next_pos = dict.fromkeys(entries, 0)
     after = (-1, -1)
     while True:
-        rows = session.execute(
+        rows = session.connection().execute(
             select(*_EVENT_COLUMNS)
             .where(
                 Event.entry_id.in_(list(entries)),
@@ -218,10 +218,6 @@ def _check_events(
             entry_id, pos = int(row.entry_id or 0), int(row.pos or 0)
             entry = entries[entry_id]
             report.events += 1
-            where = (
-                f"event {pos + 1} of entry {entry.seq} ({row.type}, "
-                f"{timestamp_text(row.occurred_at)})"
-            )
             if pos != next_pos[entry_id]:
                 first = next_pos[entry_id] + 1
                 gap = f"{first}" if pos + 1 == first + 1 else f"{first} to {pos}"
@@ -245,8 +241,9 @@ def _check_events(
             if recomputed != row.hash:
                 report.problem(
                     "log-altered",
-                    f"{where} was altered after it was recorded: its content no longer has "
-                    "the hash it was recorded with",
+                    f"event {pos + 1} of entry {entry.seq} ({row.type}, "
+                    f"{timestamp_text(row.occurred_at)}) was altered after it was recorded: its "
+                    "content no longer has the hash it was recorded with",
                 )
             trees[entry_id].add(row.hash)
             next_pos[entry_id] = pos + 1

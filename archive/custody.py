@@ -84,8 +84,13 @@ def new_event(
 
 
 def timestamp_text(when: datetime) -> str:
-    """The one textual form of an event time in the log: UTC, microseconds, ``Z``."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The one textual form of an event time in the log: UTC, microseconds, ``Z``
+    (``strftime("%Y-%m-%dT%H:%M:%S.%fZ")``; the same text through ``isoformat``, three times
+    faster, for the years where both write four digits)."""
+    utc = when.astimezone(UTC)
+    if utc.year < 1000:
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def entry_bytes(

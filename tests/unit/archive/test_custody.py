@@ -3,7 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -14,6 +14,7 @@ from archive.custody import (
     new_event,
     parse_premis,
     premis_xml,
+    timestamp_text,
 )
 from archive.model import EventRecord, Link
 
@@ -122,3 +123,17 @@ def test_the_merkle_root_binds_order_and_every_event() -> None:
     assert root(hashes) != root([hashes[1], hashes[0], *hashes[2:]])
     assert root(hashes) != root(hashes[:4])
     assert root(hashes) != root([*hashes, hashes[4]])
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 3, 4, 5, 6, 7, 0, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1999, 1, 1, 0, 0, 0, 1, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(9999, 12, 31, 12, 0, 0, 5, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    ],
+)
+def test_the_log_writes_every_time_as_its_strftime_form(when: datetime) -> None:
+    assert timestamp_text(when) == when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
