@@ -9,12 +9,15 @@ pending review of the assignment it replaces is closed as ``superseded``.
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -33,6 +36,7 @@ from access.decisions.rules import (
     require_purpose,
 )
 from access.export.bundle import ExportResult, export
+from access.export.zipstream import zip_stream
 from access.paging import Listing, Page
 from archive import clock
 from archive.catalog.tables import (
@@ -48,6 +52,7 @@ from archive.errors import InputRejected, NotFound, StorageError
 from archive.findings import Finding
 from archive.model import EventRecord, Link
 from archive.services import Services
+from archive.storage.replica import LocationUnavailable
 from policies.access import Assignment, assignment_to_json, covers, default_assignment
 from policies.errors import AccessRuleError
 from policies.schema import AccessPolicy
@@ -384,11 +389,19 @@ def list_requests(session: Session, page: Page) -> Listing:
     return Listing.counted(page, [_request_dict(r) for r in rows], total)
 
 
+#: Where the court bundles that answered justice requests are kept: in the primary copy
+#: (outside every object, as OCFL 1.1 section 4.1 allows), so that every host can hand
+#: them out. One folder per answer: ``<prefix>/<request id>/<answer>/``.
+EXPORTS = "extensions/custos-exports"
+
+
 def answer_request(services: Services, reader: Principal, request_id: str) -> dict[str, Any]:
-    """Answer a request with a court bundle (:func:`access.export.bundle.export`) written under
-    ``DATA_DIR/exports/<request id>``: the files asked for (default: every file) that the
-    access policy lets ``reader`` read for the request's purpose, whatever their tier.
-    Raises what the export raises, and NotFound."""
+    """Answer a request with a court bundle (:func:`access.export.bundle.export`) of the
+    files asked for (default: every file) that the access policy lets ``reader`` read for the
+    request's purpose, whatever their tier. The bundle is made in this host's scratch folder,
+    then stored in the primary copy under ``extensions/custos-exports/<request id>/`` (a new
+    folder for each answer: an answer cut short leaves files no request names), where any
+    host finds it. Raises what the export raises, NotFound, and StorageError."""
     with services.sessions() as session:
         row = _request(session, request_id)
         if row.state != "open":
@@ -400,16 +413,22 @@ def answer_request(services: Services, reader: Principal, request_id: str) -> di
                 "from the justice body is recorded as a new one (POST /registrar/requests)",
             )
         paths = json.loads(row.paths)
-        target = _bundle_folder(services.settings, row.id)
-    result: ExportResult = export(
-        services,
-        row.package_id,
-        paths,
-        to=target,
-        requester=f"{row.requester} (ref. {row.reference})",
-        purpose=row.purpose,
-        releaser=reader,
-    )
+    answer = uuid.uuid4().hex
+    prefix = f"{EXPORTS}/{row.id}/{answer}"
+    scratch = services.store.staging / f"bundle-{answer}"
+    try:
+        result: ExportResult = export(
+            services,
+            row.package_id,
+            paths,
+            to=scratch,
+            requester=f"{row.requester} (ref. {row.reference})",
+            purpose=row.purpose,
+            releaser=reader,
+        )
+        services.primary.put_folder(prefix, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     with services.session_scope() as session:
         session.execute(
             update(JusticeRequest)
@@ -419,14 +438,16 @@ def answer_request(services: Services, reader: Principal, request_id: str) -> di
                 answered_at=clock.now(),
                 answered_by=reader.name,
                 export_id=result.export_id,
-                bundle=str(result.bundle),
+                bundle=prefix,
             )
         )
-        return {**_request_dict(_request(session, request_id)), "export": result.as_dict()}
+        answered = _request_dict(_request(session, request_id))
+    return {**answered, "export": {**result.as_dict(), "bundle": prefix}}
 
 
-def _bundle_folder(settings: Settings, request_id: str) -> Path:
-    """Where the bundle answering a request is written, and read back from."""
+def _legacy_folder(settings: Settings, request_id: str) -> Path:
+    """Where a bundle answering a request was kept before bundles moved to the primary copy:
+    in the answering host's data folder."""
     return settings.data_dir.resolve() / "exports" / request_id
 
 
@@ -442,14 +463,15 @@ def _request(session: Session, request_id: str) -> JusticeRequest:
 
 @dataclass(frozen=True, slots=True)
 class BundleDownload:
-    """The court bundle of an answered request, ready to send: its folder and files (paths
-    relative to the folder, POSIX), and the ``access`` event that records the download."""
+    """The court bundle of an answered request, ready to send: its files (paths relative to
+    the bundle, POSIX, with their sizes), how to open each, and the ``access`` event that
+    records the download."""
 
     request_id: str
     package_id: str
     export_id: str
-    folder: Path
-    files: tuple[str, ...]
+    files: tuple[tuple[str, int], ...]
+    opener: Callable[[str], BinaryIO]
     event: EventRecord
 
     @property
@@ -458,39 +480,74 @@ class BundleDownload:
         name with ``.zip``."""
         return f"custos-bundle-{self.export_id}"
 
+    def chunks(self) -> Iterator[bytes]:
+        """The bundle as a zip whose one top folder is :attr:`name`, streamed."""
+        return zip_stream(
+            ((rel, functools.partial(self.opener, rel), size) for rel, size in self.files),
+            top=self.name,
+        )
+
 
 def bundle_of(
-    session: Session, settings: Settings, reader: Principal, request_id: str
+    session: Session, services: Services, reader: Principal, request_id: str
 ) -> BundleDownload:
     """The court bundle a request was answered with, for ``reader`` to download, and the
     ``access`` event naming them, the request and the export (never a path). The caller
     records the event.
 
     Raises :class:`NotFound` for an unknown request or one not answered yet, and
-    :class:`StorageError` when its bundle is no longer whole on the server (the folder gone,
-    or holding something other than plain files and folders)."""
+    :class:`StorageError` when its bundle is no longer whole (its files gone, or holding
+    something other than plain files and folders)."""
     row = _request(session, request_id)
     if row.state != "answered" or not row.export_id or not row.bundle:
         raise NotFound(
             f"justice request {request_id!r} is not answered yet: it has no bundle",
             hint="answer it first (POST /registrar/requests/{id}/answer), then download its bundle",
         )
-    folder = _bundle_folder(settings, row.id)
-    lost = StorageError(
-        f"the court bundle {row.export_id} of justice request {row.id} is no longer whole on "
-        "the server",
-        hint=f"restore the folder exports/{row.id} of the data folder from a backup; the "
-        "export event in the custody log names the files it held",
+    stored = row.bundle.startswith(f"{EXPORTS}/")
+    where = (
+        row.bundle if stored else f"exports/{row.id} of the data folder of the host that made it"
     )
-    if folder.is_symlink() or not folder.is_dir():
-        raise lost
-    files = []
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink() or not (path.is_file() or path.is_dir()):
-            raise lost  # nothing but the bundle's own files leaves the server
-        if path.is_file():
-            files.append(path.relative_to(folder).as_posix())
-    if "bagit.txt" not in files:
+    lost = StorageError(
+        f"the court bundle {row.export_id} of justice request {row.id} is no longer whole in "
+        "the archive",
+        hint=f"restore {where} from a backup; the export event in the custody log names the "
+        "files it held",
+    )
+    opener: Callable[[str], BinaryIO]
+    if stored:
+        primary = services.primary
+        prefix = f"{row.bundle}/"
+        files: list[tuple[str, int]] = []
+        try:
+            for key in sorted(primary.location.iter_keys(prefix)):
+                info = primary.location.stat(key)
+                if info is None:
+                    raise lost
+                files.append((key[len(prefix) :], info.size))
+        except LocationUnavailable:
+            raise
+        except StorageError as exc:  # a link or a special file: nothing of it leaves
+            raise lost from exc
+
+        def opener(rel: str) -> BinaryIO:
+            return cast("BinaryIO", primary.open(prefix + rel))
+
+    else:
+        folder = _legacy_folder(services.settings, row.id)
+        if folder.is_symlink() or not folder.is_dir():
+            raise lost
+        files = []
+        for path in sorted(folder.rglob("*")):
+            if path.is_symlink() or not (path.is_file() or path.is_dir()):
+                raise lost  # nothing but the bundle's own files leaves the server
+            if path.is_file():
+                files.append((path.relative_to(folder).as_posix(), path.stat().st_size))
+
+        def opener(rel: str) -> BinaryIO:
+            return open(folder / rel, "rb")
+
+    if "bagit.txt" not in {rel for rel, _ in files}:
         raise lost
     event = new_event(
         "access",
@@ -501,7 +558,7 @@ def bundle_of(
         agent=reader.agent,
     )
     record_events(session, [event], package_id=row.package_id)
-    return BundleDownload(row.id, row.package_id, row.export_id, folder, tuple(files), event)
+    return BundleDownload(row.id, row.package_id, row.export_id, tuple(files), opener, event)
 
 
 def access_log(session: Session, page: Page) -> Listing:

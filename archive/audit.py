@@ -202,15 +202,19 @@ def _check_events(
     next_pos = dict.fromkeys(entries, 0)
     after = (-1, -1)
     while True:
-        rows = session.connection().execute(
-            select(*_EVENT_COLUMNS)
-            .where(
-                Event.entry_id.in_(list(entries)),
-                tuple_(Event.entry_id, Event.pos) > after,
+        rows = (
+            session.connection()
+            .execute(
+                select(*_EVENT_COLUMNS)
+                .where(
+                    Event.entry_id.in_(list(entries)),
+                    tuple_(Event.entry_id, Event.pos) > after,
+                )
+                .order_by(Event.entry_id, Event.pos)
+                .limit(PAGE)
             )
-            .order_by(Event.entry_id, Event.pos)
-            .limit(PAGE)
-        ).all()
+            .all()
+        )
         if not rows:
             break
         links = _links_of(session, [r.id for r in rows])

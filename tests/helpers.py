@@ -156,3 +156,10 @@ def pending_install(services: Services, object_id: str, deposit_id: str) -> None
                 started_at=datetime.now(UTC),
             )
         )
+
+
+def stored_bundle(services: Services, key: str) -> Path:
+    """The folder of a court bundle that answered a justice request, as the API names it (a
+    key in the primary copy), in a local primary's storage root."""
+    assert key.startswith("extensions/custos-exports/"), key
+    return services.settings.storage_path.joinpath(*key.split("/"))

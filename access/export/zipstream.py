@@ -15,8 +15,9 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 BLOCK = 1 << 20
 
@@ -43,15 +44,31 @@ class _Chunks(io.RawIOBase):
 
 def zip_chunks(folder: Path, files: Iterable[str], *, top: str) -> Iterator[bytes]:
     """The zip of ``files`` (POSIX paths relative to ``folder``), each entry named
-    ``<top>/<path>``, as chunks of bytes. Reads each file once, as the chunks are consumed.
+    ``<top>/<path>``, as chunks of bytes (see :func:`zip_stream`).
 
     Raises :class:`OSError` if a file cannot be read (after the chunks before it were
     given: the caller checks the files first)."""
+
+    def entry(rel: str) -> tuple[str, Callable[[], BinaryIO], int]:
+        path = folder / rel
+        return rel, lambda: open(path, "rb"), os.stat(path).st_size
+
+    return zip_stream((entry(rel) for rel in files), top=top)
+
+
+def zip_stream(
+    entries: Iterable[tuple[str, Callable[[], BinaryIO], int]], *, top: str
+) -> Iterator[bytes]:
+    """The zip of ``entries`` (each a POSIX path, how to open it and its size in bytes), each
+    entry named ``<top>/<path>``, as chunks of bytes. Reads each file once, as the chunks are
+    consumed, from wherever its opener reads (a local file, a stored object).
+
+    Raises what an opener or a read raises (after the chunks before it were given: the
+    caller checks the files first)."""
     sink = _Chunks()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for rel in files:
-            with open(folder / rel, "rb") as src:
-                size = os.fstat(src.fileno()).st_size
+        for rel, opener, size in entries:
+            with opener() as src:
                 # As zipfile decides for an entry whose size it knows (deflate may grow it).
                 large = size * 1.05 > zipfile.ZIP64_LIMIT
                 entry = archive.open(f"{top}/{rel}", "w", force_zip64=large)

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from access.decisions.reads import read_file, read_package
 from access.decisions.reviews import approve_review, extend_review, review_page
 from access.decisions.rules import Principal
-from access.export.zipstream import zip_chunks
 from access.registrar import (
     access_log,
     answer_request,
@@ -195,9 +194,9 @@ def bundle(services: ServicesDep, who: Registrar, request_id: str) -> ZipRespons
     `custos verify --bundle`). The download is an access event naming the registrar, the
     request and the export."""
     with services.session_scope() as session:
-        download = bundle_of(session, services.settings, who, request_id)
+        download = bundle_of(session, services, who, request_id)
     return ZipResponse(
-        zip_chunks(download.folder, download.files, top=download.name),
+        download.chunks(),
         headers={"Content-Disposition": f'attachment; filename="{download.name}.zip"'},
     )
 

@@ -262,6 +262,29 @@ class Primary:
             raise StorageError("put_file is for a primary reached through a location")
         self._put(key, source)
 
+    def put_folder(self, prefix: str, folder: Path) -> list[str]:
+        """Store every file of ``folder`` (made on this host: a court bundle) under ``prefix``,
+        each written through the location and read back (a local primary: the folder moved
+        into place). The folder is gone afterwards, or left to the caller if this raises.
+        Returns the keys stored. Raises :class:`StorageError`."""
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+        keys = [f"{prefix}/{p.relative_to(folder).as_posix()}" for p in files]
+        target = self.local_path(prefix)
+        if target is not None:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(folder, target)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot move {folder} into the primary copy at {target}: {exc}",
+                    hint="check the storage root's permissions and free space",
+                ) from exc
+            return keys
+        for path, key in zip(files, keys, strict=True):
+            self._put(key, path)
+        shutil.rmtree(folder, ignore_errors=True)
+        return keys
+
     def _put(self, key: str, source: Path) -> None:
         digests = digest_file(source).digests
         self.location.put(key, source, sha256=digests["sha256"], sha512=digests["sha512"])

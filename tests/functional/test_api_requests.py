@@ -27,7 +27,7 @@ from ingest.service import identify_package
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
 from tests.functional.test_cli import custos
-from tests.helpers import deposit
+from tests.helpers import deposit, stored_bundle
 
 PROBLEM = "application/problem+json"
 DECLARED = ("public", "research", "prosecution", "third-party-justice")
@@ -131,7 +131,7 @@ def test_a_registrar_downloads_an_answered_request_as_a_zip_that_verifies(
     answered = client.post(f"/registrar/requests/{request_id}/answer", headers=registrar(users))
     assert answered.status_code == 200, answered.text
     export_id = answered.json()["export_id"]
-    folder = Path(answered.json()["bundle"])
+    folder = stored_bundle(services, answered.json()["bundle"])
     before = len(access_events(services))
 
     r = client.get(f"/registrar/requests/{request_id}/bundle", headers=registrar(users))
@@ -198,10 +198,13 @@ def test_only_a_registrar_with_a_second_factor_downloads_a_bundle(held: Held) ->
 
     # A bundle gone from the server: said plainly, with what to do; no path of the server.
     recorded = client.get("/registrar/requests", headers=registrar(users)).json()["requests"]
-    [bundle] = [Path(q["bundle"]) for q in recorded if q["request_id"] == answered]
-    shutil.rmtree(bundle)
+    [bundle] = [q["bundle"] for q in recorded if q["request_id"] == answered]
+    assert bundle.startswith(f"extensions/custos-exports/{answered}/")  # in storage, no path
+    folder = services.settings.storage_path.joinpath(*bundle.split("/"))
+    assert (folder / "bagit.txt").is_file()
+    shutil.rmtree(folder)
     r = client.get(url, headers=registrar(users))
     assert r.status_code == 503 and r.headers["content-type"] == PROBLEM
-    assert "no longer whole" in r.json()["detail"] and str(bundle) not in r.text
-    assert f"exports/{answered}" in r.json()["hint"]
+    assert "no longer whole" in r.json()["detail"] and str(folder) not in r.text
+    assert f"custos-exports/{answered}/" in r.json()["hint"]
     assert len(access_events(services)) == before  # refusals hand nothing out

@@ -22,7 +22,7 @@ from archive.services import Services
 from ingest.service import identify_package
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
-from tests.helpers import deposit
+from tests.helpers import deposit, stored_bundle
 
 LETTER = "data/documents/transfer-letter.txt"
 
@@ -185,7 +185,7 @@ def test_justice_request_answered_with_a_court_bundle(
     assert answered.status_code == 200, answered.text
     body = answered.json()
     assert body["state"] == "answered" and body["export"]["files"] == ["data/README.txt"]
-    bundle = Path(body["bundle"])
+    bundle = stored_bundle(services, body["bundle"])
     assert (bundle / "data" / "VERIFY.txt").is_file()
     again = client.post(f"/registrar/requests/{request_id}/answer", headers=headers())
     assert again.status_code == 422
@@ -221,7 +221,9 @@ def test_a_registrar_releases_what_the_policy_allows_for_the_request_purpose(
     finding = r.json()["findings"][0]
     assert finding["code"] == "EXPORT-NOT-RELEASABLE" and finding["path"] == LETTER
     assert "consent does not cover" in finding["message"]
-    assert not (services.settings.data_dir / "exports" / third).exists()
+    exports = services.settings.storage_path / "extensions" / "custos-exports"
+    assert not [p for p in exports.rglob("*") if p.is_file()]  # no bundle, not a part of one
+    assert not [p for p in services.store.staging.iterdir() if p.name.startswith("bundle-")]
     assert events_of(services, "export") == []
     states = {q["request_id"]: q["state"] for q in client.get(
         "/registrar/requests", headers=headers()).json()["requests"]}  # fmt: skip
@@ -232,7 +234,7 @@ def test_a_registrar_releases_what_the_policy_allows_for_the_request_purpose(
     assert r.status_code == 200, r.text
     files = r.json()["export"]["files"]
     assert LETTER in files and "data/README.txt" in files
-    bundle = Path(r.json()["bundle"])
+    bundle = stored_bundle(services, r.json()["bundle"])
     report = verify_bundle(bundle)
     assert report.ok, report.failures
     index = json.loads((bundle / "data" / "custos-bundle.json").read_text())

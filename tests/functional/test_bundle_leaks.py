@@ -20,7 +20,7 @@ from api.app import create_app
 from tests.api_support import Users, make_users
 from tests.conftest import MakeServices
 from tests.functional.test_cli import custos
-from tests.helpers import make_bag
+from tests.helpers import make_bag, stored_bundle
 
 SIDECAR_HEAD = "# path\ttier\tsunset\tsuccessor\tconsent\tlegal basis\n"
 
@@ -242,7 +242,9 @@ def answer(tmp_path: Path, make_services: MakeServices) -> Iterator[Answer]:
         r = client.post(f"/registrar/requests/{request_id}/answer", headers=totp())
         assert r.status_code == 200, r.text
         assert set(r.json()["export"]["files"]) == holding.released["research"]
-        yield Answer(client, users, request_id, Path(r.json()["bundle"]), holding)
+        yield Answer(
+            client, users, request_id, stored_bundle(services, r.json()["bundle"]), holding
+        )
 
 
 def test_a_registrar_answer_names_no_withheld_file(answer: Answer) -> None:
@@ -336,7 +338,7 @@ def test_a_wholly_restricted_package_names_nothing_of_itself(
         )
         assert r.status_code == 200, r.text
         assert r.json()["export"]["files"] == [f"data/{open_}.txt"]
-        answered = Path(r.json()["bundle"])
+        answered = stored_bundle(services, r.json()["bundle"])
         r = client.get(
             f"/registrar/requests/{request_id}/bundle",
             headers=users.bearer("registrar", totp=True),

@@ -315,3 +315,77 @@ def test_a_court_bundle_from_an_s3_primary_verifies(
         )  # fmt: skip
     assert not refused.exists() and not list(tmp_path.glob(".custos-export-*"))
     nothing_under(tmp_path / "unused")
+
+
+def test_a_court_bundle_answered_on_one_host_downloads_from_another(
+    postgres: Any, seaweedfs: SeaweedServer, tmp_path: Path
+) -> None:
+    """Two hosts sharing one catalog and an S3 primary, and no folder: host A answers a
+    justice request; its bundle is stored in the bucket, and host B hands it out as a zip
+    whose bag verifies. Neither host keeps the bundle, or any part of it, in its folders."""
+    import io
+    import zipfile
+
+    url = postgres.url(postgres.create_database())
+    shared = s3_settings(seaweedfs)  # one bucket
+    hosts = []
+    for name in ("a", "b"):
+        settings = load_settings(
+            data_dir=tmp_path / name,
+            environ={},
+            overrides={
+                "fsync": False,
+                "database_url": url,
+                **s3_primary(seaweedfs, tmp_path / name),
+                "locations": {"shared": shared},
+            },
+        )
+        hosts.append(open_services(settings))
+    a, b = hosts
+    try:
+        package = deposit(a, SAMPLE, depositor="Sample Mechanism").package_id
+        seal_now(a)
+        users = make_users(a)
+        with TestClient(create_app(a.settings)) as client:
+            r = client.post(
+                "/registrar/requests",
+                json={
+                    "requester": "Special Tribunal",
+                    "reference": "ST/2026/14",
+                    "purpose": "prosecution",
+                    "package": uuid_of(package),
+                },
+                headers=users.bearer("registrar", totp=True),
+            )
+            assert r.status_code == 201, r.text
+            request_id = r.json()["request_id"]
+            r = client.post(
+                f"/registrar/requests/{request_id}/answer",
+                headers=users.bearer("registrar", totp=True),
+            )
+            assert r.status_code == 200, r.text
+            key, export_id = r.json()["bundle"], r.json()["export_id"]
+        assert key.startswith(f"extensions/custos-exports/{request_id}/")
+        assert b.primary.exists(f"{key}/bagit.txt")
+        with TestClient(create_app(b.settings)) as client:
+            r = client.get(
+                f"/registrar/requests/{request_id}/bundle",
+                headers=users.bearer("registrar", totp=True),
+            )
+        assert r.status_code == 200, r.text
+        top = f"custos-bundle-{export_id}"
+        with zipfile.ZipFile(io.BytesIO(r.content)) as zipped:
+            zipped.extractall(tmp_path / "received")
+        bundle = tmp_path / "received" / top
+        assert (bundle / "data" / "files" / "documents" / "transfer-letter.txt").read_bytes() == (
+            SAMPLE / LETTER
+        ).read_bytes()
+        code, report, err = verify_bundle(bundle)
+        assert code == 0 and report["verified"], err
+        for name in ("a", "b"):
+            nothing_under(tmp_path / name / "unused")
+            nothing_under(tmp_path / name / "scratch")
+            assert not (tmp_path / name / "exports").exists()
+    finally:
+        for services in hosts:
+            services.close()
