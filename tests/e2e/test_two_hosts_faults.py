@@ -200,6 +200,44 @@ def test_postgresql_stopped_mid_ingest_claims_nothing_it_does_not_hold(
     assert code == 70 and "Traceback" not in said, said
 
     own_postgres.restart()
+    held = the_deposit_is_whole_or_unclaimed(hosts, first)
+    assert len(held) == (0 if step == "inventory" else 1), held  # stored, then completed
+    work_on_after(hosts, bag, held)
+
+
+def test_postgresql_restarted_under_a_standing_ingest_leaves_no_host_unusable(
+    hosts: Hosts, own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """PostgreSQL stopped and started again while the ingest stands still with the commit
+    lock held and the install pending: the ingest goes on against a catalog that lost its
+    sessions (and its lock with them)."""
+    code, _, said = hosts.run("a", "depositors", "add", DEPOSITOR, "--json")
+    assert code == 0, said
+    bag = a_bag(tmp_path / "bag", 60)
+    pause = Pause("ready", tmp_path / "pause")
+    run = hosts.start(
+        "a", "ingest", str(bag), "--depositor", DEPOSITOR, "--json", env=pause.environ(ENV)
+    )
+    try:
+        pause.wait(run)
+        own_postgres.restart()
+    finally:
+        pause.release()
+    out, err = run.communicate(timeout=180)
+    assert "Traceback" not in err, err
+    said = json.loads(out)
+    if run.returncode != 0:
+        assert run.returncode == 70, (out, err)
+        assert said["error"] == "CatalogError" and "the bag is not at fault" in said["message"]
+    held = the_deposit_is_whole_or_unclaimed(hosts, "a")
+    assert len(held) == 1, held  # the object was stored: completed by the ingest or after
+    work_on_after(hosts, bag, held)
+
+
+def the_deposit_is_whole_or_unclaimed(hosts: Hosts, first: str) -> dict[str, str]:
+    """Run a command on host ``first`` (which recovers what an ingest cut short left), then on
+    the other; check that the catalog and the bucket agree; return the packages held (id:
+    object path)."""
     for host in (first, "b" if first == "a" else "a"):  # the first recovers what was left
         code, _, said = hosts.run(host, "status", "--json")
         assert code == 0, said
@@ -214,8 +252,12 @@ def test_postgresql_stopped_mid_ingest_claims_nothing_it_does_not_hold(
     assert [k for k in keys if "/" in k and not k.startswith("extensions/")] == [
         k for k in keys if any(k.startswith(rel + "/") for rel in held.values())
     ]  # no orphan files of a deposit cut short
-    assert len(held) == (0 if step == "inventory" else 1), held  # stored, then completed
+    return held
 
+
+def work_on_after(hosts: Hosts, bag: Path, held: dict[str, str]) -> None:
+    """The same bag deposited again is held (``held``: the packages held) or stored; B's
+    worker and fixity, and verify and audit verify on both hosts, pass."""
     code, again, said = ingest(hosts, "a", bag)
     assert code == 0, said
     assert again["status"] == ("already-held" if held else "stored"), again
