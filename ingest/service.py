@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from archive import clock, installs, outbox, steps
@@ -43,6 +44,7 @@ from archive.depositors import Registration, check_name, register, require_regis
 from archive.digest import WriteFailed, digest_bytes
 from archive.errors import (
     FULL_ERRNOS,
+    CatalogError,
     InputRejected,
     PolicyError,
     StorageError,
@@ -356,12 +358,13 @@ def ingest(
         # Once the journal says ready, the object is complete (in staging or in the storage
         # root): keep the journal so that the next start completes the ingest. A write refused
         # before the object was in the storage root is reported as nothing stored: so it is.
-        if jr.data.get("state") != journal_mod.READY or (
-            failure is not None and not services.primary.has_object(package_id)
-        ):
+        ready = jr.data.get("state") == journal_mod.READY
+        if not ready or (failure is not None and not services.primary.has_object(package_id)):
             services.store.discard(jr.folder)
         if failure is not None:
             raise failure from exc
+        if isinstance(exc, CatalogError | SQLAlchemyError):
+            raise _catalog_failure(exc, ready=ready) from exc
         raise
     finally:
         jr.close()
@@ -414,6 +417,27 @@ def _storage_failure(services: Services, exc: BaseException) -> StorageError | N
         doing="the deposit could not be written, so nothing was stored (the bag is not at fault)",
         where=where,
         then="deposit the bag again",
+    )
+
+
+def _catalog_failure(exc: CatalogError | SQLAlchemyError, *, ready: bool) -> CatalogError:
+    """The error to report for a deposit cut short because the catalog did not answer
+    (``ready``: once its object was complete, when the journal kept it)."""
+    reason = exc.message if isinstance(exc, CatalogError) else str(getattr(exc, "orig", exc))
+    if not ready:
+        return CatalogError(
+            "the deposit could not be recorded in the catalog, so nothing was stored "
+            f"(the bag is not at fault): {reason}",
+            hint="check that the catalog's database server (database_url) is running and "
+            "that this host can reach it, then deposit the bag again",
+        )
+    return CatalogError(
+        "the deposit was cut short while it was being stored, as the catalog could not record "
+        f"it (the bag is not at fault): {reason}",
+        hint="check that the catalog's database server (database_url) is running and that "
+        "this host can reach it; the next custos command on this host then completes the "
+        "deposit or rolls it back (any host does, if this one is gone); then deposit the bag "
+        "again: it is stored, or answered as already held",
     )
 
 

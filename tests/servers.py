@@ -48,25 +48,69 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def halt(self, mode: str = "immediate") -> None:
+        """Stop the server, keeping its data (for tests of a catalog that goes away):
+        ``immediate`` ends every backend at once, as a crash would (the next start recovers
+        from the write-ahead log); ``fast`` rolls back what is open and shuts down cleanly."""
+        _pg_ctl(self.folder, "-m", mode, "-w", "stop", check=False)
+
+    def answers(self) -> bool:
+        try:
+            self._admin("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start the server again on the same port and data; return once it answers."""
+        self.halt()
+        _pg_ctl_start(self.folder, self.port)
+        self._wait(timeout)
+
+    def _wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._admin("SELECT 1")
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def stop(self) -> None:
-        subprocess.run(
-            [
-                "runuser",
-                "-u",
-                "postgres",
-                "--",
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(self.folder / "db"),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-            check=False,
-            capture_output=True,
-        )
+        self.halt()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _pg_ctl(folder: Path, *args: str, check: bool = True) -> None:
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(folder / "db"),
+            *args,
+        ],
+        check=check,
+        capture_output=True,
+    )
+
+
+def _pg_ctl_start(folder: Path, port: int) -> None:
+    _pg_ctl(
+        folder,
+        "-l",
+        str(folder / "log"),
+        "-w",
+        "-o",
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
+        "-c full_page_writes=off -c synchronous_commit=off",
+        "start",
+    )
 
 
 def start_postgres(base: Path) -> PostgresServer:
@@ -106,34 +150,14 @@ def start_postgres(base: Path) -> PostgresServer:
         check=True,
         capture_output=True,
     )
-    subprocess.run(
-        [
-            *run,
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(folder / "db"),
-            "-l",
-            str(folder / "log"),
-            "-w",
-            "-o",
-            f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off "
-            "-c full_page_writes=off -c synchronous_commit=off",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    _pg_ctl_start(folder, port)
     server = PostgresServer(folder, port)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            server._admin("SELECT 1")
-            return server
-        except Exception:
-            if time.monotonic() > deadline:
-                server.stop()
-                raise
-            time.sleep(0.2)
+    try:
+        server._wait(30)
+    except Exception:
+        server.stop()
+        raise
+    return server
 
 
 # -- SeaweedFS (S3 with Object Lock) ---------------------------------------------------------
@@ -253,6 +277,7 @@ class SeaweedServer:
         )
         log.close()
         _wait_for_s3(self, timeout)
+        _wait_for_stored_objects(self, timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -340,6 +365,26 @@ def _wait_for_s3(server: SeaweedServer, timeout: float) -> None:
         except Exception as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s") from exc
+            time.sleep(0.2)
+
+
+def _wait_for_stored_objects(server: SeaweedServer, timeout: float) -> None:
+    """Wait until the first object of every bucket can be read: a restarted server answers
+    listings at once, but InternalError to reads until its volumes are loaded again."""
+    client = server.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            for bucket in client.list_buckets()["Buckets"]:
+                found = client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1)
+                for obj in found.get("Contents", []):
+                    client.get_object(Bucket=bucket["Name"], Key=obj["Key"])["Body"].read()
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"SeaweedFS did not serve its stored objects within {timeout} s"
+                ) from exc
             time.sleep(0.2)
 
 

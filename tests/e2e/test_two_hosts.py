@@ -10,17 +10,20 @@ import hashlib
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
 
 from archive.catalog.tables import Deposit, Package
 from archive.config import load_settings
-from archive.services import open_services
+from archive.services import Services, open_services
 from tests.conftest import SAMPLE
 from tests.e2e.test_one_workflow import DEPOSITOR, ENV, custos, deposit_through_the_api
 from tests.e2e.test_tsa_serve import start as start_tsa
@@ -51,6 +54,52 @@ class Hosts:
         data, config = self.folders[host]
         return custos(data, config, *args)
 
+    def start(
+        self, host: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """``custos ARGS`` on ``host`` in a new process (``env``: its environment), its output
+        kept for ``communicate()``."""
+        data, config = self.folders[host]
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "custos"),
+                "--data-dir",
+                str(data),
+                "--config",
+                str(config),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**(env if env is not None else ENV), "CUSTOS_FSYNC": "false"},
+        )
+
+    @contextmanager
+    def catalog(self) -> Iterator[Session]:
+        """A session on the shared catalog, opened without the archive (nothing recovered,
+        no storage reached: to look while a server is down)."""
+        data, config = self.folders["a"]
+        url = load_settings(data_dir=data, config_file=config, environ={}).catalog_url
+        engine = create_engine(url)
+        try:
+            with Session(engine) as session:
+                yield session
+        finally:
+            engine.dispose()
+
+    @contextmanager
+    def services(self, host: str) -> Iterator[Services]:
+        """``host``'s services, opened without recovering anything (to look, not to act)."""
+        data, config = self.folders[host]
+        opened = open_services(
+            load_settings(data_dir=data, config_file=config, environ={}), recover=False
+        )
+        try:
+            yield opened
+        finally:
+            opened.close()
+
     def object_files(self) -> list[Path]:
         """Files of an OCFL object (or of the storage root) in either host's folders."""
         found = []
@@ -61,13 +110,17 @@ class Hosts:
         return found
 
 
-@pytest.fixture
-def hosts(
+@contextmanager
+def two_hosts(
     tmp_path: Path,
     postgres: PostgresServer,
     redis_server: RedisServer,
     seaweedfs: SeaweedServer,
-) -> Any:
+    **extra: Any,
+) -> Iterator[Hosts]:
+    """Two hosts sharing ``postgres`` (a new database), ``redis_server``, ``seaweedfs`` (the
+    primary and a replica location, new buckets) and a new `custos tsa serve`; ``extra``:
+    more settings of both."""
     database = postgres.create_database()
     port = free_port()
     tsa = start_tsa(tmp_path / "tsa", port, tmp_path / "tsa.log")
@@ -87,6 +140,7 @@ def hosts(
             "roots": [str(tmp_path / "tsa" / "root.pem")],
         },
         "locations": {"shared": s3_settings(seaweedfs), "offsite": s3_settings(seaweedfs)},
+        **extra,
     }
     try:
         yield Hosts(tmp_path, values)
@@ -94,6 +148,17 @@ def hosts(
         tsa.send_signal(signal.SIGTERM)
         tsa.wait(timeout=30)
         postgres.drop_database(database)
+
+
+@pytest.fixture
+def hosts(
+    tmp_path: Path,
+    postgres: PostgresServer,
+    redis_server: RedisServer,
+    seaweedfs: SeaweedServer,
+) -> Iterator[Hosts]:
+    with two_hosts(tmp_path, postgres, redis_server, seaweedfs) as made:
+        yield made
 
 
 def serve(data: Path, config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
