@@ -172,3 +172,15 @@ EXIT_CODES: dict[int, str] = {
     78: "settings are missing, malformed or contradictory",
     79: "a policy file is missing or malformed",
 }
+
+
+def database_reason(exc: BaseException) -> str:
+    """What a database error says, told without its statement or the statement's values (a
+    value may be a protected file's path or a person's name): the error's kind and the first
+    line of the driver's message (PostgreSQL's DETAIL, which quotes values, follows on later
+    lines)."""
+    orig = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's error
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0].split(" [SQL:")[0].strip() if text else ""
+    kind = (orig if orig is not None else exc).__class__.__name__
+    return f"{kind}: {first}" if first else kind

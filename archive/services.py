@@ -25,7 +25,7 @@ from archive.catalog.session import (
     upgrade,
 )
 from archive.config import PRIMARY_LOCATION, Settings
-from archive.errors import CatalogError, StorageError
+from archive.errors import CatalogError, StorageError, database_reason
 from archive.storage.local import LocalStore
 from archive.storage.locations import open_location
 from archive.storage.primary import Primary
@@ -58,7 +58,7 @@ class Services:
             session.commit()
         except SQLAlchemyError as exc:
             session.rollback()
-            raise CatalogError(f"catalog write failed: {exc}") from exc
+            raise CatalogError(f"catalog write failed: {database_reason(exc)}") from exc
         except BaseException:
             session.rollback()
             raise

@@ -48,6 +48,7 @@ from archive.errors import (
     InputRejected,
     PolicyError,
     StorageError,
+    database_reason,
     storage_failure,
 )
 from archive.findings import Finding, errors_in, warnings_in
@@ -423,7 +424,7 @@ def _storage_failure(services: Services, exc: BaseException) -> StorageError | N
 def _catalog_failure(exc: CatalogError | SQLAlchemyError, *, ready: bool) -> CatalogError:
     """The error to report for a deposit cut short because the catalog did not answer
     (``ready``: once its object was complete, when the journal kept it)."""
-    reason = exc.message if isinstance(exc, CatalogError) else str(getattr(exc, "orig", exc))
+    reason = exc.message if isinstance(exc, CatalogError) else database_reason(exc)
     if not ready:
         return CatalogError(
             "the deposit could not be recorded in the catalog, so nothing was stored "

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from archive.errors import CatalogError
+from archive.errors import CatalogError, database_reason
 
 
 def _key(name: str) -> int:
@@ -28,7 +28,7 @@ def _unreachable(engine: Engine, name: str, exc: SQLAlchemyError) -> CatalogErro
     where = engine.url.render_as_string(hide_password=True)
     return CatalogError(
         f"cannot take the catalog's {name} lock: the catalog at {where} did not answer: "
-        f"{exc.__class__.__name__}: {getattr(exc, 'orig', None) or exc}",
+        f"{database_reason(exc)}",
         hint="check that the catalog's database server (database_url) is running and that "
         "this host can reach it, then try again",
     )

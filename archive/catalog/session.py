@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from archive.errors import CatalogError, ConfigError
+from archive.errors import CatalogError, ConfigError, database_reason
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -148,7 +148,9 @@ def current_revision(engine: Engine) -> str | None:
             found = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()
             revisions = list(found)
     except SQLAlchemyError as exc:
-        raise CatalogError(f"cannot reach the catalog at {engine.url!r}: {exc}") from exc
+        raise CatalogError(
+            f"cannot reach the catalog at {engine.url!r}: {database_reason(exc)}"
+        ) from exc
     if len(revisions) > 1:
         raise CatalogError(
             f"the catalog at {engine.url!r} records several schema revisions: "
@@ -166,5 +168,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     try:
         command.upgrade(_alembic_config(engine), "head")
     except SQLAlchemyError as exc:
-        raise CatalogError(f"schema upgrade failed on {engine.url!r}: {exc}") from exc
+        raise CatalogError(
+            f"schema upgrade failed on {engine.url!r}: {database_reason(exc)}"
+        ) from exc
     return before, current_revision(engine)
