@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,6 +189,36 @@ _EVENT_COLUMNS = (
 )
 
 
+def _events_of(session: Session, ids: list[int]) -> Iterator[Sequence[Any]]:
+    """The events of the entries ``ids`` (sorted), a page at a time in the order of (entry,
+    place). Each run of consecutive ids is read as one range of the index on (entry, place):
+    a list of ids with an order asked of it made PostgreSQL read every event of the listed
+    entries for each page, then sort them (19 s a page beside an entry of a million events)."""
+    runs: list[list[int]] = []
+    for entry_id in ids:
+        if runs and entry_id == runs[-1][1] + 1:
+            runs[-1][1] = entry_id
+        else:
+            runs.append([entry_id, entry_id])
+    for first, last in runs:
+        after = (first, -1)
+        while True:
+            rows = (
+                session.connection()
+                .execute(
+                    select(*_EVENT_COLUMNS)
+                    .where(tuple_(Event.entry_id, Event.pos) > after, Event.entry_id <= last)
+                    .order_by(Event.entry_id, Event.pos)
+                    .limit(PAGE)
+                )
+                .all()
+            )
+            if not rows:
+                break
+            yield rows
+            after = (int(rows[-1].entry_id or 0), int(rows[-1].pos or 0))
+
+
 def _check_events(
     session: Session,
     entries: dict[int, CustodyEntry],
@@ -200,23 +230,7 @@ def _check_events(
     of any size is checked in bounded memory."""
     trees = {entry_id: MerkleRoot() for entry_id in entries}
     next_pos = dict.fromkeys(entries, 0)
-    after = (-1, -1)
-    while True:
-        rows = (
-            session.connection()
-            .execute(
-                select(*_EVENT_COLUMNS)
-                .where(
-                    Event.entry_id.in_(list(entries)),
-                    tuple_(Event.entry_id, Event.pos) > after,
-                )
-                .order_by(Event.entry_id, Event.pos)
-                .limit(PAGE)
-            )
-            .all()
-        )
-        if not rows:
-            break
+    for rows in _events_of(session, sorted(entries)):
         links = _links_of(session, [r.id for r in rows])
         for row in rows:
             entry_id, pos = int(row.entry_id or 0), int(row.pos or 0)
@@ -253,7 +267,6 @@ def _check_events(
             next_pos[entry_id] = pos + 1
             if progress:
                 progress(1)
-        after = (int(rows[-1].entry_id or 0), int(rows[-1].pos or 0))
     for entry_id, entry in entries.items():
         tree = trees[entry_id]
         if tree.count != entry.events:

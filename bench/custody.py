@@ -1,9 +1,11 @@
 """The cost of the hash-chained custody log: appending events and auditing them, against the
 same rows written and read without the chain, in the same run on the same catalog (SQLite).
 
-Appending: N events in batches through ``record_events`` (each entry hashed, the head taken and
-moved) against a plain batched INSERT of the same columns. Auditing: ``custos audit verify``'s
-check (every entry recomputed, links included) against streaming the same rows with their links.
+Appending: N events in batches through ``record_events`` (each batch one entry: every event
+hashed, the entry's Merkle root, the entry placed in the chain as its transaction commits)
+against a plain batched INSERT of the same columns. Auditing: ``custos audit verify``'s check
+(every event and entry recomputed, links included) against streaming the same rows with their
+links.
 
 Run: .venv/bin/python bench/custody.py [--events 100000] [--batch 1000]
 """
@@ -118,7 +120,7 @@ def main() -> None:
             start = time.perf_counter()
             report = verify_log(services)
             audit = time.perf_counter() - start
-            assert report.ok and report.entries == args.events, report.problems[:3]
+            assert report.ok and report.events == args.events, report.problems[:3]
         finally:
             services.close()
 
