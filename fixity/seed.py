@@ -16,11 +16,24 @@ the archive (every row read at once took 0.85 KiB a copy: tens of GiB at 50 mill
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Text, cast, exists, literal, null, select, tuple_, union_all, update
+from sqlalchemy import (
+    Select,
+    Text,
+    cast,
+    exists,
+    literal,
+    null,
+    select,
+    text,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from archive.catalog.idlist import id_in
@@ -74,13 +87,36 @@ def seed(
         raise ValueError(f"the seed's batch must be one row or more, not {batch}")
     primary = location_id(session, PRIMARY_LOCATION, "local", primary_uri, at)
     seeding = _Seeding(session, policy, primary, location_ids(session))
-    for after, page in _object_pages(session, batch):
-        seeding.objects(after, page)
-    for page in _pages(session, select(Package.id, Package.head), (Package.id,), batch):
-        seeding.roots(page)
-    for page in _pages(session, select(LogFile.path), (LogFile.path,), batch):
-        seeding.log(page)
+    with _planned_per_page(session):
+        for after, page in _object_pages(session, batch):
+            seeding.objects(after, page)
+        for page in _pages(session, select(Package.id, Package.head), (Package.id,), batch):
+            seeding.roots(page)
+        for page in _pages(session, select(LogFile.path), (LogFile.path,), batch):
+            seeding.log(page)
     return seeding.added
+
+
+@contextmanager
+def _planned_per_page(session: Session) -> Iterator[None]:
+    """On PostgreSQL, each of the seed's statements planned for its own page's keys.
+
+    psycopg prepares a statement run five times, and PostgreSQL may then keep one generic
+    plan for every page: for a range of the coverage index between two unknown keys it
+    assumed a large part of the table and scanned all of it, in parallel, for each page
+    (seen at 10 million copies once the table's statistics were up to date: about a second
+    for each page's coverage rows instead of milliseconds). The setting is the
+    transaction's; it is put back as it was afterwards."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    conn = session.connection()
+    before = conn.execute(text("SELECT current_setting('plan_cache_mode')")).scalar_one()
+    conn.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+    try:
+        yield
+    finally:
+        conn.execute(text("SELECT set_config('plan_cache_mode', :v, true)"), {"v": before})
 
 
 def _pages(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from archive import fixity_state
@@ -39,6 +39,7 @@ from archive.config import PRIMARY_LOCATION
 from archive.replicas import location_id
 from archive.services import Services
 from fixity import logfiles, stored, sweep
+from fixity import seed as seed_module
 from fixity.policy import fixity_policy
 from fixity.replication import replicate
 from fixity.seed import location_ids
@@ -510,3 +511,28 @@ def test_coverage_counts_the_planned_copies_a_page_of_plans_at_a_time(
             select(func.count()).where(ReplicationPlan.tier_locations != "")
         ).scalar_one()
     assert planned == 4  # more than a page of one or two
+
+
+def test_on_postgresql_each_page_is_planned_for_its_own_keys(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's statements are planned for each page's keys (no generic plan for every
+    page, which scanned the whole coverage table per page), for the seed only."""
+    if not catalog_url:
+        pytest.skip("PostgreSQL plans prepared statements; SQLite has no such setting")
+    services = archive(catalog_url)
+    add_package(services, tmp_path, files=3)
+    seen: list[str] = []
+    real = seed_module._Seeding.objects
+
+    def objects(self: Any, *args: Any) -> None:
+        setting = self.session.execute(text("SELECT current_setting('plan_cache_mode')"))
+        seen.append(setting.scalar_one())
+        real(self, *args)
+
+    monkeypatch.setattr(seed_module._Seeding, "objects", objects)
+    with services.session_scope() as s:
+        assert sweep.seed(s, fixity_policy(services.settings), services.store.uri, T0) > 0
+        after = s.execute(text("SELECT current_setting('plan_cache_mode')")).scalar_one()
+    assert seen and set(seen) == {"force_custom_plan"}
+    assert after == "auto"
