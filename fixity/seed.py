@@ -87,36 +87,13 @@ def seed(
         raise ValueError(f"the seed's batch must be one row or more, not {batch}")
     primary = location_id(session, PRIMARY_LOCATION, "local", primary_uri, at)
     seeding = _Seeding(session, policy, primary, location_ids(session))
-    with _planned_per_page(session):
-        for after, page in _object_pages(session, batch):
-            seeding.objects(after, page)
-        for page in _pages(session, select(Package.id, Package.head), (Package.id,), batch):
-            seeding.roots(page)
-        for page in _pages(session, select(LogFile.path), (LogFile.path,), batch):
-            seeding.log(page)
+    for after, page in _object_pages(session, batch):
+        seeding.objects(after, page)
+    for page in _pages(session, select(Package.id, Package.head), (Package.id,), batch):
+        seeding.roots(page)
+    for page in _pages(session, select(LogFile.path), (LogFile.path,), batch):
+        seeding.log(page)
     return seeding.added
-
-
-@contextmanager
-def _planned_per_page(session: Session) -> Iterator[None]:
-    """On PostgreSQL, each of the seed's statements planned for its own page's keys.
-
-    psycopg prepares a statement run five times, and PostgreSQL may then keep one generic
-    plan for every page: for a range of the coverage index between two unknown keys it
-    assumed a large part of the table and scanned all of it, in parallel, for each page
-    (seen at 10 million copies once the table's statistics were up to date: about a second
-    for each page's coverage rows instead of milliseconds). The setting is the
-    transaction's; it is put back as it was afterwards."""
-    if session.get_bind().dialect.name != "postgresql":
-        yield
-        return
-    conn = session.connection()
-    before = conn.execute(text("SELECT current_setting('plan_cache_mode')")).scalar_one()
-    conn.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
-    try:
-        yield
-    finally:
-        conn.execute(text("SELECT set_config('plan_cache_mode', :v, true)"), {"v": before})
 
 
 def _pages(
@@ -208,6 +185,14 @@ class _Seeding:
         self.primary = primary
         self.names = {i: n for n, i in locations.items()}
         self.added = 0
+        #: PostgreSQL's plan_cache_mode as the transaction had it (see _custom_plans).
+        self.plans: str | None = None
+        if session.get_bind().dialect.name == "postgresql":
+            self.plans = (
+                session.connection()
+                .execute(text("SELECT current_setting('plan_cache_mode')"))
+                .scalar_one()
+            )
 
     def objects(self, after: tuple[str, str] | None, page: list[Sequence[Any]]) -> None:
         """A page of the objects' files. A content file has its own tier and is at the
@@ -328,18 +313,42 @@ class _Seeding:
         the root inventories and sidecars of the packages within it."""
         key = tuple_(FC.package_id, FC.content_path)
         out: dict[tuple[int, str, str], tuple[int, str]] = {}
-        for loc in self.names:
-            where = [FC.location_id == loc, key <= tuple_(*last), FC.package_id != logfiles.LOG_KEY]
-            if after is not None:
-                where.append(key > tuple_(*after))
-            # fetched at once: row by row, the driver's fetch cost more than the statement
-            for row_id, pid, content, tier in (
-                self.session.connection()
-                .execute(select(FC.id, FC.package_id, FC.content_path, FC.tier).where(*where))
-                .all()
-            ):
-                out[(loc, pid, content)] = (row_id, tier)
+        with self._custom_plans():
+            for loc in self.names:
+                where = [FC.location_id == loc, key <= tuple_(*last)]
+                where.append(FC.package_id != logfiles.LOG_KEY)
+                if after is not None:
+                    where.append(key > tuple_(*after))
+                # fetched at once: row by row, the driver's fetch cost more than the statement
+                rows = (
+                    self.session.connection()
+                    .execute(select(FC.id, FC.package_id, FC.content_path, FC.tier).where(*where))
+                    .all()
+                )
+                for row_id, pid, content, tier in rows:
+                    out[(loc, pid, content)] = (row_id, tier)
         return out
+
+    @contextmanager
+    def _custom_plans(self) -> Iterator[None]:
+        """On PostgreSQL, the statements inside planned for their own keys.
+
+        psycopg prepares a statement run five times, and PostgreSQL may then keep one
+        generic plan for every page: for a range of the coverage index between two unknown
+        keys it assumed a large part of the table and scanned all of it, in parallel, for
+        each page (seen at 10 million copies once the table's statistics were up to date:
+        about a second for each page's coverage rows instead of milliseconds). Only around
+        those reads: planned anew at each run, the single-row INSERTs of a first seed took
+        much longer. The setting is the transaction's, put back as it was."""
+        if self.plans is None:
+            yield
+            return
+        conn = self.session.connection()
+        conn.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT set_config('plan_cache_mode', :v, true)"), {"v": self.plans})
 
     def _have_roots(self, pids: list[str]) -> dict[tuple[int, str, str], tuple[int, str]]:
         """The coverage rows of the root inventories and sidecars of ``pids``: each looked

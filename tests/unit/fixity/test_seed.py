@@ -39,7 +39,6 @@ from archive.config import PRIMARY_LOCATION
 from archive.replicas import location_id
 from archive.services import Services
 from fixity import logfiles, stored, sweep
-from fixity import seed as seed_module
 from fixity.policy import fixity_policy
 from fixity.replication import replicate
 from fixity.seed import location_ids
@@ -516,23 +515,33 @@ def test_coverage_counts_the_planned_copies_a_page_of_plans_at_a_time(
 def test_on_postgresql_each_page_is_planned_for_its_own_keys(
     archive: ArchiveFactory, tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The seed's statements are planned for each page's keys (no generic plan for every
-    page, which scanned the whole coverage table per page), for the seed only."""
+    """A page's coverage rows are read with statements planned for that page's keys (no
+    generic plan for every page, which scanned the whole coverage table per page); its
+    inserts, and the rest of the transaction, keep the setting the transaction had."""
     if not catalog_url:
         pytest.skip("PostgreSQL plans prepared statements; SQLite has no such setting")
     services = archive(catalog_url)
     add_package(services, tmp_path, files=3)
-    seen: list[str] = []
-    real = seed_module._Seeding.objects
+    reading: list[str] = []
+    writing: list[str] = []
+    real = Connection.execute
+    current = text("SELECT current_setting('plan_cache_mode')")
 
-    def objects(self: Any, *args: Any) -> None:
-        setting = self.session.execute(text("SELECT current_setting('plan_cache_mode')"))
-        seen.append(setting.scalar_one())
-        real(self, *args)
+    def execute(self: Connection, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        sql = str(statement)
+        if "FROM fixity_coverage" in sql and "content_path) <=" in sql:
+            reading.append(real(self, current).scalar_one())  # a page's coverage rows
+        elif sql.startswith("INSERT INTO fixity_coverage"):
+            writing.append(real(self, current).scalar_one())
+        return real(self, statement, *args, **kwargs)
 
-    monkeypatch.setattr(seed_module._Seeding, "objects", objects)
+    def setting(session: Session) -> str:
+        return str(session.execute(current).scalar_one())
+
+    monkeypatch.setattr(Connection, "execute", execute)
     with services.session_scope() as s:
         assert sweep.seed(s, fixity_policy(services.settings), services.store.uri, T0) > 0
-        after = s.execute(text("SELECT current_setting('plan_cache_mode')")).scalar_one()
-    assert seen and set(seen) == {"force_custom_plan"}
+        after = setting(s)
+    assert reading and set(reading) == {"force_custom_plan"}
+    assert writing and set(writing) == {"auto"}
     assert after == "auto"
