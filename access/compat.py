@@ -23,10 +23,10 @@ from archive.services import Services
 
 def _aip(services: Services, p: Package, size: int) -> dict[str, Any]:
     uuid = p.id.removeprefix("urn:uuid:")
-    root = services.store.object_root(p.object_path)
     return {
         "uuid": uuid,
-        "current_full_path": str(root),
+        # the object's folder for a local primary, else primary:<key>
+        "current_full_path": services.primary.object(p.object_path).where(),
         "current_location": "/api/v2/location/custos-storage-root/",
         "current_path": p.object_path,
         "package_type": "AIP",

@@ -129,7 +129,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    # The route's template, not the URL: a file's path may name a person.
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    log.exception("unexpected error on %s %s", request.method, route)
     return problem(
         500,
         "Internal Server Error",

@@ -23,20 +23,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from archive.catalog.tables import CustodyHead, Event, EventLink
-from archive.checkpoints import CHAIN_LINK, CheckpointDoc, read_checkpoints, records_of
+from archive.checkpoints import (
+    CHAIN_LINK,
+    MAX_CHECKPOINT,
+    CheckpointDoc,
+    read_checkpoints,
+    records_of,
+)
 from archive.custody import GENESIS, entry_hash, timestamp_text
-from archive.errors import ProofError
+from archive.errors import ProofError, StorageError
 from archive.proofs.evidence import parse_record, verify_record
 from archive.proofs.renew import current_only, digest_all
 from archive.proofs.verify import trust_anchors
 from archive.services import Services
+from archive.storage.primary import Primary
+from archive.storage.replica import LocationUnavailable
 
 PAGE = 5000
 
@@ -170,7 +177,7 @@ def verify_log(services: Services, *, progress: Callable[[int], None] | None = N
     """Check the whole custody log (steps 1 to 4 above). Returns the report; raises nothing
     for a broken log (a verdict is not a failure), only for an unreadable catalog."""
     report = AuditReport()
-    root = services.store.root
+    root = services.primary
     docs, unreadable = read_checkpoints(root)
     for path, why in unreadable:
         report.problem("checkpoint-unreadable", f"checkpoint {path}: {why}")
@@ -271,20 +278,31 @@ def verify_log(services: Services, *, progress: Callable[[int], None] | None = N
 
 
 def _check_records(
-    doc: CheckpointDoc, root: Path, anchors: list[bytes], report: AuditReport
+    doc: CheckpointDoc, root: Primary, anchors: list[bytes], report: AuditReport
 ) -> str | None:
     """Verify a checkpoint's current evidence records (a renewed record supersedes the one it
-    extends); return the earliest time one attests, if any verifies."""
+    extends); return the earliest time one attests, if any verifies.
+
+    Raises :class:`LocationUnavailable` if the primary cannot be reached."""
     times: list[str] = []
-    digests = digest_all((root / doc.path).read_bytes())
+    try:
+        digests = digest_all(root.read_bytes(doc.path, limit=MAX_CHECKPOINT))
+    except LocationUnavailable:
+        raise
+    except StorageError as exc:
+        report.problem("checkpoint-unreadable", f"checkpoint {doc.path}: {exc.message}")
+        return None
     loaded = []
     for record in records_of(root, doc.path):
+        name = record.rpartition("/")[2]
         try:
-            der = record.read_bytes()
-            loaded.append((record.name, der, parse_record(der)))
-        except ProofError as exc:
+            der = root.read_bytes(record)
+            loaded.append((name, der, parse_record(der)))
+        except LocationUnavailable:
+            raise
+        except (ProofError, StorageError) as exc:
             report.problem(
-                "checkpoint-seal", f"evidence record {record.name} of {doc.path}: {exc.message}"
+                "checkpoint-seal", f"evidence record {name} of {doc.path}: {exc.message}"
             )
     for i in current_only([(name, view) for name, _, view in loaded]):
         name, der, _ = loaded[i]

@@ -23,7 +23,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from archive import clock, outbox
+from archive import clock, installs, outbox
+from archive.catalog.queries import deposit_by_fingerprint
 from archive.catalog.tables import Package
 from archive.custody import new_event, record_events
 from archive.errors import StorageError
@@ -31,7 +32,7 @@ from archive.model import Link
 from archive.storage import ocfl
 from archive.storage.local import LocalStore
 from archive.storage.ocfl import complete_pending_version, object_rel_path
-from archive.storage.primary import Primary
+from archive.storage.primary import Primary, StoredObject
 
 JOURNAL = "journal.json"
 LOCK = ".lock"
@@ -149,9 +150,12 @@ def _try_lock(folder: Path) -> int | None:
 
 
 def recover(
-    primary: Primary, session_scope: Callable[[], contextlib.AbstractContextManager[Session]]
+    primary: Primary,
+    session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
+    lock: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> list[str]:
-    """Roll back or complete every interrupted ingest; return one line per action taken."""
+    """Roll back or complete every interrupted ingest; return one line per action taken.
+    ``lock``: the commit lock (a deposit is completed under it, as an ingest commits)."""
     store = primary.store
     actions: list[str] = []
     if not store.staging.is_dir():
@@ -167,7 +171,7 @@ def recover(
         if fd is None:
             continue  # a live process owns it
         try:
-            actions.append(_recover_one(primary, session_scope, folder))
+            actions.append(_recover_one(primary, session_scope, lock, folder))
         finally:
             os.close(fd)
     return actions
@@ -176,6 +180,7 @@ def recover(
 def _recover_one(
     primary: Primary,
     session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
+    lock: Callable[[], contextlib.AbstractContextManager[Any]],
     folder: Path,
 ) -> str:
     store = primary.store
@@ -210,38 +215,182 @@ def _recover_one(
     deposit_id = str(data.get("deposit_id", folder.name))
     object_id = str(data["object_id"])
     if data.get("kind") == "version":
-        return _recover_version(primary, session_scope, folder, data)
+        with lock():  # as a version is written: under the commit lock
+            return _recover_version(primary, session_scope, folder, data)
     staged = folder / "object"
-    if not primary.has_object(object_id):
-        if not staged.is_dir():
-            raise StorageError(
-                f"journal of deposit {deposit_id} is ready but its object is neither in staging "
-                f"nor in the storage root",
-                hint=f"inspect {folder} by hand; nothing has been removed",
-            )
-        rel = primary.install(staged, object_id)
-    else:
-        rel = object_rel_path(object_id)
+    installed = primary.has_object(object_id)
+    if not installed and not staged.is_dir():
+        raise StorageError(
+            f"journal of deposit {deposit_id} is ready but its object is neither in staging "
+            f"nor in the storage root",
+            hint=f"inspect {folder} by hand; nothing has been removed",
+        )
+    rel = object_rel_path(object_id)
+    meta = json.loads(
+        _deposit_json(primary.object(rel)) if installed else _staged_deposit_json(staged)
+    )
+    # Under the commit lock, as an ingest commits: the same payload may have been deposited
+    # meanwhile (on another host, or here after the crash), and it is then already held.
+    with lock():
+        with session_scope() as session:
+            held = deposit_by_fingerprint(session, str(meta["fingerprint"]))
+        if held is not None and held[1] != object_id:
+            return _already_held(primary, session_scope, folder, data, installed, held)
+        if not installed:
+            rel = primary.install(staged, object_id)
+        with session_scope() as session:
+            installs.done(session, object_id)
+            if session.get(Package, object_id) is None:
+                index_object(session, primary.object(rel))
+                # The work the stopped ingest would have queued with its commit.
+                outbox.add(session, outbox.CHARACTERISE, object_id)
+                outbox.add_for_new_version(session, object_id)
+                record_events(
+                    session,
+                    [
+                        new_event(
+                            "recovery",
+                            "success",
+                            "an interrupted ingest was completed from its staged object",
+                            links=[Link("package", object_id), Link("deposit", deposit_id)],
+                        )
+                    ],
+                    package_id=object_id,
+                )
+    primary.store.discard(folder)
+    return f"completed interrupted deposit {deposit_id} as package {object_id}"
+
+
+def _deposit_json(obj: StoredObject) -> bytes:
+    from archive.catalog.index import DEPOSIT_JSON
+
+    return obj.read_bytes(ocfl.head_state(obj.inventory())[DEPOSIT_JSON])
+
+
+def _staged_deposit_json(staged: Path) -> bytes:
+    from archive.catalog.index import DEPOSIT_JSON
+
+    return (staged / ocfl.head_state(ocfl.read_inventory(staged))[DEPOSIT_JSON]).read_bytes()
+
+
+def _already_held(
+    primary: Primary,
+    session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
+    folder: Path,
+    data: dict[str, Any],
+    installed: bool,
+    held: tuple[str, str],
+) -> str:
+    """An interrupted deposit whose payload the archive holds already (the same bag deposited
+    meanwhile): its copy is removed, not stored twice, and the deposit ends as a duplicate."""
+    deposit_id, object_id = str(data.get("deposit_id", folder.name)), str(data["object_id"])
+    kept = primary.remove_orphan(object_id) if installed else 0
     with session_scope() as session:
+        installs.done(session, object_id)
+    what = (
+        f"an interrupted deposit held the same payload as deposit {held[0]} (package "
+        f"{held[1]}), stored meanwhile: nothing was stored twice"
+    )
+    if installed:
+        what += (
+            f"; its copy in the storage root was removed ({kept} file(s) stay, hidden, "
+            "until their Object Lock retention ends)"
+            if kept
+            else "; its copy in the storage root was removed"
+        )
+    with session_scope() as session:
+        record_events(
+            session,
+            [
+                new_event(
+                    "recovery",
+                    "warning",
+                    what,
+                    links=[Link("package", held[1]), Link("deposit", deposit_id)],
+                )
+            ],
+            package_id=held[1],
+        )
+    primary.store.discard(folder)
+    return what
+
+
+def recover_installs(
+    primary: Primary,
+    session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
+    try_lock: Callable[[], contextlib.AbstractContextManager[bool]],
+) -> list[str]:
+    """Finish the installs no live process is committing, whichever host began them (see
+    :mod:`archive.installs`); return one line per action. ``try_lock`` takes the commit lock
+    without waiting (yielding whether it got it): while anyone holds it, rows may be live,
+    and they are left for a later start."""
+    with session_scope() as session:
+        if not installs.any_pending(session):
+            return []
+    with try_lock() as alone:
+        if not alone:
+            return []
+        with session_scope() as session:
+            rows = [(r.object_id, r.deposit_id, r.host) for r in installs.pending(session)]
+        return [_finish_install(primary, session_scope, *row) for row in rows]
+
+
+def _finish_install(
+    primary: Primary,
+    session_scope: Callable[[], contextlib.AbstractContextManager[Session]],
+    object_id: str,
+    deposit_id: str,
+    host: str,
+) -> str:
+    from archive.catalog.index import index_object
+
+    links = [Link("package", object_id), Link("deposit", deposit_id)]
+    if not primary.has_object(object_id):
+        removed, hidden = primary.remove_partial(object_id)
+        what = (
+            f"a deposit cut short on {host} while its object was being stored was rolled "
+            f"back: {removed} file(s) of it removed from the storage root"
+        )
+        if hidden:
+            what += f", {hidden} hidden until their Object Lock retention ends"
+        with session_scope() as session:
+            installs.done(session, object_id)
+            record_events(session, [new_event("recovery", "success", what, links=links)])
+        return what
+    rel = object_rel_path(object_id)
+    meta = json.loads(_deposit_json(primary.object(rel)))
+    with session_scope() as session:
+        held = deposit_by_fingerprint(session, str(meta["fingerprint"]))
+    if held is not None and held[1] != object_id:
+        kept = primary.remove_orphan(object_id)
+        what = (
+            f"a deposit cut short on {host} held the same payload as deposit {held[0]} "
+            f"(package {held[1]}), stored meanwhile: its copy was removed, nothing was "
+            "stored twice"
+        )
+        if kept:
+            what += f" ({kept} file(s) stay, hidden, until their Object Lock retention ends)"
+        with session_scope() as session:
+            installs.done(session, object_id)
+            record_events(
+                session,
+                [new_event("recovery", "warning", what, links=[Link("package", held[1])])],
+                package_id=held[1],
+            )
+        return what
+    what = f"a deposit cut short on {host} after its object was stored was completed"
+    with session_scope() as session:
+        installs.done(session, object_id)
         if session.get(Package, object_id) is None:
             index_object(session, primary.object(rel))
-            # The work the stopped ingest would have queued with its commit.
             outbox.add(session, outbox.CHARACTERISE, object_id)
             outbox.add_for_new_version(session, object_id)
             record_events(
                 session,
-                [
-                    new_event(
-                        "recovery",
-                        "success",
-                        "an interrupted ingest was completed from its staged object",
-                        links=[Link("package", object_id), Link("deposit", deposit_id)],
-                    )
-                ],
+                [new_event("recovery", "success", what, links=links)],
                 package_id=object_id,
             )
-    primary.store.discard(folder)
-    return f"completed interrupted deposit {deposit_id} as package {object_id}"
+    return f"{what}, as package {object_id}"
 
 
 def _recover_version(
@@ -257,13 +406,18 @@ def _recover_version(
     staged = folder / "object" / f"v{number}"
     if primary.root is None:
         # Through the location: the version's files, then the root inventory, again (a put
-        # replaces what an interrupted one left).
-        if staged.is_dir():
+        # replaces what an interrupted one left), unless the object's head reached that
+        # version already (it was promoted; or another host has since written its own
+        # version of that number, which must not be replaced).
+        head = ocfl.version_number(primary.object(rel).inventory()["head"])
+        if head >= number:
+            pass
+        elif staged.is_dir() and head == number - 1:
             primary.install_version(rel, staged, number)
-        elif ocfl.version_number(primary.object(rel).inventory()["head"]) < number:
+        else:
             raise StorageError(
                 f"journal of version {number} of {object_id} is ready but the version is "
-                "neither in staging nor the object's head",
+                f"neither in staging nor the object's head (v{head})",
                 hint=f"inspect {folder} by hand; nothing has been removed",
             )
     else:

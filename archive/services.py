@@ -79,6 +79,14 @@ def open_services(settings: Settings, *, recover: bool = True) -> Services:
     except OSError as exc:
         raise StorageError(f"cannot create the data folder {settings.data_dir}: {exc}") from exc
     engine = make_engine(settings.catalog_url)
+    try:
+        return _open(settings, engine, recover)
+    except BaseException:
+        engine.dispose()  # no connection left for the garbage collector to find open
+        raise
+
+
+def _open(settings: Settings, engine: Engine, recover: bool) -> Services:
     if current_revision(engine) != head_revision(engine):
         upgrade(engine)
     store = LocalStore(settings.storage_path, settings.staging_path, fsync=settings.fsync)
@@ -86,11 +94,14 @@ def open_services(settings: Settings, *, recover: bool = True) -> Services:
     primary.ensure()
     sessions = session_factory(engine)
     # Index hooks (archive.catalog.index) and other transaction-bound code read the settings
-    # from the session they are given, rather than from a global.
-    sessions.configure(info={"settings": settings})
+    # and the primary from the session they are given, rather than from a global.
+    sessions.configure(info={"settings": settings, "primary": primary})
     services = Services(settings, engine, sessions, store, primary)
     if recover:
-        services.recovered = journal.recover(primary, services.session_scope)
+        services.recovered = journal.recover(primary, services.session_scope, services.commit_lock)
+        services.recovered += journal.recover_installs(
+            primary, services.session_scope, lambda: locks.held(engine, "commit")
+        )
     return services
 
 

@@ -94,7 +94,9 @@ def fixity_run_cmd(
 
     Exit status 0 when every copy checked is intact or was repaired; 3 when a copy could not
     be repaired (no intact copy left, or the location refused), a primary inventory does not
-    match the catalog, or a location could not be read."""
+    match the catalog, or a replica location could not be read; 74 when this host cannot read
+    the primary copy (nothing is recorded for its copies, which are left for a host that can
+    read them)."""
     from fixity.service import run_cycle, run_sample
 
     services = run(as_json, state(ctx).services)
@@ -123,6 +125,8 @@ def fixity_run_cmd(
             err.print(f"[red]{escape(line)}[/]")
         for loc, why in report.unreachable.items():
             err.print(f"[red]not checked:[/] location {escape(loc)}: {escape(why)}")
+    if report.primary_unreachable:
+        raise typer.Exit(74)  # storage failed (archive.errors.EXIT_CODES)
     if not report.ok:
         raise typer.Exit(3)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -32,7 +31,8 @@ from archive.catalog.tables import Checkpoint, FixityCoverage, LogFile, StorageL
 from archive.catalog.upsert import insert_ignore
 from archive.checkpoints import LOG_DIR
 from archive.config import PRIMARY_LOCATION
-from fixity.stored import Problem, expected_row, kind_of
+from archive.storage.primary import Primary
+from fixity.stored import Opener, Problem, expected_row, kind_of, local_oddities
 
 #: The package key of the custody log's files in ``fixity_coverage`` (and in reports).
 LOG_KEY = fixity_state.LOG_KEY
@@ -50,36 +50,34 @@ class Wanted:
     sha256: str
 
 
-def on_disk(store_root: Path) -> tuple[list[tuple[str, Path]], list[Problem]]:
-    """(path relative to the storage root, file) of every file under the log's folder,
-    leaving out files being written (``.tmp``); and links or special files found there, as
-    problems (never followed, never copied)."""
-    base = store_root / LOG_DIR
-    if not base.is_dir():
-        return [], []
-    found = []
-    odd = []
-    for path in sorted(base.rglob("*")):
-        rel = path.relative_to(store_root).as_posix()
-        if path.is_symlink() or not (path.is_dir() or path.is_file()):
-            odd.append(Problem(LOG_KEY, rel, "IS NOT A PLAIN FILE OR FOLDER; move it away"))
-        elif path.is_file() and not path.name.endswith(".tmp"):
-            found.append((rel, path))
+def at_primary(primary: Primary) -> tuple[list[str], list[Problem]]:
+    """The keys (paths relative to the storage root) of every file under the log's folder
+    at the primary, sorted, leaving out files being written (``.tmp``); and links or special
+    files found there (a local primary's), as problems (never followed, never copied).
+    Raises :class:`StorageError` when the primary cannot be listed."""
+    found = sorted(
+        key for key in primary.location.iter_keys(LOG_DIR + "/") if not key.endswith(".tmp")
+    )
+    odd = [
+        Problem(LOG_KEY, key, "IS NOT A PLAIN FILE OR FOLDER; move it away")
+        for key in local_oddities(primary, LOG_DIR)
+    ]
     return found, odd
 
 
-def register(session: Session, store_root: Path, at: datetime) -> list[Problem]:
+def register(session: Session, primary: Primary, at: datetime) -> list[Problem]:
     """Add the ``log_files`` rows the primary's new files lack; the caller commits. A file
     that does not match what the catalog says it must be is returned as a problem and not
-    registered (so not spread)."""
+    registered (so not spread). Raises :class:`StorageError` (:class:`LocationUnavailable`)
+    when the primary cannot be read."""
     have = set(session.execute(select(LogFile.path)).scalars())
     checkpoints = dict(session.execute(select(Checkpoint.path, Checkpoint.sha512)).all())
     rows: list[dict[str, Any]] = []
-    files, problems = on_disk(store_root)
-    for rel, path in files:
+    files, problems = at_primary(primary)
+    for rel in files:
         if rel in have:
             continue
-        row, why = expected_row(rel, path, {})
+        row, why = expected_row(rel, _opener(primary, rel), {})
         if row is not None and rel in checkpoints:
             row["kind"] = "checkpoint"
             if row["sha512"] != checkpoints[rel]:
@@ -103,6 +101,10 @@ def register(session: Session, store_root: Path, at: datetime) -> list[Problem]:
         )
     insert_ignore(session, LogFile, rows, key=["path"])
     return problems
+
+
+def _opener(primary: Primary, key: str) -> Opener:
+    return lambda: primary.open(key)
 
 
 def wanted(session: Session) -> list[Wanted]:

@@ -24,6 +24,13 @@ or renewed later, their trust anchors: ``stored_files`` rows registered after th
 last read back) are copied to each current copy by the next run, read back, and recorded the
 same way, without waiting for a new version.
 
+The primary is read through its location (:class:`~archive.storage.primary.Primary`): a local
+primary's files are put straight from the folder, as ever; a file of a primary elsewhere (an
+S3 bucket several hosts share) is streamed into this host's scratch space (``staging_dir``)
+while both digests are computed, put from there and removed. A primary that cannot be reached
+stops the run (:class:`~fixity.primary_copy.PrimaryUnavailable`): no replica location is
+blamed for it.
+
 A run over every package also copies the custody log's files in the storage root
 (``extensions/custos-custody-log/…``: checkpoints, their evidence records, trust anchors;
 see :mod:`fixity.logfiles`) to every configured location, at the same key: each file a
@@ -35,7 +42,8 @@ of that run's files read back; a location that fails midway records nothing but 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,22 +65,26 @@ from archive.checkpoints import LOG_DIR
 from archive.clock import now
 from archive.config import CONFIG_FILE_NAME, Settings, location_example
 from archive.custody import new_event, record_events
-from archive.digest import digest_file
+from archive.digest import CopyResult, copy_with_digests, digest_file
 from archive.errors import ConfigError, StorageError
+from archive.journal import scratch
 from archive.model import EventRecord, Link
 from archive.replicas import STORED, location_id, replication_state, replication_summary
 from archive.services import Services
 from archive.storage import ocfl
 from archive.storage.locations import open_location
+from archive.storage.primary import Primary, StoredObject
 from archive.storage.readback import read_back
 from archive.storage.replica import (
     LocationUnavailable,
+    ObjectMissing,
     ReplicaLocation,
     prepare_storage_root,
 )
 from fixity import logfiles
 from fixity.policy import replication_policy
-from fixity.stored import is_content, register
+from fixity.primary_copy import PrimaryUnavailable, require, unavailable
+from fixity.stored import is_content, local_oddities, register
 from fixity.tiers import PackageTiers, file_tiers, layout_json, parse_layout
 from policies.preservation import PackagePlan, ReplicationPolicy, plan_for_tiers
 
@@ -89,6 +101,54 @@ class Expected:
     sha512: str | None
     sha256: str | None
     size: int | None
+
+
+class PrimaryFile:
+    """One file of the primary copy, as the copier puts it: a local primary's own file, or
+    the file streamed into this host's scratch space for the put (removed after)."""
+
+    def __init__(self, primary: Primary, key: str, staging: Path) -> None:
+        self.primary = primary
+        self.key = key
+        self.staging = staging
+
+    @property
+    def where(self) -> str:
+        local = self.primary.local_path(self.key)
+        return str(local) if local is not None else f"{self.primary.name}:{self.key}"
+
+    @contextmanager
+    def fetch(self, size: int | None = None) -> Iterator[tuple[Path, CopyResult | None]]:
+        """A local file holding the bytes, and their digests when they were computed on
+        the way (a streamed copy). Raises :class:`StorageError` (:class:`PrimaryUnavailable`
+        when the primary does not answer)."""
+        local = self.primary.local_path(self.key)
+        if local is not None:
+            if not local.is_file():
+                raise self._lacks()
+            yield local, None
+            return
+        with scratch(self.staging, "replicate-") as folder:
+            path = folder / "copy"
+            try:
+                with self.primary.open(self.key) as reader:
+                    got = copy_with_digests(reader, path, size_hint=size or 0)
+            except ObjectMissing as exc:
+                raise self._lacks() from exc
+            except LocationUnavailable as exc:
+                raise unavailable(self.primary, exc) from exc
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot copy {self.where} into the scratch folder {folder}: {exc}",
+                    hint="check that staging_dir is writable and has room",
+                ) from exc
+            yield path, got
+
+    def _lacks(self) -> StorageError:
+        return StorageError(
+            f"the primary copy lacks {self.where}, which the catalog registered",
+            hint="run `custos fixity run` to repair the primary copy first",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,14 +289,13 @@ def replicate(
     :class:`PolicyError`; location failures are recorded and reported, not raised (see the
     module docstring)."""
     policy = replication_policy(services.settings)
+    require(services.primary, services.settings)
     with services.session_scope() as session:
         if package is not None:
             targets = [resolve_package_id(session, package)]
-        problems = register(
-            session, services.store.root, now(), None if package is None else targets
-        )
+        problems = register(session, services.primary, now(), None if package is None else targets)
         if package is None:  # a log file that does not match the catalog is not spread
-            problems += logfiles.register(session, services.store.root, now())
+            problems += logfiles.register(session, services.primary, now())
     with services.sessions() as session:
         if package is None:
             targets = sorted(set(replication_summary(session).waiting) | set(late_files(session)))
@@ -318,14 +377,16 @@ class _Run:
                 loc = self.location(name)
                 outcome = copy_object(
                     loc,
-                    self.services.store.object_root(object_path),
-                    object_path,
+                    self.services.primary.object(object_path),
                     head,
                     expected,
+                    staging=self.services.store.staging,
                     progress=self.progress,
                     only=only,
                     skip=skip,
                 )
+            except PrimaryUnavailable:
+                raise
             except (StorageError, ConfigError) as exc:
                 self._failed(package_id, name, exc)
                 continue
@@ -369,17 +430,13 @@ class _Run:
                 loc = self.location(name)
                 total = written = 0
                 for f in todo:
-                    source = self.services.store.root.joinpath(*f.path.split("/"))
-                    if not source.is_file():
-                        raise StorageError(
-                            f"the primary storage root lacks {f.path}, which the catalog "
-                            "registered",
-                            hint="run `custos fixity run` to repair the primary copy first",
-                        )
+                    source = PrimaryFile(self.services.primary, f.path, self.services.store.staging)
                     want = Expected(f.sha512, f.sha256, f.size)
                     size, put = copy_file(loc, f.path, source, want, self.progress)
                     total += size
                     written += put
+            except PrimaryUnavailable:
+                raise
             except (StorageError, ConfigError) as exc:
                 self.report.failures.append((logfiles.LOG_KEY, name, exc.message))
                 if isinstance(exc, LocationUnavailable | ConfigError):
@@ -522,54 +579,62 @@ def late_files(session: Any, package_id: str | None = None) -> dict[str, dict[st
     return out
 
 
-def object_files(object_root: Path, head: int) -> list[tuple[str, Path]]:
-    """(key inside the object, local source) of every file a replica of version ``head``
-    holds, in the order they are copied: the root inventory's sidecar and the root inventory
-    last, both taken from the head version's folder. Refuses links and special files."""
-    if not (object_root / ocfl.OBJECT_NAMASTE).is_file():
+def object_files(source: StoredObject, head: int) -> list[tuple[str, str]]:
+    """(key inside the object, the primary file it is copied from) of every file a replica
+    of version ``head`` holds, in the order they are copied: the root inventory's sidecar and
+    the root inventory last, both taken from the head version's folder. Refuses links and
+    special files (in a local primary)."""
+    if not source.exists(ocfl.OBJECT_NAMASTE):
         raise StorageError(
-            f"{object_root} is not an OCFL object (no {ocfl.OBJECT_NAMASTE})",
+            f"{source.where()} is not an OCFL object (no {ocfl.OBJECT_NAMASTE})",
             hint="run `custos fixity run` to find and repair damage in the primary copy",
         )
-    found: list[tuple[str, Path]] = []
-    for path in sorted(object_root.rglob("*")):
-        rel = path.relative_to(object_root).as_posix()
-        if path.is_symlink() or not (path.is_dir() or path.is_file()):
-            raise StorageError(f"{path} is not a plain file or folder; not replicating it")
-        if path.is_dir() or rel in (ocfl.ROOT_INVENTORY, ocfl.ROOT_SIDECAR) or rel.endswith(".tmp"):
+    odd = local_oddities(source.primary, source.rel_path)
+    if odd:
+        raise StorageError(
+            f"{source.primary.local_path(odd[0])} is not a plain file or folder; not replicating it"
+        )
+    found: list[tuple[str, str]] = []
+    for rel in sorted(source.iter_files()):
+        if rel in (ocfl.ROOT_INVENTORY, ocfl.ROOT_SIDECAR) or rel.endswith(".tmp"):
             continue
         first = rel.partition("/")[0]
         if first.startswith("v") and first[1:].isdigit() and int(first[1:]) > head:
             continue  # a version appended after the catalog's head: the next run copies it
-        found.append((rel, path))
-    folder = object_root / f"v{head}"
-    found.append((ocfl.ROOT_SIDECAR, folder / "inventory.json.sha512"))
-    found.append((ocfl.ROOT_INVENTORY, folder / "inventory.json"))
+        found.append((rel, rel))
+    found.append((ocfl.ROOT_SIDECAR, f"v{head}/inventory.json.sha512"))
+    found.append((ocfl.ROOT_INVENTORY, f"v{head}/inventory.json"))
     return found
 
 
 def copy_object(
     location: ReplicaLocation,
-    object_root: Path,
-    object_path: str,
+    source: StoredObject,
     head: int,
     expected: dict[str, Expected],
     *,
+    staging: Path,
     progress: Progress | None = None,
     only: set[str] | None = None,
     skip: set[str] | None = None,
 ) -> CopyOutcome:
-    """Copy version ``head`` of the object to ``location`` and read every copy back
-    (``only``: just those files, for a copy of ``head`` already there; ``skip``: content
-    files that this location does not hold, by their tier's plan).
+    """Copy version ``head`` of the primary's object ``source`` to ``location`` and read
+    every copy back (``only``: just those files, for a copy of ``head`` already there;
+    ``skip``: content files that this location does not hold, by their tier's plan).
+    ``staging``: this host's scratch space, for files of a primary that is not local.
 
     Raises :class:`StorageError` (:class:`ChecksumMismatch` when a primary file does not
-    match the catalog, :class:`LocationUnavailable` when the location stops answering)."""
-    files = object_files(object_root, head)
+    match the catalog, :class:`LocationUnavailable` when the location stops answering,
+    :class:`~fixity.primary_copy.PrimaryUnavailable` when the primary does)."""
+    object_path = source.rel_path
+    try:
+        files = object_files(source, head)
+    except LocationUnavailable as exc:
+        raise unavailable(source.primary, exc) from exc
     if skip:
-        files = [(rel, source) for rel, source in files if rel not in skip]
+        files = [(rel, src) for rel, src in files if rel not in skip]
     if only is not None:
-        files = [(rel, source) for rel, source in files if rel in only]
+        files = [(rel, src) for rel, src in files if rel in only]
         lost = sorted(only - {rel for rel, _ in files})
         if lost:
             raise StorageError(
@@ -588,18 +653,10 @@ def copy_object(
             hint="run `custos fixity run` to repair the primary copy from a replica first",
         )
     total = written = 0
-    for rel, source in files:
+    for rel, src in files:
         want = expected.get(rel if rel != ocfl.ROOT_INVENTORY else f"v{head}/inventory.json")
-        if want is None or want.sha256 is None:
-            got = digest_file(source)
-            if want is not None and got.digests["sha512"] != want.sha512:
-                raise StorageError(
-                    f"{source} does not match the sha512 the catalog holds for it; not "
-                    "replicating a damaged inventory",
-                    hint="run `custos fixity run` to repair the primary copy first",
-                )
-            want = Expected(got.digests["sha512"], got.digests["sha256"], got.size)
-        size, put = copy_file(location, f"{object_path}/{rel}", source, want, progress)
+        primary_file = PrimaryFile(source.primary, source.key(src), staging)
+        size, put = copy_file(location, f"{object_path}/{rel}", primary_file, want, progress)
         total += size
         written += put
     return CopyOutcome(location.name, len(files), total, written, only is not None)
@@ -608,13 +665,37 @@ def copy_object(
 def copy_file(
     location: ReplicaLocation,
     key: str,
-    source: Path,
-    want: Expected,
+    source: PrimaryFile,
+    want: Expected | None,
     progress: Progress | None = None,
 ) -> tuple[int, bool]:
     """Put ``source`` at ``key`` unless a copy there already reads back intact, and read the
-    new copy back in full; (bytes, whether it was written). Raises :class:`StorageError`
-    (:class:`ChecksumMismatch`: the source does not have the expected digests)."""
+    new copy back in full; (bytes, whether it was written). ``want``: the catalog's digests
+    (a file it holds no sha256 for, or nothing, is digested first, and must match the sha512
+    given). Raises :class:`StorageError` (:class:`ChecksumMismatch`: the source does not
+    have the expected digests)."""
+    if want is not None and want.sha512 is not None and want.sha256 is not None:
+        return _copy(location, key, source, want, progress)
+    with source.fetch(None if want is None else want.size) as (path, got):
+        got = got or digest_file(path)
+        if want is not None and got.digests["sha512"] != want.sha512:
+            raise StorageError(
+                f"{source.where} does not match the sha512 the catalog holds for it; not "
+                "replicating a damaged inventory",
+                hint="run `custos fixity run` to repair the primary copy first",
+            )
+        full = Expected(got.digests["sha512"], got.digests["sha256"], got.size)
+        return _copy(location, key, source, full, progress, fetched=path)
+
+
+def _copy(
+    location: ReplicaLocation,
+    key: str,
+    source: PrimaryFile,
+    want: Expected,
+    progress: Progress | None,
+    fetched: Path | None = None,
+) -> tuple[int, bool]:
     assert want.sha512 is not None and want.sha256 is not None
     info = location.stat(key)
     if info is not None and (want.size is None or info.size == want.size):
@@ -623,7 +704,11 @@ def copy_file(
             if progress:
                 progress(check.size or 0)
             return check.size or 0, False
-    location.put(key, source, sha256=want.sha256, sha512=want.sha512)
+    if fetched is not None:
+        location.put(key, fetched, sha256=want.sha256, sha512=want.sha512)
+    else:
+        with source.fetch(want.size) as (path, _):
+            location.put(key, path, sha256=want.sha256, sha512=want.sha512)
     check = read_back(location, key, sha512=want.sha512, sha256=want.sha256, size=want.size)
     if not check.ok:
         raise StorageError(

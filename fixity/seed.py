@@ -68,10 +68,12 @@ def seed(
     policy: FixityPolicy,
     primary_uri: str,
     at: datetime,
+    primary_kind: str = "local",
     *,
     batch: int = SEED_BATCH,
 ) -> int:
-    """Add rows for copies not tracked yet and refresh tiers; return rows added.
+    """Add rows for copies not tracked yet and refresh tiers; return rows added
+    (``primary_uri`` and ``primary_kind``: where the primary copy is, for its location row).
 
     The catalog is read in pages of ``batch`` rows, each resumed after the last key of the
     page before: the objects' files (content files and the others together, in the order
@@ -85,7 +87,7 @@ def seed(
     row."""
     if batch < 1:
         raise ValueError(f"the seed's batch must be one row or more, not {batch}")
-    primary = location_id(session, PRIMARY_LOCATION, "local", primary_uri, at)
+    primary = location_id(session, PRIMARY_LOCATION, primary_kind or "local", primary_uri, at)
     seeding = _Seeding(session, policy, primary, location_ids(session))
     for after, page in _object_pages(session, batch):
         seeding.objects(after, page)

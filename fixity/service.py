@@ -23,7 +23,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -48,8 +47,9 @@ from archive.model import EventRecord, Link
 from archive.replicas import DAMAGED
 from archive.services import Services
 from archive.storage.locations import open_location
-from archive.storage.replica import LocalFolderLocation, ReplicaLocation
-from fixity import logfiles, reader, stored, sweep
+from archive.storage.primary import StoredObject
+from archive.storage.replica import ReplicaLocation
+from fixity import logfiles, primary_copy, reader, stored, sweep
 from fixity.check import CheckResult, judge
 from fixity.policy import fixity_policy
 from fixity.repair import RepairResult, repair_copy
@@ -126,6 +126,12 @@ class FixityReport:
     def ok(self) -> bool:
         return not (self.unrecoverable or self.refused or self.unreachable or self.untracked)
 
+    @property
+    def primary_unreachable(self) -> bool:
+        """Whether the primary stopped answering during the run (its copies left unchecked,
+        for a host that can read them)."""
+        return PRIMARY_LOCATION in self.unreachable
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -174,10 +180,7 @@ class _Locations:
     def get(self, name: str) -> ReplicaLocation:
         if name not in self.opened:
             if name == PRIMARY_LOCATION:
-                store = self.services.store
-                self.opened[name] = LocalFolderLocation(
-                    PRIMARY_LOCATION, store.root, fsync=self.services.settings.fsync
-                )
+                self.opened[name] = self.services.primary.location
             else:
                 entry = self.services.settings.replica_locations.get(name)
                 if entry is None:
@@ -198,8 +201,11 @@ def run_cycle(
     progress: Progress | None = None,
 ) -> FixityReport:
     """Check every due copy (``full``: every copy), batch by batch, until none is left
-    unclaimed (or ``limit`` copies were checked). Raises :class:`PolicyError`."""
+    unclaimed (or ``limit`` copies were checked). Raises :class:`PolicyError`, and
+    :class:`~fixity.primary_copy.PrimaryUnavailable` before anything is claimed or recorded
+    when this host cannot read the primary copy."""
     policy = fixity_policy(services.settings)
+    primary_copy.require(services.primary, services.settings)
     run = _Run(services, policy, "cycle", worker or worker_name(), progress)
     run.seed()
     checked_before = run.report.started_at if full else None
@@ -224,8 +230,10 @@ def run_cycle(
 def run_sample(
     services: Services, count: int, *, worker: str | None = None, progress: Progress | None = None
 ) -> FixityReport:
-    """Check ``count`` copies picked at random, with both digests."""
+    """Check ``count`` copies picked at random, with both digests. Raises :class:`PolicyError`
+    and :class:`~fixity.primary_copy.PrimaryUnavailable` (see :func:`run_cycle`)."""
     policy = fixity_policy(services.settings)
+    primary_copy.require(services.primary, services.settings)
     run = _Run(services, policy, "sample", worker or worker_name(), progress)
     run.seed()
     try:
@@ -250,7 +258,8 @@ def check_package(
     ``fixity check`` event per copy, the repairs and the tallies recorded). Also reports, and
     records as a ``fixity check`` failure each, the files in the primary object's content
     folders that the catalog does not list. Copies another run holds a claim on are left to
-    it (counted in ``unchecked``). Raises :class:`NotFound`, :class:`PolicyError`."""
+    it (counted in ``unchecked``). Raises :class:`NotFound`, :class:`PolicyError` and
+    :class:`~fixity.primary_copy.PrimaryUnavailable` (see :func:`run_cycle`)."""
     with services.sessions() as session:
         pkg = session.get(Package, package_id)
         if pkg is None:
@@ -265,6 +274,7 @@ def check_package(
             ).scalars()
         )
     policy = fixity_policy(services.settings)
+    primary_copy.require(services.primary, services.settings)
     # Claims are a worker's: two checks at once in one process (the API's threads) are two.
     worker = worker or f"{worker_name()}:{threading.get_native_id()}"
     run = _Run(services, policy, "package", worker, progress, package_id)
@@ -275,7 +285,7 @@ def check_package(
             pass
     finally:
         run.give_back()
-    run.untracked(services.store.object_root(object_path), head, known)
+    run.untracked(services.primary.object(object_path), head, known)
     with services.sessions() as session:
         run.report.unchecked = sweep.unchecked(session, package_id, started)
     run.report.finished_at = now()
@@ -337,9 +347,10 @@ class _Run:
     def _seed(self) -> None:
         at = self.report.started_at
         with self.services.session_scope() as session:
-            problems = stored.register(session, self.services.store.root, at)
-            problems += logfiles.register(session, self.services.store.root, at)
-            sweep.seed(session, self.policy, self.services.store.uri, at)
+            primary = self.services.primary
+            problems = stored.register(session, primary, at)
+            problems += logfiles.register(session, primary, at)
+            sweep.seed(session, self.policy, primary.uri, at, getattr(primary.location, "kind", ""))
             if self.report.kind == "sample":
                 return
             for p in problems:
@@ -694,11 +705,11 @@ class _Run:
             out.damaged = True
         return out
 
-    def untracked(self, root: Path, head: int, known: set[str]) -> None:
+    def untracked(self, obj: StoredObject, head: int, known: set[str]) -> None:
         """Report, and record, the files in the primary object's content folders that the
         catalog does not list (a package check)."""
         assert self.package is not None
-        found = stored.untracked(root, head, known)
+        found = stored.untracked(obj, head, known)
         if not found:
             return
         self.report.untracked = found

@@ -13,6 +13,11 @@ any other extension file, with the digests fixity checks their copies against.
   extension file, is taken as the primary holds it when first seen (records are written once
   and never overwritten).
 
+The primary is read through its location (:class:`~archive.storage.primary.Primary`): keys
+listed by prefix, small files read whole, the others digested as they stream. A local primary
+is also looked at for what a location does not list (links, special files: never followed,
+never copied; see :func:`local_oddities`).
+
 A primary file that does not match what the catalog says (or a record that does not parse) is
 not registered: it is returned as a problem, which the fixity cycle reports (and records) every
 time until it is put right, and replication does not spread it.
@@ -27,7 +32,7 @@ list (a check of one package reports and records them).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,14 +44,18 @@ from sqlalchemy.orm import Session
 from archive.catalog.tables import Package, Seal, StoredFile, Version
 from archive.catalog.upsert import insert_ignore
 from archive.config import PRIMARY_LOCATION
-from archive.digest import digest_bytes, digest_file
-from archive.errors import ProofError
+from archive.digest import CopyResult, digest_bytes, digest_stream
+from archive.errors import ProofError, StorageError
 from archive.proofs.evidence import parse_record
 from archive.storage import ocfl
+from archive.storage.primary import MAX_SMALL_FILE, Primary, StoredObject
+from archive.storage.replica import ObjectReader
 
 #: Root files that mirror the head version's inventory and sidecar.
 ROOT_FILES = {ocfl.ROOT_INVENTORY: "inventory.json", ocfl.ROOT_SIDECAR: "inventory.json.sha512"}
 DECLARATION = b"ocfl_object_1.1\n"
+#: Opens one stored file for reading: a location's ``open`` bound to its key.
+Opener = Callable[[], ObjectReader]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +135,11 @@ def stale(session: Session, package_ids: Iterable[str] | None = None) -> list[st
 
 
 def register(
-    session: Session, store_root: Path, at: datetime, package_ids: Iterable[str] | None = None
+    session: Session, primary: Primary, at: datetime, package_ids: Iterable[str] | None = None
 ) -> list[Problem]:
-    """Add the rows the packages (default: every package) lack; the caller commits."""
+    """Add the rows the packages (default: every package) lack, reading their files at the
+    primary; the caller commits. Raises :class:`StorageError` (:class:`LocationUnavailable`)
+    when the primary cannot be read."""
     problems: list[Problem] = []
     todo = stale(session, package_ids)
     for i in range(0, len(todo), 500):
@@ -160,11 +171,11 @@ def register(
         for pid in chunk:
             if pid not in packages:
                 continue
-            root = store_root / packages[pid]
-            for rel, path in _object_extras(root, heads[pid]):
+            obj = primary.object(packages[pid])
+            for rel in _object_extras(obj, heads[pid]):
                 if (pid, rel) in have:
                     continue
-                row, why = expected_row(rel, path, inventories.get(pid, {}))
+                row, why = expected_row(rel, _opener(obj, rel), inventories.get(pid, {}))
                 if row is None:
                     problems.append(Problem(pid, rel, why))
                     continue
@@ -173,46 +184,83 @@ def register(
     return problems
 
 
-def untracked(root: Path, head: int, known: set[str]) -> list[str]:
+def untracked(obj: StoredObject, head: int, known: set[str]) -> list[str]:
     """The files in the content folders of the object's versions 1 to ``head`` that ``known``
     (the catalog's content paths of the package) lacks, sorted: put there behind the archive's
-    back, they are in no inventory the catalog holds, and no fixity check covers them."""
-    found: list[str] = []
+    back, they are in no inventory the catalog holds, and no fixity check covers them (links
+    and special files in a local primary's folders too, which its listing leaves out)."""
+    found: set[str] = set()
     for number in range(1, head + 1):
-        content = root / f"v{number}" / "content"
-        for dirpath, dirnames, filenames in os.walk(content):  # links are listed, not followed
-            links = [d for d in dirnames if Path(dirpath, d).is_symlink()]
-            for name in [*filenames, *links]:
-                rel = Path(dirpath, name).relative_to(root).as_posix()
-                if rel not in known:
-                    found.append(rel)
+        folder = f"v{number}/content"
+        found.update(rel for rel in obj.iter_files(folder) if rel not in known)
+        prefix = obj.rel_path + "/"
+        for key in local_oddities(obj.primary, obj.key(folder)):
+            if key.removeprefix(prefix) not in known:
+                found.add(key.removeprefix(prefix))
     return sorted(found)
 
 
-def _object_extras(root: Path, head: int) -> list[tuple[str, Path]]:
+def local_oddities(primary: Primary, folder: str) -> list[str]:
+    """Keys (relative to the storage root) of the links and special files under ``folder``
+    of a local primary, sorted: a location lists plain files only, and these are never
+    followed nor copied, but an operator must hear of them. Nothing for a primary elsewhere
+    (a bucket holds no links)."""
+    base = primary.local_path(folder)
+    if base is None or primary.root is None:
+        return []
+    odd = []
+    todo = [str(base)]
+    while todo:  # entries' types from the folder listing: no call per file
+        try:
+            entries = list(os.scandir(todo.pop()))
+        except OSError:  # gone, or not a folder; what cannot be listed the location reports
+            continue
+        for entry in entries:
+            if entry.is_symlink() or not (entry.is_dir() or entry.is_file()):
+                odd.append(Path(entry.path).relative_to(primary.root).as_posix())
+            elif entry.is_dir():
+                todo.append(entry.path)
+    return sorted(odd)
+
+
+def _object_extras(obj: StoredObject, head: int) -> list[str]:
     """Every file of the object that is neither a content file nor a root inventory file,
     up to version ``head`` (a version appended meanwhile is registered once catalogued)."""
-    if not root.is_dir():
-        return []
     found = []
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink() or not path.is_file():
-            continue
-        rel = path.relative_to(root).as_posix()
+    for rel in sorted(obj.iter_files()):
         if rel in ROOT_FILES or rel.endswith(".tmp"):
             continue
         if is_content(rel) or (
             rel.partition("/")[0] == f"v{version_of(rel)}" and version_of(rel) > head
         ):
             continue
-        found.append((rel, path))
+        found.append(rel)
     return found
 
 
+def _opener(obj: StoredObject, rel: str) -> Opener:
+    return lambda: obj.open(rel)
+
+
+def _small(open_: Opener, what: str) -> bytes:
+    """A file read whole (a sidecar, a declaration, an evidence record)."""
+    with open_() as reader:
+        data = reader.read(MAX_SMALL_FILE + 1)
+    if len(data) > MAX_SMALL_FILE:
+        raise StorageError(f"{what} is larger than {MAX_SMALL_FILE} bytes, too large to read")
+    return data
+
+
+def _digest(open_: Opener) -> CopyResult:
+    with open_() as reader:
+        return digest_stream(reader, ("sha512", "sha256"))
+
+
 def expected_row(
-    rel: str, path: Path, inventories: dict[int, str]
+    rel: str, open_: Opener, inventories: dict[int, str]
 ) -> tuple[dict[str, Any] | None, str]:
-    """The row's digests, or None and why the primary file cannot be registered."""
+    """The row's digests, or None and why the primary file cannot be registered (``open_``
+    streams the primary's copy). Raises :class:`StorageError` if it cannot be read."""
     kind = kind_of(rel)
     number = version_of(rel)
     data: bytes | None = None
@@ -220,10 +268,10 @@ def expected_row(
         want = inventories[number]
         if kind == "sidecar":
             data = sidecar_bytes(want)
-            if path.read_bytes() != data:
+            if _small(open_, rel) != data:
                 return None, f"DOES NOT MATCH the sidecar of v{number}'s inventory ({want})"
         else:
-            got = digest_file(path)
+            got = _digest(open_)
             if got.digests["sha512"] != want:
                 return None, (
                     f"DOES NOT MATCH the sha512 the catalog and sidecar hold for v{number}'s "
@@ -232,11 +280,11 @@ def expected_row(
             return _values(kind, number, got.size, got.digests), ""
     elif kind == "declaration":
         data = DECLARATION
-        if path.read_bytes() != data:
+        if _small(open_, rel) != data:
             return None, "DOES NOT MATCH the OCFL object declaration (ocfl_object_1.1)"
     elif kind == "anchor":
-        named = path.name.removesuffix(".pem")
-        got = digest_file(path)
+        named = rel.rpartition("/")[2].removesuffix(".pem")
+        got = _digest(open_)
         if got.digests["sha256"] != named:
             return None, f"DOES NOT MATCH the sha256 its name gives ({got.digests['sha256']})"
         return _values(kind, number, got.size, got.digests), ""
@@ -244,7 +292,7 @@ def expected_row(
         digests = {"sha512": digest_bytes(data, "sha512"), "sha256": digest_bytes(data, "sha256")}
         return _values(kind, number, len(data), digests), ""
     if kind == "record":
-        record = path.read_bytes()
+        record = _small(open_, rel)
         try:
             parse_record(record)  # damage that breaks its structure is not taken as it is
         except ProofError as exc:
@@ -254,7 +302,7 @@ def expected_row(
             "sha256": digest_bytes(record, "sha256"),
         }
         return _values(kind, number, len(record), digests), ""
-    got = digest_file(path)
+    got = _digest(open_)
     return _values(kind, number, got.size, got.digests), ""
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -34,8 +33,9 @@ from archive.catalog.index import run_index_hooks
 from archive.catalog.queries import public_files_without_text, resolve_package_id
 from archive.catalog.tables import TOOL_MISSING, ExtractedText, File, Package
 from archive.errors import CustosError
+from archive.journal import scratch
 from archive.services import Services
-from ingest.extract import Extracted, extract, pdftotext_version, tools_found
+from ingest.extract import Extracted, extract, not_read, pdftotext_version, tools_found
 from ingest.service import IdentifyResult, identify_package, pending_identification
 
 log = logging.getLogger("custos.characterise")
@@ -114,17 +114,23 @@ def extract_texts(services: Services, package_id: str) -> dict[str, int]:
     for _, sha512, mime, content in rows:
         todo.setdefault(sha512, (mime, content))
     c = services.settings.characterisation
-    root = services.store.object_root(object_path)
+    obj = services.primary.object(object_path)
     results: dict[str, Extracted] = {}
     for sha512, (mime, content) in todo.items():  # the long part, outside any transaction
-        results[sha512] = extract(
-            Path(root / content),
-            mime,
-            source_max_bytes=c.source_max_bytes,
-            max_chars=c.text_max_chars,
-            time_limit=c.time_limit_seconds,
-            pdf_tool=pdf_tool,
-        )
+        if not services.primary.is_local:  # not fetched from storage if it is not to be read
+            skipped = not_read(mime, obj.size(content), c.source_max_bytes)
+            if skipped is not None:
+                results[sha512] = skipped
+                continue
+        with obj.local_files([content], lambda: scratch(services.store.staging, "text-")) as got:
+            results[sha512] = extract(
+                got[content],
+                mime,
+                source_max_bytes=c.source_max_bytes,
+                max_chars=c.text_max_chars,
+                time_limit=c.time_limit_seconds,
+                pdf_tool=pdf_tool,
+            )
     at = clock.now()
     with services.session_scope() as session:
         _record(

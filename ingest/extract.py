@@ -85,6 +85,16 @@ def _version(exe: str) -> str | None:
     return f"pdftotext {version}".strip()
 
 
+def not_read(mime_type: str | None, size: int, source_max_bytes: int) -> Extracted | None:
+    """The outcome for a file that is not read at all (not a document, or too large), or
+    None: known from its type and size, before its bytes are fetched from storage."""
+    if not extractable(mime_type):
+        return Extracted("none", "", why="not a document read for text")
+    if size > source_max_bytes:
+        return Extracted("too-large", "", why=f"{size} bytes > {source_max_bytes}")
+    return None
+
+
 def extract(
     path: Path,
     mime_type: str | None,
@@ -101,10 +111,9 @@ def extract(
         size = path.stat().st_size
     except OSError as exc:
         return Extracted("failed", "", why=f"cannot read the stored file: {exc.strerror}")
-    if not extractable(mime_type):
-        return Extracted("none", "", why="not a document read for text")
-    if size > source_max_bytes:
-        return Extracted("too-large", "", why=f"{size} bytes > {source_max_bytes}")
+    skipped = not_read(mime_type, size, source_max_bytes)
+    if skipped is not None:
+        return skipped
     if mime_type == PDF:
         if pdf_tool is None:
             return _missing(PDFTOTEXT)

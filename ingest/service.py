@@ -27,7 +27,7 @@ from typing import Any, Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from archive import clock, outbox, steps
+from archive import clock, installs, outbox, steps
 from archive import journal as journal_mod
 from archive.catalog.index import (
     ACCESS_JSON,
@@ -56,8 +56,8 @@ from archive.storage.ocfl import (
     head_state,
     object_rel_path,
     prune_empty_dirs,
-    read_inventory,
 )
+from archive.storage.primary import StoredObject
 from archive.versions import append_version, catalog_version, finish
 from ingest.access import UNDECLARED_BASIS, AccessDeclaration, declare
 from ingest.bag import check_bag
@@ -357,7 +357,7 @@ def ingest(
         # root): keep the journal so that the next start completes the ingest. A write refused
         # before the object was in the storage root is reported as nothing stored: so it is.
         if jr.data.get("state") != journal_mod.READY or (
-            failure is not None and not services.store.has_object(package_id)
+            failure is not None and not services.primary.has_object(package_id)
         ):
             services.store.discard(jr.folder)
         if failure is not None:
@@ -403,12 +403,16 @@ def _storage_failure(services: Services, exc: BaseException) -> StorageError | N
     if not isinstance(exc, WriteFailed) and exc.errno not in _WRITE_ERRNOS:
         return None
     store = services.store
+    where = (
+        f"the staging folder {store.staging}, on the filesystem of the storage root {store.root}"
+        if services.primary.is_local
+        else f"this host's scratch folder {store.staging}"
+    )
     return storage_failure(
         exc.errno,
         exc.strerror or str(exc),
         doing="the deposit could not be written, so nothing was stored (the bag is not at fault)",
-        where=f"the staging folder {store.staging}, on the filesystem of the storage root "
-        f"{store.root}",
+        where=where,
         then="deposit the bag again",
     )
 
@@ -430,11 +434,14 @@ def _commit(
     """Journal ready -> object into place -> catalog rows committed (under the commit lock),
     with the work that follows in the outbox."""
     jr.mark_ready(package_id)
+    with services.session_scope() as session:  # seen by every host, before any file is stored
+        installs.begin(session, package_id, str(jr.data["deposit_id"]))
     steps.reached("ready")
     rel = services.primary.install(jr.object_dir, package_id)
     steps.reached("installed")
     sizes = {e.content_path: e.size for e in version.entries}
     with services.session_scope() as session:
+        installs.done(session, package_id)
         index_object(
             session,
             services.primary.object(rel),
@@ -526,6 +533,10 @@ def _json(value: Any) -> bytes:
 
 
 UNIDENTIFIED = "unidentified: no PRONOM signature or extension matched"
+#: Files fetched from a primary that is not local, to be identified, at a time...
+FETCH_BATCH_FILES = 1000
+#: ...and their bytes at most (a larger file goes alone).
+FETCH_BATCH_BYTES = 1024 * 1024 * 1024
 #: The basis recorded when a result is taken from a file with the same sha512.
 CACHED = "digest cache"
 
@@ -615,7 +626,6 @@ def identify_package(
         package_id = resolve_package_id(session, package_ref)
         pkg = session.get(Package, package_id)
         assert pkg is not None
-        object_root = services.store.object_root(pkg.object_path)
         rel = pkg.object_path
     pending = _pending_files(services, package_id)
     if not pending:
@@ -625,34 +635,36 @@ def identify_package(
     known = _known_formats(services, [file_id for file_id, _, _ in pending])
     # Within the package too: one file per (bytes, extension) goes to the identifier.
     with services.sessions() as session:
-        digests = dict(
-            session.execute(
-                select(File.id, File.sha512).where(
+        digests = {
+            file_id: (sha512, size)
+            for file_id, sha512, size in session.execute(
+                select(File.id, File.sha512, File.size).where(
                     File.package_id == package_id, File.role == "payload"
                 )
-            ).all()
-        )
-    first: dict[tuple[str, str], Path] = {}
-    copies: list[tuple[Path, Path]] = []  # (file, the file with its bytes that is identified)
+            )
+        }
+    first: dict[tuple[str, str], tuple[str, int]] = {}
+    copies: list[tuple[str, str]] = []  # (file, the file with its bytes that is identified)
     for file_id, logical, content in pending:
         if file_id in known:
             continue
-        key = (digests[file_id], _extension(logical))
+        sha512, size = digests[file_id]
+        key = (sha512, _extension(logical))
         if key in first:
-            copies.append((object_root / content, first[key]))
+            copies.append((content, first[key][0]))
         else:
-            first[key] = object_root / content
-    found = identify(  # the long part, outside the lock
-        list(first.values()), workers=services.settings.workers, progress=progress
+            first[key] = (content, size)
+    found = _identify_stored(  # the long part, outside the lock
+        services, services.primary.object(rel), list(first.values()), progress
     )
     if progress and (known or copies):
         progress(len(known) + len(copies))
-    for path, same in copies:
+    for content, same in copies:
         ident = found[same]
-        found[path] = Identification(ident.puid, ident.mime_type, ident.format_name, CACHED)
+        found[content] = Identification(ident.puid, ident.mime_type, ident.format_name, CACHED)
     for file_id, _, content in pending:
         if file_id in known:
-            found[object_root / content] = known[file_id]
+            found[content] = known[file_id]
     tool = tool_version()
     with services.commit_lock():
         # Another process may have identified some of these, or added a version, meanwhile.
@@ -663,26 +675,62 @@ def identify_package(
         return _record_identification(services, package_id, rel, pending, found, tool)
 
 
+def _identify_stored(
+    services: Services,
+    obj: StoredObject,
+    files: list[tuple[str, int]],
+    progress: Progress | None,
+) -> dict[str, Identification]:
+    """Identify stored files ((content path, size) each); results by content path. The
+    identifier reads files on this host: a local primary's own, or else copies fetched in
+    batches of at most :data:`FETCH_BATCH_FILES` files and :data:`FETCH_BATCH_BYTES` bytes
+    (one file at least), each batch's copies removed before the next is fetched."""
+    batches: list[list[str]] = []
+    if services.primary.is_local:
+        batches.append([content for content, _ in files])
+    else:
+        batch: list[str] = []
+        held = 0
+        for content, size in files:
+            if batch and (len(batch) >= FETCH_BATCH_FILES or held + size > FETCH_BATCH_BYTES):
+                batches.append(batch)
+                batch, held = [], 0
+            batch.append(content)
+            held += size
+        if batch:
+            batches.append(batch)
+    out: dict[str, Identification] = {}
+    for contents in batches:
+        with obj.local_files(
+            contents, lambda: journal_mod.scratch(services.store.staging, "identify-")
+        ) as got:
+            found = identify(
+                list(got.values()), workers=services.settings.workers, progress=progress
+            )
+        out.update((content, found[got[content]]) for content in contents)
+    return out
+
+
 def _record_identification(
     services: Services,
     package_id: str,
     rel: str,
     pending: list[tuple[int, str, str]],
-    found: dict[Path, Identification],
+    found: dict[str, Identification],
     tool: str,
 ) -> IdentifyResult:
     """Write the results as the object's next version, then into the catalog."""
-    object_root = services.store.object_root(rel)
-    state = head_state(read_inventory(object_root))
+    obj = services.primary.object(rel)
+    state = head_state(obj.inventory())
     formats: dict[str, dict[str, str | None]] = {}
     if FORMATS_JSON in state:
-        formats = json.loads((object_root / state[FORMATS_JSON]).read_bytes())
-    old_events = parse_premis((object_root / state[PREMIS_XML]).read_bytes())
+        formats = json.loads(obj.read_bytes(state[FORMATS_JSON]))
+    old_events = parse_premis(obj.read_bytes(state[PREMIS_XML]))
     updates: list[dict[str, Any]] = []
     events: list[EventRecord] = []
     counts: dict[str, int] = {}
     for file_id, logical, content in pending:
-        ident = found[object_root / content]
+        ident = found[content]
         name = ident.format_name or UNIDENTIFIED
         formats[logical] = {
             "puid": ident.puid,

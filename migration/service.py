@@ -41,11 +41,12 @@ from archive.catalog.tables import File, Package
 from archive.clock import now
 from archive.custody import new_event, parse_premis, premis_xml, record_events
 from archive.digest import CopyResult, copy_with_digests, digest_file
-from archive.errors import PolicyError, ProofError
+from archive.errors import PolicyError, ProofError, StorageError
 from archive.model import EventRecord, Link
 from archive.proofs.seal import NoAuthorityAnswered
 from archive.services import Services
-from archive.storage.ocfl import head_state, read_inventory
+from archive.storage.ocfl import head_state
+from archive.storage.primary import StoredObject
 from archive.versions import append_version, catalog_version, finish
 from migration import tools
 from migration.holdings import derivative_tally, migration_outcomes, read_holdings
@@ -294,7 +295,7 @@ def _run_package(
         pkg = session.get(Package, package_id)
         assert pkg is not None
         rel = pkg.object_path
-    object_root = services.store.object_root(rel)
+    obj = services.primary.object(rel)
     jr = journal_mod.Journal.begin(
         services.store, f"migration-{uuid.uuid4().hex}", kind="migration", package_id=package_id
     )
@@ -304,8 +305,7 @@ def _run_package(
         workers = max(1, min(services.settings.workers, len(items)))
         with ThreadPoolExecutor(workers) as pool:
             futures = {
-                pool.submit(_attempt, kit, t, object_root, jr.folder, i): i
-                for i, t in enumerate(items)
+                pool.submit(_attempt, kit, t, obj, jr.folder, i): i for i, t in enumerate(items)
             }
             for future in as_completed(futures):
                 attempts[futures[future]] = future.result()
@@ -332,7 +332,7 @@ def _suffix(logical_path: str) -> str:
 def _attempt(
     kit: Toolkit,
     task: Task,
-    object_root: Path,
+    obj: StoredObject,
     work: Path,
     index: int,
 ) -> Attempt:
@@ -369,8 +369,11 @@ def _attempt(
         (folder / "in").mkdir(parents=True)
         (folder / "out").mkdir()
         source = folder / "in" / f"input{_suffix(f.logical_path)}"
-        with open(object_root / f.content_path, "rb") as original:
-            copied = copy_with_digests(original, source, ("sha512",), size_hint=f.size)
+        try:
+            with obj.open(f.content_path) as original:
+                copied = copy_with_digests(original, source, ("sha512",), size_hint=f.size)
+        except StorageError as exc:
+            return failure(f"the stored original could not be read, so nothing was made: {exc}")
         if copied.digests["sha512"] != f.sha512:
             return failure(
                 "the stored original does not match its recorded sha512 digest, so nothing "
@@ -511,12 +514,12 @@ def _record(
             record_events(session, events, package_id=package_id)
         return PackageRun(package_id, None, tuple(attempts), already)
 
-    object_root = services.store.object_root(rel)
-    state = head_state(read_inventory(object_root))
+    obj = services.primary.object(rel)
+    state = head_state(obj.inventory())
     formats: dict[str, Any] = {}
     if FORMATS_JSON in state:
-        formats = json.loads((object_root / state[FORMATS_JSON]).read_bytes())
-    old_events = parse_premis((object_root / state[PREMIS_XML]).read_bytes())
+        formats = json.loads(obj.read_bytes(state[FORMATS_JSON]))
+    old_events = parse_premis(obj.read_bytes(state[PREMIS_XML]))
     fido = fido_version()
     found: dict[str, Identified] = {}
     for a in fresh:

@@ -7,12 +7,13 @@ import hashlib
 import io
 import tarfile
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
-from archive.catalog.tables import Deposit, Event, File, Package
+from archive.catalog.tables import Deposit, Event, File, Package, PendingInstall
 from archive.services import Services
 from ingest.service import IngestResult, ingest
 
@@ -142,3 +143,16 @@ def make_pdf(text: str) -> bytes:
     trailer = f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
     out += trailer.encode()
     return bytes(out)
+
+
+def pending_install(services: Services, object_id: str, deposit_id: str) -> None:
+    """What another host's ingest records before storing an object, then stops (for good)."""
+    with services.session_scope() as s:
+        s.add(
+            PendingInstall(
+                object_id=object_id,
+                deposit_id=deposit_id,
+                host="host-b (process 4242)",
+                started_at=datetime.now(UTC),
+            )
+        )

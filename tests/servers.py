@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -191,7 +192,8 @@ class SeaweedServer:
     process: subprocess.Popen[bytes]
     args: tuple[str, ...] = ()
     access_key: str = "custos-test"
-    secret_key: str = "custos-test-secret"  # any pair is accepted: no IAM configured
+    #: Any pair is accepted unless the server was started with ``credentials=True``.
+    secret_key: str = "custos-test-secret"
 
     @property
     def s3_port(self) -> int:
@@ -266,9 +268,13 @@ class SeaweedServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_seaweedfs(base: Path, *, timeout: float = 60.0) -> SeaweedServer:
+def start_seaweedfs(
+    base: Path, *, timeout: float = 60.0, credentials: bool = False
+) -> SeaweedServer:
     """Start `weed mini` (master, volume, filer, S3) on 127.0.0.1 only, every listener on a
-    free port, data in a new folder under ``base``; return once S3 answers."""
+    free port, data in a new folder under ``base``; return once S3 answers. With
+    ``credentials``, S3 accepts only the server's own key pair (any other is refused, as a
+    wrong secret key is by a real service)."""
     weed = weed_binary()
     folder = base / f"weed-{uuid.uuid4().hex[:8]}"
     (folder / "data").mkdir(parents=True)
@@ -288,8 +294,23 @@ def start_seaweedfs(base: Path, *, timeout: float = 60.0) -> SeaweedServer:
         f"-filer.localSocket={folder / 'filer.sock'}",
         f"-s3.localSocket={folder / 's3.sock'}",
         f"-webdav.cacheDir={folder}",
+        # Every bucket is a collection with volumes of its own, and the suite makes hundreds:
+        # small volumes, and a count that does not shrink with the disk's free space (the
+        # default is worked out from it, and the server refused writes once it ran out).
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=2000",
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
+    if credentials:
+        identity = {
+            "name": "custos",
+            "credentials": [
+                {"accessKey": SeaweedServer.access_key, "secretKey": SeaweedServer.secret_key}
+            ],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        (folder / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        args.append(f"-s3.config={folder / 's3.json'}")
     log = open(folder / "weed.log", "wb")  # noqa: SIM115 - the server writes it until stopped
     process = subprocess.Popen(
         args, cwd=folder, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

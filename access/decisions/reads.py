@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -29,7 +28,6 @@ from access.decisions.rules import (
     record_reads,
 )
 from archive.catalog.tables import Depositor, File, Package, Seal
-from archive.config import Settings
 from archive.errors import Forbidden, InputRejected, NotFound
 from archive.findings import Finding
 from archive.model import EventRecord
@@ -233,10 +231,11 @@ def read_package(
 @dataclass(frozen=True, slots=True)
 class Download:
     """A file to stream to the reader, and the custody events of the read (recorded in the
-    transaction of the read)."""
+    transaction of the read). ``key`` is the file's key in the primary (relative to the
+    storage root: :meth:`archive.storage.primary.Primary.open` reads it)."""
 
     package_id: str
-    disk_path: Path
+    key: str
     name: str
     size: int
     media_type: str
@@ -246,7 +245,6 @@ class Download:
 
 def read_file(
     session: Session,
-    settings: Settings,
     policy: AccessPolicy,
     reader: Principal,
     ref: str,
@@ -294,7 +292,7 @@ def read_file(
     record_reads(session, events)
     return Download(
         package_id,
-        settings.storage_path / head.object_path / row.content_path,
+        f"{head.object_path}/{row.content_path}",
         path.rsplit("/", 1)[-1],
         row.size,
         row.mime_type or "application/octet-stream",

@@ -29,7 +29,7 @@ from archive.custody import parse_premis, premis_xml, record_events
 from archive.errors import StorageError
 from archive.model import EventRecord, Link
 from archive.services import Services
-from archive.storage.ocfl import head_state, read_inventory
+from archive.storage.ocfl import head_state
 from archive.versions import append_version, catalog_version, finish
 
 
@@ -43,16 +43,17 @@ class StoredAccess:
 
 
 def read_access(services: Services, rel: str) -> StoredAccess:
-    """The head's access document and events of the object at ``rel`` (storage-relative)."""
-    object_root = services.store.object_root(rel)
-    state = head_state(read_inventory(object_root))
+    """The head's access document and events of the object at ``rel`` (storage-relative),
+    read from the primary."""
+    stored = services.primary.object(rel)
+    state = head_state(stored.inventory())
     if ACCESS_JSON not in state:
         raise StorageError(
             f"the object at {rel} holds no {ACCESS_JSON}",
             hint="objects stored before access tiers existed need a tier change first",
         )
-    access = json.loads((object_root / state[ACCESS_JSON]).read_bytes())
-    events = parse_premis((object_root / state[PREMIS_XML]).read_bytes())
+    access = json.loads(stored.read_bytes(state[ACCESS_JSON]))
+    events = parse_premis(stored.read_bytes(state[PREMIS_XML]))
     return StoredAccess(rel, access, events)
 
 

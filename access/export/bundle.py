@@ -69,6 +69,7 @@ from archive.proofs.timestamp import signer_certificate, token_from_der
 from archive.proofs.verify import trust_anchors
 from archive.services import Services
 from archive.storage import ocfl
+from archive.storage.primary import StoredObject
 from policies.access import Assignment, effective
 from policies.errors import AccessRuleError
 from policies.vocabulary import is_tier
@@ -82,6 +83,8 @@ _WHOLE_PACKAGE_EVENTS = frozenset({"ingestion", "timestamp"})
 _PACKAGE_LINKS = frozenset({"package", "deposit", "depositor", "source"})
 #: The purpose under which anyone may read public material (the reading room's).
 PUBLIC_PURPOSE = "public"
+#: Bytes per read when a manifest or an evidence record is copied from the primary.
+COPY_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -227,8 +230,8 @@ def export(
             "rebuild the catalog (`custos catalog rebuild`)",
         ) from exc
     decision = _decision(services, rules, purpose, releaser)
-    object_root = services.store.object_root(pkg.object_path)
-    inventory = ocfl.read_inventory(object_root)
+    stored = services.primary.object(pkg.object_path)
+    inventory = stored.inventory()
     state = ocfl.head_state(inventory)
     payload = {
         logical.removeprefix("bag/"): content
@@ -259,7 +262,7 @@ def export(
     try:
         known: dict[Path, tuple[dict[str, str], int]] = {}
         index = _write(
-            services, work, object_root, chosen, payload, digest_of, file_seals, manifests,
+            services, work, stored, chosen, payload, digest_of, file_seals, manifests,
             records_of, result, progress, known,
         )  # fmt: skip
         released = (
@@ -462,7 +465,7 @@ def _choose(
 def _write(
     services: Services,
     work: Path,
-    object_root: Path,
+    stored: StoredObject,
     chosen: list[str],
     payload: dict[str, str],
     digest_of: dict[str, str],
@@ -488,13 +491,11 @@ def _write(
     for version, subjects in file_seals.items():
         contents = [payload[p] for p in chosen if payload[p].startswith(f"{version}/")]
         for subject in subjects:
-            seal = fileseal.load(
-                (object_root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
-            )
-            views = [(r, parse_record((object_root / r).read_bytes())) for r in records_of[subject]]
+            seal = fileseal.load(stored.read_bytes(fileseal.sidecar_path(subject, EXTENSION)))
+            views = [(r, parse_record(stored.read_bytes(r))) for r in records_of[subject]]
             current = []
             for i in current_only(views):
-                leaf = LeafRecords((object_root / views[i][0]).read_bytes(), seal.root)
+                leaf = LeafRecords(stored.read_bytes(views[i][0]), seal.root)
                 _tokens(leaf.view, data, tokens, certs)
                 imprint = token_from_der(leaf.view.chains[0][0].token).imprint
                 current.append((views[i][0], leaf, imprint))
@@ -505,7 +506,7 @@ def _write(
         rel = path.removeprefix("data/")
         target = data / "files" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(object_root / content, "rb") as src:
+        with stored.open(content) as src:  # streamed, read once
             copied = copy_with_digests(src, target, ("sha512", "sha256", "sha384"))
         if copied.digests["sha512"] != digest_of[content]:
             raise StorageError(
@@ -567,14 +568,14 @@ def _write(
         rel = subject.removeprefix("v1/content/")  # bag/manifest-….txt
         target = data / "manifests" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(object_root / subject, target)
-        stored = [(r, parse_record((object_root / r).read_bytes())) for r in records_of[subject]]
-        newest = [stored[i] for i in current_only(stored)]
+        _copy(stored, subject, target)
+        views = [(r, parse_record(stored.read_bytes(r))) for r in records_of[subject]]
+        newest = [views[i] for i in current_only(views)]
         entries = []
         for record, view in newest:
             name = record.removeprefix(f"{EXTENSION}/")  # v1/content/bag/manifest-…local-2.ers
             (data / "proofs" / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(object_root / record, data / "proofs" / name)
+            _copy(stored, record, data / "proofs" / name)
             entries.append(f"proofs/{name}")
             _tokens(view, data, tokens, certs)
             result.records += 1
@@ -602,6 +603,12 @@ def _write(
         "tokens": list(tokens.values()),
         "trust_anchors": anchors,
     }
+
+
+def _copy(stored: StoredObject, path: str, target: Path) -> None:
+    """Copy one file of the object to ``target``, streamed in bounded chunks."""
+    with stored.open(path) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, COPY_CHUNK)
 
 
 def _tokens(

@@ -45,10 +45,11 @@ from archive.catalog.tables import (
     Package,
     SearchEntry,
 )
-from archive.config import Settings
 from archive.errors import InputRejected
 from archive.findings import Finding
 from archive.model import AccessRow
+from archive.storage.primary import Primary
+from archive.storage.replica import ObjectMissing
 from policies.schema import AccessPolicy
 
 RESEARCHER = Principal("index", "researcher")
@@ -171,9 +172,12 @@ def _texts(session: Session, digests: list[str]) -> dict[str, str]:
 
 
 def _bag_info(session: Session, package_id: str) -> list[str]:
-    """The values of the package's bag-info (``custos/bag-info.json`` in the object)."""
-    settings: Settings | None = session.info.get("settings")
-    if settings is None:
+    """The values of the package's bag-info (``custos/bag-info.json`` in the object, read from
+    the primary the session's services hold). None when the object holds none or it is not
+    JSON; a primary that cannot be read raises :class:`StorageError` (the caller's
+    transaction is aborted rather than the package indexed without its bag-info)."""
+    primary: Primary | None = session.info.get("primary")
+    if primary is None:
         return []
     row = session.execute(
         select(Package.object_path, File.content_path)
@@ -185,8 +189,10 @@ def _bag_info(session: Session, package_id: str) -> list[str]:
     if row is None:
         return []
     try:
-        info = json.loads((settings.storage_path / row[0] / row[1]).read_bytes())
-    except (OSError, ValueError):
+        info = json.loads(primary.object(row[0]).read_bytes(row[1]))
+    except (ObjectMissing, ValueError):
+        return []
+    if not isinstance(info, dict):
         return []
     values: list[str] = []
     for key, value in info.items():

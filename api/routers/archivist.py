@@ -8,12 +8,13 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 
 from access.archivist import detail, packages
 from access.decisions.reads import package_id_of, read_file
 from access.decisions.rules import Principal
 from api.deps import PageDep, PolicyDep, ServicesDep, role
+from api.download import file_response
 from archive.status import status
 from fixity.report import build_report, csv_text, fixity_status
 from fixity.storage_service import check_fixity
@@ -50,19 +51,12 @@ def file(
     package: str,
     path: str,
     purpose: Annotated[str | None, Query(max_length=64)] = None,
-) -> FileResponse:
+) -> Response:
     """A file's bytes, as the access policy allows archivists (public material, for a
     purpose its consent covers)."""
     with services.session_scope() as session:
-        download = read_file(
-            session, services.settings, policy, who, package, path, purpose=purpose, reveal=True
-        )
-    return FileResponse(
-        download.disk_path,
-        media_type=download.media_type,
-        filename=download.name,
-        headers={"X-Custos-SHA512": download.sha512},
-    )
+        download = read_file(session, policy, who, package, path, purpose=purpose, reveal=True)
+    return file_response(services.primary, download)
 
 
 @router.post("/packages/{package}/fixity")

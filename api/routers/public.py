@@ -10,11 +10,12 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from access.decisions.reads import read_file, read_package
 from access.search.service import PAGE_MAX, QUERY_MAX, Filters, search
 from api.deps import PolicyDep, PublicReaderDep, ServicesDep
+from api.download import file_response
 
 router = APIRouter(prefix="/public", tags=["researchers"])
 
@@ -91,12 +92,11 @@ def public_file(
     package: str,
     path: str,
     purpose: Purpose = None,
-) -> FileResponse:
+) -> Response:
     """Download a public file (streamed)."""
     with services.session_scope() as session:
         download = read_file(
             session,
-            services.settings,
             policy,
             who,
             package,
@@ -104,12 +104,7 @@ def public_file(
             purpose=_purpose(who.role, purpose),
             reveal=False,
         )
-    return FileResponse(
-        download.disk_path,
-        media_type=download.media_type,
-        filename=download.name,
-        headers={"X-Custos-SHA512": download.sha512},
-    )
+    return file_response(services.primary, download)
 
 
 def _purpose(role: str, stated: str | None) -> str:

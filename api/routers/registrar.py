@@ -8,7 +8,7 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from access.decisions.reads import read_file, read_package
@@ -25,6 +25,7 @@ from access.registrar import (
     search_all,
 )
 from api.deps import PageDep, PolicyDep, ServicesDep, role, wake_outbox
+from api.download import file_response
 
 router = APIRouter(prefix="/registrar", tags=["registrars"])
 Registrar = Annotated[Principal, role("registrar", second_factor=True)]
@@ -65,18 +66,11 @@ def file(
     package: str,
     path: str,
     purpose: Purpose = None,
-) -> FileResponse:
+) -> Response:
     """Read a file for a stated purpose; non-public reads are recorded (who, when, what, why)."""
     with services.session_scope() as session:
-        download = read_file(
-            session, services.settings, policy, who, package, path, purpose=purpose, reveal=True
-        )
-    return FileResponse(
-        download.disk_path,
-        media_type=download.media_type,
-        filename=download.name,
-        headers={"X-Custos-SHA512": download.sha512},
-    )
+        download = read_file(session, policy, who, package, path, purpose=purpose, reveal=True)
+    return file_response(services.primary, download)
 
 
 class TierChangeBody(BaseModel):

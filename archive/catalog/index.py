@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import date
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -43,7 +42,7 @@ from archive.errors import StorageError
 from archive.proofs.evidence import parse_record
 from archive.proofs.timestamp import token_from_der
 from archive.storage import ocfl
-from archive.storage.primary import StoredObject
+from archive.storage.primary import Primary, StoredObject
 
 DEPOSIT_JSON = "custos/deposit.json"
 PREMIS_XML = "custos/premis.xml"
@@ -322,20 +321,23 @@ def _batch_of(session: Session, record: bytes, tag: str) -> int:
     return batch_id
 
 
-def index_checkpoint_seals(session: Session, storage_root: Path) -> None:
-    """Seal rows for the evidence records beside the checkpoints the catalog knows."""
+def index_checkpoint_seals(session: Session, primary: Primary) -> None:
+    """Seal rows for the evidence records beside the checkpoints the catalog knows (in the
+    primary). Raises :class:`StorageError` if one cannot be read or is not one."""
     for cp_path, digest in session.execute(select(Checkpoint.path, Checkpoint.sha512)).all():
-        for record in records_of(storage_root, cp_path):
-            m = _RECORD_NAME.match(record.name)
+        for record in records_of(primary, cp_path):
+            m = _RECORD_NAME.match(record.rpartition("/")[2])
             if m is None:
-                raise StorageError(f"unexpected evidence record {record} beside {cp_path}")
+                raise StorageError(
+                    f"unexpected evidence record {primary.name}:{record} beside {cp_path}"
+                )
             session.add(
                 Seal(
                     package_id=None,
                     subject_path=cp_path,
                     subject_sha512=digest,
-                    batch_id=_batch_of(session, record.read_bytes(), m["tag"]),
-                    record_path=f"{cp_path.rpartition('/')[0]}/{record.name}",
+                    batch_id=_batch_of(session, primary.read_bytes(record), m["tag"]),
+                    record_path=record,
                 )
             )
     session.flush()

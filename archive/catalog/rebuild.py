@@ -35,7 +35,7 @@ class RebuildReport:
 
 
 def rebuild(services: Services, *, progress: Callable[[int], None] | None = None) -> RebuildReport:
-    """Drop every row derived from storage, then index every object in the storage root.
+    """Drop every row derived from storage, then index every object in the primary storage root.
 
     The custody log is kept whole (it is append-only): events found in objects' PREMIS files
     that the log lacks are appended; an empty catalog gets them all, in a new chain.
@@ -67,6 +67,6 @@ def rebuild(services: Services, *, progress: Callable[[int], None] | None = None
         if progress:
             progress(1)
     with services.session_scope() as session:
-        index_checkpoint_seals(session, services.store.root)
-        report.earlier_logs = record_restart(session, services.store.root)
+        index_checkpoint_seals(session, services.primary)
+        report.earlier_logs = record_restart(session, services.primary)
     return report

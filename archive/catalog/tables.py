@@ -617,3 +617,18 @@ class OutboxEntry(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class PendingInstall(Base):
+    """An object being committed to the primary (``archive.installs``): written, in a
+    transaction of its own, before its first file is stored; removed by the transaction that
+    catalogs it. A row no live process is committing is an install cut short on some host,
+    which any host sharing the catalog completes or undoes."""
+
+    __tablename__ = "pending_installs"
+
+    object_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    deposit_id: Mapped[str] = mapped_column(String(255))
+    #: The host and data folder of the process that stores it (for people: who was cut short).
+    host: Mapped[str] = mapped_column(String(512))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -57,7 +57,7 @@ def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from archive.catalog.rebuild import rebuild
 
     services = run(as_json, state(ctx).services)
-    total = sum(1 for _ in services.store.iter_objects())
+    total = sum(1 for _ in services.primary.iter_objects())
     with progress_bar("indexing objects", total, not as_json, unit="items") as tick:
         report = run(as_json, lambda: rebuild(services, progress=tick))
     if as_json:
@@ -70,7 +70,8 @@ def catalog_rebuild(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             }
         )
     else:
-        out.print(f"indexed {len(report.indexed)} package(s) from {services.store.root}")
+        where = services.primary.root or services.primary.uri
+        out.print(f"indexed {len(report.indexed)} package(s) from {where}")
         for chain in report.earlier_logs:
             err.print(
                 f"[yellow]note:[/] the custody log restarts here; the sealed checkpoints of the "
@@ -180,7 +181,7 @@ def show_cmd(
                 "source_name": d.source_name,
                 "bagit_version": d.bagit_version,
                 "fingerprint": d.fingerprint,
-                "storage_path": str(services.store.object_root(d.summary.object_path)),
+                "storage_path": services.primary.object(d.summary.object_path).where(),
                 "versions": [
                     v.__dict__ if hasattr(v, "__dict__") else _asdict(v) for v in d.versions
                 ],
@@ -192,7 +193,7 @@ def show_cmd(
         )
         return
     s = d.summary
-    where = services.store.object_root(s.object_path)
+    where = services.primary.object(s.object_path).where()
     lines = [
         f"{s.id}  {s.title}",
         f"depositor {s.depositor} · deposit {d.deposit_id} · from {d.source_name} · "
@@ -286,3 +287,44 @@ def _event_dict(e: Any) -> dict[str, Any]:
         "detail": e.detail,
         "links": [_asdict(lk) for lk in e.links],
     }
+
+
+storage_app = typer.Typer(help="The primary copy's storage.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("migrate-primary")
+def storage_migrate_primary(
+    ctx: typer.Context,
+    to: Annotated[
+        str, typer.Option("--to", metavar="NAME", help="The [locations.NAME] to move it to.")
+    ],
+    final: Annotated[
+        bool,
+        typer.Option(
+            "--final",
+            help="Copy what changed since the last run while deposits and new versions wait "
+            "(the commit lock), then say how to switch.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the local storage root, the primary copy, to a location several hosts can share
+    (an S3 bucket with Object Lock), every file read back, while the archive keeps serving
+    from the local one. Run it, then again with --final; then set primary_location = NAME on
+    every host and restart its processes. A stopped run is started again where it was."""
+    from archive.primary_move import migrate_primary
+
+    services = run(as_json, state(ctx).services)
+    with progress_bar("copying the primary", None, not as_json) as tick:
+        report = run(as_json, lambda: migrate_primary(services, to, final=final, progress=tick))
+    body = report.as_dict()
+    if as_json:
+        emit_json({"status": "ok", **body})
+        return
+    out.print(
+        f"{body['copied']} of {body['files']} file(s) copied ({human_bytes(body['bytes_copied'])})"
+        f", {body['objects']} object(s), to {to} ({body['uri']})",
+        markup=False,
+    )
+    out.print(f"next: {escape(body['next'])}")

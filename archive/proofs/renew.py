@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from archive.catalog.tables import Package, Seal, SealBatch
 from archive.clock import now
 from archive.custody import new_event, record_events
-from archive.errors import ProofError
+from archive.errors import ProofError, StorageError
 from archive.model import Link
 from archive.proofs import fileseal, merkle
 from archive.proofs.backlog import Subject
@@ -44,12 +44,12 @@ from archive.proofs.evidence import (
 from archive.proofs.seal import (
     Authority,
     NoAuthorityAnswered,
-    _write_new,
     authorities,
     authority_tag,
+    flush,
     record_name,
     subject_digest,
-    subject_root,
+    subject_key,
     write_anchors,
 )
 from archive.proofs.timestamp import (
@@ -59,6 +59,7 @@ from archive.proofs.timestamp import (
     token_from_der,
 )
 from archive.services import Services
+from archive.storage.replica import LocationUnavailable
 
 Kind = Literal["timestamp", "hash-tree"]
 
@@ -153,9 +154,15 @@ def current_records(services: Services, session: Session) -> list[Current]:
         loaded = []
         for path in paths:
             try:
-                der = (subject_root(services, subject) / path).read_bytes()
-            except OSError as exc:
-                raise ProofError(f"evidence record {path} cannot be read: {exc}") from exc
+                der = services.primary.read_bytes(subject_key(subject, path))
+            except LocationUnavailable:
+                raise
+            except StorageError as exc:
+                raise ProofError(
+                    f"evidence record {path} cannot be read: {exc.message}",
+                    hint="the primary copy may be damaged: run a fixity check, and repair it "
+                    "from a replica",
+                ) from exc
             loaded.append((path, der, parse_record(der)))
         for i in current_only([(p, v) for p, _, v in loaded]):
             path, der, view = loaded[i]
@@ -254,6 +261,7 @@ def _renew_batch(
     authority, token = _first_token(services, authorities, batch.root, algorithm, report)
     tag = authority_tag(authority)
     done: list[Renewal] = []
+    anchored: set[str] = set()
     for cur, leaf, reason in items:
         path = batch.paths[leaf]
         der = (
@@ -262,9 +270,10 @@ def _renew_batch(
             else renew_hash_tree(cur.der, algorithm, path, token.token)
         )
         rel = record_name(cur.subject, tag, token.serial_number)
-        _write_new(subject_root(services, cur.subject) / rel, der)
-        write_anchors(services, cur.subject, authority.roots)
+        services.primary.write_bytes(subject_key(cur.subject, rel), der, fsync=False)
+        write_anchors(services, cur.subject, authority.roots, done=anchored)
         done.append(Renewal(cur.subject, cur.record_path, rel, kind, reason))
+    flush(services)
     with services.session_scope() as session:
         row = SealBatch(
             created_at=token.gen_time,

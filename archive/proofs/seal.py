@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from archive.catalog.tables import Seal, SealBatch
@@ -27,7 +26,6 @@ from archive.checkpoints import LOG_DIR, write_checkpoint
 from archive.clock import now
 from archive.config import Settings
 from archive.custody import new_event, record_events
-from archive.digest import digest_file
 from archive.errors import ProofError, StorageError
 from archive.model import Link
 from archive.proofs import fileseal, merkle
@@ -43,7 +41,6 @@ from archive.proofs.evidence import RecordWriter
 from archive.proofs.local_tsa import DEFAULT_POLICY_OID, LocalTSAServer
 from archive.proofs.timestamp import TimestampToken, request_token
 from archive.services import Services
-from archive.storage import ocfl
 
 EXTENSION = "extensions/custos-evidence-records"
 #: Files sealed on their own per run of :func:`seal_pending` (``custos seal files`` has no bound):
@@ -197,7 +194,7 @@ def seal_pending(
     with services.commit_lock():
         if manifests:
             with services.session_scope() as session:
-                write_checkpoint(session, services.store.root, fsync=services.settings.fsync)
+                write_checkpoint(session, services.primary, fsync=services.settings.fsync)
             with services.sessions() as session:
                 subjects = pending(session)
             if subjects:
@@ -244,14 +241,14 @@ def _file_seal(
 
     Raises :class:`StorageError` if the object cannot be read, :class:`ProofError` if a
     sidecar found in storage is not sound."""
-    root = services.store.object_root(version.object_path)
+    obj = services.primary.object(version.object_path)
     subject_path = fileseal.subject_path(version.number, algorithm)
-    sidecar = root / fileseal.sidecar_path(subject_path, EXTENSION)
-    if sidecar.is_file():
-        data = sidecar.read_bytes()
+    sidecar = fileseal.sidecar_path(subject_path, EXTENSION)
+    if obj.exists(sidecar):
+        data = obj.read_bytes(sidecar)
         seal = fileseal.load(data)
     else:
-        inventory = ocfl.read_inventory(root)
+        inventory = obj.inventory()
         prefix = f"v{version.number}/content/"
         added = [
             (path, digest)
@@ -263,12 +260,12 @@ def _file_seal(
             digests = [(path, bytes.fromhex(d)) for path, d in added]
         else:
             digests = [
-                (path, bytes.fromhex(digest_file(root / path, (algorithm,)).digests[algorithm]))
+                (path, bytes.fromhex(obj.digest(path, (algorithm,)).digests[algorithm]))
                 for path, _ in added
             ]
         seal = fileseal.make(algorithm, version.number, digests)
         data = seal.to_json()
-        _write_new(sidecar, data)
+        services.primary.write_bytes(obj.key(sidecar), data, fsync=False)  # see flush()
     subject = Subject(
         version.package_id,
         version.object_path,
@@ -381,53 +378,64 @@ def _write_records(
     """Write each record (and the trust anchors) into its object; return their paths."""
     written: dict[tuple[Subject, int], str] = {}
     writers = {token.serial_number: RecordWriter(algorithm, token) for _, token in tokens}
+    anchored: set[str] = set()
     for s in subjects:
         # A package's records go into its object; a checkpoint's beside it in the storage root.
         leaf = digest_of[s]
         for authority, token in tokens:
             rel = record_name(s, authority_tag(authority), token.serial_number)
-            root = subject_root(services, s)
-            _write_new(root / rel, writers[token.serial_number].record(batch.paths[leaf]))
-            write_anchors(services, s, authority.roots)
+            record = writers[token.serial_number].record(batch.paths[leaf])
+            services.primary.write_bytes(subject_key(s, rel), record, fsync=False)
+            write_anchors(services, s, authority.roots, done=anchored)
             written[(s, token.serial_number)] = rel
-    if services.settings.fsync:
-        os.sync()
+    flush(services)
     return written
 
 
-def subject_root(services: Services, s: Subject) -> Path:
-    """Where a subject's path is relative to: its object, or the storage root (checkpoints)."""
-    if s.package_id is None:
-        return services.store.root
-    return services.store.object_root(s.object_path)
+def flush(services: Services) -> None:
+    """Flush what was written into a local primary to disk (once for a whole batch, rather
+    than file by file), when the settings ask for it. What an S3 primary holds was read back
+    as each file was written."""
+    if services.settings.fsync and services.primary.is_local:
+        os.sync()
+
+
+def subject_key(s: Subject, path: str) -> str:
+    """The primary's key of ``path`` relative to a subject's root: its object, or the storage
+    root itself (checkpoints)."""
+    return path if s.package_id is None else f"{s.object_path}/{path}"
 
 
 def record_name(s: Subject, tag: str, serial: int) -> str:
-    """A record's path relative to :func:`subject_root`: a package's records go into its
-    object's extension folder, a checkpoint's beside it."""
+    """A record's path relative to its subject's root (:func:`subject_key`): a package's
+    records go into its object's extension folder, a checkpoint's beside it."""
     prefix = "" if s.package_id is None else f"{EXTENSION}/"
     return f"{prefix}{s.subject_path}.{tag}-{serial}.ers"
 
 
-def write_anchors(services: Services, s: Subject, roots: Sequence[bytes]) -> None:
-    """The trust anchors beside the records (``trust/<sha256>.pem``), written once each."""
+def write_anchors(
+    services: Services, s: Subject, roots: Sequence[bytes], *, done: set[str] | None = None
+) -> None:
+    """The trust anchors beside the records (``trust/<sha256>.pem``), written once each;
+    ``done`` holds the keys already seen in this batch (spares asking the primary again)."""
     folder = LOG_DIR if s.package_id is None else EXTENSION
+    seen = set() if done is None else done
     for pem in roots:
-        anchor = (
-            subject_root(services, s) / folder / "trust" / f"{hashlib.sha256(pem).hexdigest()}.pem"
-        )
-        if not anchor.exists():
-            _write_new(anchor, pem)
+        key = subject_key(s, f"{folder}/trust/{hashlib.sha256(pem).hexdigest()}.pem")
+        if key not in seen and not services.primary.exists(key):
+            services.primary.write_bytes(key, pem, fsync=False)  # see flush()
+        seen.add(key)
 
 
 def subject_digest(services: Services, s: Subject, algorithm: str) -> bytes:
     """A manifest's digest under ``algorithm``; read from storage (and checked against the
     sha512 the catalog holds) unless that is sha512 itself.
 
-    Raises :class:`ProofError` if the stored manifest no longer has its catalogued digest."""
+    Raises :class:`ProofError` if the stored manifest no longer has its catalogued digest,
+    :class:`StorageError` if it cannot be read."""
     if algorithm == "sha512":
         return bytes.fromhex(s.sha512)
-    data = (subject_root(services, s) / s.subject_path).read_bytes()
+    data = services.primary.read_bytes(subject_key(s, s.subject_path))
     if hashlib.sha512(data).hexdigest() != s.sha512:
         raise ProofError(
             f"{s.subject_path} in storage no longer has the sha512 the catalog recorded; "
@@ -442,10 +450,3 @@ def authority_tag(authority: Authority) -> str:
     if authority.name == "local":
         return "local"
     return "tsa-" + hashlib.sha256(authority.url.encode()).hexdigest()[:12]
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

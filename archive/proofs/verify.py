@@ -12,14 +12,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from archive.catalog.queries import resolve_package_id
 from archive.catalog.tables import Package, Seal
-from archive.digest import digest_file
 from archive.errors import ProofError, StorageError
 from archive.proofs import fileseal
 from archive.proofs.evidence import parse_record, verify_record
@@ -27,6 +25,8 @@ from archive.proofs.renew import current_only, digest_all
 from archive.proofs.seal import EXTENSION
 from archive.services import Services
 from archive.storage import ocfl
+from archive.storage.primary import StoredObject
+from archive.storage.replica import LocationUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +90,17 @@ def verify_package(
             )
         )
     report = VerifyReport(package_id)
-    root = services.store.object_root(pkg.object_path)
+    root = services.primary.object(pkg.object_path)
     try:
-        inventory = ocfl.read_inventory(root)
+        inventory = root.inventory()
+    except LocationUnavailable:
+        raise
     except StorageError as exc:
         report.failed(f"The package's inventory cannot be trusted: {exc.message}")
         return report
     report.passed(
-        f"Package {package_id} is stored at {root}; its inventory (head {inventory['head']}) "
-        "matches the digest recorded beside it."
+        f"Package {package_id} is stored at {root.where()}; its inventory (head "
+        f"{inventory['head']}) matches the digest recorded beside it."
     )
     anchors = trust_anchors(services)
     by_subject: dict[str, list[tuple[str, str]]] = {}
@@ -120,7 +122,7 @@ def verify_package(
 
 def _verify_files_alone(
     report: VerifyReport,
-    root: Path,
+    root: StoredObject,
     checked: dict[str, str],
     by_subject: dict[str, list[tuple[str, str]]],
     anchors: list[bytes],
@@ -148,7 +150,7 @@ def _verify_files_alone(
 
 def _verify_seal_of(
     report: VerifyReport,
-    root: Path,
+    root: StoredObject,
     subject: str,
     records: list[tuple[str, str]],
     contents: list[str],
@@ -158,27 +160,27 @@ def _verify_seal_of(
 ) -> None:
     """Each of ``contents`` against its own record, derived from one file seal's records."""
     try:
-        data = (root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
+        data = root.read_bytes(fileseal.sidecar_path(subject, EXTENSION))
         actual = hashlib.sha512(data).hexdigest()
         sealed = {digest for digest, _ in records}
         if sealed != {actual}:
             raise ProofError(f"its sidecar now hashes to {actual[:16]}…, not what was sealed")
         seal = fileseal.load(data)
         trees = seal.paths(contents)
-        views = [(r, parse_record((root / r).read_bytes())) for _, r in records]
-        current = [(views[i][0], (root / views[i][0]).read_bytes()) for i in current_only(views)]
-    except (ProofError, OSError) as exc:
-        reason = exc.message if isinstance(exc, ProofError) else str(exc)
-        report.failed(f"{subject}: the file seal cannot be used: {reason}")
+        ders = {r: root.read_bytes(r) for _, r in records}
+        views = [(r, parse_record(der)) for r, der in ders.items()]
+        current = [(views[i][0], ders[views[i][0]]) for i in current_only(views)]
+    except LocationUnavailable:
+        raise
+    except (ProofError, StorageError) as exc:
+        report.failed(f"{subject}: the file seal cannot be used: {exc.message}")
         return
     for record_path, der in current:
         for content in sorted(contents):
             digest = (
                 bytes.fromhex(checked[content])
                 if seal.algorithm == "sha512"
-                else bytes.fromhex(
-                    digest_file(root / content, (seal.algorithm,)).digests[seal.algorithm]
-                )
+                else bytes.fromhex(root.digest(content, (seal.algorithm,)).digests[seal.algorithm])
             )
             try:
                 own = seal.record_for(der, trees[content])
@@ -194,7 +196,7 @@ def _verify_seal_of(
 
 def _subjects_for(
     report: VerifyReport,
-    root: Path,
+    root: StoredObject,
     inventory: dict[str, Any],
     paths: list[str],
     checked: dict[str, str],
@@ -213,14 +215,22 @@ def _subjects_for(
         # The digest must be the one in the inventory of the version that added the file:
         # that inventory is what the seal covers (its own bytes are checked against the seal).
         try:
-            sealed_inventory = json.loads((root / version / "inventory.json").read_bytes())
+            sealed_inventory = json.loads(root.read_bytes(f"{version}/inventory.json"))
             recorded = {p: d for d, ps in sealed_inventory["manifest"].items() for p in ps}.get(
                 content, digest_of[content]
             )
-        except (OSError, ValueError, KeyError):
+        except LocationUnavailable:
+            raise
+        except (StorageError, ValueError, KeyError):
             report.failed(f"{path}: the inventory of {version} cannot be read.")
             continue
-        actual = digest_file(root / content, ("sha512",)).digests["sha512"]
+        try:
+            actual = root.digest(content, ("sha512",)).digests["sha512"]
+        except LocationUnavailable:
+            raise
+        except StorageError as exc:
+            report.failed(f"{path}: its stored bytes cannot be read: {exc.message}")
+            continue
         if actual != recorded:
             report.failed(
                 f"{path}: the stored bytes hash to sha512 {actual[:16]}…, but the inventory "
@@ -238,7 +248,7 @@ def _subjects_for(
 
 def _verify_subject(
     report: VerifyReport,
-    root: Path,
+    root: StoredObject,
     subject: str,
     records: list[tuple[str, str]],
     anchors: list[bytes],
@@ -247,30 +257,35 @@ def _verify_subject(
     if not records:
         report.failed(f"{subject}: not sealed yet (run `custos seal`).")
         return
-    if fileseal.is_subject(subject):
-        try:
-            data = (root / fileseal.sidecar_path(subject, EXTENSION)).read_bytes()
+    try:
+        if fileseal.is_subject(subject):
+            data = root.read_bytes(fileseal.sidecar_path(subject, EXTENSION))
             seal = fileseal.load(data)
-        except (ProofError, OSError) as exc:
-            reason = exc.message if isinstance(exc, ProofError) else str(exc)
-            report.failed(f"{subject}: the file seal cannot be read: {reason}")
-            return
-        digests = {seal.algorithm: seal.root}
-    else:
-        data = (root / subject).read_bytes()
-        digests = digest_all(data)
+            digests = {seal.algorithm: seal.root}
+        else:
+            data = root.read_bytes(subject)
+            digests = digest_all(data)
+    except LocationUnavailable:
+        raise
+    except (ProofError, StorageError) as exc:
+        what = "the file seal" if fileseal.is_subject(subject) else "it"
+        report.failed(f"{subject}: {what} cannot be read: {exc.message}")
+        return
     actual = hashlib.sha512(data).hexdigest()
     views = []
     for sealed_digest, record_path in records:
         try:
-            views.append(
-                (sealed_digest, record_path, parse_record((root / record_path).read_bytes()))
+            der = root.read_bytes(record_path)
+            views.append((sealed_digest, record_path, der, parse_record(der)))
+        except LocationUnavailable:
+            raise
+        except (ProofError, StorageError) as exc:
+            report.failed(
+                f"{subject}: its evidence record {record_path} fails: {exc.message} "
+                f"(read from {root.where(record_path)})"
             )
-        except (ProofError, OSError) as exc:
-            reason = exc.message if isinstance(exc, ProofError) else str(exc)
-            report.failed(f"{subject}: its evidence record {record_path} fails: {reason}")
-    current = current_only([(path, view) for _, path, view in views])
-    for sealed_digest, record_path, _ in (views[i] for i in current):
+    current = current_only([(path, view) for _, path, _, view in views])
+    for sealed_digest, record_path, der, _ in (views[i] for i in current):
         if actual != sealed_digest:
             report.failed(
                 f"{subject}: its bytes now hash to {actual[:16]}…, not the {sealed_digest[:16]}… "
@@ -278,10 +293,12 @@ def _verify_subject(
             )
             continue
         try:
-            check = verify_record((root / record_path).read_bytes(), digests, roots=anchors, at=at)
-        except (ProofError, OSError) as exc:
-            reason = exc.message if isinstance(exc, ProofError) else str(exc)
-            report.failed(f"{subject}: its evidence record {record_path} fails: {reason}")
+            check = verify_record(der, digests, roots=anchors, at=at)
+        except ProofError as exc:
+            report.failed(
+                f"{subject}: its evidence record {record_path} fails: {exc.message} "
+                f"(read from {root.where(record_path)})"
+            )
             continue
         report.passed(
             f"{subject} (sha512 {actual[:16]}…) is sealed by {record_path}: "

@@ -22,19 +22,26 @@ Objects and versions are built in this host's scratch space (``staging_dir``) an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from archive.digest import digest_bytes, digest_file
+from archive.digest import CopyResult, digest_bytes, digest_file, digest_stream
 from archive.errors import StorageError
 from archive.storage import ocfl
 from archive.storage.local import LocalStore
 from archive.storage.readback import read_back
 from archive.storage.replica import (
+    PARTIAL_SUFFIX,
     LocalFolderLocation,
+    LocationUnavailable,
     ObjectLocked,
     ObjectMissing,
     ObjectReader,
@@ -44,6 +51,10 @@ from archive.storage.replica import (
 
 #: Inventories and sidecars are read whole; anything larger than this is not one.
 MAX_SMALL_FILE = 256 * 1024 * 1024
+#: Files put into a primary reached through a location at once (see Primary._put_all).
+PUT_THREADS = 8
+#: Bytes per read when a stored file is copied to this host.
+COPY_CHUNK = 1024 * 1024
 #: The files of an object root that are written last, in this order (see the module text).
 _LAST = ("inventory.json", "inventory.json.sha512", ocfl.OBJECT_NAMASTE)
 
@@ -83,8 +94,16 @@ class Primary:
                 f"cannot create the scratch folder {self.store.staging}: {exc}",
                 hint="set staging_dir to a writable folder on this host",
             ) from exc
-        self.location.ensure()
-        prepare_storage_root(self.location)
+        try:
+            self.location.ensure()
+            prepare_storage_root(self.location)
+        except StorageError as exc:  # a host that cannot reach it, or is refused by it
+            kind = LocationUnavailable if isinstance(exc, LocationUnavailable) else StorageError
+            raise kind(
+                f"the primary copy (location {self.name}, {self.uri}) cannot be used from "
+                f"this host: {exc.message}",
+                hint=exc.hint,
+            ) from exc
 
     # -- reading ------------------------------------------------------------------------
 
@@ -110,6 +129,21 @@ class Primary:
 
     def exists(self, key: str) -> bool:
         return self.location.stat(key) is not None
+
+    def digest(self, key: str, algorithms: Iterable[str] = ("sha512", "sha256")) -> CopyResult:
+        """The digests of the file at ``key``, its bytes read once (from its path, for a local
+        primary). Raises :class:`ObjectMissing` or :class:`StorageError`."""
+        path = self.local_path(key)
+        if path is not None:
+            try:
+                return digest_file(path, algorithms)
+            except FileNotFoundError as exc:
+                raise ObjectMissing(f"{path}: nothing stored") from exc
+            except OSError as exc:
+                raise StorageError(f"cannot read {path}: {exc}") from exc
+        info = self.location.stat(key)
+        with self.open(key) as reader:
+            return digest_stream(reader, algorithms, size_hint=info.size if info else 0)
 
     def object(self, rel_path: str) -> StoredObject:
         """The object whose root is at ``rel_path`` (relative to the storage root)."""
@@ -143,11 +177,23 @@ class Primary:
             for p in staged_object.rglob("*")
             if p.is_file()
         )
-        rank = {name: i for i, name in enumerate(_LAST)}
-        files.sort(key=lambda f: (rank.get(f[0], -1), f[0]))
-        for name, path in files:
+        last = [(name, path) for name, path in files if name in _LAST]
+        last.sort(key=lambda f: _LAST.index(f[0]))
+        self._put_all([(f"{rel}/{name}", path) for name, path in files if name not in _LAST])
+        for name, path in last:  # in order, once every other file is stored
             self._put(f"{rel}/{name}", path)
         return rel
+
+    def _put_all(self, items: list[tuple[str, Path]]) -> None:
+        """Put files whose order does not matter, :data:`PUT_THREADS` at a time: each put
+        and read-back waits on the network far more than on this host."""
+        if len(items) <= 1:
+            for key, path in items:
+                self._put(key, path)
+            return
+        with ThreadPoolExecutor(min(PUT_THREADS, len(items))) as pool:
+            for done in [pool.submit(self._put, key, path) for key, path in items]:
+                done.result()  # the first error, once every put started has ended
 
     def install_version(self, rel_path: str, version_dir: Path, number: int) -> None:
         """Commit version ``number`` built in scratch space (a ``vN`` folder holding its
@@ -160,10 +206,54 @@ class Primary:
             version_dir.rename(object_root / name)
             ocfl.promote_head(object_root, number)
             return
-        for path in sorted(p for p in version_dir.rglob("*") if p.is_file()):
-            self._put(f"{rel_path}/{name}/{path.relative_to(version_dir).as_posix()}", path)
+        self._put_all(
+            [
+                (f"{rel_path}/{name}/{path.relative_to(version_dir).as_posix()}", path)
+                for path in sorted(p for p in version_dir.rglob("*") if p.is_file())
+            ]
+        )
         for leaf in ("inventory.json", "inventory.json.sha512"):
             self._put(f"{rel_path}/{leaf}", version_dir / leaf)
+
+    def write_bytes(self, key: str, data: bytes, *, fsync: bool = True) -> None:
+        """Write a small file at ``key`` whole (a custody-log checkpoint, an evidence record,
+        a file seal, a trust anchor), replacing what is there.
+
+        Into a local primary as before: a hidden partial file beside the target (flushed to
+        disk when ``fsync``), renamed over it. Into one reached through a location: from a
+        file in this host's scratch space, read back before this returns (S3 keeps what was
+        there as an earlier version). Raises :class:`StorageError`."""
+        if self.root is not None:
+            target = self.root.joinpath(*key.split("/"))
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    if fsync:
+                        os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                raise StorageError(
+                    f"cannot write {target}: {exc}",
+                    hint="check that the storage root is writable and has room",
+                ) from exc
+            return
+        source = self.store.staging / f".custos-put-{uuid.uuid4().hex}"
+        try:
+            try:
+                source.write_bytes(data)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write to the scratch folder {self.store.staging}: {exc}",
+                    hint="set staging_dir to a writable folder on this host with room",
+                ) from exc
+            self._put(key, source)
+        finally:
+            with contextlib.suppress(OSError):  # nothing was written, or the folder is gone
+                source.unlink(missing_ok=True)
 
     def put_file(self, key: str, source: Path) -> None:
         """Write one file at ``key`` (the custody log's checkpoints and their records),
@@ -188,27 +278,55 @@ class Primary:
                 hint="check the primary location's health, then try again",
             )
 
-    def remove_partial(self, object_id: str) -> tuple[list[str], list[str]]:
+    def remove_partial(self, object_id: str) -> tuple[int, int]:
         """Remove what an interrupted install left of ``object_id`` (never a whole object:
-        one whose declaration is there); return the keys removed and those the location's
-        lock (Object Lock retention) keeps until it runs out. Either way no listing takes
-        them for an object, as the declaration is missing."""
+        one whose declaration is there); return how many files were removed, and how many
+        stay stored but read as absent because the location's lock (Object Lock retention)
+        keeps every version written until it runs out. No listing takes either for an
+        object, as the declaration is missing."""
         rel = ocfl.object_rel_path(object_id)
         if self.has_object(object_id):
             raise StorageError(f"{self.name}:{rel} holds a whole object: not removing it")
         if self.root is not None:
-            return [], []  # a local install is one rename: nothing partial is ever left
-        removed, locked = [], []
-        for key in list(self.location.iter_keys(rel + "/")):
+            return 0, 0  # a local install is one rename: nothing partial is ever left
+        return self._remove_keys(sorted(self.location.iter_keys(rel + "/")))
+
+    def _remove_keys(self, keys: list[str]) -> tuple[int, int]:
+        removed = hidden = 0
+        for key in keys:
             try:
                 self.location.delete(key)
             except ObjectMissing:
                 continue
             except ObjectLocked:
-                locked.append(key)
+                hide = getattr(self.location, "hide", None)
+                if hide is None:
+                    raise
+                hide(key)
+                hidden += 1
                 continue
-            removed.append(key)
-        return removed, locked
+            removed += 1
+        return removed, hidden
+
+    def remove_orphan(self, object_id: str) -> int:
+        """Remove a whole object the catalog does not hold (recovery found its deposit held
+        under another package), its declaration first so that it stops being an object at
+        once; return how many of its files remain stored, read as absent, because the
+        location's lock (Object Lock retention) keeps every version written until it runs
+        out. The caller makes sure the catalog does not claim it."""
+        rel = ocfl.object_rel_path(object_id)
+        if self.root is not None:
+            target = self.root / rel
+            if target.is_dir():
+                shutil.rmtree(target)
+                for parent in target.parents:  # the layout's folders it alone used
+                    if parent == self.root or any(parent.iterdir()):
+                        break
+                    parent.rmdir()
+            return 0
+        declaration = f"{rel}/{ocfl.OBJECT_NAMASTE}"
+        keys = sorted(self.location.iter_keys(rel + "/"), key=lambda k: k != declaration)
+        return self._remove_keys(keys)[1]
 
 
 class StoredObject:
@@ -249,12 +367,38 @@ class StoredObject:
         for key in self.primary.location.iter_keys(folder):
             yield key.removeprefix(prefix)
 
+    def digest(self, path: str, algorithms: Iterable[str] = ("sha512", "sha256")) -> CopyResult:
+        """A file's digests, its bytes read once (see :meth:`Primary.digest`)."""
+        return self.primary.digest(self.key(path), algorithms)
+
     def size(self, path: str) -> int:
         """A file's size, from the location (no byte read). Raises :class:`ObjectMissing`."""
         info = self.primary.location.stat(self.key(path))
         if info is None:
             raise ObjectMissing(f"{self.where(path)}: nothing stored")
         return info.size
+
+    @contextmanager
+    def local_files(
+        self, paths: Sequence[str], scratch: Callable[[], AbstractContextManager[Path]]
+    ) -> Iterator[dict[str, Path]]:
+        """The files at ``paths`` (relative to the object root) as files on this host, for
+        tools that need a path (format identification, text extraction, migration): a local
+        primary's own files, or else copies streamed into a folder ``scratch()`` gives (this
+        host's scratch space, which the caller's recovery cleans after a crash), removed
+        when the block ends. Each copy keeps its file's extension (identifiers look at it).
+        Callers bound ``paths`` (a batch), as the copies take that much room."""
+        if self.primary.root is not None:
+            yield {p: self.primary.root / self.rel_path / p for p in paths}
+            return
+        with scratch() as folder:
+            out: dict[str, Path] = {}
+            for i, path in enumerate(paths):
+                target = folder / f"{i}{PurePosixPath(path).suffix[:16]}"
+                with self.open(path) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, COPY_CHUNK)
+                out[path] = target
+            yield out
 
     def inventory(self, version: str | None = None) -> dict[str, Any]:
         """An inventory (the root's, or ``version``'s), checked against its sidecar (§3.5.6).

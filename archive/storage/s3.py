@@ -488,6 +488,15 @@ class S3Location:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "list keys", prefix) from exc
 
+    def hide(self, key: str) -> None:
+        """Make ``key`` read as absent (a delete marker) while every version written stays
+        stored, and locked as long as its retention says: what removing means where Object
+        Lock forbids deleting a version (an orphan an interrupted deposit left, for one)."""
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "hide", key) from exc
+
     def versions(self, key: str) -> tuple[str, ...]:
         """Version ids of the objects stored under ``key``, newest first (delete markers
         excluded)."""

@@ -427,6 +427,7 @@ def test_an_archive_upgraded_reads_the_pdfs_it_failed_for_want_of_pdftotext(
             conn.execute(text("UPDATE extracted_texts SET outcome = 'failed', tool = ''"))
             conn.execute(text("UPDATE alembic_version SET version_num = '0013_event_links_index'"))
             conn.execute(text("DROP TABLE outbox"))  # not in that revision's schema
+            conn.execute(text("DROP TABLE pending_installs"))
     finally:
         engine.dispose()
     code, done, _ = custos(data, "identify", "--json")  # upgrades the catalog first

@@ -5,14 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from archive.catalog.session import make_engine
+from archive.catalog.tables import Event, FixityCoverage
 from archive.cli import get_app
 from archive.config import load_settings
+from archive.storage import ocfl
 from tests.conftest import SAMPLE
+from tests.servers import start_seaweedfs
 
 runner = CliRunner()
 
@@ -189,3 +195,71 @@ def test_replicate_copies_the_custody_log_and_fixity_counts_it(tmp_path: Path) -
     assert code == 0 and len(body["repairs"]) == 1 and "custody-log" in body["repairs"][0]
     code, audit, _ = custos(data, "audit", "verify", "--json", config=config)
     assert code == 0 and audit["checkpoints_sealed"] >= 1
+
+
+def test_a_host_with_wrong_credentials_for_an_s3_primary_checks_nothing(tmp_path: Path) -> None:
+    """The primary is a bucket several hosts share; a host whose secret key is wrong exits
+    74 naming the primary location and where it is, and records no fixity event and no
+    damage: its copies are left for a host that can read them."""
+    server = start_seaweedfs(Path("/tmp") / "custos-tests", credentials=True)
+    try:
+        bucket = f"t-{uuid.uuid4().hex[:12]}"
+
+        def settings(secret_key: str) -> Path:
+            config = tmp_path / f"custos-{secret_key}.toml"
+            config.write_text(
+                f'primary_location = "shared"\n'
+                f'storage_root = "{tmp_path / "unused"}"\n'
+                f'staging_dir = "{tmp_path / "scratch"}"\n\n'
+                f'[locations.shared]\nkind = "s3"\nendpoint_url = "{server.endpoint_url}"\n'
+                f'bucket = "{bucket}"\nprefix = "custos"\naccess_key = "{server.access_key}"\n'
+                f'secret_key = "{secret_key}"\nretention_days = 1\nconnect_timeout = 1.0\n'
+                f"max_attempts = 2\n\n"
+                f'[locations.second]\nkind = "local"\npath = "{tmp_path / "replica"}"\n'
+            )
+            return config
+
+        good, wrong = settings(server.secret_key), settings("not-the-secret-key")
+        data = tmp_path / "data"
+        code, body, said = custos(
+            data, "ingest", str(SAMPLE), "--depositor", "M", "--new-depositor", "--no-seal",
+            "--json", config=good,
+        )  # fmt: skip
+        assert code == 0, said
+        code, body, said = custos(data, "replicate", "--json", config=good)
+        assert code == 0 and body["status"] == "ok", said
+        code, body, said = custos(data, "fixity", "run", "--json", config=good)
+        assert code == 0 and body["checked"] > 0 and body["damage"] == [], said
+
+        def recorded() -> tuple[int, int]:
+            settings = load_settings(data_dir=data, config_file=good, environ={})
+            engine = make_engine(settings.catalog_url)
+            try:
+                with engine.connect() as c:
+                    events = c.execute(
+                        select(func.count())
+                        .select_from(Event)
+                        .where(Event.type.in_(["fixity check", "replication"]))
+                    ).scalar_one()
+                    damaged = c.execute(
+                        select(func.count())
+                        .select_from(FixityCoverage)
+                        .where(FixityCoverage.last_outcome != "ok")
+                    ).scalar_one()
+            finally:
+                engine.dispose()
+            return events, damaged
+
+        before = recorded()
+        for args in (("fixity", "run"), ("fixity", "run", "--all", "--json")):
+            code, _, said = custos(data, *args, config=wrong)
+            assert code == 74, said
+            text = " ".join(said.split())
+            assert "primary" in text and f"s3://{bucket}/custos/" in text, said
+            assert "not-the-secret-key" not in said  # a secret is never shown
+            assert recorded() == before
+        assert not list((tmp_path / "unused").rglob(ocfl.OBJECT_NAMASTE))
+        code, body, said = custos(data, "fixity", "run", "--all", "--json", config=good)
+        assert code == 0 and body["damage"] == [], said
+    finally:
+        server.stop()

@@ -9,7 +9,7 @@ import time
 from archive import journal
 from archive.services import Services, open_services
 from tests.conftest import SAMPLE, MakeServices
-from tests.helpers import catalog_counts, staging_debris
+from tests.helpers import catalog_counts, pending_install, staging_debris
 
 
 def test_unfinished_staging_is_rolled_back(make_services: MakeServices) -> None:
@@ -140,3 +140,87 @@ def test_scratch_folder_is_locked_while_used_and_removed_after(services: Service
     except RuntimeError:
         pass
     assert staging_debris(services.store.staging) == []
+
+
+def test_a_recovered_deposit_held_meanwhile_is_answered_as_a_duplicate(
+    make_services: MakeServices,
+) -> None:
+    """The crash window after the object was stored, before the catalog commit; meanwhile
+    the same bag was deposited again (here or on another host sharing the catalog)."""
+    from archive.catalog.index import remove_package
+    from archive.catalog.tables import Event
+    from archive.storage import ocfl
+    from tests.helpers import deposit
+
+    services = make_services()
+    lost = deposit(services, SAMPLE, depositor="Recovery Test")
+    with services.session_scope() as s:
+        remove_package(s, lost.package_id)
+    won = deposit(services, SAMPLE, depositor="Recovery Test")
+    assert won.status == "stored" and won.package_id != lost.package_id
+    folder = services.store.staging / "d3"
+    folder.mkdir()
+    (folder / "journal.json").write_text(
+        json.dumps(
+            {
+                "kind": "deposit",
+                "state": "ready",
+                "deposit_id": lost.deposit_id,
+                "object_id": lost.package_id,
+            }
+        )
+    )
+    before = catalog_counts(services)
+    again = open_services(services.settings)
+    try:
+        [action] = again.recovered
+        assert f"same payload as deposit {won.deposit_id}" in action
+        assert "nothing was stored twice" in action and "was removed" in action
+        # the orphan is gone from storage; the catalog holds the winner only
+        assert not services.primary.has_object(lost.package_id)
+        assert list(services.primary.iter_objects()) == [ocfl.object_rel_path(won.package_id)]
+        after = catalog_counts(again)
+        assert after["packages"] == before["packages"] == 1
+        with again.sessions() as s:
+            last = s.query(Event).order_by(Event.id.desc()).first()
+            assert last is not None and last.type == "recovery" and last.outcome == "warning"
+        assert staging_debris(services.store.staging) == []
+        # the host is usable: the next start has nothing to recover
+        third = open_services(services.settings)
+        assert third.recovered == []
+        third.close()
+    finally:
+        again.close()
+
+
+def test_an_install_another_host_left_unfinished_is_completed_here(
+    make_services: MakeServices,
+) -> None:
+    from archive.catalog import locks
+    from archive.catalog.index import remove_package
+    from archive.catalog.tables import Package, PendingInstall
+    from tests.helpers import deposit
+
+    services = make_services()
+    stored = deposit(services, SAMPLE, depositor="Recovery Test")
+    with services.session_scope() as s:
+        remove_package(s, stored.package_id)  # stored, never catalogued: no journal here
+    pending_install(services, stored.package_id, stored.deposit_id)
+    # While a commit is in progress anywhere, the row may be live: it is left alone.
+    with locks.held(services.engine, "commit", wait=True):
+        busy = open_services(services.settings)
+        assert busy.recovered == []
+        busy.close()
+    again = open_services(services.settings)
+    try:
+        [action] = again.recovered
+        assert action.startswith("a deposit cut short on host-b (process 4242)")
+        assert action.endswith(f"was completed, as package {stored.package_id}")
+        with again.sessions() as s:
+            assert s.get(Package, stored.package_id) is not None
+            assert s.query(PendingInstall).count() == 0
+        third = open_services(services.settings)
+        assert third.recovered == []
+        third.close()
+    finally:
+        again.close()

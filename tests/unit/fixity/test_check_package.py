@@ -156,6 +156,26 @@ def test_untracked_files_are_reported_and_recorded(archive: ArchiveFactory, tmp_
     assert stray in detail and "no fixity check covers it" in detail
 
 
+def test_links_in_a_local_primary_object_are_untracked_and_never_replicated(
+    archive: ArchiveFactory, tmp_path: Path
+) -> None:
+    """A folder's listing leaves links out; a local primary's are still named: a package
+    check reports them untracked, and replication refuses the object rather than copy it
+    without them."""
+    services = archive(second=local_settings(tmp_path / "replica"))
+    pid = add_package(services, tmp_path, files=1)
+    rel, _ = payload_paths(services, pid)
+    link = "v1/content/bag/data/elsewhere.txt"
+    (tmp_path / "outside.txt").write_bytes(b"outside the archive")
+    (services.store.object_root(rel) / link).symlink_to(tmp_path / "outside.txt")
+    report = check_package(services, pid)
+    assert report.untracked == [link]
+    copied = replicate(services, pid)
+    ((_, where, why),) = copied.failures
+    assert where == "second" and "elsewhere.txt is not a plain file or folder" in why
+    assert not (tmp_path / "replica" / rel).exists()
+
+
 def test_a_primary_file_that_does_not_match_the_catalog_is_changed(
     archive: ArchiveFactory, tmp_path: Path
 ) -> None:

@@ -195,7 +195,7 @@ def varied_catalog(archive: ArchiveFactory, tmp_path: Path, catalog_url: str) ->
     assert replicate(services).ok
     late = add_package(services, tmp_path, files=4)  # not replicated
     with services.session_scope() as s:
-        assert not stored.register(s, services.store.root, T0)
+        assert not stored.register(s, services.primary, T0)
         newer, old_plan, sealed = plain
         # a version 2 the replicas do not hold yet
         s.execute(update(Package).where(Package.id == newer).values(head=2))
@@ -399,7 +399,7 @@ def test_no_read_of_the_seed_returns_more_than_a_pages_worth(
         add_package(services, tmp_path, files=3 + n)
     assert replicate(services).ok
     with services.session_scope() as s:
-        stored.register(s, services.store.root, T0)
+        stored.register(s, services.primary, T0)
     page = 4
     added, expected = outcome(services, reference_seed)
 
@@ -496,7 +496,7 @@ def test_coverage_counts_the_planned_copies_a_page_of_plans_at_a_time(
         add_package(services, tmp_path, files=n)
     assert replicate(services).ok
     with services.session_scope() as s:
-        assert not stored.register(s, services.store.root, T0)
+        assert not stored.register(s, services.primary, T0)
         sweep.seed(s, fixity_policy(services.settings), services.store.uri, T0)
     counts = []
     for page in (1, 2, fixity_state.PLAN_PAGE):
