@@ -16,11 +16,24 @@ the archive (every row read at once took 0.85 KiB a copy: tens of GiB at 50 mill
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Text, cast, exists, literal, null, select, tuple_, union_all, update
+from sqlalchemy import (
+    Select,
+    Text,
+    cast,
+    exists,
+    literal,
+    null,
+    select,
+    text,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from archive.catalog.idlist import id_in
@@ -174,6 +187,14 @@ class _Seeding:
         self.primary = primary
         self.names = {i: n for n, i in locations.items()}
         self.added = 0
+        #: PostgreSQL's plan_cache_mode as the transaction had it (see _custom_plans).
+        self.plans: str | None = None
+        if session.get_bind().dialect.name == "postgresql":
+            self.plans = (
+                session.connection()
+                .execute(text("SELECT current_setting('plan_cache_mode')"))
+                .scalar_one()
+            )
 
     def objects(self, after: tuple[str, str] | None, page: list[Sequence[Any]]) -> None:
         """A page of the objects' files. A content file has its own tier and is at the
@@ -291,21 +312,52 @@ class _Seeding:
         """The coverage rows whose (package, path) is after ``after`` up to ``last`` (a
         page's): (location, package, path) -> (row, tier). One query per location, each a
         range of the (location, package, path) index: the rows of the page's files, and of
-        the root inventories and sidecars of the packages within it."""
+        the root inventories and sidecars of the packages within it.
+
+        The range is also stated on the package alone (``package_id`` between the page's
+        first and last packages): PostgreSQL estimates a comparison of (package, path) pairs
+        from the package's column only and each bound apart, a quarter of the table for any
+        page, and at 10 million copies scanned the whole table, in parallel, for each page
+        (about 2 s a page, even planned for the page's own keys); a range on one column it
+        estimates from the column's histogram, and reads the index."""
         key = tuple_(FC.package_id, FC.content_path)
         out: dict[tuple[int, str, str], tuple[int, str]] = {}
-        for loc in self.names:
-            where = [FC.location_id == loc, key <= tuple_(*last), FC.package_id != logfiles.LOG_KEY]
-            if after is not None:
-                where.append(key > tuple_(*after))
-            # fetched at once: row by row, the driver's fetch cost more than the statement
-            for row_id, pid, content, tier in (
-                self.session.connection()
-                .execute(select(FC.id, FC.package_id, FC.content_path, FC.tier).where(*where))
-                .all()
-            ):
-                out[(loc, pid, content)] = (row_id, tier)
+        with self._custom_plans():
+            for loc in self.names:
+                where = [FC.location_id == loc, FC.package_id <= last[0], key <= tuple_(*last)]
+                where.append(FC.package_id != logfiles.LOG_KEY)
+                if after is not None:
+                    where += [FC.package_id >= after[0], key > tuple_(*after)]
+                # fetched at once: row by row, the driver's fetch cost more than the statement
+                rows = (
+                    self.session.connection()
+                    .execute(select(FC.id, FC.package_id, FC.content_path, FC.tier).where(*where))
+                    .all()
+                )
+                for row_id, pid, content, tier in rows:
+                    out[(loc, pid, content)] = (row_id, tier)
         return out
+
+    @contextmanager
+    def _custom_plans(self) -> Iterator[None]:
+        """On PostgreSQL, the statements inside planned for their own keys.
+
+        psycopg prepares a statement run five times, and PostgreSQL may then keep one
+        generic plan for every page: for a range of the coverage index between two unknown
+        keys it assumed a large part of the table and scanned all of it, in parallel, for
+        each page (seen at 10 million copies once the table's statistics were up to date:
+        about a second for each page's coverage rows instead of milliseconds). Only around
+        those reads: planned anew at each run, the single-row INSERTs of a first seed took
+        much longer. The setting is the transaction's, put back as it was."""
+        if self.plans is None:
+            yield
+            return
+        conn = self.session.connection()
+        conn.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT set_config('plan_cache_mode', :v, true)"), {"v": self.plans})
 
     def _have_roots(self, pids: list[str]) -> dict[tuple[int, str, str], tuple[int, str]]:
         """The coverage rows of the root inventories and sidecars of ``pids``: each looked

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from archive import fixity_state
@@ -510,3 +510,85 @@ def test_coverage_counts_the_planned_copies_a_page_of_plans_at_a_time(
             select(func.count()).where(ReplicationPlan.tier_locations != "")
         ).scalar_one()
     assert planned == 4  # more than a page of one or two
+
+
+def test_on_postgresql_each_page_is_planned_for_its_own_keys(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's coverage rows are read with statements planned for that page's keys (no
+    generic plan for every page, which scanned the whole coverage table per page); its
+    inserts, and the rest of the transaction, keep the setting the transaction had."""
+    if not catalog_url:
+        pytest.skip("PostgreSQL plans prepared statements; SQLite has no such setting")
+    services = archive(catalog_url)
+    add_package(services, tmp_path, files=3)
+    reading: list[str] = []
+    writing: list[str] = []
+    real = Connection.execute
+    current = text("SELECT current_setting('plan_cache_mode')")
+
+    def execute(self: Connection, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        sql = str(statement)
+        if "FROM fixity_coverage" in sql and "content_path) <=" in sql:
+            reading.append(real(self, current).scalar_one())  # a page's coverage rows
+        elif sql.startswith("INSERT INTO fixity_coverage"):
+            writing.append(real(self, current).scalar_one())
+        return real(self, statement, *args, **kwargs)
+
+    def setting(session: Session) -> str:
+        return str(session.execute(current).scalar_one())
+
+    monkeypatch.setattr(Connection, "execute", execute)
+    with services.session_scope() as s:
+        assert sweep.seed(s, fixity_policy(services.settings), services.store.uri, T0) > 0
+        after = setting(s)
+    assert reading and set(reading) == {"force_custom_plan"}
+    assert writing and set(writing) == {"auto"}
+    assert after == "auto"
+
+
+def test_on_postgresql_a_pages_coverage_rows_are_read_through_the_index(
+    archive: ArchiveFactory, tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the coverage table's statistics up to date, PostgreSQL expects a page's read of
+    its coverage rows to return about a page's rows, and reads them through the coverage
+    index: it estimates a comparison of (package, path) pairs from the package alone and each
+    bound apart, a quarter of the table for a page amid the others' rows, and at 10 million
+    copies scanned the whole table for every page (about 2 s each); at this test's size it
+    still read the index, but expected 12,500 rows. Here the archive's packages lie between
+    50,000 other coverage rows, half of them before and half after."""
+    if not catalog_url:
+        pytest.skip("a PostgreSQL planner's choice")
+    services = archive(catalog_url)
+    for n in range(3):
+        add_package(services, tmp_path, files=3 + n)
+    with services.session_scope() as s:
+        sweep.seed(s, fixity_policy(services.settings), services.store.uri, T0)
+        primary = location_ids(s)[PRIMARY_LOCATION]
+        s.execute(
+            text(
+                "INSERT INTO fixity_coverage (location_id, package_id, content_path, tier) "
+                "SELECT :loc, 'urn:' || side || '-' || g, 'v1/content/f' || h, 'restricted' "
+                "FROM (VALUES ('a'), ('z')) AS sides(side), generate_series(1, 1000) g, "
+                "generate_series(1, 25) h"
+            ),
+            {"loc": primary},
+        )
+        s.execute(text("ANALYZE fixity_coverage"))
+    plans: list[dict[str, Any]] = []
+    real = Connection.execute
+
+    def execute(self: Connection, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        sql = str(statement)
+        if "FROM fixity_coverage" in sql and "content_path) >" in sql:  # a page after the first
+            shown = statement.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True})
+            plans.append(real(self, text(f"EXPLAIN (FORMAT JSON) {shown}")).scalar_one()[0])
+        return real(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "execute", execute)
+    with services.session_scope() as s:
+        assert sweep.seed(s, fixity_policy(services.settings), services.store.uri, T0, batch=2) == 0
+    assert len(plans) > 4
+    for plan in plans:
+        assert plan["Plan"]["Plan Rows"] < 500, plan  # 1% of the table, for 2 rows
+        assert "Seq Scan" not in str(plan) and "fixity_coverage_location_id" in str(plan), plan
