@@ -5,7 +5,10 @@ databases of one PostgreSQL 15 server, started as ``tests/servers.py`` starts th
 (fsync off: the figures are Custos's, not the disk's), and measures each case in a new process
 (:func:`measure`), against baselines measured in the same run on the same catalog. Sections:
 
-- ``fixity``: the fixity seed's peak memory and time at N copies (:func:`fixity_section`).
+- ``fixity``: the fixity seed's peak memory and time at N copies (:func:`fixity_section`);
+- ``custody``: what a deposit of N files makes other writers of the custody log wait, and
+  ``custos audit verify``'s throughput over the log so made (``bench/scale_custody.py``,
+  :func:`custody_section`).
 
 Adding a section: write its ``run(args, server)`` (making its catalogs with
 :func:`fresh_catalog` and measuring each case with :func:`measure`, which runs one of the
@@ -487,6 +490,37 @@ def fixity_size(
     return lines
 
 
+# --- section: the custody log ---------------------------------------------------------------
+
+
+def custody_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("custody")
+    group.add_argument(
+        "--custody-files",
+        type=int,
+        default=1_000_000,
+        help="files of the deposit whose events are recorded (default: 1,000,000)",
+    )
+    group.add_argument(
+        "--custody-former",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the same deposit with the log head taken as before log format 2",
+    )
+
+
+def custody_section(args: argparse.Namespace, server: PostgresServer) -> list[Line]:
+    """``bench/scale_custody.py``'s measurements, in a fresh catalog of this server."""
+    from scale_custody import run as custody_run
+
+    with fresh_catalog(server, args.out) as catalog:
+        services = catalog.services()
+        try:
+            return custody_run(services, args.custody_files, former=args.custody_former)
+        finally:
+            services.close()
+
+
 # --- the sections, in the order they run ----------------------------------------------------
 
 SECTIONS: dict[str, Section] = {
@@ -498,6 +532,13 @@ SECTIONS: dict[str, Section] = {
             fixity_args,
             fixity_section,
             {"seed": fixity_seed_child, "ids": fixity_ids_child, "read": fixity_read_child},
+        ),
+        Section(
+            "custody",
+            "Scale: the custody log beside a deposit of N files",
+            custody_args,
+            custody_section,
+            {},
         ),
     )
 }

@@ -21,6 +21,8 @@ fresh database:
    page in the same order, in one process, without checking anything (no audit in one process
    reads less).
 
+Also the ``custody`` section of ``bench/scale.py`` (``--only custody``, ``--custody-files N``).
+
 Run (as root: PostgreSQL is started as the postgres user), from the project folder::
 
     .venv/bin/python bench/scale_custody.py                   # 1,000,000 files
@@ -215,63 +217,80 @@ def main() -> None:
             )
             services = open_services(settings)
             try:
-                run(services, args)
+                lines = run(services, args.files, former=args.former)
             finally:
                 services.close()
+        print_lines(f"Custody log at scale: a deposit of {args.files:,} files", lines)
     finally:
         server.stop()
 
 
-def run(services: Services, args: argparse.Namespace) -> None:
+def run(services: Services, files: int, *, former: bool) -> list[tuple[str, str, str, str]]:
+    """Every measurement above on ``services``' catalog (PostgreSQL); the table's lines:
+    (case, Custos, baseline, ratio)."""
     base = alone(services, 5.0)
     log(f"alone: {len(base)} appends, p99 {ms(base, 99)}, longest {ms(base)}")
-    now = one_deposit(services, args.files, former=False)
-    log(f"deposit of {args.files:,} files: {now['deposit_s']:.1f} s")
-    former = one_deposit(services, args.files, former=True) if args.former else None
-    if former:
-        log(f"as before format 2: {former['deposit_s']:.1f} s")
+    now = one_deposit(services, files, former=False)
+    log(f"deposit of {files:,} files: {now['deposit_s']:.1f} s")
+    before = one_deposit(services, files, former=True) if former else None
+    if before:
+        log(f"as before format 2: {before['deposit_s']:.1f} s")
     audit_s, report = timed(lambda: verify_log(services))
     parallel_s, parallel = timed(lambda: verify_log(services, workers=2))
     read_s, read = timed(lambda: read_only(services))
     assert report.ok and parallel.ok, (report.problems, parallel.problems)
-    print()
-    print(f"Custody log at scale: a deposit of {args.files:,} files, PostgreSQL 15")
-    print(f"{'':56} {'Custos':>14} {'baseline':>14} {'ratio':>8}")
     w = now["waits"]
-    print(
-        f"{'other writers, longest append during the deposit':56} {ms(w):>14} {ms(base):>14} "
-        f"{max(w) / max(base):>7.1f}x"
-    )
     p99 = statistics.quantiles(w, n=100)[98] / statistics.quantiles(base, n=100)[98]
-    print(
-        f"{'other writers, p99 append during the deposit':56} {ms(w, 99):>14} "
-        f"{ms(base, 99):>14} {p99:>7.1f}x"
-    )
-    print(f"{'  (appends during the deposit)':56} {len(w):>14,}")
-    print(f"{'  of which the longest commit (the head waited for)':56} {ms(now['commits']):>14}")
-    print(f"{'the deposit transaction':56} {now['deposit_s']:>12.1f} s")
-    if former:
-        f = former["waits"]
-        print(
-            f"{'as before format 2: longest append during the deposit':56} {ms(f):>14} "
-            f"{ms(base):>14} {max(f) / max(base):>7.1f}x"
-        )
-        print(f"{'  (appends during the deposit)':56} {len(f):>14,}")
-        print(
-            f"{'  of which the longest commit (the head waited for)':56} "
-            f"{ms(former['commits']):>14}"
-        )
+    lines = [
+        (
+            "other writer, longest append during the deposit",
+            ms(w),
+            ms(base),
+            f"{max(w) / max(base):.1f}x",
+        ),
+        ("other writer, p99 append during the deposit", ms(w, 99), ms(base, 99), f"{p99:.1f}x"),
+        ("  its longest commit (the wait for the head in it)", ms(now["commits"]), "", ""),
+        ("  its appends during the deposit", f"{len(w):,}", "", ""),
+        ("the deposit's transaction", f"{now['deposit_s']:.1f} s", "", ""),
+    ]
+    if before:
+        f = before["waits"]
+        lines += [
+            (
+                "as before format 2: longest append during the deposit",
+                ms(f),
+                ms(base),
+                f"{max(f) / max(base):.1f}x",
+            ),
+            ("  its longest commit", ms(before["commits"]), "", ""),
+            ("  its appends during the deposit", f"{len(f):,}", "", ""),
+        ]
     rate, read_rate = report.events / audit_s, read / read_s
-    print(
-        f"{'audit verify, events/s (' + format(report.events, ',') + ' events)':56} "
-        f"{rate:>14,.0f} {read_rate:>14,.0f} {rate / read_rate:>7.2f}x"
-    )
-    print(f"{'audit verify, whole check':56} {audit_s:>12.1f} s {read_s:>12.1f} s")
     rate2 = parallel.events / parallel_s
-    print(
-        f"{'audit verify --workers 2, events/s':56} {rate2:>14,.0f} {read_rate:>14,.0f} "
-        f"{rate2 / read_rate:>7.2f}x"
-    )
+    lines += [
+        (
+            f"audit verify, one process ({report.events:,} events)",
+            f"{rate:,.0f} events/s ({audit_s:.1f} s)",
+            f"{read_rate:,.0f} events/s read ({read_s:.1f} s)",
+            f"{rate / read_rate:.2f}x",
+        ),
+        (
+            "audit verify --workers 2",
+            f"{rate2:,.0f} events/s ({parallel_s:.1f} s)",
+            f"{read_rate:,.0f} events/s read",
+            f"{rate2 / read_rate:.2f}x",
+        ),
+    ]
+    return lines
+
+
+def print_lines(title: str, lines: list[tuple[str, str, str, str]]) -> None:
+    rows = [("case", "Custos", "baseline", "ratio"), *lines]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print()
+    print(title)
+    for r in rows:
+        print("  " + "  ".join(c.ljust(wd) for c, wd in zip(r, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":
