@@ -123,19 +123,21 @@ def _links_of(session: Session, ids: list[int]) -> dict[int, list[tuple[str, str
     return links
 
 
-def _format1_entries(
-    session: Session, chain: str, after: int, until: int | None
+def _entries(
+    session: Session, chain: str, after: int, until: int | None, kind: int
 ) -> Iterator[tuple[int, int, Event | CustodyEntry, list[tuple[str, str, str]]]]:
-    """A chain's entries of format 1 (one event each) numbered above ``after`` (up to
-    ``until``) in order, with their links, a page at a time (keyset on seq):
-    ``(seq, 1, event, links)``."""
+    """A chain's entries of format ``kind`` numbered above ``after`` (up to ``until``) in
+    order, a page at a time (keyset on seq): ``(seq, kind, row, links)``. An entry of format 1
+    is an event, read with its links; one of format 2 a ``custody_entries`` row (its events
+    are read apart, by :func:`_events_of`)."""
+    table: type[Event] | type[CustodyEntry] = Event if kind == 1 else CustodyEntry
     while True:
-        rows = (
-            session.execute(
-                select(Event)
-                .where(Event.chain == chain, Event.seq > after)
-                .where(Event.seq <= until if until is not None else true())
-                .order_by(Event.seq)
+        rows: list[Event | CustodyEntry] = list(
+            session.execute(  # type: ignore[arg-type]  # rows of ``table``
+                select(table)
+                .where(table.chain == chain, table.seq > after)
+                .where(table.seq <= until if until is not None else true())
+                .order_by(table.seq)
                 .limit(PAGE)
             )
             .scalars()
@@ -143,33 +145,9 @@ def _format1_entries(
         )
         if not rows:
             return
-        links = _links_of(session, [r.id for r in rows])
+        links = _links_of(session, [r.id for r in rows]) if kind == 1 else {}
         for row in rows:
-            yield int(row.seq or 0), 1, row, links.get(row.id, [])
-        after = int(rows[-1].seq or 0)
-
-
-def _format2_entries(
-    session: Session, chain: str, after: int, until: int | None
-) -> Iterator[tuple[int, int, Event | CustodyEntry, list[tuple[str, str, str]]]]:
-    """A chain's entries of format 2 numbered above ``after`` (up to ``until``) in order, a
-    page at a time: ``(seq, 2, entry, [])``."""
-    while True:
-        rows = (
-            session.execute(
-                select(CustodyEntry)
-                .where(CustodyEntry.chain == chain, CustodyEntry.seq > after)
-                .where(CustodyEntry.seq <= until if until is not None else true())
-                .order_by(CustodyEntry.seq)
-                .limit(PAGE)
-            )
-            .scalars()
-            .all()
-        )
-        if not rows:
-            return
-        for row in rows:
-            yield int(row.seq or 0), 2, row, []
+            yield int(row.seq or 0), kind, row, links.get(row.id, [])
         after = int(rows[-1].seq or 0)
 
 
@@ -313,8 +291,8 @@ def _check_run(
     expected, prev = lo, (GENESIS if lo == 1 else None)
     held: dict[int, CustodyEntry] = {}
     merged = heapq.merge(
-        _format1_entries(session, chain, lo - 1, hi),
-        _format2_entries(session, chain, lo - 1, hi),
+        _entries(session, chain, lo - 1, hi, 1),
+        _entries(session, chain, lo - 1, hi, 2),
         key=lambda item: (item[0], item[1]),
     )
     for seq, _kind, row, links in merged:

@@ -44,6 +44,7 @@ from fixity.replication import replicate
 from fixity.seed import location_ids
 from fixity.tiers import PackageTiers, parse_layout
 from policies.preservation import Assigned, FixityPolicy, file_tier, package_tier
+from tests.servers import PostgresServer
 from tests.unit.fixity.conftest import ArchiveFactory, add_package, local_settings
 from tests.unit.fixity.test_tiers import tiered_package, tiered_policies
 
@@ -513,14 +514,15 @@ def test_coverage_counts_the_planned_copies_a_page_of_plans_at_a_time(
 
 
 def test_on_postgresql_each_page_is_planned_for_its_own_keys(
-    archive: ArchiveFactory, tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+    archive: ArchiveFactory,
+    tmp_path: Path,
+    postgres: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A page's coverage rows are read with statements planned for that page's keys (no
     generic plan for every page, which scanned the whole coverage table per page); its
     inserts, and the rest of the transaction, keep the setting the transaction had."""
-    if not catalog_url:
-        pytest.skip("PostgreSQL plans prepared statements; SQLite has no such setting")
-    services = archive(catalog_url)
+    services = archive(postgres.url(postgres.create_database()))
     add_package(services, tmp_path, files=3)
     reading: list[str] = []
     writing: list[str] = []
@@ -548,7 +550,10 @@ def test_on_postgresql_each_page_is_planned_for_its_own_keys(
 
 
 def test_on_postgresql_a_pages_coverage_rows_are_read_through_the_index(
-    archive: ArchiveFactory, tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+    archive: ArchiveFactory,
+    tmp_path: Path,
+    postgres: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With the coverage table's statistics up to date, PostgreSQL expects a page's read of
     its coverage rows to return about a page's rows, and reads them through the coverage
@@ -557,9 +562,7 @@ def test_on_postgresql_a_pages_coverage_rows_are_read_through_the_index(
     copies scanned the whole table for every page (about 2 s each); at this test's size it
     still read the index, but expected 12,500 rows. Here the archive's packages lie between
     50,000 other coverage rows, half of them before and half after."""
-    if not catalog_url:
-        pytest.skip("a PostgreSQL planner's choice")
-    services = archive(catalog_url)
+    services = archive(postgres.url(postgres.create_database()))
     for n in range(3):
         add_package(services, tmp_path, files=3 + n)
     with services.session_scope() as s:
