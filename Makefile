@@ -19,8 +19,9 @@ PORT ?= 8000
 # shared by workers; Chromium, driven by Playwright (never a browser of its own), for the
 # reading-room tests. The format migration pathways' tools (policies/formats.toml) and their
 # validators: Ghostscript, LibreOffice (headless), ImageMagick, FLAC, FFmpeg (ffprobe),
-# poppler-utils (pdfinfo), dcraw (raw camera files).
-DEBIAN_PACKAGES := postgresql openssl xxd libbcpkix-java openjdk-17-jdk-headless redis-server \
+# poppler-utils (pdfinfo), dcraw (raw camera files). age: the tests decrypt stored protected
+# copies with Debian's age, an implementation that is not the one Custos encrypts with.
+DEBIAN_PACKAGES := postgresql openssl xxd age libbcpkix-java openjdk-17-jdk-headless redis-server \
 	chromium ghostscript libreoffice-writer-nogui libreoffice-calc-nogui \
 	libreoffice-impress-nogui imagemagick flac ffmpeg poppler-utils dcraw
 # Debian packages the demo's main job runs: openssl (the local timestamp authority that seals

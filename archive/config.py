@@ -368,6 +368,16 @@ class CharacterisationSettings(BaseModel):
     time_limit_seconds: float = Field(default=60.0, gt=0)
 
 
+class KeySettings(BaseModel):
+    """Tier keys split among registrars (``custos keys``, ``POST /registrar/keys/unlock``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: How long a tier's key stays open once enough registrars have presented their shares
+    #: (then it is dropped from memory), and how long a share presented waits for the others.
+    unlock_minutes: int = Field(default=30, ge=1, le=1440)
+
+
 class Settings(BaseModel):
     """Everything Custos needs to know about where it runs."""
 
@@ -403,6 +413,8 @@ class Settings(BaseModel):
     fixity: FixitySettings = FixitySettings()
     #: Limits on guessing credentials, and sessions (table ``[auth]``).
     auth: AuthSettings = AuthSettings()
+    #: Tier keys split among registrars (table ``[keys]``).
+    keys: KeySettings = KeySettings()
     #: The archive seal on PDF/A copies (table ``[pades]``).
     pades: PadesSettings = PadesSettings()
     #: When the worker runs format migration (table ``[migration]``).

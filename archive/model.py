@@ -13,8 +13,8 @@ OUTCOMES = ("success", "failure", "warning")
 #: where one fits (ingestion, validation, message digest calculation, format identification,
 #: fixity check, replication, migration, recovery); Custos' own words for what that vocabulary
 #: has no term for (tier change, review, access, export, timestamp, user administration, user
-#: session, depositor administration). The words are part of the hash-chained custody log, so
-#: they are never renamed.
+#: session, depositor administration, key administration, key custody). The words are part of
+#: the hash-chained custody log, so they are never renamed.
 EVENT_TYPES = frozenset(
     {
         "ingestion",
@@ -33,6 +33,8 @@ EVENT_TYPES = frozenset(
         "user administration",  # a user added, disabled, or given a new token or TOTP secret
         "user session",  # a session started (one TOTP code for many requests) or ended
         "depositor administration",  # a depositor registered (custos depositors add, ...)
+        "key administration",  # a tier's key made, its shares made anew, a recipient added
+        "key custody",  # a share presented, a tier's key opened, locked, or its time up
     }
 )
 
@@ -41,7 +43,9 @@ EVENT_TYPES = frozenset(
 class Link:
     """An object an event concerns (PREMIS linkingObjectIdentifier)."""
 
-    object_type: Literal["package", "deposit", "file", "source", "depositor", "custody-log", "user"]
+    object_type: Literal[
+        "package", "deposit", "file", "source", "depositor", "custody-log", "user", "tier"
+    ]
     object_id: str
     role: str = ""
 

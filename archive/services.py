@@ -26,6 +26,7 @@ from archive.catalog.session import (
 )
 from archive.config import PRIMARY_LOCATION, Settings
 from archive.errors import CatalogError, StorageError, database_reason
+from archive.keyring import KeyRing
 from archive.storage.local import LocalStore
 from archive.storage.locations import open_location
 from archive.storage.primary import Primary
@@ -40,6 +41,8 @@ class Services:
     store: LocalStore
     primary: Primary
     recovered: list[str] = field(default_factory=list)
+    #: The tier keys open in this process (:mod:`archive.keyring`).
+    keyring: KeyRing = field(default_factory=KeyRing)
 
     @contextmanager
     def commit_lock(self) -> Iterator[None]:

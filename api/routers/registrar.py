@@ -1,6 +1,7 @@
 """Registrars (TOTP required): search every tier, read with a stated purpose (logged), change
 a tier, decide reviews of protected identities, record requests from justice bodies and
-answer them with a court bundle (downloaded as a zip), read the access log."""
+answer them with a court bundle (downloaded as a zip), read the access log, and open a tier's
+key together (each presenting their share)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from access.decisions.reads import read_file, read_package
 from access.decisions.reviews import approve_review, extend_review, review_page
 from access.decisions.rules import Principal
+from access.keys.service import key_status, lock_key, present_share, record_lapsed
 from access.registrar import (
     access_log,
     answer_request,
@@ -208,3 +210,63 @@ def log(services: ServicesDep, who: Registrar, page: PageDep) -> dict[str, Any]:
     `next_offset` says where the next page starts)."""
     with services.sessions() as session:
         return access_log(session, page).as_dict("events")
+
+
+@router.get("/keys")
+def keys(services: ServicesDep, who: Registrar) -> dict[str, Any]:
+    """The tier keys (recipients, shares, threshold, last opening) and whether each is open
+    in this serving process, until when, for what purpose and by whom."""
+    with services.session_scope() as session:
+        record_lapsed(session, services.keyring)
+        return {"keys": [k.as_dict() for k in key_status(session, services.keyring)]}
+
+
+class UnlockBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tier: str = Field("protected-identity", max_length=32, description="the tier whose key")
+    purpose: str = Field(max_length=64, description="why the key is opened, e.g. prosecution")
+    share: str = Field(
+        min_length=1,
+        max_length=2000,
+        repr=False,
+        description="your share: its SLIP-39 words, as `custos keys init` handed them to you",
+    )
+
+
+@router.post("/keys/unlock")
+def unlock(
+    services: ServicesDep, policy: PolicyDep, who: Registrar, body: UnlockBody
+) -> dict[str, Any]:
+    """Present your share of a tier's key, for a stated purpose. Once as many different
+    registrars as the key's threshold have presented theirs for the same purpose, the key is
+    open in this serving process for `keys.unlock_minutes`, then dropped; shares presented
+    wait as long. A registrar's second share does not count (422,
+    KEY-SHARE-SAME-REGISTRAR), nor does a share of another set (KEY-SHARE-SET). Each share
+    presented and the opening are custody events naming the registrars, never the share."""
+    with services.session_scope() as session:
+        return present_share(
+            session,
+            services.keyring,
+            who,
+            tier=body.tier,
+            share=body.share,
+            purpose=body.purpose,
+            policy=policy,
+            minutes=services.settings.keys.unlock_minutes,
+        ).as_dict()
+
+
+class LockBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tier: str = Field("protected-identity", max_length=32)
+
+
+@router.post("/keys/lock")
+def lock(services: ServicesDep, who: Registrar, body: LockBody) -> dict[str, Any]:
+    """Close a tier's key now in this serving process (and drop shares waiting to open it);
+    a custody event names who locked it."""
+    with services.session_scope() as session:
+        locked = lock_key(session, services.keyring, who, body.tier)
+    return {"tier": body.tier, "locked": locked}

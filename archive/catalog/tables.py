@@ -659,3 +659,31 @@ class PendingInstall(Base):
     #: The host and data folder of the process that stores it (for people: who was cut short).
     host: Mapped[str] = mapped_column(String(512))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TierKey(Base):
+    """An age recipient that a tier's protected copies are encrypted to (``access.keys``).
+
+    ``kind`` ``shares``: the tier's own key, whose identity exists only as share mnemonics
+    held by registrars (``shares`` made, ``threshold`` needed, ``share_set`` the SLIP-39
+    identifier of the set made last). ``escrow``: another institution's recipient, held by
+    ``holder``. Only public keys are kept; a key no longer used for new copies has
+    ``retired_at``. Not rebuilt from storage: like users, tier keys live in the catalog."""
+
+    __tablename__ = "tier_keys"
+    __table_args__ = (UniqueConstraint("tier", "recipient", name="uq_tier_keys_recipient"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tier: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # shares | escrow
+    holder: Mapped[str] = mapped_column(String(500), default="")
+    shares: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    share_set: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(255))
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The last opening of an own key: when, and by whom for what purpose.
+    last_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_opened: Mapped[str] = mapped_column(Text, default="")

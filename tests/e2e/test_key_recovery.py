@@ -1,0 +1,83 @@
+"""A tier's key recovered without Custos, as the registrars' guide says (docs/guides/keys.md):
+two shares into the `shamir` command of shamir-mnemonic, its master secret through the
+guide's own lines of Python (run by the system's python3, with nothing of Custos), and
+Debian's `age` decrypting what was encrypted to the tier's recipient."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyrage
+
+from tests.conftest import ROOT
+from tests.functional.test_cli import custos
+
+GUIDE = ROOT / "docs" / "guides" / "keys.md"
+
+
+def _guide_lines() -> str:
+    """The Python block of the guide's section on recovering a key without Custos."""
+    section = GUIDE.read_text().split("## Recovering a key without Custos", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block, f"{GUIDE} has no Python block in its recovery section"
+    return textwrap.dedent(block.group(1))
+
+
+def test_two_shares_shamir_the_guides_lines_and_debian_age_open_what_custos_sealed(
+    tmp_path: Path,
+) -> None:
+    for tool in ("age", "age-keygen", "python3"):
+        assert shutil.which(tool), f"{tool} is absent: `make test` installs Debian's age"
+    data, shares = tmp_path / "data", tmp_path / "shares"
+    code, made, stderr = custos(
+        data, "keys", "init", "--shares", "5", "--threshold", "2", "--out-dir", str(shares),
+        "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    original = bytes(range(256)) * 4096 + "témoignage protégé\n".encode()
+    copy = tmp_path / "copy.age"
+    copy.write_bytes(
+        pyrage.encrypt(original, [pyrage.x25519.Recipient.from_str(made["recipient"])])
+    )
+
+    typed = "".join(
+        "".join(ln + " " for ln in f.read_text().splitlines() if not ln.startswith("#")) + "\n"
+        for f in (shares / "share-2-of-5.txt", shares / "share-5-of-5.txt")
+    )
+    shamir = Path(sys.executable).parent / "shamir"
+    recovered = subprocess.run(
+        [str(shamir), "recover"], input=typed, capture_output=True, text=True, timeout=120
+    )
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    master = re.search(r"master secret is: ([0-9a-f]{64})", recovered.stdout)
+    assert master, recovered.stdout
+
+    script = tmp_path / "age_identity.py"
+    script.write_text(_guide_lines())
+    identity = tmp_path / "identity.txt"
+    with identity.open("w") as f:
+        subprocess.run(
+            ["python3", "-I", str(script), master.group(1)], stdout=f, check=True, timeout=60
+        )
+    public = subprocess.run(
+        ["age-keygen", "-y", str(identity)], capture_output=True, text=True, check=True
+    )
+    assert public.stdout.strip() == made["recipient"]
+
+    plain = tmp_path / "copy"
+    subprocess.run(
+        ["age", "-d", "-i", str(identity), "-o", str(plain), str(copy)], check=True, timeout=60
+    )
+    assert plain.read_bytes() == original
+
+    # One share is not enough for the shamir command either.
+    one = subprocess.run(
+        [str(shamir), "recover"], input=typed.splitlines()[0] + "\n", capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert "SUCCESS" not in one.stdout
