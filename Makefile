@@ -84,7 +84,7 @@ docs-check: install
 	$(MKDOCS) build --strict --quiet
 
 pytest: install system-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 test: system-deps install lint typecheck docs-check pytest
 
