@@ -250,6 +250,42 @@ def reshare_cmd(
     _report(as_json, run(as_json, go), files, "new shares made")
 
 
+@keys_app.command("add-recipient")
+def add_recipient_cmd(
+    ctx: typer.Context,
+    recipient: Annotated[
+        str, typer.Option("--recipient", help="The institution's age public key (age1…).")
+    ],
+    holder: Annotated[
+        str, typer.Option("--holder", help="The institution that holds its identity.")
+    ],
+    tier: TierOpt = "protected-identity",
+    as_json: JsonOpt = False,
+) -> None:
+    """Escrow a tier to another institution (a successor archive): copies encrypted to the
+    tier from now on also open with that institution's own age identity, without the
+    registrars' shares. A custody event records the recipient, the holder and who ran the
+    command. A secret key given by mistake is refused and not repeated."""
+    from access.keys.service import add_recipient
+
+    services = run(as_json, state(ctx).services)
+
+    def go() -> dict[str, object]:
+        with services.session_scope() as session:
+            return add_recipient(
+                session, tier=tier, recipient=recipient, holder=holder, by=operator()
+            ).as_dict()
+
+    row = run(as_json, go)
+    if as_json:
+        emit_json({"status": "ok", **row})
+        return
+    out.print(
+        f"recipient {row['recipient']} of {escape(str(row['holder']))} added to the "
+        f"{row['tier']} tier"
+    )
+
+
 @keys_app.command("status")
 def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """The tier keys: tier, recipient, shares and threshold, and the last opening of each."""
@@ -269,6 +305,13 @@ def status_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         err.print("no tier has a key: `custos keys init --tier protected-identity` makes one")
         return
     for r in rows:
+        if r["kind"] == "escrow":
+            out.print(
+                f"{r['tier']}: escrow recipient {r['recipient']}, held by "
+                f"{escape(str(r['holder']))}; added {r['created_at']} by "
+                f"{escape(str(r['created_by']))}"
+            )
+            continue
         opened = (
             f"{r['last_opened_at']} by {r['last_opened_by']}"
             if r["last_opened_at"]

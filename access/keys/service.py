@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import pyrage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -215,6 +216,96 @@ def reshare(
         ],
     )
     return new
+
+
+def add_recipient(
+    session: Session, *, tier: str, recipient: str, holder: str, by: str
+) -> KeyStatus:
+    """Escrow the tier to another institution's age recipient (``holder``'s public key):
+    copies encrypted to the tier from now on can be opened with that institution's identity
+    too, with none of the registrars' shares (a successor archive, a court's own archive).
+
+    Raises :class:`NotFound` when the tier has no key of its own yet; :class:`InputRejected`:
+    ``KEY-RECIPIENT`` for text that is not an age X25519 recipient (a secret key pasted by
+    mistake is refused without being repeated), ``KEY-HOLDER`` for a missing holder,
+    ``KEY-RECIPIENT-HELD`` for a recipient the tier has already."""
+    _check_tier(tier)
+    recipient = recipient.strip()
+    if recipient.upper().startswith("AGE-SECRET-KEY-"):
+        raise _reject(
+            "KEY-RECIPIENT",
+            "that is an age secret key, not a recipient: it was not kept, and it is no longer "
+            "secret to whoever saw it",
+            "--recipient",
+            "give the public key (`age-keygen -y KEYFILE` prints it, age1…); have the "
+            "institution make a new key if the secret key was shown to anyone",
+        )
+    try:
+        pyrage.x25519.Recipient.from_str(recipient)
+    except pyrage.RecipientError as exc:
+        raise _reject(
+            "KEY-RECIPIENT",
+            f"{recipient[:80]!r} is not an age X25519 recipient ({exc})",
+            "--recipient",
+            "give the institution's public key as `age-keygen` printed it: age1… (62 characters)",
+        ) from None
+    holder = " ".join(holder.split())
+    if not holder or len(holder) > 500 or not holder.isprintable():
+        raise _reject(
+            "KEY-HOLDER",
+            "the institution holding the recipient's identity must be named",
+            "--holder",
+            "name it, e.g. --holder 'Successor Archive of the Special Tribunal'",
+        )
+    _require_key(session, tier)
+    held = session.execute(
+        select(TierKey).where(TierKey.tier == tier, TierKey.recipient == recipient)
+    ).scalar_one_or_none()
+    if held is not None:
+        raise _reject(
+            "KEY-RECIPIENT-HELD",
+            f"the {tier} tier has recipient {recipient} already"
+            + (f" (held by {held.holder})" if held.holder else " (its own key)"),
+            "--recipient",
+            "`custos keys status` lists the tier's recipients",
+        )
+    at = clock.now()
+    row = TierKey(
+        tier=tier,
+        recipient=recipient,
+        kind="escrow",
+        holder=holder,
+        created_at=at,
+        created_by=by,
+        last_opened="",
+    )
+    session.add(row)
+    record_events(
+        session,
+        [
+            _event(
+                "key administration",
+                f"recipient {recipient} of {holder} added to the {tier} tier (escrow): copies "
+                f"encrypted to the tier from now on open with that institution's key too; "
+                f"by {by}",
+                tier,
+                by,
+            )
+        ],
+    )
+    session.flush()
+    (status,) = [k for k in key_status(session) if k.recipient == recipient and k.tier == tier]
+    return status
+
+
+def recipients(session: Session, tier: str) -> list[str]:
+    """Every recipient a copy of the tier is encrypted to: its own key's, then escrows'."""
+    rows = session.execute(
+        select(TierKey.recipient)
+        .where(TierKey.tier == tier, TierKey.retired_at.is_(None))
+        .order_by(TierKey.kind.desc(), TierKey.id)  # "shares" before "escrow"
+    ).scalars()
+    return list(rows)
 
 
 def _open_secret(key: TierKey, presented: Sequence[tuple[str, str]]) -> bytes:

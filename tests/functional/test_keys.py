@@ -260,3 +260,54 @@ def test_reshare_without_share_files_needs_a_terminal(tmp_path: Path) -> None:
     assert custos(data, "keys", "init", "--out-dir", str(tmp_path / "s"))[0] == 0
     code, body, _ = custos(data, "keys", "reshare", "--out-dir", str(tmp_path / "n"), "--json")
     assert code == 65 and body["findings"][0]["code"] == "KEY-NO-TERMINAL"
+
+
+def test_add_recipient_escrows_the_tier_to_another_institutions_key(
+    tmp_path: Path, catalog_url: str
+) -> None:
+    data, env = tmp_path / "data", _env(catalog_url)
+    other = pyrage.x25519.Identity.generate()
+    successor = str(other.to_public())
+    args = ["keys", "add-recipient", "--recipient", successor, "--holder", "Successor Archive"]
+
+    code, body, _ = custos(data, *args, "--json", env=env)  # no key of its own yet
+    assert code == 4 and "custos keys init" in body["hint"]
+
+    assert custos(data, "keys", "init", "--out-dir", str(tmp_path / "s"), env=env)[0] == 0
+    code, body, stderr = custos(data, *args, "--json", env=env)
+    assert code == 0, stderr
+    assert (body["kind"], body["recipient"], body["holder"]) == (
+        "escrow",
+        successor,
+        "Successor Archive",
+    )
+    code, body, _ = custos(data, *args, "--json", env=env)
+    assert code == 65 and body["findings"][0]["code"] == "KEY-RECIPIENT-HELD"
+
+    secret_text = str(other)
+    for bad, finding in [
+        (secret_text, "KEY-RECIPIENT"),
+        ("age1notarecipient", "KEY-RECIPIENT"),
+    ]:
+        code, body, stderr = custos(
+            data, "keys", "add-recipient", "--recipient", bad, "--holder", "X", "--json",
+            env=env,
+        )  # fmt: skip
+        assert code == 65 and body["findings"][0]["code"] == finding
+        assert secret_text not in str(body) + stderr  # a pasted secret key is never repeated
+    code, body, _ = custos(
+        data, "keys", "add-recipient", "--recipient", successor, "--holder", " ",
+        "--json", env=env,
+    )  # fmt: skip
+    assert code == 65 and body["findings"][0]["code"] == "KEY-HOLDER"
+
+    code, status, _ = custos(data, "keys", "status", "--json", env=env)
+    assert [(k["kind"], k["holder"]) for k in status["keys"]] == [
+        ("shares", ""),
+        ("escrow", "Successor Archive"),
+    ]
+    keys, events = _rows(data, catalog_url)
+    assert len(keys) == 2 and len(events) == 2
+    assert "Successor Archive" in events[1].detail and successor in events[1].detail
+    assert secret_text not in " ".join(e.detail for e in events)
+    assert _files_holding(data, [secret_text.encode()], skip=tmp_path / "s") == []
