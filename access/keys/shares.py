@@ -6,7 +6,7 @@ bytes, and those 32 bytes are the SLIP-39 master secret (no passphrase). Anyone 
 enough shares therefore recovers the identity without Custos: ``shamir recover`` prints the
 master secret in hex, the few lines of Python in the registrars' guide
 (``docs/guides/keys.md``) turn it into the identity, and ``age -d -i`` decrypts a stored
-copy. :func:`identity_text` is the same conversion.
+copy. :func:`archive.crypt.identity_text` is the same conversion.
 
 Nothing here logs or prints a share, a secret or an identity; an error names the share by
 its position (``share 2``), never by its words.
@@ -23,46 +23,14 @@ from shamir_mnemonic import MnemonicError, combine_mnemonics, generate_mnemonics
 from shamir_mnemonic.share import Share
 from shamir_mnemonic.wordlist import WORDLIST
 
+from archive.crypt import SECRET_BYTES, identity_text
 from archive.errors import InputRejected
 from archive.findings import Finding
 
-SECRET_BYTES = 32
 #: SLIP-39 allows up to 16 shares in a group; a threshold of 1 would let one person hold
 #: the key, which is what splitting it is for.
 MAX_SHARES = 16
 MIN_THRESHOLD = 2
-
-_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-_GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
-
-
-def _polymod(values: Sequence[int]) -> int:
-    check = 1
-    for value in values:
-        top = check >> 25
-        check = (check & 0x1FFFFFF) << 5 ^ value
-        for i, g in enumerate(_GENERATOR):
-            if (top >> i) & 1:
-                check ^= g
-    return check
-
-
-def identity_text(secret: bytes) -> str:
-    """The age identity (``AGE-SECRET-KEY-1…``) whose X25519 secret is ``secret``.
-
-    Written here (BIP 173's reference algorithm, a dozen lines): pyrage makes an identity
-    only from this text, and the ``bech32`` package is that same reference code, unmaintained
-    since 2020. Debian's ``age-keygen -y`` reading the result is the independent check (the
-    tests)."""
-    if len(secret) != SECRET_BYTES:
-        raise ValueError(f"an age X25519 secret is {SECRET_BYTES} bytes, not {len(secret)}")
-    hrp = "age-secret-key-"
-    bits = "".join(f"{b:08b}" for b in secret)
-    data = [int(bits[i : i + 5].ljust(5, "0"), 2) for i in range(0, len(bits), 5)]
-    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    mod = _polymod(expanded + data + [0] * 6) ^ 1
-    checksum = [(mod >> 5 * (5 - i)) & 31 for i in range(6)]
-    return (hrp + "1" + "".join(_CHARSET[d] for d in data + checksum)).upper()
 
 
 def identity_of(secret: bytes) -> pyrage.x25519.Identity:
