@@ -20,6 +20,7 @@ from urllib.parse import quote
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from access.decisions.reads import Download
+from archive.crypt import CryptError, decrypt_chunks
 from archive.errors import StorageError
 from archive.storage.primary import Primary
 from archive.storage.replica import ObjectReader
@@ -31,8 +32,23 @@ SHA512_HEADER = "X-Custos-SHA512"
 
 def file_response(primary: Primary, download: Download) -> Response:
     """The response for ``download``. Raises :class:`~archive.storage.replica.ObjectMissing`
-    or :class:`StorageError` (before anything is sent) when the primary cannot open it."""
+    or :class:`StorageError` (before anything is sent) when the primary cannot open it.
+
+    A copy stored encrypted is decrypted as it streams (its identity is in ``download``),
+    checked against the plain size and sha512 the same way, one chunk behind; a chunk that
+    fails its authentication ends the response short."""
     local = primary.local_path(download.key)
+    if download.identity is not None:
+        reader = primary.open(download.key)
+        return StreamingResponse(
+            _checked_chunks(_decrypted(reader, download), download),
+            media_type=download.media_type,
+            headers={
+                "Content-Length": str(download.size),
+                "Content-Disposition": _disposition(download.name),
+                SHA512_HEADER: download.sha512,
+            },
+        )
     if local is not None:
         return FileResponse(
             local,
@@ -62,18 +78,53 @@ def _disposition(name: str) -> str:
     )
 
 
-def _checked_chunks(reader: ObjectReader, download: Download) -> Iterator[bytes]:
+class _Decrypted:
+    """The plain bytes of an encrypted copy, read as ``_checked_chunks`` reads a copy."""
+
+    def __init__(self, chunks: Iterator[bytes], reader: ObjectReader) -> None:
+        self.chunks, self.reader = chunks, reader
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks
+
+    def close(self) -> None:
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()
+        self.reader.close()
+
+
+def _decrypted(reader: ObjectReader, download: Download) -> _Decrypted:
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from decrypt_chunks(reader, download.identity)
+        except CryptError as exc:
+            raise StorageError(
+                f"the primary's copy of file sha512:{download.sha512} of "
+                f"{download.package_id} does not decrypt: {exc}; the download was stopped "
+                "short",
+                hint="run a fixity check of the package (`custos fixity run`), which repairs "
+                "the primary's copy from an intact replica",
+            ) from None
+
+    return _Decrypted(chunks(), reader)
+
+
+def _read_chunks(reader: ObjectReader) -> Iterator[bytes]:
+    while chunk := reader.read(CHUNK):
+        yield chunk
+
+
+def _checked_chunks(reader: ObjectReader | _Decrypted, download: Download) -> Iterator[bytes]:
     """The bytes of ``reader``, one chunk behind: the last is yielded only after the whole
     has matched ``download``'s size and sha512; otherwise :class:`StorageError` is raised
     instead (the response stops short)."""
     sha512 = hashlib.sha512()
     size = 0
     held = b""
+    source = iter(reader) if isinstance(reader, _Decrypted) else _read_chunks(reader)
     try:
-        while True:
-            chunk = reader.read(CHUNK)
-            if not chunk:
-                break
+        for chunk in source:
             size += len(chunk)
             if size > download.size:
                 break

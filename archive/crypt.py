@@ -29,7 +29,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import pyrage
 from cryptography.exceptions import InvalidTag
@@ -198,7 +198,13 @@ class _Chunks(io.RawIOBase):
         pass
 
 
-def decrypt_chunks(src: BinaryIO, identity: Any) -> Iterator[bytes]:
+class Readable(Protocol):
+    """What a copy is decrypted from: a file, or a location's reader."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def decrypt_chunks(src: Readable, identity: Any) -> Iterator[bytes]:
     """The plain bytes of the age copy read from ``src``, in chunks of about :data:`CHUNK`,
     decrypted on a thread of its own (at most :data:`QUEUED` chunks ahead). ``identity`` is a
     ``pyrage.x25519.Identity``. Raises :class:`CryptError` for a copy that is not age, a key

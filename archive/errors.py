@@ -153,6 +153,11 @@ class Forbidden(AccessError):
     """The reader is known, and their role may not use this service at all."""
 
 
+class KeyLocked(AccessError):
+    """The reader may read it, but it is stored encrypted and its tier's key is not open in
+    this process for the purpose stated (``access.keys``: registrars open it together)."""
+
+
 #: Every exit status of the command line, and what it means (the README and the CLI reference
 #: show this table; a code is never used for two things).
 EXIT_CODES: dict[int, str] = {

@@ -11,10 +11,10 @@ OUTCOMES = ("success", "failure", "warning")
 
 #: PREMIS event types used by Custos: the labels of id.loc.gov/vocabulary/preservation/eventType
 #: where one fits (ingestion, validation, message digest calculation, format identification,
-#: fixity check, replication, migration, recovery); Custos' own words for what that vocabulary
-#: has no term for (tier change, review, access, export, timestamp, user administration, user
-#: session, depositor administration, key administration, key custody). The words are part of
-#: the hash-chained custody log, so they are never renamed.
+#: fixity check, replication, migration, recovery, encryption); Custos' own words for what
+#: that vocabulary has no term for (tier change, review, access, export, timestamp, user
+#: administration, user session, depositor administration, key administration, key custody).
+#: The words are part of the hash-chained custody log, so they are never renamed.
 EVENT_TYPES = frozenset(
     {
         "ingestion",
@@ -30,6 +30,7 @@ EVENT_TYPES = frozenset(
         "export",
         "timestamp",
         "recovery",
+        "encryption",  # copies stored encrypted to a tier's keys (at deposit, ...)
         "user administration",  # a user added, disabled, or given a new token or TOTP secret
         "user session",  # a session started (one TOTP code for many requests) or ended
         "depositor administration",  # a depositor registered (custos depositors add, ...)

@@ -32,12 +32,13 @@ from archive import clock, installs, outbox, steps
 from archive import journal as journal_mod
 from archive.catalog.index import (
     ACCESS_JSON,
+    ENCRYPTED_JSON,
     FORMATS_JSON,
     PREMIS_XML,
     index_object,
     run_index_hooks,
 )
-from archive.catalog.queries import deposit_by_fingerprint, resolve_package_id
+from archive.catalog.queries import deposit_by_fingerprint, resolve_package_id, tier_recipients
 from archive.catalog.tables import Deposit, File, Package
 from archive.custody import new_event, parse_premis, premis_xml, record_events
 from archive.depositors import Registration, check_name, register, require_registered
@@ -65,6 +66,7 @@ from archive.versions import append_version, catalog_version, finish
 from ingest.access import UNDECLARED_BASIS, AccessDeclaration, declare
 from ingest.bag import check_bag
 from ingest.identify import Identification, identify, tool_version
+from ingest.sealing import SEALED_TIERS, encrypted_json, seal_payload
 from ingest.unpack import receive
 from policies.load import PolicyFileError, load_access_policy, load_ingest_policy
 from policies.schema import AccessPolicy, IngestPolicy
@@ -127,6 +129,20 @@ def _access_summary(access: AccessDeclaration, policy: AccessPolicy) -> str:
         f"access at deposit ({policy.label}): the package is {package.tier}{until}{undeclared}"
         + (f"; files or folders declared apart: {inner}" if inner else "")
         + f"; consent recorded for {len(access.consents)} path(s)"
+    )
+
+
+def _sealed_summary(sealed: dict[str, dict[str, Any]]) -> str:
+    """The encryption event's detail: counts by tier and the recipients, never paths."""
+    tiers: dict[str, int] = {}
+    recipients: set[str] = set()
+    for entry in sealed.values():
+        tiers[entry["tier"]] = tiers.get(entry["tier"], 0) + 1
+        recipients.update(entry["recipients"])
+    counts = ", ".join(f"{n} of the {t} tier" for t, n in sorted(tiers.items()))
+    return (
+        f"files stored encrypted (age-encryption.org/v1) at deposit: {counts}; to "
+        f"{len(recipients)} recipient(s): {', '.join(sorted(recipients))}"
     )
 
 
@@ -256,6 +272,11 @@ def ingest(
                 services, jr, held, source, depositor, report.version, registration
             )
 
+        with services.sessions() as session:
+            recipients = {t: tier_recipients(session, t) for t in SEALED_TIERS}
+        sealed = seal_payload(bag_dir, report.payload.keys(), access.assignments, files, recipients)
+        if sealed:
+            steps.reached("sealed")
         for rel, res in files.items():
             version.register(f"bag/{rel}", f"v1/content/bag/{rel}", res)
         payload_bytes = sum(r.size for r in report.payload.values())
@@ -289,6 +310,19 @@ def ingest(
                 links=links,
                 agent=AGENT,
             ),
+            *(
+                [
+                    new_event(
+                        "encryption",
+                        "success",
+                        _sealed_summary(sealed),
+                        links=links,
+                        agent=AGENT,
+                    )
+                ]
+                if sealed
+                else []
+            ),
             new_event(
                 "ingestion",
                 "success",
@@ -314,6 +348,8 @@ def ingest(
         version.add_bytes("custos/deposit.json", _json(meta))
         version.add_bytes("custos/bag-info.json", _json(report.info))
         version.add_bytes(ACCESS_JSON, _json(access.as_json(access_policy)))
+        if sealed:
+            version.add_bytes(ENCRYPTED_JSON, encrypted_json(sealed))
         version.add_bytes("custos/premis.xml", premis_xml(events))
         steps.reached("metadata")
         inventory = version.build_inventory(

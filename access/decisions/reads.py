@@ -28,8 +28,9 @@ from access.decisions.rules import (
     record_reads,
 )
 from archive.catalog.tables import Depositor, File, Package, Seal
-from archive.errors import Forbidden, InputRejected, NotFound
+from archive.errors import Forbidden, InputRejected, KeyLocked, NotFound
 from archive.findings import Finding
+from archive.keyring import KeyRing
 from archive.model import EventRecord
 from policies.decide import Decision
 from policies.schema import AccessPolicy
@@ -241,6 +242,27 @@ class Download:
     media_type: str
     sha512: str
     events: tuple[EventRecord, ...] = ()
+    #: For a copy stored encrypted: the tier's identity, open for this read (pyrage's);
+    #: ``size`` and ``sha512`` are then the plain bytes'.
+    identity: Any = None
+
+
+def _opened_for(keyring: KeyRing | None, tier: str, purpose: str | None) -> Any:
+    """The identity that opens a copy of ``tier`` for ``purpose``; raises :class:`KeyLocked`
+    when the tier's key is not open in this process, or open for another purpose."""
+    opened = keyring.opened(tier) if keyring is not None else None
+    if opened is None:
+        raise KeyLocked(
+            f"the file is stored encrypted and the {tier} tier's key is locked",
+            hint="registrars open it together, each presenting their share for the purpose "
+            "of the read (POST /registrar/keys/unlock), then read again",
+        )
+    if opened.purpose != purpose:
+        raise KeyLocked(
+            f"the {tier} tier's key is open for {opened.purpose!r}, not for {purpose!r}",
+            hint=f"read for {opened.purpose!r}, or have registrars open it for your purpose",
+        )
+    return opened.identity
 
 
 def read_file(
@@ -252,10 +274,13 @@ def read_file(
     *,
     purpose: str | None,
     reveal: bool,
+    keyring: KeyRing | None = None,
 ) -> Download:
-    """A payload file's bytes, if ``reader`` may read them for ``purpose``.
+    """A payload file's bytes, if ``reader`` may read them for ``purpose``; a copy stored
+    encrypted only while its tier's key is open in ``keyring`` for that purpose.
 
-    Raises as :func:`read_package` does."""
+    Raises as :func:`read_package` does, and :class:`KeyLocked` (nothing recorded) for an
+    encrypted copy whose key is not open for ``purpose``."""
     package_id = package_id_of(ref)
     head = package_head(session, package_id)
     logical = "bag/" + path if path.startswith("data/") else None
@@ -277,6 +302,7 @@ def read_file(
     )
     if not allowed:
         raise _refusal(reveal, decisions)
+    identity = _opened_for(keyring, row.sealed_tier, purpose) if row.sealed_tier else None
     events: tuple[EventRecord, ...] = ()
     if must_log(decisions):
         events = (
@@ -290,12 +316,14 @@ def read_file(
             ),
         )
     record_reads(session, events)
+    sealed = identity is not None and row.plain_size is not None and row.plain_sha512
     return Download(
         package_id,
         f"{head.object_path}/{row.content_path}",
         path.rsplit("/", 1)[-1],
-        row.size,
+        int(row.plain_size) if sealed and row.plain_size is not None else row.size,
         row.mime_type or "application/octet-stream",
-        row.sha512,
+        str(row.plain_sha512) if sealed else row.sha512,
         events,
+        identity,
     )

@@ -298,16 +298,6 @@ def add_recipient(
     return status
 
 
-def recipients(session: Session, tier: str) -> list[str]:
-    """Every recipient a copy of the tier is encrypted to: its own key's, then escrows'."""
-    rows = session.execute(
-        select(TierKey.recipient)
-        .where(TierKey.tier == tier, TierKey.retired_at.is_(None))
-        .order_by(TierKey.kind.desc(), TierKey.id)  # "shares" before "escrow"
-    ).scalars()
-    return list(rows)
-
-
 def _open_secret(key: TierKey, presented: Sequence[tuple[str, str]]) -> bytes:
     """The secret of ``key`` from shares of its current set; raises :class:`InputRejected`."""
     for where, words in presented:

@@ -70,7 +70,16 @@ def file(
 ) -> Response:
     """Read a file for a stated purpose; non-public reads are recorded (who, when, what, why)."""
     with services.session_scope() as session:
-        download = read_file(session, policy, who, package, path, purpose=purpose, reveal=True)
+        download = read_file(
+            session,
+            policy,
+            who,
+            package,
+            path,
+            purpose=purpose,
+            reveal=True,
+            keyring=services.keyring,
+        )
     return file_response(services.primary, download)
 
 

@@ -48,6 +48,8 @@ DEPOSIT_JSON = "custos/deposit.json"
 PREMIS_XML = "custos/premis.xml"
 FORMATS_JSON = "custos/formats.json"
 ACCESS_JSON = "custos/access.json"
+#: The files stored encrypted (ingest/sealing.py): tier, plain size and digests, recipients.
+ENCRYPTED_JSON = "custos/encrypted.json"
 PAYLOAD_PREFIX = "bag/data/"
 #: Outputs of format migrations: ``custos/derivatives/<preservation|access>/<source path>.<ext>``.
 DERIVATIVE_PREFIX = "custos/derivatives/"
@@ -118,6 +120,8 @@ def index_object(
     events = parse_premis(premis) if premis else []
     formats_raw = _read_logical(obj, state, FORMATS_JSON)
     formats: dict[str, dict[str, str]] = json.loads(formats_raw) if formats_raw else {}
+    encrypted_raw = _read_logical(obj, state, ENCRYPTED_JSON)
+    sealed: dict[str, dict[str, Any]] = json.loads(encrypted_raw)["files"] if encrypted_raw else {}
 
     remove_package(session, package_id)
     v1 = inventory["versions"]["v1"]
@@ -187,6 +191,7 @@ def index_object(
             if size is None:
                 size = obj.size(content_path)
             fmt = formats.get(logical, {})
+            plain = sealed.get(logical) if version_name == "v1" else None
             file_rows.append(
                 {
                     "package_id": package_id,
@@ -200,6 +205,10 @@ def index_object(
                     "puid": fmt.get("puid"),
                     "mime_type": fmt.get("mime_type"),
                     "format_name": fmt.get("format_name"),
+                    "sealed_tier": plain["tier"] if plain else None,
+                    "plain_size": plain["size"] if plain else None,
+                    "plain_sha512": plain["sha512"] if plain else None,
+                    "plain_sha256": plain["sha256"] if plain else None,
                 }
             )
     # Core executemany on the table: the ORM bulk path costs 4x more per row.

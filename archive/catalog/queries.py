@@ -35,6 +35,7 @@ from archive.catalog.tables import (
     File,
     Package,
     SearchEntry,
+    TierKey,
 )
 from archive.errors import NotFound
 from archive.model import (
@@ -278,3 +279,17 @@ def public_files_without_text(
             read,
         )
     )
+
+
+def tier_recipients(session: Session, tier: str) -> list[str]:
+    """Every recipient a new copy of ``tier`` is encrypted to (``access.keys``): the tier's
+    own key's, then its escrows', in the order they were added. Empty: the tier has no key,
+    and its copies are stored plain."""
+    rows = session.execute(
+        select(TierKey.recipient, TierKey.kind)
+        .where(TierKey.tier == tier, TierKey.retired_at.is_(None))
+        .order_by(TierKey.id)
+    ).all()
+    if not any(kind == "shares" for _, kind in rows):
+        return []  # escrows alone never switch encryption on
+    return [r for r, kind in rows if kind == "shares"] + [r for r, kind in rows if kind != "shares"]

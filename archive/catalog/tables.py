@@ -138,6 +138,13 @@ class File(Base):
     puid: Mapped[str | None] = mapped_column(String(32), nullable=True)
     mime_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
     format_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: A copy stored encrypted (age) to the keys of tier ``sealed_tier``: ``size``, ``sha512``
+    #: and ``sha256`` are the stored bytes' (what fixity and replication check), these the
+    #: plain bytes' (what the bag's manifests and the file seals prove). NULL: stored plain.
+    sealed_tier: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    plain_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    plain_sha512: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    plain_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class StorageLocation(Base):

@@ -172,9 +172,9 @@ def test_unknown_package(tmp_path: Path) -> None:
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["to"] == "0020_tier_keys"
+    assert code == 0 and body["to"] == "0021_sealed_files"
     code, body, _ = custos(tmp_path, "db", "upgrade", "--json")
-    assert code == 0 and body["from"] == body["to"] == "0020_tier_keys"
+    assert code == 0 and body["from"] == body["to"] == "0021_sealed_files"
 
 
 def test_settings_from_environment_and_toml(tmp_path: Path) -> None:

@@ -1,0 +1,77 @@
+"""Protected copies encrypted at deposit.
+
+Once a tier has a key (``custos keys init``), every payload file that the deposit's access
+declaration puts in that tier is stored encrypted in the age format to the tier's recipients
+(its own key and its escrows): the staged plain copy is read once, encrypted and digested on
+both sides (:func:`archive.crypt.encrypt_copy`), and replaced. The object keeps the file under
+its own name; ``custos/encrypted.json`` lists each encrypted file with its tier, its plain
+size and digests, and its recipients, so that the catalog can be rebuilt from storage alone.
+The inventory, fixity and replication see the stored (encrypted) bytes; the bag's manifests
+and the file seals prove the plain ones.
+
+**Today** only ``protected-identity`` is encrypted, and only the files' contents: the bag's
+tag files (its manifests name every path), ``bag-info.txt`` and the catalog's paths stay in
+clear.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from archive.crypt import MAGIC, encrypt_copy
+from archive.digest import CopyResult, writing
+from policies.access import Assignment, effective
+
+#: Tiers whose files are stored encrypted once the tier has a key.
+SEALED_TIERS = ("protected-identity",)
+
+
+def tier_of(rel: str, assignments: Iterable[Assignment]) -> str | None:
+    found = effective(rel, list(assignments))
+    return found.tier if found is not None else None
+
+
+def seal_payload(
+    bag_dir: Path,
+    payload: Iterable[str],
+    assignments: Iterable[Assignment],
+    files: dict[str, CopyResult],
+    recipients: Mapping[str, list[str]],
+) -> dict[str, dict[str, Any]]:
+    """Encrypt, in place in ``bag_dir``, each payload file (``data/…``) whose tier has
+    recipients; replace its entry in ``files`` with the stored bytes' digests. Returns the
+    entries of ``custos/encrypted.json`` by logical path (``bag/data/…``).
+
+    Raises :class:`~archive.digest.WriteFailed` when staging refuses the write (nothing of the
+    deposit is kept then, as for any write refused at deposit)."""
+    rules = list(assignments)
+    sealed: dict[str, dict[str, Any]] = {}
+    for rel in sorted(payload):
+        tier = tier_of(rel, rules)
+        to = recipients.get(tier or "")
+        if not to:
+            continue
+        staged = bag_dir / rel
+        sealing = staged.with_name(staged.name + ".custos-sealing")
+        with open(staged, "rb") as src, writing(sealing), open(sealing, "xb") as dst:
+            done = encrypt_copy(src, dst, to)
+        with writing(staged):
+            os.replace(sealing, staged)
+        files[rel] = done.stored
+        sealed[f"bag/{rel}"] = {
+            "tier": tier,
+            "size": done.plain.size,
+            "sha512": done.plain.digests["sha512"],
+            "sha256": done.plain.digests["sha256"],
+            "recipients": list(to),
+        }
+    return sealed
+
+
+def encrypted_json(sealed: Mapping[str, Mapping[str, Any]]) -> bytes:
+    body = {"format": MAGIC.decode(), "files": dict(sorted(sealed.items()))}
+    return (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode()

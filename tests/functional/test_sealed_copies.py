@@ -1,0 +1,254 @@
+"""Protected copies encrypted at rest, on SQLite and PostgreSQL: once the protected-identity
+tier has a key, a deposit stores its protected files in the age format, and no byte of
+their contents is found in the primary, a folder replica, an S3 replica or the catalog;
+Debian's age opens a stored copy with the key recovered from two shares; fixity finds and
+repairs a flipped bit with no key present; a registrar reads the file only while two
+registrars have opened the key for the purpose of the read; the catalog rebuilt from
+storage alone knows which copies are encrypted and their plain digests."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from access.accounts.users import NewUser, add_user
+from access.decisions.rules import access_policy
+from access.keys.service import init_key
+from access.keys.shares import identity_text, recover
+from api.app import create_app
+from archive.catalog.rebuild import rebuild
+from archive.catalog.tables import Event, File, Package
+from archive.services import Services
+from archive.storage.locations import open_location
+from fixity.replication import replicate
+from fixity.service import run_cycle
+from tests.api_support import Users, make_users
+from tests.conftest import MakeServices
+from tests.helpers import deposit, make_bag
+from tests.servers import SeaweedServer
+from tests.totp import fresh_code
+from tests.unit.fixity.conftest import local_settings, s3_settings
+
+MARKER = b"QZX-witness-Amina-7731"
+STATEMENT = MARKER + b": what I saw at the checkpoint\n" * 200
+PUBLIC = b"public situation report\n" * 20
+
+
+class Held:
+    def __init__(self, services: Services, shares: tuple[str, ...], recipient: str) -> None:
+        self.services, self.shares, self.recipient = services, shares, recipient
+        self.package_id = ""
+
+
+def _bag(folder: Path) -> Path:
+    return make_bag(
+        folder,
+        {"testimonies/statement-07.txt": STATEMENT, "reports/situation.txt": PUBLIC},
+        info={
+            "Access-Tier": "public",
+            "Access-Legal-Basis": "Deposit agreement, art. 2",
+            "Consent-Scopes": "public, prosecution",
+        },
+        extra_tag_files={
+            "custos-access.txt": b"data/testimonies\tprotected-identity\t-\t-\tprosecution, "
+            b"third-party-justice\tProtective measures order 12/2019\n"
+        },
+    )
+
+
+@pytest.fixture
+def held(
+    make_services: MakeServices, catalog_url: str, tmp_path: Path, seaweedfs: SeaweedServer
+) -> Iterator[Held]:
+    services = make_services(
+        catalog_url,
+        locations={
+            "second": local_settings(tmp_path / "replica"),
+            "offsite": s3_settings(seaweedfs),
+        },
+        identify_formats=False,
+    )
+    with services.session_scope() as session:
+        made = init_key(
+            session,
+            tier="protected-identity",
+            shares=3,
+            threshold=2,
+            by="test custodian",
+            hand_out=lambda _: None,
+        )
+    h = Held(services, made.shares.mnemonics, made.recipient)
+    h.package_id = deposit(services, _bag(tmp_path / "bag"), depositor="Mechanism").package_id
+    yield h
+
+
+def _stored_row(services: Services, package_id: str, name: str) -> File:
+    with services.sessions() as session:
+        row = session.execute(
+            select(File).where(File.package_id == package_id, File.logical_path.endswith(name))
+        ).scalar_one()
+        session.expunge(row)
+        return row
+
+
+def _holding(root: Path, needle: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_no_byte_of_a_protected_file_is_stored_in_clear_anywhere(
+    held: Held, tmp_path: Path, seaweedfs: SeaweedServer
+) -> None:
+    services = held.services
+    report = replicate(services)
+    assert report.ok, report.as_dict()
+
+    sealed = _stored_row(services, held.package_id, "statement-07.txt")
+    plain = _stored_row(services, held.package_id, "situation.txt")
+    assert sealed.sealed_tier == "protected-identity" and plain.sealed_tier is None
+    assert sealed.plain_sha512 == hashlib.sha512(STATEMENT).hexdigest()
+    assert sealed.plain_size == len(STATEMENT) and sealed.size > len(STATEMENT)
+    assert sealed.sha512 != sealed.plain_sha512
+
+    data = services.settings.data_dir
+    assert _holding(data, MARKER) == []  # the primary, staging, the SQLite catalog, logs
+    assert _holding(tmp_path / "replica", MARKER) == []
+    assert _holding(data, PUBLIC[:23]) != []  # public material stays plain
+    s3 = services.settings.locations["offsite"]
+    keys = list(_s3_keys(s3))
+    assert any(k.endswith("statement-07.txt") for k, _ in keys)
+    assert not [k for k, body in keys if MARKER in body]
+
+    with services.sessions() as session:
+        details = " ".join(session.execute(select(Event.detail)).scalars())
+    assert "stored encrypted (age-encryption.org/v1) at deposit: 1 of the protected-identity" in (
+        details
+    )
+    assert "statement-07" not in details
+
+
+def _s3_keys(settings: Any) -> Iterator[tuple[str, bytes]]:
+    location = open_location("offsite", settings)
+    for key in location.iter_keys(""):
+        with location.open(key) as reader:
+            yield key, reader.read()
+
+
+def test_debian_age_opens_a_stored_copy_with_the_key_of_two_shares(
+    held: Held, tmp_path: Path
+) -> None:
+    assert shutil.which("age"), "Debian's age is absent: `make test` installs it"
+    row = _stored_row(held.services, held.package_id, "statement-07.txt")
+    with held.services.sessions() as session:
+        package = session.get(Package, held.package_id)
+        assert package is not None
+        stored = held.services.settings.storage_path / package.object_path / row.content_path
+    identity = tmp_path / "identity.txt"
+    secret = recover([("a", held.shares[0]), ("c", held.shares[2])])
+    identity.write_text(identity_text(secret) + "\n")
+    opened = subprocess.run(["age", "-d", "-i", str(identity), str(stored)], capture_output=True)
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout == STATEMENT
+
+
+def test_fixity_repairs_a_flipped_bit_in_an_encrypted_copy_with_no_key(held: Held) -> None:
+    services = held.services
+    assert replicate(services).ok
+    first = run_cycle(services, full=True)
+    assert first.ok and not first.damage
+    row = _stored_row(services, held.package_id, "statement-07.txt")
+    with services.sessions() as session:
+        package = session.get(Package, held.package_id)
+        assert package is not None
+        stored = services.settings.storage_path / package.object_path / row.content_path
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    stored.chmod(0o644)
+    stored.write_bytes(bytes(data))
+    assert services.keyring.opened("protected-identity") is None  # no key anywhere
+    report = run_cycle(services, full=True)
+    assert len(report.damage) == 1 and row.content_path in report.damage[0]
+    assert len(report.repairs) == 1 and report.ok
+    assert hashlib.sha512(stored.read_bytes()).hexdigest() == row.sha512
+
+
+def test_a_registrar_reads_only_while_two_registrars_have_opened_the_key(
+    held: Held, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = held.services
+    users: Users = make_users(services)
+    with services.session_scope() as session:
+        rex: NewUser = add_user(
+            session, "rex", role="registrar", policy=access_policy(services.settings)
+        )
+    uuid = held.package_id.removeprefix("urn:uuid:")
+    url = f"/registrar/packages/{uuid}/files/data/testimonies/statement-07.txt"
+
+    def headers(user: NewUser) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {user.token}",
+            "X-Custos-TOTP": fresh_code(user.totp_secret),
+        }
+
+    def unlock(user: NewUser, share: str, purpose: str = "prosecution") -> Any:
+        body = {"tier": "protected-identity", "purpose": purpose, "share": share}
+        return client.post("/registrar/keys/unlock", json=body, headers=headers(user))
+
+    with TestClient(create_app(services.settings)) as client:
+
+        def read(purpose: str = "prosecution") -> Any:
+            return client.get(url, params={"purpose": purpose}, headers=headers(users.registrar))
+
+        locked = read()
+        assert locked.status_code == 423, locked.text
+        assert "key is locked" in locked.json()["detail"]
+        assert unlock(users.registrar, held.shares[0]).json()["unlocked"] is False
+        assert read().status_code == 423  # one share opens nothing
+        assert unlock(rex, held.shares[1]).json()["unlocked"] is True
+        opened = read()
+        assert opened.status_code == 200, opened.text
+        assert opened.content == STATEMENT
+        assert opened.headers["X-Custos-SHA512"] == hashlib.sha512(STATEMENT).hexdigest()
+        other = read("third-party-justice")
+        assert other.status_code == 423 and "open for 'prosecution'" in other.json()["detail"]
+        public = client.get(
+            f"/registrar/packages/{uuid}/files/data/reports/situation.txt",
+            params={"purpose": "prosecution"},
+            headers=headers(users.registrar),
+        )
+        assert public.status_code == 200 and public.content == PUBLIC
+
+        later = datetime.now(UTC) + timedelta(minutes=services.settings.keys.unlock_minutes + 1)
+        monkeypatch.setattr("archive.clock.source", lambda: later)
+        assert read().status_code == 423  # its time is up
+
+    with services.sessions() as session:
+        reads = session.execute(
+            select(Event.detail).where(Event.type == "access").order_by(Event.id)
+        ).scalars()
+        text = " ".join(reads)
+    # The one protected read that happened; the refused ones recorded nothing (the public
+    # file's read needs no record).
+    assert text.count("content of 1 file read") == 1
+
+
+def test_the_catalog_rebuilt_from_storage_knows_the_encrypted_copies(held: Held) -> None:
+    services = held.services
+    before = _stored_row(services, held.package_id, "statement-07.txt")
+    rebuild(services)
+    after = _stored_row(services, held.package_id, "statement-07.txt")
+    assert (after.sealed_tier, after.plain_sha512, after.plain_sha256, after.plain_size) == (
+        before.sealed_tier,
+        before.plain_sha512,
+        before.plain_sha256,
+        before.plain_size,
+    )
+    assert after.sha512 == before.sha512
