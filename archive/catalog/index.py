@@ -74,6 +74,14 @@ def _read_logical(obj: StoredObject, state: dict[str, str], logical: str) -> byt
     return obj.read_bytes(content)
 
 
+def sealed_files(obj: StoredObject, inventory: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The object's files stored encrypted (``custos/encrypted.json`` of its head), by logical
+    path: tier, plain size and digests, recipients. Empty for an object with none."""
+    inventory = inventory or obj.inventory()
+    raw = _read_logical(obj, ocfl.head_state(inventory), ENCRYPTED_JSON)
+    return dict(json.loads(raw)["files"]) if raw else {}
+
+
 def depositor_id(session: Session, name: str, at: Any) -> int:
     """The catalog id of the depositor that an object's ``custos/deposit.json`` names, its
     row written if the catalog lacks it (registered at ``at``, the object's first version).

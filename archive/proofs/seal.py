@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from archive.catalog.index import sealed_files
 from archive.catalog.tables import Seal, SealBatch
 from archive.checkpoints import LOG_DIR, write_checkpoint
 from archive.clock import now
@@ -256,13 +257,26 @@ def _file_seal(
             for path in paths
             if path.startswith(prefix)
         ]
-        if algorithm == inventory.get("digestAlgorithm"):
-            digests = [(path, bytes.fromhex(d)) for path, d in added]
-        else:
-            digests = [
-                (path, bytes.fromhex(obj.digest(path, (algorithm,)).digests[algorithm]))
-                for path, _ in added
-            ]
+        # A copy stored encrypted is sealed by its plain bytes' digest (recorded at deposit):
+        # what a court bundle releases, and what the bag's manifest names.
+        plain = sealed_files(obj, inventory)
+        digests = []
+        for path, d in added:
+            entry = plain.get(path.removeprefix(prefix)) if path.startswith("v1/") else None
+            if entry is not None:
+                if algorithm not in entry:
+                    raise ProofError(
+                        f"{path} is stored encrypted and its plain {algorithm} digest was not "
+                        "recorded at deposit",
+                        hint="seal with proofs.algorithm sha512 or sha256",
+                    )
+                digests.append((path, bytes.fromhex(entry[algorithm])))
+            elif algorithm == inventory.get("digestAlgorithm"):
+                digests.append((path, bytes.fromhex(d)))
+            else:
+                digests.append(
+                    (path, bytes.fromhex(obj.digest(path, (algorithm,)).digests[algorithm]))
+                )
         seal = fileseal.make(algorithm, version.number, digests)
         data = seal.to_json()
         services.primary.write_bytes(obj.key(sidecar), data, fsync=False)  # see flush()

@@ -16,9 +16,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from archive.catalog.index import sealed_files
 from archive.catalog.queries import resolve_package_id
 from archive.catalog.tables import Package, Seal
+from archive.crypt import CryptError, decrypt_chunks
 from archive.errors import ProofError, StorageError
+from archive.keyring import KeyRing
 from archive.proofs import fileseal
 from archive.proofs.evidence import parse_record, verify_record
 from archive.proofs.renew import current_only, digest_all
@@ -107,8 +110,11 @@ def verify_package(
     for subject, digest, record in seals:
         by_subject.setdefault(subject, []).append((digest, record))
     checked: dict[str, str] = {}
+    plain = {f"v1/content/{k}": v for k, v in sealed_files(root, inventory).items()}
     subjects = (
-        sorted(by_subject) if not paths else _subjects_for(report, root, inventory, paths, checked)
+        sorted(by_subject)
+        if not paths
+        else _subjects_for(report, root, inventory, paths, checked, plain, services.keyring)
     )
     if not by_subject:
         report.failed("No manifest of this package has been sealed yet (run `custos seal`).")
@@ -116,7 +122,7 @@ def verify_package(
     for subject in subjects:
         _verify_subject(report, root, subject, by_subject.get(subject, []), anchors, at)
     if checked:
-        _verify_files_alone(report, root, checked, by_subject, anchors, at)
+        _verify_files_alone(report, root, checked, by_subject, anchors, at, plain)
     return report
 
 
@@ -127,10 +133,11 @@ def _verify_files_alone(
     by_subject: dict[str, list[tuple[str, str]]],
     anchors: list[bytes],
     at: datetime | None,
+    plain: dict[str, Any],
 ) -> None:
     """Each file's own proof (its file seal, :mod:`archive.proofs.fileseal`): the record a
     court bundle would carry for it, derived from the version's sealed root and checked
-    against the file's bytes."""
+    against the file's bytes (a copy stored encrypted: its plain bytes' digest)."""
     by_version: dict[str, list[str]] = {}
     for content in checked:
         by_version.setdefault(content.split("/", 1)[0], []).append(content)
@@ -144,7 +151,7 @@ def _verify_files_alone(
             continue
         for subject in sorted(subjects):
             _verify_seal_of(
-                report, root, subject, by_subject[subject], contents, checked, anchors, at
+                report, root, subject, by_subject[subject], contents, checked, anchors, at, plain
             )
 
 
@@ -157,6 +164,7 @@ def _verify_seal_of(
     checked: dict[str, str],
     anchors: list[bytes],
     at: datetime | None,
+    plain: dict[str, Any],
 ) -> None:
     """Each of ``contents`` against its own record, derived from one file seal's records."""
     try:
@@ -177,11 +185,13 @@ def _verify_seal_of(
         return
     for record_path, der in current:
         for content in sorted(contents):
-            digest = (
-                bytes.fromhex(checked[content])
-                if seal.algorithm == "sha512"
-                else bytes.fromhex(root.digest(content, (seal.algorithm,)).digests[seal.algorithm])
-            )
+            if content in plain and seal.algorithm in plain[content]:
+                digest = bytes.fromhex(plain[content][seal.algorithm])
+            elif seal.algorithm == "sha512":
+                digest = bytes.fromhex(checked[content])
+            else:
+                found = root.digest(content, (seal.algorithm,)).digests[seal.algorithm]
+                digest = bytes.fromhex(found)
             try:
                 own = seal.record_for(der, trees[content])
                 check = verify_record(own, digest, roots=anchors, at=at)
@@ -200,8 +210,14 @@ def _subjects_for(
     inventory: dict[str, Any],
     paths: list[str],
     checked: dict[str, str],
+    plain: dict[str, Any],
+    keyring: KeyRing,
 ) -> list[str]:
-    """Check each file's stored bytes; return the inventories that must then be verified."""
+    """Check each file's stored bytes; return the inventories that must then be verified.
+
+    A copy stored encrypted: its stored bytes against the inventory, then, while its tier's
+    key is open in this process, its plain bytes against the digest recorded at deposit
+    (which its file seal proves); with the key locked the report says they were not read."""
     state = ocfl.head_state(inventory)
     digest_of = {p: d for d, ps in inventory["manifest"].items() for p in ps}
     needed: set[str] = set()
@@ -243,7 +259,47 @@ def _subjects_for(
         )
         needed.add(f"{version}/inventory.json")
         checked[content] = actual
+        if content in plain:
+            _check_plain(report, root, path, content, plain[content], keyring)
     return sorted(needed)
+
+
+def _check_plain(
+    report: VerifyReport,
+    root: StoredObject,
+    path: str,
+    content: str,
+    entry: dict[str, Any],
+    keyring: KeyRing,
+) -> None:
+    tier = str(entry["tier"])
+    opened = keyring.opened(tier)
+    if opened is None:
+        report.passed(
+            f"{path}: stored encrypted to the {tier} tier's key, which is locked: its plain "
+            f"bytes were not read here; its own proof below is of the plain sha512 "
+            f"{str(entry['sha512'])[:16]}… recorded at deposit."
+        )
+        return
+    sha512, size = hashlib.sha512(), 0
+    try:
+        with root.open(content) as reader:
+            for chunk in decrypt_chunks(reader, opened.identity):
+                sha512.update(chunk)
+                size += len(chunk)
+    except CryptError as exc:
+        report.failed(f"{path}: the stored copy does not decrypt with the {tier} key: {exc}")
+        return
+    if sha512.hexdigest() != entry["sha512"] or size != entry["size"]:
+        report.failed(
+            f"{path}: decrypted, its plain bytes hash to sha512 {sha512.hexdigest()[:16]}…, "
+            f"not the {str(entry['sha512'])[:16]}… recorded at deposit."
+        )
+        return
+    report.passed(
+        f"{path}: decrypted with the {tier} tier's key, its plain bytes hash to sha512 "
+        f"{sha512.hexdigest()[:16]}…, as recorded at deposit and sealed."
+    )
 
 
 def _verify_subject(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyrage
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -27,6 +28,9 @@ from access.keys.shares import identity_text, recover
 from api.app import create_app
 from archive.catalog.rebuild import rebuild
 from archive.catalog.tables import Event, File, Package
+from archive.keyring import Opened
+from archive.proofs.seal import seal_now
+from archive.proofs.verify import verify_package
 from archive.services import Services
 from archive.storage.locations import open_location
 from fixity.replication import replicate
@@ -252,3 +256,33 @@ def test_the_catalog_rebuilt_from_storage_knows_the_encrypted_copies(held: Held)
         before.plain_size,
     )
     assert after.sha512 == before.sha512
+
+
+def test_verify_proves_the_stored_bytes_and_the_sealed_plain_digest_and_decrypts_when_open(
+    held: Held,
+) -> None:
+    services = held.services
+    seal_now(services)
+    path = "data/testimonies/statement-07.txt"
+    locked = verify_package(services, held.package_id, [path])
+    assert locked.ok, locked.as_dict()
+    lines = " ".join(step["text"] for step in locked.as_dict()["steps"])
+    assert "which is locked: its plain bytes were not read here" in lines
+    assert "sealed on its own" in lines
+
+    secret = recover([("a", held.shares[0]), ("b", held.shares[1])])
+    services.keyring.hold(
+        Opened(
+            "protected-identity",
+            held.recipient,
+            pyrage.x25519.Identity.from_str(identity_text(secret)),
+            "prosecution",
+            ("regina", "rex"),
+            datetime.now(UTC) + timedelta(minutes=5),
+        )
+    )
+    opened = verify_package(services, held.package_id, [path])
+    assert opened.ok, opened.as_dict()
+    text = " ".join(step["text"] for step in opened.as_dict()["steps"])
+    assert "decrypted with the protected-identity tier's key" in text
+    assert hashlib.sha512(STATEMENT).hexdigest()[:16] in text
