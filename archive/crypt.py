@@ -266,6 +266,34 @@ def decrypt_chunks(src: Readable, identity: Any) -> Iterator[bytes]:
                 thread.join(0.05)
 
 
+class DecryptingReader(io.RawIOBase):
+    """A read-only file object over :func:`decrypt_chunks`: for code that copies from a file
+    (``copy_with_digests``). Raises :class:`CryptError` as that does; close it when done."""
+
+    def __init__(self, src: Readable, identity: Any) -> None:
+        super().__init__()
+        self._chunks = decrypt_chunks(src, identity)
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = memoryview(chunk)
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+    def close(self) -> None:
+        self._chunks.close()  # type: ignore[attr-defined]
+        super().close()
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).lower()
     if "no matching keys" in text or "no identity" in text:

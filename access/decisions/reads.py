@@ -247,7 +247,7 @@ class Download:
     identity: Any = None
 
 
-def _opened_for(keyring: KeyRing | None, tier: str, purpose: str | None) -> Any:
+def opened_for(keyring: KeyRing | None, tier: str, purpose: str | None) -> Any:
     """The identity that opens a copy of ``tier`` for ``purpose``; raises :class:`KeyLocked`
     when the tier's key is not open in this process, or open for another purpose."""
     opened = keyring.opened(tier) if keyring is not None else None
@@ -302,7 +302,7 @@ def read_file(
     )
     if not allowed:
         raise _refusal(reveal, decisions)
-    identity = _opened_for(keyring, row.sealed_tier, purpose) if row.sealed_tier else None
+    identity = opened_for(keyring, row.sealed_tier, purpose) if row.sealed_tier else None
     events: tuple[EventRecord, ...] = ()
     if must_log(decisions):
         events = (

@@ -42,7 +42,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
-from access.decisions.reads import package_head
+from access.decisions.reads import opened_for, package_head
 from access.decisions.rules import (
     ANONYMOUS,
     Principal,
@@ -53,8 +53,10 @@ from access.decisions.rules import (
     rules_from_rows,
 )
 from archive import clock
+from archive.catalog.index import sealed_files
 from archive.catalog.queries import access_rows, package_events, resolve_package_id
 from archive.catalog.tables import Package, Seal
+from archive.crypt import CryptError, DecryptingReader
 from archive.custody import new_event, premis_xml, record_events
 from archive.digest import copy_with_digests, digest_file
 from archive.errors import ConfigError, InputRejected, ProofError, StorageError
@@ -241,6 +243,15 @@ def export(
     chosen = _choose(payload, paths, decision.why_not, public_only=releaser is None)
     left_out = 0 if paths else len(payload) - len(chosen)
     digest_of = {p: d for d, ps in inventory["manifest"].items() for p in ps}
+    # Copies stored encrypted are released in clear, decrypted with their tier's key, which
+    # must be open in this process for the purpose of the bundle: checked before anything
+    # is written.
+    sealed = {f"v1/content/{k}": v for k, v in sealed_files(stored, inventory).items()}
+    keys = {
+        payload[p]: opened_for(services.keyring, str(sealed[payload[p]]["tier"]), purpose)
+        for p in chosen
+        if payload[p] in sealed
+    }
     closed = [p for p in chosen if _tier(p, assignments) != "public"]
 
     records_of: dict[str, list[str]] = {}
@@ -263,7 +274,7 @@ def export(
         known: dict[Path, tuple[dict[str, str], int]] = {}
         index = _write(
             services, work, stored, chosen, payload, digest_of, file_seals, manifests,
-            records_of, result, progress, known,
+            records_of, result, progress, known, _Sealed(sealed, keys),
         )  # fmt: skip
         released = (
             f", released by {releaser.agent} under {access_policy(services.settings).label}"
@@ -475,6 +486,7 @@ def _write(
     result: ExportResult,
     progress: Callable[[int], None] | None,
     known: dict[Path, tuple[dict[str, str], int]],
+    sealed: _Sealed,
 ) -> dict[str, Any]:
     """Write the files and their proofs under ``work/data``; return the bundle's index.
     ``known`` gets the digests of what was written here as it was (so that the bag's
@@ -506,9 +518,23 @@ def _write(
         rel = path.removeprefix("data/")
         target = data / "files" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
+        expected = digest_of[content]
         with stored.open(content) as src:  # streamed, read once
-            copied = copy_with_digests(src, target, ("sha512", "sha256", "sha384"))
-        if copied.digests["sha512"] != digest_of[content]:
+            if content in sealed.keys:
+                expected = str(sealed.files[content]["sha512"])
+                try:
+                    with DecryptingReader(src, sealed.keys[content]) as plain:
+                        copied = copy_with_digests(plain, target, ("sha512", "sha256", "sha384"))
+                except CryptError as exc:
+                    raise StorageError(
+                        f"{path} of {result.package_id} in storage does not decrypt ({exc}); "
+                        "nothing was exported",
+                        hint="run `custos verify` on the package and repair the file from a "
+                        "replica",
+                    ) from None
+            else:
+                copied = copy_with_digests(src, target, ("sha512", "sha256", "sha384"))
+        if copied.digests["sha512"] != expected:
             raise StorageError(
                 f"{path} of {result.package_id} in storage no longer matches its sealed "
                 "digest; nothing was exported",
@@ -603,6 +629,15 @@ def _write(
         "tokens": list(tokens.values()),
         "trust_anchors": anchors,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """The package's copies stored encrypted (by content path), and the open identity of
+    each chosen one."""
+
+    files: dict[str, Any]
+    keys: dict[str, Any]
 
 
 def _copy(stored: StoredObject, path: str, target: Path) -> None:

@@ -9,8 +9,10 @@ storage alone knows which copies are encrypted and their plain digests."""
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +31,7 @@ from api.app import create_app
 from archive.catalog.rebuild import rebuild
 from archive.catalog.tables import Event, File, Package
 from archive.keyring import Opened
+from archive.proofs.bundle import verify_bundle
 from archive.proofs.seal import seal_now
 from archive.proofs.verify import verify_package
 from archive.services import Services
@@ -286,3 +289,54 @@ def test_verify_proves_the_stored_bytes_and_the_sealed_plain_digest_and_decrypts
     text = " ".join(step["text"] for step in opened.as_dict()["steps"])
     assert "decrypted with the protected-identity tier's key" in text
     assert hashlib.sha512(STATEMENT).hexdigest()[:16] in text
+
+
+def test_a_court_bundle_releases_the_plain_file_only_while_the_key_is_open(
+    held: Held, tmp_path: Path
+) -> None:
+    services = held.services
+    seal_now(services)
+    users = make_users(services)
+    uuid = held.package_id.removeprefix("urn:uuid:")
+    with TestClient(create_app(services.settings)) as client:
+
+        def reg() -> dict[str, str]:
+            return users.bearer("registrar", totp=True)
+
+        body = {
+            "requester": "Special Tribunal",
+            "reference": "ST/2026/14",
+            "purpose": "prosecution",
+            "package": uuid,
+            "paths": ["data/testimonies/statement-07.txt"],
+        }
+        made = client.post("/registrar/requests", json=body, headers=reg())
+        assert made.status_code == 201, made.text
+        request_id = made.json()["request_id"]
+        refused = client.post(f"/registrar/requests/{request_id}/answer", headers=reg())
+        assert refused.status_code == 423, refused.text
+        assert not list(tmp_path.glob("**/.custos-export-*"))
+
+        secret = recover([("a", held.shares[1]), ("b", held.shares[2])])
+        client.app.state.services.keyring.hold(  # type: ignore[attr-defined]
+            Opened(
+                "protected-identity",
+                held.recipient,
+                pyrage.x25519.Identity.from_str(identity_text(secret)),
+                "prosecution",
+                ("regina", "rex"),
+                datetime.now(UTC) + timedelta(minutes=5),
+            )
+        )
+        answered = client.post(f"/registrar/requests/{request_id}/answer", headers=reg())
+        assert answered.status_code == 200, answered.text
+        r = client.get(f"/registrar/requests/{request_id}/bundle", headers=reg())
+        assert r.status_code == 200, r.text
+    with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    (bundle,) = (tmp_path / "unzipped").iterdir()
+    assert (bundle / "data" / "files" / "testimonies" / "statement-07.txt").read_bytes() == (
+        STATEMENT
+    )
+    report = verify_bundle(bundle)
+    assert report.ok, report.steps
