@@ -190,8 +190,15 @@ def receipt(session: Session, policy: AccessPolicy, reader: Principal, upload_id
             )
             if ok:
                 decisions += ds
+                # What the depositor sent: a copy stored encrypted by its plain bytes.
+                encrypted = f.sealed_tier is not None
                 out.files.append(
-                    {"path": path, "size": f.size, "sha512": f.sha512, "sha256": f.sha256}
+                    {
+                        "path": path,
+                        "size": f.plain_size if encrypted else f.size,
+                        "sha512": f.plain_sha512 if encrypted else f.sha512,
+                        "sha256": f.plain_sha256 if encrypted else f.sha256,
+                    }
                 )
                 break
         else:

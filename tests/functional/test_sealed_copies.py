@@ -38,6 +38,7 @@ from archive.services import Services
 from archive.storage.locations import open_location
 from fixity.replication import replicate
 from fixity.service import run_cycle
+from migration.holdings import read_holdings
 from tests.api_support import Users, make_users
 from tests.conftest import MakeServices
 from tests.helpers import deposit, make_bag
@@ -340,3 +341,10 @@ def test_a_court_bundle_releases_the_plain_file_only_while_the_key_is_open(
     )
     report = verify_bundle(bundle)
     assert report.ok, report.steps
+
+
+def test_migration_leaves_encrypted_copies_alone(held: Held) -> None:
+    with held.services.sessions() as session:
+        holdings = read_holdings(session, [held.package_id])
+    names = sorted(f.logical_path for f in holdings.files)
+    assert names == ["bag/data/reports/situation.txt"]
