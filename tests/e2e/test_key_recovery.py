@@ -1,10 +1,13 @@
 """A tier's key recovered without Custos, as the registrars' guide says (docs/guides/keys.md):
 two shares into the `shamir` command of shamir-mnemonic, its master secret through the
 guide's own lines of Python (run by the system's python3, with nothing of Custos), and
-Debian's `age` decrypting what was encrypted to the tier's recipient."""
+Debian's `age` decrypting a protected file as `custos ingest` stored it, to the bytes that
+were deposited (and that `custos/encrypted.json` names by sha512)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -12,10 +15,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pyrage
-
 from tests.conftest import ROOT
 from tests.functional.test_cli import custos
+from tests.helpers import make_bag
 
 GUIDE = ROOT / "docs" / "guides" / "keys.md"
 
@@ -40,10 +42,20 @@ def test_two_shares_shamir_the_guides_lines_and_debian_age_open_what_custos_seal
     )  # fmt: skip
     assert code == 0, stderr
     original = bytes(range(256)) * 4096 + "témoignage protégé\n".encode()
-    copy = tmp_path / "copy.age"
-    copy.write_bytes(
-        pyrage.encrypt(original, [pyrage.x25519.Recipient.from_str(made["recipient"])])
+    bag = make_bag(
+        tmp_path / "bag",
+        {"testimonies/statement.txt": original},
+        info={"Access-Tier": "protected-identity", "Access-Legal-Basis": "Order 12/2019"},
     )
+    code, stored, stderr = custos(
+        data, "ingest", str(bag), "--depositor", "Mechanism", "--new-depositor", "--json"
+    )
+    assert code == 0, stderr
+    obj = data / "storage" / stored["object_path"]
+    copy = obj / "v1" / "content" / "bag" / "data" / "testimonies" / "statement.txt"
+    assert original[:4096] not in copy.read_bytes()
+    listed = json.loads((obj / "v1" / "content" / "custos" / "encrypted.json").read_text())
+    entry = listed["files"]["bag/data/testimonies/statement.txt"]
 
     typed = "".join(
         "".join(ln + " " for ln in f.read_text().splitlines() if not ln.startswith("#")) + "\n"
@@ -74,6 +86,7 @@ def test_two_shares_shamir_the_guides_lines_and_debian_age_open_what_custos_seal
         ["age", "-d", "-i", str(identity), "-o", str(plain), str(copy)], check=True, timeout=60
     )
     assert plain.read_bytes() == original
+    assert hashlib.sha512(plain.read_bytes()).hexdigest() == entry["sha512"]
 
     # One share is not enough for the shamir command either.
     one = subprocess.run(
