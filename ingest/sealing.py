@@ -4,8 +4,9 @@ Once a tier has a key (``custos keys init``), every payload file that the deposi
 declaration puts in that tier is stored encrypted in the age format to the tier's recipients
 (its own key and its escrows): the staged plain copy is read once, encrypted and digested on
 both sides (:func:`archive.crypt.encrypt_copy`), and replaced. The object keeps the file under
-its own name; ``custos/encrypted.json`` lists each encrypted file with its tier, its plain
-size and digests, and its recipients, so that the catalog can be rebuilt from storage alone.
+its own name; ``custos/encrypted.json`` lists each encrypted copy by content path, with its
+logical path, tier, plain size and digests, and recipients, so that the catalog can be
+rebuilt from storage alone.
 The inventory, fixity and replication see the stored (encrypted) bytes; the bag's manifests
 and the file seals prove the plain ones.
 
@@ -44,7 +45,7 @@ def seal_payload(
 ) -> dict[str, dict[str, Any]]:
     """Encrypt, in place in ``bag_dir``, each payload file (``data/…``) whose tier has
     recipients; replace its entry in ``files`` with the stored bytes' digests. Returns the
-    entries of ``custos/encrypted.json`` by logical path (``bag/data/…``).
+    entries of ``custos/encrypted.json`` by content path (``v1/content/bag/data/…``).
 
     Raises :class:`~archive.digest.WriteFailed` when staging refuses the write (nothing of the
     deposit is kept then, as for any write refused at deposit)."""
@@ -62,7 +63,8 @@ def seal_payload(
         with writing(staged):
             os.replace(sealing, staged)
         files[rel] = done.stored
-        sealed[f"bag/{rel}"] = {
+        sealed[f"v1/content/bag/{rel}"] = {
+            "logical": f"bag/{rel}",
             "tier": tier,
             "size": done.plain.size,
             "sha512": done.plain.digests["sha512"],

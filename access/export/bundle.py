@@ -246,7 +246,7 @@ def export(
     # Copies stored encrypted are released in clear, decrypted with their tier's key, which
     # must be open in this process for the purpose of the bundle: checked before anything
     # is written.
-    sealed = {f"v1/content/{k}": v for k, v in sealed_files(stored, inventory).items()}
+    sealed = sealed_files(stored, inventory)
     keys = {
         payload[p]: opened_for(services.keyring, str(sealed[payload[p]]["tier"]), purpose)
         for p in chosen

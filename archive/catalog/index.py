@@ -75,8 +75,10 @@ def _read_logical(obj: StoredObject, state: dict[str, str], logical: str) -> byt
 
 
 def sealed_files(obj: StoredObject, inventory: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The object's files stored encrypted (``custos/encrypted.json`` of its head), by logical
-    path: tier, plain size and digests, recipients. Empty for an object with none."""
+    """The object's copies stored encrypted (``custos/encrypted.json`` of its head), by content
+    path: logical path, tier, plain size and digests, recipients. Every encrypted content
+    path of every version is listed (a copy re-wrapped for a new key is a new content path
+    beside the old). Empty for an object with none."""
     inventory = inventory or obj.inventory()
     raw = _read_logical(obj, ocfl.head_state(inventory), ENCRYPTED_JSON)
     return dict(json.loads(raw)["files"]) if raw else {}
@@ -199,7 +201,7 @@ def index_object(
             if size is None:
                 size = obj.size(content_path)
             fmt = formats.get(logical, {})
-            plain = sealed.get(logical) if version_name == "v1" else None
+            plain = sealed.get(content_path)
             file_rows.append(
                 {
                     "package_id": package_id,

@@ -262,7 +262,7 @@ def _file_seal(
         plain = sealed_files(obj, inventory)
         digests = []
         for path, d in added:
-            entry = plain.get(path.removeprefix(prefix)) if path.startswith("v1/") else None
+            entry = plain.get(path)
             if entry is not None:
                 if algorithm not in entry:
                     raise ProofError(

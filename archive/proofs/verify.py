@@ -110,7 +110,7 @@ def verify_package(
     for subject, digest, record in seals:
         by_subject.setdefault(subject, []).append((digest, record))
     checked: dict[str, str] = {}
-    plain = {f"v1/content/{k}": v for k, v in sealed_files(root, inventory).items()}
+    plain = sealed_files(root, inventory)
     subjects = (
         sorted(by_subject)
         if not paths

@@ -55,7 +55,7 @@ def test_two_shares_shamir_the_guides_lines_and_debian_age_open_what_custos_seal
     copy = obj / "v1" / "content" / "bag" / "data" / "testimonies" / "statement.txt"
     assert original[:4096] not in copy.read_bytes()
     listed = json.loads((obj / "v1" / "content" / "custos" / "encrypted.json").read_text())
-    entry = listed["files"]["bag/data/testimonies/statement.txt"]
+    entry = listed["files"]["v1/content/bag/data/testimonies/statement.txt"]
 
     typed = "".join(
         "".join(ln + " " for ln in f.read_text().splitlines() if not ln.startswith("#")) + "\n"
