@@ -391,19 +391,26 @@ def _stanza(file_key: bytes, recipient: str) -> bytes:
     return b"-> X25519 " + _b64(share) + b"\n" + b"".join(ln + b"\n" for ln in lines)
 
 
-def rewrap(src: BinaryIO, dst: BinaryIO, identity: str, recipients: Sequence[str]) -> None:
+def rewrap(src: Readable, dst: BinaryIO, identity: str, recipients: Sequence[str]) -> CopyResult:
     """Copy the age file ``src`` to ``dst`` with a new header wrapping its file key to
-    ``recipients`` alone, the payload copied byte for byte (never decrypted). ``identity``
-    (``AGE-SECRET-KEY-1…``) must open it. Raises :class:`CryptError` when it does not, or
-    when the header fails its check; ``ValueError`` for a recipient that is not one."""
+    ``recipients`` alone, the payload copied byte for byte (never decrypted); return the size
+    and digests of what was written. ``identity`` (``AGE-SECRET-KEY-1…``) must open it.
+    Raises :class:`CryptError` when it does not, or when the header fails its check;
+    ``ValueError`` for a recipient that is not one."""
     if not recipients:
         raise ValueError("a copy is encrypted to one recipient at least")
     for r in recipients:
         recipient_bytes(r)  # every recipient checked before a byte is written
-    header = _read_header(src)
+    # A location's reader is raw: buffered here, so that the header's lines are not read a
+    # byte at a time.
+    reader: Any = io.BufferedReader(src, CHUNK) if isinstance(src, io.RawIOBase) else src
+    header = _read_header(reader)
     file_key = _file_key(header, identity_secret(identity))
     signed = MAGIC + b"\n" + b"".join(_stanza(file_key, r) for r in recipients) + b"---"
     mac = hmac.new(_hkdf(file_key, b"", b"header"), signed, "sha256").digest()
-    dst.write(signed + b" " + _b64(mac) + b"\n")
-    while chunk := src.read(CHUNK):
-        dst.write(chunk)
+    out = _Digesting(dst)
+    out.write(signed + b" " + _b64(mac) + b"\n")
+    while chunk := reader.read(CHUNK):
+        out.write(chunk)
+    out.flush()
+    return out.result()

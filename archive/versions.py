@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
@@ -103,11 +104,14 @@ def catalog_version(
     message: str,
     agent: str,
     formats: Mapping[str, Mapping[str, str | None]] | None = None,
+    sealed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """Record in the catalog a version :func:`append_version` wrote: a row per file it adds,
     the version's row and the package's new head, and the work every new version needs
     (sealing, replication) in the outbox. ``formats`` (logical path -> ``puid``,
-    ``mime_type``, ``format_name``) gives the identification of files already identified.
+    ``mime_type``, ``format_name``) gives the identification of files already identified;
+    ``sealed`` (content path -> its ``custos/encrypted.json`` entry) the copies it stores
+    encrypted.
     The caller's transaction commits it, with the events that go with the version."""
     known = formats or {}
     session.execute(
@@ -126,6 +130,7 @@ def catalog_version(
                     key: known.get(e.logical_path, {}).get(key)
                     for key in ("puid", "mime_type", "format_name")
                 },
+                **_plain((sealed or {}).get(e.content_path)),
             }
             for e in new.entries
         ],
@@ -142,6 +147,17 @@ def catalog_version(
     )
     session.execute(update(Package).where(Package.id == package_id).values(head=new.number))
     outbox.add_for_new_version(session, package_id)
+
+
+def _plain(entry: Mapping[str, Any] | None) -> dict[str, Any]:
+    if entry is None:
+        return {"sealed_tier": None, "plain_size": None, "plain_sha512": None, "plain_sha256": None}
+    return {
+        "sealed_tier": entry["tier"],
+        "plain_size": entry["size"],
+        "plain_sha512": entry["sha512"],
+        "plain_sha256": entry["sha256"],
+    }
 
 
 def finish(store: LocalStore, version: NewVersion) -> None:

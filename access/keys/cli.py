@@ -250,6 +250,78 @@ def reshare_cmd(
     _report(as_json, run(as_json, go), files, "new shares made")
 
 
+@keys_app.command("rotate")
+def rotate_cmd(
+    ctx: typer.Context,
+    tier: TierOpt = "protected-identity",
+    share_file: ShareFileOpt = None,
+    shares: SharesOpt = 5,
+    threshold: ThresholdOpt = 2,
+    out_dir: OutDirOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Finish a rotation cut short: the shares given are then the retired key's.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace a tier's key with a new one and re-wrap every encrypted copy of the tier to it
+    (headers only: the encrypted contents are copied unchanged, as a new version of each
+    package). The shares given open the current key; the new key's shares are handed out
+    once (--out-dir or this terminal) before anything is recorded. Packages are re-wrapped
+    one at a time, each committed: a rotation cut short is finished with --resume and shares
+    of the retired key. The old versions keep copies wrapped to the old key (OCFL keeps every
+    version): destroy the old shares."""
+    from access.keys.rotate import Rotation, begin, rewrap_all
+    from access.keys.rotate import resume as resume_rotation
+    from access.keys.service import own_key
+
+    services = run(as_json, state(ctx).services)
+    if not resume:
+        if out_dir is None:
+            run(as_json, lambda: _check_terminal("--out-dir"))
+        else:
+            run(as_json, lambda: _check_out_dir(out_dir))
+    files: list[Path] = []
+
+    def start() -> tuple[Rotation, bytes]:
+        with services.session_scope() as session:
+            key = own_key(session, tier)
+            presented = _read_shares(share_file, key.threshold if key else None)
+            if resume:
+                return resume_rotation(session, tier=tier, presented=presented)
+            return begin(
+                session,
+                tier=tier,
+                presented=presented,
+                shares=shares,
+                threshold=threshold,
+                by=operator(),
+                hand_out=lambda made: files.extend(_hand_out(made, out_dir)),
+            )
+
+    rotation, old_secret = run(as_json, start)
+    if not as_json:
+        if rotation.new is not None:
+            _report(False, rotation.new, files, "new key made")
+        err.print(f"re-wrapping the {tier} tier's copies to {rotation.recipient}…")
+
+    def progress(package_id: str, copies: int) -> None:
+        if copies and not as_json:
+            err.print(f"  {package_id}: {copies} cop{'y' if copies == 1 else 'ies'} re-wrapped")
+
+    done = run(as_json, lambda: rewrap_all(services, rotation, old_secret, progress=progress))
+    if as_json:
+        emit_json({"status": "ok", **done.as_dict(), "files": [str(f) for f in files]})
+        return
+    out.print(
+        f"rotated: {done.packages} package(s), {done.copies} cop(ies) re-wrapped to "
+        f"{done.recipient}; {done.retired} retired (destroy its shares)"
+    )
+
+
 @keys_app.command("add-recipient")
 def add_recipient_cmd(
     ctx: typer.Context,

@@ -59,7 +59,7 @@ def _reject(code: str, message: str, where: str, hint: str) -> InputRejected:
     return InputRejected(message, [Finding(code, "error", message, where)], hint=hint)
 
 
-def _check_tier(tier: str, where: str = "--tier") -> None:
+def check_tier(tier: str, where: str = "--tier") -> None:
     if not is_tier(tier) or tier not in KEYED_TIERS:
         raise _reject(
             "KEY-TIER",
@@ -73,7 +73,7 @@ def _link(tier: str) -> Link:
     return Link("tier", tier, "key")
 
 
-def _event(type_: str, detail: str, tier: str, agent: str) -> EventRecord:
+def event_of(type_: str, detail: str, tier: str, agent: str) -> EventRecord:
     return new_event(type_, "success", detail, links=[_link(tier)], agent=agent)
 
 
@@ -86,7 +86,7 @@ def own_key(session: Session, tier: str) -> TierKey | None:
     ).scalar_one_or_none()
 
 
-def _require_key(session: Session, tier: str, where: str = "--tier") -> TierKey:
+def require_key(session: Session, tier: str, where: str = "--tier") -> TierKey:
     key = own_key(session, tier)
     if key is None:
         raise NotFound(
@@ -130,7 +130,7 @@ def init_key(
 
     Raises :class:`InputRejected`: ``KEY-TIER`` for public or an unknown tier, ``KEY-SHARES``
     for counts that do not split a key, ``KEY-EXISTS`` when the tier has a key already."""
-    _check_tier(tier)
+    check_tier(tier)
     check_counts(shares, threshold)
     held = own_key(session, tier)
     if held is not None:
@@ -163,7 +163,7 @@ def init_key(
     record_events(
         session,
         [
-            _event(
+            event_of(
                 "key administration",
                 f"key of the {tier} tier made: recipient {recipient}; split into {shares} "
                 f"shares (set {made.share_set}), any {threshold} of which open it; by {by}",
@@ -191,10 +191,10 @@ def reshare(
 
     Raises :class:`NotFound` when the tier has no key, :class:`InputRejected` for shares that
     do not open it (``KEY-SHARE-*``, ``KEY-SHARES-TOO-FEW``, ``KEY-WRONG``)."""
-    _check_tier(tier)
+    check_tier(tier)
     check_counts(shares, threshold)
-    key = _require_key(session, tier)
-    secret = _open_secret(key, presented)
+    key = require_key(session, tier)
+    secret = open_secret(key, presented)
     made = split(secret, shares=shares, threshold=threshold)
     del secret
     new = NewShares(tier, key.recipient, made)
@@ -204,7 +204,7 @@ def reshare(
     record_events(
         session,
         [
-            _event(
+            event_of(
                 "key administration",
                 f"new shares of the {tier} tier's key (recipient {key.recipient}): {shares} "
                 f"shares (set {made.share_set}), any {threshold} of which open it, made from "
@@ -229,7 +229,7 @@ def add_recipient(
     ``KEY-RECIPIENT`` for text that is not an age X25519 recipient (a secret key pasted by
     mistake is refused without being repeated), ``KEY-HOLDER`` for a missing holder,
     ``KEY-RECIPIENT-HELD`` for a recipient the tier has already."""
-    _check_tier(tier)
+    check_tier(tier)
     recipient = recipient.strip()
     if recipient.upper().startswith("AGE-SECRET-KEY-"):
         raise _reject(
@@ -257,7 +257,7 @@ def add_recipient(
             "--holder",
             "name it, e.g. --holder 'Successor Archive of the Special Tribunal'",
         )
-    _require_key(session, tier)
+    require_key(session, tier)
     held = session.execute(
         select(TierKey).where(TierKey.tier == tier, TierKey.recipient == recipient)
     ).scalar_one_or_none()
@@ -283,7 +283,7 @@ def add_recipient(
     record_events(
         session,
         [
-            _event(
+            event_of(
                 "key administration",
                 f"recipient {recipient} of {holder} added to the {tier} tier (escrow): copies "
                 f"encrypted to the tier from now on open with that institution's key too; "
@@ -298,7 +298,7 @@ def add_recipient(
     return status
 
 
-def _open_secret(key: TierKey, presented: Sequence[tuple[str, str]]) -> bytes:
+def open_secret(key: TierKey, presented: Sequence[tuple[str, str]]) -> bytes:
     """The secret of ``key`` from shares of its current set; raises :class:`InputRejected`."""
     for where, words in presented:
         if read_share(words, where=where).share_set != key.share_set:
@@ -437,7 +437,7 @@ def present_share(
     (``KEY-SHARE-DUPLICATE``), or shares that open another key (``KEY-WRONG``: the shares
     waiting are dropped). Nothing refused counts."""
     record_lapsed(session, keyring)
-    _check_tier(tier, "tier")
+    check_tier(tier, "tier")
     if purpose not in policy.purposes:
         raise _reject(
             "KEY-PURPOSE",
@@ -445,7 +445,7 @@ def present_share(
             "purpose",
             f"name one of {', '.join(sorted(policy.purposes))}",
         )
-    key = _require_key(session, tier, "tier")
+    key = require_key(session, tier, "tier")
     assert key.threshold is not None and key.share_set is not None
     where = f"{who.name}'s share"
     read = read_share(share, where=where)
@@ -482,7 +482,7 @@ def present_share(
     shares = {**waiting.shares, who.name: (read.index, share)}
     by = tuple(sorted(shares))
     events = [
-        _event(
+        event_of(
             "key custody",
             f"share presented by {who.agent} to open the {tier} tier's key for {purpose}: "
             f"{len(by)} of {key.threshold}",
@@ -499,7 +499,7 @@ def present_share(
         keyring.wait(tier, waiting)
         return Unlock(tier, purpose, len(by), key.threshold, by, None)
     try:
-        secret = _open_secret(key, [(f"{n}'s share", w) for n, (_, w) in shares.items()])
+        secret = open_secret(key, [(f"{n}'s share", w) for n, (_, w) in shares.items()])
     except InputRejected:
         keyring.forget_waiting(tier)  # shares that open another key: start again
         raise
@@ -507,7 +507,7 @@ def present_share(
     key.last_opened_at = now
     key.last_opened = f"{', '.join(by)} for {purpose}"
     events.append(
-        _event(
+        event_of(
             "key custody",
             f"the {tier} tier's key (recipient {key.recipient}) opened for {purpose} by "
             f"{', '.join(by)} until {until.isoformat()}",
@@ -525,14 +525,14 @@ def present_share(
 def lock_key(session: Session, keyring: KeyRing, who: Principal, tier: str) -> bool:
     """Close the tier's key now (and drop shares waiting for it); false if it was not open."""
     record_lapsed(session, keyring)
-    _check_tier(tier, "tier")
+    check_tier(tier, "tier")
     opened = keyring.close(tier)
     if opened is None:
         return False
     record_events(
         session,
         [
-            _event(
+            event_of(
                 "key custody",
                 f"the {tier} tier's key locked by {who.agent} (open for {opened.purpose} "
                 f"since its opening by {', '.join(opened.by)})",
@@ -551,7 +551,7 @@ def record_lapsed(session: Session, keyring: KeyRing) -> None:
         record_events(
             session,
             [
-                _event(
+                event_of(
                     "key custody",
                     f"the {o.tier} tier's key locked: its time was up at {o.until.isoformat()} "
                     f"(open for {o.purpose} by {', '.join(o.by)})",
