@@ -322,6 +322,35 @@ def rotate_cmd(
     )
 
 
+@keys_app.command("encrypt-existing")
+def encrypt_existing_cmd(
+    ctx: typer.Context,
+    tier: TierOpt = "protected-identity",
+    as_json: JsonOpt = False,
+) -> None:
+    """Store again, encrypted to the tier's key and escrows, every plain copy of the tier's
+    files deposited before the tier had a key: a new version of each package, each committed
+    (run it again to finish a run cut short). No share is needed. The earlier versions keep
+    the plain copies (OCFL keeps every version), on every location, until the archive's
+    storage is rebuilt without them: say so to whoever holds those disks and buckets."""
+    from access.keys.rotate import encrypt_existing
+
+    services = run(as_json, state(ctx).services)
+
+    def progress(package_id: str, copies: int) -> None:
+        if copies and not as_json:
+            err.print(f"  {package_id}: {copies} cop{'y' if copies == 1 else 'ies'} encrypted")
+
+    packages, copies = run(as_json, lambda: encrypt_existing(services, tier, progress=progress))
+    if as_json:
+        emit_json({"status": "ok", "tier": tier, "packages": packages, "copies": copies})
+        return
+    out.print(
+        f"{copies} plain cop(ies) of the {tier} tier in {packages} package(s) stored again "
+        "encrypted; the earlier versions keep the plain copies"
+    )
+
+
 @keys_app.command("add-recipient")
 def add_recipient_cmd(
     ctx: typer.Context,

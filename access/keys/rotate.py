@@ -27,22 +27,26 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from access.decisions.records import read_access
+from access.decisions.rules import rules_from_rows
 from access.keys.service import NewShares, check_tier, event_of, open_secret, require_key
 from access.keys.shares import check_counts, new_secret, recipient_of, split
 from archive import clock, steps
 from archive.catalog.index import ENCRYPTED_JSON, PREMIS_XML, run_index_hooks, sealed_files
-from archive.catalog.queries import tier_recipients
-from archive.catalog.tables import File, Package, TierKey
-from archive.crypt import identity_text, rewrap
+from archive.catalog.queries import access_rows, tier_recipients
+from archive.catalog.tables import AccessAssignment, File, Package, TierKey
+from archive.crypt import encrypt_copy, identity_text, rewrap
 from archive.custody import new_event, premis_xml, record_events
 from archive.digest import CopyResult, writing
-from archive.errors import NotFound
+from archive.errors import NotFound, StorageError
 from archive.model import Link
 from archive.services import Services
 from archive.storage import ocfl
 from archive.versions import append_version, catalog_version, finish
+from policies.access import effective
 
 AGENT = "Custos"
+#: An entry of ``custos/encrypted.json``: logical path, tier, plain size and digests, recipients.
+Entry = dict[str, Any]
 
 
 @dataclass
@@ -187,6 +191,139 @@ def rewrap_all(
 def _rewrap_package(
     services: Services, package_id: str, tier: str, old_identity: str, recipients: list[str]
 ) -> int:
+    def choose(state: dict[str, str], sealed: dict[str, Any], _: Any) -> list[tuple[str, str]]:
+        return [
+            (logical, content)
+            for logical, content in sorted(state.items())
+            if content in sealed
+            and sealed[content]["tier"] == tier
+            and list(sealed[content]["recipients"]) != recipients
+        ]
+
+    def write(
+        src: Any, dst: Any, entry: dict[str, Any] | None
+    ) -> tuple[CopyResult, dict[str, Any]]:
+        assert entry is not None
+        return rewrap(src, dst, old_identity, recipients), {**entry, "recipients": recipients}
+
+    return _store_again(
+        services,
+        package_id,
+        choose,
+        write,
+        lambda n: (
+            f"{n} encrypted cop{'y' if n == 1 else 'ies'} of the {tier} tier re-wrapped to "
+            f"{len(recipients)} recipient(s) ({', '.join(recipients)}) after a key rotation: "
+            "headers only, the encrypted contents copied unchanged",
+            f"Copies of the {tier} tier re-wrapped to its new key",
+        ),
+    )
+
+
+def encrypt_existing(
+    services: Services,
+    tier: str,
+    *,
+    progress: Callable[[str, int], None] | None = None,
+) -> tuple[int, int]:
+    """Store again, encrypted to the tier's recipients, every plain copy of a payload file
+    of ``tier`` in each package's head (files deposited before the tier had a key), a new
+    version per package, each committed; packages already done are skipped, so a run cut
+    short is finished by running it again. No key is needed: encrypting takes only the
+    recipients. Returns (packages, copies) done.
+
+    The earlier versions keep the plain copies: OCFL keeps every version, and their bytes
+    are what the inventories and seals of those versions prove.
+
+    Raises :class:`NotFound` when the tier has no key."""
+    check_tier(tier)
+    with services.sessions() as session:
+        require_key(session, tier)
+        recipients = tier_recipients(session, tier)
+        packages = list(
+            session.execute(
+                select(AccessAssignment.package_id)
+                .where(AccessAssignment.tier == tier)
+                .distinct()
+                .order_by(AccessAssignment.package_id)
+            ).scalars()
+        )
+    done_packages = done_copies = 0
+    for package_id in packages:
+        with services.sessions() as session:
+            pkg = session.get(Package, package_id)
+            if pkg is None:
+                continue
+            rules = rules_from_rows(package_id, "", access_rows(session, package_id))
+
+        def choose(
+            state: dict[str, str], sealed: dict[str, Any], _: Any, rules: Any = rules
+        ) -> list[tuple[str, str]]:
+            return [
+                (logical, content)
+                for logical, content in sorted(state.items())
+                if logical.startswith("bag/data/")
+                and content not in sealed
+                and _tier(logical.removeprefix("bag/"), rules.assignments) == tier
+            ]
+
+        def write(
+            src: Any, dst: Any, _: dict[str, Any] | None
+        ) -> tuple[CopyResult, dict[str, Any]]:
+            done = encrypt_copy(src, dst, recipients)
+            return done.stored, {
+                "tier": tier,
+                "size": done.plain.size,
+                "sha512": done.plain.digests["sha512"],
+                "sha256": done.plain.digests["sha256"],
+                "recipients": list(recipients),
+            }
+
+        copies = _store_again(
+            services,
+            package_id,
+            choose,
+            write,
+            lambda n: (
+                f"{n} plain cop{'y' if n == 1 else 'ies'} of the {tier} tier stored again "
+                f"encrypted (age-encryption.org/v1) to {len(recipients)} recipient(s) "
+                f"({', '.join(recipients)}); the earlier versions keep the plain copies",
+                f"Copies of the {tier} tier stored again encrypted",
+            ),
+            check_plain=True,
+        )
+        if copies:
+            done_packages += 1
+            done_copies += copies
+            steps.reached("encrypted")
+        if progress is not None:
+            progress(package_id, copies)
+    return done_packages, done_copies
+
+
+def _tier(path: str, assignments: Any) -> str | None:
+    found = effective(path, list(assignments))
+    return found.tier if found is not None else None
+
+
+Choose = Callable[[dict[str, str], dict[str, Any], Any], list[tuple[str, str]]]
+Write = Callable[[Any, Any, "dict[str, Any] | None"], tuple[CopyResult, dict[str, Any]]]
+
+
+def _store_again(
+    services: Services,
+    package_id: str,
+    choose: Choose,
+    write: Write,
+    describe: Callable[[int], tuple[str, str]],
+    *,
+    check_plain: bool = False,
+) -> int:
+    """A new version of the package holding a new copy (``write``: from the stored one to
+    the new one, with its ``custos/encrypted.json`` entry) of each head file ``choose``
+    picks, beside the copies it replaces; recorded in the catalog with an ``encryption``
+    event (``describe``: its detail and the version's message). ``check_plain``: each new
+    entry's plain sha512 must be the replaced copy's own (a plain copy encrypted)."""
     with services.sessions() as session:
         rel = session.execute(
             select(Package.object_path).where(Package.id == package_id)
@@ -195,47 +332,40 @@ def _rewrap_package(
     inventory = obj.inventory()
     sealed = sealed_files(obj, inventory)
     state = ocfl.head_state(inventory)
-    stale = [
-        (logical, content)
-        for logical, content in sorted(state.items())
-        if content in sealed
-        and sealed[content]["tier"] == tier
-        and list(sealed[content]["recipients"]) != recipients
-    ]
-    if not stale:
+    chosen = choose(state, sealed, inventory)
+    if not chosen:
         return 0
+    digest_of = {p: d for d, ps in inventory["manifest"].items() for p in ps}
     number = ocfl.version_number(inventory["head"]) + 1
-    scratch = services.store.staging / f"rewrap-{uuid.uuid4().hex}"
+    scratch = services.store.staging / f"store-again-{uuid.uuid4().hex}"
     moved: dict[str, tuple[Any, CopyResult]] = {}
     entries = dict(sealed)
     try:
         with writing(scratch):
             scratch.mkdir(parents=True)
-        for n, (logical, content) in enumerate(stale):
+        for n, (logical, content) in enumerate(chosen):
             target = scratch / f"{n}.age"
             with obj.open(content) as src, writing(target), open(target, "xb") as dst:
-                done = rewrap(src, dst, old_identity, recipients)
+                done, entry = write(src, dst, sealed.get(content))
+            if check_plain and entry["sha512"] != digest_of[content]:
+                raise StorageError(
+                    f"a copy of {package_id} read back with another sha512 than its inventory "
+                    "records; nothing of the package was changed",
+                    hint="run a fixity check of the package (`custos fixity run`), which "
+                    "repairs the copy from a replica, then run this again",
+                )
             moved[logical] = (target, done)
-            entries[f"v{number}/content/{logical}"] = {
-                **sealed[content],
-                "recipients": list(recipients),
-            }
+            entries[f"v{number}/content/{logical}"] = {**entry, "logical": logical}
         stored = read_access(services, rel)
+        detail, message = describe(len(chosen))
         event = new_event(
-            "encryption",
-            "success",
-            f"{len(stale)} encrypted cop{'y' if len(stale) == 1 else 'ies'} of the {tier} tier "
-            f"re-wrapped to {len(recipients)} recipient(s) ({', '.join(recipients)}) after a "
-            "key rotation: headers only, the encrypted contents copied unchanged",
-            links=[Link("package", package_id)],
-            agent=AGENT,
+            "encryption", "success", detail, links=[Link("package", package_id)], agent=AGENT
         )
         body = json.dumps(
             {"format": "age-encryption.org/v1", "files": dict(sorted(entries.items()))},
             indent=1,
             ensure_ascii=False,
         )
-        message = f"Copies of the {tier} tier re-wrapped to its new key"
         new = append_version(
             services.primary,
             rel,
@@ -249,7 +379,10 @@ def _rewrap_package(
             created=clock.local_now(),
         )
         if new.number != number:
-            raise RuntimeError(f"{package_id} gained a version while it was re-wrapped")
+            raise StorageError(
+                f"{package_id} gained a version while its copies were stored again",
+                hint="run the command again: what was done is kept",
+            )
         with services.session_scope() as session:
             known = {
                 f.logical_path: {
@@ -259,7 +392,8 @@ def _rewrap_package(
                 }
                 for f in session.execute(
                     select(File).where(
-                        File.package_id == package_id, File.content_path.in_([c for _, c in stale])
+                        File.package_id == package_id,
+                        File.content_path.in_([c for _, c in chosen]),
                     )
                 ).scalars()
             }
@@ -277,4 +411,4 @@ def _rewrap_package(
         finish(services.store, new)
     finally:
         services.store.discard(scratch)
-    return len(stale)
+    return len(chosen)

@@ -254,3 +254,45 @@ def test_rotate_refuses_shares_that_do_not_open_the_key(tmp_path: Path, resume: 
     else:
         assert body["findings"][0]["code"] == "KEY-SHARE-SET"
         assert not (tmp_path / "n").exists()
+
+
+def test_encrypt_existing_stores_plain_protected_copies_again_encrypted(
+    tmp_path: Path, catalog_url: str
+) -> None:
+    data, env = tmp_path / "data", _env(catalog_url)
+    for n in (0, 1):  # deposited before the tier had a key: stored plain
+        _deposit(data, tmp_path, n, env)
+    code, body, _ = custos(data, "keys", "encrypt-existing", "--json", env=env)
+    assert code == 4 and "custos keys init" in body["hint"]  # no key: nothing to encrypt to
+
+    assert (
+        custos(data, "keys", "init", "--shares", "3", "--out-dir", str(tmp_path / "s"), env=env)[0]
+        == 0
+    )
+    identity = _identity(tmp_path / "s")
+    code, body, stderr = custos(data, "keys", "encrypt-existing", "--json", env=env)
+    assert code == 0, stderr
+    assert (body["packages"], body["copies"]) == (2, 2)
+
+    services = _open(data, catalog_url)
+    try:
+        for logical, copy in _head_copies(services).items():
+            n = int(logical.rsplit("-", 1)[1].split(".")[0])
+            assert STATEMENTS[n] not in copy
+            assert _plain(copy, identity) == STATEMENTS[n]
+        with services.sessions() as session:
+            rows = list(
+                session.execute(select(File).where(File.sealed_tier.is_not(None))).scalars()
+            )
+            assert len(rows) == 2
+            for r in rows:
+                n = int(r.logical_path.rsplit("-", 1)[1].split(".")[0])
+                assert r.plain_size == len(STATEMENTS[n]) and r.version == 2
+            details = list(
+                session.execute(select(Event.detail).where(Event.type == "encryption")).scalars()
+            )
+            assert len(details) == 2 and all("keep the plain copies" in d for d in details)
+    finally:
+        services.close()
+    code, again, _ = custos(data, "keys", "encrypt-existing", "--json", env=env)
+    assert code == 0 and (again["packages"], again["copies"]) == (0, 0)  # nothing left
