@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import Any, BinaryIO, cast
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from access.decisions.reads import package_head, package_id_of
+from access.decisions.reads import opened_for, package_head, package_id_of
 from access.decisions.records import links_of, read_access, what_of, write_access
 from access.decisions.reviews import supersede_reviews
 from access.decisions.rules import (
@@ -39,6 +40,7 @@ from access.export.bundle import ExportResult, export
 from access.export.zipstream import zip_stream
 from access.paging import Listing, Page
 from archive import clock
+from archive.catalog.queries import tier_recipients
 from archive.catalog.tables import (
     Depositor,
     Event,
@@ -47,7 +49,9 @@ from archive.catalog.tables import (
     Package,
 )
 from archive.config import Settings
+from archive.crypt import DecryptingReader, encrypt_copy
 from archive.custody import new_event, record_events
+from archive.digest import writing
 from archive.errors import InputRejected, NotFound, StorageError
 from archive.findings import Finding
 from archive.model import EventRecord, Link
@@ -426,6 +430,8 @@ def answer_request(services: Services, reader: Principal, request_id: str) -> di
             purpose=row.purpose,
             releaser=reader,
         )
+        if result.sealed:
+            _seal_bundle(services, scratch, result.sealed)
         services.primary.put_folder(prefix, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -443,6 +449,32 @@ def answer_request(services: Services, reader: Principal, request_id: str) -> di
         )
         answered = _request_dict(_request(session, request_id))
     return {**answered, "export": {**result.as_dict(), "bundle": prefix}}
+
+
+#: Beside a stored bundle (never in its zip): the files of it kept encrypted, with their tier
+#: and plain size (``{"files": {path: {"tier": …, "size": …}}}``).
+SEALED_BUNDLE = ".custos-sealed.json"
+
+
+def _seal_bundle(services: Services, folder: Path, sealed: dict[str, str]) -> None:
+    """Encrypt, in the bundle made in ``folder``, each file released from an encrypted copy,
+    to its tier's recipients: the archive's own copy of a bundle keeps protected material as
+    the archive keeps it. The bundle's manifests still name the plain bytes, which the
+    download decrypts while the tier's key is open."""
+    listed: dict[str, dict[str, Any]] = {}
+    with services.sessions() as session:
+        recipients = {t: tier_recipients(session, t) for t in set(sealed.values())}
+    for rel, tier in sorted(sealed.items()):
+        if not recipients[tier]:
+            continue  # the tier's key was retired without a successor: nothing to encrypt to
+        path = folder / rel
+        sealing = path.with_name(path.name + ".custos-sealing")
+        with open(path, "rb") as src, writing(sealing), open(sealing, "xb") as dst:
+            done = encrypt_copy(src, dst, recipients[tier])
+        with writing(path):
+            os.replace(sealing, path)
+        listed[rel] = {"tier": tier, "size": done.plain.size}
+    (folder / SEALED_BUNDLE).write_text(json.dumps({"files": listed}, indent=1) + "\n")
 
 
 def _legacy_folder(settings: Settings, request_id: str) -> Path:
@@ -519,19 +551,33 @@ def bundle_of(
         primary = services.primary
         prefix = f"{row.bundle}/"
         files: list[tuple[str, int]] = []
+        sealed: dict[str, Any] = {}
         try:
             for key in sorted(primary.location.iter_keys(prefix)):
                 info = primary.location.stat(key)
                 if info is None:
                     raise lost
+                if key == prefix + SEALED_BUNDLE:
+                    sealed = json.loads(primary.read_bytes(key))["files"]
+                    continue
                 files.append((key[len(prefix) :], info.size))
         except LocationUnavailable:
             raise
         except StorageError as exc:  # a link or a special file: nothing of it leaves
             raise lost from exc
+        # Files kept encrypted leave in clear only while their tier's key is open for the
+        # request's purpose: checked before anything is sent.
+        keys = {
+            rel: opened_for(services.keyring, str(entry["tier"]), row.purpose)
+            for rel, entry in sealed.items()
+        }
+        files = [(rel, int(sealed[rel]["size"]) if rel in sealed else n) for rel, n in files]
 
         def opener(rel: str) -> BinaryIO:
-            return cast("BinaryIO", primary.open(prefix + rel))
+            reader = primary.open(prefix + rel)
+            if rel in keys:
+                return cast("BinaryIO", DecryptingReader(reader, keys[rel]))
+            return cast("BinaryIO", reader)
 
     else:
         folder = _legacy_folder(services.settings, row.id)

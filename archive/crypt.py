@@ -268,10 +268,12 @@ def decrypt_chunks(src: Readable, identity: Any) -> Iterator[bytes]:
 
 class DecryptingReader(io.RawIOBase):
     """A read-only file object over :func:`decrypt_chunks`: for code that copies from a file
-    (``copy_with_digests``). Raises :class:`CryptError` as that does; close it when done."""
+    (``copy_with_digests``, a zip being streamed). Raises :class:`CryptError` as that does;
+    closing it closes its source."""
 
     def __init__(self, src: Readable, identity: Any) -> None:
         super().__init__()
+        self._src = src
         self._chunks = decrypt_chunks(src, identity)
         self._left = memoryview(b"")
 
@@ -290,7 +292,11 @@ class DecryptingReader(io.RawIOBase):
         return n
 
     def close(self) -> None:
+        """Stop decrypting and close the source too."""
         self._chunks.close()  # type: ignore[attr-defined]
+        close = getattr(self._src, "close", None)
+        if close is not None:
+            close()
         super().close()
 
 

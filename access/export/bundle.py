@@ -99,6 +99,9 @@ class ExportResult:
     manifests: int = 0
     records: int = 0
     payload_bytes: int = 0
+    #: Files of the bundle (paths inside it, ``data/files/…``) released from copies stored
+    #: encrypted, by tier: the archive keeps its own copy of the bundle encrypted for them.
+    sealed: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -542,6 +545,8 @@ def _write(
             )
         result.payload_bytes += copied.size
         known[target] = (copied.digests, copied.size)
+        if content in sealed.keys:
+            result.sealed[f"data/files/{rel}"] = str(sealed.files[content]["tier"])
         records = []
         chains = []
         version = content.split("/", 1)[0]

@@ -331,6 +331,13 @@ def test_a_court_bundle_releases_the_plain_file_only_while_the_key_is_open(
         )
         answered = client.post(f"/registrar/requests/{request_id}/answer", headers=reg())
         assert answered.status_code == 200, answered.text
+        # The archive's own copy of the bundle keeps the testimony encrypted.
+        assert _holding(services.settings.data_dir, MARKER) == []
+        keyring = client.app.state.services.keyring  # type: ignore[attr-defined]
+        opened = keyring.close("protected-identity")
+        locked = client.get(f"/registrar/requests/{request_id}/bundle", headers=reg())
+        assert locked.status_code == 423, locked.text
+        keyring.hold(opened)
         r = client.get(f"/registrar/requests/{request_id}/bundle", headers=reg())
         assert r.status_code == 200, r.text
     with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
