@@ -103,8 +103,9 @@ def _decrypted(reader: ObjectReader, download: Download) -> _Decrypted:
                 f"the primary's copy of file sha512:{download.sha512} of "
                 f"{download.package_id} does not decrypt: {exc}; the download was stopped "
                 "short",
-                hint="run a fixity check of the package (`custos fixity run`), which repairs "
-                "the primary's copy from an intact replica",
+                hint="if the tier's key was rotated, finish the rotation (`custos keys rotate "
+                "--resume`); otherwise run a fixity check of the package (`custos fixity "
+                "run`), which repairs the primary's copy from an intact replica",
             ) from None
 
     return _Decrypted(chunks(), reader)
