@@ -10,7 +10,8 @@ rebuilt from storage alone.
 The inventory, fixity and replication see the stored (encrypted) bytes; the bag's manifests
 and the file seals prove the plain ones.
 
-**Today** only ``protected-identity`` is encrypted, and only the files' contents: the bag's
+Protected-identity files are encrypted, and restricted ones when the access policy says so
+(``[tiers.restricted] encrypt_at_rest``). **Today** only the files' contents are: the bag's
 tag files (its manifests name every path), ``bag-info.txt`` and the catalog's paths stay in
 clear.
 """
@@ -26,9 +27,16 @@ from typing import Any
 from archive.crypt import MAGIC, encrypt_copy
 from archive.digest import CopyResult, writing
 from policies.access import Assignment, effective
+from policies.schema import AccessPolicy
 
-#: Tiers whose files are stored encrypted once the tier has a key.
-SEALED_TIERS = ("protected-identity",)
+
+def sealed_tiers(policy: AccessPolicy) -> tuple[str, ...]:
+    """Tiers whose files are stored encrypted once the tier has a key: protected-identity
+    always, restricted when the access policy says so (``encrypt_at_rest``)."""
+    return (
+        "protected-identity",
+        *(("restricted",) if policy.tiers.restricted.encrypt_at_rest else ()),
+    )
 
 
 def tier_of(rel: str, assignments: Iterable[Assignment]) -> str | None:

@@ -66,7 +66,7 @@ from archive.versions import append_version, catalog_version, finish
 from ingest.access import UNDECLARED_BASIS, AccessDeclaration, declare
 from ingest.bag import check_bag
 from ingest.identify import Identification, identify, tool_version
-from ingest.sealing import SEALED_TIERS, encrypted_json, seal_payload
+from ingest.sealing import encrypted_json, seal_payload, sealed_tiers
 from ingest.unpack import receive
 from policies.load import PolicyFileError, load_access_policy, load_ingest_policy
 from policies.schema import AccessPolicy, IngestPolicy
@@ -273,7 +273,7 @@ def ingest(
             )
 
         with services.sessions() as session:
-            recipients = {t: tier_recipients(session, t) for t in SEALED_TIERS}
+            recipients = {t: tier_recipients(session, t) for t in sealed_tiers(access_policy)}
         sealed = seal_payload(bag_dir, report.payload.keys(), access.assignments, files, recipients)
         if sealed:
             steps.reached("sealed")

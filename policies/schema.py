@@ -58,12 +58,15 @@ class PublicTerms(_Strict):
 
 
 class RestrictedTerms(_Strict):
-    """Default sunset of a ``restricted`` assignment: it opens to ``successor`` by itself."""
+    """Default sunset of a ``restricted`` assignment: it opens to ``successor`` by itself.
+    ``encrypt_at_rest``: its files are stored encrypted once the tier has a key (``custos keys
+    init --tier restricted``), as protected-identity files always are."""
 
     period_years: Years
     successor: Literal["public"]
     legal_basis: NonBlank
     description: str = ""
+    encrypt_at_rest: bool = False
 
 
 class ProtectedTerms(_Strict):

@@ -172,9 +172,11 @@ def init_cmd(
     recipient, the counts and who ran the command.
 
     A tier has one key: a second init is refused (`custos keys reshare` makes new shares)."""
+    from access.decisions.rules import access_policy
     from access.keys.service import init_key
 
     services = run(as_json, state(ctx).services)
+    policy = run(as_json, lambda: access_policy(services.settings))
     if out_dir is None:
         run(as_json, lambda: _check_terminal("--out-dir"))
     else:
@@ -191,6 +193,7 @@ def init_cmd(
                 threshold=threshold,
                 by=operator(),
                 hand_out=lambda made: files.extend(_hand_out(made, out_dir)),
+                policy=policy,
             )
 
     _report(as_json, run(as_json, go), files, "key made")

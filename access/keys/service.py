@@ -122,6 +122,7 @@ def init_key(
     threshold: int,
     by: str,
     hand_out: Callable[[NewShares], None],
+    policy: AccessPolicy | None = None,
 ) -> NewShares:
     """Make the tier's key and split it into ``shares`` shares, ``threshold`` of which open it.
     ``hand_out`` gives the shares to the registrars before anything is written (a terminal
@@ -129,8 +130,18 @@ def init_key(
     recorded.
 
     Raises :class:`InputRejected`: ``KEY-TIER`` for public or an unknown tier, ``KEY-SHARES``
-    for counts that do not split a key, ``KEY-EXISTS`` when the tier has a key already."""
+    for counts that do not split a key, ``KEY-EXISTS`` when the tier has a key already,
+    ``KEY-TIER-PLAIN`` for ``restricted`` while ``policy`` does not encrypt it."""
     check_tier(tier)
+    if tier == "restricted" and policy is not None and not policy.tiers.restricted.encrypt_at_rest:
+        raise _reject(
+            "KEY-TIER-PLAIN",
+            f"the access policy ({policy.label}) does not store restricted files encrypted: "
+            "a key would be used for nothing",
+            "--tier",
+            "set encrypt_at_rest = true under [tiers.restricted] in a new version of "
+            "access.toml first (or make the key of protected-identity)",
+        )
     check_counts(shares, threshold)
     held = own_key(session, tier)
     if held is not None:

@@ -30,6 +30,7 @@ from access.keys.shares import identity_text, recover
 from api.app import create_app
 from archive.catalog.rebuild import rebuild
 from archive.catalog.tables import Event, File, Package
+from archive.errors import InputRejected
 from archive.keyring import Opened
 from archive.proofs.bundle import verify_bundle
 from archive.proofs.seal import seal_now
@@ -355,3 +356,38 @@ def test_migration_leaves_encrypted_copies_alone(held: Held) -> None:
         holdings = read_holdings(session, [held.package_id])
     names = sorted(f.logical_path for f in holdings.files)
     assert names == ["bag/data/reports/situation.txt"]
+
+
+def test_restricted_files_are_encrypted_only_when_the_policy_says_so(
+    make_services: MakeServices, tmp_path: Path
+) -> None:
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policy_dir,
+                    ignore=shutil.ignore_patterns("*.py", "__pycache__"))  # fmt: skip
+    services = make_services(identify_formats=False, policy_dir=policy_dir)
+    policy = access_policy(services.settings)
+    with services.session_scope() as session, pytest.raises(InputRejected) as caught:
+        init_key(session, tier="restricted", shares=3, threshold=2, by="t",
+                 hand_out=lambda _: None, policy=policy)  # fmt: skip
+    assert caught.value.findings[0].code == "KEY-TIER-PLAIN"
+
+    toml = policy_dir / "access.toml"
+    toml.write_text(toml.read_text().replace("encrypt_at_rest = false", "encrypt_at_rest = true"))
+    policy = access_policy(services.settings)
+    assert policy.tiers.restricted.encrypt_at_rest
+    with services.session_scope() as session:
+        init_key(session, tier="restricted", shares=3, threshold=2, by="t",
+                 hand_out=lambda _: None, policy=policy)  # fmt: skip
+    bag = make_bag(
+        tmp_path / "bag",
+        {"letters/letter.txt": STATEMENT, "reports/situation.txt": PUBLIC},
+        info={"Access-Tier": "public", "Access-Legal-Basis": "Deposit agreement, art. 2"},
+        extra_tag_files={
+            "custos-access.txt": b"data/letters\trestricted\t-\t-\tprosecution\tOrder 5/2026\n"
+        },
+    )
+    package_id = deposit(services, bag, depositor="Mechanism").package_id
+    letter = _stored_row(services, package_id, "letter.txt")
+    report = _stored_row(services, package_id, "situation.txt")
+    assert letter.sealed_tier == "restricted" and report.sealed_tier is None
+    assert _holding(services.settings.data_dir, MARKER) == []
