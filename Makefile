@@ -107,6 +107,8 @@ bench: install
 	$(BIN)/python bench/identify.py
 	$(BIN)/python bench/cli_start.py
 	$(BIN)/python bench/scale_custody.py
+	$(BIN)/python bench/encrypt.py
+	$(BIN)/python bench/sealed_ingest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

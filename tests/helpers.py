@@ -11,11 +11,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from archive.catalog.tables import Deposit, Event, File, Package, PendingInstall
 from archive.services import Services
 from ingest.service import IngestResult, ingest
+
+
+def drop_tier_keys_schema(conn: Any) -> None:
+    """Undo revisions 0020 and 0021 on a catalog connection, for tests that set a catalog back
+    to an earlier release's schema: the ``tier_keys`` table and the encrypted copies' columns
+    of ``files``."""
+    conn.execute(text("DROP TABLE tier_keys"))
+    for column in ("sealed_tier", "plain_size", "plain_sha512", "plain_sha256"):
+        conn.execute(text(f"ALTER TABLE files DROP COLUMN {column}"))
 
 
 def make_bag(

@@ -27,7 +27,7 @@ from archive.services import Services
 from ingest.characterise import characterise
 from tests.api_support import Users, make_users
 from tests.conftest import SAMPLE, MakeServices
-from tests.helpers import deposit, make_bag, make_pdf, zip_folder
+from tests.helpers import deposit, drop_tier_keys_schema, make_bag, make_pdf, zip_folder
 
 
 def upload(client: TestClient, users: Users, archive: Path) -> dict[str, Any]:
@@ -428,6 +428,7 @@ def test_an_archive_upgraded_reads_the_pdfs_it_failed_for_want_of_pdftotext(
             conn.execute(text("UPDATE alembic_version SET version_num = '0013_event_links_index'"))
             conn.execute(text("DROP TABLE outbox"))  # not in that revision's schema
             conn.execute(text("DROP TABLE pending_installs"))
+            drop_tier_keys_schema(conn)
     finally:
         engine.dispose()
     code, done, _ = custos(data, "identify", "--json")  # upgrades the catalog first

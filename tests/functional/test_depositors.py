@@ -22,7 +22,13 @@ from archive.services import Services
 from tests.api_support import make_users
 from tests.conftest import ROOT, SAMPLE, MakeServices
 from tests.functional.test_cli import custos
-from tests.helpers import catalog_counts, make_bag, staging_debris, zip_folder
+from tests.helpers import (
+    catalog_counts,
+    drop_tier_keys_schema,
+    make_bag,
+    staging_debris,
+    zip_folder,
+)
 
 REGISTERED = "Sample Closing Mechanism"
 TYPO = "sample closing mechanisms"  # case and a letter apart
@@ -346,6 +352,7 @@ def test_an_upgraded_catalog_registers_the_organisations_of_its_depositor_users(
         with engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = '0015_outbox'"))
             conn.execute(text("DROP TABLE pending_installs"))  # not in that revision's schema
+            drop_tier_keys_schema(conn)
     finally:
         engine.dispose()
     services = make_services(catalog_url)  # upgrades the catalog
