@@ -162,17 +162,45 @@ class Encrypted:
     stored: CopyResult
 
 
-def encrypt_copy(src: BinaryIO, dst: BinaryIO, recipients: Sequence[str]) -> Encrypted:
+class _Counting:
+    """A file object that counts what is read through it (the digests already known)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.size = inner, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.inner.read(n)
+        self.size += len(data)
+        return data
+
+
+def encrypt_copy(
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: Sequence[str],
+    *,
+    plain: CopyResult | None = None,
+) -> Encrypted:
     """Encrypt ``src`` to every one of ``recipients`` (``age1…``) into ``dst``, one file key
-    for this copy, digesting both sides on the way. Raises ``ValueError`` for no recipient or
-    one that is not an age X25519 recipient; errors of ``src`` and ``dst`` propagate."""
+    for this copy, digesting both sides on the way; ``plain``: the plain bytes' digests,
+    already known (a deposit's, computed as it was received), then only counted, and a
+    different size raises ``ValueError``. Raises ``ValueError`` for no recipient or one that
+    is not an age X25519 recipient; errors of ``src`` and ``dst`` propagate."""
     if not recipients:
         raise ValueError("a copy is encrypted to one recipient at least")
     try:
         keys = [pyrage.x25519.Recipient.from_str(r) for r in recipients]
     except pyrage.RecipientError as exc:
         raise ValueError(f"not an age X25519 recipient: {exc}") from None
-    reader, writer = _Digesting(src), _Digesting(dst)
+    writer = _Digesting(dst)
+    if plain is not None:
+        counted = _Counting(src)
+        pyrage.encrypt_io(counted, writer, keys)
+        writer.flush()
+        if counted.size != plain.size:
+            raise ValueError(f"{counted.size} bytes read, {plain.size} expected")
+        return Encrypted(plain, writer.result())
+    reader = _Digesting(src)
     pyrage.encrypt_io(reader, writer, keys)
     writer.flush()
     return Encrypted(reader.result(), writer.result())

@@ -67,7 +67,8 @@ def seal_payload(
         staged = bag_dir / rel
         sealing = staged.with_name(staged.name + ".custos-sealing")
         with open(staged, "rb") as src, writing(sealing), open(sealing, "xb") as dst:
-            done = encrypt_copy(src, dst, to)
+            # Its plain digests are the receipt's, computed as the deposit was received.
+            done = encrypt_copy(src, dst, to, plain=files[rel])
         with writing(staged):
             os.replace(sealing, staged)
         files[rel] = done.stored
