@@ -74,6 +74,14 @@ def _check_out_dir(folder: Path) -> None:
         )
 
 
+def _check_destination(out_dir: Path | None, as_json: bool) -> None:
+    """Where shares are to go: a new or empty folder, or else this terminal."""
+    if out_dir is None:
+        run(as_json, lambda: _check_terminal("--out-dir"))
+    else:
+        run(as_json, lambda: _check_out_dir(out_dir))
+
+
 def _check_terminal(option: str) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise _refuse(
@@ -177,10 +185,7 @@ def init_cmd(
 
     services = run(as_json, state(ctx).services)
     policy = run(as_json, lambda: access_policy(services.settings))
-    if out_dir is None:
-        run(as_json, lambda: _check_terminal("--out-dir"))
-    else:
-        run(as_json, lambda: _check_out_dir(out_dir))
+    _check_destination(out_dir, as_json)
 
     files: list[Path] = []
 
@@ -230,10 +235,7 @@ def reshare_cmd(
     from access.keys.service import own_key, reshare
 
     services = run(as_json, state(ctx).services)
-    if out_dir is None:
-        run(as_json, lambda: _check_terminal("--out-dir"))
-    else:
-        run(as_json, lambda: _check_out_dir(out_dir))
+    _check_destination(out_dir, as_json)
 
     files: list[Path] = []
 
@@ -283,10 +285,7 @@ def rotate_cmd(
 
     services = run(as_json, state(ctx).services)
     if not resume:
-        if out_dir is None:
-            run(as_json, lambda: _check_terminal("--out-dir"))
-        else:
-            run(as_json, lambda: _check_out_dir(out_dir))
+        _check_destination(out_dir, as_json)
     files: list[Path] = []
 
     def start() -> tuple[Rotation, bytes]:

@@ -28,8 +28,15 @@ from sqlalchemy.orm import Session
 
 from access.decisions.records import read_access
 from access.decisions.rules import rules_from_rows
-from access.keys.service import NewShares, check_tier, event_of, open_secret, require_key
-from access.keys.shares import check_counts, new_secret, recipient_of, split
+from access.keys.service import (
+    NewShares,
+    check_tier,
+    event_of,
+    make_key,
+    open_secret,
+    require_key,
+)
+from access.keys.shares import check_counts
 from archive import clock, steps
 from archive.catalog.index import ENCRYPTED_JSON, PREMIS_XML, run_index_hooks, sealed_files
 from archive.catalog.queries import access_rows, tier_recipients
@@ -92,28 +99,9 @@ def begin(
     check_counts(shares, threshold)
     old = require_key(session, tier)
     old_secret = open_secret(old, presented)
-    secret = new_secret()
-    recipient = recipient_of(secret)
-    made = split(secret, shares=shares, threshold=threshold)
-    del secret
-    new = NewShares(tier, recipient, made)
-    hand_out(new)
-    now = clock.now()
-    old.retired_at = now
-    session.add(
-        TierKey(
-            tier=tier,
-            recipient=recipient,
-            kind="shares",
-            holder="",
-            shares=shares,
-            threshold=threshold,
-            share_set=made.share_set,
-            created_at=now,
-            created_by=by,
-            last_opened="",
-        )
-    )
+    new = make_key(session, tier=tier, shares=shares, threshold=threshold, by=by, hand_out=hand_out)
+    old.retired_at = clock.now()
+    recipient, made = new.recipient, new.shares
     record_events(
         session,
         [

@@ -151,16 +151,43 @@ def init_key(
             "--tier",
             "`custos keys status` shows it; `custos keys reshare` makes new shares of it",
         )
+    new = make_key(session, tier=tier, shares=shares, threshold=threshold, by=by, hand_out=hand_out)
+    record_events(
+        session,
+        [
+            event_of(
+                "key administration",
+                f"key of the {tier} tier made: recipient {new.recipient}; split into {shares} "
+                f"shares (set {new.shares.share_set}), any {threshold} of which open it; by "
+                f"{by}",
+                tier,
+                by,
+            )
+        ],
+    )
+    return new
+
+
+def make_key(
+    session: Session,
+    *,
+    tier: str,
+    shares: int,
+    threshold: int,
+    by: str,
+    hand_out: Callable[[NewShares], None],
+) -> NewShares:
+    """A new key for ``tier``, its shares handed out (``hand_out``) before its row is added
+    to the session; the secret is dropped once split. The caller records the event."""
     secret = new_secret()
-    recipient = recipient_of(secret)
     made = split(secret, shares=shares, threshold=threshold)
+    new = NewShares(tier, recipient_of(secret), made)
     del secret
-    new = NewShares(tier, recipient, made)
     hand_out(new)
     session.add(
         TierKey(
             tier=tier,
-            recipient=recipient,
+            recipient=new.recipient,
             kind="shares",
             holder="",
             shares=shares,
@@ -170,18 +197,6 @@ def init_key(
             created_by=by,
             last_opened="",
         )
-    )
-    record_events(
-        session,
-        [
-            event_of(
-                "key administration",
-                f"key of the {tier} tier made: recipient {recipient}; split into {shares} "
-                f"shares (set {made.share_set}), any {threshold} of which open it; by {by}",
-                tier,
-                by,
-            )
-        ],
     )
     return new
 
