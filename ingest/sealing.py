@@ -26,7 +26,7 @@ from typing import Any
 
 from archive.crypt import MAGIC, encrypt_copy
 from archive.digest import CopyResult, writing
-from policies.access import Assignment, effective
+from policies.access import Assignment, effective_tier
 from policies.schema import AccessPolicy
 
 
@@ -37,11 +37,6 @@ def sealed_tiers(policy: AccessPolicy) -> tuple[str, ...]:
         "protected-identity",
         *(("restricted",) if policy.tiers.restricted.encrypt_at_rest else ()),
     )
-
-
-def tier_of(rel: str, assignments: Iterable[Assignment]) -> str | None:
-    found = effective(rel, list(assignments))
-    return found.tier if found is not None else None
 
 
 def seal_payload(
@@ -60,7 +55,7 @@ def seal_payload(
     rules = list(assignments)
     sealed: dict[str, dict[str, Any]] = {}
     for rel in sorted(payload):
-        tier = tier_of(rel, rules)
+        tier = effective_tier(rel, rules)
         to = recipients.get(tier or "")
         if not to:
             continue

@@ -219,6 +219,12 @@ def effective(path: str, records: Iterable[R]) -> R | None:
     return _most_specific(check_path(path), records)
 
 
+def effective_tier(path: str, assignments: Iterable[Assignment]) -> str | None:
+    """The tier governing ``path`` (:func:`effective`); None when undeclared."""
+    found = effective(path, assignments)
+    return found.tier if found is not None else None
+
+
 def effective_consent(path: str, consents: Iterable[Consent]) -> Consent | None:
     """The consent governing ``path``: the most specific record, unless withdrawn above it.
 

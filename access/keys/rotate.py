@@ -49,7 +49,7 @@ from archive.model import Link
 from archive.services import Services
 from archive.storage import ocfl
 from archive.versions import append_version, catalog_version, finish
-from policies.access import effective
+from policies.access import effective_tier
 
 AGENT = "Custos"
 #: An entry of ``custos/encrypted.json``: logical path, tier, plain size and digests, recipients.
@@ -252,7 +252,7 @@ def encrypt_existing(
                 for logical, content in sorted(state.items())
                 if logical.startswith("bag/data/")
                 and content not in sealed
-                and _tier(logical.removeprefix("bag/"), rules.assignments) == tier
+                and effective_tier(logical.removeprefix("bag/"), rules.assignments) == tier
             ]
 
         def write(
@@ -287,11 +287,6 @@ def encrypt_existing(
         if progress is not None:
             progress(package_id, copies)
     return done_packages, done_copies
-
-
-def _tier(path: str, assignments: Any) -> str | None:
-    found = effective(path, list(assignments))
-    return found.tier if found is not None else None
 
 
 Choose = Callable[[dict[str, str], dict[str, Any], Any], list[tuple[str, str]]]
