@@ -39,6 +39,12 @@ def query(data: Path, *columns: Any, where: Any = None) -> list[tuple[Any, ...]]
         engine.dispose()
 
 
+def timestamp_failures(data: Path) -> list[tuple[Any, ...]]:
+    return query(
+        data, Event.detail, where=(Event.type == "timestamp") & (Event.outcome == "failure")
+    )
+
+
 def seals(data: Path) -> list[tuple[str, str, str]]:
     """The seals of package manifests (not of custody-log checkpoints)."""
     return query(
@@ -208,19 +214,29 @@ def test_sealing_retries_with_back_off_until_the_authority_returns(tmp_path: Pat
     assert datetime.fromisoformat(backlog["next_attempt"]) - last == timedelta(seconds=0.4)
 
     server = LocalTSAServer(tsa_dir, port=port)
-    timer = threading.Timer(3.0, server.start)
-    timer.start()
+    stop, started = threading.Event(), threading.Event()
+
+    def start_after_a_retry_failed() -> None:
+        # The authority comes back only once `seal` has failed again and recorded it, however
+        # slowly the command starts on a busy machine.
+        while not stop.is_set() and len(timestamp_failures(data)) < 2:
+            stop.wait(0.1)
+        if not stop.is_set():
+            server.start()
+            started.set()
+
+    starter = threading.Thread(target=start_after_a_retry_failed)
+    starter.start()
     try:
-        code, done, err = custos(data, "seal", "--retry-for", "30", "--json", env=env)
+        code, done, err = custos(data, "seal", "--retry-for", "300", "--json", env=env)
     finally:
-        timer.join()
-        server.stop()
+        stop.set()
+        starter.join()
+        if started.is_set():
+            server.stop()
     assert code == 0, err
     assert len(done["sealed"]) == 7 + 2 and done["tokens"][0]["tsa"].startswith("http://127.0.0.1")
-    failures = query(
-        data, Event.detail, where=(Event.type == "timestamp") & (Event.outcome == "failure")
-    )
-    assert len(failures) >= 2  # the ingest's attempt and at least one retry, each recorded
+    assert len(timestamp_failures(data)) >= 2  # the ingest's attempt and a retry, each recorded
 
     code, st, _ = custos(data, "status", "--json", env=env)
     assert st["seal_backlog"]["pending"] == 0 and st["seal_backlog"]["failed_attempts"] == 0
