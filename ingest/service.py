@@ -14,6 +14,7 @@ Format identification runs after the commit and adds version 2 to the object.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -32,6 +33,7 @@ from archive import clock, installs, outbox, steps
 from archive import journal as journal_mod
 from archive.catalog.index import (
     ACCESS_JSON,
+    BAG_INFO_JSON,
     ENCRYPTED_JSON,
     FORMATS_JSON,
     PREMIS_XML,
@@ -66,7 +68,17 @@ from archive.versions import append_version, catalog_version, finish
 from ingest.access import UNDECLARED_BASIS, AccessDeclaration, declare
 from ingest.bag import check_bag
 from ingest.identify import Identification, identify, tool_version
-from ingest.sealing import encrypted_json, seal_payload, sealed_tiers
+from ingest.sealing import (
+    Concealment,
+    conceal_records,
+    conceal_text,
+    encrypted_json,
+    names_files,
+    revealed_paths,
+    seal_bytes,
+    seal_payload,
+    sealed_tiers,
+)
 from ingest.unpack import receive
 from policies.load import PolicyFileError, load_access_policy, load_ingest_policy
 from policies.schema import AccessPolicy, IngestPolicy
@@ -132,17 +144,15 @@ def _access_summary(access: AccessDeclaration, policy: AccessPolicy) -> str:
     )
 
 
-def _sealed_summary(sealed: dict[str, dict[str, Any]]) -> str:
+def _sealed_summary(done: Concealment) -> str:
     """The encryption event's detail: counts by tier and the recipients, never paths."""
-    tiers: dict[str, int] = {}
-    recipients: set[str] = set()
-    for entry in sealed.values():
-        tiers[entry["tier"]] = tiers.get(entry["tier"], 0) + 1
-        recipients.update(entry["recipients"])
-    counts = ", ".join(f"{n} of the {t} tier" for t, n in sorted(tiers.items()))
+    counts = ", ".join(f"{len(n)} of the {t} tier" for t, n in sorted(done.names.items()))
+    recipients = sorted({r for to in done.recipients.values() for r in to})
     return (
-        f"files stored encrypted (age-encryption.org/v1) at deposit: {counts}; to "
-        f"{len(recipients)} recipient(s): {', '.join(sorted(recipients))}"
+        f"files stored encrypted (age-encryption.org/v1) at deposit: {counts}, under sealed "
+        f"names, their real names in custos/names-<tier>.age; the bag's tag files but "
+        f"bagit.txt and its bag-info encrypted to the {done.closest} tier; to "
+        f"{len(recipients)} recipient(s): {', '.join(recipients)}"
     )
 
 
@@ -274,14 +284,27 @@ def ingest(
 
         with services.sessions() as session:
             recipients = {t: tier_recipients(session, t) for t in sealed_tiers(access_policy)}
-        sealed = seal_payload(bag_dir, report.payload.keys(), access.assignments, files, recipients)
-        if sealed:
+        done = seal_payload(bag_dir, report.payload.keys(), access.assignments, files, recipients)
+        sealed = done.sealed
+        revealed = revealed_paths(report.payload.keys(), done)
+        hidden_folders: list[str] = []
+        if done:
             steps.reached("sealed")
+            assignments, consents = conceal_records(
+                access.assignments, access.consents, done, revealed
+            )
+            access = AccessDeclaration(assignments, consents, access.findings)
+            hidden_folders = [f for f in empty_folders if f not in revealed]
+            empty_folders = [f for f in empty_folders if f in revealed]
         for rel, res in files.items():
             version.register(f"bag/{rel}", f"v1/content/bag/{rel}", res)
         payload_bytes = sum(r.size for r in report.payload.values())
         links = [Link("package", package_id), Link("deposit", deposit_id)]
-        warnings = warnings_in(findings)
+        warnings = [
+            dataclasses.replace(w, message=conceal_text(w.message, done, revealed),
+                                path=conceal_text(w.path, done, revealed))
+            for w in warnings_in(findings)
+        ]  # fmt: skip
         events: list[EventRecord] = [
             new_event(
                 "validation",
@@ -315,7 +338,7 @@ def ingest(
                     new_event(
                         "encryption",
                         "success",
-                        _sealed_summary(sealed),
+                        _sealed_summary(done),
                         links=links,
                         agent=AGENT,
                     )
@@ -341,12 +364,23 @@ def ingest(
             "fingerprint": fp,
             "payload_files": len(payload),
             "payload_bytes": payload_bytes,
-            "title": _title(report.info, source.name),
+            # A bag holding protected files keeps its bag-info encrypted, title included.
+            "title": source.name if done else _title(report.info, source.name),
             "ingest_policy": policy.label,
             "empty_folders": empty_folders,
         }
         version.add_bytes("custos/deposit.json", _json(meta))
-        version.add_bytes("custos/bag-info.json", _json(report.info))
+        if done:
+            metadata = [(BAG_INFO_JSON, done.closest, _json(report.info))]
+            metadata += [
+                (logical, tier, plain)
+                for tier, (logical, plain) in names_files(done, hidden_folders).items()
+            ]
+            for logical, tier, plain in metadata:
+                cipher, entry = seal_bytes(plain, logical, tier, done.recipients[tier])
+                sealed[version.add_bytes(logical, cipher).content_path] = entry
+        else:
+            version.add_bytes(BAG_INFO_JSON, _json(report.info))
         version.add_bytes(ACCESS_JSON, _json(access.as_json(access_policy)))
         if sealed:
             version.add_bytes(ENCRYPTED_JSON, encrypted_json(sealed))

@@ -27,11 +27,13 @@ from access.decisions.rules import (
     not_available,
     record_reads,
 )
+from archive.catalog.index import sealed_names
 from archive.catalog.tables import Depositor, File, Package, Seal
 from archive.errors import Forbidden, InputRejected, KeyLocked, NotFound
 from archive.findings import Finding
 from archive.keyring import KeyRing
 from archive.model import EventRecord
+from archive.storage.primary import Primary
 from policies.decide import Decision
 from policies.schema import AccessPolicy
 
@@ -265,6 +267,17 @@ def opened_for(keyring: KeyRing | None, tier: str, purpose: str | None) -> Any:
     return opened.identity
 
 
+def _file_row(session: Session, package_id: str, logical: str | None) -> File | None:
+    if logical is None:
+        return None
+    return session.execute(
+        select(File)
+        .where(File.package_id == package_id, File.logical_path == logical)
+        .order_by(File.version.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
 def read_file(
     session: Session,
     policy: AccessPolicy,
@@ -275,27 +288,35 @@ def read_file(
     purpose: str | None,
     reveal: bool,
     keyring: KeyRing | None = None,
+    primary: Primary | None = None,
 ) -> Download:
     """A payload file's bytes, if ``reader`` may read them for ``purpose``; a copy stored
     encrypted only while its tier's key is open in ``keyring`` for that purpose.
+
+    A protected file is stored under a sealed name (``data/sealed/…``); with ``reveal`` (a
+    registrar) and its tier's key open, its real name finds it too (its names map read from
+    ``primary``), and the download carries it.
 
     Raises as :func:`read_package` does, and :class:`KeyLocked` (nothing recorded) for an
     encrypted copy whose key is not open for ``purpose``."""
     package_id = package_id_of(ref)
     head = package_head(session, package_id)
     logical = "bag/" + path if path.startswith("data/") else None
-    row = (
-        session.execute(
-            select(File)
-            .where(File.package_id == package_id, File.logical_path == logical)
-            .order_by(File.version.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        if head is not None and logical is not None
-        else None
-    )
+    name = path.rsplit("/", 1)[-1]
+    row = _file_row(session, package_id, logical) if head is not None else None
+    if head is not None and row is None and reveal and keyring and primary and logical:
+        names = sealed_names(primary.object(head.object_path), keyring)
+        opaque = {real: sealed for sealed, real in names.items()}.get(logical)
+        if opaque is not None:
+            row, path = _file_row(session, package_id, opaque), opaque.removeprefix("bag/")
     if head is None or row is None:
-        raise not_available() if not reveal else NotFound(f"no file {path!r} in {package_id}")
+        if not reveal:
+            raise not_available()
+        raise NotFound(
+            f"no file {path!r} in {package_id}",
+            hint="a protected file is stored under a sealed name (data/sealed/…, as the "
+            "package lists it); its real name finds it only while its tier's key is open",
+        )
     rules: Rules = load_rules(session, package_id, head.depositor)
     allowed, decisions = may_see(
         policy, rules, path, reader=reader, action="read-content", purpose=purpose
@@ -320,7 +341,7 @@ def read_file(
     return Download(
         package_id,
         f"{head.object_path}/{row.content_path}",
-        path.rsplit("/", 1)[-1],
+        name,
         int(row.plain_size) if sealed and row.plain_size is not None else row.size,
         row.mime_type or "application/octet-stream",
         str(row.plain_sha512) if sealed else row.sha512,

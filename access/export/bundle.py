@@ -266,7 +266,10 @@ def export(
     manifests = [
         f"v1/content/bag/{m}"
         for m in _MANIFESTS
-        if whole and f"bag/{m}" in state and f"v1/content/bag/{m}" in records_of
+        if whole
+        and f"bag/{m}" in state
+        and f"v1/content/bag/{m}" in records_of
+        and f"v1/content/bag/{m}" not in sealed  # encrypted: the bag holds protected files
     ]
 
     export_id = str(uuid.uuid4())

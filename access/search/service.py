@@ -182,7 +182,11 @@ def _bag_info(session: Session, package_id: str) -> list[str]:
     row = session.execute(
         select(Package.object_path, File.content_path)
         .join(File, File.package_id == Package.id)
-        .where(Package.id == package_id, File.logical_path == "custos/bag-info.json")
+        .where(
+            Package.id == package_id,
+            File.logical_path == "custos/bag-info.json",
+            File.sealed_tier.is_(None),  # encrypted: the bag holds protected files
+        )
         .order_by(File.version.desc())
         .limit(1)
     ).first()

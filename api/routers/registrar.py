@@ -79,6 +79,7 @@ def file(
             purpose=purpose,
             reveal=True,
             keyring=services.keyring,
+            primary=services.primary,
         )
     return file_response(services.primary, download)
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import date
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
@@ -36,6 +36,7 @@ from archive.catalog.tables import (
     Version,
 )
 from archive.checkpoints import records_of
+from archive.crypt import CryptError, decrypt_chunks
 from archive.custody import parse_premis, record_events
 from archive.digest import digest_stream
 from archive.errors import StorageError
@@ -44,13 +45,19 @@ from archive.proofs.timestamp import token_from_der
 from archive.storage import ocfl
 from archive.storage.primary import Primary, StoredObject
 
+if TYPE_CHECKING:
+    from archive.keyring import KeyRing
+
 DEPOSIT_JSON = "custos/deposit.json"
+BAG_INFO_JSON = "custos/bag-info.json"
 PREMIS_XML = "custos/premis.xml"
 FORMATS_JSON = "custos/formats.json"
 ACCESS_JSON = "custos/access.json"
 #: The files stored encrypted (ingest/sealing.py): tier, plain size and digests, recipients.
 ENCRYPTED_JSON = "custos/encrypted.json"
 PAYLOAD_PREFIX = "bag/data/"
+#: The real names of a package's protected files, stored encrypted (ingest/sealing.py).
+NAMES_PREFIX = "custos/names-"
 #: Outputs of format migrations: ``custos/derivatives/<preservation|access>/<source path>.<ext>``.
 DERIVATIVE_PREFIX = "custos/derivatives/"
 FILES = Base.metadata.tables["files"]
@@ -82,6 +89,40 @@ def sealed_files(obj: StoredObject, inventory: dict[str, Any] | None = None) -> 
     inventory = inventory or obj.inventory()
     raw = _read_logical(obj, ocfl.head_state(inventory), ENCRYPTED_JSON)
     return dict(json.loads(raw)["files"]) if raw else {}
+
+
+def names_path(tier: str) -> str:
+    """Where an object keeps the real names of its files of ``tier`` stored under sealed
+    names: an age file, encrypted to the tier's recipients."""
+    return f"{NAMES_PREFIX}{tier}.age"
+
+
+def sealed_names(
+    obj: StoredObject, keyring: KeyRing, inventory: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """The real logical path of each of the object's files stored under a sealed name, by
+    that name, for the tiers whose key is open in ``keyring`` (read and decrypted here, held
+    by no one). Empty when no key is open or the object has none. Raises
+    :class:`StorageError` when a names map is unreadable or does not decrypt."""
+    inventory = inventory or obj.inventory()
+    state = ocfl.head_state(inventory)
+    out: dict[str, str] = {}
+    for logical, content in sorted(state.items()):
+        if not (logical.startswith(NAMES_PREFIX) and logical.endswith(".age")):
+            continue
+        opened = keyring.opened(logical.removeprefix(NAMES_PREFIX).removesuffix(".age"))
+        if opened is None:
+            continue
+        try:
+            with obj.open(content) as reader:
+                body = json.loads(b"".join(decrypt_chunks(reader, opened.identity)))
+        except (CryptError, ValueError) as exc:
+            raise StorageError(
+                f"the names map {logical} of {inventory['id']} cannot be read: {exc}",
+                hint="run `custos verify` on the package; a damaged copy is repaired by fixity",
+            ) from exc
+        out.update(body["files"])
+    return out
 
 
 def depositor_id(session: Session, name: str, at: Any) -> int:

@@ -52,10 +52,13 @@ def test_two_shares_shamir_the_guides_lines_and_debian_age_open_what_custos_seal
     )
     assert code == 0, stderr
     obj = data / "storage" / stored["object_path"]
-    copy = obj / "v1" / "content" / "bag" / "data" / "testimonies" / "statement.txt"
-    assert original[:4096] not in copy.read_bytes()
+    assert not (obj / "v1" / "content" / "bag" / "data" / "testimonies").exists()
     listed = json.loads((obj / "v1" / "content" / "custos" / "encrypted.json").read_text())
-    entry = listed["files"]["v1/content/bag/data/testimonies/statement.txt"]
+    ((content, entry),) = [
+        (c, e) for c, e in listed["files"].items() if e["logical"].startswith("bag/data/sealed/")
+    ]
+    copy = obj / content
+    assert original[:4096] not in copy.read_bytes()
 
     typed = "".join(
         "".join(ln + " " for ln in f.read_text().splitlines() if not ln.startswith("#")) + "\n"
@@ -87,6 +90,14 @@ def test_two_shares_shamir_the_guides_lines_and_debian_age_open_what_custos_seal
     )
     assert plain.read_bytes() == original
     assert hashlib.sha512(plain.read_bytes()).hexdigest() == entry["sha512"]
+    # Its real name: the names map, opened by the same key.
+    names = subprocess.run(
+        ["age", "-d", "-i", str(identity),
+         str(obj / "v1" / "content" / "custos" / "names-protected-identity.age")],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    real = json.loads(names.stdout)["files"][entry["logical"]]
+    assert real == "bag/data/testimonies/statement.txt"
 
     # One share is not enough for the shamir command either.
     one = subprocess.run(

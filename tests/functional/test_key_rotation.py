@@ -75,7 +75,7 @@ def _head_copies(services: Services) -> dict[str, bytes]:
             state = obj.inventory()["versions"][obj.inventory()["head"]]["state"]
             for paths in state.values():
                 for logical in paths:
-                    if logical.startswith("bag/data/testimonies/"):
+                    if logical.startswith(("bag/data/testimonies/", "bag/data/sealed/")):
                         row = session.execute(
                             select(File)
                             .where(File.package_id == pkg.id, File.logical_path == logical)
@@ -84,6 +84,19 @@ def _head_copies(services: Services) -> dict[str, bytes]:
                         ).scalar_one()
                         out[logical] = obj.read_bytes(row.content_path)
     return out
+
+
+def _statement(copy: bytes, identity: pyrage.x25519.Identity) -> int:
+    """Which statement ``copy`` holds (stored under a sealed name, it is known by its bytes)."""
+    plain = _plain(copy, identity)
+    (n,) = [n for n, text in STATEMENTS.items() if text == plain]
+    return n
+
+
+def _sealed_count(services: Services) -> int:
+    with services.sessions() as session:
+        rows = session.execute(select(File).where(File.sealed_tier.is_not(None))).scalars()
+        return len(list(rows))
 
 
 def _plain(copy: bytes, identity: pyrage.x25519.Identity) -> bytes | None:
@@ -102,6 +115,9 @@ def test_rotate_rewraps_every_copy_to_the_new_key(tmp_path: Path, catalog_url: s
     services = _open(data, catalog_url)
     try:
         before = _head_copies(services)
+        # Each package: its testimony, the bag's tag files, its bag-info and names map.
+        sealed_before = _sealed_count(services)
+        assert sealed_before > 2
     finally:
         services.close()
     old_identity = _identity(old_dir)
@@ -112,7 +128,7 @@ def test_rotate_rewraps_every_copy_to_the_new_key(tmp_path: Path, catalog_url: s
         "--shares", "3", "--threshold", "2", "--out-dir", str(new_dir), "--json", env=env,
     )  # fmt: skip
     assert code == 0, stderr
-    assert (body["packages_rewrapped"], body["copies_rewrapped"]) == (2, 2)
+    assert (body["packages_rewrapped"], body["copies_rewrapped"]) == (2, sealed_before)
     new_identity = _identity(new_dir)
 
     services = _open(data, catalog_url)
@@ -120,8 +136,7 @@ def test_rotate_rewraps_every_copy_to_the_new_key(tmp_path: Path, catalog_url: s
         after = _head_copies(services)
         assert sorted(after) == sorted(before)
         for logical, copy in after.items():
-            n = int(logical.rsplit("-", 1)[1].split(".")[0])
-            assert _plain(copy, new_identity) == STATEMENTS[n]
+            n = _statement(copy, new_identity)
             assert _plain(copy, old_identity) is None
             # Only the header changed: the encrypted contents are the same bytes.
             old_payload = before[logical].split(b"\n---", 1)[1].split(b"\n", 1)[1]
@@ -134,9 +149,9 @@ def test_rotate_rewraps_every_copy_to_the_new_key(tmp_path: Path, catalog_url: s
             rows = list(
                 session.execute(select(File).where(File.sealed_tier.is_not(None))).scalars()
             )
-            assert len(rows) == 4  # each copy: the original and the re-wrapped one
+            assert len(rows) == 2 * sealed_before  # each: the original and the re-wrapped
             plain = {(r.logical_path, r.plain_sha512) for r in rows}
-            assert len(plain) == 2
+            assert len(plain) == sealed_before
             events = session.execute(
                 select(Event.detail).where(Event.type == "encryption").order_by(Event.id)
             ).scalars()
@@ -166,9 +181,9 @@ def test_rotate_rewraps_every_copy_to_the_new_key(tmp_path: Path, catalog_url: s
     services = _open(data, catalog_url)
     try:
         copies = _head_copies(services)
-        assert (
-            _plain(copies["bag/data/testimonies/statement-2.txt"], new_identity) == (STATEMENTS[2])
-        )
+        assert 2 in {
+            _statement(c, new_identity) for c in copies.values() if _plain(c, new_identity)
+        }
     finally:
         services.close()
     code, refused, _ = custos(
@@ -216,12 +231,11 @@ def test_a_rotation_killed_between_packages_is_finished_by_resume(tmp_path: Path
         "--json",
     )  # fmt: skip
     assert code == 0, stderr
-    assert (body["packages_rewrapped"], body["copies_rewrapped"]) == (2, 2)
+    assert body["packages_rewrapped"] == 2 and body["copies_rewrapped"] > 2
     services = _open(data, "")
     try:
-        for logical, copy in _head_copies(services).items():
-            n = int(logical.rsplit("-", 1)[1].split(".")[0])
-            assert _plain(copy, new_identity) == STATEMENTS[n]
+        held = {_statement(copy, new_identity) for copy in _head_copies(services).values()}
+        assert held == {0, 1, 2}
     finally:
         services.close()
     code, body, _ = custos(

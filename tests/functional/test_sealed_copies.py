@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import secrets
 import shutil
+import sqlite3
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -20,8 +23,9 @@ from typing import Any
 
 import pyrage
 import pytest
+import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 
 from access.accounts.users import NewUser, add_user
 from access.decisions.rules import access_policy
@@ -31,6 +35,7 @@ from api.app import create_app
 from archive.catalog.rebuild import rebuild
 from archive.catalog.tables import Event, File, Package
 from archive.errors import InputRejected
+from archive.jobs import run_until_idle
 from archive.keyring import Opened
 from archive.proofs.bundle import verify_bundle
 from archive.proofs.seal import seal_now
@@ -43,13 +48,20 @@ from migration.holdings import read_holdings
 from tests.api_support import Users, make_users
 from tests.conftest import MakeServices
 from tests.helpers import deposit, make_bag
-from tests.servers import SeaweedServer
+from tests.servers import PG_BIN, RedisServer, SeaweedServer
 from tests.totp import fresh_code
 from tests.unit.fixity.conftest import local_settings, s3_settings
 
-MARKER = b"QZX-witness-Amina-7731"
+# Random markers, new each run: in a protected file's contents, its name and its folder's,
+# and the bag-info of the package that holds it.
+MARKER = f"QZXC{secrets.token_hex(8)}".encode()
+NAME_MARKER = f"QZXN{secrets.token_hex(8)}"
+FOLDER_MARKER = f"QZXF{secrets.token_hex(8)}"
+INFO_MARKER = f"QZXB{secrets.token_hex(8)}"
+MARKERS = (MARKER, NAME_MARKER.encode(), FOLDER_MARKER.encode(), INFO_MARKER.encode())
 STATEMENT = MARKER + b": what I saw at the checkpoint\n" * 200
 PUBLIC = b"public situation report\n" * 20
+PROTECTED = f"data/testimonies/witness-{FOLDER_MARKER}/statement-{NAME_MARKER}.txt"
 
 
 class Held:
@@ -61,8 +73,10 @@ class Held:
 def _bag(folder: Path) -> Path:
     return make_bag(
         folder,
-        {"testimonies/statement-07.txt": STATEMENT, "reports/situation.txt": PUBLIC},
+        {PROTECTED.removeprefix("data/"): STATEMENT, "reports/situation.txt": PUBLIC},
         info={
+            "Title": f"Interviews with {INFO_MARKER}",
+            "External-Description": f"Statements taken in 2019 from {INFO_MARKER}",
             "Access-Tier": "public",
             "Access-Legal-Basis": "Deposit agreement, art. 2",
             "Consent-Scopes": "public, prosecution",
@@ -76,8 +90,17 @@ def _bag(folder: Path) -> Path:
 
 @pytest.fixture
 def held(
-    make_services: MakeServices, catalog_url: str, tmp_path: Path, seaweedfs: SeaweedServer
+    make_services: MakeServices,
+    catalog_url: str,
+    tmp_path: Path,
+    seaweedfs: SeaweedServer,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Held]:
+    # On PostgreSQL, the queue is Redis (many machines); on SQLite, a file in the data folder.
+    queue: dict[str, Any] = {}
+    if catalog_url:
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        queue = {"backend": "redis", "redis_url": redis_server.url, "name": secrets.token_hex(6)}
     services = make_services(
         catalog_url,
         locations={
@@ -85,6 +108,7 @@ def held(
             "offsite": s3_settings(seaweedfs),
         },
         identify_formats=False,
+        **({"queue": queue} if queue else {}),
     )
     with services.session_scope() as session:
         made = init_key(
@@ -109,39 +133,114 @@ def _stored_row(services: Services, package_id: str, name: str) -> File:
         return row
 
 
+def _sealed_row(services: Services, package_id: str) -> File:
+    """The protected file's row: the one payload file stored encrypted."""
+    with services.sessions() as session:
+        row = session.execute(
+            select(File).where(
+                File.package_id == package_id,
+                File.role == "payload",
+                File.sealed_tier.is_not(None),
+            )
+        ).scalar_one()
+        session.expunge(row)
+        return row
+
+
+def _sealed_path(held: Held) -> str:
+    return _sealed_row(held.services, held.package_id).logical_path.removeprefix("bag/")
+
+
 def _holding(root: Path, needle: bytes) -> list[str]:
-    return [str(p) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+    return [
+        str(p)
+        for p in root.rglob("*")
+        if needle in str(p).encode() or (p.is_file() and needle in p.read_bytes())
+    ]
 
 
-def test_no_byte_of_a_protected_file_is_stored_in_clear_anywhere(
-    held: Held, tmp_path: Path, seaweedfs: SeaweedServer
+def _markers_in(where: str, data: bytes) -> list[str]:
+    return [f"{where}: {m.decode()}" for m in MARKERS if m in data]
+
+
+def _catalog_dump(services: Services) -> bytes:
+    """The catalog as its own dump tool writes it: pg_dump, or SQLite's ``iterdump``."""
+    url = make_url(services.settings.database_url or "sqlite://")
+    if url.get_backend_name() == "postgresql":
+        dumped = subprocess.run(
+            [str(PG_BIN / "pg_dump"), "-h", str(url.host), "-p", str(url.port),
+             "-U", str(url.username), str(url.database)],
+            capture_output=True, check=True,
+        )  # fmt: skip
+        assert b"CREATE TABLE public.files" in dumped.stdout
+        return dumped.stdout
+    conn = sqlite3.connect(services.settings.data_dir / "catalog.sqlite3")
+    try:
+        text = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    assert "CREATE TABLE files" in text
+    return text.encode()
+
+
+def _redis_dump(services: Services) -> bytes:
+    q = services.settings.queue
+    if q.backend != "redis":
+        return b""
+    client = redis.Redis.from_url(q.redis_url)
+    try:
+        return b"".join(k + (client.dump(k) or b"") for k in client.scan_iter())
+    finally:
+        client.close()
+
+
+def test_no_marker_of_a_protected_file_is_stored_in_clear_anywhere(
+    held: Held,
+    tmp_path: Path,
+    seaweedfs: SeaweedServer,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
+    """Random markers in a protected file's contents, its name and folder, and the bag-info
+    of its package: after the deposit, replication to a folder and SeaweedFS, sealing, the
+    queued work and a fixity cycle, none is in any byte of the data folder (primary, staging,
+    SQLite catalog and queue), the catalog's dump, either replica, the logs or the queue."""
+    caplog.set_level(logging.DEBUG)
     services = held.services
-    report = replicate(services)
-    assert report.ok, report.as_dict()
+    assert replicate(services).ok
+    seal_now(services)
+    run_until_idle(services)
+    assert replicate(services).ok  # what sealing and the jobs added
+    assert run_cycle(services, full=True).ok
 
-    sealed = _stored_row(services, held.package_id, "statement-07.txt")
+    sealed = _sealed_row(services, held.package_id)
     plain = _stored_row(services, held.package_id, "situation.txt")
     assert sealed.sealed_tier == "protected-identity" and plain.sealed_tier is None
+    assert sealed.logical_path.startswith("bag/data/sealed/")
     assert sealed.plain_sha512 == hashlib.sha512(STATEMENT).hexdigest()
     assert sealed.plain_size == len(STATEMENT) and sealed.size > len(STATEMENT)
     assert sealed.sha512 != sealed.plain_sha512
+    with services.sessions() as session:
+        package = session.get(Package, held.package_id)
+        assert package is not None and package.title == "bag"  # bag-info is encrypted
 
     data = services.settings.data_dir
-    assert _holding(data, MARKER) == []  # the primary, staging, the SQLite catalog, logs
-    assert _holding(tmp_path / "replica", MARKER) == []
-    assert _holding(data, PUBLIC[:23]) != []  # public material stays plain
-    s3 = services.settings.locations["offsite"]
-    keys = list(_s3_keys(s3))
-    assert any(k.endswith("statement-07.txt") for k, _ in keys)
-    assert not [k for k, body in keys if MARKER in body]
+    found = [f"{m.decode()} in {p}" for m in MARKERS for p in _holding(data, m)]
+    found += [f"{m.decode()} in {p}" for m in MARKERS for p in _holding(tmp_path / "replica", m)]
+    for key, body in _s3_keys(services.settings.locations["offsite"]):
+        found += _markers_in(f"s3 {key}", key.encode() + body)
+    found += _markers_in("catalog dump", _catalog_dump(services))
+    found += _markers_in("queue", _redis_dump(services))
+    out, err = capfd.readouterr()
+    found += _markers_in("logs", (caplog.text + out + err).encode())
+    assert found == []
+    # The test can fail: public material and the sealed name are there to be found.
+    assert _holding(data, PUBLIC[:23]) != []
+    assert _holding(data, sealed.logical_path.rsplit("/", 1)[-1].encode()) != []
 
     with services.sessions() as session:
         details = " ".join(session.execute(select(Event.detail)).scalars())
-    assert "stored encrypted (age-encryption.org/v1) at deposit: 1 of the protected-identity" in (
-        details
-    )
-    assert "statement-07" not in details
+    assert "files stored encrypted (age-encryption.org/v1) at deposit: 1 of the " in details
 
 
 def _s3_keys(settings: Any) -> Iterator[tuple[str, bytes]]:
@@ -155,7 +254,7 @@ def test_debian_age_opens_a_stored_copy_with_the_key_of_two_shares(
     held: Held, tmp_path: Path
 ) -> None:
     assert shutil.which("age"), "Debian's age is absent: `make test` installs it"
-    row = _stored_row(held.services, held.package_id, "statement-07.txt")
+    row = _sealed_row(held.services, held.package_id)
     with held.services.sessions() as session:
         package = session.get(Package, held.package_id)
         assert package is not None
@@ -173,7 +272,7 @@ def test_fixity_repairs_a_flipped_bit_in_an_encrypted_copy_with_no_key(held: Hel
     assert replicate(services).ok
     first = run_cycle(services, full=True)
     assert first.ok and not first.damage
-    row = _stored_row(services, held.package_id, "statement-07.txt")
+    row = _sealed_row(services, held.package_id)
     with services.sessions() as session:
         package = session.get(Package, held.package_id)
         assert package is not None
@@ -199,7 +298,8 @@ def test_a_registrar_reads_only_while_two_registrars_have_opened_the_key(
             session, "rex", role="registrar", policy=access_policy(services.settings)
         )
     uuid = held.package_id.removeprefix("urn:uuid:")
-    url = f"/registrar/packages/{uuid}/files/data/testimonies/statement-07.txt"
+    url = f"/registrar/packages/{uuid}/files/{_sealed_path(held)}"
+    by_name = f"/registrar/packages/{uuid}/files/{PROTECTED}"
 
     def headers(user: NewUser) -> dict[str, str]:
         return {
@@ -213,12 +313,14 @@ def test_a_registrar_reads_only_while_two_registrars_have_opened_the_key(
 
     with TestClient(create_app(services.settings)) as client:
 
-        def read(purpose: str = "prosecution") -> Any:
-            return client.get(url, params={"purpose": purpose}, headers=headers(users.registrar))
+        def read(purpose: str = "prosecution", at: str = url) -> Any:
+            return client.get(at, params={"purpose": purpose}, headers=headers(users.registrar))
 
         locked = read()
         assert locked.status_code == 423, locked.text
         assert "key is locked" in locked.json()["detail"]
+        unnamed = read(at=by_name)  # its real name is encrypted too
+        assert unnamed.status_code == 404 and "sealed name" in unnamed.json()["hint"]
         assert unlock(users.registrar, held.shares[0]).json()["unlocked"] is False
         assert read().status_code == 423  # one share opens nothing
         assert unlock(rex, held.shares[1]).json()["unlocked"] is True
@@ -226,6 +328,9 @@ def test_a_registrar_reads_only_while_two_registrars_have_opened_the_key(
         assert opened.status_code == 200, opened.text
         assert opened.content == STATEMENT
         assert opened.headers["X-Custos-SHA512"] == hashlib.sha512(STATEMENT).hexdigest()
+        named = read(at=by_name)  # the open key reads its names map too
+        assert named.status_code == 200 and named.content == STATEMENT
+        assert f"statement-{NAME_MARKER}.txt" in named.headers["Content-Disposition"]
         other = read("third-party-justice")
         assert other.status_code == 423 and "open for 'prosecution'" in other.json()["detail"]
         public = client.get(
@@ -244,16 +349,16 @@ def test_a_registrar_reads_only_while_two_registrars_have_opened_the_key(
             select(Event.detail).where(Event.type == "access").order_by(Event.id)
         ).scalars()
         text = " ".join(reads)
-    # The one protected read that happened; the refused ones recorded nothing (the public
-    # file's read needs no record).
-    assert text.count("content of 1 file read") == 1
+    # The two protected reads that happened (by its sealed name, by its real one); the
+    # refused ones recorded nothing (the public file's read needs no record).
+    assert text.count("content of 1 file read") == 2
 
 
 def test_the_catalog_rebuilt_from_storage_knows_the_encrypted_copies(held: Held) -> None:
     services = held.services
-    before = _stored_row(services, held.package_id, "statement-07.txt")
+    before = _sealed_row(services, held.package_id)
     rebuild(services)
-    after = _stored_row(services, held.package_id, "statement-07.txt")
+    after = _sealed_row(services, held.package_id)
     assert (after.sealed_tier, after.plain_sha512, after.plain_sha256, after.plain_size) == (
         before.sealed_tier,
         before.plain_sha512,
@@ -268,7 +373,7 @@ def test_verify_proves_the_stored_bytes_and_the_sealed_plain_digest_and_decrypts
 ) -> None:
     services = held.services
     seal_now(services)
-    path = "data/testimonies/statement-07.txt"
+    path = _sealed_path(held)
     locked = verify_package(services, held.package_id, [path])
     assert locked.ok, locked.as_dict()
     lines = " ".join(step["text"] for step in locked.as_dict()["steps"])
@@ -310,7 +415,7 @@ def test_a_court_bundle_releases_the_plain_file_only_while_the_key_is_open(
             "reference": "ST/2026/14",
             "purpose": "prosecution",
             "package": uuid,
-            "paths": ["data/testimonies/statement-07.txt"],
+            "paths": [_sealed_path(held)],
         }
         made = client.post("/registrar/requests", json=body, headers=reg())
         assert made.status_code == 201, made.text
@@ -344,7 +449,7 @@ def test_a_court_bundle_releases_the_plain_file_only_while_the_key_is_open(
     with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
         archive.extractall(tmp_path / "unzipped")
     (bundle,) = (tmp_path / "unzipped").iterdir()
-    assert (bundle / "data" / "files" / "testimonies" / "statement-07.txt").read_bytes() == (
+    assert (bundle / "data" / "files" / _sealed_path(held).removeprefix("data/")).read_bytes() == (
         STATEMENT
     )
     report = verify_bundle(bundle)
@@ -387,7 +492,7 @@ def test_restricted_files_are_encrypted_only_when_the_policy_says_so(
         },
     )
     package_id = deposit(services, bag, depositor="Mechanism").package_id
-    letter = _stored_row(services, package_id, "letter.txt")
+    letter = _sealed_row(services, package_id)
     report = _stored_row(services, package_id, "situation.txt")
     assert letter.sealed_tier == "restricted" and report.sealed_tier is None
     assert _holding(services.settings.data_dir, MARKER) == []
