@@ -85,6 +85,10 @@ class FileView:
     puid: str
     version: int
     proof: str  # sealed | awaiting seal
+    #: Stored encrypted: its tier; and, while that tier's key is open, its real path (the
+    #: file is stored under a sealed name, ``path``).
+    encrypted: str | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -116,6 +120,8 @@ class PackageView:
                     "puid": f.puid,
                     "version": f.version,
                     "proof": f.proof,
+                    **({"encrypted": f.encrypted} if f.encrypted else {}),
+                    **({"name": f.name} if f.name else {}),
                 }
                 for f in self.files
             ],
@@ -138,16 +144,19 @@ def payload_files(session: Session, package_id: str) -> list[File]:
     )
 
 
-def _file_view(f: File, sealed: set[str]) -> FileView:
+def _file_view(f: File, sealed: set[str], names: dict[str, str] | None = None) -> FileView:
+    real = (names or {}).get(f.logical_path)
     return FileView(
         f.logical_path.removeprefix("bag/"),
-        f.size,
-        f.sha512,
-        f.sha256,
+        int(f.plain_size) if f.plain_size is not None else f.size,
+        f.plain_sha512 or f.sha512,
+        f.plain_sha256 or f.sha256,
         f.format_name or "",
         f.puid or "",
         f.version,
         SEALED if f"v{f.version}/inventory.json" in sealed else AWAITING,
+        f.sealed_tier,
+        real.removeprefix("bag/") if real else None,
     )
 
 
@@ -184,11 +193,15 @@ def read_package(
     *,
     purpose: str | None,
     reveal: bool,
+    keyring: KeyRing | None = None,
+    primary: Primary | None = None,
 ) -> Read:
     """The package's metadata and the files ``reader`` may see.
 
     ``reveal``: the reader may learn that material exists (staff); otherwise every refusal
-    is the public not-found. Raises :class:`NotFound`, :class:`Forbidden` or
+    is the public not-found. A file stored encrypted is listed under its sealed name with
+    its tier, and (staff, its tier's key open in ``keyring`` for ``purpose``) its real name,
+    read from ``primary``. Raises :class:`NotFound`, :class:`Forbidden` or
     :class:`InputRejected`."""
     package_id = package_id_of(ref)
     head = package_head(session, package_id)
@@ -203,7 +216,11 @@ def read_package(
     view = PackageView(head.package_id, head.title, head.depositor, head.created_at)
     sealed = sealed_subjects(session, package_id)
     logged = must_log(decisions)
-    for f in payload_files(session, package_id):
+    files = payload_files(session, package_id)
+    names: dict[str, str] = {}
+    if reveal and keyring and primary and any(f.sealed_tier for f in files):
+        names = sealed_names(primary.object(head.object_path), keyring, purpose=purpose)
+    for f in files:
         ok, ds = may_see(
             policy,
             rules,
@@ -213,7 +230,7 @@ def read_package(
             purpose=purpose,
         )
         if ok:
-            view.files.append(_file_view(f, sealed))
+            view.files.append(_file_view(f, sealed, names))
             if must_log(ds):
                 logged = True
     read = Read(view)
@@ -305,7 +322,7 @@ def read_file(
     name = path.rsplit("/", 1)[-1]
     row = _file_row(session, package_id, logical) if head is not None else None
     if head is not None and row is None and reveal and keyring and primary and logical:
-        names = sealed_names(primary.object(head.object_path), keyring)
+        names = sealed_names(primary.object(head.object_path), keyring, purpose=purpose)
         opaque = {real: sealed for sealed, real in names.items()}.get(logical)
         if opaque is not None:
             row, path = _file_row(session, package_id, opaque), opaque.removeprefix("bag/")

@@ -55,7 +55,16 @@ def package(
 ) -> dict[str, Any]:
     """A package's metadata and files, any tier (logged when not public)."""
     with services.session_scope() as session:
-        read = read_package(session, policy, who, package, purpose=purpose, reveal=True)
+        read = read_package(
+            session,
+            policy,
+            who,
+            package,
+            purpose=purpose,
+            reveal=True,
+            keyring=services.keyring,
+            primary=services.primary,
+        )
     return read.view.as_dict()
 
 

@@ -98,12 +98,16 @@ def names_path(tier: str) -> str:
 
 
 def sealed_names(
-    obj: StoredObject, keyring: KeyRing, inventory: dict[str, Any] | None = None
+    obj: StoredObject,
+    keyring: KeyRing,
+    *,
+    purpose: str | None,
+    inventory: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The real logical path of each of the object's files stored under a sealed name, by
-    that name, for the tiers whose key is open in ``keyring`` (read and decrypted here, held
-    by no one). Empty when no key is open or the object has none. Raises
-    :class:`StorageError` when a names map is unreadable or does not decrypt."""
+    that name, for the tiers whose key is open in ``keyring`` for ``purpose`` (read and
+    decrypted here, held by no one). Empty when no key is open for it or the object has
+    none. Raises :class:`StorageError` when a names map is unreadable or does not decrypt."""
     inventory = inventory or obj.inventory()
     state = ocfl.head_state(inventory)
     out: dict[str, str] = {}
@@ -111,7 +115,7 @@ def sealed_names(
         if not (logical.startswith(NAMES_PREFIX) and logical.endswith(".age")):
             continue
         opened = keyring.opened(logical.removeprefix(NAMES_PREFIX).removesuffix(".age"))
-        if opened is None:
+        if opened is None or opened.purpose != purpose:
             continue
         try:
             with obj.open(content) as reader:

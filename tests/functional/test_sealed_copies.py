@@ -328,6 +328,20 @@ def test_a_registrar_reads_only_while_two_registrars_have_opened_the_key(
         assert opened.status_code == 200, opened.text
         assert opened.content == STATEMENT
         assert opened.headers["X-Custos-SHA512"] == hashlib.sha512(STATEMENT).hexdigest()
+        listed = client.get(
+            f"/registrar/packages/{uuid}",
+            params={"purpose": "prosecution"},
+            headers=headers(users.registrar),
+        ).json()["files"]
+        entry = next(f for f in listed if f.get("encrypted"))
+        assert entry["name"] == PROTECTED and entry["path"] == _sealed_path(held)
+        assert entry["sha512"] == hashlib.sha512(STATEMENT).hexdigest()
+        elsewhere = client.get(
+            f"/registrar/packages/{uuid}",
+            params={"purpose": "research"},
+            headers=headers(users.registrar),
+        )
+        assert PROTECTED not in elsewhere.text  # open for another purpose: no name
         named = read(at=by_name)  # the open key reads its names map too
         assert named.status_code == 200 and named.content == STATEMENT
         assert f"statement-{NAME_MARKER}.txt" in named.headers["Content-Disposition"]
