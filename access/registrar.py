@@ -38,8 +38,10 @@ from access.decisions.rules import (
 )
 from access.export.bundle import ExportResult, export
 from access.export.zipstream import zip_stream
+from access.keys.service import KEYED_TIERS
 from access.paging import Listing, Page
 from archive import clock
+from archive.catalog.index import sealed_bag_info, sealed_names
 from archive.catalog.queries import tier_recipients
 from archive.catalog.tables import (
     Depositor,
@@ -54,8 +56,10 @@ from archive.custody import new_event, record_events
 from archive.digest import writing
 from archive.errors import InputRejected, NotFound, StorageError
 from archive.findings import Finding
+from archive.keyring import KeyRing
 from archive.model import EventRecord, Link
 from archive.services import Services
+from archive.storage.primary import Primary
 from archive.storage.replica import LocationUnavailable
 from policies.access import Assignment, assignment_to_json, covers, default_assignment
 from policies.errors import AccessRuleError
@@ -74,13 +78,55 @@ def _reject(code: str, message: str, where: str = "", hint: str = "") -> InputRe
 # --- search ---------------------------------------------------------------------------------
 
 
+def _protected_hits(
+    session: Session, words: str, keyring: KeyRing, primary: Primary
+) -> dict[str, str]:
+    """The packages holding files of a tier whose key is open in ``keyring`` whose real file
+    names or bag-info (both stored encrypted) hold ``words``, with the purpose the key is
+    open for. Decrypted here, in memory, for this search only: no index of them is kept."""
+    found: dict[str, str] = {}
+    needle = words.casefold()
+    for tier in KEYED_TIERS:
+        opened = keyring.opened(tier)
+        if opened is None:
+            continue
+        rows = session.execute(
+            select(Package.id, Package.object_path)
+            .where(
+                Package.id.in_(select(File.package_id).where(File.sealed_tier == tier).distinct())
+            )
+            .order_by(Package.created_at, Package.id)
+        ).all()
+        for package_id, object_path in rows:
+            if package_id in found:
+                continue
+            obj = primary.object(object_path)
+            inventory = obj.inventory()
+            names = sealed_names(obj, keyring, purpose=opened.purpose, inventory=inventory)
+            info = sealed_bag_info(obj, keyring, purpose=opened.purpose, inventory=inventory)
+            texts = [*names.values(), *(str(v) for v in (info or {}).values())]
+            if any(needle in t.casefold() for t in texts):
+                found[package_id] = opened.purpose
+    return found
+
+
 def search_all(
-    session: Session, policy: AccessPolicy, reader: Principal, query: str, *, limit: int = 50
+    session: Session,
+    policy: AccessPolicy,
+    reader: Principal,
+    query: str,
+    *,
+    limit: int = 50,
+    keyring: KeyRing | None = None,
+    primary: Primary | None = None,
 ) -> list[dict[str, Any]]:
-    """Packages of every tier whose title, depositor or file names hold ``query``.
+    """Packages of every tier whose title, depositor or file names hold ``query``; and, while
+    a tier's key is open in ``keyring``, those whose protected files' real names or
+    encrypted bag-info hold it (read from ``primary``).
 
     Returns the hits (with each package's tier), and records one access event per
-    non-public package shown (the policy logs those reads) in the caller's transaction."""
+    non-public package shown (the policy logs those reads) in the caller's transaction; a
+    hit found through an open key is recorded under the purpose it is open for."""
     words = query.strip()
     if not words:
         raise _reject("SEARCH-QUERY", "the search query is empty", "q", "give words to find")
@@ -104,6 +150,10 @@ def search_all(
             .limit(limit)
         ).scalars()
     )
+    opened: dict[str, str] = {}
+    if keyring is not None and primary is not None and len(ids) < limit:
+        opened = _protected_hits(session, words, keyring, primary)
+        ids += [p for p in opened if p not in ids][: limit - len(ids)]
     hits, events = [], []
     for package_id in ids:
         head = package_head(session, package_id)
@@ -122,15 +172,19 @@ def search_all(
                 "depositor": head.depositor,
                 "created_at": head.created_at.isoformat(),
                 "tier": tier,
+                **({"found_in": "protected names or bag-info"} if package_id in opened else {}),
             }
         )
-        if must_log(decisions):
+        if must_log(decisions) or package_id in opened:
             events.append(
                 access_event(
                     reader,
                     package_id,
-                    "package metadata shown in a registrar search",
-                    purpose=None,
+                    "package metadata shown in a registrar search"
+                    + (
+                        ", found in its encrypted names or bag-info" if package_id in opened else ""
+                    ),
+                    purpose=opened.get(package_id),
                     decisions=decisions,
                 )
             )

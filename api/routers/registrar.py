@@ -43,9 +43,12 @@ def search(
     who: Registrar,
     q: Annotated[str, Query(min_length=1, max_length=256)],
 ) -> dict[str, Any]:
-    """Search every tier (titles, depositors, file names). Non-public hits are logged."""
+    """Search every tier (titles, depositors, file names; while a tier's key is open, the real
+    names and bag-info of its encrypted files too). Non-public hits are logged."""
     with services.session_scope() as session:
-        hits = search_all(session, policy, who, q)
+        hits = search_all(
+            session, policy, who, q, keyring=services.keyring, primary=services.primary
+        )
     return {"query": q, "results": hits}
 
 

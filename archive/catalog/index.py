@@ -129,6 +129,35 @@ def sealed_names(
     return out
 
 
+def sealed_bag_info(
+    obj: StoredObject,
+    keyring: KeyRing,
+    *,
+    purpose: str | None,
+    inventory: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """The object's bag-info (``custos/bag-info.json``) when it is stored encrypted and its
+    tier's key is open in ``keyring`` for ``purpose``; None otherwise. Raises
+    :class:`StorageError` as :func:`sealed_names` does."""
+    inventory = inventory or obj.inventory()
+    content = ocfl.head_state(inventory).get(BAG_INFO_JSON)
+    entry = sealed_files(obj, inventory).get(content or "")
+    if content is None or entry is None:
+        return None
+    opened = keyring.opened(str(entry["tier"]))
+    if opened is None or opened.purpose != purpose:
+        return None
+    try:
+        with obj.open(content) as reader:
+            info = json.loads(b"".join(decrypt_chunks(reader, opened.identity)))
+    except (CryptError, ValueError) as exc:
+        raise StorageError(
+            f"the bag-info of {inventory['id']} cannot be read: {exc}",
+            hint="run `custos verify` on the package; a damaged copy is repaired by fixity",
+        ) from exc
+    return info if isinstance(info, dict) else None
+
+
 def depositor_id(session: Session, name: str, at: Any) -> int:
     """The catalog id of the depositor that an object's ``custos/deposit.json`` names, its
     row written if the catalog lacks it (registered at ``at``, the object's first version).

@@ -316,6 +316,15 @@ def test_a_registrar_reads_only_while_two_registrars_have_opened_the_key(
         def read(purpose: str = "prosecution", at: str = url) -> Any:
             return client.get(at, params={"purpose": purpose}, headers=headers(users.registrar))
 
+        def search(words: str) -> list[str]:
+            found = client.get(
+                "/registrar/search", params={"q": words}, headers=headers(users.registrar)
+            )
+            assert found.status_code == 200, found.text
+            return [hit["package_id"] for hit in found.json()["results"]]
+
+        # The real names and bag-info are encrypted: not found while the key is locked.
+        assert search(NAME_MARKER) == [] and search(INFO_MARKER) == []
         locked = read()
         assert locked.status_code == 423, locked.text
         assert "key is locked" in locked.json()["detail"]
@@ -343,6 +352,9 @@ def test_a_registrar_reads_only_while_two_registrars_have_opened_the_key(
         )
         assert PROTECTED not in elsewhere.text  # open for another purpose: no name
         named = read(at=by_name)  # the open key reads its names map too
+        assert search(NAME_MARKER) == [held.package_id]
+        assert search(FOLDER_MARKER) == [held.package_id]
+        assert search(INFO_MARKER) == [held.package_id]
         assert named.status_code == 200 and named.content == STATEMENT
         assert f"statement-{NAME_MARKER}.txt" in named.headers["Content-Disposition"]
         other = read("third-party-justice")
@@ -364,8 +376,11 @@ def test_a_registrar_reads_only_while_two_registrars_have_opened_the_key(
         ).scalars()
         text = " ".join(reads)
     # The two protected reads that happened (by its sealed name, by its real one); the
-    # refused ones recorded nothing (the public file's read needs no record).
+    # refused ones recorded nothing (the public file's read needs no record); and the three
+    # searches that found the package through the open key, under its purpose.
     assert text.count("content of 1 file read") == 2
+    assert text.count("found in its encrypted names or bag-info; by registrar regina; "
+                      "purpose: prosecution") == 3  # fmt: skip
 
 
 def test_the_catalog_rebuilt_from_storage_knows_the_encrypted_copies(held: Held) -> None:
