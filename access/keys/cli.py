@@ -22,6 +22,7 @@ from archive.findings import Finding
 
 if TYPE_CHECKING:
     from access.keys.service import NewShares
+    from archive.services import Services
 
 keys_app = typer.Typer(
     help="Tier keys that no single person holds: the age key protected copies are encrypted "
@@ -58,6 +59,34 @@ _CLEAR = "\033[3J\033[2J\033[H"  # scrollback, screen, cursor home
 
 def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
+
+
+def open_for_command(
+    services: Services, tier: str, purpose: str, share_files: list[Path] | None
+) -> None:
+    """Open ``tier``'s key in this process for the command being run (``custos verify
+    --open-key``): shares from ``share_files``, or asked for on this terminal. Registered
+    as the ``custos.key_opener`` entry point, so that the core's commands open a key without
+    importing this layer."""
+    from access.decisions.rules import access_policy
+    from access.keys.service import open_for_command as open_key
+    from access.keys.service import require_key
+
+    with services.sessions() as session:
+        key = require_key(session, tier)
+        needed = key.threshold
+    presented = _read_shares(share_files, needed)
+    with services.session_scope() as session:
+        open_key(
+            session,
+            services.keyring,
+            tier=tier,
+            purpose=purpose,
+            presented=presented,
+            by=operator(),
+            policy=access_policy(services.settings),
+            minutes=services.settings.keys.unlock_minutes,
+        )
 
 
 def _refuse(code: str, message: str, where: str, hint: str) -> InputRejected:

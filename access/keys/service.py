@@ -548,6 +548,67 @@ def present_share(
     return Unlock(tier, purpose, len(by), key.threshold, by, until)
 
 
+def open_for_command(
+    session: Session,
+    keyring: KeyRing,
+    *,
+    tier: str,
+    purpose: str,
+    presented: Sequence[tuple[str, str]],
+    by: str,
+    policy: AccessPolicy,
+    minutes: int,
+) -> Opened:
+    """Open the tier's key in this process, for one command run by an operator (``by``) with
+    ``presented`` shares of its current set (``(where, words)``: files or prompts), for
+    ``purpose``, for at most ``minutes``. The opening is a ``key custody`` event naming the
+    operator, the purpose and the number of shares, never a share.
+
+    Raises :class:`NotFound` when the tier has no key, and :class:`InputRejected` for a
+    purpose the policy does not declare (``KEY-PURPOSE``), fewer shares than the threshold
+    (``KEY-SHARES-FEW``) and shares that do not open the key (as ``keys reshare`` does)."""
+    check_tier(tier)
+    if purpose not in policy.purposes:
+        raise _reject(
+            "KEY-PURPOSE",
+            f"{purpose!r} is not a purpose the access policy declares",
+            "--purpose",
+            f"name one of {', '.join(sorted(policy.purposes))}",
+        )
+    key = require_key(session, tier)
+    assert key.threshold is not None
+    if len(presented) < key.threshold:
+        raise _reject(
+            "KEY-SHARES-FEW",
+            f"{len(presented)} share(s) given; the {tier} tier's key needs {key.threshold}",
+            "--share-file",
+            f"give {key.threshold} shares of different registrars (--share-file, once each)",
+        )
+    secret = open_secret(key, presented)
+    now = clock.now()
+    until = now + timedelta(minutes=minutes)
+    key.last_opened_at = now
+    key.last_opened = f"{by}, from the command line, for {purpose}"
+    record_events(
+        session,
+        [
+            event_of(
+                "key custody",
+                f"the {tier} tier's key (recipient {key.recipient}) opened for {purpose} from "
+                f"the command line with {len(presented)} shares, for one command, at most "
+                f"until {until.isoformat()}",
+                tier,
+                by,
+            )
+        ],
+    )
+    session.flush()
+    opened = Opened(tier, key.recipient, identity_of(secret), purpose, (by,), until)
+    del secret
+    keyring.hold(opened)
+    return opened
+
+
 def lock_key(session: Session, keyring: KeyRing, who: Principal, tier: str) -> bool:
     """Close the tier's key now (and drop shares waiting for it); false if it was not open."""
     record_lapsed(session, keyring)

@@ -20,7 +20,7 @@ from archive.cli.shell import (
     run,
     state,
 )
-from archive.errors import InputRejected
+from archive.errors import ConfigError, InputRejected
 from archive.findings import Finding
 
 if TYPE_CHECKING:
@@ -152,6 +152,23 @@ def seal_renew_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         raise typer.Exit(3)
 
 
+def _key_opener(as_json: bool) -> Any:
+    """The ``custos.key_opener`` entry point: opens a tier's key from shares (the access
+    layer's, which the core does not import)."""
+    from importlib.metadata import entry_points
+
+    found = sorted(entry_points(group="custos.key_opener"), key=lambda e: e.name)
+    if not found:
+        raise fail(
+            ConfigError(
+                "no key opener is installed: this installation cannot open tier keys",
+                hint="install Custos whole (`make install`), which registers it",
+            ),
+            as_json,
+        )
+    return found[0].load()
+
+
 @app.command("verify")
 def verify_cmd(
     ctx: typer.Context,
@@ -179,11 +196,36 @@ def verify_cmd(
             "(default: those inside the bundle, whose fingerprints you must then compare).",
         ),
     ] = None,
+    open_key: Annotated[
+        str | None,
+        typer.Option(
+            "--open-key",
+            metavar="TIER",
+            help="Open this tier's key for this command (shares from --share-file, or asked "
+            "for on this terminal), to prove the plain bytes of files stored encrypted and "
+            "find them by their real names. A custody event.",
+        ),
+    ] = None,
+    share_file: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--share-file", help="With --open-key: a file holding one share; repeat for each."
+        ),
+    ] = None,
+    purpose: Annotated[
+        str,
+        typer.Option(
+            "--purpose",
+            help="With --open-key: why it is opened (a purpose the access policy declares).",
+        ),
+    ] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Prove, step by step, that stored files are what was received, and when.
 
-    Exit status 0 only if every step holds; 3 if any fails."""
+    A file stored encrypted is proved by its stored bytes and its sealed plain digest; with
+    --open-key, by its decrypted bytes too. Exit status 0 only if every step holds; 3 if any
+    fails."""
     if bundle is not None:
         from archive.proofs.bundle import verify_bundle
 
@@ -201,6 +243,10 @@ def verify_cmd(
             raise fail(usage, as_json)
         name = package
         services = run(as_json, state(ctx).services)
+        if open_key is not None:
+            opener = _key_opener(as_json)
+            tier = open_key
+            run(as_json, lambda: opener(services, tier, purpose, share_file))
         report = run(as_json, lambda: verify_package(services, name, list(paths or [])))
     if as_json:
         emit_json({"status": "ok" if report.ok else "failed", **report.as_dict()})

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from archive.catalog.index import sealed_files
+from archive.catalog.index import sealed_files, sealed_names
 from archive.catalog.queries import resolve_package_id
 from archive.catalog.tables import Package, Seal
 from archive.crypt import CryptError, decrypt_chunks
@@ -220,12 +220,26 @@ def _subjects_for(
     (which its file seal proves); with the key locked the report says they were not read."""
     state = ocfl.head_state(inventory)
     digest_of = {p: d for d, ps in inventory["manifest"].items() for p in ps}
+    # A protected file is stored under a sealed name; its real one finds it while its key
+    # is open in this process (the names map decrypted here, for this report only).
+    by_real: dict[str, str] = {}
+    for tier in sorted({str(e["tier"]) for e in plain.values()}):
+        opened = keyring.opened(tier)
+        if opened is not None:
+            names = sealed_names(root, keyring, purpose=opened.purpose, inventory=inventory)
+            by_real.update({real: sealed for sealed, real in names.items()})
     needed: set[str] = set()
     for path in paths:
         logical = path if path.startswith(("bag/", "custos/")) else f"bag/{path}"
-        content = state.get(logical)
+        content = state.get(logical) or state.get(by_real.get(logical, ""))
         if content is None:
-            report.failed(f"{path}: no such file in the package's current version.")
+            hidden = (
+                " A protected file is named by its sealed name (data/sealed/…), or by its "
+                "real one with its tier's key open (--open-key)."
+                if plain
+                else ""
+            )
+            report.failed(f"{path}: no such file in the package's current version.{hidden}")
             continue
         version = content.split("/", 1)[0]
         # The digest must be the one in the inventory of the version that added the file:

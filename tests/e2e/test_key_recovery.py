@@ -99,6 +99,36 @@ def test_two_shares_shamir_the_guides_lines_and_debian_age_open_what_custos_seal
     real = json.loads(names.stdout)["files"][entry["logical"]]
     assert real == "bag/data/testimonies/statement.txt"
 
+    # Custos's own verify opens the key from two share files, for the command only: it
+    # proves the plain bytes and finds the file by its real name; one share opens nothing.
+    code, _, stderr = custos(data, "seal", "--json")
+    assert code == 0, stderr
+    two = ["--share-file", str(shares / "share-1-of-5.txt"), "--share-file",
+           str(shares / "share-3-of-5.txt")]  # fmt: skip
+    real = "data/testimonies/statement.txt"
+    code, report, stderr = custos(data, "verify", stored["package_id"], real, "--json")
+    assert code == 3 and "sealed name" in report["steps"][-1]["text"]
+    code, report, stderr = custos(
+        data, "verify", stored["package_id"], real, "--open-key", "protected-identity",
+        "--purpose", "prosecution", *two, "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    text = " ".join(step["text"] for step in report["steps"])
+    assert "decrypted with the protected-identity tier's key" in text
+    assert entry["sha512"][:16] in text
+    code, refused, _ = custos(
+        data, "verify", stored["package_id"], real, "--open-key", "protected-identity",
+        "--purpose", "prosecution", *two[:2], "--json",
+    )  # fmt: skip
+    assert code == 65 and refused["findings"][0]["code"] == "KEY-SHARES-FEW"
+    code, refused, _ = custos(
+        data, "verify", stored["package_id"], real, "--open-key", "protected-identity",
+        "--purpose", "curiosity", *two, "--json",
+    )  # fmt: skip
+    assert code == 65 and refused["findings"][0]["code"] == "KEY-PURPOSE"
+    code, status, _ = custos(data, "keys", "status", "--json")
+    assert "from the command line, for prosecution" in json.dumps(status)
+
     # One share is not enough for the shamir command either.
     one = subprocess.run(
         [str(shamir), "recover"], input=typed.splitlines()[0] + "\n", capture_output=True,
