@@ -97,6 +97,18 @@ def names_path(tier: str) -> str:
     return f"{NAMES_PREFIX}{tier}.age"
 
 
+def _decrypted_json(obj: StoredObject, content: str, identity: Any, what: str) -> Any:
+    """A small metadata file stored encrypted (a names map, a bag-info), decrypted in memory."""
+    try:
+        with obj.open(content) as reader:
+            return json.loads(b"".join(decrypt_chunks(reader, identity)))
+    except (CryptError, ValueError) as exc:
+        raise StorageError(
+            f"{what} of the object at {obj.where()} cannot be read: {exc}",
+            hint="run `custos verify` on the package; a damaged copy is repaired by fixity",
+        ) from exc
+
+
 def sealed_names(
     obj: StoredObject,
     keyring: KeyRing,
@@ -117,14 +129,7 @@ def sealed_names(
         opened = keyring.opened(logical.removeprefix(NAMES_PREFIX).removesuffix(".age"))
         if opened is None or opened.purpose != purpose:
             continue
-        try:
-            with obj.open(content) as reader:
-                body = json.loads(b"".join(decrypt_chunks(reader, opened.identity)))
-        except (CryptError, ValueError) as exc:
-            raise StorageError(
-                f"the names map {logical} of {inventory['id']} cannot be read: {exc}",
-                hint="run `custos verify` on the package; a damaged copy is repaired by fixity",
-            ) from exc
+        body = _decrypted_json(obj, content, opened.identity, f"the names map {logical}")
         out.update(body["files"])
     return out
 
@@ -147,14 +152,7 @@ def sealed_bag_info(
     opened = keyring.opened(str(entry["tier"]))
     if opened is None or opened.purpose != purpose:
         return None
-    try:
-        with obj.open(content) as reader:
-            info = json.loads(b"".join(decrypt_chunks(reader, opened.identity)))
-    except (CryptError, ValueError) as exc:
-        raise StorageError(
-            f"the bag-info of {inventory['id']} cannot be read: {exc}",
-            hint="run `custos verify` on the package; a damaged copy is repaired by fixity",
-        ) from exc
+    info = _decrypted_json(obj, content, opened.identity, "the bag-info")
     return info if isinstance(info, dict) else None
 
 
