@@ -11,8 +11,8 @@ OUTCOMES = ("success", "failure", "warning")
 
 #: PREMIS event types used by Custos: the labels of id.loc.gov/vocabulary/preservation/eventType
 #: where one fits (ingestion, validation, message digest calculation, format identification,
-#: fixity check, replication, migration, recovery, encryption); Custos' own words for what
-#: that vocabulary has no term for (tier change, review, access, export, timestamp, user
+#: fixity check, replication, migration, recovery, encryption, transfer); Custos' own words for
+#: what that vocabulary has no term for (tier change, review, access, export, timestamp, user
 #: administration, user session, depositor administration, key administration, key custody).
 #: The words are part of the hash-chained custody log, so they are never renamed.
 EVENT_TYPES = frozenset(
@@ -36,6 +36,7 @@ EVENT_TYPES = frozenset(
         "depositor administration",  # a depositor registered (custos depositors add, ...)
         "key administration",  # a tier's key made, its shares made anew, a recipient added
         "key custody",  # a share presented, a tier's key opened, locked, or its time up
+        "transfer",  # what crossed an air gap, each way (roots out, tokens in)
     }
 )
 

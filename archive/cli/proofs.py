@@ -32,7 +32,8 @@ app.add_typer(audit_app, name="audit")
 
 seal_app = typer.Typer(
     help="Timestamp what awaits a seal; `custos seal files` seals each file on its own; "
-    "`custos seal renew` renews evidence records.",
+    "`custos seal renew` renews evidence records; `export-pending`, `stamp` and `import` "
+    "carry seals across an air gap.",
     invoke_without_command=True,
 )
 app.add_typer(seal_app, name="seal")
@@ -117,6 +118,87 @@ def seal_files_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 progress=advance,
             ),
         )
+    if as_json:
+        emit_json({"status": "ok", **report.as_dict()})
+        return
+    _print_sealed(report)
+
+
+@seal_app.command("export-pending")
+def seal_export_pending_cmd(
+    ctx: typer.Context,
+    to: Annotated[
+        Path,
+        typer.Option("--to", metavar="FILE", help="A new file (e.g. on removable media)."),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """For an archive with no timestamp authority within reach: write the hash-tree roots of
+    everything awaiting a seal (manifests, file seals, the custody log's head) to FILE,
+    digests only, for another archive or any RFC 3161 client to stamp (`custos seal stamp`).
+    What each root covers stays here, in the storage root, until `custos seal import`. The
+    crossing is a `transfer` custody event listing the roots."""
+    from archive.proofs.airgap import export_pending
+
+    services = run(as_json, state(ctx).services)
+    result = run(as_json, lambda: export_pending(services, to))
+    if as_json:
+        emit_json({"status": "exported", **result.as_dict()})
+        return
+    if not result.roots:
+        out.print(f"nothing awaits a seal; {to} lists no root", markup=False)
+    else:
+        out.print(
+            f"{len(result.roots)} root(s) of {result.subjects} manifest(s), file seal(s) or "
+            f"checkpoint(s) written to {to}: have them stamped (custos seal stamp), then "
+            "custos seal import the tokens",
+            markup=False,
+        )
+    for failure in result.failures:
+        err.print(f"[yellow]not exported:[/] {escape(failure)}")
+
+
+@seal_app.command("stamp")
+def seal_stamp_cmd(
+    ctx: typer.Context,
+    source: Annotated[
+        Path, typer.Argument(metavar="FILE", help="The roots another archive exported.")
+    ],
+    to: Annotated[Path, typer.Option("--to", metavar="TOKENS", help="A new file for the tokens.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask this archive's timestamp authorities for a token over each root in FILE (written by
+    `custos seal export-pending` on an archive across an air gap) and write them to TOKENS.
+    A `transfer` custody event. Exit status 75 when no authority answered (nothing written)."""
+    from archive.proofs.airgap import stamp
+
+    services = run(as_json, state(ctx).services)
+    result = run(as_json, lambda: stamp(services, source, to))
+    if as_json:
+        emit_json({"status": "stamped", **result.as_dict()})
+        return
+    out.print(f"{len(result.tokens)} token(s) written to {to}", markup=False)
+    for root, tsa, when in result.tokens:
+        out.print(f"  {root[:16]}… by {tsa} at {when}", markup=False)
+
+
+@seal_app.command("import")
+def seal_import_cmd(
+    ctx: typer.Context,
+    source: Annotated[
+        Path, typer.Argument(metavar="TOKENS", help="The tokens `custos seal stamp` wrote.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Complete the seals of the roots this archive exported, with the tokens in TOKENS. Every
+    token is checked first (a root this archive exported and has not imported, its imprint,
+    its signature against this archive's trust anchors: tsa.roots and the local authority's);
+    one that fails refuses the whole file, naming it, and nothing is imported (exit 65).
+    A `transfer` custody event."""
+    from archive.proofs.airgap import import_tokens
+
+    services = run(as_json, state(ctx).services)
+    report = run(as_json, lambda: import_tokens(services, source))
     if as_json:
         emit_json({"status": "ok", **report.as_dict()})
         return

@@ -193,44 +193,73 @@ def seal_pending(
     report = SealReport()
     algorithm = services.settings.proofs.algorithm
     with services.commit_lock():
-        if manifests:
-            with services.session_scope() as session:
-                write_checkpoint(session, services.primary, fsync=services.settings.fsync)
-            with services.sessions() as session:
-                subjects = pending(session)
-            if subjects:
-                digest_of = {s: subject_digest(services, s, algorithm) for s in subjects}
-                _seal_batch(services, authorities, subjects, digest_of, algorithm, report)
-        done = 0
-        skip: set[tuple[str, int]] = set()
-        while files is None or done < files:
-            with services.sessions() as session:
-                todo = pending_files(
-                    session, algorithm, limit=VERSIONS_PER_BATCH + len(skip), skip=skip
-                )
-            if not todo:
-                break
-            subjects, digest_of, count = [], {}, 0
-            for version in todo:
-                try:
-                    subject, root, n = _file_seal(services, version, algorithm)
-                except (ProofError, StorageError) as exc:
-                    skip.add((version.package_id, version.number))
-                    report.failures.append(
-                        f"{version.package_id} v{version.number}: not sealed file by file: "
-                        f"{exc.message}"
-                    )
-                    continue
-                subjects.append(subject)
-                digest_of[subject] = root
-                count += n
-            if subjects:
-                _seal_batch(services, authorities, subjects, digest_of, algorithm, report)
-                report.files += count
-                done += count
-                if progress:
-                    progress(len(subjects))
+        for subjects, digest_of, count in pending_batches(
+            services, report, manifests=manifests, files=files
+        ):
+            _seal_batch(services, authorities, subjects, digest_of, algorithm, report)
+            report.files += count
+            if progress and count:
+                progress(len(subjects))
     return report
+
+
+Batch = tuple[list[Subject], dict[Subject, bytes], int]
+
+
+def pending_batches(
+    services: Services,
+    report: SealReport,
+    *,
+    manifests: bool = True,
+    files: int | None = FILES_PER_RUN,
+    sealing: bool = True,
+) -> Iterator[Batch]:
+    """The batches awaiting a seal, each with its subjects' digests and how many files its
+    file seals seal: the manifests first (a custody-log checkpoint written just before), then
+    the versions awaiting their file seal, about ``files`` files of them (None: all). A
+    version whose file seal cannot be made is skipped and named in ``report.failures``.
+    The caller holds the commit lock and seals each batch before the next is made (the file
+    seals sealed are no longer pending); ``sealing`` false: the batches are exported for a
+    seal across an air gap, and the versions of each are not batched again."""
+    algorithm = services.settings.proofs.algorithm
+    if manifests:
+        with services.session_scope() as session:
+            write_checkpoint(session, services.primary, fsync=services.settings.fsync)
+        with services.sessions() as session:
+            subjects = pending(session)
+        if subjects:
+            yield subjects, {s: subject_digest(services, s, algorithm) for s in subjects}, 0
+    done = 0
+    skip: set[tuple[str, int]] = set()
+    while files is None or done < files:
+        with services.sessions() as session:
+            todo = pending_files(
+                session, algorithm, limit=VERSIONS_PER_BATCH + len(skip), skip=skip
+            )
+        if not todo:
+            break
+        batch: list[Subject] = []
+        digest_of: dict[Subject, bytes] = {}
+        count = 0
+        for version in todo:
+            try:
+                subject, root, n = _file_seal(services, version, algorithm)
+            except (ProofError, StorageError) as exc:
+                skip.add((version.package_id, version.number))
+                report.failures.append(
+                    f"{version.package_id} v{version.number}: not sealed file by file: "
+                    f"{exc.message}"
+                )
+                continue
+            batch.append(subject)
+            digest_of[subject] = root
+            count += n
+        if not batch:
+            continue
+        yield batch, digest_of, count
+        done += count
+        if not sealing:  # exported, not sealed: still pending, not to be batched again
+            skip.update((v.package_id, v.number) for v in todo)
 
 
 def _file_seal(
@@ -326,6 +355,23 @@ def _seal_batch(
                 session, [new_event("timestamp", "failure", f"{failure.message}: {failure.hint}")]
             )
         raise failure
+    complete_batch(services, subjects, batch, tokens, digest_of, algorithm, report)
+
+
+def complete_batch(
+    services: Services,
+    subjects: list[Subject],
+    batch: merkle.Batch,
+    tokens: list[tuple[Authority, TimestampToken]],
+    digest_of: dict[Subject, bytes],
+    algorithm: str,
+    report: SealReport,
+    *,
+    how: str = "",
+) -> None:
+    """Give each of ``subjects`` an evidence record per token over ``batch``'s root (written
+    into storage), their catalog rows and a ``timestamp`` event per package (``how``: how the
+    tokens came, said in the event)."""
     records = _write_records(services, subjects, batch, tokens, digest_of, algorithm)
     with services.session_scope() as session:
         for authority, token in tokens:
@@ -371,8 +417,8 @@ def _seal_batch(
                     new_event(
                         "timestamp",
                         "success",
-                        f"sealed {names} ({what}): RFC 3161 token(s) from {when}; RFC 4998 "
-                        f"evidence records in {EXTENSION if package_id else LOG_DIR}",
+                        f"sealed {names} ({what}): RFC 3161 token(s) from {when}{how}; "
+                        f"RFC 4998 evidence records in {EXTENSION if package_id else LOG_DIR}",
                         links=links,
                     )
                 ],
