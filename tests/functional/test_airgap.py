@@ -18,13 +18,12 @@ from archive.proofs.local_tsa import LocalTSAServer, ensure_pki
 from tests.conftest import SAMPLE
 from tests.functional.test_cli import custos
 from tests.functional.test_seal import query
-from tests.servers import free_port
 
 
 def _offline(trusted: Path | None) -> dict[str, str]:
     return {
         "CUSTOS_TSA__LOCAL": "false",
-        "CUSTOS_TSA__URLS": f'["http://127.0.0.1:{free_port()}/"]',  # nothing answers there
+        "CUSTOS_TSA__URLS": '["http://127.0.0.1:9/"]',  # the discard port: nothing answers
         "CUSTOS_TSA__ROOTS": json.dumps([str(trusted)] if trusted else []),
         "CUSTOS_TSA__TIMEOUT": "2",
     }
