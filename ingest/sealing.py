@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from archive.catalog.index import names_path
-from archive.crypt import MAGIC, encrypt_copy
+from archive.crypt import MAGIC, Encrypted, encrypt_copy
 from archive.digest import CopyResult, writing
+from archive.findings import Finding
 from policies.access import Assignment, Consent, effective, effective_consent, effective_tier
 from policies.schema import AccessPolicy
 from policies.vocabulary import TIERS
@@ -103,7 +104,7 @@ def _entry(logical: str, tier: str, plain: CopyResult, to: Sequence[str]) -> dic
     }
 
 
-def _encrypt_staged(staged: Path, target: Path, to: Sequence[str], plain: CopyResult) -> Any:
+def _encrypt_staged(staged: Path, target: Path, to: Sequence[str], plain: CopyResult) -> Encrypted:
     sealing = target.with_name(target.name + ".custos-sealing")
     with open(staged, "rb") as src, writing(sealing), open(sealing, "xb") as dst:
         # Its plain digests are the receipt's, computed as the deposit was received.
@@ -248,6 +249,15 @@ def conceal_text(text: str, done: Concealment, revealed: set[str]) -> str:
     for hidden in sorted((folders - revealed) | names, key=len, reverse=True):
         text = text.replace(hidden, "[protected]")
     return text
+
+
+def conceal_finding(finding: Finding, done: Concealment, revealed: set[str]) -> Finding:
+    """``finding`` (a warning to record) naming no protected file (:func:`conceal_text`)."""
+    return dataclasses.replace(
+        finding,
+        message=conceal_text(finding.message, done, revealed),
+        path=conceal_text(finding.path, done, revealed),
+    )
 
 
 def encrypted_json(sealed: Mapping[str, Mapping[str, Any]]) -> bytes:

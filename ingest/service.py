@@ -14,7 +14,6 @@ Format identification runs after the commit and adds version 2 to the object.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -70,8 +69,8 @@ from ingest.bag import check_bag
 from ingest.identify import Identification, identify, tool_version
 from ingest.sealing import (
     Concealment,
+    conceal_finding,
     conceal_records,
-    conceal_text,
     encrypted_json,
     names_files,
     revealed_paths,
@@ -300,11 +299,7 @@ def ingest(
             version.register(f"bag/{rel}", f"v1/content/bag/{rel}", res)
         payload_bytes = sum(r.size for r in report.payload.values())
         links = [Link("package", package_id), Link("deposit", deposit_id)]
-        warnings = [
-            dataclasses.replace(w, message=conceal_text(w.message, done, revealed),
-                                path=conceal_text(w.path, done, revealed))
-            for w in warnings_in(findings)
-        ]  # fmt: skip
+        warnings = [conceal_finding(w, done, revealed) for w in warnings_in(findings)]
         events: list[EventRecord] = [
             new_event(
                 "validation",

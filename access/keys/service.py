@@ -442,6 +442,16 @@ class Unlock:
         }
 
 
+def _check_purpose(purpose: str, policy: AccessPolicy, where: str) -> None:
+    if purpose not in policy.purposes:
+        raise _reject(
+            "KEY-PURPOSE",
+            f"{purpose!r} is not a purpose the access policy declares",
+            where,
+            f"name one of {', '.join(sorted(policy.purposes))}",
+        )
+
+
 def present_share(
     session: Session,
     keyring: KeyRing,
@@ -464,13 +474,7 @@ def present_share(
     waiting are dropped). Nothing refused counts."""
     record_lapsed(session, keyring)
     check_tier(tier, "tier")
-    if purpose not in policy.purposes:
-        raise _reject(
-            "KEY-PURPOSE",
-            f"{purpose!r} is not a purpose the access policy declares",
-            "purpose",
-            f"name one of {', '.join(sorted(policy.purposes))}",
-        )
+    _check_purpose(purpose, policy, "purpose")
     key = require_key(session, tier, "tier")
     assert key.threshold is not None and key.share_set is not None
     where = f"{who.name}'s share"
@@ -568,13 +572,7 @@ def open_for_command(
     purpose the policy does not declare (``KEY-PURPOSE``), fewer shares than the threshold
     (``KEY-SHARES-FEW``) and shares that do not open the key (as ``keys reshare`` does)."""
     check_tier(tier)
-    if purpose not in policy.purposes:
-        raise _reject(
-            "KEY-PURPOSE",
-            f"{purpose!r} is not a purpose the access policy declares",
-            "--purpose",
-            f"name one of {', '.join(sorted(policy.purposes))}",
-        )
+    _check_purpose(purpose, policy, "--purpose")
     key = require_key(session, tier)
     assert key.threshold is not None
     if len(presented) < key.threshold:

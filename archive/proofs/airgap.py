@@ -25,6 +25,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +75,20 @@ def _imported_key(algorithm: str, root: str) -> str:
     return f"{REQUESTS}/{algorithm}-{root}.imported.json"
 
 
+def _exists(path: Path, option: str) -> InputRejected:
+    return _refuse(
+        "AIRGAP-TARGET-EXISTS", f"{path} exists already", option,
+        "name a new file: nothing is overwritten",
+    )  # fmt: skip
+
+
 def _new_file(path: Path, data: bytes, option: str) -> None:
     """Write ``data`` to ``path``, a file that must not exist yet (never overwritten)."""
     try:
         with open(path, "xb") as fh:
             fh.write(data)
     except FileExistsError:
-        raise _refuse(
-            "AIRGAP-TARGET-EXISTS",
-            f"{path} exists already",
-            option,
-            "name a new file: nothing is overwritten",
-        ) from None
+        raise _exists(path, option) from None
     except OSError as exc:
         raise StorageError(
             f"{path} could not be written: {exc.strerror or exc}",
@@ -156,12 +159,7 @@ def export_pending(services: Services, to: Path) -> Exported:
     report = SealReport()
     out = Exported(to, algorithm)
     if to.exists():
-        raise _refuse(
-            "AIRGAP-TARGET-EXISTS",
-            f"{to} exists already",
-            "--to",
-            "name a new file: nothing is overwritten",
-        )
+        raise _exists(to, "--to")
     with services.commit_lock():
         for subjects, digest_of, count in pending_batches(
             services, report, files=None, sealing=False
@@ -303,7 +301,7 @@ class _Checked:
 
 def _check_tokens(
     services: Services, body: dict[str, Any], source: Path
-) -> Iterator[tuple[int, dict[str, Any], _Checked]]:
+) -> Iterator[tuple[dict[str, Any], _Checked]]:
     """Each token of ``body`` checked: its request (kept at export), its imprint, and its
     signature against the archive's trust anchors. Raises :class:`InputRejected` naming the
     first token that fails."""
@@ -360,7 +358,7 @@ def _check_tokens(
             "import:" + hashlib.sha256(signer).hexdigest(),
             tuple(good),
         )
-        yield n, request, _Checked(root, token, authority)
+        yield request, _Checked(root, token, authority)
 
 
 def _verifies(token: TimestampToken, root: str, pem: bytes) -> bool:
@@ -381,7 +379,7 @@ def import_tokens(services: Services, source: Path) -> SealReport:
     algorithm = str(body["algorithm"])
     report = SealReport()
     by_root: dict[str, tuple[dict[str, Any], list[_Checked]]] = {}
-    for _, request, item in checked:
+    for request, item in checked:
         by_root.setdefault(item.root, (request, []))[1].append(item)
     with services.commit_lock():
         for root, (request, items) in by_root.items():
@@ -418,8 +416,6 @@ def import_tokens(services: Services, source: Path) -> SealReport:
 
 
 def _subjects(request: dict[str, Any]) -> tuple[list[Subject], dict[Subject, bytes]]:
-    from datetime import datetime
-
     subjects: list[Subject] = []
     digest_of: dict[Subject, bytes] = {}
     for item in request["subjects"]:

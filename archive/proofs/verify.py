@@ -223,11 +223,10 @@ def _subjects_for(
     # A protected file is stored under a sealed name; its real one finds it while its key
     # is open in this process (the names map decrypted here, for this report only).
     by_real: dict[str, str] = {}
-    for tier in sorted({str(e["tier"]) for e in plain.values()}):
-        opened = keyring.opened(tier)
-        if opened is not None:
-            names = sealed_names(root, keyring, purpose=opened.purpose, inventory=inventory)
-            by_real.update({real: sealed for sealed, real in names.items()})
+    tiers = {str(e["tier"]) for e in plain.values()}
+    for purpose in sorted({o.purpose for t in tiers if (o := keyring.opened(t)) is not None}):
+        names = sealed_names(root, keyring, purpose=purpose, inventory=inventory)
+        by_real.update({real: sealed for sealed, real in names.items()})
     needed: set[str] = set()
     for path in paths:
         logical = path if path.startswith(("bag/", "custos/")) else f"bag/{path}"
